@@ -1,0 +1,225 @@
+//! The one place where serde meets bincode: every payload and header goes
+//! through these functions, so the codec can be swapped in one file.
+//!
+//! Decoding must consume the whole input (trailing bytes are an error:
+//! without that check bincode happily reads a `String` as a `u64`), and a
+//! panic inside user serde code is caught and returned as an error.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The bincode configuration used on both sides of the socket.
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The value's `Serialize` implementation returned an error.
+    Encode(String),
+    /// The bytes did not decode as the expected type.
+    Decode(String),
+    /// The value decoded but left bytes unread: the bytes were made from a
+    /// different type.
+    TrailingBytes {
+        /// Bytes the decoder used.
+        consumed: usize,
+        /// Bytes it was given.
+        total: usize,
+    },
+    /// User serde code panicked while encoding (`encoding == true`) or
+    /// decoding.
+    Panicked {
+        /// Which direction panicked.
+        encoding: bool,
+        /// The panic message.
+        message: String,
+    },
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::Encode(m) => write!(f, "serialization failed: {m}"),
+            CodecError::Decode(m) => write!(f, "deserialization failed: {m}"),
+            CodecError::TrailingBytes { consumed, total } => write!(
+                f,
+                "deserialization left {} of {total} bytes unread (consumed {consumed}): \
+                 the bytes were written for a different type",
+                total - consumed
+            ),
+            CodecError::Panicked { encoding, message } => write!(
+                f,
+                "{} code panicked: {message}",
+                if *encoding { "Serialize" } else { "Deserialize" }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// Renders a panic payload as text (a `&str` or `String` payload verbatim,
+/// anything else as a placeholder).
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
+
+/// Appends the encoding of `value` to `buf`. On error `buf` is left as it
+/// was.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = buf.len();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        bincode::serde::encode_into_std_write(value, &mut *buf, config())
+    }));
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            buf.truncate(start);
+            Err(CodecError::Encode(encode_error_text(e)))
+        }
+        Err(p) => {
+            buf.truncate(start);
+            Err(CodecError::Panicked {
+                encoding: true,
+                message: panic_message(&*p),
+            })
+        }
+    }
+}
+
+/// Encodes `value` into a fresh buffer.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut buf = Vec::new();
+    encode_into(value, &mut buf)?;
+    Ok(buf)
+}
+
+fn encode_error_text(e: bincode::error::EncodeError) -> String {
+    match e {
+        bincode::error::EncodeError::OtherString(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn decode_error_text(e: bincode::error::DecodeError) -> String {
+    match e {
+        bincode::error::DecodeError::OtherString(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// Decodes a `T` from the start of `bytes` and returns it with the number of
+/// bytes it used.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        bincode::serde::decode_from_slice::<T, _>(bytes, config())
+    }));
+    match result {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(e)) => Err(CodecError::Decode(decode_error_text(e))),
+        Err(p) => Err(CodecError::Panicked {
+            encoding: false,
+            message: panic_message(&*p),
+        }),
+    }
+}
+
+/// Decodes a `T` that must use every byte of `bytes`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, consumed) = decode_prefix(bytes)?;
+    if consumed != bytes.len() {
+        return Err(CodecError::TrailingBytes {
+            consumed,
+            total: bytes.len(),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serializer};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Point {
+        x: i64,
+        name: String,
+        #[serde(with = "serde_bytes")]
+        blob: Vec<u8>,
+    }
+
+    #[test]
+    fn round_trip() {
+        let p = Point {
+            x: -7,
+            name: "é".into(),
+            blob: vec![1, 2, 3],
+        };
+        let bytes = encode(&p).unwrap();
+        assert_eq!(decode::<Point>(&bytes).unwrap(), p);
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        // A String's length prefix would otherwise decode as a u64.
+        let bytes = encode(&"hello".to_string()).unwrap();
+        match decode::<u64>(&bytes) {
+            Err(CodecError::TrailingBytes { consumed: 1, total: 6 }) => {}
+            other => panic!("expected TrailingBytes, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_input_is_a_decode_error() {
+        let bytes = encode(&"hello".to_string()).unwrap();
+        assert!(matches!(
+            decode::<String>(&bytes[..3]),
+            Err(CodecError::Decode(_))
+        ));
+    }
+
+    struct Refuses;
+    impl Serialize for Refuses {
+        fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("refuses to serialize"))
+        }
+    }
+
+    struct Explodes;
+    impl Serialize for Explodes {
+        fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            panic!("boom in serialize")
+        }
+    }
+
+    #[test]
+    fn serialize_error_keeps_the_message_and_the_buffer() {
+        let mut buf = vec![9, 9];
+        let err = encode_into(&Refuses, &mut buf).unwrap_err();
+        assert_eq!(err, CodecError::Encode("refuses to serialize".into()));
+        assert_eq!(buf, vec![9, 9]);
+    }
+
+    #[test]
+    fn serialize_panic_is_caught() {
+        let err = encode(&Explodes).unwrap_err();
+        assert!(
+            matches!(&err, CodecError::Panicked { encoding: true, message } if message == "boom in serialize"),
+            "{err:?}"
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Length-prefixed frames: a u32 little-endian body length, then the body.
+//!
+//! The reader checks the length against its cap *before* reserving memory,
+//! and tells a clean end of stream (at a frame boundary) from a truncated
+//! frame. The writer sends many frames with one vectored write so a header
+//! and a large payload need no copy into a single buffer.
+
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+
+/// Bytes in the length prefix.
+pub const LEN_BYTES: usize = 4;
+
+/// The default cap on one frame's body: 1 GiB.
+pub const DEFAULT_MAX_FRAME: u32 = 1 << 30;
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The peer announced a body longer than the cap; nothing was allocated.
+    TooLarge {
+        /// The announced length.
+        len: u64,
+        /// The cap in force.
+        max: u32,
+    },
+    /// The stream ended inside a frame.
+    Truncated {
+        /// Bytes the frame should have had (prefix included).
+        expected: u64,
+        /// Bytes that arrived.
+        got: u64,
+    },
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLarge { len, max } => write!(
+                f,
+                "frame of {len} bytes exceeds the {max}-byte cap (raise max_frame_bytes if this is a real payload)"
+            ),
+            FrameError::Truncated { expected, got } => {
+                write!(f, "stream ended inside a frame: got {got} of {expected} bytes")
+            }
+            FrameError::Io(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FrameError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Reads frames from a byte stream into one reused buffer.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    max: u32,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// A reader that refuses bodies longer than `max` bytes.
+    pub fn new(inner: R, max: u32) -> Self {
+        FrameReader {
+            inner,
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// Changes the cap (e.g. from the small handshake cap to the pool's).
+    pub fn set_max(&mut self, max: u32) {
+        self.max = max;
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Reads the next frame's body. `Ok(None)` is a clean end of stream at a
+    /// frame boundary.
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let mut len_buf = [0u8; LEN_BYTES];
+        let mut got = 0;
+        while got < LEN_BYTES {
+            match self.inner.read(&mut len_buf[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => {
+                    return Err(FrameError::Truncated {
+                        expected: LEN_BYTES as u64,
+                        got: got as u64,
+                    });
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+        let len = u32::from_le_bytes(len_buf);
+        if len > self.max {
+            return Err(FrameError::TooLarge {
+                len: len.into(),
+                max: self.max,
+            });
+        }
+        let len = len as usize;
+        self.buf.clear();
+        if self.buf.capacity() < len {
+            self.buf.reserve_exact(len);
+        }
+        let read = (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+            .map_err(FrameError::Io)?;
+        if read != len {
+            return Err(FrameError::Truncated {
+                expected: (LEN_BYTES + len) as u64,
+                got: (LEN_BYTES + read) as u64,
+            });
+        }
+        Ok(Some(&self.buf[..]))
+    }
+
+    /// Shrinks the reused buffer if a large frame left it oversized.
+    pub fn trim(&mut self, keep: usize) {
+        if self.buf.capacity() > keep {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+/// One frame ready for the socket: a head (length prefix and header bytes)
+/// and payloads that follow it on the wire without being copied.
+#[derive(Debug, Default, Clone)]
+pub struct Outgoing {
+    head: Vec<u8>,
+    payloads: Vec<Vec<u8>>,
+}
+
+impl Outgoing {
+    /// Builds a frame from a head (without its prefix) and payloads.
+    ///
+    /// Fails if the body would not fit a u32 length.
+    pub fn new(header: Vec<u8>, payloads: Vec<Vec<u8>>) -> io::Result<Outgoing> {
+        let body_len = header.len() + payloads.iter().map(Vec::len).sum::<usize>();
+        let len = u32::try_from(body_len).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("frame body of {body_len} bytes does not fit the u32 length prefix"),
+            )
+        })?;
+        let mut head = Vec::with_capacity(LEN_BYTES + header.len());
+        head.extend_from_slice(&len.to_le_bytes());
+        head.extend_from_slice(&header);
+        Ok(Outgoing { head, payloads })
+    }
+
+    /// The frame's size on the wire, prefix included.
+    pub fn wire_len(&self) -> usize {
+        self.head.len() + self.payloads.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Total payload bytes (the head excluded).
+    pub fn payload_len(&self) -> usize {
+        self.payloads.iter().map(Vec::len).sum()
+    }
+
+    fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+        out.push(IoSlice::new(&self.head));
+        for p in &self.payloads {
+            if !p.is_empty() {
+                out.push(IoSlice::new(p));
+            }
+        }
+    }
+
+    /// Gives back the payload buffers (for reuse).
+    pub fn into_payloads(self) -> Vec<Vec<u8>> {
+        self.payloads
+    }
+}
+
+/// The most slices handed to one `writev` (Linux's IOV_MAX is 1024).
+const MAX_SLICES: usize = 512;
+
+/// Writes every frame with as few vectored writes as possible.
+pub fn write_all_frames<W: Write + ?Sized>(w: &mut W, frames: &[Outgoing]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 2);
+    for f in frames {
+        f.slices(&mut slices);
+    }
+    for chunk in slices.chunks_mut(MAX_SLICES) {
+        let mut rest: &mut [IoSlice<'_>] = chunk;
+        while !rest.is_empty() {
+            match w.write_vectored(rest) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "socket accepted no bytes",
+                    ));
+                }
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn wire(frames: &[Outgoing]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_all_frames(&mut out, frames).unwrap();
+        out
+    }
+
+    #[test]
+    fn round_trip_many_frames() {
+        let frames = vec![
+            Outgoing::new(b"ab".to_vec(), vec![b"cd".to_vec(), vec![], b"e".to_vec()]).unwrap(),
+            Outgoing::new(vec![], vec![]).unwrap(),
+            Outgoing::new(vec![7; 100_000], vec![]).unwrap(),
+        ];
+        let bytes = wire(&frames);
+        assert_eq!(bytes.len(), frames.iter().map(Outgoing::wire_len).sum());
+        let mut r = FrameReader::new(Cursor::new(bytes), 1 << 20);
+        assert_eq!(r.next_frame().unwrap().unwrap(), b"abcde");
+        assert_eq!(r.next_frame().unwrap().unwrap(), b"");
+        assert_eq!(r.next_frame().unwrap().unwrap(), &vec![7; 100_000][..]);
+        assert!(r.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn truncated_body() {
+        let mut bytes = wire(&[Outgoing::new(b"hello".to_vec(), vec![]).unwrap()]);
+        bytes.truncate(6);
+        let mut r = FrameReader::new(Cursor::new(bytes), 1 << 20);
+        match r.next_frame() {
+            Err(FrameError::Truncated { expected: 9, got: 6 }) => {}
+            other => panic!("expected Truncated, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_prefix() {
+        let mut r = FrameReader::new(Cursor::new(vec![1u8, 0]), 1 << 20);
+        assert!(matches!(
+            r.next_frame(),
+            Err(FrameError::Truncated { expected: 4, got: 2 })
+        ));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocating() {
+        // A 4 GiB - 1 length with no body behind it.
+        let mut r = FrameReader::new(Cursor::new(u32::MAX.to_le_bytes().to_vec()), 1 << 20);
+        match r.next_frame() {
+            Err(FrameError::TooLarge { len, max }) => {
+                assert_eq!(len, u64::from(u32::MAX));
+                assert_eq!(max, 1 << 20);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert!(r.buf.capacity() < 1 << 20);
+    }
+
+    #[test]
+    fn frame_at_the_cap_is_accepted() {
+        let bytes = wire(&[Outgoing::new(vec![1; 16], vec![]).unwrap()]);
+        assert!(FrameReader::new(Cursor::new(bytes.clone()), 16).next_frame().is_ok());
+        assert!(matches!(
+            FrameReader::new(Cursor::new(bytes), 15).next_frame(),
+            Err(FrameError::TooLarge { len: 16, max: 15 })
+        ));
+    }
+
+    #[test]
+    fn empty_stream_is_clean_eof() {
+        let mut r = FrameReader::new(Cursor::new(Vec::new()), 16);
+        assert!(r.next_frame().unwrap().is_none());
+    }
+}

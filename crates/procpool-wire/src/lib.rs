@@ -1,0 +1,31 @@
+//! The bytes procpool puts on a socket, and nothing about pools.
+//!
+//! * [`frame`]: a u32 little-endian length prefix and a body; the length is
+//!   checked against a cap before anything is allocated.
+//! * [`codec`]: the one place where serde meets bincode 2.0.1.
+//! * [`message`]: what the parent says to a worker ([`message::ToWorker`]) and
+//!   what a worker answers ([`message::ToParent`]); payloads travel after the
+//!   header as raw bytes so a large input is never copied into the header.
+//! * [`handshake`]: the first frame each way (magic, protocol version, build
+//!   id, pid, optional secret token).
+//!
+//! Every decoder in this crate returns a typed error on bad input; none
+//! panics and none allocates past the frame cap.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+
+pub use codec::CodecError;
+pub use frame::{FrameError, FrameReader, Outgoing, write_all_frames};
+pub use handshake::{HandshakeError, Hello, PROTOCOL_VERSION, Welcome};
+pub use message::{Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming};
+
+/// Identifies one task within one pool.
+pub type TaskId = u64;
+/// Incremented every time a worker slot gets a new process, so replies from a
+/// replaced worker can be recognised and dropped.
+pub type Generation = u32;

@@ -1,0 +1,346 @@
+//! The messages each side sends after the handshake.
+//!
+//! A frame's body is a bincode header (one [`ToWorker`] or [`ToParent`])
+//! followed by the raw payload bytes it declares, in order. Payloads are the
+//! already-encoded task inputs and outputs: they are written with a vectored
+//! write and read back as slices of the frame, never copied into the header.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::frame::Outgoing;
+use crate::{Generation, TaskId};
+
+/// One task inside a [`ToWorker::Run`]: its payload follows the header.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TaskHeader {
+    /// The pool-wide task id.
+    pub id: TaskId,
+    /// The task's `NAME`, looked up in the worker's registry.
+    pub name: String,
+    /// Hash of the name and the input and output type names, so a parent and
+    /// a worker built from different definitions fail instead of misreading.
+    pub fingerprint: u64,
+    /// Input payload bytes.
+    pub len: u32,
+}
+
+/// Parent → worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ToWorker {
+    /// Run the initializer `name`; its payload (`len` bytes) follows.
+    Init {
+        /// The initializer's `NAME`.
+        name: String,
+        /// Same scheme as [`TaskHeader::fingerprint`].
+        fingerprint: u64,
+        /// Payload bytes.
+        len: u32,
+    },
+    /// Queue these tasks (a chunk travels as one frame), in order.
+    Run {
+        /// One header per task; payloads follow in the same order.
+        items: Vec<TaskHeader>,
+    },
+    /// Withdraw task `id` if it has not started; the worker answers
+    /// [`ToParent::Withdrawn`].
+    Cancel {
+        /// The task to withdraw.
+        id: TaskId,
+    },
+    /// Finish (or, with `drop_pending`, withdraw) the queued tasks, then exit.
+    Shutdown {
+        /// Withdraw every queued task that has not started.
+        drop_pending: bool,
+    },
+}
+
+/// How long the worker spent on each part of a task, in nanoseconds.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkerTiming {
+    /// From the frame's arrival to the task's start.
+    pub queue_ns: u64,
+    /// Decoding the input.
+    pub decode_ns: u64,
+    /// Running the task.
+    pub run_ns: u64,
+    /// Encoding the output.
+    pub encode_ns: u64,
+}
+
+/// How one task ended in the worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The output's encoding (`len` bytes) follows the header.
+    Ok {
+        /// Output payload bytes.
+        len: u32,
+    },
+    /// The task panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// `file:line:col` from the worker's panic hook.
+        location: Option<String>,
+    },
+    /// The worker could not decode the input.
+    Decode {
+        /// Why.
+        message: String,
+        /// The input type the worker expected.
+        worker_type: String,
+    },
+    /// The worker could not encode the output.
+    Encode {
+        /// Why.
+        message: String,
+        /// The output type.
+        worker_type: String,
+    },
+    /// The worker's registry has no task of that name.
+    UnknownTask {
+        /// The name asked for.
+        name: String,
+    },
+    /// Same name, different types: the fingerprints differ.
+    Mismatch {
+        /// The worker's input type.
+        worker_input: String,
+        /// The worker's output type.
+        worker_output: String,
+    },
+}
+
+/// Worker → parent. Every message carries the worker's generation.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ToParent {
+    /// The initializer finished; `error` says why it failed.
+    InitDone {
+        /// Generation of the sender.
+        generation: Generation,
+        /// `None` on success.
+        error: Option<String>,
+    },
+    /// The worker has begun task `id`.
+    Started {
+        /// Generation of the sender.
+        generation: Generation,
+        /// The task.
+        id: TaskId,
+    },
+    /// Task `id` ended; an `Ok` outcome's payload follows.
+    Finished {
+        /// Generation of the sender.
+        generation: Generation,
+        /// The task.
+        id: TaskId,
+        /// How it ended.
+        outcome: Outcome,
+        /// Where its time went in the worker.
+        timing: WorkerTiming,
+    },
+    /// Answer to [`ToWorker::Cancel`], or (unasked) a task dropped by
+    /// `Shutdown { drop_pending: true }`.
+    Withdrawn {
+        /// Generation of the sender.
+        generation: Generation,
+        /// The task.
+        id: TaskId,
+        /// `true`: the task was removed and will never run.
+        withdrawn: bool,
+    },
+}
+
+impl ToParent {
+    /// The generation stamped on the message.
+    pub fn generation(&self) -> Generation {
+        match self {
+            ToParent::InitDone { generation, .. }
+            | ToParent::Started { generation, .. }
+            | ToParent::Finished { generation, .. }
+            | ToParent::Withdrawn { generation, .. } => *generation,
+        }
+    }
+}
+
+/// A header that declares the payloads following it.
+pub trait Header: Serialize + DeserializeOwned {
+    /// Lengths of the payloads that follow, in order.
+    fn payload_lens(&self) -> Vec<u32>;
+}
+
+impl Header for ToWorker {
+    fn payload_lens(&self) -> Vec<u32> {
+        match self {
+            ToWorker::Init { len, .. } => vec![*len],
+            ToWorker::Run { items } => items.iter().map(|i| i.len).collect(),
+            ToWorker::Cancel { .. } | ToWorker::Shutdown { .. } => Vec::new(),
+        }
+    }
+}
+
+impl Header for ToParent {
+    fn payload_lens(&self) -> Vec<u32> {
+        match self {
+            ToParent::Finished {
+                outcome: Outcome::Ok { len },
+                ..
+            } => vec![*len],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Why a frame did not hold a valid message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The header did not decode.
+    Header(CodecError),
+    /// The header declared payloads that do not match the bytes after it.
+    PayloadLength {
+        /// Bytes the header declared.
+        declared: u64,
+        /// Bytes present.
+        actual: u64,
+    },
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MessageError::Header(e) => write!(f, "bad message header: {e}"),
+            MessageError::PayloadLength { declared, actual } => write!(
+                f,
+                "message declares {declared} payload bytes but carries {actual}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MessageError {}
+
+/// Builds the frame for `header` and its payloads.
+///
+/// The payload lengths must be the ones the header declares.
+pub fn encode_message<H: Header>(header: &H, payloads: Vec<Vec<u8>>) -> Result<Outgoing, CodecError> {
+    debug_assert_eq!(
+        header.payload_lens(),
+        payloads.iter().map(|p| p.len() as u32).collect::<Vec<_>>()
+    );
+    let head = codec::encode(header)?;
+    Outgoing::new(head, payloads).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Splits a frame body into its header and the payload slices it declares.
+pub fn decode_message<H: Header>(body: &[u8]) -> Result<(H, Vec<&[u8]>), MessageError> {
+    let (header, used) = codec::decode_prefix::<H>(body).map_err(MessageError::Header)?;
+    let mut rest = &body[used..];
+    let lens = header.payload_lens();
+    let declared: u64 = lens.iter().map(|&l| u64::from(l)).sum();
+    if declared != rest.len() as u64 {
+        return Err(MessageError::PayloadLength {
+            declared,
+            actual: rest.len() as u64,
+        });
+    }
+    let mut payloads = Vec::with_capacity(lens.len());
+    for len in lens {
+        let (p, r) = rest.split_at(len as usize);
+        payloads.push(p);
+        rest = r;
+    }
+    Ok((header, payloads))
+}
+
+/// Fingerprint of a task or initializer: FNV-1a over its name and the names
+/// of its input and output types.
+pub fn fingerprint(name: &str, input_type: &str, output_type: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [name, input_type, output_type] {
+        for b in part.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameReader, write_all_frames};
+    use std::io::Cursor;
+
+    fn through_wire<H: Header>(h: &H, payloads: Vec<Vec<u8>>) -> Vec<u8> {
+        let out = encode_message(h, payloads).unwrap();
+        let mut bytes = Vec::new();
+        write_all_frames(&mut bytes, &[out]).unwrap();
+        let mut r = FrameReader::new(Cursor::new(bytes), 1 << 20);
+        r.next_frame().unwrap().unwrap().to_vec()
+    }
+
+    #[test]
+    fn run_round_trip_with_payloads() {
+        let msg = ToWorker::Run {
+            items: vec![
+                TaskHeader { id: 1, name: "a".into(), fingerprint: 9, len: 3 },
+                TaskHeader { id: 2, name: "b".into(), fingerprint: 8, len: 0 },
+                TaskHeader { id: 3, name: "c".into(), fingerprint: 7, len: 2 },
+            ],
+        };
+        let body = through_wire(&msg, vec![b"xyz".to_vec(), vec![], b"pq".to_vec()]);
+        let (back, payloads) = decode_message::<ToWorker>(&body).unwrap();
+        assert_eq!(back, msg);
+        assert_eq!(payloads, vec![&b"xyz"[..], &b""[..], &b"pq"[..]]);
+    }
+
+    #[test]
+    fn finished_round_trip() {
+        let msg = ToParent::Finished {
+            generation: 4,
+            id: 77,
+            outcome: Outcome::Ok { len: 5 },
+            timing: WorkerTiming { queue_ns: 1, decode_ns: 2, run_ns: 3, encode_ns: 4 },
+        };
+        let body = through_wire(&msg, vec![b"hello".to_vec()]);
+        let (back, payloads) = decode_message::<ToParent>(&body).unwrap();
+        assert_eq!(back, msg);
+        assert_eq!(back.generation(), 4);
+        assert_eq!(payloads, vec![&b"hello"[..]]);
+    }
+
+    #[test]
+    fn payload_shorter_than_declared() {
+        let msg = ToWorker::Init { name: "i".into(), fingerprint: 1, len: 10 };
+        let mut body = codec::encode(&msg).unwrap();
+        body.extend_from_slice(b"short");
+        assert_eq!(
+            decode_message::<ToWorker>(&body),
+            Err(MessageError::PayloadLength { declared: 10, actual: 5 })
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_header_error() {
+        let garbage = [0xffu8, 0xfe, 0x13, 0x37, 0x00, 0x42];
+        assert!(matches!(
+            decode_message::<ToParent>(&garbage),
+            Err(MessageError::Header(_))
+        ));
+        assert!(matches!(decode_message::<ToWorker>(&[]), Err(MessageError::Header(_))));
+    }
+
+    #[test]
+    fn fingerprints_differ_by_type() {
+        assert_ne!(fingerprint("sq", "u64", "u64"), fingerprint("sq", "String", "u64"));
+        assert_ne!(fingerprint("ab", "c", "d"), fingerprint("a", "bc", "d"));
+        assert_eq!(fingerprint("sq", "u64", "u64"), fingerprint("sq", "u64", "u64"));
+    }
+}
