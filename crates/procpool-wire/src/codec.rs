@@ -17,6 +17,10 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Most bytes the handshake decoders may claim: handshake frames arrive
+/// before the peer is authenticated.
+pub const HANDSHAKE_DECODE_LIMIT: usize = crate::handshake::HANDSHAKE_MAX_FRAME as usize;
+
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -123,12 +127,50 @@ fn decode_error_text(e: bincode::error::DecodeError) -> String {
 
 /// Decodes a `T` from the start of `bytes` and returns it with the number of
 /// bytes it used.
+///
+/// bincode allocates a string's or byte string's length before it reads
+/// the bytes, so a few garbage bytes claiming a 4 GiB string would allocate
+/// 4 GiB. Through serde, only strings and byte strings claim memory, one
+/// byte per input byte, so no valid value claims more than `bytes.len()`:
+/// the decode runs with a limit of the smallest power of four (at least
+/// 4 KiB) not below the input length, and never allocates more than four
+/// times its input for such claims.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    macro_rules! by_size {
+        ($($limit:expr),*) => {
+            $(if bytes.len() <= $limit {
+                return decode_prefix_limited::<T, { $limit }>(bytes);
+            })*
+        };
+    }
+    by_size!(
+        1 << 12,
+        1 << 14,
+        1 << 16,
+        1 << 18,
+        1 << 20,
+        1 << 22,
+        1 << 24,
+        1 << 26,
+        1 << 28,
+        1 << 30
+    );
+    decode_prefix_limited::<T, { u32::MAX as usize }>(bytes)
+}
+
+/// Like [`decode_prefix`] with a fixed limit of `LIMIT` claimed bytes.
+pub fn decode_prefix_limited<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), CodecError> {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        bincode::serde::decode_from_slice::<T, _>(bytes, config())
+        bincode::serde::decode_from_slice::<T, _>(bytes, config().with_limit::<LIMIT>())
     }));
     match result {
         Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(bincode::error::DecodeError::LimitExceeded)) => Err(CodecError::Decode(format!(
+            "a length prefix claims more than the {} bytes present",
+            bytes.len()
+        ))),
         Ok(Err(e)) => Err(CodecError::Decode(decode_error_text(e))),
         Err(p) => Err(CodecError::Panicked {
             encoding: false,
@@ -139,12 +181,17 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Co
 
 /// Decodes a `T` that must use every byte of `bytes`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, consumed) = decode_prefix(bytes)?;
-    if consumed != bytes.len() {
-        return Err(CodecError::TrailingBytes {
-            consumed,
-            total: bytes.len(),
-        });
+    check_whole(decode_prefix(bytes)?, bytes.len())
+}
+
+/// Like [`decode`] with a fixed limit of `LIMIT` claimed bytes.
+pub fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, CodecError> {
+    check_whole(decode_prefix_limited::<T, LIMIT>(bytes)?, bytes.len())
+}
+
+fn check_whole<T>((value, consumed): (T, usize), total: usize) -> Result<T, CodecError> {
+    if consumed != total {
+        return Err(CodecError::TrailingBytes { consumed, total });
     }
     Ok(value)
 }
@@ -181,6 +228,25 @@ mod tests {
             Err(CodecError::TrailingBytes { consumed: 1, total: 6 }) => {}
             other => panic!("expected TrailingBytes, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn huge_length_prefix_is_refused_without_allocating() {
+        // varint marker 0xfd + u64 length 2^40, then nothing.
+        let mut bytes = vec![0xfd];
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(decode::<String>(&bytes), Err(CodecError::Decode(_))));
+        bytes[1..].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(decode::<String>(&bytes), Err(CodecError::Decode(_))));
+    }
+
+    #[test]
+    fn large_values_still_decode() {
+        let big = vec![7u8; (1 << 20) + 5];
+        let s = "x".repeat(70_000);
+        let bytes = encode(&(serde_bytes::ByteBuf::from(big.clone()), s.clone())).unwrap();
+        let (b, t): (serde_bytes::ByteBuf, String) = decode(&bytes).unwrap();
+        assert_eq!((b.into_vec(), t), (big, s));
     }
 
     #[test]

@@ -132,7 +132,17 @@ impl<R: Read> FrameReader<R> {
         Ok(Some(&self.buf[..]))
     }
 
-    /// Shrinks the reused buffer if a large frame left it oversized.
+    /// Reads the next frame's body into a buffer the caller keeps (the
+    /// reader starts a new one for the next frame). `Ok(None)` is a clean
+    /// end of stream.
+    pub fn next_frame_owned(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        match self.next_frame()? {
+            None => Ok(None),
+            Some(_) => Ok(Some(std::mem::take(&mut self.buf))),
+        }
+    }
+
+    /// Drops the reused buffer if a large frame left it bigger than `keep`.
     pub fn trim(&mut self, keep: usize) {
         if self.buf.capacity() > keep {
             self.buf = Vec::new();

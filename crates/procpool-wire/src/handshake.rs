@@ -54,7 +54,7 @@ impl Hello {
 
     /// Decodes a hello frame; anything else is a typed error.
     pub fn decode(body: &[u8]) -> Result<Hello, HandshakeError> {
-        codec::decode::<Hello>(body).map_err(HandshakeError::Garbled)
+        codec::decode_limited::<Hello, { codec::HANDSHAKE_DECODE_LIMIT }>(body).map_err(HandshakeError::Garbled)
     }
 
     /// Checks the hello against this build.
@@ -100,7 +100,7 @@ pub enum Welcome {
 impl Welcome {
     /// Decodes a welcome frame.
     pub fn decode(body: &[u8]) -> Result<Welcome, HandshakeError> {
-        codec::decode::<Welcome>(body).map_err(HandshakeError::Garbled)
+        codec::decode_limited::<Welcome, { codec::HANDSHAKE_DECODE_LIMIT }>(body).map_err(HandshakeError::Garbled)
     }
 }
 
