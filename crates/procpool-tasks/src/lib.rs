@@ -1,0 +1,233 @@
+//! Built-in procpool tasks, used by the bundled worker, the tests, the
+//! benches and the CLI.
+//!
+//! * Work: [`Echo`] (bytes through `serde_bytes`), [`EchoVec`] (bytes through
+//!   plain serde), [`EchoRecords`] (a struct of numbers and strings),
+//!   [`Square`], [`Sleep`], [`Spin`] (CPU), [`WhoAmI`], [`CountCalls`],
+//!   [`Checked`] (a fallible task).
+//! * Fault drills ([`drill`]): tasks that panic, abort, exit, hang,
+//!   allocate, or whose input or output will not (de)serialize.
+//! * Initializers: [`SetGreeting`], [`Greet`] reads it back, and drills
+//!   that fail or panic.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use procpool::{InitError, Initializer, Registry, Task, WorkerContext};
+
+pub mod drill;
+
+/// Returns its bytes (`serde_bytes`: one length prefix and a copy).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Echo(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl Task for Echo {
+    const NAME: &'static str = "echo";
+    type Output = ByteBuf;
+    fn run(self, _: &mut WorkerContext) -> ByteBuf {
+        ByteBuf::from(self.0)
+    }
+}
+
+/// Returns its bytes, serialized as a plain `Vec<u8>` (one varint per byte):
+/// the slow path `serde_bytes` avoids.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EchoVec(pub Vec<u8>);
+
+impl Task for EchoVec {
+    const NAME: &'static str = "echo_vec";
+    type Output = Vec<u8>;
+    fn run(self, _: &mut WorkerContext) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// A record of numbers and strings, for the "structured payload" case.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Record {
+    /// An id.
+    pub id: u64,
+    /// A name.
+    pub name: String,
+    /// A measurement.
+    pub value: f64,
+    /// Some tags.
+    pub tags: Vec<String>,
+}
+
+impl Record {
+    /// `n` records of about 64 bytes each when encoded.
+    pub fn sample(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| Record {
+                id: i as u64,
+                name: format!("record-{i:08}"),
+                value: i as f64 * 0.5,
+                tags: vec!["alpha".into(), format!("t{}", i % 7)],
+            })
+            .collect()
+    }
+}
+
+/// Returns its records.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EchoRecords(pub Vec<Record>);
+
+impl Task for EchoRecords {
+    const NAME: &'static str = "echo_records";
+    type Output = Vec<Record>;
+    fn run(self, _: &mut WorkerContext) -> Vec<Record> {
+        self.0
+    }
+}
+
+/// `x * x` (wrapping).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Square(pub u64);
+
+impl Task for Square {
+    const NAME: &'static str = "square";
+    type Output = u64;
+    fn run(self, _: &mut WorkerContext) -> u64 {
+        self.0.wrapping_mul(self.0)
+    }
+}
+
+/// Sleeps, then returns its argument.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sleep {
+    /// How long.
+    pub millis: u64,
+}
+
+impl Task for Sleep {
+    const NAME: &'static str = "sleep";
+    type Output = u64;
+    fn run(self, _: &mut WorkerContext) -> u64 {
+        std::thread::sleep(std::time::Duration::from_millis(self.millis));
+        self.millis
+    }
+}
+
+/// Burns CPU for `iterations` rounds of a xorshift; returns the state.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spin {
+    /// Rounds.
+    pub iterations: u64,
+}
+
+impl Task for Spin {
+    const NAME: &'static str = "spin";
+    type Output = u64;
+    fn run(self, _: &mut WorkerContext) -> u64 {
+        spin(self.iterations)
+    }
+}
+
+/// The computation behind [`Spin`], for callers that want it in-process.
+pub fn spin(iterations: u64) -> u64 {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..iterations {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    std::hint::black_box(x)
+}
+
+/// Which worker ran it: `(worker slot, pid)`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WhoAmI;
+
+impl Task for WhoAmI {
+    const NAME: &'static str = "whoami";
+    type Output = (usize, u32);
+    fn run(self, ctx: &mut WorkerContext) -> (usize, u32) {
+        (ctx.worker_id(), std::process::id())
+    }
+}
+
+/// Counts the tasks this worker process has run (state in the context).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountCalls;
+
+/// The counter [`CountCalls`] keeps in the worker's context.
+#[derive(Debug, Default)]
+pub struct CallCount(pub u64);
+
+impl Task for CountCalls {
+    const NAME: &'static str = "count_calls";
+    type Output = (u32, u64);
+    fn run(self, ctx: &mut WorkerContext) -> (u32, u64) {
+        if ctx.get::<CallCount>().is_none() {
+            ctx.insert(CallCount::default());
+        }
+        let c = ctx.get_mut::<CallCount>().expect("just inserted");
+        c.0 += 1;
+        (std::process::id(), c.0)
+    }
+}
+
+/// A fallible task: `Err` for odd numbers. The `Err` is the task's own
+/// value (`Ok(Err(..))` at the caller), not a pool error.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked(pub u64);
+
+impl Task for Checked {
+    const NAME: &'static str = "checked";
+    type Output = Result<u64, String>;
+    fn run(self, _: &mut WorkerContext) -> Result<u64, String> {
+        if self.0 % 2 == 1 {
+            Err(format!("{} is odd", self.0))
+        } else {
+            Ok(self.0 / 2)
+        }
+    }
+}
+
+/// Initializer: stores a greeting in every worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SetGreeting(pub String);
+
+/// The greeting [`SetGreeting`] stores.
+#[derive(Debug, Clone)]
+pub struct Greeting(pub String);
+
+impl Initializer for SetGreeting {
+    const NAME: &'static str = "set_greeting";
+    fn init(self, ctx: &mut WorkerContext) -> Result<(), InitError> {
+        ctx.insert(Greeting(self.0));
+        Ok(())
+    }
+}
+
+/// Reads the greeting an initializer left (`None` without one).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Greet;
+
+impl Task for Greet {
+    const NAME: &'static str = "greet";
+    type Output = Option<String>;
+    fn run(self, ctx: &mut WorkerContext) -> Option<String> {
+        ctx.get::<Greeting>().map(|g| g.0.clone())
+    }
+}
+
+/// Every built-in task and initializer.
+pub fn registry() -> Registry {
+    Registry::new()
+        .task::<Echo>()
+        .task::<EchoVec>()
+        .task::<EchoRecords>()
+        .task::<Square>()
+        .task::<Sleep>()
+        .task::<Spin>()
+        .task::<WhoAmI>()
+        .task::<CountCalls>()
+        .task::<Checked>()
+        .task::<Greet>()
+        .initializer::<SetGreeting>()
+        .merge(drill::registry())
+}

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
 
 /// Bytes in the length prefix.
 pub const LEN_BYTES: usize = 4;
@@ -150,20 +151,25 @@ impl<R: Read> FrameReader<R> {
     }
 }
 
+/// A payload buffer. Shared, so the sender can keep it (e.g. to send a task
+/// again to another worker) without copying it.
+pub type Payload = Arc<Vec<u8>>;
+
 /// One frame ready for the socket: a head (length prefix and header bytes)
 /// and payloads that follow it on the wire without being copied.
 #[derive(Debug, Default, Clone)]
 pub struct Outgoing {
     head: Vec<u8>,
-    payloads: Vec<Vec<u8>>,
+    payloads: Vec<Payload>,
 }
 
 impl Outgoing {
     /// Builds a frame from a head (without its prefix) and payloads.
     ///
     /// Fails if the body would not fit a u32 length.
-    pub fn new(header: Vec<u8>, payloads: Vec<Vec<u8>>) -> io::Result<Outgoing> {
-        let body_len = header.len() + payloads.iter().map(Vec::len).sum::<usize>();
+    pub fn new<P: Into<Payload>>(header: Vec<u8>, payloads: Vec<P>) -> io::Result<Outgoing> {
+        let payloads: Vec<Payload> = payloads.into_iter().map(Into::into).collect();
+        let body_len = header.len() + payloads.iter().map(|p| p.len()).sum::<usize>();
         let len = u32::try_from(body_len).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -178,12 +184,12 @@ impl Outgoing {
 
     /// The frame's size on the wire, prefix included.
     pub fn wire_len(&self) -> usize {
-        self.head.len() + self.payloads.iter().map(Vec::len).sum::<usize>()
+        self.head.len() + self.payloads.iter().map(|p| p.len()).sum::<usize>()
     }
 
     /// Total payload bytes (the head excluded).
     pub fn payload_len(&self) -> usize {
-        self.payloads.iter().map(Vec::len).sum()
+        self.payloads.iter().map(|p| p.len()).sum()
     }
 
     fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
@@ -196,7 +202,7 @@ impl Outgoing {
     }
 
     /// Gives back the payload buffers (for reuse).
-    pub fn into_payloads(self) -> Vec<Vec<u8>> {
+    pub fn into_payloads(self) -> Vec<Payload> {
         self.payloads
     }
 }
@@ -244,8 +250,8 @@ mod tests {
     fn round_trip_many_frames() {
         let frames = vec![
             Outgoing::new(b"ab".to_vec(), vec![b"cd".to_vec(), vec![], b"e".to_vec()]).unwrap(),
-            Outgoing::new(vec![], vec![]).unwrap(),
-            Outgoing::new(vec![7; 100_000], vec![]).unwrap(),
+            Outgoing::new::<Vec<u8>>(vec![], vec![]).unwrap(),
+            Outgoing::new::<Vec<u8>>(vec![7; 100_000], vec![]).unwrap(),
         ];
         let bytes = wire(&frames);
         assert_eq!(bytes.len(), frames.iter().map(Outgoing::wire_len).sum());
@@ -258,7 +264,7 @@ mod tests {
 
     #[test]
     fn truncated_body() {
-        let mut bytes = wire(&[Outgoing::new(b"hello".to_vec(), vec![]).unwrap()]);
+        let mut bytes = wire(&[Outgoing::new::<Vec<u8>>(b"hello".to_vec(), vec![]).unwrap()]);
         bytes.truncate(6);
         let mut r = FrameReader::new(Cursor::new(bytes), 1 << 20);
         match r.next_frame() {
@@ -292,7 +298,7 @@ mod tests {
 
     #[test]
     fn frame_at_the_cap_is_accepted() {
-        let bytes = wire(&[Outgoing::new(vec![1; 16], vec![]).unwrap()]);
+        let bytes = wire(&[Outgoing::new::<Vec<u8>>(vec![1; 16], vec![]).unwrap()]);
         assert!(FrameReader::new(Cursor::new(bytes.clone()), 16).next_frame().is_ok());
         assert!(matches!(
             FrameReader::new(Cursor::new(bytes), 15).next_frame(),

@@ -20,7 +20,7 @@ pub mod handshake;
 pub mod message;
 
 pub use codec::CodecError;
-pub use frame::{FrameError, FrameReader, Outgoing, write_all_frames};
+pub use frame::{FrameError, FrameReader, Outgoing, Payload, write_all_frames};
 pub use handshake::{HandshakeError, Hello, PROTOCOL_VERSION, Welcome};
 pub use message::{Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming};
 

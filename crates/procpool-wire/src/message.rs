@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
-use crate::frame::Outgoing;
+use crate::frame::{Outgoing, Payload};
 use crate::{Generation, TaskId};
 
 /// One task inside a [`ToWorker::Run`]: its payload follows the header.
@@ -229,7 +229,11 @@ impl std::error::Error for MessageError {}
 /// Builds the frame for `header` and its payloads.
 ///
 /// The payload lengths must be the ones the header declares.
-pub fn encode_message<H: Header>(header: &H, payloads: Vec<Vec<u8>>) -> Result<Outgoing, CodecError> {
+pub fn encode_message<H: Header, P: Into<Payload>>(
+    header: &H,
+    payloads: Vec<P>,
+) -> Result<Outgoing, CodecError> {
+    let payloads: Vec<Payload> = payloads.into_iter().map(Into::into).collect();
     debug_assert_eq!(
         header.payload_lens(),
         payloads.iter().map(|p| p.len() as u32).collect::<Vec<_>>()

@@ -17,7 +17,7 @@
 //!   evidence for "never allocates past the cap".
 //! * The round trips are proptest strategies over every message type.
 //!
-//! Regression (the `known_bug_*` tests): bincode 2 turns a `String` or
+//! Regression (the `regression_*` tests): bincode 2 turns a `String` or
 //! `serde_bytes` length prefix into `vec![0u8; len]` before checking that
 //! the input holds `len` bytes. `codec::decode_prefix` now runs every decode
 //! with a limit scaled to its input, so a few header bytes can no longer
@@ -423,7 +423,7 @@ fn gen_welcome(rng: &mut Rng, small: bool) -> Welcome {
 
 /// One valid frame of a random kind (or, sometimes, a frame of junk).
 fn gen_frame(rng: &mut Rng, small: bool) -> Outgoing {
-    let simple = |head: Vec<u8>| Outgoing::new(head, vec![]).unwrap();
+    let simple = |head: Vec<u8>| Outgoing::new(head, Vec::<Vec<u8>>::new()).unwrap();
     match rng.below(7) {
         0 => {
             let (m, p) = gen_to_worker(rng, small);
@@ -1245,8 +1245,8 @@ proptest! {
     #[test]
     fn handshake_round_trips(hello in arb_hello(), welcome in arb_welcome()) {
         let frames = [
-            Outgoing::new(codec::encode(&hello).unwrap(), vec![]).unwrap(),
-            Outgoing::new(codec::encode(&welcome).unwrap(), vec![]).unwrap(),
+            Outgoing::new(codec::encode(&hello).unwrap(), Vec::<Vec<u8>>::new()).unwrap(),
+            Outgoing::new(codec::encode(&welcome).unwrap(), Vec::<Vec<u8>>::new()).unwrap(),
         ];
         let mut reader = FrameReader::new(Cursor::new(wire(&frames)), HANDSHAKE_MAX_FRAME);
         prop_assert_eq!(Hello::decode(reader.next_frame().unwrap().unwrap()), Ok(hello));
@@ -1336,12 +1336,12 @@ fn claims_256_mib() -> Vec<(&'static str, Vec<u8>, Refuses)> {
 }
 
 #[test]
-fn known_bug_length_prefix_allocates_past_the_cap() {
+fn regression_length_prefix_allocates_past_the_cap() {
     let mut failures = Vec::new();
     for (what, body, refuses) in claims_256_mib() {
         // The handshake path exactly as a pool runs it: the frame passes the
         // 64 KiB handshake cap, then the body is decoded.
-        let stream = wire(&[Outgoing::new(body.clone(), vec![]).unwrap()]);
+        let stream = wire(&[Outgoing::new(body.clone(), Vec::<Vec<u8>>::new()).unwrap()]);
         let mut reader = FrameReader::new(Cursor::new(stream), HANDSHAKE_MAX_FRAME);
         let frame = reader.next_frame().unwrap().unwrap();
         let (refused, usage) = metered(|| refuses(frame));
@@ -1363,7 +1363,7 @@ fn known_bug_length_prefix_allocates_past_the_cap() {
 }
 
 #[test]
-fn known_bug_huge_length_prefix_panics_in_bincode() {
+fn regression_huge_length_prefix_panics_in_bincode() {
     let mut body = vec![0xFD];
     body.extend(u64::MAX.to_le_bytes());
     let r = codec::decode::<String>(&body);
@@ -1377,7 +1377,7 @@ fn known_bug_huge_length_prefix_panics_in_bincode() {
 }
 
 #[test]
-fn known_bug_fuzz_with_u32_lengths() {
+fn regression_fuzz_with_u32_lengths() {
     fuzz_loop(
         "body decoders, u32 varints unmasked",
         0x5EED_B0D1,

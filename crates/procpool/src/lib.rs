@@ -1,0 +1,133 @@
+//! Pools of worker processes and threads with Python's `concurrent.futures`
+//! semantics, minus its traps.
+//!
+//! * [`ProcessPool`] runs [`Task`] values in worker processes: a crash in one
+//!   task costs that task's future only, a payload that will not serialize is
+//!   a typed error, and every task's serialization cost is measured
+//!   ([`Cost`]).
+//! * [`ThreadPool`] runs the same tasks in-process, without serialization:
+//!   the baseline that makes the process pool's overhead visible.
+//! * [`TaskFuture`], [`as_completed`], [`wait`] and [`Map`] work the same on
+//!   both, and through the [`Executor`] trait code can target either.
+//!
+//! ```no_run
+//! use procpool::{ProcessPool, Shutdown, WorkerCommand};
+//! use procpool_tasks::Square;
+//!
+//! let pool = ProcessPool::builder()
+//!     .worker(WorkerCommand::bundled()) // the `procpool-worker` binary
+//!     .workers(4)
+//!     .build()?;
+//! assert_eq!(pool.submit(Square(7))?.result()?, 49);
+//! let sum: u64 = pool.map((0..1000).map(Square)).chunksize(64).map(|r| r.unwrap()).sum();
+//! assert_eq!(sum, (0..1000u64).map(|i| i * i).sum());
+//! pool.shutdown(Shutdown::Wait);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+// `deny`, not `forbid`: the one `sys` module below may opt out. Every other
+// module (and every other crate of the workspace) has no unsafe code.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cost;
+pub mod error;
+pub mod future;
+pub mod map;
+pub mod process_pool;
+pub mod task;
+pub mod thread_pool;
+pub mod waiting;
+pub mod worker;
+
+#[allow(unsafe_code)]
+mod sys;
+
+
+pub use cost::{Cost, PoolStats};
+pub use error::{BuildError, Exit, Side, SubmitError, TaskError, WaitError};
+pub use future::{State, TaskFuture};
+pub use map::Map;
+pub use process_pool::{ProcessPool, ProcessPoolBuilder, WorkerCommand};
+pub use task::{InitError, Initializer, Registry, Task, WorkerContext};
+pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
+pub use waiting::{AsCompleted, ReturnWhen, as_completed, wait};
+
+/// How [`Executor::shutdown`] treats work that has not finished. Every mode
+/// blocks until the pool's workers are gone, and is idempotent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shutdown {
+    /// Run everything already submitted (what `Drop` does).
+    #[default]
+    Wait,
+    /// Cancel what has not started; let running tasks finish.
+    CancelPending,
+    /// Cancel what has not started and kill running tasks (their futures end
+    /// `Cancelled`). Threads cannot be killed: on a [`ThreadPool`] this acts
+    /// as `CancelPending`.
+    Kill,
+}
+
+mod sealed {
+    use crate::map::ChunkResult;
+    use crate::task::Task;
+
+    pub trait Sealed {
+        /// Submits a chunk as one unit (one frame, one worker).
+        fn submit_chunk<T: Task>(&self, items: Vec<T>) -> ChunkResult<T::Output>;
+        /// Default number of chunks a `Map` keeps in flight.
+        fn map_window(&self) -> usize;
+    }
+}
+
+/// What both pools do, so code can run on threads or processes unchanged.
+///
+/// ```
+/// use procpool::{Executor, ThreadPool};
+/// use procpool_tasks::Square;
+///
+/// fn sum_of_squares(pool: &impl Executor, n: u64) -> u64 {
+///     pool.map((0..n).map(Square)).map(|r| r.unwrap()).sum()
+/// }
+/// let pool = ThreadPool::builder().workers(2).build().unwrap();
+/// assert_eq!(sum_of_squares(&pool, 4), 0 + 1 + 4 + 9);
+/// ```
+pub trait Executor: sealed::Sealed {
+    /// Queues `task`; the task is handed back if the pool refuses it.
+    fn submit<T: Task>(&self, task: T) -> Result<TaskFuture<T::Output>, SubmitError<T>>;
+
+    /// Stops the pool; see [`Shutdown`].
+    fn shutdown(&self, how: Shutdown);
+
+    /// How many workers (processes or threads) the pool runs.
+    fn max_workers(&self) -> usize;
+
+    /// Runs `tasks` lazily and yields one `Result` per input, in input order.
+    fn map<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
+    where
+        I: IntoIterator,
+        I::Item: Task,
+        Self: Sized,
+    {
+        Map::new(
+            Box::new(move |chunk| self.submit_chunk(chunk)),
+            self.map_window(),
+            tasks.into_iter(),
+            true,
+        )
+    }
+
+    /// Like [`map`](Self::map) but yields results as they complete.
+    fn map_unordered<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
+    where
+        I: IntoIterator,
+        I::Item: Task,
+        Self: Sized,
+    {
+        Map::new(
+            Box::new(move |chunk| self.submit_chunk(chunk)),
+            self.map_window(),
+            tasks.into_iter(),
+            false,
+        )
+    }
+}

@@ -1,0 +1,416 @@
+//! The error types: what went wrong, said so a person can act on it.
+//!
+//! * [`SubmitError`] — a task was not accepted; it is handed back.
+//! * [`BuildError`] — a pool could not start; no worker is left running.
+//! * [`TaskError`] — one future failed; the pool goes on.
+//! * [`WaitError`] — a caller-set wait ran out (the future is handed back) or
+//!   the task failed.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::future::TaskFuture;
+
+/// Which side of the socket a serialization step ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The process that owns the pool.
+    Parent,
+    /// A worker process.
+    Worker,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Parent => "parent",
+            Side::Worker => "worker",
+        })
+    }
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+    /// Its status could not be read.
+    Unknown,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Exit::Code(c) => write!(f, "exited with code {c}"),
+            Exit::Signal(s) => match nix::sys::signal::Signal::try_from(s) {
+                Ok(sig) => write!(f, "was killed by signal {s} ({})", sig.as_str()),
+                Err(_) => write!(f, "was killed by signal {s}"),
+            },
+            Exit::Unknown => f.write_str("ended with an unknown status"),
+        }
+    }
+}
+
+/// Why one task's future failed. Cloneable, so [`TaskFuture::error`] can
+/// report it without consuming the future.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task was cancelled before it ran (or killed on request).
+    Cancelled,
+    /// The task panicked.
+    Panicked {
+        /// The panic message (`<non-string panic payload>` if not text).
+        message: String,
+        /// `file:line:col`, where the worker's panic hook saw it.
+        location: Option<String>,
+    },
+    /// The worker process died while the task was running.
+    WorkerDied {
+        /// The worker slot.
+        worker: usize,
+        /// Its process id.
+        pid: u32,
+        /// How it ended.
+        exit: Exit,
+        /// The task's `NAME`, where known.
+        task: Option<String>,
+    },
+    /// The task ran past its `task_timeout` and its worker was killed.
+    TimedOut {
+        /// The limit that was exceeded.
+        after: Duration,
+    },
+    /// Bytes could not be decoded into the expected type.
+    Decode {
+        /// Where decoding failed: the worker (input) or the parent (output).
+        side: Side,
+        /// The type that was being decoded.
+        type_name: String,
+        /// Why.
+        message: String,
+    },
+    /// A value could not be encoded.
+    Encode {
+        /// Where: the parent (input, in `map`) or the worker (output).
+        side: Side,
+        /// The type that was being encoded.
+        type_name: String,
+        /// Why.
+        message: String,
+    },
+    /// The worker's registry has no task of this name.
+    UnknownTask {
+        /// The name asked for.
+        name: String,
+    },
+    /// A caller-set wait (e.g. `Map::timeout`) ran out; the task itself may
+    /// still be running.
+    WaitTimedOut {
+        /// The caller's limit.
+        after: Duration,
+    },
+    /// The worker sent bytes that break the protocol; it was replaced.
+    Protocol {
+        /// The worker slot.
+        worker: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// The pool gave up restarting workers.
+    Broken {
+        /// Why, with the last failure.
+        reason: String,
+    },
+    /// The pool was shut down before the task could run.
+    Shutdown,
+}
+
+impl TaskError {
+    /// `true` for [`TaskError::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, TaskError::Cancelled)
+    }
+    /// `true` for [`TaskError::Panicked`].
+    pub fn is_panic(&self) -> bool {
+        matches!(self, TaskError::Panicked { .. })
+    }
+    /// `true` for [`TaskError::WorkerDied`].
+    pub fn is_worker_died(&self) -> bool {
+        matches!(self, TaskError::WorkerDied { .. })
+    }
+    /// `true` for [`TaskError::TimedOut`] (the pool's task timeout).
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, TaskError::TimedOut { .. })
+    }
+    /// `true` for decode or encode failures on either side.
+    pub fn is_serialization(&self) -> bool {
+        matches!(self, TaskError::Decode { .. } | TaskError::Encode { .. })
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Cancelled => f.write_str("task was cancelled"),
+            TaskError::Panicked { message, location } => {
+                write!(f, "task panicked: {message}")?;
+                if let Some(loc) = location {
+                    write!(f, " (at {loc})")?;
+                }
+                Ok(())
+            }
+            TaskError::WorkerDied { worker, pid, exit, task } => {
+                write!(f, "worker {worker} (pid {pid}) {exit}")?;
+                if let Some(t) = task {
+                    write!(f, " while running task `{t}`")?;
+                }
+                Ok(())
+            }
+            TaskError::TimedOut { after } => write!(
+                f,
+                "task ran longer than its {after:?} timeout; its worker was killed and replaced"
+            ),
+            TaskError::Decode { side, type_name, message } => write!(
+                f,
+                "the {side} could not decode `{type_name}`: {message}"
+            ),
+            TaskError::Encode { side, type_name, message } => write!(
+                f,
+                "the {side} could not encode `{type_name}`: {message}"
+            ),
+            TaskError::UnknownTask { name } => write!(
+                f,
+                "the worker has no task named `{name}`: register it in the worker's Registry"
+            ),
+            TaskError::WaitTimedOut { after } => {
+                write!(f, "no result within the caller's {after:?} limit")
+            }
+            TaskError::Protocol { worker, message } => write!(
+                f,
+                "worker {worker} broke the protocol ({message}); it was killed and replaced"
+            ),
+            TaskError::Broken { reason } => write!(f, "the pool is broken: {reason}"),
+            TaskError::Shutdown => f.write_str("the pool was shut down"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// A task the pool did not accept; the task is handed back.
+#[non_exhaustive]
+pub enum SubmitError<T> {
+    /// The task's `Serialize` failed (or panicked).
+    Encode {
+        /// The task, untouched.
+        task: T,
+        /// Its type.
+        type_name: &'static str,
+        /// Serde's message.
+        message: String,
+    },
+    /// The pool was shut down.
+    Shutdown {
+        /// The task, untouched.
+        task: T,
+    },
+    /// The pool is broken.
+    Broken {
+        /// The task, untouched.
+        task: T,
+        /// Why the pool broke.
+        reason: String,
+    },
+}
+
+impl<T> SubmitError<T> {
+    /// Gives the task back.
+    pub fn into_task(self) -> T {
+        match self {
+            SubmitError::Encode { task, .. }
+            | SubmitError::Shutdown { task }
+            | SubmitError::Broken { task, .. } => task,
+        }
+    }
+
+    /// The same error without the task (for a `map` item).
+    pub fn to_task_error(&self) -> TaskError {
+        match self {
+            SubmitError::Encode { type_name, message, .. } => TaskError::Encode {
+                side: Side::Parent,
+                type_name: (*type_name).to_owned(),
+                message: message.clone(),
+            },
+            SubmitError::Shutdown { .. } => TaskError::Shutdown,
+            SubmitError::Broken { reason, .. } => TaskError::Broken { reason: reason.clone() },
+        }
+    }
+
+    /// `true` if the input could not be serialized.
+    pub fn is_encode(&self) -> bool {
+        matches!(self, SubmitError::Encode { .. })
+    }
+}
+
+impl<T> fmt::Debug for SubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Encode { type_name, message, .. } => f
+                .debug_struct("Encode")
+                .field("type_name", type_name)
+                .field("message", message)
+                .finish_non_exhaustive(),
+            SubmitError::Shutdown { .. } => f.debug_struct("Shutdown").finish_non_exhaustive(),
+            SubmitError::Broken { reason, .. } => f
+                .debug_struct("Broken")
+                .field("reason", reason)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl<T> fmt::Display for SubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Encode { type_name, message, .. } => write!(
+                f,
+                "could not serialize task input `{type_name}`: {message} (the task is handed back)"
+            ),
+            SubmitError::Shutdown { .. } => f.write_str("the pool is shut down; submit to a new pool"),
+            SubmitError::Broken { reason, .. } => write!(f, "the pool is broken: {reason}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for SubmitError<T> {}
+
+/// A pool that could not start. No worker is left running.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A builder setting is invalid (e.g. `workers(0)`).
+    Config(String),
+    /// The worker binary could not be found.
+    WorkerNotFound {
+        /// Every place that was tried.
+        looked: Vec<PathBuf>,
+    },
+    /// The worker process could not be started.
+    Spawn {
+        /// The worker slot.
+        worker: usize,
+        /// The program.
+        program: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The worker did not complete the handshake.
+    Handshake {
+        /// The worker slot.
+        worker: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// The initializer's value could not be serialized.
+    InitializerEncode {
+        /// The initializer type.
+        type_name: &'static str,
+        /// Serde's message.
+        message: String,
+    },
+    /// The initializer failed, panicked, or timed out in a worker.
+    Initializer {
+        /// The worker slot.
+        worker: usize,
+        /// The initializer's `NAME`.
+        name: String,
+        /// Its error message.
+        message: String,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Config(m) => write!(f, "invalid pool configuration: {m}"),
+            BuildError::WorkerNotFound { looked } => {
+                write!(
+                    f,
+                    "could not find the `procpool-worker` binary (set PROCPOOL_WORKER to its path, \
+                     or `cargo install procpool-worker`); looked in:"
+                )?;
+                for p in looked {
+                    write!(f, " {}", p.display())?;
+                }
+                Ok(())
+            }
+            BuildError::Spawn { worker, program, source } => write!(
+                f,
+                "could not start worker {worker} from `{}`: {source}",
+                program.display()
+            ),
+            BuildError::Handshake { worker, message } => {
+                write!(f, "worker {worker} failed the handshake: {message}")
+            }
+            BuildError::InitializerEncode { type_name, message } => write!(
+                f,
+                "could not serialize initializer `{type_name}`: {message}"
+            ),
+            BuildError::Initializer { worker, name, message } => {
+                write!(f, "initializer `{name}` failed in worker {worker}: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Spawn { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A wait with a caller-set limit that did not end in a value.
+pub enum WaitError<T> {
+    /// The limit passed; the future is handed back untouched (nothing was
+    /// cancelled).
+    TimedOut(TaskFuture<T>),
+    /// The task failed.
+    Failed(TaskError),
+}
+
+impl<T> WaitError<T> {
+    /// The future, if the wait timed out.
+    pub fn into_future(self) -> Option<TaskFuture<T>> {
+        match self {
+            WaitError::TimedOut(f) => Some(f),
+            WaitError::Failed(_) => None,
+        }
+    }
+}
+
+impl<T> fmt::Debug for WaitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::TimedOut(_) => f.write_str("TimedOut(..)"),
+            WaitError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
+        }
+    }
+}
+
+impl<T> fmt::Display for WaitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::TimedOut(_) => f.write_str("the task did not finish in time (it was not cancelled)"),
+            WaitError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<T> std::error::Error for WaitError<T> {}

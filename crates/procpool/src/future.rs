@@ -1,0 +1,521 @@
+//! `TaskFuture<T>`: the handle to one submitted task.
+//!
+//! # Shared state
+//!
+//! A future's state lives in a [`Core`] behind an `Arc`, shared between the
+//! user's [`TaskFuture`] and the pool that will resolve it. The `slot` mutex
+//! guards everything that changes:
+//!
+//! * `state` moves only forward: `Pending → Running → Done` or
+//!   `Pending → Done`. The pool writes it; anyone reads it.
+//! * `outcome` is `Some` from the moment the state is `Done` until the value
+//!   is taken by `result()` or `.await`.
+//! * `callbacks`, `waker` and `watchers` are taken out, under the lock, by
+//!   the one thread that moves the state to `Done`, and run after the lock is
+//!   released: a callback may read its own future.
+//!
+//! Lock order: a pool's own lock may be held while taking a slot lock, never
+//! the other way round, and no callback runs under either.
+//!
+//! Waiting never spins: blocking waits use the condvar, async waits the
+//! waker, `as_completed`/`wait`/`map_unordered` a [`Watch`].
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use procpool_wire::codec;
+use serde::de::DeserializeOwned;
+
+use crate::cost::Cost;
+use crate::error::{Side, TaskError, WaitError};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not started: queued in the pool, or prefetched by a worker that has
+    /// not begun it.
+    Pending,
+    /// A worker has begun it.
+    Running,
+    /// Finished, failed or cancelled.
+    Done,
+}
+
+type Callback<T> = Box<dyn FnOnce(&TaskFuture<T>) + Send>;
+
+/// Told when a future is done, with the key it was registered with.
+pub(crate) trait Watch: Send + Sync {
+    fn done(&self, key: usize);
+}
+
+/// The pool side of `cancel()`, for pools that cannot decide it from the
+/// future's state alone (a process pool whose worker may have prefetched
+/// the task).
+pub(crate) trait Control: Send + Sync {
+    /// Tries to withdraw task `id`; `true` only if it will never run (the
+    /// future is then already `Done` and cancelled).
+    fn cancel(&self, id: u64) -> bool;
+}
+
+struct Slot<T> {
+    state: State,
+    cancelled: bool,
+    outcome: Option<Result<T, TaskError>>,
+    cost: Option<Cost>,
+    callbacks: Vec<Callback<T>>,
+    waker: Option<Waker>,
+    watchers: Vec<(Arc<dyn Watch>, usize)>,
+}
+
+/// The shared state of one future. See the module docs for its invariants.
+pub(crate) struct Core<T> {
+    id: u64,
+    name: &'static str,
+    me: Weak<Core<T>>,
+    slot: Mutex<Slot<T>>,
+    cond: Condvar,
+    control: Option<Arc<dyn Control>>,
+}
+
+/// What a pool needs from a future without knowing its output type.
+pub(crate) trait Resolve: Send + Sync {
+    /// `Pending → Running`; `false` if it is already `Done` (cancelled).
+    fn mark_running(&self) -> bool;
+    /// Ends the future with an error; `false` if it was already done.
+    fn fail(&self, err: TaskError) -> bool;
+    /// `Pending → Done(Cancelled)`: `true` if it is cancelled now or was
+    /// already.
+    fn cancel_local(&self) -> bool;
+}
+
+/// A future whose output arrives as bytes (the process pool's).
+pub(crate) trait ResolveBytes: Resolve {
+    /// Decodes the output and ends the future with it (or with a `Decode`
+    /// error). Fills in `decode_output`, `total` and `ipc`; returns the
+    /// final cost if the value decoded.
+    fn complete_bytes(&self, bytes: &[u8], cost: Cost, submitted: Instant) -> Option<Cost>;
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic never happens while a slot is locked (callbacks run outside),
+    // but a poisoned lock must not turn into a second panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<T: Send + 'static> Core<T> {
+    pub(crate) fn new(id: u64, name: &'static str, control: Option<Arc<dyn Control>>) -> Arc<Core<T>> {
+        Arc::new_cyclic(|me| Core {
+            id,
+            name,
+            me: me.clone(),
+            slot: Mutex::new(Slot {
+                state: State::Pending,
+                cancelled: false,
+                outcome: None,
+                cost: None,
+                callbacks: Vec::new(),
+                waker: None,
+                watchers: Vec::new(),
+            }),
+            cond: Condvar::new(),
+            control,
+        })
+    }
+
+    /// Moves to `Done` with `outcome`; runs wakers, watchers and callbacks
+    /// outside the lock. `false` if already done.
+    pub(crate) fn finish(&self, outcome: Result<T, TaskError>, cost: Option<Cost>) -> bool {
+        let cancelled = matches!(outcome, Err(TaskError::Cancelled));
+        let (callbacks, waker, watchers) = {
+            let mut s = lock(&self.slot);
+            if s.state == State::Done {
+                return false;
+            }
+            s.state = State::Done;
+            s.cancelled = cancelled;
+            s.outcome = Some(outcome);
+            s.cost = cost;
+            (
+                std::mem::take(&mut s.callbacks),
+                s.waker.take(),
+                std::mem::take(&mut s.watchers),
+            )
+        };
+        self.cond.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        for (w, key) in watchers {
+            w.done(key);
+        }
+        if !callbacks.is_empty()
+            && let Some(me) = self.me.upgrade()
+        {
+            let handle = TaskFuture { core: me };
+            for cb in callbacks {
+                run_callback(cb, &handle);
+            }
+        }
+        true
+    }
+
+    /// Registers `w` to be told (with `key`) when this future is done;
+    /// tells it at once if it already is.
+    pub(crate) fn watch(&self, w: Arc<dyn Watch>, key: usize) {
+        {
+            let mut s = lock(&self.slot);
+            if s.state != State::Done {
+                s.watchers.push((w, key));
+                return;
+            }
+        }
+        w.done(key);
+    }
+
+    /// Done with a failure other than cancellation (for `wait`'s
+    /// `FirstException`).
+    pub(crate) fn is_exception(&self) -> bool {
+        let s = lock(&self.slot);
+        matches!(&s.outcome, Some(Err(e)) if !e.is_cancelled())
+    }
+}
+
+fn run_callback<T>(cb: Callback<T>, handle: &TaskFuture<T>) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| cb(handle))) {
+        tracing::error!(
+            target: "procpool::pool",
+            { task.id = handle.core.id,
+            task.name = handle.core.name },
+"a done-callback panicked: {}",
+            codec::panic_message(&*p)
+        );
+    }
+}
+
+impl<T: Send + 'static> Resolve for Core<T> {
+    fn mark_running(&self) -> bool {
+        let mut s = lock(&self.slot);
+        match s.state {
+            State::Pending => {
+                s.state = State::Running;
+                true
+            }
+            State::Running => true,
+            State::Done => false,
+        }
+    }
+    fn fail(&self, err: TaskError) -> bool {
+        self.finish(Err(err), None)
+    }
+    fn cancel_local(&self) -> bool {
+        {
+            let s = lock(&self.slot);
+            match s.state {
+                State::Done => return s.cancelled,
+                State::Running => return false,
+                State::Pending => {}
+            }
+        }
+        // Another thread may finish it between the check and here; `finish`
+        // then returns false and the state tells which won.
+        self.finish(Err(TaskError::Cancelled), None) || lock(&self.slot).cancelled
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
+    fn complete_bytes(&self, bytes: &[u8], mut cost: Cost, submitted: Instant) -> Option<Cost> {
+        let t = Instant::now();
+        let decoded = codec::decode::<T>(bytes);
+        cost.decode_output = t.elapsed();
+        cost.total = submitted.elapsed();
+        let cost = cost.with_remainder();
+        match decoded {
+            Ok(v) => {
+                self.finish(Ok(v), Some(cost));
+                Some(cost)
+            }
+            Err(e) => {
+                self.finish(
+                    Err(TaskError::Decode {
+                        side: Side::Parent,
+                        type_name: std::any::type_name::<T>().to_owned(),
+                        message: e.to_string(),
+                    }),
+                    None,
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The handle to one submitted task, from a thread or a process pool.
+///
+/// Dropping it detaches the task: it still runs, its output is discarded.
+/// It is `Send + Sync`: many threads may wait on one future at once.
+/// It is also a [`std::future::Future`], so `pool.submit(t)?.await` works
+/// in any async runtime without blocking it.
+pub struct TaskFuture<T> {
+    core: Arc<Core<T>>,
+}
+
+impl<T> fmt::Debug for TaskFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = lock(&self.core.slot);
+        f.debug_struct("TaskFuture")
+            .field("id", &self.core.id)
+            .field("task", &self.core.name)
+            .field("state", &s.state)
+            .field("cancelled", &s.cancelled)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> TaskFuture<T> {
+    pub(crate) fn from_core(core: Arc<Core<T>>) -> TaskFuture<T> {
+        TaskFuture { core }
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core<T>> {
+        &self.core
+    }
+
+    /// The pool's id for this task (unique within its pool).
+    pub fn id(&self) -> u64 {
+        self.core.id
+    }
+
+    /// The task's `NAME` (`"closure"` for `ThreadPool::spawn`).
+    pub fn task_name(&self) -> &'static str {
+        self.core.name
+    }
+
+    /// `Pending`, `Running` or `Done`.
+    pub fn state(&self) -> State {
+        lock(&self.core.slot).state
+    }
+
+    /// Finished, failed or cancelled.
+    pub fn done(&self) -> bool {
+        self.state() == State::Done
+    }
+
+    /// A worker has begun it and it has not finished.
+    pub fn running(&self) -> bool {
+        self.state() == State::Running
+    }
+
+    /// Ended by `cancel()` (or a shutdown that cancelled it).
+    pub fn is_cancelled(&self) -> bool {
+        lock(&self.core.slot).cancelled
+    }
+
+    /// Cancels the task if it has not started. `true` means it will never
+    /// run (also when it was already cancelled); `false` means it is running
+    /// or done. A task a worker has prefetched is withdrawn from that worker
+    /// (the wait for its answer is bounded by about a round trip). Never
+    /// blocks on a running task.
+    pub fn cancel(&self) -> bool {
+        {
+            let s = lock(&self.core.slot);
+            match s.state {
+                State::Done => return s.cancelled,
+                State::Running => return false,
+                State::Pending => {}
+            }
+        }
+        match &self.core.control {
+            Some(c) => c.cancel(self.core.id),
+            None => self.core.cancel_local(),
+        }
+    }
+
+    /// Waits up to `timeout` for the task to be done; returns whether it is.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let s = lock(&self.core.slot);
+        let (s, _) = self
+            .core
+            .cond
+            .wait_timeout_while(s, timeout, |s| s.state != State::Done)
+            .unwrap_or_else(|p| p.into_inner());
+        s.state == State::Done
+    }
+
+    /// Blocks until the task is done.
+    pub fn wait(&self) {
+        let s = lock(&self.core.slot);
+        let _s = self
+            .core
+            .cond
+            .wait_while(s, |s| s.state != State::Done)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+
+    /// Blocks until done and returns the task's output or its error.
+    ///
+    /// # Panics
+    /// If the value was already taken by awaiting this future.
+    pub fn result(self) -> Result<T, TaskError> {
+        let s = lock(&self.core.slot);
+        let mut s = self
+            .core
+            .cond
+            .wait_while(s, |s| s.state != State::Done)
+            .unwrap_or_else(|p| p.into_inner());
+        s.outcome
+            .take()
+            .expect("TaskFuture::result called after the value was taken by .await")
+    }
+
+    /// Like [`result`](Self::result) but waits at most `timeout`; on time-out
+    /// the future is handed back untouched (nothing is cancelled).
+    pub fn result_timeout(self, timeout: Duration) -> Result<T, WaitError<T>> {
+        if self.wait_timeout(timeout) {
+            self.result().map_err(WaitError::Failed)
+        } else {
+            Err(WaitError::TimedOut(self))
+        }
+    }
+
+    /// The task's error, without blocking or consuming the future: `Some`
+    /// only when it is done with a failure.
+    pub fn error(&self) -> Option<TaskError> {
+        match &lock(&self.core.slot).outcome {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// What the task cost, once it finished with a value.
+    pub fn cost(&self) -> Option<Cost> {
+        lock(&self.core.slot).cost
+    }
+
+    /// Runs `f` once the task is done: now, on this thread, if it already
+    /// is; otherwise on the thread that completes it (keep it short). A
+    /// panicking callback is logged; other callbacks still run.
+    pub fn add_done_callback<F>(&self, f: F)
+    where
+        F: FnOnce(&TaskFuture<T>) + Send + 'static,
+    {
+        {
+            let mut s = lock(&self.core.slot);
+            if s.state != State::Done {
+                s.callbacks.push(Box::new(f));
+                return;
+            }
+        }
+        run_callback(Box::new(f), self);
+    }
+}
+
+impl<T: Send + 'static> std::future::Future for TaskFuture<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = lock(&self.core.slot);
+        if s.state == State::Done {
+            return Poll::Ready(
+                s.outcome
+                    .take()
+                    .expect("TaskFuture polled after it returned Ready"),
+            );
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn pending(id: u64) -> (Arc<Core<u32>>, TaskFuture<u32>) {
+        let core = Core::<u32>::new(id, "t", None);
+        (core.clone(), TaskFuture::from_core(core))
+    }
+
+    #[test]
+    fn pending_running_done() {
+        let (core, f) = pending(1);
+        assert_eq!(f.state(), State::Pending);
+        assert!(core.mark_running());
+        assert_eq!(f.state(), State::Running);
+        assert!(!f.cancel(), "a running task cannot be cancelled");
+        assert!(core.finish(Ok(7), None));
+        assert!(!core.finish(Ok(8), None), "second finish is ignored");
+        assert!(f.done() && !f.is_cancelled());
+        assert_eq!(f.error(), None);
+        assert_eq!(f.result().unwrap(), 7);
+    }
+
+    #[test]
+    fn cancel_pending_then_mark_running_fails() {
+        let (core, f) = pending(2);
+        assert!(f.cancel());
+        assert!(f.cancel(), "cancel of a cancelled future is true");
+        assert!(!core.mark_running());
+        assert!(f.is_cancelled() && f.done());
+        assert_eq!(f.error(), Some(TaskError::Cancelled));
+    }
+
+    #[test]
+    fn callbacks_run_once_and_survive_panics() {
+        let (core, f) = pending(3);
+        let count = Arc::new(AtomicUsize::new(0));
+        let c1 = count.clone();
+        f.add_done_callback(move |_| panic!("callback boom"));
+        f.add_done_callback(move |fut| {
+            assert!(fut.done(), "callback sees its own future done");
+            c1.fetch_add(1, Ordering::SeqCst);
+        });
+        core.finish(Ok(1), None);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        let c2 = count.clone();
+        f.add_done_callback(move |_| {
+            c2.fetch_add(10, Ordering::SeqCst);
+        });
+        assert_eq!(count.load(Ordering::SeqCst), 11, "runs at once when done");
+        assert_eq!(f.result().unwrap(), 1, "value kept despite a panicking callback");
+    }
+
+    #[test]
+    fn result_timeout_hands_back_the_future() {
+        let (core, f) = pending(4);
+        let f = match f.result_timeout(Duration::from_millis(20)) {
+            Err(WaitError::TimedOut(f)) => f,
+            other => panic!("expected TimedOut, got {other:?}"),
+        };
+        assert_eq!(f.state(), State::Pending, "nothing was cancelled");
+        core.finish(Err(TaskError::Shutdown), None);
+        assert!(matches!(
+            f.result_timeout(Duration::from_secs(5)),
+            Err(WaitError::Failed(TaskError::Shutdown))
+        ));
+    }
+
+    #[test]
+    fn many_waiters_on_one_future() {
+        let (core, f) = pending(5);
+        let f = Arc::new(f);
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let f = f.clone();
+                std::thread::spawn(move || f.wait_timeout(Duration::from_secs(10)))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        core.finish(Ok(3), None);
+        for h in handles {
+            assert!(h.join().unwrap());
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! `ProcessPoolBuilder` and `WorkerCommand`: every default in one place,
+//! validated once in `build()`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use procpool_wire::codec;
+use procpool_wire::frame::DEFAULT_MAX_FRAME;
+
+use crate::error::BuildError;
+use crate::task::{Initializer, init_fingerprint};
+
+use super::ProcessPool;
+
+/// Environment variable that overrides where [`WorkerCommand::bundled`]
+/// finds `procpool-worker`.
+pub const ENV_WORKER_PATH: &str = "PROCPOOL_WORKER";
+
+/// The program a pool starts for each worker.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    program: Option<PathBuf>,
+    looked: Vec<PathBuf>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl WorkerCommand {
+    /// A worker binary at `path` (it calls `procpool::worker::run`).
+    pub fn program(path: impl Into<PathBuf>) -> WorkerCommand {
+        WorkerCommand {
+            program: Some(path.into()),
+            looked: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The bundled `procpool-worker` binary, looked up in order: the
+    /// `PROCPOOL_WORKER` environment variable, the directory of the current
+    /// executable (and its parent, for test binaries in `target/*/deps`),
+    /// then `PATH`. `build()` says where it looked if none is found.
+    pub fn bundled() -> WorkerCommand {
+        let mut looked = Vec::new();
+        let found = find_bundled(&mut looked);
+        WorkerCommand {
+            program: found,
+            looked,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// This very executable, which must call
+    /// `procpool::worker::run_if_worker` first thing in `main`.
+    pub fn current_exe() -> WorkerCommand {
+        match std::env::current_exe() {
+            Ok(p) => WorkerCommand::program(p),
+            Err(_) => WorkerCommand {
+                program: None,
+                looked: vec![PathBuf::from("/proc/self/exe")],
+                args: Vec::new(),
+                env: Vec::new(),
+            },
+        }
+    }
+
+    /// Adds a command-line argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> WorkerCommand {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the worker.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> WorkerCommand {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The program, if it was found.
+    pub fn path(&self) -> Option<&Path> {
+        self.program.as_deref()
+    }
+
+    pub(crate) fn args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    pub(crate) fn envs(&self) -> &[(OsString, OsString)] {
+        &self.env
+    }
+
+    fn resolve(&self) -> Result<PathBuf, BuildError> {
+        self.program.clone().ok_or_else(|| BuildError::WorkerNotFound {
+            looked: self.looked.clone(),
+        })
+    }
+}
+
+const WORKER_NAME: &str = "procpool-worker";
+
+fn find_bundled(looked: &mut Vec<PathBuf>) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os(ENV_WORKER_PATH) {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        candidates.push(dir.join(WORKER_NAME));
+        if let Some(up) = dir.parent() {
+            candidates.push(up.join(WORKER_NAME));
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(WORKER_NAME)));
+    }
+    for c in candidates {
+        if is_executable(&c) {
+            return Some(c);
+        }
+        looked.push(c);
+    }
+    None
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The initializer as it travels: name, fingerprint, encoded value.
+#[derive(Debug, Clone)]
+pub(crate) struct InitSpec {
+    pub name: &'static str,
+    pub fingerprint: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Settings of a running pool (validated).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub program: PathBuf,
+    pub command: WorkerCommand,
+    pub workers: usize,
+    pub init: Option<InitSpec>,
+    pub task_timeout: Option<Duration>,
+    pub max_tasks_per_worker: Option<u64>,
+    pub prefetch: usize,
+    pub max_frame: u32,
+    pub handshake_timeout: Duration,
+    pub init_timeout: Duration,
+    pub cancel_timeout: Duration,
+    pub kill_grace: Duration,
+    pub max_restarts: u32,
+}
+
+/// Configures a [`ProcessPool`]; see [`ProcessPool::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct ProcessPoolBuilder {
+    command: WorkerCommand,
+    workers: Option<usize>,
+    init: Option<Result<InitSpec, BuildError>>,
+    task_timeout: Option<Duration>,
+    max_tasks_per_worker: Option<u64>,
+    prefetch: usize,
+    max_frame: u32,
+    handshake_timeout: Duration,
+    init_timeout: Duration,
+    cancel_timeout: Duration,
+    kill_grace: Duration,
+    max_restarts: u32,
+}
+
+impl Default for ProcessPoolBuilder {
+    fn default() -> Self {
+        ProcessPoolBuilder {
+            command: WorkerCommand::bundled(),
+            workers: None,
+            init: None,
+            task_timeout: None,
+            max_tasks_per_worker: None,
+            prefetch: 4,
+            max_frame: DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(10),
+            init_timeout: Duration::from_secs(60),
+            cancel_timeout: Duration::from_millis(250),
+            kill_grace: Duration::from_millis(500),
+            max_restarts: 10,
+        }
+    }
+}
+
+impl ProcessPoolBuilder {
+    /// The worker program (default: [`WorkerCommand::bundled`]).
+    pub fn worker(mut self, command: WorkerCommand) -> Self {
+        self.command = command;
+        self
+    }
+
+    /// Number of worker processes (default: logical CPUs).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Runs `init` once in every worker (and every replacement) before it
+    /// takes a task. If it fails or panics in any worker, `build()` fails.
+    pub fn initializer<I: Initializer>(mut self, init: I) -> Self {
+        self.init = Some(match codec::encode(&init) {
+            Ok(payload) => Ok(InitSpec {
+                name: I::NAME,
+                fingerprint: init_fingerprint::<I>(),
+                payload,
+            }),
+            Err(e) => Err(BuildError::InitializerEncode {
+                type_name: std::any::type_name::<I>(),
+                message: e.to_string(),
+            }),
+        });
+        self
+    }
+
+    /// Kills a worker whose task runs longer than `d` (the future ends
+    /// [`crate::TaskError::TimedOut`]) and replaces it.
+    pub fn task_timeout(mut self, d: Duration) -> Self {
+        self.task_timeout = Some(d);
+        self
+    }
+
+    /// Replaces a worker after it has taken `n` tasks (a chunk is not split,
+    /// so a worker may take up to a chunk more).
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// Batches (single tasks or chunks) a worker may hold beyond the one it
+    /// runs, so it never waits a round trip between tasks (default 4).
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n;
+        self
+    }
+
+    /// Largest frame either side accepts (default 1 GiB).
+    pub fn max_frame_bytes(mut self, n: u32) -> Self {
+        self.max_frame = n;
+        self
+    }
+
+    /// How long a new worker may take to say hello (default 10 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// How long the initializer may run in one worker (default 60 s).
+    pub fn init_timeout(mut self, d: Duration) -> Self {
+        self.init_timeout = d;
+        self
+    }
+
+    /// Consecutive worker crashes, with no task finished in between, after
+    /// which the pool is declared broken (default 10).
+    pub fn max_restarts(mut self, n: u32) -> Self {
+        self.max_restarts = n;
+        self
+    }
+
+    /// Starts the workers, runs the initializer in each, and returns the
+    /// pool once every worker is ready. On error no worker is left running.
+    pub fn build(self) -> Result<ProcessPool, BuildError> {
+        let workers = match self.workers {
+            Some(0) => return Err(BuildError::Config("workers must be at least 1 (got 0)".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.prefetch == 0 {
+            return Err(BuildError::Config("prefetch must be at least 1 (got 0)".into()));
+        }
+        if self.max_frame < 64 * 1024 {
+            return Err(BuildError::Config(format!(
+                "max_frame_bytes must be at least 65536 (got {})",
+                self.max_frame
+            )));
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(BuildError::Config("max_tasks_per_worker must be at least 1 (got 0)".into()));
+        }
+        let init = self.init.transpose()?;
+        let program = self.command.resolve()?;
+        let config = Config {
+            program,
+            command: self.command,
+            workers,
+            init,
+            task_timeout: self.task_timeout,
+            max_tasks_per_worker: self.max_tasks_per_worker,
+            prefetch: self.prefetch,
+            max_frame: self.max_frame,
+            handshake_timeout: self.handshake_timeout,
+            init_timeout: self.init_timeout,
+            cancel_timeout: self.cancel_timeout,
+            kill_grace: self.kill_grace,
+            max_restarts: self.max_restarts,
+        };
+        ProcessPool::start(config)
+    }
+}

@@ -1,0 +1,497 @@
+//! Moving tasks: the parent's queue, assigning batches to workers, writing
+//! frames, reading the workers' answers, and cancelling.
+//!
+//! # Writing without a dispatcher thread
+//!
+//! Work is assigned under the pool lock (so assignment order is frame
+//! order), and each assignment's frame is *posted* to the worker's
+//! [`Conn`] outbox. After the lock is released, whoever posted calls
+//! [`Conn::flush`]: the first thread to get the write lock writes every
+//! posted frame in one vectored write; others return at once. No thread hop
+//! between `submit` and the socket, and frames queued together leave
+//! together.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
+use std::time::{Duration, Instant};
+
+use procpool_wire::frame::{FrameReader, Outgoing, Payload, write_all_frames};
+use procpool_wire::message::{Outcome, TaskHeader, ToParent, ToWorker, decode_message, encode_message};
+use procpool_wire::{Generation, TaskId};
+
+use super::supervisor::{Assigned, KillReason, Phase, PoolState, Shared, SlotStatus, kill_group};
+use crate::cost::Cost;
+use crate::error::{Side, TaskError};
+use crate::future::{Control, ResolveBytes};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the parent knows of a task besides its payload.
+pub(crate) struct Meta {
+    pub id: TaskId,
+    pub name: &'static str,
+    pub fingerprint: u64,
+    pub input_type: &'static str,
+    pub output_type: &'static str,
+    pub future: Arc<dyn ResolveBytes>,
+    /// When `submit` was called (before encoding).
+    pub submitted: Instant,
+    pub encode: Duration,
+    pub bytes_out: u64,
+    pub timeout: Option<Duration>,
+}
+
+/// A task waiting in the parent's queue.
+pub(crate) struct Item {
+    pub meta: Meta,
+    pub payload: Payload,
+}
+
+/// Tasks that travel together (a `submit` is a batch of one, a `map` chunk
+/// a batch of `chunksize`).
+pub(crate) struct Batch {
+    pub id: u64,
+    pub items: Vec<Item>,
+}
+
+/// Why the pool refused new work.
+pub(crate) enum Refusal {
+    Shutdown,
+    Broken(String),
+}
+
+/// The parent's end of one worker's socket, for writing.
+pub(crate) struct Conn {
+    pub stream: UnixStream,
+    outbox: Mutex<Vec<Outgoing>>,
+    writing: Mutex<()>,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: UnixStream) -> Conn {
+        Conn {
+            stream,
+            outbox: Mutex::new(Vec::new()),
+            writing: Mutex::new(()),
+        }
+    }
+
+    /// Queues a frame; call under the pool lock to keep assignment order.
+    pub(crate) fn post(&self, frame: Outgoing) {
+        lock(&self.outbox).push(frame);
+    }
+
+    /// Writes everything posted, unless another thread is already writing
+    /// (it then writes ours too: it re-checks the outbox after releasing
+    /// the write lock). A failed write shuts the socket; the worker's
+    /// supervisor notices.
+    pub(crate) fn flush(&self) {
+        loop {
+            let guard = match self.writing.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            };
+            loop {
+                let frames = std::mem::take(&mut *lock(&self.outbox));
+                if frames.is_empty() {
+                    break;
+                }
+                if let Err(e) = write_all_frames(&mut &self.stream, &frames) {
+                    tracing::debug!(target: "procpool::wire", "write to worker failed: {e}");
+                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                    lock(&self.outbox).clear();
+                    return;
+                }
+            }
+            drop(guard);
+            if lock(&self.outbox).is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+pub(crate) fn flush_all(conns: Vec<Arc<Conn>>) {
+    for c in conns {
+        c.flush();
+    }
+}
+
+/// Adds a batch to the queue and dispatches what it can.
+pub(crate) fn enqueue(shared: &Shared, items: Vec<Item>) -> Result<(), Refusal> {
+    let conns = {
+        let mut st = lock(&shared.state);
+        if let Some(reason) = &st.broken {
+            return Err(Refusal::Broken(reason.clone()));
+        }
+        if st.phase != Phase::Running {
+            return Err(Refusal::Shutdown);
+        }
+        let id = st.next_batch;
+        st.next_batch += 1;
+        st.queue.push_back(Batch { id, items });
+        pump(&mut st, shared)
+    };
+    flush_all(conns);
+    Ok(())
+}
+
+/// Assigns queued batches to workers with room, posting their frames.
+/// Returns the connections to flush once the lock is released.
+pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
+    let mut touched: Vec<Arc<Conn>> = Vec::new();
+    if !matches!(st.phase, Phase::Running | Phase::Draining) {
+        return touched;
+    }
+    let cfg = &shared.cfg;
+    while !st.queue.is_empty() {
+        let Some(idx) = st
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.status == SlotStatus::Ready && s.batches.len() < cfg.prefetch && s.conn.is_some())
+            .min_by_key(|(_, s)| s.batches.len())
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        let Some(batch) = st.queue.pop_front() else { break };
+        let now = Instant::now();
+        let slot = &mut st.slots[idx];
+        let mut headers = Vec::with_capacity(batch.items.len());
+        let mut payloads = Vec::with_capacity(batch.items.len());
+        for item in batch.items {
+            headers.push(TaskHeader {
+                id: item.meta.id,
+                name: item.meta.name.to_owned(),
+                fingerprint: item.meta.fingerprint,
+                len: item.payload.len() as u32,
+            });
+            payloads.push(item.payload.clone());
+            st.seq += 1;
+            slot.inflight.insert(
+                item.meta.id,
+                Assigned {
+                    meta: item.meta,
+                    payload: item.payload,
+                    batch: batch.id,
+                    assigned_at: now,
+                    started: false,
+                    seq: st.seq,
+                },
+            );
+        }
+        let n = headers.len();
+        slot.batches.insert(batch.id, n);
+        slot.taken += n as u64;
+        if let Some(max) = cfg.max_tasks_per_worker
+            && slot.taken >= max
+        {
+            slot.status = SlotStatus::Retiring;
+        }
+        let frame = encode_message(&ToWorker::Run { items: headers }, payloads)
+            .expect("procpool's own messages always encode");
+        let conn = slot.conn.clone().expect("a ready slot has a connection");
+        conn.post(frame);
+        if !touched.iter().any(|c| Arc::ptr_eq(c, &conn)) {
+            touched.push(conn);
+        }
+    }
+    touched
+}
+
+/// Posts a bare message (no payload) to a connection.
+pub(crate) fn post_message(conn: &Conn, msg: &ToWorker) {
+    conn.post(encode_message(msg, Vec::<Payload>::new()).expect("procpool's own messages always encode"));
+}
+
+/// A pending `cancel()` waiting for the worker's answer.
+#[derive(Default)]
+pub(crate) struct CancelWait {
+    answer: Mutex<Option<bool>>,
+    cond: Condvar,
+}
+
+impl CancelWait {
+    pub(crate) fn answer(&self, withdrawn: bool) {
+        *lock(&self.answer) = Some(withdrawn);
+        self.cond.notify_all();
+    }
+
+    fn wait(&self, timeout: Duration) -> Option<bool> {
+        let g = lock(&self.answer);
+        let (g, _) = self
+            .cond
+            .wait_timeout_while(g, timeout, |a| a.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        *g
+    }
+}
+
+/// `cancel()` for process-pool futures.
+pub(crate) struct PoolControl(pub Weak<Shared>);
+
+impl Control for PoolControl {
+    fn cancel(&self, id: TaskId) -> bool {
+        let Some(shared) = self.0.upgrade() else {
+            return false;
+        };
+        let mut st = lock(&shared.state);
+        // Still in the parent's queue: take it out, so nothing can send it.
+        let mut found: Option<Arc<dyn ResolveBytes>> = None;
+        for batch in st.queue.iter_mut() {
+            if let Some(pos) = batch.items.iter().position(|i| i.meta.id == id) {
+                found = Some(batch.items.remove(pos).meta.future);
+                break;
+            }
+        }
+        if let Some(future) = found {
+            st.queue.retain(|b| !b.items.is_empty());
+            drop(st);
+            shared.changed.notify_all();
+            return future.cancel_local();
+        }
+        // Prefetched by a worker: ask it to withdraw the task.
+        let Some(slot) = st.slots.iter().find(|s| s.inflight.contains_key(&id)) else {
+            return false; // finished, or never ours
+        };
+        if slot.inflight[&id].started {
+            return false;
+        }
+        let Some(conn) = slot.conn.clone() else {
+            return false;
+        };
+        let wait = Arc::new(CancelWait::default());
+        st.cancels.insert(id, wait.clone());
+        post_message(&conn, &ToWorker::Cancel { id });
+        drop(st);
+        conn.flush();
+        if let Some(answer) = wait.wait(shared.cfg.cancel_timeout) {
+            return answer;
+        }
+        let mut st = lock(&shared.state);
+        if st.cancels.remove(&id).is_some() {
+            // No answer in time: the task stays queued in the worker. A late
+            // "withdrawn" answer re-queues it, so `false` stays true.
+            return false;
+        }
+        drop(st);
+        // The answer is being delivered right now.
+        wait.wait(Duration::from_secs(5)).unwrap_or(false)
+    }
+}
+
+fn task_error(outcome: Outcome, meta: &Meta) -> TaskError {
+    match outcome {
+        Outcome::Panicked { message, location } => TaskError::Panicked { message, location },
+        Outcome::Decode { message, worker_type } => TaskError::Decode {
+            side: Side::Worker,
+            type_name: worker_type,
+            message,
+        },
+        Outcome::Encode { message, worker_type } => TaskError::Encode {
+            side: Side::Worker,
+            type_name: worker_type,
+            message,
+        },
+        Outcome::UnknownTask { name } => TaskError::UnknownTask { name },
+        Outcome::Mismatch {
+            worker_input,
+            worker_output,
+        } => TaskError::Decode {
+            side: Side::Worker,
+            type_name: worker_input.clone(),
+            message: format!(
+                "task `{}` is `{} -> {}` in the parent but `{worker_input} -> {worker_output}` in the \
+                 worker: rebuild both from the same definition",
+                meta.name, meta.input_type, meta.output_type
+            ),
+        },
+        other => TaskError::Protocol {
+            worker: usize::MAX,
+            message: format!("unknown outcome {other:?}"),
+        },
+    }
+}
+
+/// Reads one worker's messages until its socket ends. A frame that breaks
+/// the protocol kills the worker; its supervisor does the rest.
+pub(crate) fn read_loop(shared: &Shared, idx: usize, generation: Generation, mut reader: FrameReader<UnixStream>, pid: u32) {
+    loop {
+        let body = match reader.next_frame() {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                if let procpool_wire::FrameError::Io(io) = &e
+                    && matches!(io.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+                {
+                    return;
+                }
+                protocol_error(shared, idx, generation, pid, e.to_string());
+                return;
+            }
+        };
+        let (msg, payloads) = match decode_message::<ToParent>(body) {
+            Ok(pair) => pair,
+            Err(e) => {
+                protocol_error(shared, idx, generation, pid, e.to_string());
+                return;
+            }
+        };
+        if msg.generation() != generation {
+            tracing::warn!(
+                target: "procpool::pool",
+                { worker.id = idx },
+"dropped a message stamped with generation {} (current {generation})",
+                msg.generation()
+            );
+            continue;
+        }
+        match msg {
+            ToParent::Started { id, .. } => on_started(shared, idx, id),
+            ToParent::Finished {
+                id, outcome, timing, ..
+            } => {
+                let Some((a, conns)) = on_finished(shared, idx, id) else {
+                    continue;
+                };
+                flush_all(conns);
+                let meta = a.meta;
+                match outcome {
+                    Outcome::Ok { .. } => {
+                        let bytes = payloads.first().copied().unwrap_or(&[]);
+                        let parent_queue = a.assigned_at.saturating_duration_since(meta.submitted + meta.encode);
+                        let cost = Cost {
+                            encode_input: meta.encode,
+                            bytes_out: meta.bytes_out,
+                            queue_wait: parent_queue + Duration::from_nanos(timing.queue_ns),
+                            decode_input: Duration::from_nanos(timing.decode_ns),
+                            run: Duration::from_nanos(timing.run_ns),
+                            encode_output: Duration::from_nanos(timing.encode_ns),
+                            bytes_back: bytes.len() as u64,
+                            ..Cost::default()
+                        };
+                        let done = meta.future.complete_bytes(bytes, cost, meta.submitted);
+                        shared.stats.record(done.as_ref());
+                    }
+                    other => {
+                        let mut err = task_error(other, &meta);
+                        if let TaskError::Protocol { worker, .. } = &mut err {
+                            *worker = idx;
+                        }
+                        meta.future.fail(err);
+                        shared.stats.record(None);
+                    }
+                }
+            }
+            ToParent::Withdrawn { id, withdrawn, .. } => on_withdrawn(shared, idx, id, withdrawn),
+            other => {
+                protocol_error(shared, idx, generation, pid, format!("unexpected message {other:?}"));
+                return;
+            }
+        }
+    }
+}
+
+fn protocol_error(shared: &Shared, idx: usize, generation: Generation, pid: u32, message: String) {
+    tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"protocol error: {message}");
+    {
+        let mut st = lock(&shared.state);
+        let slot = &mut st.slots[idx];
+        if slot.generation != generation {
+            return;
+        }
+        if slot.kill.is_none() {
+            slot.kill = Some(KillReason::Protocol(message));
+        }
+    }
+    kill_group(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+fn on_started(shared: &Shared, idx: usize, id: TaskId) {
+    let (future, timed) = {
+        let mut st = lock(&shared.state);
+        let slot = &mut st.slots[idx];
+        let Some(a) = slot.inflight.get_mut(&id) else {
+            tracing::warn!(target: "procpool::pool", { worker.id = idx, task.id = id },
+"start of an unknown task dropped");
+            return;
+        };
+        a.started = true;
+        let future = a.meta.future.clone();
+        let timed = a.meta.timeout.is_some();
+        slot.running = Some((id, Instant::now()));
+        (future, timed)
+    };
+    if timed {
+        shared.clock.notify_all();
+    }
+    future.mark_running();
+}
+
+/// Removes a finished task from its worker, dispatches more work, and
+/// hands back the task and the connections to flush.
+fn on_finished(shared: &Shared, idx: usize, id: TaskId) -> Option<(Assigned, Vec<Arc<Conn>>)> {
+    let mut st = lock(&shared.state);
+    let Some(a) = st.slots[idx].take_task(id) else {
+        tracing::warn!(
+            target: "procpool::pool",
+            { worker.id = idx,
+            task.id = id },
+"late or duplicate result dropped"
+        );
+        return None;
+    };
+    st.crash_streak = 0;
+    st.retire_if_idle(idx);
+    let conns = pump(&mut st, shared);
+    let notify = st.phase != Phase::Running;
+    drop(st);
+    if notify {
+        shared.changed.notify_all();
+    }
+    Some((a, conns))
+}
+
+fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: bool) {
+    let mut st = lock(&shared.state);
+    let wait = st.cancels.remove(&id);
+    let mut cancel: Option<Arc<dyn ResolveBytes>> = None;
+    let mut conns = Vec::new();
+    if withdrawn {
+        if let Some(a) = st.slots[idx].take_task(id) {
+            let requeue = wait.is_none() && matches!(st.phase, Phase::Running | Phase::Draining) && st.broken.is_none();
+            if requeue {
+                // The caller gave up waiting and was told `false`: keep the
+                // promise that it runs.
+                let batch = st.next_batch;
+                st.next_batch += 1;
+                st.queue.push_front(Batch {
+                    id: batch,
+                    items: vec![Item {
+                        meta: a.meta,
+                        payload: a.payload,
+                    }],
+                });
+            } else {
+                cancel = Some(a.meta.future);
+            }
+            st.retire_if_idle(idx);
+            conns = pump(&mut st, shared);
+        }
+    }
+    drop(st);
+    shared.changed.notify_all();
+    flush_all(conns);
+    if let Some(f) = cancel {
+        f.cancel_local();
+    }
+    if let Some(w) = wait {
+        w.answer(withdrawn);
+    }
+}

@@ -1,0 +1,235 @@
+//! `ProcessPool`: tasks run in worker processes.
+//!
+//! * [`builder`] — settings and the worker program.
+//! * `spawn` — starting one worker and greeting it.
+//! * `supervisor` — the pool's state, worker lifecycles, deaths,
+//!   restart intensity, timeouts and shutdown.
+//! * `dispatch` — the queue, assigning work to workers, the socket reader
+//!   and cancellation.
+
+pub mod builder;
+mod dispatch;
+mod spawn;
+mod supervisor;
+
+use std::any::type_name;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use procpool_wire::codec;
+
+pub use builder::{ENV_WORKER_PATH, ProcessPoolBuilder, WorkerCommand};
+
+use crate::cost::PoolStats;
+use crate::error::{BuildError, Side, SubmitError, TaskError};
+use crate::future::{Core, TaskFuture};
+use crate::map::{ChunkResult, Map};
+use crate::task::{Task, task_fingerprint};
+use crate::{Executor, Shutdown, sealed};
+use dispatch::{Item, Meta, Refusal};
+use supervisor::Shared;
+
+/// Room for a task header in a frame, beyond the payload.
+const HEADER_ROOM: usize = 4096;
+
+/// A pool of worker processes.
+///
+/// ```no_run
+/// use procpool::{ProcessPool, WorkerCommand};
+/// use procpool_tasks::Square;
+///
+/// let pool = ProcessPool::builder().worker(WorkerCommand::bundled()).workers(2).build()?;
+/// assert_eq!(pool.submit(Square(9))?.result()?, 81);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Dropping the pool runs [`Shutdown::Wait`]: work already submitted
+/// completes and every future resolves.
+pub struct ProcessPool {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ProcessPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPool")
+            .field("workers", &self.shared.cfg.workers)
+            .field("program", &self.shared.cfg.program)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessPool {
+    /// A builder with the defaults.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder::default()
+    }
+
+    pub(crate) fn start(cfg: builder::Config) -> Result<ProcessPool, BuildError> {
+        let shared = supervisor::start(cfg)?;
+        Ok(ProcessPool { shared })
+    }
+
+    /// Queues `task`. Fails (handing the task back) if its input does not
+    /// serialize, or the pool is shut down or broken.
+    pub fn submit<T: Task>(&self, task: T) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
+        self.submit_with_timeout(task, self.shared.cfg.task_timeout)
+    }
+
+    /// Like [`submit`](Self::submit) with this task's own timeout (`None`:
+    /// no limit), overriding the builder's `task_timeout`.
+    pub fn submit_with_timeout<T: Task>(
+        &self,
+        task: T,
+        timeout: Option<Duration>,
+    ) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
+        let (item, core) = match self.prepare(&task, timeout) {
+            Ok(pair) => pair,
+            Err(message) => {
+                return Err(SubmitError::Encode {
+                    task,
+                    type_name: type_name::<T>(),
+                    message,
+                });
+            }
+        };
+        match dispatch::enqueue(&self.shared, vec![item]) {
+            Ok(()) => Ok(TaskFuture::from_core(core)),
+            Err(Refusal::Shutdown) => Err(SubmitError::Shutdown { task }),
+            Err(Refusal::Broken(reason)) => Err(SubmitError::Broken { task, reason }),
+        }
+    }
+
+    /// Encodes `task` into a queue item and creates its future.
+    fn prepare<T: Task>(
+        &self,
+        task: &T,
+        timeout: Option<Duration>,
+    ) -> Result<(Item, Arc<Core<T::Output>>), String> {
+        let submitted = Instant::now();
+        let payload = codec::encode(task).map_err(|e| e.to_string())?;
+        let encode = submitted.elapsed();
+        if payload.len() + HEADER_ROOM > self.shared.cfg.max_frame as usize {
+            return Err(format!(
+                "input of {} bytes does not fit the pool's {}-byte frame cap (raise max_frame_bytes)",
+                payload.len(),
+                self.shared.cfg.max_frame
+            ));
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let core = Core::<T::Output>::new(id, T::NAME, Some(self.shared.control()));
+        let item = Item {
+            meta: Meta {
+                id,
+                name: T::NAME,
+                fingerprint: task_fingerprint::<T>(),
+                input_type: type_name::<T>(),
+                output_type: type_name::<T::Output>(),
+                future: core.clone(),
+                submitted,
+                encode,
+                bytes_out: payload.len() as u64,
+                timeout,
+            },
+            payload: Arc::new(payload),
+        };
+        Ok((item, core))
+    }
+
+    /// Runs `tasks` lazily, one `Result` per input, in input order.
+    pub fn map<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
+    where
+        I: IntoIterator,
+        I::Item: Task,
+    {
+        Executor::map(self, tasks)
+    }
+
+    /// Like [`map`](Self::map), yielding results as they complete.
+    pub fn map_unordered<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
+    where
+        I: IntoIterator,
+        I::Item: Task,
+    {
+        Executor::map_unordered(self, tasks)
+    }
+
+    /// Stops the pool; see [`Shutdown`]. Blocks until every worker is gone;
+    /// idempotent.
+    pub fn shutdown(&self, how: Shutdown) {
+        supervisor::shutdown(&self.shared, how);
+    }
+
+    /// Totals over every finished task.
+    pub fn stats(&self) -> PoolStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Number of worker slots.
+    pub fn workers(&self) -> usize {
+        self.shared.cfg.workers
+    }
+
+    /// Process ids of the workers alive now.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        supervisor::worker_pids(&self.shared)
+    }
+
+    /// Why the pool is broken, if it is.
+    pub fn broken(&self) -> Option<String> {
+        supervisor::broken(&self.shared)
+    }
+}
+
+impl sealed::Sealed for ProcessPool {
+    fn submit_chunk<T: Task>(&self, items: Vec<T>) -> ChunkResult<T::Output> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut batch = Vec::with_capacity(items.len());
+        for task in &items {
+            match self.prepare(task, self.shared.cfg.task_timeout) {
+                Ok((item, core)) => {
+                    batch.push(item);
+                    out.push(Ok(TaskFuture::from_core(core)));
+                }
+                Err(message) => out.push(Err(TaskError::Encode {
+                    side: Side::Parent,
+                    type_name: type_name::<T>().to_owned(),
+                    message,
+                })),
+            }
+        }
+        drop(items);
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        match dispatch::enqueue(&self.shared, batch) {
+            Ok(()) => Ok(out),
+            Err(Refusal::Shutdown) => Err(TaskError::Shutdown),
+            Err(Refusal::Broken(reason)) => Err(TaskError::Broken { reason }),
+        }
+    }
+
+    fn map_window(&self) -> usize {
+        self.shared.cfg.workers * (self.shared.cfg.prefetch + 1) * 2
+    }
+}
+
+impl Executor for ProcessPool {
+    fn submit<T: Task>(&self, task: T) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
+        ProcessPool::submit(self, task)
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        ProcessPool::shutdown(self, how);
+    }
+
+    fn max_workers(&self) -> usize {
+        self.shared.cfg.workers
+    }
+}
+
+impl Drop for ProcessPool {
+    fn drop(&mut self) {
+        supervisor::shutdown(&self.shared, Shutdown::Wait);
+    }
+}

@@ -1,0 +1,203 @@
+//! Starting one worker process and greeting it.
+//!
+//! The worker gets its end of a `socketpair` as descriptor 3 (no name on the
+//! filesystem, nothing to hijack); every other descriptor stays
+//! close-on-exec. It runs in its own process group so a kill reaches the
+//! processes it forked. Its stdout and stderr go through one pipe whose
+//! lines are forwarded to the parent's stderr, prefixed with the worker id.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use procpool_wire::codec;
+use procpool_wire::frame::{FrameReader, Outgoing, write_all_frames};
+use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Welcome};
+use procpool_wire::message::{ToParent, ToWorker, decode_message, encode_message};
+use procpool_wire::Generation;
+
+use super::builder::Config;
+use crate::sys;
+use crate::worker::{ENV_FD, ENV_PARENT};
+
+/// Environment variable telling a worker its slot number.
+pub(crate) const ENV_WORKER_ID: &str = "PROCPOOL_WORKER_ID";
+
+/// A started worker process and the parent's end of its socket.
+pub(crate) struct Spawned {
+    pub child: Child,
+    pub stream: UnixStream,
+    pub pid: u32,
+}
+
+/// Starts worker `index` (fork + exec; call from the long-lived spawner
+/// thread, since `PR_SET_PDEATHSIG` follows the thread that forked).
+pub(crate) fn spawn_process(cfg: &Config, index: usize) -> io::Result<Spawned> {
+    let (parent_end, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let (out_r, out_w) = io::pipe()?;
+    let mut cmd = Command::new(&cfg.program);
+    cmd.args(cfg.command.args())
+        .envs(cfg.command.envs().iter().map(|(k, v)| (k, v)))
+        .env(ENV_FD, sys::WORKER_FD.to_string())
+        .env(ENV_PARENT, std::process::id().to_string())
+        .env(ENV_WORKER_ID, index.to_string())
+        .stdin(Stdio::null())
+        .stdout(out_w.try_clone()?)
+        .stderr(out_w)
+        .process_group(0);
+    sys::pass_fd(&mut cmd, &child_end);
+    let child = cmd.spawn()?;
+    // Close our copies of the child's ends: the pipe then ends when the
+    // worker (and everything it started) is gone.
+    drop(cmd);
+    drop(child_end);
+    let pid = child.id();
+    let forward = std::thread::Builder::new()
+        .name(format!("procpool-stderr-{index}"))
+        .spawn(move || forward_output(out_r, index));
+    if let Err(e) = forward {
+        tracing::warn!(target: "procpool::pool", { worker.id = index },
+"cannot forward worker output: {e}");
+    }
+    Ok(Spawned {
+        child,
+        stream: UnixStream::from(parent_end),
+        pid,
+    })
+}
+
+fn forward_output(r: io::PipeReader, index: usize) {
+    let mut r = BufReader::new(r);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if !line.ends_with(b"\n") {
+                    line.push(b'\n');
+                }
+                let mut err = io::stderr().lock();
+                let _ = write!(err, "[procpool worker {index}] ");
+                let _ = err.write_all(&line);
+            }
+        }
+    }
+}
+
+/// Why a new worker did not become ready.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// The process could not be started.
+    Spawn(io::Error),
+    /// Spawn, handshake or socket failure.
+    Handshake(String),
+    /// The initializer failed, panicked or timed out.
+    Init(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Spawn(e) => write!(f, "could not start: {e}"),
+            StartError::Handshake(m) => write!(f, "handshake failed: {m}"),
+            StartError::Init(m) => write!(f, "initializer failed: {m}"),
+        }
+    }
+}
+
+/// The parent's side of the handshake, then the initializer. Returns the
+/// reader for the worker's messages.
+pub(crate) fn greet(
+    stream: &UnixStream,
+    cfg: &Config,
+    index: usize,
+    generation: Generation,
+) -> Result<FrameReader<UnixStream>, StartError> {
+    let hs = |m: String| StartError::Handshake(m);
+    let read_half = stream.try_clone().map_err(|e| hs(e.to_string()))?;
+    stream
+        .set_read_timeout(Some(cfg.handshake_timeout))
+        .map_err(|e| hs(e.to_string()))?;
+    let mut reader = FrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
+    let hello = match reader.next_frame() {
+        Ok(Some(body)) => Hello::decode(body).map_err(|e| hs(e.to_string()))?,
+        Ok(None) => return Err(hs("the worker exited before saying hello".into())),
+        Err(e) if is_timeout(&e) => {
+            return Err(hs(format!(
+                "no hello within {:?} (is the program a procpool worker?)",
+                cfg.handshake_timeout
+            )));
+        }
+        Err(e) => return Err(hs(e.to_string())),
+    };
+    if let Err(e) = hello.check() {
+        let reject = Welcome::Reject { reason: e.to_string() };
+        let _ = send(stream, &codec::encode(&reject).unwrap_or_default(), Vec::new());
+        return Err(hs(e.to_string()));
+    }
+    let welcome = Welcome::Accept {
+        worker_id: index as u32,
+        generation,
+        max_frame: cfg.max_frame,
+    };
+    send(
+        stream,
+        &codec::encode(&welcome).map_err(|e| hs(e.to_string()))?,
+        Vec::new(),
+    )
+    .map_err(|e| hs(format!("cannot send welcome: {e}")))?;
+    reader.set_max(cfg.max_frame);
+    if let Some(init) = &cfg.init {
+        let msg = ToWorker::Init {
+            name: init.name.to_owned(),
+            fingerprint: init.fingerprint,
+            len: init.payload.len() as u32,
+        };
+        let frame = encode_message(&msg, vec![init.payload.clone()]).map_err(|e| hs(e.to_string()))?;
+        write_all_frames(&mut &*stream, &[frame]).map_err(|e| hs(format!("cannot send initializer: {e}")))?;
+        let deadline = Instant::now() + cfg.init_timeout;
+        stream
+            .set_read_timeout(Some(cfg.init_timeout.max(Duration::from_millis(1))))
+            .map_err(|e| hs(e.to_string()))?;
+        loop {
+            let body = match reader.next_frame() {
+                Ok(Some(b)) => b,
+                Ok(None) => return Err(StartError::Init("the worker died while running the initializer".into())),
+                Err(e) if is_timeout(&e) || Instant::now() >= deadline => {
+                    return Err(StartError::Init(format!(
+                        "did not finish within the {:?} init timeout",
+                        cfg.init_timeout
+                    )));
+                }
+                Err(e) => return Err(hs(e.to_string())),
+            };
+            match decode_message::<ToParent>(body) {
+                Ok((ToParent::InitDone { error: None, .. }, _)) => break,
+                Ok((ToParent::InitDone { error: Some(m), .. }, _)) => return Err(StartError::Init(m)),
+                Ok((other, _)) => return Err(hs(format!("unexpected message during init: {other:?}"))),
+                Err(e) => return Err(hs(e.to_string())),
+            }
+        }
+    }
+    stream.set_read_timeout(None).map_err(|e| hs(e.to_string()))?;
+    Ok(reader)
+}
+
+fn send(stream: &UnixStream, header: &[u8], payloads: Vec<Vec<u8>>) -> io::Result<()> {
+    let frame = Outgoing::new(header.to_vec(), payloads)?;
+    write_all_frames(&mut &*stream, &[frame])
+}
+
+fn is_timeout(e: &procpool_wire::FrameError) -> bool {
+    matches!(e, procpool_wire::FrameError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}

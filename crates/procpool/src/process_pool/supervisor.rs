@@ -1,0 +1,793 @@
+//! The pool's state and the life of its workers.
+//!
+//! # Worker slots
+//!
+//! Each of the pool's `workers` slots holds one process at a time, moving
+//! through
+//!
+//! ```text
+//! Starting ──ready──▶ Ready ──max tasks──▶ Retiring
+//!    ▲                  │                     │
+//!    └──respawn── Dead ◀┴──────exit───────────┘
+//! ```
+//!
+//! * `Starting`: a spawn request is queued to the spawner thread, or the
+//!   process is greeting and running the initializer. Gets no work.
+//! * `Ready`: gets work while it holds fewer than `prefetch` batches.
+//! * `Retiring`: has taken `max_tasks_per_worker`; gets no more work and is
+//!   asked to exit once its last task is done.
+//! * `Dead`: the process is reaped. The waiter thread that saw it exit
+//!   settles its tasks (the one running fails, the prefetched ones go back
+//!   to the front of the queue) and asks for a replacement unless the pool
+//!   is stopping or broken.
+//!
+//! Every process has a `generation`, unique within the pool. Messages carry
+//! it, and anything stamped with an old generation is dropped.
+//!
+//! # Threads
+//!
+//! * the **spawner** (one, lives as long as the pool) forks every worker:
+//!   `PR_SET_PDEATHSIG` fires when the *thread* that forked exits, so it
+//!   must be long-lived;
+//! * per process, a **life** thread (handshake, initializer, then reading
+//!   the socket: see `dispatch::read_loop`) and a **waiter** thread
+//!   (`waitpid`, then the settling above). Death is detected by `waitpid`,
+//!   not by EOF, so a grandchild holding the socket cannot hide it;
+//! * the **clock** enforces task timeouts: SIGTERM to the worker's process
+//!   group, then SIGKILL after a grace period.
+//!
+//! # Locking
+//!
+//! All of [`PoolState`] is under `Shared::state`. Futures are resolved only
+//! after that lock is released (their callbacks may call back into the
+//! pool). `changed` is signalled when work finishes while the pool stops,
+//! when a slot changes status, and when the phase changes.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Child;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use procpool_wire::message::ToWorker;
+use procpool_wire::{Generation, Payload, TaskId};
+
+use super::builder::Config;
+use super::dispatch::{self, Batch, CancelWait, Conn, Item, Meta, PoolControl, flush_all, lock, post_message};
+use super::spawn::{self, StartError};
+use crate::cost::StatsCollector;
+use crate::error::{BuildError, Exit, TaskError};
+use crate::future::{Control, ResolveBytes};
+use crate::Shutdown;
+
+/// Where the pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Accepting work.
+    Running,
+    /// `shutdown(Wait)`: refusing new work, finishing the queue.
+    Draining,
+    /// Workers are being told to exit (or killed); nothing is dispatched.
+    Stopping,
+    /// Every worker is gone.
+    Stopped,
+}
+
+/// See the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotStatus {
+    Starting,
+    Ready,
+    Retiring,
+    Dead,
+}
+
+/// Why the pool killed (or asked to exit) a worker: decides how its
+/// running task's future ends and whether the death counts as a crash.
+#[derive(Debug, Clone)]
+pub(crate) enum KillReason {
+    TimedOut { id: TaskId, after: Duration },
+    Protocol(String),
+    Retire,
+    Shutdown,
+    Broken(String),
+    StartFailed,
+}
+
+/// A task a worker holds (prefetched or running).
+pub(crate) struct Assigned {
+    pub meta: Meta,
+    pub payload: Payload,
+    pub batch: u64,
+    pub assigned_at: Instant,
+    pub started: bool,
+    /// Assignment order, to re-queue prefetched tasks in order.
+    pub seq: u64,
+}
+
+/// One worker slot; see the module docs for the status machine.
+pub(crate) struct Slot {
+    pub status: SlotStatus,
+    pub generation: Generation,
+    pub pid: Option<u32>,
+    pub conn: Option<Arc<Conn>>,
+    /// Tasks sent to this process and not finished.
+    pub inflight: HashMap<TaskId, Assigned>,
+    /// Unfinished tasks per batch sent; its size is the prefetch count.
+    pub batches: HashMap<u64, usize>,
+    /// Tasks this process has been given (for `max_tasks_per_worker`).
+    pub taken: u64,
+    /// The task it runs now, and since when (for the timeout clock).
+    pub running: Option<(TaskId, Instant)>,
+    pub kill: Option<KillReason>,
+    pub start_error: Option<StartError>,
+    pub last_exit: Option<Exit>,
+    /// The SIGKILL deadline after a SIGTERM.
+    pub kill_at: Option<Instant>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            status: SlotStatus::Starting,
+            generation: 0,
+            pid: None,
+            conn: None,
+            inflight: HashMap::new(),
+            batches: HashMap::new(),
+            taken: 0,
+            running: None,
+            kill: None,
+            start_error: None,
+            last_exit: None,
+            kill_at: None,
+        }
+    }
+
+    /// Removes a task that ended (or was withdrawn) from this slot.
+    pub(crate) fn take_task(&mut self, id: TaskId) -> Option<Assigned> {
+        let a = self.inflight.remove(&id)?;
+        if let Some(n) = self.batches.get_mut(&a.batch) {
+            *n -= 1;
+            if *n == 0 {
+                self.batches.remove(&a.batch);
+            }
+        }
+        if self.running.is_some_and(|(r, _)| r == id) {
+            self.running = None;
+        }
+        Some(a)
+    }
+
+    fn alive(&self) -> bool {
+        self.status != SlotStatus::Dead
+    }
+}
+
+/// Everything that changes, under one lock. See the module docs.
+pub(crate) struct PoolState {
+    pub phase: Phase,
+    /// Set once; the pool then refuses work and fails what is queued.
+    pub broken: Option<String>,
+    pub queue: VecDeque<Batch>,
+    pub slots: Vec<Slot>,
+    /// Unexpected deaths since the last task finished.
+    pub crash_streak: u32,
+    /// `cancel()` calls waiting for a worker's answer.
+    pub cancels: HashMap<TaskId, Arc<CancelWait>>,
+    pub next_generation: Generation,
+    pub next_batch: u64,
+    pub seq: u64,
+    /// `build()` is still waiting: failures end the build, not respawn.
+    pub building: bool,
+    /// Some thread is running `shutdown`.
+    pub shutting_down: bool,
+}
+
+impl PoolState {
+    /// Asks a retiring worker with nothing left to exit.
+    pub(crate) fn retire_if_idle(&mut self, idx: usize) {
+        let slot = &mut self.slots[idx];
+        if slot.status == SlotStatus::Retiring && slot.inflight.is_empty() && slot.kill.is_none() {
+            slot.kill = Some(KillReason::Retire);
+            if let Some(conn) = &slot.conn {
+                post_message(conn, &ToWorker::Shutdown { drop_pending: false });
+                let conn = conn.clone();
+                // The frame is tiny; writing it under the lock is fine and
+                // keeps it ordered after any earlier frame.
+                conn.flush();
+            }
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.slots.iter().all(|s| s.inflight.is_empty())
+    }
+}
+
+/// The pool's shared core.
+pub(crate) struct Shared {
+    pub cfg: Config,
+    pub state: Mutex<PoolState>,
+    pub changed: Condvar,
+    /// Wakes the timeout clock.
+    pub clock: Condvar,
+    pub next_id: AtomicU64,
+    pub stats: StatsCollector,
+    spawn_tx: Mutex<Option<mpsc::Sender<usize>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    control: Arc<dyn Control>,
+}
+
+impl Shared {
+    pub(crate) fn control(&self) -> Arc<dyn Control> {
+        self.control.clone()
+    }
+}
+
+/// Sends `sig` to a worker's process group (the worker and what it forked).
+pub(crate) fn kill_group(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), sig);
+}
+
+fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> Exit {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) => Exit::Signal(sig),
+            _ => Exit::Unknown,
+        },
+        Err(_) => Exit::Unknown,
+    }
+}
+
+/// Starts the pool's threads and workers; returns once all are ready.
+pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
+    let workers = cfg.workers;
+    let shared = Arc::new_cyclic(|me| Shared {
+        cfg,
+        state: Mutex::new(PoolState {
+            phase: Phase::Running,
+            broken: None,
+            queue: VecDeque::new(),
+            slots: (0..workers).map(|_| Slot::new()).collect(),
+            crash_streak: 0,
+            cancels: HashMap::new(),
+            next_generation: 1,
+            next_batch: 1,
+            seq: 0,
+            building: true,
+            shutting_down: false,
+        }),
+        changed: Condvar::new(),
+        clock: Condvar::new(),
+        next_id: AtomicU64::new(1),
+        stats: StatsCollector::new(),
+        spawn_tx: Mutex::new(None),
+        threads: Mutex::new(Vec::new()),
+        control: Arc::new(PoolControl(me.clone())),
+    });
+    let (tx, rx) = mpsc::channel::<usize>();
+    *lock(&shared.spawn_tx) = Some(tx.clone());
+    let s1 = shared.clone();
+    let spawner = std::thread::Builder::new()
+        .name("procpool-spawner".into())
+        .spawn(move || spawner_main(&s1, rx));
+    let s2 = Arc::downgrade(&shared);
+    let clock = std::thread::Builder::new()
+        .name("procpool-clock".into())
+        .spawn(move || clock_main(&s2));
+    match (spawner, clock) {
+        (Ok(a), Ok(b)) => lock(&shared.threads).extend([a, b]),
+        (a, b) => {
+            let e = a.err().or(b.err()).expect("one thread failed to start");
+            shutdown(&shared, Shutdown::Kill);
+            return Err(BuildError::Spawn {
+                worker: 0,
+                program: "<thread>".into(),
+                source: e,
+            });
+        }
+    }
+    for i in 0..workers {
+        let _ = tx.send(i);
+    }
+    drop(tx);
+    // Wait until every slot is ready, or one failed.
+    let failure = {
+        let mut st = lock(&shared.state);
+        loop {
+            if let Some(i) = st.slots.iter().position(|s| s.status == SlotStatus::Dead) {
+                let slot = &mut st.slots[i];
+                break Some((i, slot.start_error.take(), slot.last_exit));
+            }
+            if st.slots.iter().all(|s| s.status == SlotStatus::Ready) {
+                st.building = false;
+                break None;
+            }
+            st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    };
+    let Some((worker, error, exit)) = failure else {
+        tracing::debug!(target: "procpool::pool", workers, "pool ready");
+        return Ok(shared);
+    };
+    shutdown(&shared, Shutdown::Kill);
+    Err(match error {
+        Some(StartError::Spawn(source)) => BuildError::Spawn {
+            worker,
+            program: shared.cfg.program.clone(),
+            source,
+        },
+        Some(StartError::Init(message)) => BuildError::Initializer {
+            worker,
+            name: shared.cfg.init.as_ref().map(|i| i.name.to_owned()).unwrap_or_default(),
+            message,
+        },
+        Some(StartError::Handshake(message)) => BuildError::Handshake { worker, message },
+        None => BuildError::Handshake {
+            worker,
+            message: match exit {
+                Some(e) => format!("the worker {e} during start-up"),
+                None => "the worker ended during start-up".into(),
+            },
+        },
+    })
+}
+
+fn spawner_main(shared: &Arc<Shared>, rx: mpsc::Receiver<usize>) {
+    while let Ok(idx) = rx.recv() {
+        let generation = {
+            let mut st = lock(&shared.state);
+            if matches!(st.phase, Phase::Stopping | Phase::Stopped) {
+                st.slots[idx].status = SlotStatus::Dead;
+                drop(st);
+                shared.changed.notify_all();
+                continue;
+            }
+            let g = st.next_generation;
+            st.next_generation += 1;
+            let slot = &mut st.slots[idx];
+            slot.generation = g;
+            slot.status = SlotStatus::Starting;
+            slot.kill = None;
+            slot.start_error = None;
+            slot.taken = 0;
+            g
+        };
+        match spawn::spawn_process(&shared.cfg, idx) {
+            Ok(spawned) => launch(shared, idx, generation, spawned),
+            Err(e) => {
+                tracing::warn!(
+                    target: "procpool::pool",
+                    { worker.id = idx },
+"cannot start `{}`: {e}",
+                    shared.cfg.program.display()
+                );
+                {
+                    let mut st = lock(&shared.state);
+                    let slot = &mut st.slots[idx];
+                    slot.start_error = Some(StartError::Spawn(e));
+                    slot.kill = Some(KillReason::StartFailed);
+                }
+                settle(shared, idx, generation, None, Exit::Unknown);
+            }
+        }
+    }
+}
+
+/// Starts the life and waiter threads of a freshly spawned process.
+fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spawn::Spawned) {
+    let spawn::Spawned { child, stream, pid } = spawned;
+    tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker spawned");
+    lock(&shared.state).slots[idx].pid = Some(pid);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let waiter_stream = stream.try_clone().ok();
+    let s = shared.clone();
+    let life = std::thread::Builder::new()
+        .name(format!("procpool-worker-{idx}"))
+        .spawn(move || {
+            life_main(&s, idx, generation, stream, pid);
+            drop(done_tx);
+        });
+    let s = shared.clone();
+    let life = life.ok();
+    let waiter = std::thread::Builder::new()
+        .name(format!("procpool-waiter-{idx}"))
+        .spawn(move || waiter_main(&s, idx, generation, child, pid, waiter_stream, done_rx, life));
+    if let Err(e) = waiter {
+        tracing::error!(target: "procpool::pool", { worker.id = idx },
+"cannot start a waiter thread: {e}");
+        kill_group(pid, Signal::SIGKILL);
+    }
+}
+
+fn life_main(shared: &Shared, idx: usize, generation: Generation, stream: UnixStream, pid: u32) {
+    let reader = match spawn::greet(&stream, &shared.cfg, idx, generation) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker did not start: {e}");
+            {
+                let mut st = lock(&shared.state);
+                let slot = &mut st.slots[idx];
+                if slot.generation == generation {
+                    slot.start_error = Some(e);
+                    slot.kill.get_or_insert(KillReason::StartFailed);
+                }
+            }
+            kill_group(pid, Signal::SIGKILL);
+            return;
+        }
+    };
+    let conn = match stream.try_clone() {
+        Ok(w) => Arc::new(Conn::new(w)),
+        Err(_) => {
+            kill_group(pid, Signal::SIGKILL);
+            return;
+        }
+    };
+    let conns = {
+        let mut st = lock(&shared.state);
+        let phase = st.phase;
+        let slot = &mut st.slots[idx];
+        if slot.generation != generation || slot.kill.is_some() {
+            return;
+        }
+        slot.conn = Some(conn.clone());
+        slot.status = SlotStatus::Ready;
+        if phase == Phase::Stopping {
+            slot.kill = Some(KillReason::Shutdown);
+            post_message(&conn, &ToWorker::Shutdown { drop_pending: true });
+            vec![conn.clone()]
+        } else {
+            dispatch::pump(&mut st, shared)
+        }
+    };
+    shared.changed.notify_all();
+    tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker ready");
+    flush_all(conns);
+    dispatch::read_loop(shared, idx, generation, reader, pid);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn waiter_main(
+    shared: &Arc<Shared>,
+    idx: usize,
+    generation: Generation,
+    mut child: Child,
+    pid: u32,
+    stream: Option<UnixStream>,
+    life_done: mpsc::Receiver<()>,
+    life: Option<JoinHandle<()>>,
+) {
+    let exit = exit_of(child.wait());
+    // Whatever the worker forked goes with it.
+    kill_group(pid, Signal::SIGKILL);
+    // Let the reader drain what the worker wrote before dying (results,
+    // "started" notes); then force the socket shut.
+    if life_done.recv_timeout(Duration::from_millis(500)).is_err()
+        && let Some(s) = &stream
+    {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    if let Some(h) = life {
+        let _ = h.join();
+    }
+    settle(shared, idx, generation, Some(pid), exit);
+}
+
+fn backoff(streak: u32) -> Duration {
+    if streak == 0 {
+        return Duration::ZERO;
+    }
+    let base = Duration::from_millis(10).saturating_mul(1 << streak.min(8).saturating_sub(1));
+    let base = base.min(Duration::from_secs(2));
+    // ±25 % jitter from the clock's low bits.
+    let nanos = Instant::now().elapsed().subsec_nanos() ^ std::process::id();
+    let jitter = f64::from(nanos % 1000) / 1000.0 * 0.5 + 0.75;
+    base.mul_f64(jitter)
+}
+
+/// A worker process is gone: settle its tasks, count the crash, respawn.
+fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<u32>, exit: Exit) {
+    let mut failures: Vec<(Arc<dyn ResolveBytes>, TaskError)> = Vec::new();
+    let mut cancelled: Vec<Arc<dyn ResolveBytes>> = Vec::new();
+    let mut answers: Vec<Arc<CancelWait>> = Vec::new();
+    let mut respawn_after: Option<Duration> = None;
+    let mut kill_others: Vec<u32> = Vec::new();
+    let conns;
+    {
+        let mut st = lock(&shared.state);
+        if st.slots[idx].generation != generation {
+            return;
+        }
+        let stopping = matches!(st.phase, Phase::Stopping | Phase::Stopped);
+        let slot = &mut st.slots[idx];
+        let kill = slot.kill.take();
+        slot.status = SlotStatus::Dead;
+        slot.conn = None;
+        slot.pid = None;
+        slot.running = None;
+        slot.batches.clear();
+        slot.kill_at = None;
+        slot.last_exit = Some(exit);
+        let mut held: Vec<Assigned> = slot.inflight.drain().map(|(_, a)| a).collect();
+        held.sort_by_key(|a| a.seq);
+        let pid_shown = pid.unwrap_or(0);
+        let broken_now = st.broken.clone();
+        let mut requeue = Vec::new();
+        let mut had_running = false;
+        for a in held {
+            if a.started {
+                had_running = true;
+                let err = match &kill {
+                    Some(KillReason::TimedOut { id, after }) if *id == a.meta.id => TaskError::TimedOut { after: *after },
+                    Some(KillReason::Protocol(m)) => TaskError::Protocol {
+                        worker: idx,
+                        message: m.clone(),
+                    },
+                    Some(KillReason::Shutdown) => TaskError::Cancelled,
+                    Some(KillReason::Broken(r)) => TaskError::Broken { reason: r.clone() },
+                    _ => TaskError::WorkerDied {
+                        worker: idx,
+                        pid: pid_shown,
+                        exit,
+                        task: Some(a.meta.name.to_owned()),
+                    },
+                };
+                failures.push((a.meta.future, err));
+            } else if let Some(w) = st.cancels.remove(&a.meta.id) {
+                // A withdrawn-but-unconfirmed task never ran: the cancel stands.
+                cancelled.push(a.meta.future);
+                answers.push(w);
+            } else if let Some(r) = &broken_now {
+                failures.push((a.meta.future, TaskError::Broken { reason: r.clone() }));
+            } else if stopping {
+                cancelled.push(a.meta.future);
+            } else {
+                requeue.push(Item {
+                    meta: a.meta,
+                    payload: a.payload,
+                });
+            }
+        }
+        if !requeue.is_empty() {
+            let id = st.next_batch;
+            st.next_batch += 1;
+            st.queue.push_front(Batch { id, items: requeue });
+        }
+        let crash = match &kill {
+            None | Some(KillReason::StartFailed) | Some(KillReason::Protocol(_)) => true,
+            Some(KillReason::TimedOut { .. }) | Some(KillReason::Retire) | Some(KillReason::Shutdown) => false,
+            Some(KillReason::Broken(_)) => false,
+        };
+        let cause = format!(
+            "worker {idx} (pid {pid_shown}) {exit}{}",
+            if had_running { " while running a task" } else { "" }
+        );
+        if crash {
+            st.crash_streak += 1;
+            tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid_shown },
+"{cause}");
+        } else {
+            tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid_shown },
+"worker exited: {cause}");
+        }
+        if !st.building && st.broken.is_none() && st.crash_streak > shared.cfg.max_restarts {
+            let reason = format!(
+                "{} workers died in a row with no task finished in between (last: {cause}); \
+                 max_restarts is {}",
+                st.crash_streak, shared.cfg.max_restarts
+            );
+            tracing::error!(target: "procpool::pool", "pool broken: {reason}");
+            st.broken = Some(reason.clone());
+            for batch in st.queue.drain(..) {
+                for item in batch.items {
+                    failures.push((item.meta.future, TaskError::Broken { reason: reason.clone() }));
+                }
+            }
+            for s in st.slots.iter_mut().filter(|s| s.alive()) {
+                if let Some(p) = s.pid {
+                    s.kill.get_or_insert(KillReason::Broken(reason.clone()));
+                    kill_others.push(p);
+                }
+            }
+        }
+        let wanted = match st.phase {
+            Phase::Running => true,
+            Phase::Draining => !st.queue.is_empty(),
+            Phase::Stopping | Phase::Stopped => false,
+        };
+        if !st.building && st.broken.is_none() && wanted {
+            st.slots[idx].status = SlotStatus::Starting;
+            respawn_after = Some(if crash { backoff(st.crash_streak) } else { Duration::ZERO });
+        }
+        conns = dispatch::pump(&mut st, shared);
+    }
+    shared.changed.notify_all();
+    flush_all(conns);
+    for p in kill_others {
+        kill_group(p, Signal::SIGKILL);
+    }
+    for (f, e) in failures {
+        shared.stats.record(None);
+        f.fail(e);
+    }
+    for f in cancelled {
+        f.cancel_local();
+    }
+    for w in answers {
+        w.answer(true);
+    }
+    if let Some(delay) = respawn_after {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        shared.stats.respawned();
+        let sent = lock(&shared.spawn_tx).as_ref().map(|tx| tx.send(idx).is_ok());
+        if sent != Some(true) {
+            lock(&shared.state).slots[idx].status = SlotStatus::Dead;
+            shared.changed.notify_all();
+        }
+    }
+}
+
+fn clock_main(shared: &std::sync::Weak<Shared>) {
+    loop {
+        let Some(shared) = shared.upgrade() else { return };
+        let mut term = Vec::new();
+        let mut force = Vec::new();
+        let wait = {
+            let mut st = lock(&shared.state);
+            if st.phase == Phase::Stopped {
+                return;
+            }
+            let now = Instant::now();
+            let grace = shared.cfg.kill_grace;
+            let mut next: Option<Instant> = None;
+            for slot in st.slots.iter_mut() {
+                let Some(pid) = slot.pid else { continue };
+                if let Some(at) = slot.kill_at {
+                    if now >= at {
+                        force.push(pid);
+                        slot.kill_at = None;
+                    } else {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                    }
+                    continue;
+                }
+                let Some((id, since)) = slot.running else { continue };
+                let Some(limit) = slot.inflight.get(&id).and_then(|a| a.meta.timeout) else {
+                    continue;
+                };
+                let deadline = since + limit;
+                if now >= deadline && slot.kill.is_none() {
+                    slot.kill = Some(KillReason::TimedOut { id, after: limit });
+                    slot.kill_at = Some(now + grace);
+                    next = Some(next.map_or(now + grace, |n| n.min(now + grace)));
+                    term.push(pid);
+                } else if now < deadline {
+                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                }
+            }
+            if term.is_empty() && force.is_empty() {
+                let dur = next.map(|n| n.saturating_duration_since(now)).unwrap_or(Duration::from_secs(1));
+                let _unused = shared
+                    .clock
+                    .wait_timeout(st, dur.max(Duration::from_millis(1)))
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            true
+        };
+        let _ = wait;
+        for pid in term {
+            tracing::warn!(target: "procpool::pool", { worker.pid = pid },
+"task timed out; terminating its worker");
+            kill_group(pid, Signal::SIGTERM);
+        }
+        for pid in force {
+            kill_group(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Stops the pool; see [`Shutdown`]. Idempotent; concurrent callers all
+/// return once the pool is stopped.
+pub(crate) fn shutdown(shared: &Arc<Shared>, how: Shutdown) {
+    let mut cancelled: Vec<Arc<dyn ResolveBytes>> = Vec::new();
+    let mut to_kill = Vec::new();
+    let conns = {
+        let mut st = lock(&shared.state);
+        if st.phase == Phase::Stopped {
+            return;
+        }
+        if st.shutting_down {
+            while st.phase != Phase::Stopped {
+                st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            return;
+        }
+        st.shutting_down = true;
+        if how == Shutdown::Wait {
+            st.phase = Phase::Draining;
+            while !(st.idle() || st.broken.is_some() || st.slots.iter().all(|s| !s.alive())) {
+                st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        st.phase = Phase::Stopping;
+        for batch in st.queue.drain(..) {
+            cancelled.extend(batch.items.into_iter().map(|i| i.meta.future));
+        }
+        let mut conns = Vec::new();
+        for slot in st.slots.iter_mut().filter(|s| s.alive()) {
+            match how {
+                Shutdown::Kill => {
+                    slot.kill.get_or_insert(KillReason::Shutdown);
+                    if let Some(p) = slot.pid {
+                        to_kill.push(p);
+                    }
+                }
+                Shutdown::Wait | Shutdown::CancelPending => {
+                    if let Some(conn) = &slot.conn {
+                        slot.kill.get_or_insert(KillReason::Shutdown);
+                        post_message(
+                            conn,
+                            &ToWorker::Shutdown {
+                                drop_pending: how == Shutdown::CancelPending,
+                            },
+                        );
+                        conns.push(conn.clone());
+                    }
+                }
+            }
+        }
+        conns
+    };
+    shared.changed.notify_all();
+    shared.clock.notify_all();
+    for f in cancelled {
+        f.cancel_local();
+    }
+    flush_all(conns);
+    for p in to_kill {
+        kill_group(p, Signal::SIGKILL);
+    }
+    {
+        let mut st = lock(&shared.state);
+        while st.slots.iter().any(Slot::alive) {
+            let (g, _) = shared
+                .changed
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner());
+            st = g;
+        }
+        st.phase = Phase::Stopped;
+    }
+    shared.changed.notify_all();
+    shared.clock.notify_all();
+    lock(&shared.spawn_tx).take();
+    let me = std::thread::current().id();
+    let handles: Vec<_> = lock(&shared.threads).drain(..).collect();
+    for h in handles {
+        if h.thread().id() != me {
+            let _ = h.join();
+        }
+    }
+    tracing::debug!(target: "procpool::pool", "pool stopped");
+}
+
+pub(crate) fn worker_pids(shared: &Shared) -> Vec<u32> {
+    lock(&shared.state).slots.iter().filter_map(|s| s.pid).collect()
+}
+
+pub(crate) fn broken(shared: &Shared) -> Option<String> {
+    lock(&shared.state).broken.clone()
+}

@@ -1,0 +1,380 @@
+//! What a task is, and how a worker finds its code.
+//!
+//! A [`Task`] is a serializable value that names code both sides compiled
+//! (`NAME`). The worker's [`Registry`] maps names to that code. An
+//! [`Initializer`] runs once per worker and leaves typed state in the
+//! [`WorkerContext`] for the tasks that follow.
+
+use std::any::{Any, TypeId, type_name};
+use std::collections::HashMap;
+use std::error::Error;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use procpool_wire::codec;
+use procpool_wire::message::{Outcome, fingerprint};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A unit of work: a value that is sent to a worker and run there.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// pub struct Square(pub u64);
+///
+/// impl procpool::Task for Square {
+///     const NAME: &'static str = "doc_square";
+///     type Output = u64;
+///     fn run(self, _ctx: &mut procpool::WorkerContext) -> u64 {
+///         self.0 * self.0
+///     }
+/// }
+/// ```
+pub trait Task: Serialize + DeserializeOwned + Send + 'static {
+    /// The name the worker's [`Registry`] knows this task by.
+    const NAME: &'static str;
+    /// What the task returns. Use `Result<T, E>` for fallible tasks: an
+    /// `Err` arrives as the task's own value, not as a [`crate::TaskError`].
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// Runs the task in a worker (or a pool thread).
+    fn run(self, ctx: &mut WorkerContext) -> Self::Output;
+}
+
+/// The error an initializer may return.
+pub type InitError = Box<dyn Error + Send + Sync>;
+
+/// Runs once in every worker before it takes a task.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// pub struct Greeting(pub String);
+///
+/// impl procpool::Initializer for Greeting {
+///     const NAME: &'static str = "doc_greeting";
+///     fn init(self, ctx: &mut procpool::WorkerContext) -> Result<(), procpool::InitError> {
+///         ctx.insert(self.0);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Initializer: Serialize + DeserializeOwned + Send + 'static {
+    /// The name the worker's [`Registry`] knows this initializer by.
+    const NAME: &'static str;
+    /// Prepares the worker; an `Err` (or a panic) fails the pool's `build()`.
+    fn init(self, ctx: &mut WorkerContext) -> Result<(), InitError>;
+}
+
+/// Typed state a worker keeps between tasks: one value per type.
+///
+/// ```
+/// let mut ctx = procpool::WorkerContext::new(0);
+/// ctx.insert(41u32);
+/// *ctx.get_mut::<u32>().unwrap() += 1;
+/// assert_eq!(ctx.get::<u32>(), Some(&42));
+/// ```
+#[derive(Debug)]
+pub struct WorkerContext {
+    worker_id: usize,
+    state: HashMap<TypeId, Box<dyn Any + Send>>,
+}
+
+impl WorkerContext {
+    /// An empty context for worker `worker_id`.
+    pub fn new(worker_id: usize) -> WorkerContext {
+        WorkerContext {
+            worker_id,
+            state: HashMap::new(),
+        }
+    }
+
+    /// The worker slot this context belongs to.
+    pub fn worker_id(&self) -> usize {
+        self.worker_id
+    }
+
+    /// Stores `value`, returning the previous value of the same type.
+    pub fn insert<T: Any + Send>(&mut self, value: T) -> Option<T> {
+        self.state
+            .insert(TypeId::of::<T>(), Box::new(value))
+            .and_then(|old| old.downcast().ok().map(|b| *b))
+    }
+
+    /// The stored value of type `T`.
+    pub fn get<T: Any + Send>(&self) -> Option<&T> {
+        self.state.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref())
+    }
+
+    /// The stored value of type `T`, mutably.
+    pub fn get_mut<T: Any + Send>(&mut self) -> Option<&mut T> {
+        self.state
+            .get_mut(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_mut())
+    }
+
+    /// Removes and returns the stored value of type `T`.
+    pub fn remove<T: Any + Send>(&mut self) -> Option<T> {
+        self.state
+            .remove(&TypeId::of::<T>())
+            .and_then(|b| b.downcast().ok().map(|b| *b))
+    }
+}
+
+/// The fingerprint of task `T` (name, input and output types).
+pub(crate) fn task_fingerprint<T: Task>() -> u64 {
+    fingerprint(T::NAME, type_name::<T>(), type_name::<T::Output>())
+}
+
+/// The fingerprint of initializer `I`.
+pub(crate) fn init_fingerprint<I: Initializer>() -> u64 {
+    fingerprint(I::NAME, type_name::<I>(), "()")
+}
+
+/// What running one task produced in the worker.
+pub(crate) struct Ran {
+    pub outcome: Outcome,
+    pub decode_ns: u64,
+    pub run_ns: u64,
+    pub encode_ns: u64,
+}
+
+type RunFn = fn(&[u8], &mut WorkerContext, &mut Vec<u8>) -> Ran;
+type InitFn = fn(&[u8], &mut WorkerContext) -> Result<(), String>;
+
+struct TaskEntry {
+    fingerprint: u64,
+    input_type: &'static str,
+    output_type: &'static str,
+    run: RunFn,
+}
+
+struct InitEntry {
+    fingerprint: u64,
+    type_name: &'static str,
+    init: InitFn,
+}
+
+/// Maps task and initializer names to code, in the worker.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] pub struct Square(pub u64);
+/// # impl procpool::Task for Square {
+/// #     const NAME: &'static str = "doc_square";
+/// #     type Output = u64;
+/// #     fn run(self, _: &mut procpool::WorkerContext) -> u64 { self.0 * self.0 }
+/// # }
+/// let registry = procpool::Registry::new().task::<Square>();
+/// assert!(registry.contains("doc_square"));
+/// ```
+#[derive(Default)]
+pub struct Registry {
+    tasks: HashMap<&'static str, TaskEntry>,
+    inits: HashMap<&'static str, InitEntry>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut tasks: Vec<_> = self.tasks.keys().collect();
+        tasks.sort();
+        let mut inits: Vec<_> = self.inits.keys().collect();
+        inits.sort();
+        f.debug_struct("Registry")
+            .field("tasks", &tasks)
+            .field("initializers", &inits)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Registers task `T` under `T::NAME`.
+    ///
+    /// # Panics
+    /// If another type is already registered under the same name.
+    pub fn task<T: Task>(mut self) -> Registry {
+        let entry = TaskEntry {
+            fingerprint: task_fingerprint::<T>(),
+            input_type: type_name::<T>(),
+            output_type: type_name::<T::Output>(),
+            run: run_task::<T>,
+        };
+        if let Some(old) = self.tasks.get(T::NAME) {
+            assert!(
+                old.fingerprint == entry.fingerprint,
+                "two task types are registered as `{}`: {} and {}",
+                T::NAME,
+                old.input_type,
+                entry.input_type
+            );
+        }
+        self.tasks.insert(T::NAME, entry);
+        self
+    }
+
+    /// Registers initializer `I` under `I::NAME`.
+    ///
+    /// # Panics
+    /// If another type is already registered under the same name.
+    pub fn initializer<I: Initializer>(mut self) -> Registry {
+        let entry = InitEntry {
+            fingerprint: init_fingerprint::<I>(),
+            type_name: type_name::<I>(),
+            init: run_init::<I>,
+        };
+        if let Some(old) = self.inits.get(I::NAME) {
+            assert!(
+                old.fingerprint == entry.fingerprint,
+                "two initializer types are registered as `{}`: {} and {}",
+                I::NAME,
+                old.type_name,
+                entry.type_name
+            );
+        }
+        self.inits.insert(I::NAME, entry);
+        self
+    }
+
+    /// Adds every entry of `other` (e.g. the built-in tasks).
+    pub fn merge(mut self, other: Registry) -> Registry {
+        self.tasks.extend(other.tasks);
+        self.inits.extend(other.inits);
+        self
+    }
+
+    /// Whether a task of this name is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tasks.contains_key(name)
+    }
+
+    /// Task names, sorted.
+    pub fn task_names(&self) -> Vec<&'static str> {
+        let mut v: Vec<_> = self.tasks.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Runs task `name` on `input`, appending the encoded output to `out`.
+    pub(crate) fn run(
+        &self,
+        name: &str,
+        fp: u64,
+        input: &[u8],
+        ctx: &mut WorkerContext,
+        out: &mut Vec<u8>,
+    ) -> Ran {
+        let zero = |outcome| Ran {
+            outcome,
+            decode_ns: 0,
+            run_ns: 0,
+            encode_ns: 0,
+        };
+        match self.tasks.get(name) {
+            None => zero(Outcome::UnknownTask { name: name.to_owned() }),
+            Some(e) if e.fingerprint != fp => zero(Outcome::Mismatch {
+                worker_input: e.input_type.to_owned(),
+                worker_output: e.output_type.to_owned(),
+            }),
+            Some(e) => (e.run)(input, ctx, out),
+        }
+    }
+
+    /// Runs initializer `name`.
+    pub(crate) fn init(&self, name: &str, fp: u64, input: &[u8], ctx: &mut WorkerContext) -> Result<(), String> {
+        match self.inits.get(name) {
+            None => Err(format!(
+                "the worker has no initializer named `{name}`: register it in the worker's Registry"
+            )),
+            Some(e) if e.fingerprint != fp => Err(format!(
+                "initializer `{name}` is a different type in the worker (`{}`)",
+                e.type_name
+            )),
+            Some(e) => (e.init)(input, ctx),
+        }
+    }
+}
+
+fn nanos_since(t: Instant) -> u64 {
+    t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+fn run_task<T: Task>(input: &[u8], ctx: &mut WorkerContext, out: &mut Vec<u8>) -> Ran {
+    let t0 = Instant::now();
+    let task = match codec::decode::<T>(input) {
+        Ok(t) => t,
+        Err(e) => {
+            return Ran {
+                outcome: Outcome::Decode {
+                    message: e.to_string(),
+                    worker_type: type_name::<T>().to_owned(),
+                },
+                decode_ns: nanos_since(t0),
+                run_ns: 0,
+                encode_ns: 0,
+            };
+        }
+    };
+    let decode_ns = nanos_since(t0);
+    let t1 = Instant::now();
+    crate::worker::clear_panic_location();
+    let result = catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
+    let run_ns = nanos_since(t1);
+    let output = match result {
+        Ok(o) => o,
+        Err(p) => {
+            return Ran {
+                outcome: Outcome::Panicked {
+                    message: codec::panic_message(&*p),
+                    location: crate::worker::take_panic_location(),
+                },
+                decode_ns,
+                run_ns,
+                encode_ns: 0,
+            };
+        }
+    };
+    let t2 = Instant::now();
+    let start = out.len();
+    let encoded = codec::encode_into(&output, out);
+    drop(output);
+    let encode_ns = nanos_since(t2);
+    let outcome = match encoded {
+        Ok(()) => Outcome::Ok {
+            len: (out.len() - start) as u32,
+        },
+        Err(e) => Outcome::Encode {
+            message: e.to_string(),
+            worker_type: type_name::<T::Output>().to_owned(),
+        },
+    };
+    Ran {
+        outcome,
+        decode_ns,
+        run_ns,
+        encode_ns,
+    }
+}
+
+fn run_init<I: Initializer>(input: &[u8], ctx: &mut WorkerContext) -> Result<(), String> {
+    let init = codec::decode::<I>(input)
+        .map_err(|e| format!("could not decode `{}`: {e}", type_name::<I>()))?;
+    crate::worker::clear_panic_location();
+    match catch_unwind(AssertUnwindSafe(|| init.init(ctx))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => {
+            let mut msg = format!("panicked: {}", codec::panic_message(&*p));
+            if let Some(loc) = crate::worker::take_panic_location() {
+                msg.push_str(&format!(" (at {loc})"));
+            }
+            Err(msg)
+        }
+    }
+}

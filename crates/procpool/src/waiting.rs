@@ -1,0 +1,253 @@
+//! Waiting on many futures at once: [`as_completed`] and [`wait`].
+//!
+//! Both accept futures from any pools, thread and process mixed, and never
+//! spin: each future tells a shared [`DoneQueue`] when it is done.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::future::{TaskFuture, Watch};
+
+/// Keys of futures that are done, in the order they finished.
+#[derive(Default)]
+pub(crate) struct DoneQueue {
+    inner: Mutex<(VecDeque<usize>, Option<Waker>)>,
+    cond: Condvar,
+}
+
+impl Watch for DoneQueue {
+    fn done(&self, key: usize) {
+        let waker = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            g.0.push_back(key);
+            g.1.take()
+        };
+        self.cond.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl DoneQueue {
+    pub(crate) fn new() -> Arc<DoneQueue> {
+        Arc::new(DoneQueue::default())
+    }
+
+    /// The next done key, waiting until `deadline` (forever if `None`).
+    pub(crate) fn pop(&self, deadline: Option<Instant>) -> Option<usize> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(k) = g.0.pop_front() {
+                return Some(k);
+            }
+            match deadline {
+                None => g = self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    g = self
+                        .cond
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn try_pop(&self) -> Option<usize> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.pop_front()
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<usize> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = g.0.pop_front() {
+            return Poll::Ready(k);
+        }
+        g.1 = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Iterator over futures in the order they complete; see [`as_completed`].
+pub struct AsCompleted<T> {
+    slots: Vec<Option<TaskFuture<T>>>,
+    queue: Arc<DoneQueue>,
+    remaining: usize,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+/// Yields `futures` in completion order: already-finished ones first,
+/// cancelled ones count as finished. Futures may come from different pools.
+///
+/// ```
+/// # use procpool::{ThreadPool, as_completed};
+/// let pool = ThreadPool::builder().workers(2).build().unwrap();
+/// let futs: Vec<_> = (0..4u64).map(|i| pool.spawn(move || i * 10).unwrap()).collect();
+/// let mut got: Vec<u64> = as_completed(futs).map(|f| f.result().unwrap()).collect();
+/// got.sort();
+/// assert_eq!(got, vec![0, 10, 20, 30]);
+/// ```
+pub fn as_completed<T, I>(futures: I) -> AsCompleted<T>
+where
+    T: Send + 'static,
+    I: IntoIterator<Item = TaskFuture<T>>,
+{
+    let slots: Vec<Option<TaskFuture<T>>> = futures.into_iter().map(Some).collect();
+    let queue = DoneQueue::new();
+    for (i, f) in slots.iter().enumerate() {
+        if let Some(f) = f {
+            f.core().watch(queue.clone(), i);
+        }
+    }
+    AsCompleted {
+        remaining: slots.len(),
+        slots,
+        queue,
+        timeout: None,
+        deadline: None,
+        timed_out: false,
+    }
+}
+
+impl<T: Send + 'static> AsCompleted<T> {
+    /// Ends the iteration `d` after the first `next()` if futures are still
+    /// unfinished; then [`timed_out`](Self::timed_out) is true and
+    /// [`into_pending`](Self::into_pending) hands them back.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Whether the iteration ended because the timeout passed.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// Futures not yet yielded, in their original order.
+    pub fn into_pending(self) -> Vec<TaskFuture<T>> {
+        self.slots.into_iter().flatten().collect()
+    }
+
+    fn take_key(&mut self, key: usize) -> Option<TaskFuture<T>> {
+        let f = self.slots.get_mut(key)?.take()?;
+        self.remaining -= 1;
+        Some(f)
+    }
+}
+
+impl<T: Send + 'static> Iterator for AsCompleted<T> {
+    type Item = TaskFuture<T>;
+
+    fn next(&mut self) -> Option<TaskFuture<T>> {
+        if self.timed_out || self.remaining == 0 {
+            return None;
+        }
+        if self.deadline.is_none() {
+            self.deadline = self.timeout.map(|d| Instant::now() + d);
+        }
+        loop {
+            match self.queue.pop(self.deadline) {
+                Some(k) => {
+                    if let Some(f) = self.take_key(k) {
+                        return Some(f);
+                    }
+                }
+                None => {
+                    self.timed_out = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+impl<T: Send + 'static> futures_core::Stream for AsCompleted<T> {
+    type Item = TaskFuture<T>;
+
+    /// The async form: yields futures as they complete without blocking the
+    /// runtime. (The `timeout` applies to the blocking iterator only; use
+    /// your runtime's timer around the stream.)
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskFuture<T>>> {
+        loop {
+            if self.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            match self.queue.poll_pop(cx) {
+                Poll::Ready(k) => {
+                    if let Some(f) = self.take_key(k) {
+                        return Poll::Ready(Some(f));
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// When [`wait`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReturnWhen {
+    /// When every future is done (the default).
+    #[default]
+    AllCompleted,
+    /// When any future is done.
+    FirstCompleted,
+    /// When any future fails with a [`crate::TaskError`] other than
+    /// `Cancelled` (a task's own `Ok(Err(e))` is a value, not an exception);
+    /// like `AllCompleted` if none does.
+    FirstException,
+}
+
+/// Waits for `futures` per `mode`, at most `timeout` (`Some(ZERO)` is a
+/// snapshot), and returns `(done, not_done)` in the original order.
+///
+/// ```
+/// # use procpool::{ThreadPool, ReturnWhen, wait};
+/// let pool = ThreadPool::builder().workers(2).build().unwrap();
+/// let futs: Vec<_> = (0..3).map(|i| pool.spawn(move || i).unwrap()).collect();
+/// let (done, not_done) = wait(futs, ReturnWhen::AllCompleted, None);
+/// assert_eq!((done.len(), not_done.len()), (3, 0));
+/// ```
+pub fn wait<T, I>(
+    futures: I,
+    mode: ReturnWhen,
+    timeout: Option<Duration>,
+) -> (Vec<TaskFuture<T>>, Vec<TaskFuture<T>>)
+where
+    T: Send + 'static,
+    I: IntoIterator<Item = TaskFuture<T>>,
+{
+    let futures: Vec<TaskFuture<T>> = futures.into_iter().collect();
+    let deadline = timeout.map(|d| Instant::now() + d);
+    let queue = DoneQueue::new();
+    for (i, f) in futures.iter().enumerate() {
+        f.core().watch(queue.clone(), i);
+    }
+    let mut finished = 0;
+    while finished < futures.len() {
+        let Some(k) = queue.pop(deadline) else { break };
+        finished += 1;
+        let stop = match mode {
+            ReturnWhen::AllCompleted => false,
+            ReturnWhen::FirstCompleted => true,
+            ReturnWhen::FirstException => futures[k].core().is_exception(),
+        };
+        if stop {
+            break;
+        }
+    }
+    futures.into_iter().partition(|f| f.done())
+}

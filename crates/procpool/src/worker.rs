@@ -1,0 +1,433 @@
+//! The worker side: `procpool::worker::run(registry)`.
+//!
+//! A worker has two threads. The **reader** takes frames off the socket and
+//! keeps a local queue of prefetched tasks; it answers `Cancel` by removing
+//! a task from that queue, so cancelling never waits for a running task.
+//! The **executor** (the main thread) pops tasks in order and, in one write,
+//! reports the previous task's result and the next task's start: exact
+//! `Running` states cost no extra syscall, and a task is never begun before
+//! the parent could know it was.
+//!
+//! The worker exits when the parent asks (`Shutdown`), when the socket
+//! closes (the parent is gone), or when its parent process dies
+//! (`PR_SET_PDEATHSIG`).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use procpool_wire::codec;
+use procpool_wire::frame::{FrameReader, Outgoing, write_all_frames};
+use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Welcome};
+use procpool_wire::message::{
+    MessageError, Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming, decode_message, encode_message,
+};
+use procpool_wire::{Generation, TaskId};
+
+use crate::task::{Registry, WorkerContext};
+
+/// Environment variable carrying the inherited socket's descriptor number.
+pub const ENV_FD: &str = "PROCPOOL_WORKER_FD";
+/// Environment variable carrying the pool's pid: a worker checks it is still
+/// its parent, so programs the worker starts do not mistake themselves for
+/// workers.
+pub const ENV_PARENT: &str = "PROCPOOL_PARENT_PID";
+
+thread_local! {
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn clear_panic_location() {
+    PANIC_LOCATION.with(|l| l.borrow_mut().take());
+}
+
+pub(crate) fn take_panic_location() -> Option<String> {
+    PANIC_LOCATION.with(|l| l.borrow_mut().take())
+}
+
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANIC_LOCATION.with(|l| *l.borrow_mut() = info.location().map(|loc| loc.to_string()));
+        previous(info);
+    }));
+}
+
+/// Whether this process was started by a `ProcessPool` as a worker.
+pub fn is_worker() -> bool {
+    let (Some(_), Some(parent)) = (std::env::var_os(ENV_FD), std::env::var_os(ENV_PARENT)) else {
+        return false;
+    };
+    parent.to_str().and_then(|p| p.parse::<u32>().ok()) == Some(std::os::unix::process::parent_id())
+}
+
+/// For programs that are their own worker binary
+/// (`WorkerCommand::current_exe()`): call it first thing in `main`. In a
+/// worker it serves tasks and exits; otherwise it returns at once.
+///
+/// ```no_run
+/// fn main() {
+///     procpool::worker::run_if_worker(procpool_tasks::registry());
+///     // ... the parent's own work: build a pool with WorkerCommand::current_exe()
+/// }
+/// ```
+pub fn run_if_worker(registry: Registry) {
+    if is_worker() {
+        run(registry)
+    }
+}
+
+/// Serves tasks from `registry` for the pool that started this process, then
+/// exits. This is the whole `main` of a worker binary.
+///
+/// ```no_run
+/// fn main() {
+///     procpool::worker::run(procpool_tasks::registry())
+/// }
+/// ```
+pub fn run(registry: Registry) -> ! {
+    let code = match serve_inherited(registry) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("procpool-worker: {e}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve_inherited(registry: Registry) -> Result<(), String> {
+    let fd: i32 = std::env::var(ENV_FD)
+        .map_err(|_| {
+            format!(
+                "{ENV_FD} is not set: this program is a procpool worker and is started by a \
+                 ProcessPool, not by hand"
+            )
+        })?
+        .parse()
+        .map_err(|_| format!("{ENV_FD} is not a descriptor number"))?;
+    if let Some(parent) = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse::<u32>().ok()) {
+        // Die with the parent. Set first, then check, so a parent that died
+        // in between is not missed.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        if std::os::unix::process::parent_id() != parent {
+            return Err("the pool that started this worker is gone".into());
+        }
+    }
+    let sock = crate::sys::adopt_socket(fd).map_err(|e| format!("descriptor {fd}: {e}"))?;
+    // Programs a task starts must not inherit the pool's socket.
+    nix::fcntl::fcntl(
+        &sock,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("cannot set close-on-exec on the socket: {e}"))?;
+    serve(UnixStream::from(sock), registry, Vec::new())
+}
+
+enum Work {
+    Init {
+        name: String,
+        fingerprint: u64,
+        frame: Arc<Vec<u8>>,
+        range: std::ops::Range<usize>,
+    },
+    Task {
+        header: TaskHeader,
+        frame: Arc<Vec<u8>>,
+        range: std::ops::Range<usize>,
+        arrived: Instant,
+    },
+}
+
+struct Local {
+    queue: VecDeque<Work>,
+    closing: bool,
+}
+
+struct WorkerShared {
+    local: Mutex<Local>,
+    cond: Condvar,
+    writer: Mutex<UnixStream>,
+    generation: Generation,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WorkerShared {
+    /// Writes frames in one vectored write; a dead parent ends the worker.
+    fn send(&self, frames: &[Outgoing]) {
+        let mut w = lock(&self.writer);
+        if let Err(e) = write_all_frames(&mut *w, frames) {
+            drop(w);
+            exit_parent_gone(&e);
+        }
+    }
+
+    fn message(&self, msg: &ToParent) -> Outgoing {
+        encode_message(msg, Vec::<procpool_wire::Payload>::new()).expect("procpool's own messages always encode")
+    }
+}
+
+fn exit_parent_gone(e: &io::Error) -> ! {
+    tracing::debug!(target: "procpool::worker", "socket closed ({e}); exiting");
+    std::process::exit(0)
+}
+
+/// Serves one connection to a pool: handshake, then tasks until told to
+/// stop. `token` is presented in the hello (attach mode).
+pub(crate) fn serve(stream: UnixStream, registry: Registry, token: Vec<u8>) -> Result<(), String> {
+    install_panic_hook();
+    let read_half = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = FrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
+    let hello = Hello::ours(std::process::id(), token);
+    let hello = Outgoing::new(codec::encode(&hello).map_err(|e| e.to_string())?, Vec::<procpool_wire::Payload>::new())
+        .map_err(|e| e.to_string())?;
+    write_all_frames(&mut &stream, &[hello]).map_err(|e| format!("cannot greet the pool: {e}"))?;
+    let body = match reader.next_frame() {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err("the pool closed the connection during the handshake".into()),
+        Err(e) => return Err(format!("handshake: {e}")),
+    };
+    let (worker_id, generation, max_frame) = match Welcome::decode(body).map_err(|e| e.to_string())? {
+        Welcome::Accept {
+            worker_id,
+            generation,
+            max_frame,
+        } => (worker_id, generation, max_frame),
+        Welcome::Reject { reason } => return Err(format!("the pool refused this worker: {reason}")),
+    };
+    reader.set_max(max_frame);
+    let shared = Arc::new(WorkerShared {
+        local: Mutex::new(Local {
+            queue: VecDeque::new(),
+            closing: false,
+        }),
+        cond: Condvar::new(),
+        writer: Mutex::new(stream),
+        generation,
+    });
+    let reader_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("procpool-worker-reader".into())
+        .spawn(move || read_loop(reader, &reader_shared))
+        .map_err(|e| format!("cannot start the reader thread: {e}"))?;
+    execute(&shared, &registry, worker_id as usize, max_frame);
+    Ok(())
+}
+
+fn read_loop(mut reader: FrameReader<UnixStream>, shared: &WorkerShared) {
+    loop {
+        let frame = match reader.next_frame_owned() {
+            Ok(Some(f)) => Arc::new(f),
+            Ok(None) => exit_parent_gone(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Err(e) => {
+                eprintln!("procpool-worker: bad frame from the pool: {e}");
+                std::process::exit(3);
+            }
+        };
+        let arrived = Instant::now();
+        let (msg, payloads) = match decode_message::<ToWorker>(&frame) {
+            Ok(pair) => pair,
+            Err(e) => bad_message(&e),
+        };
+        let base = frame.as_ptr() as usize;
+        let ranges: Vec<_> = payloads
+            .iter()
+            .map(|p| {
+                let start = p.as_ptr() as usize - base;
+                start..start + p.len()
+            })
+            .collect();
+        match msg {
+            ToWorker::Run { items } => {
+                let mut local = lock(&shared.local);
+                for (header, range) in items.into_iter().zip(ranges) {
+                    local.queue.push_back(Work::Task {
+                        header,
+                        frame: frame.clone(),
+                        range,
+                        arrived,
+                    });
+                }
+                drop(local);
+                shared.cond.notify_one();
+            }
+            ToWorker::Init { name, fingerprint, .. } => {
+                let range = ranges.into_iter().next().unwrap_or(0..0);
+                lock(&shared.local).queue.push_back(Work::Init {
+                    name,
+                    fingerprint,
+                    frame: frame.clone(),
+                    range,
+                });
+                shared.cond.notify_one();
+            }
+            ToWorker::Cancel { id } => {
+                let withdrawn = withdraw(shared, |w| matches!(w, Work::Task { header, .. } if header.id == id));
+                let withdrawn = !withdrawn.is_empty();
+                let msg = ToParent::Withdrawn {
+                    generation: shared.generation,
+                    id,
+                    withdrawn,
+                };
+                shared.send(&[shared.message(&msg)]);
+            }
+            ToWorker::Shutdown { drop_pending } => {
+                let dropped = if drop_pending {
+                    withdraw(shared, |w| matches!(w, Work::Task { .. }))
+                } else {
+                    Vec::new()
+                };
+                lock(&shared.local).closing = true;
+                shared.cond.notify_one();
+                let frames: Vec<Outgoing> = dropped
+                    .into_iter()
+                    .map(|id| {
+                        shared.message(&ToParent::Withdrawn {
+                            generation: shared.generation,
+                            id,
+                            withdrawn: true,
+                        })
+                    })
+                    .collect();
+                if !frames.is_empty() {
+                    shared.send(&frames);
+                }
+            }
+            other => {
+                eprintln!("procpool-worker: unexpected message from the pool: {other:?}");
+                std::process::exit(3);
+            }
+        }
+    }
+}
+
+fn bad_message(e: &MessageError) -> ! {
+    eprintln!("procpool-worker: bad message from the pool: {e}");
+    std::process::exit(3)
+}
+
+/// Removes queued tasks matching `pred`; returns their ids.
+fn withdraw(shared: &WorkerShared, pred: impl Fn(&Work) -> bool) -> Vec<TaskId> {
+    let mut local = lock(&shared.local);
+    let mut ids = Vec::new();
+    local.queue.retain(|w| {
+        if pred(w) {
+            if let Work::Task { header, .. } = w {
+                ids.push(header.id);
+            }
+            false
+        } else {
+            true
+        }
+    });
+    ids
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_frame: u32) {
+    let mut ctx = WorkerContext::new(worker_id);
+    let mut pending: Option<Outgoing> = None;
+    let mut spare: Vec<u8> = Vec::new();
+    loop {
+        let work = {
+            let mut local = lock(&shared.local);
+            loop {
+                if let Some(w) = local.queue.pop_front() {
+                    break Some(w);
+                }
+                if pending.is_some() || local.closing {
+                    break None;
+                }
+                local = shared.cond.wait(local).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        match work {
+            None => match pending.take() {
+                Some(result) => {
+                    shared.send(&[result]);
+                }
+                None => return,
+            },
+            Some(Work::Init {
+                name,
+                fingerprint,
+                frame,
+                range,
+            }) => {
+                if let Some(result) = pending.take() {
+                    shared.send(&[result]);
+                }
+                let error = registry.init(&name, fingerprint, &frame[range], &mut ctx).err();
+                let failed = error.is_some();
+                let msg = ToParent::InitDone {
+                    generation: shared.generation,
+                    error,
+                };
+                shared.send(&[shared.message(&msg)]);
+                if failed {
+                    std::process::exit(4);
+                }
+            }
+            Some(Work::Task {
+                header,
+                frame,
+                range,
+                arrived,
+            }) => {
+                let started = shared.message(&ToParent::Started {
+                    generation: shared.generation,
+                    id: header.id,
+                });
+                match pending.take() {
+                    Some(result) => shared.send(&[result, started]),
+                    None => shared.send(&[started]),
+                }
+                let queue_ns = nanos(arrived.elapsed());
+                let mut out = std::mem::take(&mut spare);
+                out.clear();
+                let ran = registry.run(&header.name, header.fingerprint, &frame[range], &mut ctx, &mut out);
+                drop(frame);
+                let mut outcome = ran.outcome;
+                if let Outcome::Ok { .. } = outcome
+                    && out.len() > max_frame as usize - 1024
+                {
+                    outcome = Outcome::Encode {
+                        message: format!(
+                            "output of {} bytes exceeds the pool's {max_frame}-byte frame cap",
+                            out.len()
+                        ),
+                        worker_type: header.name.clone(),
+                    };
+                }
+                let payloads = match outcome {
+                    Outcome::Ok { .. } => vec![out],
+                    _ => {
+                        spare = out;
+                        Vec::new()
+                    }
+                };
+                let msg = ToParent::Finished {
+                    generation: shared.generation,
+                    id: header.id,
+                    outcome,
+                    timing: WorkerTiming {
+                        queue_ns,
+                        decode_ns: ran.decode_ns,
+                        run_ns: ran.run_ns,
+                        encode_ns: ran.encode_ns,
+                    },
+                };
+                pending = Some(encode_message(&msg, payloads).expect("procpool's own messages always encode"));
+            }
+        }
+    }
+}
