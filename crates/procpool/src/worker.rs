@@ -48,11 +48,18 @@ pub(crate) fn take_panic_location() -> Option<String> {
     PANIC_LOCATION.with(|l| l.borrow_mut().take())
 }
 
+/// Records where a panic happened (the parent gets it in
+/// `TaskError::Panicked`) and prints one line to stderr, which the pool
+/// forwards with the worker's id.
 fn install_panic_hook() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANIC_LOCATION.with(|l| *l.borrow_mut() = info.location().map(|loc| loc.to_string()));
-        previous(info);
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|loc| loc.to_string());
+        let message = procpool_wire::codec::panic_message(info.payload());
+        eprintln!(
+            "panicked at {}: {message}",
+            location.as_deref().unwrap_or("<unknown location>")
+        );
+        PANIC_LOCATION.with(|l| *l.borrow_mut() = location);
     }));
 }
 

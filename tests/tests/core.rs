@@ -1,0 +1,429 @@
+//! The core loop end to end: real worker processes over real sockets.
+//! Every test runs under a watchdog and ends by checking that the pool
+//! still computes a normal task correctly.
+
+use std::time::Duration;
+
+use procpool::{ProcessPool, Shutdown, SubmitError, TaskError, WorkerCommand, Side};
+use procpool_e2e::{wait_gone, watchdog};
+use procpool_tasks::drill::{self, BadInput, Unserializable};
+use procpool_tasks::{Checked, Echo, Greet, SetGreeting, Square};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn worker() -> WorkerCommand {
+    WorkerCommand::program(env!("CARGO_BIN_EXE_procpool-test-worker"))
+}
+
+fn pool(n: usize) -> ProcessPool {
+    ProcessPool::builder().worker(worker()).workers(n).build().expect("pool starts")
+}
+
+/// The pool still works: a normal task gives the right answer.
+fn still_works(pool: &ProcessPool) {
+    assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
+}
+
+#[test]
+fn submit_and_result() {
+    watchdog(LIMIT, || {
+        let pool = pool(2);
+        let futs: Vec<_> = (0..50u64).map(|i| pool.submit(Square(i)).unwrap()).collect();
+        for (i, f) in futs.into_iter().enumerate() {
+            assert_eq!(f.result().unwrap(), (i * i) as u64);
+        }
+        let echoed = pool.submit(Echo(vec![7; 100_000])).unwrap().result().unwrap();
+        assert_eq!(echoed.into_vec(), vec![7; 100_000]);
+    });
+}
+
+#[test]
+fn unserializable_input_is_a_submit_error_handing_the_task_back() {
+    watchdog(LIMIT, || {
+        let pool = pool(1);
+        match pool.submit(BadInput(Unserializable)) {
+            Err(SubmitError::Encode { task, type_name, message }) => {
+                assert_eq!(task, BadInput(Unserializable));
+                assert!(type_name.contains("BadInput"), "{type_name}");
+                assert!(message.contains("refuses to be serialized"), "{message}");
+            }
+            other => panic!("expected SubmitError::Encode, got {other:?}"),
+        }
+        // A panicking Serialize is a typed error too.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Explodes(drill::PanicsOnSerialize);
+        impl procpool::Task for Explodes {
+            const NAME: &'static str = "explodes";
+            type Output = ();
+            fn run(self, _: &mut procpool::WorkerContext) {}
+        }
+        let err = pool.submit(Explodes(drill::PanicsOnSerialize)).unwrap_err();
+        assert!(err.is_encode(), "{err}");
+        assert!(err.to_string().contains("panicked"), "{err}");
+        still_works(&pool);
+    });
+}
+
+#[test]
+fn worker_cannot_decode_input() {
+    watchdog(LIMIT, || {
+        let pool = pool(1);
+        let err = pool
+            .submit(drill::UndecodableInput(drill::Undeserializable))
+            .unwrap()
+            .result()
+            .unwrap_err();
+        match &err {
+            TaskError::Decode { side: Side::Worker, type_name, message } => {
+                assert!(type_name.contains("UndecodableInput"), "{type_name}");
+                assert!(message.contains("refuses to be deserialized"), "{message}");
+            }
+            other => panic!("expected Decode on the worker, got {other:?}"),
+        }
+        still_works(&pool);
+    });
+}
+
+#[test]
+fn mismatched_type_shapes_are_a_decode_error_naming_both_types() {
+    watchdog(LIMIT, || {
+        // Same NAME as the worker's `square`, but a String input.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct FakeSquare(String);
+        impl procpool::Task for FakeSquare {
+            const NAME: &'static str = "square";
+            type Output = u64;
+            fn run(self, _: &mut procpool::WorkerContext) -> u64 {
+                0
+            }
+        }
+        let pool = pool(1);
+        let err = pool.submit(FakeSquare("hello".into())).unwrap().result().unwrap_err();
+        match &err {
+            TaskError::Decode { side: Side::Worker, message, .. } => {
+                assert!(message.contains("FakeSquare"), "{message}");
+                assert!(message.contains("procpool_tasks::Square"), "{message}");
+            }
+            other => panic!("expected Decode, got {other:?}"),
+        }
+        still_works(&pool);
+    });
+}
+
+#[test]
+fn output_fails_to_serialize_in_the_worker() {
+    watchdog(LIMIT, || {
+        let pool = pool(1);
+        let pid_before = pool.worker_pids();
+        let err = pool.submit(drill::BadOutput).unwrap().result().unwrap_err();
+        assert!(
+            matches!(&err, TaskError::Encode { side: Side::Worker, message, .. } if message.contains("refuses to be serialized")),
+            "{err:?}"
+        );
+        let err = pool.submit(drill::PanickyOutput).unwrap().result().unwrap_err();
+        assert!(
+            matches!(&err, TaskError::Encode { side: Side::Worker, message, .. } if message.contains("panicked")),
+            "{err:?}"
+        );
+        still_works(&pool);
+        assert_eq!(pool.worker_pids(), pid_before, "the worker lived through both");
+    });
+}
+
+#[test]
+fn parent_cannot_decode_output() {
+    watchdog(LIMIT, || {
+        let pool = pool(1);
+        let err = pool.submit(drill::UndecodableOutput).unwrap().result().unwrap_err();
+        match &err {
+            TaskError::Decode { side: Side::Parent, type_name, message } => {
+                assert!(type_name.contains("Undeserializable"), "{type_name}");
+                assert!(message.contains("refuses to be deserialized"), "{message}");
+            }
+            other => panic!("expected Decode on the parent, got {other:?}"),
+        }
+        still_works(&pool);
+    });
+}
+
+#[test]
+fn task_panic_is_panicked_with_message_and_location() {
+    watchdog(LIMIT, || {
+        let pool = pool(1);
+        let err = pool.submit(drill::Panic("kaboom 42".into())).unwrap().result().unwrap_err();
+        match &err {
+            TaskError::Panicked { message, location } => {
+                assert_eq!(message, "kaboom 42");
+                let loc = location.as_deref().unwrap_or("");
+                assert!(loc.contains("drill.rs"), "location: {loc:?}");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        still_works(&pool);
+    });
+}
+
+#[test]
+fn unknown_task_name() {
+    watchdog(LIMIT, || {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Nobody;
+        impl procpool::Task for Nobody {
+            const NAME: &'static str = "nobody_registered_this";
+            type Output = ();
+            fn run(self, _: &mut procpool::WorkerContext) {}
+        }
+        let pool = pool(1);
+        let err = pool.submit(Nobody).unwrap().result().unwrap_err();
+        assert_eq!(err, TaskError::UnknownTask { name: "nobody_registered_this".into() });
+        assert!(err.to_string().contains("register it"), "{err}");
+        still_works(&pool);
+    });
+}
+
+#[test]
+fn fallible_task_error_is_the_tasks_own_value() {
+    watchdog(LIMIT, || {
+        let pool = pool(1);
+        assert_eq!(pool.submit(Checked(4)).unwrap().result().unwrap(), Ok(2));
+        assert_eq!(pool.submit(Checked(3)).unwrap().result().unwrap(), Err("3 is odd".to_string()));
+    });
+}
+
+#[test]
+fn initializer_runs_in_every_worker() {
+    watchdog(LIMIT, || {
+        let pool = ProcessPool::builder()
+            .worker(worker())
+            .workers(2)
+            .initializer(SetGreeting("hello from init".into()))
+            .build()
+            .unwrap();
+        let futs: Vec<_> = (0..20).map(|_| pool.submit(Greet).unwrap()).collect();
+        for f in futs {
+            assert_eq!(f.result().unwrap().as_deref(), Some("hello from init"));
+        }
+    });
+}
+
+#[test]
+fn failing_initializer_fails_build_and_leaves_nothing_running() {
+    watchdog(LIMIT, || {
+        let err = ProcessPool::builder()
+            .worker(worker())
+            .workers(2)
+            .initializer(drill::FailingInit("no database here".into()))
+            .build()
+            .unwrap_err();
+        match &err {
+            procpool::BuildError::Initializer { name, message, .. } => {
+                assert_eq!(name, "drill_failing_init");
+                assert!(message.contains("no database here"), "{message}");
+            }
+            other => panic!("expected Initializer, got {other:?}"),
+        }
+        let err = ProcessPool::builder()
+            .worker(worker())
+            .workers(1)
+            .initializer(drill::PanickingInit("init exploded".into()))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("init exploded"), "{err}");
+        assert!(no_children_left(), "a worker survived a failed build");
+    });
+}
+
+/// No live child processes of this test binary remain.
+fn no_children_left() -> bool {
+    let me = std::process::id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let kids: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let rest = s.rsplit(')').next()?.to_owned();
+                        let mut it = rest.split_whitespace();
+                        let state = it.next()?.to_owned();
+                        let ppid: u32 = it.next()?.parse().ok()?;
+                        Some(ppid == me && state != "Z")
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        if kids.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("children left: {kids:?}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn workers_zero_is_an_error() {
+    let err = ProcessPool::builder().worker(worker()).workers(0).build().unwrap_err();
+    assert!(matches!(err, procpool::BuildError::Config(_)), "{err:?}");
+}
+
+#[test]
+fn missing_worker_binary_says_where_it_looked() {
+    let err = ProcessPool::builder()
+        .worker(WorkerCommand::program("/nonexistent/procpool-worker"))
+        .workers(1)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, procpool::BuildError::Spawn { .. }), "{err:?}");
+    assert!(err.to_string().contains("/nonexistent/procpool-worker"), "{err}");
+}
+
+#[test]
+fn map_is_ordered_lazy_and_goes_past_failures() {
+    watchdog(LIMIT, || {
+        let pool = pool(2);
+        // Item 3 fails (odd -> our own Err is a value; use a panic drill in
+        // between via map over Checked is not a failure). Use square-or-die?
+        let results: Vec<_> = pool.map((0..100u64).map(Square)).chunksize(7).collect();
+        assert_eq!(results.len(), 100);
+        for (i, r) in results.into_iter().enumerate() {
+            assert_eq!(r.unwrap(), (i * i) as u64);
+        }
+        // A failing item in the middle does not stop the rest.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct MaybePanic(u64);
+        let _ = MaybePanic(0).0;
+        let inputs = (0..10u64).map(|i| if i == 3 { Err(i) } else { Ok(i) });
+        let results: Vec<_> = pool
+            .map(inputs.map(|r| match r {
+                Ok(i) => procpool_tasks::drill::SquareOrDie { x: i, modulus: 0 },
+                Err(_) => procpool_tasks::drill::SquareOrDie { x: 0, modulus: 1 },
+            }))
+            .collect();
+        assert_eq!(results.len(), 10);
+        for (i, r) in results.iter().enumerate() {
+            if i == 3 {
+                assert!(matches!(r, Err(TaskError::WorkerDied { .. })), "item 3: {r:?}");
+            } else {
+                assert_eq!(*r.as_ref().unwrap(), (i * i) as u64, "item {i}");
+            }
+        }
+        still_works(&pool);
+    });
+}
+
+#[test]
+fn map_unordered_yields_every_result() {
+    watchdog(LIMIT, || {
+        let pool = pool(2);
+        let mut got: Vec<u64> = pool
+            .map_unordered((0..500u64).map(Square))
+            .chunksize(16)
+            .map(|r| r.unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..500u64).map(|i| i * i).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn map_is_lazy_and_bounded() {
+    watchdog(LIMIT, || {
+        let pool = pool(2);
+        let pulled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let p = pulled.clone();
+        let inputs = (0..10_000_000u64).map(move |i| {
+            p.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Square(i)
+        });
+        let mut m = pool.map(inputs).chunksize(4);
+        assert_eq!(pulled.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing before next()");
+        for i in 0..1000u64 {
+            assert_eq!(m.next().unwrap().unwrap(), i * i);
+        }
+        let n = pulled.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(n < 1000 + 1000, "pulled {n} inputs for 1000 results: not bounded");
+        drop(m);
+        still_works(&pool);
+    });
+}
+
+#[test]
+#[should_panic(expected = "chunksize must be at least 1")]
+fn chunksize_zero_panics() {
+    let pool = pool(1);
+    let _ = pool.map((0..3u64).map(Square)).chunksize(0);
+}
+
+#[test]
+fn shutdown_wait_and_cancel_pending_resolve_every_future_and_leave_no_process() {
+    watchdog(LIMIT, || {
+        let pool = pool(2);
+        let pids = pool.worker_pids();
+        assert_eq!(pids.len(), 2);
+        let futs: Vec<_> = (0..200u64).map(|i| pool.submit(Square(i)).unwrap()).collect();
+        pool.shutdown(Shutdown::Wait);
+        pool.shutdown(Shutdown::Wait); // idempotent
+        for (i, f) in futs.into_iter().enumerate() {
+            assert_eq!(f.result().unwrap(), (i * i) as u64);
+        }
+        assert!(matches!(pool.submit(Square(1)), Err(SubmitError::Shutdown { .. })));
+        assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
+
+        let pool = self::pool(1);
+        let pids = pool.worker_pids();
+        let slow: Vec<_> = (0..50).map(|_| pool.submit(procpool_tasks::Sleep { millis: 20 }).unwrap()).collect();
+        pool.shutdown(Shutdown::CancelPending);
+        let mut cancelled = 0;
+        for f in slow {
+            match f.result() {
+                Ok(20) => {}
+                Err(TaskError::Cancelled) => cancelled += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(cancelled >= 40, "only {cancelled} of 50 were cancelled");
+        assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
+    });
+}
+
+#[test]
+fn drop_runs_shutdown_wait_and_futures_resolve() {
+    watchdog(LIMIT, || {
+        let pool = pool(2);
+        let pids = pool.worker_pids();
+        let futs: Vec<_> = (0..100u64).map(|i| pool.submit(Square(i)).unwrap()).collect();
+        drop(pool);
+        for (i, f) in futs.into_iter().enumerate() {
+            assert_eq!(f.result().unwrap(), (i * i) as u64);
+        }
+        assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
+    });
+}
+
+#[test]
+fn cost_is_recorded_and_adds_up() {
+    watchdog(LIMIT, || {
+        let pool = pool(1);
+        still_works(&pool);
+        let t = std::time::Instant::now();
+        let f = pool.submit(Echo(vec![1; 1 << 20])).unwrap();
+        assert!(f.wait_timeout(Duration::from_secs(10)));
+        let outside = t.elapsed();
+        let cost = f.cost().expect("a finished task has a cost");
+        assert_eq!(cost.bytes_out, (1 << 20) + 5, "payload bytes out (varint length prefix + data)");
+        assert_eq!(cost.bytes_back, (1 << 20) + 5);
+        assert!(cost.encode_input > Duration::ZERO && cost.decode_output > Duration::ZERO);
+        assert!(cost.decode_input > Duration::ZERO && cost.encode_output > Duration::ZERO);
+        let parts = cost.serialization() + cost.queue_wait + cost.run + cost.ipc;
+        assert_eq!(parts, cost.total, "the parts add up to the total");
+        assert!(cost.total <= outside, "{:?} > {:?}", cost.total, outside);
+        let stats = pool.stats();
+        assert_eq!(stats.completed, 2);
+        assert!(stats.sum.total >= cost.total);
+    });
+}
