@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use procpool::{ProcessPool, Shutdown, SubmitError, TaskError, WorkerCommand, Side};
+use procpool::{ProcessPool, Shutdown, Side, SubmitError, TaskError, WorkerCommand};
 use procpool_e2e::{wait_gone, watchdog};
 use procpool_tasks::drill::{self, BadInput, Unserializable};
 use procpool_tasks::{Checked, Echo, Greet, SetGreeting, Square};
@@ -16,7 +16,11 @@ fn worker() -> WorkerCommand {
 }
 
 fn pool(n: usize) -> ProcessPool {
-    ProcessPool::builder().worker(worker()).workers(n).build().expect("pool starts")
+    ProcessPool::builder()
+        .worker(worker())
+        .workers(n)
+        .build()
+        .expect("pool starts")
 }
 
 /// The pool still works: a normal task gives the right answer.
@@ -28,11 +32,17 @@ fn still_works(pool: &ProcessPool) {
 fn submit_and_result() {
     watchdog(LIMIT, || {
         let pool = pool(2);
-        let futs: Vec<_> = (0..50u64).map(|i| pool.submit(Square(i)).unwrap()).collect();
+        let futs: Vec<_> = (0..50u64)
+            .map(|i| pool.submit(Square(i)).unwrap())
+            .collect();
         for (i, f) in futs.into_iter().enumerate() {
             assert_eq!(f.result().unwrap(), (i * i) as u64);
         }
-        let echoed = pool.submit(Echo(vec![7; 100_000])).unwrap().result().unwrap();
+        let echoed = pool
+            .submit(Echo(vec![7; 100_000]))
+            .unwrap()
+            .result()
+            .unwrap();
         assert_eq!(echoed.into_vec(), vec![7; 100_000]);
     });
 }
@@ -42,7 +52,11 @@ fn unserializable_input_is_a_submit_error_handing_the_task_back() {
     watchdog(LIMIT, || {
         let pool = pool(1);
         match pool.submit(BadInput(Unserializable)) {
-            Err(SubmitError::Encode { task, type_name, message }) => {
+            Err(SubmitError::Encode {
+                task,
+                type_name,
+                message,
+            }) => {
                 assert_eq!(task, BadInput(Unserializable));
                 assert!(type_name.contains("BadInput"), "{type_name}");
                 assert!(message.contains("refuses to be serialized"), "{message}");
@@ -74,7 +88,11 @@ fn worker_cannot_decode_input() {
             .result()
             .unwrap_err();
         match &err {
-            TaskError::Decode { side: Side::Worker, type_name, message } => {
+            TaskError::Decode {
+                side: Side::Worker,
+                type_name,
+                message,
+            } => {
                 assert!(type_name.contains("UndecodableInput"), "{type_name}");
                 assert!(message.contains("refuses to be deserialized"), "{message}");
             }
@@ -98,9 +116,17 @@ fn mismatched_type_shapes_are_a_decode_error_naming_both_types() {
             }
         }
         let pool = pool(1);
-        let err = pool.submit(FakeSquare("hello".into())).unwrap().result().unwrap_err();
+        let err = pool
+            .submit(FakeSquare("hello".into()))
+            .unwrap()
+            .result()
+            .unwrap_err();
         match &err {
-            TaskError::Decode { side: Side::Worker, message, .. } => {
+            TaskError::Decode {
+                side: Side::Worker,
+                message,
+                ..
+            } => {
                 assert!(message.contains("FakeSquare"), "{message}");
                 assert!(message.contains("procpool_tasks::Square"), "{message}");
             }
@@ -120,13 +146,21 @@ fn output_fails_to_serialize_in_the_worker() {
             matches!(&err, TaskError::Encode { side: Side::Worker, message, .. } if message.contains("refuses to be serialized")),
             "{err:?}"
         );
-        let err = pool.submit(drill::PanickyOutput).unwrap().result().unwrap_err();
+        let err = pool
+            .submit(drill::PanickyOutput)
+            .unwrap()
+            .result()
+            .unwrap_err();
         assert!(
             matches!(&err, TaskError::Encode { side: Side::Worker, message, .. } if message.contains("panicked")),
             "{err:?}"
         );
         still_works(&pool);
-        assert_eq!(pool.worker_pids(), pid_before, "the worker lived through both");
+        assert_eq!(
+            pool.worker_pids(),
+            pid_before,
+            "the worker lived through both"
+        );
     });
 }
 
@@ -134,9 +168,17 @@ fn output_fails_to_serialize_in_the_worker() {
 fn parent_cannot_decode_output() {
     watchdog(LIMIT, || {
         let pool = pool(1);
-        let err = pool.submit(drill::UndecodableOutput).unwrap().result().unwrap_err();
+        let err = pool
+            .submit(drill::UndecodableOutput)
+            .unwrap()
+            .result()
+            .unwrap_err();
         match &err {
-            TaskError::Decode { side: Side::Parent, type_name, message } => {
+            TaskError::Decode {
+                side: Side::Parent,
+                type_name,
+                message,
+            } => {
                 assert!(type_name.contains("Undeserializable"), "{type_name}");
                 assert!(message.contains("refuses to be deserialized"), "{message}");
             }
@@ -150,7 +192,11 @@ fn parent_cannot_decode_output() {
 fn task_panic_is_panicked_with_message_and_location() {
     watchdog(LIMIT, || {
         let pool = pool(1);
-        let err = pool.submit(drill::Panic("kaboom 42".into())).unwrap().result().unwrap_err();
+        let err = pool
+            .submit(drill::Panic("kaboom 42".into()))
+            .unwrap()
+            .result()
+            .unwrap_err();
         match &err {
             TaskError::Panicked { message, location } => {
                 assert_eq!(message, "kaboom 42");
@@ -175,7 +221,12 @@ fn unknown_task_name() {
         }
         let pool = pool(1);
         let err = pool.submit(Nobody).unwrap().result().unwrap_err();
-        assert_eq!(err, TaskError::UnknownTask { name: "nobody_registered_this".into() });
+        assert_eq!(
+            err,
+            TaskError::UnknownTask {
+                name: "nobody_registered_this".into()
+            }
+        );
         assert!(err.to_string().contains("register it"), "{err}");
         still_works(&pool);
     });
@@ -186,7 +237,10 @@ fn fallible_task_error_is_the_tasks_own_value() {
     watchdog(LIMIT, || {
         let pool = pool(1);
         assert_eq!(pool.submit(Checked(4)).unwrap().result().unwrap(), Ok(2));
-        assert_eq!(pool.submit(Checked(3)).unwrap().result().unwrap(), Err("3 is odd".to_string()));
+        assert_eq!(
+            pool.submit(Checked(3)).unwrap().result().unwrap(),
+            Err("3 is odd".to_string())
+        );
     });
 }
 
@@ -267,7 +321,11 @@ fn no_children_left() -> bool {
 
 #[test]
 fn workers_zero_is_an_error() {
-    let err = ProcessPool::builder().worker(worker()).workers(0).build().unwrap_err();
+    let err = ProcessPool::builder()
+        .worker(worker())
+        .workers(0)
+        .build()
+        .unwrap_err();
     assert!(matches!(err, procpool::BuildError::Config(_)), "{err:?}");
 }
 
@@ -279,7 +337,10 @@ fn missing_worker_binary_says_where_it_looked() {
         .build()
         .unwrap_err();
     assert!(matches!(err, procpool::BuildError::Spawn { .. }), "{err:?}");
-    assert!(err.to_string().contains("/nonexistent/procpool-worker"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/procpool-worker"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -307,7 +368,10 @@ fn map_is_ordered_lazy_and_goes_past_failures() {
         assert_eq!(results.len(), 10);
         for (i, r) in results.iter().enumerate() {
             if i == 3 {
-                assert!(matches!(r, Err(TaskError::WorkerDied { .. })), "item 3: {r:?}");
+                assert!(
+                    matches!(r, Err(TaskError::WorkerDied { .. })),
+                    "item 3: {r:?}"
+                );
             } else {
                 assert_eq!(*r.as_ref().unwrap(), (i * i) as u64, "item {i}");
             }
@@ -341,12 +405,19 @@ fn map_is_lazy_and_bounded() {
             Square(i)
         });
         let mut m = pool.map(inputs).chunksize(4);
-        assert_eq!(pulled.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing before next()");
+        assert_eq!(
+            pulled.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing before next()"
+        );
         for i in 0..1000u64 {
             assert_eq!(m.next().unwrap().unwrap(), i * i);
         }
         let n = pulled.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(n < 1000 + 1000, "pulled {n} inputs for 1000 results: not bounded");
+        assert!(
+            n < 1000 + 1000,
+            "pulled {n} inputs for 1000 results: not bounded"
+        );
         drop(m);
         still_works(&pool);
     });
@@ -365,18 +436,25 @@ fn shutdown_wait_and_cancel_pending_resolve_every_future_and_leave_no_process() 
         let pool = pool(2);
         let pids = pool.worker_pids();
         assert_eq!(pids.len(), 2);
-        let futs: Vec<_> = (0..200u64).map(|i| pool.submit(Square(i)).unwrap()).collect();
+        let futs: Vec<_> = (0..200u64)
+            .map(|i| pool.submit(Square(i)).unwrap())
+            .collect();
         pool.shutdown(Shutdown::Wait);
         pool.shutdown(Shutdown::Wait); // idempotent
         for (i, f) in futs.into_iter().enumerate() {
             assert_eq!(f.result().unwrap(), (i * i) as u64);
         }
-        assert!(matches!(pool.submit(Square(1)), Err(SubmitError::Shutdown { .. })));
+        assert!(matches!(
+            pool.submit(Square(1)),
+            Err(SubmitError::Shutdown { .. })
+        ));
         assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
 
         let pool = self::pool(1);
         let pids = pool.worker_pids();
-        let slow: Vec<_> = (0..50).map(|_| pool.submit(procpool_tasks::Sleep { millis: 20 }).unwrap()).collect();
+        let slow: Vec<_> = (0..50)
+            .map(|_| pool.submit(procpool_tasks::Sleep { millis: 20 }).unwrap())
+            .collect();
         pool.shutdown(Shutdown::CancelPending);
         let mut cancelled = 0;
         for f in slow {
@@ -396,7 +474,9 @@ fn drop_runs_shutdown_wait_and_futures_resolve() {
     watchdog(LIMIT, || {
         let pool = pool(2);
         let pids = pool.worker_pids();
-        let futs: Vec<_> = (0..100u64).map(|i| pool.submit(Square(i)).unwrap()).collect();
+        let futs: Vec<_> = (0..100u64)
+            .map(|i| pool.submit(Square(i)).unwrap())
+            .collect();
         drop(pool);
         for (i, f) in futs.into_iter().enumerate() {
             assert_eq!(f.result().unwrap(), (i * i) as u64);
@@ -415,7 +495,11 @@ fn cost_is_recorded_and_adds_up() {
         assert!(f.wait_timeout(Duration::from_secs(10)));
         let outside = t.elapsed();
         let cost = f.cost().expect("a finished task has a cost");
-        assert_eq!(cost.bytes_out, (1 << 20) + 5, "payload bytes out (varint length prefix + data)");
+        assert_eq!(
+            cost.bytes_out,
+            (1 << 20) + 5,
+            "payload bytes out (varint length prefix + data)"
+        );
         assert_eq!(cost.bytes_back, (1 << 20) + 5);
         assert!(cost.encode_input > Duration::ZERO && cost.decode_output > Duration::ZERO);
         assert!(cost.decode_input > Duration::ZERO && cost.encode_output > Duration::ZERO);

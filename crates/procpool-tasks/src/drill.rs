@@ -70,7 +70,7 @@ impl Task for SquareOrDie {
     const NAME: &'static str = "drill_square_or_die";
     type Output = u64;
     fn run(self, ctx: &mut WorkerContext) -> u64 {
-        if self.modulus != 0 && self.x % self.modulus == 0 {
+        if self.modulus != 0 && self.x.is_multiple_of(self.modulus) {
             KillSelf.run(ctx);
         }
         self.x.wrapping_mul(self.x)
@@ -107,7 +107,10 @@ impl Task for Alloc {
         if ctx.get::<Hoard>().is_none() {
             ctx.insert(Hoard::default());
         }
-        ctx.get_mut::<Hoard>().expect("inserted").0.push(vec![1u8; self.0]);
+        ctx.get_mut::<Hoard>()
+            .expect("inserted")
+            .0
+            .push(vec![1u8; self.0]);
         std::process::id()
     }
 }
@@ -118,7 +121,9 @@ pub struct Unserializable;
 
 impl Serialize for Unserializable {
     fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(ser::Error::custom("Unserializable refuses to be serialized"))
+        Err(ser::Error::custom(
+            "Unserializable refuses to be serialized",
+        ))
     }
 }
 
@@ -140,7 +145,9 @@ impl Serialize for Undeserializable {
 
 impl<'de> Deserialize<'de> for Undeserializable {
     fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(de::Error::custom("Undeserializable refuses to be deserialized"))
+        Err(de::Error::custom(
+            "Undeserializable refuses to be deserialized",
+        ))
     }
 }
 

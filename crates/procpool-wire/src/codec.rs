@@ -61,7 +61,11 @@ impl fmt::Display for CodecError {
             CodecError::Panicked { encoding, message } => write!(
                 f,
                 "{} code panicked: {message}",
-                if *encoding { "Serialize" } else { "Deserialize" }
+                if *encoding {
+                    "Serialize"
+                } else {
+                    "Deserialize"
+                }
             ),
         }
     }
@@ -185,7 +189,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 }
 
 /// Like [`decode`] with a fixed limit of `LIMIT` claimed bytes.
-pub fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, CodecError> {
+pub fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<T, CodecError> {
     check_whole(decode_prefix_limited::<T, LIMIT>(bytes)?, bytes.len())
 }
 
@@ -225,7 +231,10 @@ mod tests {
         // A String's length prefix would otherwise decode as a u64.
         let bytes = encode(&"hello".to_string()).unwrap();
         match decode::<u64>(&bytes) {
-            Err(CodecError::TrailingBytes { consumed: 1, total: 6 }) => {}
+            Err(CodecError::TrailingBytes {
+                consumed: 1,
+                total: 6,
+            }) => {}
             other => panic!("expected TrailingBytes, got {other:?}"),
         }
     }
@@ -235,9 +244,15 @@ mod tests {
         // varint marker 0xfd + u64 length 2^40, then nothing.
         let mut bytes = vec![0xfd];
         bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(matches!(decode::<String>(&bytes), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode::<String>(&bytes),
+            Err(CodecError::Decode(_))
+        ));
         bytes[1..].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(decode::<String>(&bytes), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode::<String>(&bytes),
+            Err(CodecError::Decode(_))
+        ));
     }
 
     #[test]

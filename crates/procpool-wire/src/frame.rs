@@ -45,7 +45,10 @@ impl fmt::Display for FrameError {
                 "frame of {len} bytes exceeds the {max}-byte cap (raise max_frame_bytes if this is a real payload)"
             ),
             FrameError::Truncated { expected, got } => {
-                write!(f, "stream ended inside a frame: got {got} of {expected} bytes")
+                write!(
+                    f,
+                    "stream ended inside a frame: got {got} of {expected} bytes"
+                )
             }
             FrameError::Io(e) => write!(f, "socket error: {e}"),
         }
@@ -268,7 +271,10 @@ mod tests {
         bytes.truncate(6);
         let mut r = FrameReader::new(Cursor::new(bytes), 1 << 20);
         match r.next_frame() {
-            Err(FrameError::Truncated { expected: 9, got: 6 }) => {}
+            Err(FrameError::Truncated {
+                expected: 9,
+                got: 6,
+            }) => {}
             other => panic!("expected Truncated, got {other:?}"),
         }
     }
@@ -278,7 +284,10 @@ mod tests {
         let mut r = FrameReader::new(Cursor::new(vec![1u8, 0]), 1 << 20);
         assert!(matches!(
             r.next_frame(),
-            Err(FrameError::Truncated { expected: 4, got: 2 })
+            Err(FrameError::Truncated {
+                expected: 4,
+                got: 2
+            })
         ));
     }
 
@@ -299,7 +308,11 @@ mod tests {
     #[test]
     fn frame_at_the_cap_is_accepted() {
         let bytes = wire(&[Outgoing::new::<Vec<u8>>(vec![1; 16], vec![]).unwrap()]);
-        assert!(FrameReader::new(Cursor::new(bytes.clone()), 16).next_frame().is_ok());
+        assert!(
+            FrameReader::new(Cursor::new(bytes.clone()), 16)
+                .next_frame()
+                .is_ok()
+        );
         assert!(matches!(
             FrameReader::new(Cursor::new(bytes), 15).next_frame(),
             Err(FrameError::TooLarge { len: 16, max: 15 })

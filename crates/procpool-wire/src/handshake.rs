@@ -54,7 +54,8 @@ impl Hello {
 
     /// Decodes a hello frame; anything else is a typed error.
     pub fn decode(body: &[u8]) -> Result<Hello, HandshakeError> {
-        codec::decode_limited::<Hello, { codec::HANDSHAKE_DECODE_LIMIT }>(body).map_err(HandshakeError::Garbled)
+        codec::decode_limited::<Hello, { codec::HANDSHAKE_DECODE_LIMIT }>(body)
+            .map_err(HandshakeError::Garbled)
     }
 
     /// Checks the hello against this build.
@@ -100,7 +101,8 @@ pub enum Welcome {
 impl Welcome {
     /// Decodes a welcome frame.
     pub fn decode(body: &[u8]) -> Result<Welcome, HandshakeError> {
-        codec::decode_limited::<Welcome, { codec::HANDSHAKE_DECODE_LIMIT }>(body).map_err(HandshakeError::Garbled)
+        codec::decode_limited::<Welcome, { codec::HANDSHAKE_DECODE_LIMIT }>(body)
+            .map_err(HandshakeError::Garbled)
     }
 }
 
@@ -174,7 +176,10 @@ mod tests {
         let err = h.check().unwrap_err();
         assert_eq!(
             err,
-            HandshakeError::Protocol { ours: PROTOCOL_VERSION, theirs: PROTOCOL_VERSION + 1 }
+            HandshakeError::Protocol {
+                ours: PROTOCOL_VERSION,
+                theirs: PROTOCOL_VERSION + 1
+            }
         );
         assert!(err.to_string().contains("rebuild the worker"));
     }
@@ -200,8 +205,14 @@ mod tests {
     #[test]
     fn welcome_round_trip() {
         for w in [
-            Welcome::Accept { worker_id: 3, generation: 9, max_frame: 1024 },
-            Welcome::Reject { reason: "no".into() },
+            Welcome::Accept {
+                worker_id: 3,
+                generation: 9,
+                max_frame: 1024,
+            },
+            Welcome::Reject {
+                reason: "no".into(),
+            },
         ] {
             assert_eq!(Welcome::decode(&codec::encode(&w).unwrap()).unwrap(), w);
         }

@@ -294,9 +294,24 @@ mod tests {
     fn run_round_trip_with_payloads() {
         let msg = ToWorker::Run {
             items: vec![
-                TaskHeader { id: 1, name: "a".into(), fingerprint: 9, len: 3 },
-                TaskHeader { id: 2, name: "b".into(), fingerprint: 8, len: 0 },
-                TaskHeader { id: 3, name: "c".into(), fingerprint: 7, len: 2 },
+                TaskHeader {
+                    id: 1,
+                    name: "a".into(),
+                    fingerprint: 9,
+                    len: 3,
+                },
+                TaskHeader {
+                    id: 2,
+                    name: "b".into(),
+                    fingerprint: 8,
+                    len: 0,
+                },
+                TaskHeader {
+                    id: 3,
+                    name: "c".into(),
+                    fingerprint: 7,
+                    len: 2,
+                },
             ],
         };
         let body = through_wire(&msg, vec![b"xyz".to_vec(), vec![], b"pq".to_vec()]);
@@ -311,7 +326,12 @@ mod tests {
             generation: 4,
             id: 77,
             outcome: Outcome::Ok { len: 5 },
-            timing: WorkerTiming { queue_ns: 1, decode_ns: 2, run_ns: 3, encode_ns: 4 },
+            timing: WorkerTiming {
+                queue_ns: 1,
+                decode_ns: 2,
+                run_ns: 3,
+                encode_ns: 4,
+            },
         };
         let body = through_wire(&msg, vec![b"hello".to_vec()]);
         let (back, payloads) = decode_message::<ToParent>(&body).unwrap();
@@ -322,12 +342,19 @@ mod tests {
 
     #[test]
     fn payload_shorter_than_declared() {
-        let msg = ToWorker::Init { name: "i".into(), fingerprint: 1, len: 10 };
+        let msg = ToWorker::Init {
+            name: "i".into(),
+            fingerprint: 1,
+            len: 10,
+        };
         let mut body = codec::encode(&msg).unwrap();
         body.extend_from_slice(b"short");
         assert_eq!(
             decode_message::<ToWorker>(&body),
-            Err(MessageError::PayloadLength { declared: 10, actual: 5 })
+            Err(MessageError::PayloadLength {
+                declared: 10,
+                actual: 5
+            })
         );
     }
 
@@ -338,13 +365,22 @@ mod tests {
             decode_message::<ToParent>(&garbage),
             Err(MessageError::Header(_))
         ));
-        assert!(matches!(decode_message::<ToWorker>(&[]), Err(MessageError::Header(_))));
+        assert!(matches!(
+            decode_message::<ToWorker>(&[]),
+            Err(MessageError::Header(_))
+        ));
     }
 
     #[test]
     fn fingerprints_differ_by_type() {
-        assert_ne!(fingerprint("sq", "u64", "u64"), fingerprint("sq", "String", "u64"));
+        assert_ne!(
+            fingerprint("sq", "u64", "u64"),
+            fingerprint("sq", "String", "u64")
+        );
         assert_ne!(fingerprint("ab", "c", "d"), fingerprint("a", "bc", "d"));
-        assert_eq!(fingerprint("sq", "u64", "u64"), fingerprint("sq", "u64", "u64"));
+        assert_eq!(
+            fingerprint("sq", "u64", "u64"),
+            fingerprint("sq", "u64", "u64")
+        );
     }
 }

@@ -166,7 +166,10 @@ impl StatsCollector {
     }
 
     pub(crate) fn respawned(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).respawns += 1;
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .respawns += 1;
     }
 
     pub(crate) fn snapshot(&self) -> PoolStats {
@@ -203,7 +206,20 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_close() {
         let mut last = 0;
-        for ns in [0u64, 1, 7, 8, 9, 15, 16, 100, 1_000, 46_000, 1_000_000, 10u64.pow(12)] {
+        for ns in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1_000,
+            46_000,
+            1_000_000,
+            10u64.pow(12),
+        ] {
             let b = bucket_of(ns);
             assert!(b >= last, "bucket of {ns}");
             last = b;
@@ -225,12 +241,21 @@ mod tests {
         assert_eq!(c.ipc, Duration::from_micros(9));
         let s = StatsCollector::new();
         for i in 1..=100u64 {
-            s.record(Some(&Cost { total: Duration::from_micros(i), ..Cost::default() }));
+            s.record(Some(&Cost {
+                total: Duration::from_micros(i),
+                ..Cost::default()
+            }));
         }
         s.record(None);
         let snap = s.snapshot();
         assert_eq!((snap.completed, snap.failed), (100, 1));
-        assert!(snap.p50_total >= Duration::from_micros(44) && snap.p50_total <= Duration::from_micros(50));
-        assert!(snap.p99_total >= Duration::from_micros(88) && snap.p99_total <= Duration::from_micros(99));
+        assert!(
+            snap.p50_total >= Duration::from_micros(44)
+                && snap.p50_total <= Duration::from_micros(50)
+        );
+        assert!(
+            snap.p99_total >= Duration::from_micros(88)
+                && snap.p99_total <= Duration::from_micros(99)
+        );
     }
 }

@@ -163,7 +163,12 @@ impl fmt::Display for TaskError {
                 }
                 Ok(())
             }
-            TaskError::WorkerDied { worker, pid, exit, task } => {
+            TaskError::WorkerDied {
+                worker,
+                pid,
+                exit,
+                task,
+            } => {
                 write!(f, "worker {worker} (pid {pid}) {exit}")?;
                 if let Some(t) = task {
                     write!(f, " while running task `{t}`")?;
@@ -174,14 +179,16 @@ impl fmt::Display for TaskError {
                 f,
                 "task ran longer than its {after:?} timeout; its worker was killed and replaced"
             ),
-            TaskError::Decode { side, type_name, message } => write!(
-                f,
-                "the {side} could not decode `{type_name}`: {message}"
-            ),
-            TaskError::Encode { side, type_name, message } => write!(
-                f,
-                "the {side} could not encode `{type_name}`: {message}"
-            ),
+            TaskError::Decode {
+                side,
+                type_name,
+                message,
+            } => write!(f, "the {side} could not decode `{type_name}`: {message}"),
+            TaskError::Encode {
+                side,
+                type_name,
+                message,
+            } => write!(f, "the {side} could not encode `{type_name}`: {message}"),
             TaskError::UnknownTask { name } => write!(
                 f,
                 "the worker has no task named `{name}`: register it in the worker's Registry"
@@ -240,13 +247,17 @@ impl<T> SubmitError<T> {
     /// The same error without the task (for a `map` item).
     pub fn to_task_error(&self) -> TaskError {
         match self {
-            SubmitError::Encode { type_name, message, .. } => TaskError::Encode {
+            SubmitError::Encode {
+                type_name, message, ..
+            } => TaskError::Encode {
                 side: Side::Parent,
                 type_name: (*type_name).to_owned(),
                 message: message.clone(),
             },
             SubmitError::Shutdown { .. } => TaskError::Shutdown,
-            SubmitError::Broken { reason, .. } => TaskError::Broken { reason: reason.clone() },
+            SubmitError::Broken { reason, .. } => TaskError::Broken {
+                reason: reason.clone(),
+            },
         }
     }
 
@@ -259,7 +270,9 @@ impl<T> SubmitError<T> {
 impl<T> fmt::Debug for SubmitError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SubmitError::Encode { type_name, message, .. } => f
+            SubmitError::Encode {
+                type_name, message, ..
+            } => f
                 .debug_struct("Encode")
                 .field("type_name", type_name)
                 .field("message", message)
@@ -276,11 +289,15 @@ impl<T> fmt::Debug for SubmitError<T> {
 impl<T> fmt::Display for SubmitError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SubmitError::Encode { type_name, message, .. } => write!(
+            SubmitError::Encode {
+                type_name, message, ..
+            } => write!(
                 f,
                 "could not serialize task input `{type_name}`: {message} (the task is handed back)"
             ),
-            SubmitError::Shutdown { .. } => f.write_str("the pool is shut down; submit to a new pool"),
+            SubmitError::Shutdown { .. } => {
+                f.write_str("the pool is shut down; submit to a new pool")
+            }
             SubmitError::Broken { reason, .. } => write!(f, "the pool is broken: {reason}"),
         }
     }
@@ -348,7 +365,11 @@ impl fmt::Display for BuildError {
                 }
                 Ok(())
             }
-            BuildError::Spawn { worker, program, source } => write!(
+            BuildError::Spawn {
+                worker,
+                program,
+                source,
+            } => write!(
                 f,
                 "could not start worker {worker} from `{}`: {source}",
                 program.display()
@@ -360,8 +381,15 @@ impl fmt::Display for BuildError {
                 f,
                 "could not serialize initializer `{type_name}`: {message}"
             ),
-            BuildError::Initializer { worker, name, message } => {
-                write!(f, "initializer `{name}` failed in worker {worker}: {message}")
+            BuildError::Initializer {
+                worker,
+                name,
+                message,
+            } => {
+                write!(
+                    f,
+                    "initializer `{name}` failed in worker {worker}: {message}"
+                )
             }
         }
     }
@@ -407,7 +435,9 @@ impl<T> fmt::Debug for WaitError<T> {
 impl<T> fmt::Display for WaitError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WaitError::TimedOut(_) => f.write_str("the task did not finish in time (it was not cancelled)"),
+            WaitError::TimedOut(_) => {
+                f.write_str("the task did not finish in time (it was not cancelled)")
+            }
             WaitError::Failed(e) => e.fmt(f),
         }
     }

@@ -107,7 +107,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<T: Send + 'static> Core<T> {
-    pub(crate) fn new(id: u64, name: &'static str, control: Option<Arc<dyn Control>>) -> Arc<Core<T>> {
+    pub(crate) fn new(
+        id: u64,
+        name: &'static str,
+        control: Option<Arc<dyn Control>>,
+    ) -> Arc<Core<T>> {
         Arc::new_cyclic(|me| Core {
             id,
             name,
@@ -190,7 +194,7 @@ fn run_callback<T>(cb: Callback<T>, handle: &TaskFuture<T>) {
             target: "procpool::pool",
             { task.id = handle.core.id,
             task.name = handle.core.name },
-"a done-callback panicked: {}",
+        "a done-callback panicked: {}",
             codec::panic_message(&*p)
         );
     }
@@ -484,7 +488,11 @@ mod tests {
             c2.fetch_add(10, Ordering::SeqCst);
         });
         assert_eq!(count.load(Ordering::SeqCst), 11, "runs at once when done");
-        assert_eq!(f.result().unwrap(), 1, "value kept despite a panicking callback");
+        assert_eq!(
+            f.result().unwrap(),
+            1,
+            "value kept despite a panicking callback"
+        );
     }
 
     #[test]

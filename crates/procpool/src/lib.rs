@@ -42,7 +42,6 @@ pub mod worker;
 #[allow(unsafe_code)]
 mod sys;
 
-
 pub use cost::{Cost, PoolStats};
 pub use error::{BuildError, Exit, Side, SubmitError, TaskError, WaitError};
 pub use future::{State, TaskFuture};

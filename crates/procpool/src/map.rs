@@ -71,7 +71,12 @@ where
     I: Iterator,
     I::Item: Task,
 {
-    pub(crate) fn new(submit: SubmitFn<'a, I::Item>, window_chunks: usize, input: I, ordered: bool) -> Self {
+    pub(crate) fn new(
+        submit: SubmitFn<'a, I::Item>,
+        window_chunks: usize,
+        input: I,
+        ordered: bool,
+    ) -> Self {
         Map {
             submit,
             input,

@@ -105,7 +105,9 @@ impl WorkerContext {
 
     /// The stored value of type `T`.
     pub fn get<T: Any + Send>(&self) -> Option<&T> {
-        self.state.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref())
+        self.state
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref())
     }
 
     /// The stored value of type `T`, mutably.
@@ -277,7 +279,9 @@ impl Registry {
             encode_ns: 0,
         };
         match self.tasks.get(name) {
-            None => zero(Outcome::UnknownTask { name: name.to_owned() }),
+            None => zero(Outcome::UnknownTask {
+                name: name.to_owned(),
+            }),
             Some(e) if e.fingerprint != fp => zero(Outcome::Mismatch {
                 worker_input: e.input_type.to_owned(),
                 worker_output: e.output_type.to_owned(),
@@ -287,7 +291,13 @@ impl Registry {
     }
 
     /// Runs initializer `name`.
-    pub(crate) fn init(&self, name: &str, fp: u64, input: &[u8], ctx: &mut WorkerContext) -> Result<(), String> {
+    pub(crate) fn init(
+        &self,
+        name: &str,
+        fp: u64,
+        input: &[u8],
+        ctx: &mut WorkerContext,
+    ) -> Result<(), String> {
         match self.inits.get(name) {
             None => Err(format!(
                 "the worker has no initializer named `{name}`: register it in the worker's Registry"

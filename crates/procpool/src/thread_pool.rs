@@ -102,7 +102,11 @@ impl ThreadPoolBuilder {
     /// Starts the threads; fails if `workers(0)` or an initializer fails.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         let workers = match self.workers {
-            Some(0) => return Err(BuildError::Config("workers must be at least 1 (got 0)".into())),
+            Some(0) => {
+                return Err(BuildError::Config(
+                    "workers must be at least 1 (got 0)".into(),
+                ));
+            }
             Some(n) => n,
             None => default_threads(),
         };
@@ -226,7 +230,13 @@ impl std::fmt::Debug for ThreadPool {
 }
 
 /// Runs one task on a pool thread and resolves its future.
-fn run_one<T: Task>(core: &Core<T::Output>, task: T, ctx: &mut WorkerContext, queued: Instant, stats: &StatsCollector) {
+fn run_one<T: Task>(
+    core: &Core<T::Output>,
+    task: T,
+    ctx: &mut WorkerContext,
+    queued: Instant,
+    stats: &StatsCollector,
+) {
     if !core.mark_running() {
         return; // cancelled while queued
     }
@@ -281,7 +291,11 @@ impl ThreadPool {
     }
 
     fn new_core<T: Send + 'static>(&self, name: &'static str) -> Arc<Core<T>> {
-        Core::new(self.shared.next_id.fetch_add(1, Ordering::Relaxed), name, None)
+        Core::new(
+            self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+            name,
+            None,
+        )
     }
 
     /// Runs a closure on a pool thread. A panic becomes
@@ -377,7 +391,8 @@ impl ThreadPool {
 impl sealed::Sealed for ThreadPool {
     fn submit_chunk<T: Task>(&self, items: Vec<T>) -> ChunkResult<T::Output> {
         let queued = Instant::now();
-        let cores: Vec<Arc<Core<T::Output>>> = items.iter().map(|_| self.new_core(T::NAME)).collect();
+        let cores: Vec<Arc<Core<T::Output>>> =
+            items.iter().map(|_| self.new_core(T::NAME)).collect();
         let run_cores = cores.clone();
         let shared = self.shared.clone();
         let job = Job {
@@ -386,10 +401,16 @@ impl sealed::Sealed for ThreadPool {
                     run_one(core, task, ctx, queued, &shared.stats);
                 }
             }),
-            futures: cores.iter().map(|c| c.clone() as Arc<dyn Resolve>).collect(),
+            futures: cores
+                .iter()
+                .map(|c| c.clone() as Arc<dyn Resolve>)
+                .collect(),
         };
         match self.enqueue(job) {
-            Ok(()) => Ok(cores.into_iter().map(|c| Ok(TaskFuture::from_core(c))).collect()),
+            Ok(()) => Ok(cores
+                .into_iter()
+                .map(|c| Ok(TaskFuture::from_core(c)))
+                .collect()),
             Err(_) => Err(TaskError::Shutdown),
         }
     }

@@ -62,7 +62,11 @@ impl DoneQueue {
     }
 
     pub(crate) fn try_pop(&self) -> Option<usize> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.pop_front()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .pop_front()
     }
 
     fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<usize> {

@@ -23,7 +23,8 @@ use procpool_wire::codec;
 use procpool_wire::frame::{FrameReader, Outgoing, write_all_frames};
 use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Welcome};
 use procpool_wire::message::{
-    MessageError, Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming, decode_message, encode_message,
+    MessageError, Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming, decode_message,
+    encode_message,
 };
 use procpool_wire::{Generation, TaskId};
 
@@ -76,10 +77,8 @@ pub fn is_worker() -> bool {
 /// worker it serves tasks and exits; otherwise it returns at once.
 ///
 /// ```no_run
-/// fn main() {
-///     procpool::worker::run_if_worker(procpool_tasks::registry());
-///     // ... the parent's own work: build a pool with WorkerCommand::current_exe()
-/// }
+/// procpool::worker::run_if_worker(procpool_tasks::registry());
+/// // ... the parent's own work: build a pool with WorkerCommand::current_exe()
 /// ```
 pub fn run_if_worker(registry: Registry) {
     if is_worker() {
@@ -91,9 +90,7 @@ pub fn run_if_worker(registry: Registry) {
 /// exits. This is the whole `main` of a worker binary.
 ///
 /// ```no_run
-/// fn main() {
-///     procpool::worker::run(procpool_tasks::registry())
-/// }
+/// procpool::worker::run(procpool_tasks::registry())
 /// ```
 pub fn run(registry: Registry) -> ! {
     let code = match serve_inherited(registry) {
@@ -116,7 +113,10 @@ fn serve_inherited(registry: Registry) -> Result<(), String> {
         })?
         .parse()
         .map_err(|_| format!("{ENV_FD} is not a descriptor number"))?;
-    if let Some(parent) = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse::<u32>().ok()) {
+    if let Some(parent) = std::env::var(ENV_PARENT)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    {
         // Die with the parent. Set first, then check, so a parent that died
         // in between is not missed.
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
@@ -176,7 +176,8 @@ impl WorkerShared {
     }
 
     fn message(&self, msg: &ToParent) -> Outgoing {
-        encode_message(msg, Vec::<procpool_wire::Payload>::new()).expect("procpool's own messages always encode")
+        encode_message(msg, Vec::<procpool_wire::Payload>::new())
+            .expect("procpool's own messages always encode")
     }
 }
 
@@ -192,22 +193,28 @@ pub(crate) fn serve(stream: UnixStream, registry: Registry, token: Vec<u8>) -> R
     let read_half = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = FrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
     let hello = Hello::ours(std::process::id(), token);
-    let hello = Outgoing::new(codec::encode(&hello).map_err(|e| e.to_string())?, Vec::<procpool_wire::Payload>::new())
-        .map_err(|e| e.to_string())?;
+    let hello = Outgoing::new(
+        codec::encode(&hello).map_err(|e| e.to_string())?,
+        Vec::<procpool_wire::Payload>::new(),
+    )
+    .map_err(|e| e.to_string())?;
     write_all_frames(&mut &stream, &[hello]).map_err(|e| format!("cannot greet the pool: {e}"))?;
     let body = match reader.next_frame() {
         Ok(Some(b)) => b,
         Ok(None) => return Err("the pool closed the connection during the handshake".into()),
         Err(e) => return Err(format!("handshake: {e}")),
     };
-    let (worker_id, generation, max_frame) = match Welcome::decode(body).map_err(|e| e.to_string())? {
-        Welcome::Accept {
-            worker_id,
-            generation,
-            max_frame,
-        } => (worker_id, generation, max_frame),
-        Welcome::Reject { reason } => return Err(format!("the pool refused this worker: {reason}")),
-    };
+    let (worker_id, generation, max_frame) =
+        match Welcome::decode(body).map_err(|e| e.to_string())? {
+            Welcome::Accept {
+                worker_id,
+                generation,
+                max_frame,
+            } => (worker_id, generation, max_frame),
+            Welcome::Reject { reason } => {
+                return Err(format!("the pool refused this worker: {reason}"));
+            }
+        };
     reader.set_max(max_frame);
     let shared = Arc::new(WorkerShared {
         local: Mutex::new(Local {
@@ -264,7 +271,9 @@ fn read_loop(mut reader: FrameReader<UnixStream>, shared: &WorkerShared) {
                 drop(local);
                 shared.cond.notify_one();
             }
-            ToWorker::Init { name, fingerprint, .. } => {
+            ToWorker::Init {
+                name, fingerprint, ..
+            } => {
                 let range = ranges.into_iter().next().unwrap_or(0..0);
                 lock(&shared.local).queue.push_back(Work::Init {
                     name,
@@ -275,7 +284,10 @@ fn read_loop(mut reader: FrameReader<UnixStream>, shared: &WorkerShared) {
                 shared.cond.notify_one();
             }
             ToWorker::Cancel { id } => {
-                let withdrawn = withdraw(shared, |w| matches!(w, Work::Task { header, .. } if header.id == id));
+                let withdrawn = withdraw(
+                    shared,
+                    |w| matches!(w, Work::Task { header, .. } if header.id == id),
+                );
                 let withdrawn = !withdrawn.is_empty();
                 let msg = ToParent::Withdrawn {
                     generation: shared.generation,
@@ -373,7 +385,9 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                 if let Some(result) = pending.take() {
                     shared.send(&[result]);
                 }
-                let error = registry.init(&name, fingerprint, &frame[range], &mut ctx).err();
+                let error = registry
+                    .init(&name, fingerprint, &frame[range], &mut ctx)
+                    .err();
                 let failed = error.is_some();
                 let msg = ToParent::InitDone {
                     generation: shared.generation,
@@ -401,7 +415,13 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                 let queue_ns = nanos(arrived.elapsed());
                 let mut out = std::mem::take(&mut spare);
                 out.clear();
-                let ran = registry.run(&header.name, header.fingerprint, &frame[range], &mut ctx, &mut out);
+                let ran = registry.run(
+                    &header.name,
+                    header.fingerprint,
+                    &frame[range],
+                    &mut ctx,
+                    &mut out,
+                );
                 drop(frame);
                 let mut outcome = ran.outcome;
                 if let Outcome::Ok { .. } = outcome
@@ -433,7 +453,9 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                         encode_ns: ran.encode_ns,
                     },
                 };
-                pending = Some(encode_message(&msg, payloads).expect("procpool's own messages always encode"));
+                pending = Some(
+                    encode_message(&msg, payloads).expect("procpool's own messages always encode"),
+                );
             }
         }
     }

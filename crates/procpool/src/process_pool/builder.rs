@@ -92,9 +92,11 @@ impl WorkerCommand {
     }
 
     fn resolve(&self) -> Result<PathBuf, BuildError> {
-        self.program.clone().ok_or_else(|| BuildError::WorkerNotFound {
-            looked: self.looked.clone(),
-        })
+        self.program
+            .clone()
+            .ok_or_else(|| BuildError::WorkerNotFound {
+                looked: self.looked.clone(),
+            })
     }
 }
 
@@ -275,12 +277,18 @@ impl ProcessPoolBuilder {
     /// pool once every worker is ready. On error no worker is left running.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         let workers = match self.workers {
-            Some(0) => return Err(BuildError::Config("workers must be at least 1 (got 0)".into())),
+            Some(0) => {
+                return Err(BuildError::Config(
+                    "workers must be at least 1 (got 0)".into(),
+                ));
+            }
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         if self.prefetch == 0 {
-            return Err(BuildError::Config("prefetch must be at least 1 (got 0)".into()));
+            return Err(BuildError::Config(
+                "prefetch must be at least 1 (got 0)".into(),
+            ));
         }
         if self.max_frame < 64 * 1024 {
             return Err(BuildError::Config(format!(
@@ -289,7 +297,9 @@ impl ProcessPoolBuilder {
             )));
         }
         if self.max_tasks_per_worker == Some(0) {
-            return Err(BuildError::Config("max_tasks_per_worker must be at least 1 (got 0)".into()));
+            return Err(BuildError::Config(
+                "max_tasks_per_worker must be at least 1 (got 0)".into(),
+            ));
         }
         let init = self.init.transpose()?;
         let program = self.command.resolve()?;

@@ -17,7 +17,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use procpool_wire::frame::{FrameReader, Outgoing, Payload, write_all_frames};
-use procpool_wire::message::{Outcome, TaskHeader, ToParent, ToWorker, decode_message, encode_message};
+use procpool_wire::message::{
+    Outcome, TaskHeader, ToParent, ToWorker, decode_message, encode_message,
+};
 use procpool_wire::{Generation, TaskId};
 
 use super::supervisor::{Assigned, KillReason, Phase, PoolState, Shared, SlotStatus, kill_group};
@@ -153,13 +155,17 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.status == SlotStatus::Ready && s.batches.len() < cfg.prefetch && s.conn.is_some())
+            .filter(|(_, s)| {
+                s.status == SlotStatus::Ready && s.batches.len() < cfg.prefetch && s.conn.is_some()
+            })
             .min_by_key(|(_, s)| s.batches.len())
             .map(|(i, _)| i)
         else {
             break;
         };
-        let Some(batch) = st.queue.pop_front() else { break };
+        let Some(batch) = st.queue.pop_front() else {
+            break;
+        };
         let now = Instant::now();
         let slot = &mut st.slots[idx];
         let mut headers = Vec::with_capacity(batch.items.len());
@@ -206,7 +212,9 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
 
 /// Posts a bare message (no payload) to a connection.
 pub(crate) fn post_message(conn: &Conn, msg: &ToWorker) {
-    conn.post(encode_message(msg, Vec::<Payload>::new()).expect("procpool's own messages always encode"));
+    conn.post(
+        encode_message(msg, Vec::<Payload>::new()).expect("procpool's own messages always encode"),
+    );
 }
 
 /// A pending `cancel()` waiting for the worker's answer.
@@ -288,12 +296,18 @@ impl Control for PoolControl {
 fn task_error(outcome: Outcome, meta: &Meta) -> TaskError {
     match outcome {
         Outcome::Panicked { message, location } => TaskError::Panicked { message, location },
-        Outcome::Decode { message, worker_type } => TaskError::Decode {
+        Outcome::Decode {
+            message,
+            worker_type,
+        } => TaskError::Decode {
             side: Side::Worker,
             type_name: worker_type,
             message,
         },
-        Outcome::Encode { message, worker_type } => TaskError::Encode {
+        Outcome::Encode {
+            message,
+            worker_type,
+        } => TaskError::Encode {
             side: Side::Worker,
             type_name: worker_type,
             message,
@@ -320,14 +334,23 @@ fn task_error(outcome: Outcome, meta: &Meta) -> TaskError {
 
 /// Reads one worker's messages until its socket ends. A frame that breaks
 /// the protocol kills the worker; its supervisor does the rest.
-pub(crate) fn read_loop(shared: &Shared, idx: usize, generation: Generation, mut reader: FrameReader<UnixStream>, pid: u32) {
+pub(crate) fn read_loop(
+    shared: &Shared,
+    idx: usize,
+    generation: Generation,
+    mut reader: FrameReader<UnixStream>,
+    pid: u32,
+) {
     loop {
         let body = match reader.next_frame() {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {
                 if let procpool_wire::FrameError::Io(io) = &e
-                    && matches!(io.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+                    && matches!(
+                        io.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                    )
                 {
                     return;
                 }
@@ -346,7 +369,7 @@ pub(crate) fn read_loop(shared: &Shared, idx: usize, generation: Generation, mut
             tracing::warn!(
                 target: "procpool::pool",
                 { worker.id = idx },
-"dropped a message stamped with generation {} (current {generation})",
+            "dropped a message stamped with generation {} (current {generation})",
                 msg.generation()
             );
             continue;
@@ -354,7 +377,10 @@ pub(crate) fn read_loop(shared: &Shared, idx: usize, generation: Generation, mut
         match msg {
             ToParent::Started { id, .. } => on_started(shared, idx, id),
             ToParent::Finished {
-                id, outcome, timing, ..
+                id,
+                outcome,
+                timing,
+                ..
             } => {
                 let Some((a, conns)) = on_finished(shared, idx, id) else {
                     continue;
@@ -364,7 +390,9 @@ pub(crate) fn read_loop(shared: &Shared, idx: usize, generation: Generation, mut
                 match outcome {
                     Outcome::Ok { .. } => {
                         let bytes = payloads.first().copied().unwrap_or(&[]);
-                        let parent_queue = a.assigned_at.saturating_duration_since(meta.submitted + meta.encode);
+                        let parent_queue = a
+                            .assigned_at
+                            .saturating_duration_since(meta.submitted + meta.encode);
                         let cost = Cost {
                             encode_input: meta.encode,
                             bytes_out: meta.bytes_out,
@@ -390,7 +418,13 @@ pub(crate) fn read_loop(shared: &Shared, idx: usize, generation: Generation, mut
             }
             ToParent::Withdrawn { id, withdrawn, .. } => on_withdrawn(shared, idx, id, withdrawn),
             other => {
-                protocol_error(shared, idx, generation, pid, format!("unexpected message {other:?}"));
+                protocol_error(
+                    shared,
+                    idx,
+                    generation,
+                    pid,
+                    format!("unexpected message {other:?}"),
+                );
                 return;
             }
         }
@@ -443,7 +477,7 @@ fn on_finished(shared: &Shared, idx: usize, id: TaskId) -> Option<(Assigned, Vec
             target: "procpool::pool",
             { worker.id = idx,
             task.id = id },
-"late or duplicate result dropped"
+        "late or duplicate result dropped"
         );
         return None;
     };
@@ -465,7 +499,9 @@ fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: bool) {
     let mut conns = Vec::new();
     if withdrawn {
         if let Some(a) = st.slots[idx].take_task(id) {
-            let requeue = wait.is_none() && matches!(st.phase, Phase::Running | Phase::Draining) && st.broken.is_none();
+            let requeue = wait.is_none()
+                && matches!(st.phase, Phase::Running | Phase::Draining)
+                && st.broken.is_none();
             if requeue {
                 // The caller gave up waiting and was told `false`: keep the
                 // promise that it runs.

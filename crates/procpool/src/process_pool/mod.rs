@@ -30,6 +30,9 @@ use crate::{Executor, Shutdown, sealed};
 use dispatch::{Item, Meta, Refusal};
 use supervisor::Shared;
 
+/// A task ready for the queue, and the core of its future.
+type Prepared<O> = (Item, Arc<Core<O>>);
+
 /// Room for a task header in a frame, beyond the payload.
 const HEADER_ROOM: usize = 4096;
 
@@ -105,7 +108,7 @@ impl ProcessPool {
         &self,
         task: &T,
         timeout: Option<Duration>,
-    ) -> Result<(Item, Arc<Core<T::Output>>), String> {
+    ) -> Result<Prepared<T::Output>, String> {
         let submitted = Instant::now();
         let payload = codec::encode(task).map_err(|e| e.to_string())?;
         let encode = submitted.elapsed();

@@ -10,14 +10,14 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use procpool_wire::Generation;
 use procpool_wire::codec;
 use procpool_wire::frame::{FrameReader, Outgoing, write_all_frames};
 use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Welcome};
 use procpool_wire::message::{ToParent, ToWorker, decode_message, encode_message};
-use procpool_wire::Generation;
 
 use super::builder::Config;
 use crate::sys;
@@ -141,8 +141,14 @@ pub(crate) fn greet(
         Err(e) => return Err(hs(e.to_string())),
     };
     if let Err(e) = hello.check() {
-        let reject = Welcome::Reject { reason: e.to_string() };
-        let _ = send(stream, &codec::encode(&reject).unwrap_or_default(), Vec::new());
+        let reject = Welcome::Reject {
+            reason: e.to_string(),
+        };
+        let _ = send(
+            stream,
+            &codec::encode(&reject).unwrap_or_default(),
+            Vec::new(),
+        );
         return Err(hs(e.to_string()));
     }
     let welcome = Welcome::Accept {
@@ -163,33 +169,41 @@ pub(crate) fn greet(
             fingerprint: init.fingerprint,
             len: init.payload.len() as u32,
         };
-        let frame = encode_message(&msg, vec![init.payload.clone()]).map_err(|e| hs(e.to_string()))?;
-        write_all_frames(&mut &*stream, &[frame]).map_err(|e| hs(format!("cannot send initializer: {e}")))?;
-        let deadline = Instant::now() + cfg.init_timeout;
+        let frame =
+            encode_message(&msg, vec![init.payload.clone()]).map_err(|e| hs(e.to_string()))?;
+        write_all_frames(&mut &*stream, &[frame])
+            .map_err(|e| hs(format!("cannot send initializer: {e}")))?;
         stream
             .set_read_timeout(Some(cfg.init_timeout.max(Duration::from_millis(1))))
             .map_err(|e| hs(e.to_string()))?;
-        loop {
-            let body = match reader.next_frame() {
-                Ok(Some(b)) => b,
-                Ok(None) => return Err(StartError::Init("the worker died while running the initializer".into())),
-                Err(e) if is_timeout(&e) || Instant::now() >= deadline => {
-                    return Err(StartError::Init(format!(
-                        "did not finish within the {:?} init timeout",
-                        cfg.init_timeout
-                    )));
-                }
-                Err(e) => return Err(hs(e.to_string())),
-            };
-            match decode_message::<ToParent>(body) {
-                Ok((ToParent::InitDone { error: None, .. }, _)) => break,
-                Ok((ToParent::InitDone { error: Some(m), .. }, _)) => return Err(StartError::Init(m)),
-                Ok((other, _)) => return Err(hs(format!("unexpected message during init: {other:?}"))),
-                Err(e) => return Err(hs(e.to_string())),
+        // The worker's first message after the welcome is its InitDone.
+        let body = match reader.next_frame() {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(StartError::Init(
+                    "the worker died while running the initializer".into(),
+                ));
             }
+            Err(e) if is_timeout(&e) => {
+                return Err(StartError::Init(format!(
+                    "did not finish within the {:?} init timeout",
+                    cfg.init_timeout
+                )));
+            }
+            Err(e) => return Err(hs(e.to_string())),
+        };
+        match decode_message::<ToParent>(body) {
+            Ok((ToParent::InitDone { error: None, .. }, _)) => {}
+            Ok((ToParent::InitDone { error: Some(m), .. }, _)) => return Err(StartError::Init(m)),
+            Ok((other, _)) => {
+                return Err(hs(format!("unexpected message during init: {other:?}")));
+            }
+            Err(e) => return Err(hs(e.to_string())),
         }
     }
-    stream.set_read_timeout(None).map_err(|e| hs(e.to_string()))?;
+    stream
+        .set_read_timeout(None)
+        .map_err(|e| hs(e.to_string()))?;
     Ok(reader)
 }
 

@@ -58,12 +58,14 @@ use procpool_wire::message::ToWorker;
 use procpool_wire::{Generation, Payload, TaskId};
 
 use super::builder::Config;
-use super::dispatch::{self, Batch, CancelWait, Conn, Item, Meta, PoolControl, flush_all, lock, post_message};
+use super::dispatch::{
+    self, Batch, CancelWait, Conn, Item, Meta, PoolControl, flush_all, lock, post_message,
+};
 use super::spawn::{self, StartError};
+use crate::Shutdown;
 use crate::cost::StatsCollector;
 use crate::error::{BuildError, Exit, TaskError};
 use crate::future::{Control, ResolveBytes};
-use crate::Shutdown;
 
 /// Where the pool is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +198,12 @@ impl PoolState {
         if slot.status == SlotStatus::Retiring && slot.inflight.is_empty() && slot.kill.is_none() {
             slot.kill = Some(KillReason::Retire);
             if let Some(conn) = &slot.conn {
-                post_message(conn, &ToWorker::Shutdown { drop_pending: false });
+                post_message(
+                    conn,
+                    &ToWorker::Shutdown {
+                        drop_pending: false,
+                    },
+                );
                 let conn = conn.clone();
                 // The frame is tiny; writing it under the lock is fine and
                 // keeps it ordered after any earlier frame.
@@ -326,7 +333,12 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
         },
         Some(StartError::Init(message)) => BuildError::Initializer {
             worker,
-            name: shared.cfg.init.as_ref().map(|i| i.name.to_owned()).unwrap_or_default(),
+            name: shared
+                .cfg
+                .init
+                .as_ref()
+                .map(|i| i.name.to_owned())
+                .unwrap_or_default(),
             message,
         },
         Some(StartError::Handshake(message)) => BuildError::Handshake { worker, message },
@@ -366,7 +378,7 @@ fn spawner_main(shared: &Arc<Shared>, rx: mpsc::Receiver<usize>) {
                 tracing::warn!(
                     target: "procpool::pool",
                     { worker.id = idx },
-"cannot start `{}`: {e}",
+                "cannot start `{}`: {e}",
                     shared.cfg.program.display()
                 );
                 {
@@ -400,7 +412,18 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
     let life = life.ok();
     let waiter = std::thread::Builder::new()
         .name(format!("procpool-waiter-{idx}"))
-        .spawn(move || waiter_main(&s, idx, generation, child, pid, waiter_stream, done_rx, life));
+        .spawn(move || {
+            waiter_main(
+                &s,
+                idx,
+                generation,
+                child,
+                pid,
+                waiter_stream,
+                done_rx,
+                life,
+            )
+        });
     if let Err(e) = waiter {
         tracing::error!(target: "procpool::pool", { worker.id = idx },
 "cannot start a waiter thread: {e}");
@@ -529,7 +552,9 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
             if a.started {
                 had_running = true;
                 let err = match &kill {
-                    Some(KillReason::TimedOut { id, after }) if *id == a.meta.id => TaskError::TimedOut { after: *after },
+                    Some(KillReason::TimedOut { id, after }) if *id == a.meta.id => {
+                        TaskError::TimedOut { after: *after }
+                    }
                     Some(KillReason::Protocol(m)) => TaskError::Protocol {
                         worker: idx,
                         message: m.clone(),
@@ -566,12 +591,18 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         }
         let crash = match &kill {
             None | Some(KillReason::StartFailed) | Some(KillReason::Protocol(_)) => true,
-            Some(KillReason::TimedOut { .. }) | Some(KillReason::Retire) | Some(KillReason::Shutdown) => false,
+            Some(KillReason::TimedOut { .. })
+            | Some(KillReason::Retire)
+            | Some(KillReason::Shutdown) => false,
             Some(KillReason::Broken(_)) => false,
         };
         let cause = format!(
             "worker {idx} (pid {pid_shown}) {exit}{}",
-            if had_running { " while running a task" } else { "" }
+            if had_running {
+                " while running a task"
+            } else {
+                ""
+            }
         );
         if crash {
             st.crash_streak += 1;
@@ -591,7 +622,12 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
             st.broken = Some(reason.clone());
             for batch in st.queue.drain(..) {
                 for item in batch.items {
-                    failures.push((item.meta.future, TaskError::Broken { reason: reason.clone() }));
+                    failures.push((
+                        item.meta.future,
+                        TaskError::Broken {
+                            reason: reason.clone(),
+                        },
+                    ));
                 }
             }
             for s in st.slots.iter_mut().filter(|s| s.alive()) {
@@ -608,7 +644,11 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         };
         if !st.building && st.broken.is_none() && wanted {
             st.slots[idx].status = SlotStatus::Starting;
-            respawn_after = Some(if crash { backoff(st.crash_streak) } else { Duration::ZERO });
+            respawn_after = Some(if crash {
+                backoff(st.crash_streak)
+            } else {
+                Duration::ZERO
+            });
         }
         conns = dispatch::pump(&mut st, shared);
     }
@@ -632,7 +672,9 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
             std::thread::sleep(delay);
         }
         shared.stats.respawned();
-        let sent = lock(&shared.spawn_tx).as_ref().map(|tx| tx.send(idx).is_ok());
+        let sent = lock(&shared.spawn_tx)
+            .as_ref()
+            .map(|tx| tx.send(idx).is_ok());
         if sent != Some(true) {
             lock(&shared.state).slots[idx].status = SlotStatus::Dead;
             shared.changed.notify_all();
@@ -642,7 +684,9 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
 
 fn clock_main(shared: &std::sync::Weak<Shared>) {
     loop {
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         let mut term = Vec::new();
         let mut force = Vec::new();
         let wait = {
@@ -664,7 +708,9 @@ fn clock_main(shared: &std::sync::Weak<Shared>) {
                     }
                     continue;
                 }
-                let Some((id, since)) = slot.running else { continue };
+                let Some((id, since)) = slot.running else {
+                    continue;
+                };
                 let Some(limit) = slot.inflight.get(&id).and_then(|a| a.meta.timeout) else {
                     continue;
                 };
@@ -679,7 +725,9 @@ fn clock_main(shared: &std::sync::Weak<Shared>) {
                 }
             }
             if term.is_empty() && force.is_empty() {
-                let dur = next.map(|n| n.saturating_duration_since(now)).unwrap_or(Duration::from_secs(1));
+                let dur = next
+                    .map(|n| n.saturating_duration_since(now))
+                    .unwrap_or(Duration::from_secs(1));
                 let _unused = shared
                     .clock
                     .wait_timeout(st, dur.max(Duration::from_millis(1)))
@@ -785,7 +833,11 @@ pub(crate) fn shutdown(shared: &Arc<Shared>, how: Shutdown) {
 }
 
 pub(crate) fn worker_pids(shared: &Shared) -> Vec<u32> {
-    lock(&shared.state).slots.iter().filter_map(|s| s.pid).collect()
+    lock(&shared.state)
+        .slots
+        .iter()
+        .filter_map(|s| s.pid)
+        .collect()
 }
 
 pub(crate) fn broken(shared: &Shared) -> Option<String> {
