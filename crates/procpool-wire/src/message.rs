@@ -70,6 +70,8 @@ pub struct WorkerTiming {
     pub run_ns: u64,
     /// Encoding the output.
     pub encode_ns: u64,
+    /// The worker's peak resident memory so far (0 if unknown).
+    pub peak_rss_bytes: u64,
 }
 
 /// How one task ended in the worker.
@@ -331,6 +333,7 @@ mod tests {
                 decode_ns: 2,
                 run_ns: 3,
                 encode_ns: 4,
+                peak_rss_bytes: 5,
             },
         };
         let body = through_wire(&msg, vec![b"hello".to_vec()]);

@@ -368,6 +368,7 @@ fn gen_to_parent(rng: &mut Rng, small: bool) -> (ToParent, Vec<Vec<u8>>) {
                 decode_ns: gen_u64(rng, small),
                 run_ns: gen_u64(rng, small),
                 encode_ns: gen_u64(rng, small),
+                peak_rss_bytes: gen_u64(rng, small),
             };
             (
                 ToParent::Finished {
@@ -1147,6 +1148,7 @@ fn arb_to_parent() -> impl Strategy<Value = (ToParent, Vec<Vec<u8>>)> {
                     decode_ns: t[1],
                     run_ns: t[2],
                     encode_ns: t[3],
+                    peak_rss_bytes: t[0] ^ t[3],
                 };
                 (
                     ToParent::Finished {

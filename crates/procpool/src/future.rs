@@ -59,6 +59,12 @@ pub(crate) trait Control: Send + Sync {
     /// Tries to withdraw task `id`; `true` only if it will never run (the
     /// future is then already `Done` and cancelled).
     fn cancel(&self, id: u64) -> bool;
+
+    /// Stops task `id` even if it runs, by killing its worker; `true` if
+    /// the kill was issued (the future then ends cancelled).
+    fn kill(&self, _id: u64) -> bool {
+        false
+    }
 }
 
 struct Slot<T> {
@@ -335,6 +341,32 @@ impl<T: Send + 'static> TaskFuture<T> {
         match &self.core.control {
             Some(c) => c.cancel(self.core.id),
             None => self.core.cancel_local(),
+        }
+    }
+
+    /// Stops the task even if it is running: a queued task is cancelled as
+    /// by [`cancel`](Self::cancel); a running task's worker process is
+    /// killed (and replaced) and the future ends `Done` and cancelled.
+    /// Returns whether the task was stopped. Threads cannot be killed: on a
+    /// `ThreadPool` a running task returns `false`.
+    pub fn kill(&self) -> bool {
+        {
+            let s = lock(&self.core.slot);
+            match s.state {
+                State::Done => return s.cancelled,
+                State::Pending => {
+                    drop(s);
+                    return self.cancel();
+                }
+                State::Running => {}
+            }
+        }
+        match &self.core.control {
+            Some(c) if c.kill(self.core.id) => {
+                self.wait_timeout(Duration::from_secs(10));
+                self.is_cancelled()
+            }
+            _ => false,
         }
     }
 

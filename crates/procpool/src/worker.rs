@@ -348,6 +348,13 @@ fn withdraw(shared: &WorkerShared, pred: impl Fn(&Work) -> bool) -> Vec<TaskId> 
     ids
 }
 
+/// Peak resident memory of this process (`getrusage`: one cheap syscall).
+fn peak_rss() -> u64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024)
+        .unwrap_or(0)
+}
+
 fn nanos(d: std::time::Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
@@ -451,6 +458,7 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                         decode_ns: ran.decode_ns,
                         run_ns: ran.run_ns,
                         encode_ns: ran.encode_ns,
+                        peak_rss_bytes: peak_rss(),
                     },
                 };
                 pending = Some(

@@ -151,6 +151,7 @@ pub(crate) struct Config {
     pub init: Option<InitSpec>,
     pub task_timeout: Option<Duration>,
     pub max_tasks_per_worker: Option<u64>,
+    pub max_worker_memory: Option<u64>,
     pub prefetch: usize,
     pub max_frame: u32,
     pub handshake_timeout: Duration,
@@ -169,6 +170,7 @@ pub struct ProcessPoolBuilder {
     init: Option<Result<InitSpec, BuildError>>,
     task_timeout: Option<Duration>,
     max_tasks_per_worker: Option<u64>,
+    max_worker_memory: Option<u64>,
     prefetch: usize,
     max_frame: u32,
     handshake_timeout: Duration,
@@ -186,6 +188,7 @@ impl Default for ProcessPoolBuilder {
             init: None,
             task_timeout: None,
             max_tasks_per_worker: None,
+            max_worker_memory: None,
             prefetch: 4,
             max_frame: DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
@@ -238,6 +241,26 @@ impl ProcessPoolBuilder {
     /// so a worker may take up to a chunk more).
     pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
         self.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// Replaces a worker, between tasks, once its peak resident memory
+    /// passes `bytes` (a leaky native library cannot grow without bound).
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        self.max_worker_memory = Some(bytes);
+        self
+    }
+
+    /// How long `cancel()` waits for a worker to confirm it withdrew a
+    /// prefetched task (default 250 ms); no answer in time means `false`.
+    pub fn cancel_timeout(mut self, d: Duration) -> Self {
+        self.cancel_timeout = d;
+        self
+    }
+
+    /// Between SIGTERM and SIGKILL when a task times out (default 500 ms).
+    pub fn kill_grace(mut self, d: Duration) -> Self {
+        self.kill_grace = d;
         self
     }
 
@@ -310,6 +333,7 @@ impl ProcessPoolBuilder {
             init,
             task_timeout: self.task_timeout,
             max_tasks_per_worker: self.max_tasks_per_worker,
+            max_worker_memory: self.max_worker_memory,
             prefetch: self.prefetch,
             max_frame: self.max_frame,
             handshake_timeout: self.handshake_timeout,

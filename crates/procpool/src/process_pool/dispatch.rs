@@ -291,6 +291,30 @@ impl Control for PoolControl {
         // The answer is being delivered right now.
         wait.wait(Duration::from_secs(5)).unwrap_or(false)
     }
+
+    fn kill(&self, id: TaskId) -> bool {
+        let Some(shared) = self.0.upgrade() else {
+            return false;
+        };
+        let mut st = lock(&shared.state);
+        let Some(slot) = st.slots.iter_mut().find(|s| s.inflight.contains_key(&id)) else {
+            drop(st);
+            return self.cancel(id);
+        };
+        if !slot.inflight[&id].started {
+            drop(st);
+            return self.cancel(id);
+        }
+        if slot.kill.is_some() {
+            return false; // already being killed (timeout, shutdown)
+        }
+        let Some(pid) = slot.pid else { return false };
+        slot.kill = Some(KillReason::Killed { id });
+        drop(st);
+        tracing::debug!(target: "procpool::pool", { task.id = id, worker.pid = pid }, "killing a running task's worker on request");
+        kill_group(pid, nix::sys::signal::Signal::SIGKILL);
+        true
+    }
 }
 
 fn task_error(outcome: Outcome, meta: &Meta) -> TaskError {
@@ -382,7 +406,7 @@ pub(crate) fn read_loop(
                 timing,
                 ..
             } => {
-                let Some((a, conns)) = on_finished(shared, idx, id) else {
+                let Some((a, conns)) = on_finished(shared, idx, id, timing.peak_rss_bytes) else {
                     continue;
                 };
                 flush_all(conns);
@@ -470,7 +494,12 @@ fn on_started(shared: &Shared, idx: usize, id: TaskId) {
 
 /// Removes a finished task from its worker, dispatches more work, and
 /// hands back the task and the connections to flush.
-fn on_finished(shared: &Shared, idx: usize, id: TaskId) -> Option<(Assigned, Vec<Arc<Conn>>)> {
+fn on_finished(
+    shared: &Shared,
+    idx: usize,
+    id: TaskId,
+    peak_rss: u64,
+) -> Option<(Assigned, Vec<Arc<Conn>>)> {
     let mut st = lock(&shared.state);
     let Some(a) = st.slots[idx].take_task(id) else {
         tracing::warn!(
@@ -482,6 +511,13 @@ fn on_finished(shared: &Shared, idx: usize, id: TaskId) -> Option<(Assigned, Vec
         return None;
     };
     st.crash_streak = 0;
+    if let Some(max) = shared.cfg.max_worker_memory
+        && peak_rss > max
+        && st.slots[idx].status == SlotStatus::Ready
+    {
+        tracing::debug!(target: "procpool::pool", { worker.id = idx }, "worker peak memory {peak_rss} B passed {max} B; recycling");
+        st.slots[idx].status = SlotStatus::Retiring;
+    }
     st.retire_if_idle(idx);
     let conns = pump(&mut st, shared);
     let notify = st.phase != Phase::Running;

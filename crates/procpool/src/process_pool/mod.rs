@@ -178,6 +178,13 @@ impl ProcessPool {
         supervisor::worker_pids(&self.shared)
     }
 
+    /// Test hook: makes the supervisor panic the next time it settles a
+    /// dead worker, to prove that an internal panic resolves every future.
+    #[doc(hidden)]
+    pub fn debug_inject_supervisor_panic(&self) {
+        supervisor::inject_panic(&self.shared);
+    }
+
     /// Why the pool is broken, if it is.
     pub fn broken(&self) -> Option<String> {
         supervisor::broken(&self.shared)

@@ -94,6 +94,8 @@ pub(crate) enum SlotStatus {
 #[derive(Debug, Clone)]
 pub(crate) enum KillReason {
     TimedOut { id: TaskId, after: Duration },
+    /// `TaskFuture::kill` of the running task.
+    Killed { id: TaskId },
     Protocol(String),
     Retire,
     Shutdown,
@@ -189,6 +191,9 @@ pub(crate) struct PoolState {
     pub building: bool,
     /// Some thread is running `shutdown`.
     pub shutting_down: bool,
+    /// Test hook: the next `settle` panics (see
+    /// `ProcessPool::debug_inject_supervisor_panic`).
+    pub inject_panic: bool,
 }
 
 impl PoolState {
@@ -270,6 +275,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
             seq: 0,
             building: true,
             shutting_down: false,
+            inject_panic: false,
         }),
         changed: Condvar::new(),
         clock: Condvar::new(),
@@ -284,7 +290,10 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     let s1 = shared.clone();
     let spawner = std::thread::Builder::new()
         .name("procpool-spawner".into())
-        .spawn(move || spawner_main(&s1, rx));
+        .spawn(move || {
+            let s = s1.clone();
+            guarded(&s1, "spawner", None, move || spawner_main(&s, rx));
+        });
     let s2 = Arc::downgrade(&shared);
     let clock = std::thread::Builder::new()
         .name("procpool-clock".into())
@@ -405,7 +414,10 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
     let life = std::thread::Builder::new()
         .name(format!("procpool-worker-{idx}"))
         .spawn(move || {
-            life_main(&s, idx, generation, stream, pid);
+            let s2 = s.clone();
+            guarded(&s, "worker reader", None, move || {
+                life_main(&s2, idx, generation, stream, pid);
+            });
             drop(done_tx);
         });
     let s = shared.clone();
@@ -413,16 +425,10 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
     let waiter = std::thread::Builder::new()
         .name(format!("procpool-waiter-{idx}"))
         .spawn(move || {
-            waiter_main(
-                &s,
-                idx,
-                generation,
-                child,
-                pid,
-                waiter_stream,
-                done_rx,
-                life,
-            )
+            let s2 = s.clone();
+            guarded(&s, "worker waiter", Some(idx), move || {
+                waiter_main(&s2, idx, generation, child, pid, waiter_stream, done_rx, life);
+            });
         });
     if let Err(e) = waiter {
         tracing::error!(target: "procpool::pool", { worker.id = idx },
@@ -532,6 +538,9 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         if st.slots[idx].generation != generation {
             return;
         }
+        if std::mem::take(&mut st.inject_panic) {
+            panic!("injected supervisor panic (test hook)");
+        }
         let stopping = matches!(st.phase, Phase::Stopping | Phase::Stopped);
         let slot = &mut st.slots[idx];
         let kill = slot.kill.take();
@@ -555,6 +564,7 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
                     Some(KillReason::TimedOut { id, after }) if *id == a.meta.id => {
                         TaskError::TimedOut { after: *after }
                     }
+                    Some(KillReason::Killed { id }) if *id == a.meta.id => TaskError::Cancelled,
                     Some(KillReason::Protocol(m)) => TaskError::Protocol {
                         worker: idx,
                         message: m.clone(),
@@ -592,6 +602,7 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         let crash = match &kill {
             None | Some(KillReason::StartFailed) | Some(KillReason::Protocol(_)) => true,
             Some(KillReason::TimedOut { .. })
+            | Some(KillReason::Killed { .. })
             | Some(KillReason::Retire)
             | Some(KillReason::Shutdown) => false,
             Some(KillReason::Broken(_)) => false,
@@ -679,6 +690,58 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
             lock(&shared.state).slots[idx].status = SlotStatus::Dead;
             shared.changed.notify_all();
         }
+    }
+}
+
+/// Runs a supervisor thread's body. A panic there (a bug in procpool) must
+/// not leave a future pending: the pool is declared broken, every queued
+/// and in-flight future fails, and the workers are killed. `dead_slot` is
+/// the slot whose settling the panic interrupted.
+fn guarded(shared: &Arc<Shared>, what: &str, dead_slot: Option<usize>, body: impl FnOnce()) {
+    let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) else {
+        return;
+    };
+    let reason = format!(
+        "internal error: the {what} thread panicked ({}); please report this",
+        procpool_wire::codec::panic_message(&*p)
+    );
+    tracing::error!(target: "procpool::pool", "{reason}");
+    let mut futures: Vec<Arc<dyn ResolveBytes>> = Vec::new();
+    let mut pids = Vec::new();
+    let answers: Vec<Arc<CancelWait>>;
+    {
+        let mut st = lock(&shared.state);
+        st.broken.get_or_insert_with(|| reason.clone());
+        for batch in st.queue.drain(..) {
+            futures.extend(batch.items.into_iter().map(|i| i.meta.future));
+        }
+        for (i, s) in st.slots.iter_mut().enumerate() {
+            futures.extend(s.inflight.drain().map(|(_, a)| a.meta.future));
+            s.batches.clear();
+            s.running = None;
+            if let Some(pid) = s.pid {
+                s.kill.get_or_insert(KillReason::Broken(reason.clone()));
+                pids.push(pid);
+            }
+            if Some(i) == dead_slot || (s.pid.is_none() && s.status == SlotStatus::Starting) {
+                s.status = SlotStatus::Dead;
+                s.pid = None;
+                s.conn = None;
+            }
+        }
+        answers = st.cancels.drain().map(|(_, w)| w).collect();
+    }
+    shared.changed.notify_all();
+    for pid in pids {
+        kill_group(pid, Signal::SIGKILL);
+    }
+    for f in futures {
+        f.fail(TaskError::Broken {
+            reason: reason.clone(),
+        });
+    }
+    for w in answers {
+        w.answer(false);
     }
 }
 
@@ -838,6 +901,10 @@ pub(crate) fn worker_pids(shared: &Shared) -> Vec<u32> {
         .iter()
         .filter_map(|s| s.pid)
         .collect()
+}
+
+pub(crate) fn inject_panic(shared: &Shared) {
+    lock(&shared.state).inject_panic = true;
 }
 
 pub(crate) fn broken(shared: &Shared) -> Option<String> {

@@ -1,0 +1,103 @@
+//! Supervisor features beyond the core loop: stopping a running task,
+//! memory-based recycling, and an internal panic that must not hang any
+//! future. Real worker processes, each test under a watchdog.
+
+use std::time::Duration;
+
+use procpool::{ProcessPool, State, TaskError, WorkerCommand};
+use procpool_e2e::{wait_gone, watchdog};
+use procpool_tasks::drill::Alloc;
+use procpool_tasks::{Sleep, Square};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn worker() -> WorkerCommand {
+    WorkerCommand::program(env!("CARGO_BIN_EXE_procpool-test-worker"))
+}
+
+fn wait_running<T: Send + 'static>(f: &procpool::TaskFuture<T>) {
+    while f.state() != State::Running {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn kill_stops_a_running_task_and_replaces_its_worker() {
+    watchdog(LIMIT, || {
+        let pool = ProcessPool::builder().worker(worker()).workers(1).build().unwrap();
+        let before = pool.worker_pids();
+        let long = pool.submit(Sleep { millis: 60_000 }).unwrap();
+        let queued = pool.submit(Square(5)).unwrap();
+        wait_running(&long);
+        assert!(!long.cancel(), "cancel never stops a running task");
+        assert!(long.kill(), "kill stops it");
+        assert!(long.done() && long.is_cancelled());
+        assert_eq!(long.error(), Some(TaskError::Cancelled));
+        assert_eq!(wait_gone(&before, Duration::from_secs(5)), Vec::<u32>::new());
+        // The prefetched task was not lost: it runs on the replacement.
+        assert_eq!(queued.result().unwrap(), 25);
+        assert_ne!(pool.worker_pids(), before);
+        assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
+        assert_eq!(pool.stats().respawns, 1);
+    });
+}
+
+#[test]
+fn worker_over_its_memory_limit_is_recycled_between_tasks() {
+    watchdog(LIMIT, || {
+        let pool = ProcessPool::builder()
+            .worker(worker())
+            .workers(1)
+            .prefetch(1)
+            .max_worker_memory(64 << 20)
+            .build()
+            .unwrap();
+        // Each Alloc keeps 16 MiB alive in the worker: the fourth or fifth
+        // passes 64 MiB of peak RSS, and the next task lands on a new process.
+        let pids: Vec<u32> = (0..10)
+            .map(|_| pool.submit(Alloc(16 << 20)).unwrap().result().unwrap())
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = pids.iter().collect();
+        assert!(distinct.len() >= 2, "never recycled: {pids:?}");
+        // No process served more tasks than fit under the limit (+1: the task
+        // that crossed it).
+        for p in &distinct {
+            let n = pids.iter().filter(|q| q == p).count();
+            assert!(n <= 5, "pid {p} ran {n} allocations: {pids:?}");
+        }
+        assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
+    });
+}
+
+#[test]
+fn supervisor_panic_resolves_every_future_with_an_error() {
+    watchdog(LIMIT, || {
+        let pool = ProcessPool::builder().worker(worker()).workers(2).build().unwrap();
+        let pids = pool.worker_pids();
+        let running: Vec<_> = (0..2).map(|_| pool.submit(Sleep { millis: 60_000 }).unwrap()).collect();
+        let queued: Vec<_> = (0..20).map(|i| pool.submit(Square(i)).unwrap()).collect();
+        for f in &running {
+            wait_running(f);
+        }
+        pool.debug_inject_supervisor_panic();
+        // A worker death makes the supervisor settle it, and panic there.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pids[0] as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        for f in running.into_iter().chain(queued) {
+            match f.result() {
+                Err(TaskError::Broken { reason }) => assert!(reason.contains("internal error"), "{reason}"),
+                Ok(v) => {
+                    // A queued Square may have finished before the panic.
+                    let _ = v;
+                }
+                Err(other) => panic!("expected Broken, got {other:?}"),
+            }
+        }
+        assert!(pool.broken().is_some());
+        assert!(pool.submit(Square(1)).is_err(), "a broken pool refuses work");
+        drop(pool);
+        assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
+    });
+}
