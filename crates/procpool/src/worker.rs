@@ -92,8 +92,22 @@ pub fn run_if_worker(registry: Registry) {
 /// ```no_run
 /// procpool::worker::run(procpool_tasks::registry())
 /// ```
+///
+/// Started by hand (or by another launcher) as `PROGRAM --connect SOCKET`
+/// with the pool's token in `PROCPOOL_TOKEN`, it attaches to a pool in
+/// [`Launcher::Attach`](crate::Launcher::Attach) mode instead.
 pub fn run(registry: Registry) -> ! {
-    let code = match serve_inherited(registry) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let connect = args
+        .iter()
+        .position(|a| a == "--connect")
+        .map(|i| args.get(i + 1).cloned());
+    let served = match connect {
+        Some(Some(socket)) => serve_attached(std::path::Path::new(&socket), registry),
+        Some(None) => Err("--connect needs the pool's socket path".to_owned()),
+        None => serve_inherited(registry),
+    };
+    let code = match served {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("procpool-worker: {e}");
@@ -132,6 +146,28 @@ fn serve_inherited(registry: Registry) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot set close-on-exec on the socket: {e}"))?;
     serve(UnixStream::from(sock), registry, Vec::new())
+}
+
+/// Attach mode: dial the pool's socket and present the token from the
+/// environment (never from the command line).
+fn serve_attached(socket: &std::path::Path, registry: Registry) -> Result<(), String> {
+    use interprocess::local_socket::prelude::*;
+    let token = std::env::var(crate::process_pool::ENV_TOKEN)
+        .ok()
+        .and_then(|t| crate::process_pool::attach::unhex(t.trim()))
+        .ok_or_else(|| format!("{} must hold the pool's token (hex)", crate::process_pool::ENV_TOKEN))?;
+    let name = socket
+        .to_fs_name::<interprocess::local_socket::GenericFilePath>()
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let conn = interprocess::local_socket::Stream::connect(name)
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    #[allow(unreachable_patterns)]
+    let stream = match &conn {
+        interprocess::local_socket::Stream::UdSocket(s) => s.inner().try_clone().map_err(|e| e.to_string())?,
+        _ => return Err("not a Unix-domain socket".into()),
+    };
+    drop(conn);
+    serve(stream, registry, token)
 }
 
 enum Work {

@@ -134,6 +134,22 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// How the pool gets its workers (the scale-out seam of DESIGN.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Launcher {
+    /// The pool starts every worker itself, on an inherited `socketpair`
+    /// end (the default).
+    #[default]
+    Spawn,
+    /// Workers started by someone else attach over a local socket in a
+    /// 0700 directory, with a uid check and a secret token; see
+    /// [`ProcessPool::attach_info`](super::ProcessPool::attach_info).
+    /// `workers(n)` is then the most that may attach at once, and `build()`
+    /// returns without waiting for any.
+    Attach,
+}
+
 /// The initializer as it travels: name, fingerprint, encoded value.
 #[derive(Debug, Clone)]
 pub(crate) struct InitSpec {
@@ -145,6 +161,7 @@ pub(crate) struct InitSpec {
 /// Settings of a running pool (validated).
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    pub launcher: Launcher,
     pub program: PathBuf,
     pub command: WorkerCommand,
     pub workers: usize,
@@ -165,6 +182,7 @@ pub(crate) struct Config {
 #[derive(Debug)]
 #[must_use]
 pub struct ProcessPoolBuilder {
+    launcher: Launcher,
     command: WorkerCommand,
     workers: Option<usize>,
     init: Option<Result<InitSpec, BuildError>>,
@@ -183,6 +201,7 @@ pub struct ProcessPoolBuilder {
 impl Default for ProcessPoolBuilder {
     fn default() -> Self {
         ProcessPoolBuilder {
+            launcher: Launcher::Spawn,
             command: WorkerCommand::bundled(),
             workers: None,
             init: None,
@@ -204,6 +223,12 @@ impl ProcessPoolBuilder {
     /// The worker program (default: [`WorkerCommand::bundled`]).
     pub fn worker(mut self, command: WorkerCommand) -> Self {
         self.command = command;
+        self
+    }
+
+    /// How workers are started (default: [`Launcher::Spawn`]).
+    pub fn launcher(mut self, launcher: Launcher) -> Self {
+        self.launcher = launcher;
         self
     }
 
@@ -325,8 +350,12 @@ impl ProcessPoolBuilder {
             ));
         }
         let init = self.init.transpose()?;
-        let program = self.command.resolve()?;
+        let program = match self.launcher {
+            Launcher::Spawn => self.command.resolve()?,
+            Launcher::Attach => PathBuf::new(),
+        };
         let config = Config {
+            launcher: self.launcher,
             program,
             command: self.command,
             workers,

@@ -7,6 +7,7 @@
 //! * `dispatch` — the queue, assigning work to workers, the socket reader
 //!   and cancellation.
 
+pub mod attach;
 pub mod builder;
 mod dispatch;
 mod spawn;
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use procpool_wire::codec;
 
-pub use builder::{ENV_WORKER_PATH, ProcessPoolBuilder, WorkerCommand};
+pub use attach::{AttachInfo, ENV_TOKEN};
+pub use builder::{ENV_WORKER_PATH, Launcher, ProcessPoolBuilder, WorkerCommand};
 
 use crate::cost::PoolStats;
 use crate::error::{BuildError, Side, SubmitError, TaskError};
@@ -183,6 +185,18 @@ impl ProcessPool {
     #[doc(hidden)]
     pub fn debug_inject_supervisor_panic(&self) {
         supervisor::inject_panic(&self.shared);
+    }
+
+    /// In [`Launcher::Attach`] mode, where and how workers attach:
+    /// `info.command("procpool-worker").spawn()` starts one.
+    pub fn attach_info(&self) -> Option<AttachInfo> {
+        self.shared.attach.as_ref().map(|a| a.info.clone())
+    }
+
+    /// Waits up to `timeout` until at least `n` workers are ready; returns
+    /// whether they are (useful in attach mode).
+    pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> bool {
+        supervisor::wait_ready(&self.shared, n, timeout)
     }
 
     /// Why the pool is broken, if it is.

@@ -123,6 +123,25 @@ pub(crate) fn greet(
     index: usize,
     generation: Generation,
 ) -> Result<FrameReader<UnixStream>, StartError> {
+    let (reader, _hello) = read_hello(stream, cfg)?;
+    accept(stream, reader, cfg, index, generation)
+}
+
+/// Sends a `Reject` with `reason` (best effort).
+pub(crate) fn reject(stream: &UnixStream, reason: &str) {
+    let reject = Welcome::Reject {
+        reason: reason.to_owned(),
+    };
+    let _ = send(stream, &codec::encode(&reject).unwrap_or_default(), Vec::new());
+}
+
+/// Reads and checks a worker's hello (within the handshake timeout, under
+/// the small handshake frame cap). A wrong hello is answered with a
+/// `Reject`.
+pub(crate) fn read_hello(
+    stream: &UnixStream,
+    cfg: &Config,
+) -> Result<(FrameReader<UnixStream>, Hello), StartError> {
     let hs = |m: String| StartError::Handshake(m);
     let read_half = stream.try_clone().map_err(|e| hs(e.to_string()))?;
     stream
@@ -141,16 +160,22 @@ pub(crate) fn greet(
         Err(e) => return Err(hs(e.to_string())),
     };
     if let Err(e) = hello.check() {
-        let reject = Welcome::Reject {
-            reason: e.to_string(),
-        };
-        let _ = send(
-            stream,
-            &codec::encode(&reject).unwrap_or_default(),
-            Vec::new(),
-        );
+        reject(stream, &e.to_string());
         return Err(hs(e.to_string()));
     }
+    Ok((reader, hello))
+}
+
+/// Welcomes a worker whose hello was accepted into slot `index`, then runs
+/// the initializer. Returns the reader for its messages.
+pub(crate) fn accept(
+    stream: &UnixStream,
+    mut reader: FrameReader<UnixStream>,
+    cfg: &Config,
+    index: usize,
+    generation: Generation,
+) -> Result<FrameReader<UnixStream>, StartError> {
+    let hs = |m: String| StartError::Handshake(m);
     let welcome = Welcome::Accept {
         worker_id: index as u32,
         generation,

@@ -57,7 +57,8 @@ use nix::unistd::Pid;
 use procpool_wire::message::ToWorker;
 use procpool_wire::{Generation, Payload, TaskId};
 
-use super::builder::Config;
+use super::attach::AttachPoint;
+use super::builder::{Config, Launcher};
 use super::dispatch::{
     self, Batch, CancelWait, Conn, Item, Meta, PoolControl, flush_all, lock, post_message,
 };
@@ -234,6 +235,8 @@ pub(crate) struct Shared {
     spawn_tx: Mutex<Option<mpsc::Sender<usize>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     control: Arc<dyn Control>,
+    /// The listening socket in attach mode.
+    pub attach: Option<AttachPoint>,
 }
 
 impl Shared {
@@ -242,9 +245,13 @@ impl Shared {
     }
 }
 
-/// Sends `sig` to a worker's process group (the worker and what it forked).
+/// Sends `sig` to a worker's process group (the worker and what it forked);
+/// an attached worker that leads no group gets it alone.
 pub(crate) fn kill_group(pid: u32, sig: Signal) {
-    let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), sig);
+    let pid = Pid::from_raw(pid as i32);
+    if nix::sys::signal::killpg(pid, sig) == Err(nix::errno::Errno::ESRCH) {
+        let _ = nix::sys::signal::kill(pid, sig);
+    }
 }
 
 fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> Exit {
@@ -261,19 +268,38 @@ fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> Exit {
 /// Starts the pool's threads and workers; returns once all are ready.
 pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     let workers = cfg.workers;
+    let attach_mode = cfg.launcher == Launcher::Attach;
+    let (attach, listener) = if attach_mode {
+        let (point, listener) = AttachPoint::open().map_err(|source| BuildError::Spawn {
+            worker: 0,
+            program: "<attach socket>".into(),
+            source,
+        })?;
+        (Some(point), Some(listener))
+    } else {
+        (None, None)
+    };
     let shared = Arc::new_cyclic(|me| Shared {
         cfg,
         state: Mutex::new(PoolState {
             phase: Phase::Running,
             broken: None,
             queue: VecDeque::new(),
-            slots: (0..workers).map(|_| Slot::new()).collect(),
+            slots: (0..workers)
+                .map(|_| {
+                    let mut s = Slot::new();
+                    if attach_mode {
+                        s.status = SlotStatus::Dead; // vacant until a worker attaches
+                    }
+                    s
+                })
+                .collect(),
             crash_streak: 0,
             cancels: HashMap::new(),
             next_generation: 1,
             next_batch: 1,
             seq: 0,
-            building: true,
+            building: !attach_mode,
             shutting_down: false,
             inject_panic: false,
         }),
@@ -284,6 +310,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
         spawn_tx: Mutex::new(None),
         threads: Mutex::new(Vec::new()),
         control: Arc::new(PoolControl(me.clone())),
+        attach,
     });
     let (tx, rx) = mpsc::channel::<usize>();
     *lock(&shared.spawn_tx) = Some(tx.clone());
@@ -309,6 +336,25 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
                 source: e,
             });
         }
+    }
+    if let Some(listener) = listener {
+        let token = shared.attach.as_ref().map(|a| a.info.token_bytes()).unwrap_or_default();
+        let s = shared.clone();
+        match std::thread::Builder::new()
+            .name("procpool-attach-accept".into())
+            .spawn(move || super::attach::accept_loop(&s, listener, token))
+        {
+            Ok(h) => lock(&shared.threads).push(h),
+            Err(source) => {
+                shutdown(&shared, Shutdown::Kill);
+                return Err(BuildError::Spawn {
+                    worker: 0,
+                    program: "<thread>".into(),
+                    source,
+                });
+            }
+        }
+        return Ok(shared);
     }
     for i in 0..workers {
         let _ = tx.send(i);
@@ -416,7 +462,7 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
         .spawn(move || {
             let s2 = s.clone();
             guarded(&s, "worker reader", None, move || {
-                life_main(&s2, idx, generation, stream, pid);
+                life_main(&s2, idx, generation, stream, pid, None);
             });
             drop(done_tx);
         });
@@ -437,8 +483,19 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
     }
 }
 
-fn life_main(shared: &Shared, idx: usize, generation: Generation, stream: UnixStream, pid: u32) {
-    let reader = match spawn::greet(&stream, &shared.cfg, idx, generation) {
+fn life_main(
+    shared: &Shared,
+    idx: usize,
+    generation: Generation,
+    stream: UnixStream,
+    pid: u32,
+    hello_read: Option<procpool_wire::FrameReader<UnixStream>>,
+) {
+    let greeted = match hello_read {
+        None => spawn::greet(&stream, &shared.cfg, idx, generation),
+        Some(reader) => spawn::accept(&stream, reader, &shared.cfg, idx, generation),
+    };
+    let reader = match greeted {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
@@ -648,7 +705,8 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
                 }
             }
         }
-        let wanted = match st.phase {
+        let wanted = shared.cfg.launcher == Launcher::Spawn
+            && match st.phase {
             Phase::Running => true,
             Phase::Draining => !st.queue.is_empty(),
             Phase::Stopping | Phase::Stopped => false,
@@ -885,6 +943,9 @@ pub(crate) fn shutdown(shared: &Arc<Shared>, how: Shutdown) {
     shared.changed.notify_all();
     shared.clock.notify_all();
     lock(&shared.spawn_tx).take();
+    if let Some(a) = &shared.attach {
+        a.close();
+    }
     let me = std::thread::current().id();
     let handles: Vec<_> = lock(&shared.threads).drain(..).collect();
     for h in handles {
@@ -901,6 +962,77 @@ pub(crate) fn worker_pids(shared: &Shared) -> Vec<u32> {
         .iter()
         .filter_map(|s| s.pid)
         .collect()
+}
+
+/// Whether the pool has stopped.
+pub(crate) fn stopped(shared: &Shared) -> bool {
+    lock(&shared.state).phase == Phase::Stopped
+}
+
+/// Gives an attached worker (whose hello and token were accepted) a vacant
+/// slot, then serves it like a spawned one until its socket closes.
+pub(crate) fn adopt(
+    shared: &Arc<Shared>,
+    stream: UnixStream,
+    reader: procpool_wire::FrameReader<UnixStream>,
+    pid: u32,
+) {
+    let claimed = {
+        let mut st = lock(&shared.state);
+        if st.phase != Phase::Running || st.broken.is_some() {
+            Err("the pool is not accepting workers (shut down or broken)")
+        } else if let Some(idx) = st.slots.iter().position(|s| s.status == SlotStatus::Dead) {
+            let g = st.next_generation;
+            st.next_generation += 1;
+            let slot = &mut st.slots[idx];
+            slot.generation = g;
+            slot.status = SlotStatus::Starting;
+            slot.pid = Some(pid);
+            slot.kill = None;
+            slot.start_error = None;
+            slot.taken = 0;
+            Ok((idx, g))
+        } else {
+            Err("the pool is full (every worker slot is taken)")
+        }
+    };
+    let (idx, generation) = match claimed {
+        Ok(pair) => pair,
+        Err(reason) => {
+            tracing::warn!(target: "procpool::pool", "attach: refused pid {pid}: {reason}");
+            spawn::reject(&stream, reason);
+            return;
+        }
+    };
+    tracing::info!(target: "procpool::pool", { worker.id = idx, worker.pid = pid }, "worker attached");
+    let s = shared.clone();
+    guarded(shared, "attached worker", Some(idx), move || {
+        life_main(&s, idx, generation, stream, pid, Some(reader));
+    });
+    // No waiter for a process we did not start: its socket closing is its
+    // death.
+    settle(shared, idx, generation, Some(pid), Exit::Unknown);
+}
+
+/// Waits until at least `n` slots are ready.
+pub(crate) fn wait_ready(shared: &Shared, n: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut st = lock(&shared.state);
+    loop {
+        let ready = st.slots.iter().filter(|s| s.status == SlotStatus::Ready).count();
+        if ready >= n {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        st = shared
+            .changed
+            .wait_timeout(st, deadline - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
 }
 
 pub(crate) fn inject_panic(shared: &Shared) {
