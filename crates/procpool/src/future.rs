@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use procpool_wire::codec;
 use serde::de::DeserializeOwned;
 
-use crate::cost::Cost;
+use crate::cost::{Cost, StatsCollector};
 use crate::error::{Side, TaskError, WaitError};
 
 /// Where a task is in its life.
@@ -101,9 +101,9 @@ pub(crate) trait Resolve: Send + Sync {
 /// A future whose output arrives as bytes (the process pool's).
 pub(crate) trait ResolveBytes: Resolve {
     /// Decodes the output and ends the future with it (or with a `Decode`
-    /// error). Fills in `decode_output`, `total` and `ipc`; returns the
-    /// final cost if the value decoded.
-    fn complete_bytes(&self, bytes: &[u8], cost: Cost, submitted: Instant) -> Option<Cost>;
+    /// error). Fills in `decode_output`, `total` and `ipc`, and records the
+    /// outcome in `stats` before anyone waiting can see it.
+    fn complete_bytes(&self, bytes: &[u8], cost: Cost, submitted: Instant, stats: &StatsCollector);
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -237,7 +237,13 @@ impl<T: Send + 'static> Resolve for Core<T> {
 }
 
 impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
-    fn complete_bytes(&self, bytes: &[u8], mut cost: Cost, submitted: Instant) -> Option<Cost> {
+    fn complete_bytes(
+        &self,
+        bytes: &[u8],
+        mut cost: Cost,
+        submitted: Instant,
+        stats: &StatsCollector,
+    ) {
         let t = Instant::now();
         let decoded = codec::decode::<T>(bytes);
         cost.decode_output = t.elapsed();
@@ -245,10 +251,11 @@ impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
         let cost = cost.with_remainder();
         match decoded {
             Ok(v) => {
+                stats.record(Some(&cost));
                 self.finish(Ok(v), Some(cost));
-                Some(cost)
             }
             Err(e) => {
+                stats.record(None);
                 self.finish(
                     Err(TaskError::Decode {
                         side: Side::Parent,
@@ -257,7 +264,6 @@ impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
                     }),
                     None,
                 );
-                None
             }
         }
     }

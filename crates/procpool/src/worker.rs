@@ -155,7 +155,12 @@ fn serve_attached(socket: &std::path::Path, registry: Registry) -> Result<(), St
     let token = std::env::var(crate::process_pool::ENV_TOKEN)
         .ok()
         .and_then(|t| crate::process_pool::attach::unhex(t.trim()))
-        .ok_or_else(|| format!("{} must hold the pool's token (hex)", crate::process_pool::ENV_TOKEN))?;
+        .ok_or_else(|| {
+            format!(
+                "{} must hold the pool's token (hex)",
+                crate::process_pool::ENV_TOKEN
+            )
+        })?;
     let name = socket
         .to_fs_name::<interprocess::local_socket::GenericFilePath>()
         .map_err(|e| format!("{}: {e}", socket.display()))?;
@@ -163,7 +168,9 @@ fn serve_attached(socket: &std::path::Path, registry: Registry) -> Result<(), St
         .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
     #[allow(unreachable_patterns)]
     let stream = match &conn {
-        interprocess::local_socket::Stream::UdSocket(s) => s.inner().try_clone().map_err(|e| e.to_string())?,
+        interprocess::local_socket::Stream::UdSocket(s) => {
+            s.inner().try_clone().map_err(|e| e.to_string())?
+        }
         _ => return Err("not a Unix-domain socket".into()),
     };
     drop(conn);
@@ -227,7 +234,10 @@ fn exit_parent_gone(e: &io::Error) -> ! {
 pub(crate) fn serve(stream: UnixStream, registry: Registry, token: Vec<u8>) -> Result<(), String> {
     install_panic_hook();
     let read_half = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut reader = FrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
+    let mut reader = FrameReader::new(
+        std::io::BufReader::with_capacity(crate::process_pool::READ_BUFFER, read_half),
+        HANDSHAKE_MAX_FRAME,
+    );
     let hello = Hello::ours(std::process::id(), token);
     let hello = Outgoing::new(
         codec::encode(&hello).map_err(|e| e.to_string())?,
@@ -270,7 +280,7 @@ pub(crate) fn serve(stream: UnixStream, registry: Registry, token: Vec<u8>) -> R
     Ok(())
 }
 
-fn read_loop(mut reader: FrameReader<UnixStream>, shared: &WorkerShared) {
+fn read_loop(mut reader: crate::process_pool::SocketReader, shared: &WorkerShared) {
     loop {
         let frame = match reader.next_frame_owned() {
             Ok(Some(f)) => Arc::new(f),

@@ -65,7 +65,9 @@ impl AttachInfo {
     /// the token in its environment.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
-        cmd.arg("--connect").arg(&self.socket).env(ENV_TOKEN, self.token_hex());
+        cmd.arg("--connect")
+            .arg(&self.socket)
+            .env(ENV_TOKEN, self.token_hex());
         cmd
     }
 }

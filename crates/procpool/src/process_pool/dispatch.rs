@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
-use procpool_wire::frame::{FrameReader, Outgoing, Payload, write_all_frames};
+use procpool_wire::frame::{Outgoing, Payload, write_all_frames};
 use procpool_wire::message::{
     Outcome, TaskHeader, ToParent, ToWorker, decode_message, encode_message,
 };
@@ -362,7 +362,7 @@ pub(crate) fn read_loop(
     shared: &Shared,
     idx: usize,
     generation: Generation,
-    mut reader: FrameReader<UnixStream>,
+    mut reader: crate::process_pool::SocketReader,
     pid: u32,
 ) {
     loop {
@@ -427,16 +427,16 @@ pub(crate) fn read_loop(
                             bytes_back: bytes.len() as u64,
                             ..Cost::default()
                         };
-                        let done = meta.future.complete_bytes(bytes, cost, meta.submitted);
-                        shared.stats.record(done.as_ref());
+                        meta.future
+                            .complete_bytes(bytes, cost, meta.submitted, &shared.stats);
                     }
                     other => {
                         let mut err = task_error(other, &meta);
                         if let TaskError::Protocol { worker, .. } = &mut err {
                             *worker = idx;
                         }
-                        meta.future.fail(err);
                         shared.stats.record(None);
+                        meta.future.fail(err);
                     }
                 }
             }

@@ -35,6 +35,14 @@ use supervisor::Shared;
 /// A task ready for the queue, and the core of its future.
 type Prepared<O> = (Item, Arc<Core<O>>);
 
+/// The reading end of a worker connection: buffered, so the small frames a
+/// worker writes back to back ("result k-1", "started k") cost one read.
+pub(crate) type SocketReader =
+    procpool_wire::FrameReader<std::io::BufReader<std::os::unix::net::UnixStream>>;
+
+/// Read buffer of a connection; larger frames bypass it.
+pub(crate) const READ_BUFFER: usize = 64 * 1024;
+
 /// Room for a task header in a frame, beyond the payload.
 const HEADER_ROOM: usize = 4096;
 

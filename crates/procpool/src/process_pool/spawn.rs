@@ -122,7 +122,7 @@ pub(crate) fn greet(
     cfg: &Config,
     index: usize,
     generation: Generation,
-) -> Result<FrameReader<UnixStream>, StartError> {
+) -> Result<crate::process_pool::SocketReader, StartError> {
     let (reader, _hello) = read_hello(stream, cfg)?;
     accept(stream, reader, cfg, index, generation)
 }
@@ -132,7 +132,11 @@ pub(crate) fn reject(stream: &UnixStream, reason: &str) {
     let reject = Welcome::Reject {
         reason: reason.to_owned(),
     };
-    let _ = send(stream, &codec::encode(&reject).unwrap_or_default(), Vec::new());
+    let _ = send(
+        stream,
+        &codec::encode(&reject).unwrap_or_default(),
+        Vec::new(),
+    );
 }
 
 /// Reads and checks a worker's hello (within the handshake timeout, under
@@ -141,13 +145,16 @@ pub(crate) fn reject(stream: &UnixStream, reason: &str) {
 pub(crate) fn read_hello(
     stream: &UnixStream,
     cfg: &Config,
-) -> Result<(FrameReader<UnixStream>, Hello), StartError> {
+) -> Result<(crate::process_pool::SocketReader, Hello), StartError> {
     let hs = |m: String| StartError::Handshake(m);
     let read_half = stream.try_clone().map_err(|e| hs(e.to_string()))?;
     stream
         .set_read_timeout(Some(cfg.handshake_timeout))
         .map_err(|e| hs(e.to_string()))?;
-    let mut reader = FrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
+    let mut reader = FrameReader::new(
+        std::io::BufReader::with_capacity(crate::process_pool::READ_BUFFER, read_half),
+        HANDSHAKE_MAX_FRAME,
+    );
     let hello = match reader.next_frame() {
         Ok(Some(body)) => Hello::decode(body).map_err(|e| hs(e.to_string()))?,
         Ok(None) => return Err(hs("the worker exited before saying hello".into())),
@@ -170,11 +177,11 @@ pub(crate) fn read_hello(
 /// the initializer. Returns the reader for its messages.
 pub(crate) fn accept(
     stream: &UnixStream,
-    mut reader: FrameReader<UnixStream>,
+    mut reader: crate::process_pool::SocketReader,
     cfg: &Config,
     index: usize,
     generation: Generation,
-) -> Result<FrameReader<UnixStream>, StartError> {
+) -> Result<crate::process_pool::SocketReader, StartError> {
     let hs = |m: String| StartError::Handshake(m);
     let welcome = Welcome::Accept {
         worker_id: index as u32,

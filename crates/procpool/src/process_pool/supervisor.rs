@@ -94,9 +94,14 @@ pub(crate) enum SlotStatus {
 /// running task's future ends and whether the death counts as a crash.
 #[derive(Debug, Clone)]
 pub(crate) enum KillReason {
-    TimedOut { id: TaskId, after: Duration },
+    TimedOut {
+        id: TaskId,
+        after: Duration,
+    },
     /// `TaskFuture::kill` of the running task.
-    Killed { id: TaskId },
+    Killed {
+        id: TaskId,
+    },
     Protocol(String),
     Retire,
     Shutdown,
@@ -338,7 +343,11 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
         }
     }
     if let Some(listener) = listener {
-        let token = shared.attach.as_ref().map(|a| a.info.token_bytes()).unwrap_or_default();
+        let token = shared
+            .attach
+            .as_ref()
+            .map(|a| a.info.token_bytes())
+            .unwrap_or_default();
         let s = shared.clone();
         match std::thread::Builder::new()
             .name("procpool-attach-accept".into())
@@ -473,7 +482,16 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
         .spawn(move || {
             let s2 = s.clone();
             guarded(&s, "worker waiter", Some(idx), move || {
-                waiter_main(&s2, idx, generation, child, pid, waiter_stream, done_rx, life);
+                waiter_main(
+                    &s2,
+                    idx,
+                    generation,
+                    child,
+                    pid,
+                    waiter_stream,
+                    done_rx,
+                    life,
+                );
             });
         });
     if let Err(e) = waiter {
@@ -489,7 +507,7 @@ fn life_main(
     generation: Generation,
     stream: UnixStream,
     pid: u32,
-    hello_read: Option<procpool_wire::FrameReader<UnixStream>>,
+    hello_read: Option<crate::process_pool::SocketReader>,
 ) {
     let greeted = match hello_read {
         None => spawn::greet(&stream, &shared.cfg, idx, generation),
@@ -707,10 +725,10 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         }
         let wanted = shared.cfg.launcher == Launcher::Spawn
             && match st.phase {
-            Phase::Running => true,
-            Phase::Draining => !st.queue.is_empty(),
-            Phase::Stopping | Phase::Stopped => false,
-        };
+                Phase::Running => true,
+                Phase::Draining => !st.queue.is_empty(),
+                Phase::Stopping | Phase::Stopped => false,
+            };
         if !st.building && st.broken.is_none() && wanted {
             st.slots[idx].status = SlotStatus::Starting;
             respawn_after = Some(if crash {
@@ -974,7 +992,7 @@ pub(crate) fn stopped(shared: &Shared) -> bool {
 pub(crate) fn adopt(
     shared: &Arc<Shared>,
     stream: UnixStream,
-    reader: procpool_wire::FrameReader<UnixStream>,
+    reader: crate::process_pool::SocketReader,
     pid: u32,
 ) {
     let claimed = {
@@ -1019,7 +1037,11 @@ pub(crate) fn wait_ready(shared: &Shared, n: usize, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut st = lock(&shared.state);
     loop {
-        let ready = st.slots.iter().filter(|s| s.status == SlotStatus::Ready).count();
+        let ready = st
+            .slots
+            .iter()
+            .filter(|s| s.status == SlotStatus::Ready)
+            .count();
         if ready >= n {
             return true;
         }
