@@ -511,3 +511,31 @@ fn cost_is_recorded_and_adds_up() {
         assert!(stats.sum.total >= cost.total);
     });
 }
+
+#[test]
+fn dropping_a_map_midway_cancels_what_has_not_started_in_one_round() {
+    watchdog(LIMIT, || {
+        let pool = ProcessPool::builder()
+            .worker(worker())
+            .workers(2)
+            .prefetch(8)
+            .build()
+            .unwrap();
+        let mut m = pool
+            .map((0..100_000u64).map(|_| procpool_tasks::Sleep { millis: 20 }))
+            .chunksize(16);
+        assert_eq!(m.next().unwrap().unwrap(), 20);
+        let t = std::time::Instant::now();
+        drop(m);
+        let took = t.elapsed();
+        // Hundreds of prefetched items, withdrawn with one message round per
+        // worker: far below one bounded round trip (250 ms) per item.
+        assert!(took < Duration::from_secs(2), "drop took {took:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        let ran = pool.stats().completed;
+        // Only the chunks that had begun finish (16 items of 20 ms each per
+        // worker at most, plus the one already yielded).
+        assert!(ran <= 2 * 16 + 1, "{ran} tasks ran after the drop of a 100k-item map");
+        still_works(&pool);
+    });
+}

@@ -60,6 +60,11 @@ pub(crate) trait Control: Send + Sync {
     /// future is then already `Done` and cancelled).
     fn cancel(&self, id: u64) -> bool;
 
+    /// [`cancel`](Self::cancel) for many tasks at once.
+    fn cancel_many(&self, ids: &[u64]) -> Vec<bool> {
+        ids.iter().map(|&id| self.cancel(id)).collect()
+    }
+
     /// Stops task `id` even if it runs, by killing its worker; `true` if
     /// the kill was issued (the future then ends cancelled).
     fn kill(&self, _id: u64) -> bool {
@@ -191,6 +196,32 @@ impl<T: Send + 'static> Core<T> {
     pub(crate) fn is_exception(&self) -> bool {
         let s = lock(&self.slot);
         matches!(&s.outcome, Some(Err(e)) if !e.is_cancelled())
+    }
+}
+
+/// Cancels every future that has not started, with one round of messages
+/// per pool rather than a round trip per future (for `Map`'s drop and
+/// time-out).
+pub(crate) fn cancel_all<'a, T: Send + 'static>(
+    futures: impl IntoIterator<Item = &'a TaskFuture<T>>,
+) {
+    let mut groups: Vec<(Arc<dyn Control>, Vec<u64>)> = Vec::new();
+    for f in futures {
+        if f.state() != State::Pending {
+            continue;
+        }
+        match &f.core.control {
+            None => {
+                f.core.cancel_local();
+            }
+            Some(c) => match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, c)) {
+                Some((_, ids)) => ids.push(f.core.id),
+                None => groups.push((c.clone(), vec![f.core.id])),
+            },
+        }
+    }
+    for (control, ids) in groups {
+        control.cancel_many(&ids);
     }
 }
 

@@ -178,14 +178,16 @@ where
 
     fn cancel_rest(&mut self) {
         self.input_done = true;
-        for e in self.pending.drain(..) {
-            if let Entry::Future(f) = e {
-                f.cancel();
-            }
-        }
-        for (_, f) in self.by_key.drain() {
-            f.cancel();
-        }
+        let futures: Vec<_> = self
+            .pending
+            .drain(..)
+            .filter_map(|e| match e {
+                Entry::Future(f) => Some(f),
+                Entry::Ready(_) => None,
+            })
+            .chain(self.by_key.drain().map(|(_, f)| f))
+            .collect();
+        crate::future::cancel_all(&futures);
         self.ready.clear();
     }
 }

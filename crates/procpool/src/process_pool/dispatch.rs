@@ -11,6 +11,7 @@
 //! between `submit` and the socket, and frames queued together leave
 //! together.
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
@@ -245,51 +246,91 @@ pub(crate) struct PoolControl(pub Weak<Shared>);
 
 impl Control for PoolControl {
     fn cancel(&self, id: TaskId) -> bool {
+        self.cancel_many(&[id]).first().copied().unwrap_or(false)
+    }
+
+    /// Withdraws many tasks with one message round per worker: tasks still
+    /// in the parent's queue are taken out at once; prefetched ones are
+    /// asked back from their workers all together, and the answers are
+    /// awaited under one deadline.
+    fn cancel_many(&self, ids: &[TaskId]) -> Vec<bool> {
+        enum Plan {
+            Answer(bool),
+            Local(Arc<dyn ResolveBytes>),
+            Ask(Arc<CancelWait>),
+        }
         let Some(shared) = self.0.upgrade() else {
-            return false;
+            return vec![false; ids.len()];
         };
-        let mut st = lock(&shared.state);
-        // Still in the parent's queue: take it out, so nothing can send it.
-        let mut found: Option<Arc<dyn ResolveBytes>> = None;
-        for batch in st.queue.iter_mut() {
-            if let Some(pos) = batch.items.iter().position(|i| i.meta.id == id) {
-                found = Some(batch.items.remove(pos).meta.future);
-                break;
+        let mut plans = Vec::with_capacity(ids.len());
+        let mut conns: Vec<Arc<Conn>> = Vec::new();
+        {
+            let mut st = lock(&shared.state);
+            // Still in the parent's queue: take them out, so nothing can
+            // send them.
+            let wanted: HashSet<TaskId> = ids.iter().copied().collect();
+            let mut queued: HashMap<TaskId, Arc<dyn ResolveBytes>> = HashMap::new();
+            for batch in st.queue.iter_mut() {
+                batch.items.retain(|i| {
+                    if wanted.contains(&i.meta.id) {
+                        queued.insert(i.meta.id, i.meta.future.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            st.queue.retain(|b| !b.items.is_empty());
+            for &id in ids {
+                if let Some(f) = queued.remove(&id) {
+                    plans.push(Plan::Local(f));
+                    continue;
+                }
+                // Prefetched by a worker and not begun: ask for it back.
+                let conn = st
+                    .slots
+                    .iter()
+                    .find_map(|s| s.inflight.get(&id).map(|a| (a.started, s.conn.clone())));
+                let conn = match conn {
+                    Some((false, Some(conn))) if !st.cancels.contains_key(&id) => conn,
+                    _ => {
+                        plans.push(Plan::Answer(false)); // running, finished, or not ours
+                        continue;
+                    }
+                };
+                let wait = Arc::new(CancelWait::default());
+                st.cancels.insert(id, wait.clone());
+                post_message(&conn, &ToWorker::Cancel { id });
+                if !conns.iter().any(|c| Arc::ptr_eq(c, &conn)) {
+                    conns.push(conn);
+                }
+                plans.push(Plan::Ask(wait));
             }
         }
-        if let Some(future) = found {
-            st.queue.retain(|b| !b.items.is_empty());
-            drop(st);
-            shared.changed.notify_all();
-            return future.cancel_local();
-        }
-        // Prefetched by a worker: ask it to withdraw the task.
-        let Some(slot) = st.slots.iter().find(|s| s.inflight.contains_key(&id)) else {
-            return false; // finished, or never ours
-        };
-        if slot.inflight[&id].started {
-            return false;
-        }
-        let Some(conn) = slot.conn.clone() else {
-            return false;
-        };
-        let wait = Arc::new(CancelWait::default());
-        st.cancels.insert(id, wait.clone());
-        post_message(&conn, &ToWorker::Cancel { id });
-        drop(st);
-        conn.flush();
-        if let Some(answer) = wait.wait(shared.cfg.cancel_timeout) {
-            return answer;
-        }
-        let mut st = lock(&shared.state);
-        if st.cancels.remove(&id).is_some() {
-            // No answer in time: the task stays queued in the worker. A late
-            // "withdrawn" answer re-queues it, so `false` stays true.
-            return false;
-        }
-        drop(st);
-        // The answer is being delivered right now.
-        wait.wait(Duration::from_secs(5)).unwrap_or(false)
+        shared.changed.notify_all();
+        flush_all(conns);
+        let deadline = Instant::now() + shared.cfg.cancel_timeout;
+        plans
+            .into_iter()
+            .zip(ids)
+            .map(|(plan, &id)| match plan {
+                Plan::Answer(a) => a,
+                Plan::Local(f) => f.cancel_local(),
+                Plan::Ask(wait) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if let Some(answer) = wait.wait(left) {
+                        return answer;
+                    }
+                    if lock(&shared.state).cancels.remove(&id).is_some() {
+                        // No answer in time: the task stays with the worker.
+                        // A late "withdrawn" re-queues it, so `false` holds.
+                        return false;
+                    }
+                    // The answer is being delivered right now.
+                    wait.wait(Duration::from_secs(5)).unwrap_or(false)
+                }
+            })
+            .collect()
     }
 
     fn kill(&self, id: TaskId) -> bool {
