@@ -129,27 +129,31 @@ fn decode_error_text(e: bincode::error::DecodeError) -> String {
     }
 }
 
+/// How much memory, per input byte, a valid value may claim while it is
+/// decoded. bincode counts the in-memory width of every number it decodes
+/// (8 bytes for a `u64` that took 1 byte on the wire, 16 for a `u128`) and
+/// one byte per byte of a string or byte string.
+pub const CLAIM_FACTOR: usize = 16;
+
 /// Decodes a `T` from the start of `bytes` and returns it with the number of
 /// bytes it used.
 ///
-/// bincode allocates a string's or byte string's length before it reads
-/// the bytes, so a few garbage bytes claiming a 4 GiB string would allocate
-/// 4 GiB. Through serde, only strings and byte strings claim memory, one
-/// byte per input byte, so no valid value claims more than `bytes.len()`:
-/// the decode runs with a limit of the smallest power of four (at least
-/// 4 KiB) not below the input length, and never allocates more than four
-/// times its input for such claims.
+/// bincode allocates a string's or byte string's length before it reads the
+/// bytes, so a few garbage bytes claiming a 4 GiB string would allocate
+/// 4 GiB. No valid value claims more than [`CLAIM_FACTOR`] times its
+/// encoded size, so the decode runs with a claim limit of the smallest power
+/// of four (at least 64 KiB) not below that: a string length that the input
+/// could never back is refused before anything is allocated.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    let claim = bytes.len().saturating_mul(CLAIM_FACTOR);
     macro_rules! by_size {
         ($($limit:expr),*) => {
-            $(if bytes.len() <= $limit {
+            $(if claim <= $limit {
                 return decode_prefix_limited::<T, { $limit }>(bytes);
             })*
         };
     }
     by_size!(
-        1 << 12,
-        1 << 14,
         1 << 16,
         1 << 18,
         1 << 20,
@@ -157,9 +161,11 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Co
         1 << 24,
         1 << 26,
         1 << 28,
-        1 << 30
+        1 << 30,
+        1 << 32,
+        1 << 34
     );
-    decode_prefix_limited::<T, { u32::MAX as usize }>(bytes)
+    decode_prefix_limited::<T, { usize::MAX }>(bytes)
 }
 
 /// Like [`decode_prefix`] with a fixed limit of `LIMIT` claimed bytes.
@@ -172,7 +178,7 @@ pub fn decode_prefix_limited<T: DeserializeOwned, const LIMIT: usize>(
     match result {
         Ok(Ok(pair)) => Ok(pair),
         Ok(Err(bincode::error::DecodeError::LimitExceeded)) => Err(CodecError::Decode(format!(
-            "a length prefix claims more than the {} bytes present",
+            "the input claims more memory than its {} bytes can encode (limit {LIMIT} bytes)",
             bytes.len()
         ))),
         Ok(Err(e)) => Err(CodecError::Decode(decode_error_text(e))),
@@ -262,6 +268,48 @@ mod tests {
         let bytes = encode(&(serde_bytes::ByteBuf::from(big.clone()), s.clone())).unwrap();
         let (b, t): (serde_bytes::ByteBuf, String) = decode(&bytes).unwrap();
         assert_eq!((b.into_vec(), t), (big, s));
+    }
+
+    #[test]
+    fn numbers_claim_their_width_and_still_decode() {
+        // Small numbers take 1 byte on the wire and claim 8 (u64) or 16
+        // (u128) while decoding: valid data must not hit the claim limit.
+        for n in [500usize, 1000, 4000, 70_000, 300_000] {
+            let v: Vec<u64> = (0..n as u64).map(|i| i % 100).collect();
+            assert_eq!(
+                decode::<Vec<u64>>(&encode(&v).unwrap()).unwrap(),
+                v,
+                "{n} u64s"
+            );
+            let w: Vec<u128> = (0..n as u128).map(|i| i % 100).collect();
+            assert_eq!(
+                decode::<Vec<u128>>(&encode(&w).unwrap()).unwrap(),
+                w,
+                "{n} u128s"
+            );
+        }
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Rec {
+            id: u64,
+            name: String,
+            value: f64,
+            tags: Vec<String>,
+        }
+        for n in [1, 100, 1100, 1800, 30_000] {
+            let recs: Vec<Rec> = (0..n)
+                .map(|i| Rec {
+                    id: i,
+                    name: format!("r{i}"),
+                    value: 0.5,
+                    tags: vec!["a".into()],
+                })
+                .collect();
+            assert_eq!(
+                decode::<Vec<Rec>>(&encode(&recs).unwrap()).unwrap(),
+                recs,
+                "{n} records"
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub use task::{InitError, Initializer, Registry, Task, WorkerContext};
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use waiting::{AsCompleted, ReturnWhen, as_completed, wait};
 
+/// The `Stream` trait that [`AsCompleted`] implements for async users
+/// (re-exported from `futures-core`).
+pub use futures_core::Stream;
+
 /// How [`Executor::shutdown`] treats work that has not finished. Every mode
 /// blocks until the pool's workers are gone, and is idempotent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

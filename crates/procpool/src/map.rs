@@ -47,6 +47,9 @@ where
     /// Unordered mode: futures by key, and the keys as they finish.
     by_key: HashMap<usize, TaskFuture<<I::Item as Task>::Output>>,
     ready: VecDeque<Result<<I::Item as Task>::Output, TaskError>>,
+    /// Unordered mode: the pool's refusal, yielded once nothing else is
+    /// left in flight.
+    refused: Option<TaskError>,
     done: Arc<DoneQueue>,
     next_key: usize,
 }
@@ -89,6 +92,7 @@ where
             pending: VecDeque::new(),
             by_key: HashMap::new(),
             ready: VecDeque::new(),
+            refused: None,
             done: DoneQueue::new(),
             next_key: 0,
         }
@@ -144,7 +148,11 @@ where
                 Err(refused) => {
                     // Shut down or broken: yield what is in flight, then this
                     // one error, and stop pulling inputs.
-                    self.push(Err(refused));
+                    if self.ordered {
+                        self.push(Err(refused));
+                    } else {
+                        self.refused = Some(refused);
+                    }
                     self.input_done = true;
                 }
             }
@@ -189,6 +197,7 @@ where
             .collect();
         crate::future::cancel_all(&futures);
         self.ready.clear();
+        self.refused = None;
     }
 }
 
@@ -234,6 +243,9 @@ where
                 if let Some(f) = self.by_key.remove(&key) {
                     return Some(f.result());
                 }
+            }
+            if let Some(e) = self.refused.take() {
+                return Some(Err(e));
             }
             self.ended = true;
             None

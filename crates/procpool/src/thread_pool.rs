@@ -39,7 +39,13 @@ struct Queue {
     closed: bool,
 }
 
+/// Who is stopping the pool: `(started, finished)`. The first `shutdown`
+/// joins the threads; concurrent ones wait for it to finish.
+type StopState = (bool, bool);
+
 struct Shared {
+    stop: Mutex<StopState>,
+    stopped: Condvar,
     queue: Mutex<Queue>,
     cond: Condvar,
     next_id: AtomicU64,
@@ -111,6 +117,8 @@ impl ThreadPoolBuilder {
             None => default_threads(),
         };
         let shared = Arc::new(Shared {
+            stop: Mutex::new((false, false)),
+            stopped: Condvar::new(),
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 closed: false,
@@ -378,6 +386,25 @@ impl ThreadPool {
             }
         }
         let me = std::thread::current().id();
+        let on_pool_thread = lock(&self.shared.threads)
+            .iter()
+            .any(|h| h.thread().id() == me);
+        {
+            let mut stop = lock(&self.shared.stop);
+            if stop.0 {
+                // Another call is joining the threads: wait for it (unless
+                // this is a pool thread, which it would be waiting for).
+                while !stop.1 && !on_pool_thread {
+                    stop = self
+                        .shared
+                        .stopped
+                        .wait(stop)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                return;
+            }
+            stop.0 = true;
+        }
         let handles: Vec<_> = lock(&self.shared.threads).drain(..).collect();
         for h in handles {
             if h.thread().id() == me {
@@ -385,6 +412,8 @@ impl ThreadPool {
             }
             let _ = h.join();
         }
+        lock(&self.shared.stop).1 = true;
+        self.shared.stopped.notify_all();
     }
 }
 
