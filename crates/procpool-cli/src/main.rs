@@ -1,6 +1,203 @@
-//! `procpool`: placeholder, being written.
+//! `procpool`: the overhead report (`procpool overhead`) and demos of the
+//! built-in tasks (`procpool run TASK ...`). The binary is its own worker:
+//! pools start it again with `WorkerCommand::current_exe()`.
 #![forbid(unsafe_code)]
 
-fn main() {
+mod overhead;
+mod raw;
+mod report;
+mod run;
+mod stats;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Pools of worker processes with Python's concurrent.futures semantics.
+#[derive(Debug, Parser)]
+#[command(name = "procpool", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Where a task's time goes: thread pool vs process pool vs a raw socket,
+    /// over payload sizes and chunk sizes.
+    Overhead {
+        /// Print one JSON object on stdout instead of the tables.
+        #[arg(long)]
+        json: bool,
+        /// A shorter run with fewer repetitions.
+        #[arg(long)]
+        quick: bool,
+        /// Workers in each pool.
+        #[arg(long, default_value_t = 2, value_name = "N", value_parser = at_least_one)]
+        workers: usize,
+    },
+    /// Run built-in tasks on a process pool and print each result or error.
+    #[command(after_help = format!("Tasks:\n{}", run::TASKS))]
+    Run {
+        /// Workers in the pool.
+        #[arg(long, default_value_t = 2, value_name = "N", value_parser = at_least_one)]
+        workers: usize,
+        /// Kill and replace a worker whose task runs longer than this.
+        #[arg(long, value_name = "MS")]
+        timeout: Option<u64>,
+        /// The task (see the list below).
+        task: String,
+        /// Its arguments.
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// The child side of the raw socket baseline.
+    #[command(name = "__echo-peer", hide = true)]
+    EchoPeer { socket: PathBuf },
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// The command line as typed, quoted where a word needs it.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_out(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+fn main() -> ExitCode {
     procpool::worker::run_if_worker(procpool_tasks::registry());
+    let cli = Cli::parse();
+    match cli.command {
+        Command::EchoPeer { socket } => match raw::serve_peer(&socket) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("procpool __echo-peer: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Overhead {
+            json,
+            quick,
+            workers,
+        } => {
+            init_logging();
+            let opts = overhead::Options { workers, quick };
+            match overhead::run(&opts, command_line()) {
+                Ok(r) if json => match serde_json::to_string_pretty(&r) {
+                    Ok(s) => {
+                        print_out(&s);
+                        print_out("\n");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("procpool: cannot write JSON: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Ok(r) => {
+                    print_out(&report::render(&r));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("procpool overhead: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run {
+            workers,
+            timeout,
+            task,
+            args,
+        } => {
+            init_logging();
+            let opts = run::RunOptions {
+                task,
+                args,
+                workers,
+                timeout: timeout.map(Duration::from_millis),
+            };
+            match run::run(&opts) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("procpool run: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn overhead_needs_no_arguments() {
+        let cli = Cli::try_parse_from(["procpool", "overhead"]).unwrap();
+        match cli.command {
+            Command::Overhead {
+                json,
+                quick,
+                workers,
+            } => assert!(!json && !quick && workers == 2),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["procpool", "overhead", "--workers", "0"]).is_err());
+    }
+
+    #[test]
+    fn run_takes_task_and_args() {
+        let cli = Cli::try_parse_from(["procpool", "run", "square", "1", "2", "3"]).unwrap();
+        match cli.command {
+            Command::Run { task, args, .. } => {
+                assert_eq!(task, "square");
+                assert_eq!(args, ["1", "2", "3"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 }

@@ -113,7 +113,11 @@ mod tests {
         assert_eq!(median(&[3.0]), Some(3.0));
         assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        let d = [Duration::from_micros(9), Duration::from_micros(1), Duration::from_micros(5)];
+        let d = [
+            Duration::from_micros(9),
+            Duration::from_micros(1),
+            Duration::from_micros(5),
+        ];
         assert_eq!(median_duration(&d), Duration::from_micros(5));
         assert_eq!(median_duration(&[]), Duration::ZERO);
     }
