@@ -552,6 +552,8 @@ fn on_finished(
         return None;
     };
     st.crash_streak = 0;
+    st.slots[idx].finished += 1;
+    st.slots[idx].failures = 0;
     if let Some(max) = shared.cfg.max_worker_memory
         && peak_rss > max
         && st.slots[idx].status == SlotStatus::Ready

@@ -139,6 +139,12 @@ pub(crate) struct Slot {
     pub last_exit: Option<Exit>,
     /// The SIGKILL deadline after a SIGTERM.
     pub kill_at: Option<Instant>,
+    /// Tasks the current process has finished.
+    pub finished: u64,
+    /// Consecutive processes of this slot that died before finishing a
+    /// task (start-up failures included). Other slots' progress does not
+    /// reset it, so one slot that can never start breaks the pool.
+    pub failures: u32,
 }
 
 impl Slot {
@@ -156,6 +162,8 @@ impl Slot {
             start_error: None,
             last_exit: None,
             kill_at: None,
+            finished: 0,
+            failures: 0,
         }
     }
 
@@ -420,7 +428,7 @@ fn spawner_main(shared: &Arc<Shared>, rx: mpsc::Receiver<usize>) {
     while let Ok(idx) = rx.recv() {
         let generation = {
             let mut st = lock(&shared.state);
-            if matches!(st.phase, Phase::Stopping | Phase::Stopped) {
+            if matches!(st.phase, Phase::Stopping | Phase::Stopped) || st.broken.is_some() {
                 st.slots[idx].status = SlotStatus::Dead;
                 drop(st);
                 shared.changed.notify_all();
@@ -434,6 +442,7 @@ fn spawner_main(shared: &Arc<Shared>, rx: mpsc::Receiver<usize>) {
             slot.kill = None;
             slot.start_error = None;
             slot.taken = 0;
+            slot.finished = 0;
             g
         };
         match spawn::spawn_process(&shared.cfg, idx) {
@@ -682,8 +691,13 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
             | Some(KillReason::Shutdown) => false,
             Some(KillReason::Broken(_)) => false,
         };
+        let start_error = st.slots[idx]
+            .start_error
+            .as_ref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
         let cause = format!(
-            "worker {idx} (pid {pid_shown}) {exit}{}",
+            "worker {idx} (pid {pid_shown}) {exit}{}{start_error}",
             if had_running {
                 " while running a task"
             } else {
@@ -692,18 +706,30 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         );
         if crash {
             st.crash_streak += 1;
+            if st.slots[idx].finished == 0 {
+                st.slots[idx].failures += 1;
+            }
             tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid_shown },
 "{cause}");
         } else {
             tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid_shown },
 "worker exited: {cause}");
         }
-        if !st.building && st.broken.is_none() && st.crash_streak > shared.cfg.max_restarts {
-            let reason = format!(
-                "{} workers died in a row with no task finished in between (last: {cause}); \
-                 max_restarts is {}",
-                st.crash_streak, shared.cfg.max_restarts
-            );
+        let slot_failures = st.slots[idx].failures;
+        let max = shared.cfg.max_restarts;
+        if !st.building && st.broken.is_none() && (st.crash_streak > max || slot_failures > max) {
+            let reason = if st.crash_streak > max {
+                format!(
+                    "{} workers died in a row with no task finished in between (last: {cause}); \
+                     max_restarts is {max}",
+                    st.crash_streak
+                )
+            } else {
+                format!(
+                    "worker slot {idx} died {slot_failures} times in a row before finishing a \
+                     task (last: {cause}); max_restarts is {max}"
+                )
+            };
             tracing::error!(target: "procpool::pool", "pool broken: {reason}");
             st.broken = Some(reason.clone());
             for batch in st.queue.drain(..) {
@@ -732,7 +758,7 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         if !st.building && st.broken.is_none() && wanted {
             st.slots[idx].status = SlotStatus::Starting;
             respawn_after = Some(if crash {
-                backoff(st.crash_streak)
+                backoff(st.crash_streak.max(slot_failures))
             } else {
                 Duration::ZERO
             });
@@ -1009,6 +1035,7 @@ pub(crate) fn adopt(
             slot.kill = None;
             slot.start_error = None;
             slot.taken = 0;
+            slot.finished = 0;
             Ok((idx, g))
         } else {
             Err("the pool is full (every worker slot is taken)")

@@ -1,0 +1,416 @@
+//! A procpool worker that misbehaves on purpose, for `tests/faults.rs`.
+//!
+//! It speaks the wire protocol by hand (procpool-wire), so it can break it
+//! in ways the real worker never would. Configured through environment
+//! variables (the tests set them with `WorkerCommand::env`):
+//!
+//! * `BAD_MODE` — what to do wrong (see [`Mode`]).
+//! * `BAD_GOOD_WORKER` — the real test worker: a spawn that is not to
+//!   misbehave `exec`s it (same pid, same descriptor 3, same environment),
+//!   so it behaves exactly like a good worker.
+//! * `BAD_DIR` — a directory where every spawn claims an ordinal by
+//!   creating the file `0`, `1`, ... (`create_new`, so concurrent spawns
+//!   never share one) holding its pid. The tests count spawns there.
+//! * `BAD_FIRST_BAD=n` — only spawns `0..n` misbehave (later ones are good).
+//! * `BAD_FIRST_GOOD=n` — spawns `0..n` are good, later ones misbehave.
+//! * `BAD_SLOT=i` — only a worker in slot `i` (`PROCPOOL_WORKER_ID`)
+//!   misbehaves.
+//! * `BAD_PIDFILE` — where `hang_grandchild` writes its grandchild's pid.
+//!
+//! A misbehaving spawn that gets tasks it is not asked to break answers
+//! `square` correctly and anything else with `UnknownTask`.
+#![deny(unsafe_code)]
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use procpool_tasks::Square;
+use procpool_wire::Generation;
+use procpool_wire::codec;
+use procpool_wire::frame::{FrameReader, Outgoing, Payload, write_all_frames};
+use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Welcome};
+use procpool_wire::message::{
+    Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming, decode_message, encode_message,
+};
+
+/// A value no correct answer in the tests ever has.
+const WRONG: u64 = 999_999_999;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Behave (exec the real worker).
+    Good,
+    /// Hello with the next protocol version.
+    BadVersion,
+    /// Handshake, then exit with code 7 before taking a task.
+    ExitAfterHandshake,
+    /// Answer the initializer with an error, then exit with code 4.
+    InitFail,
+    /// Read the first 1 MiB of the first task frame, then exit with code 5.
+    ExitWhileReading,
+    /// First task: `Started`, then a frame whose body is garbage; hang.
+    Garbage,
+    /// First task: `Started`, then 10 bytes of a 100-byte frame; exit 0.
+    Truncated,
+    /// First task: `Started`, then 10 bytes of a 100-byte frame, then
+    /// shuts its sending side (a clean EOF mid-frame); hang.
+    TruncatedEof,
+    /// First task: `Started`, then a length prefix of 0xFFFF_FFFF; hang.
+    Huge,
+    /// First task: replies with an old generation, an unknown task id and
+    /// a duplicate around the right answer; then behave.
+    Stale,
+    /// After the handshake start a grandchild (`sleep 1000`, immune to
+    /// SIGTERM, holding the socket) in the same process group and write
+    /// its pid to `BAD_PIDFILE`; first task: `Started`, then hang.
+    HangGrandchild,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Mode {
+        match s {
+            "" | "good" => Mode::Good,
+            "bad_version" => Mode::BadVersion,
+            "exit_after_handshake" => Mode::ExitAfterHandshake,
+            "init_fail" => Mode::InitFail,
+            "exit_while_reading" => Mode::ExitWhileReading,
+            "garbage" => Mode::Garbage,
+            "truncated" => Mode::Truncated,
+            "truncated_eof" => Mode::TruncatedEof,
+            "huge" => Mode::Huge,
+            "stale" => Mode::Stale,
+            "hang_grandchild" => Mode::HangGrandchild,
+            other => die(&format!("unknown BAD_MODE `{other}`")),
+        }
+    }
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("procpool-bad-worker: {msg}");
+    std::process::exit(2)
+}
+
+fn var(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+fn num(key: &str) -> Option<u64> {
+    var(key).map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| die(&format!("{key} is not a number")))
+    })
+}
+
+/// Claims the lowest free ordinal in `dir`; the file holds our pid.
+fn claim_ordinal(dir: &Path) -> u64 {
+    for k in 0.. {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(k.to_string()))
+        {
+            Ok(mut f) => {
+                let _ = write!(f, "{}", std::process::id());
+                return k;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => die(&format!(
+                "cannot claim a spawn ordinal in {}: {e}",
+                dir.display()
+            )),
+        }
+    }
+    unreachable!()
+}
+
+fn misbehaves(mode: Mode, ordinal: u64) -> bool {
+    if mode == Mode::Good {
+        return false;
+    }
+    if num("BAD_FIRST_BAD").is_some_and(|n| ordinal >= n) {
+        return false;
+    }
+    if num("BAD_FIRST_GOOD").is_some_and(|n| ordinal < n) {
+        return false;
+    }
+    if let Some(slot) = num("BAD_SLOT")
+        && num("PROCPOOL_WORKER_ID") != Some(slot)
+    {
+        return false;
+    }
+    true
+}
+
+/// Becomes the real worker: same pid, descriptor 3 and environment.
+fn become_good() -> ! {
+    let Some(good) = var("BAD_GOOD_WORKER") else {
+        die("BAD_GOOD_WORKER is not set")
+    };
+    let err = Command::new(&good).exec();
+    die(&format!("cannot exec {good}: {err}"))
+}
+
+fn adopt_socket() -> UnixStream {
+    let fd: i32 = var("PROCPOOL_WORKER_FD")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| die("PROCPOOL_WORKER_FD is not set"));
+    #[allow(unsafe_code)]
+    // SAFETY: the pool passed its socket as exactly this descriptor
+    // (PROCPOOL_WORKER_FD) and nothing else in this process refers to it, so
+    // the `OwnedFd` is its only owner and closes it at most once. A wrong
+    // descriptor would only make the socket calls below fail.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    UnixStream::from(owned)
+}
+
+fn hang() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+struct Worker {
+    stream: UnixStream,
+    generation: Generation,
+}
+
+impl Worker {
+    fn send(&self, msg: &ToParent, payloads: Vec<Vec<u8>>) {
+        let frame = encode_message(msg, payloads).unwrap_or_else(|e| die(&e.to_string()));
+        if write_all_frames(&mut &self.stream, &[frame]).is_err() {
+            std::process::exit(0); // the pool is gone
+        }
+    }
+
+    fn raw(&self, bytes: &[u8]) {
+        if (&self.stream).write_all(bytes).is_err() {
+            std::process::exit(0);
+        }
+    }
+
+    fn started(&self, generation: Generation, id: u64) {
+        self.send(&ToParent::Started { generation, id }, Vec::new());
+    }
+
+    fn finished(&self, generation: Generation, id: u64, value: u64) {
+        let bytes = codec::encode(&value).unwrap_or_else(|e| die(&e.to_string()));
+        let msg = ToParent::Finished {
+            generation,
+            id,
+            outcome: Outcome::Ok {
+                len: bytes.len() as u32,
+            },
+            timing: WorkerTiming::default(),
+        };
+        self.send(&msg, vec![bytes]);
+    }
+
+    /// Runs a task correctly (only `square` is known here).
+    fn answer(&self, header: &TaskHeader, input: &[u8]) {
+        let g = self.generation;
+        self.started(g, header.id);
+        match codec::decode::<Square>(input) {
+            Ok(Square(x)) if header.name == "square" => {
+                self.finished(g, header.id, x.wrapping_mul(x));
+            }
+            _ => {
+                let msg = ToParent::Finished {
+                    generation: g,
+                    id: header.id,
+                    outcome: Outcome::UnknownTask {
+                        name: header.name.clone(),
+                    },
+                    timing: WorkerTiming::default(),
+                };
+                self.send(&msg, Vec::new());
+            }
+        }
+    }
+
+    /// The first task of a misbehaving spawn.
+    fn first_task(&self, mode: Mode, header: &TaskHeader, input: &[u8]) {
+        let g = self.generation;
+        match mode {
+            Mode::Garbage => {
+                self.started(g, header.id);
+                // A well-formed length prefix and a body that is no message.
+                let mut bytes = 16u32.to_le_bytes().to_vec();
+                bytes.extend_from_slice(&[0xff; 16]);
+                self.raw(&bytes);
+                hang()
+            }
+            Mode::Truncated => {
+                self.started(g, header.id);
+                let mut bytes = 100u32.to_le_bytes().to_vec();
+                bytes.extend_from_slice(&[0u8; 10]);
+                self.raw(&bytes);
+                std::process::exit(0)
+            }
+            Mode::TruncatedEof => {
+                self.started(g, header.id);
+                let mut bytes = 100u32.to_le_bytes().to_vec();
+                bytes.extend_from_slice(&[0u8; 10]);
+                self.raw(&bytes);
+                let _ = self.stream.shutdown(std::net::Shutdown::Write);
+                hang()
+            }
+            Mode::Huge => {
+                self.started(g, header.id);
+                let mut bytes = u32::MAX.to_le_bytes().to_vec();
+                bytes.extend_from_slice(&[0u8; 64]);
+                self.raw(&bytes);
+                hang()
+            }
+            Mode::HangGrandchild => {
+                self.started(g, header.id);
+                hang()
+            }
+            Mode::Stale => {
+                let x = codec::decode::<Square>(input).map_or(0, |s| s.0);
+                self.started(g, header.id);
+                // A late reply from this slot's previous process.
+                self.finished(g.wrapping_sub(1), header.id, WRONG);
+                // A reply for a task this worker never had.
+                self.finished(g, 1_000_000_007, WRONG);
+                // A start stamped with a generation that does not exist yet.
+                self.started(g.wrapping_add(1), header.id);
+                // The right answer.
+                self.finished(g, header.id, x.wrapping_mul(x));
+                // A duplicate of it, with a wrong value.
+                self.finished(g, header.id, WRONG);
+                self.started(g, header.id);
+            }
+            _ => self.answer(header, input),
+        }
+    }
+}
+
+fn main() {
+    let mode = Mode::parse(&var("BAD_MODE").unwrap_or_default());
+    let ordinal = var("BAD_DIR").map_or(0, |d| claim_ordinal(Path::new(&d)));
+    if !misbehaves(mode, ordinal) {
+        become_good();
+    }
+    let stream = adopt_socket();
+
+    // Handshake.
+    let read_half = stream.try_clone().unwrap_or_else(|e| die(&e.to_string()));
+    let mut reader = FrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
+    let mut hello = Hello::ours(std::process::id(), Vec::new());
+    if mode == Mode::BadVersion {
+        hello.protocol += 1;
+    }
+    let body = codec::encode(&hello).unwrap_or_else(|e| die(&e.to_string()));
+    let frame = Outgoing::new(body, Vec::<Payload>::new()).unwrap_or_else(|e| die(&e.to_string()));
+    write_all_frames(&mut &stream, &[frame]).unwrap_or_else(|e| die(&e.to_string()));
+    let welcome = match reader.next_frame() {
+        Ok(Some(b)) => Welcome::decode(b).unwrap_or_else(|e| die(&e.to_string())),
+        Ok(None) => die("the pool closed the socket during the handshake"),
+        Err(e) => die(&e.to_string()),
+    };
+    let (generation, max_frame) = match welcome {
+        Welcome::Accept {
+            generation,
+            max_frame,
+            ..
+        } => (generation, max_frame),
+        Welcome::Reject { reason } => die(&format!("rejected: {reason}")),
+    };
+    reader.set_max(max_frame);
+
+    match mode {
+        Mode::ExitAfterHandshake => std::process::exit(7),
+        Mode::ExitWhileReading => {
+            let mut s = &stream;
+            let mut prefix = [0u8; 4];
+            if s.read_exact(&mut prefix).is_err() {
+                std::process::exit(0);
+            }
+            let mut left = (1usize << 20).min(u32::from_le_bytes(prefix) as usize);
+            let mut buf = vec![0u8; 64 * 1024];
+            while left > 0 {
+                match s.read(&mut buf[..left.min(64 * 1024)]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left -= n,
+                }
+            }
+            std::process::exit(5)
+        }
+        _ => {}
+    }
+
+    // Kept alive (never waited for): it must die with the process group.
+    let _grandchild = if mode == Mode::HangGrandchild {
+        let child = Command::new("sh")
+            .args(["-c", "trap '' TERM; exec sleep 1000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| die(&format!("cannot start the grandchild: {e}")));
+        let Some(pidfile) = var("BAD_PIDFILE") else {
+            die("BAD_PIDFILE is not set")
+        };
+        let tmp = format!("{pidfile}.tmp");
+        fs::write(&tmp, child.id().to_string()).unwrap_or_else(|e| die(&e.to_string()));
+        fs::rename(&tmp, &pidfile).unwrap_or_else(|e| die(&e.to_string()));
+        Some(child)
+    } else {
+        None
+    };
+
+    let worker = Worker { stream, generation };
+    let mut first = true;
+    loop {
+        let frame = match reader.next_frame_owned() {
+            Ok(Some(f)) => f,
+            Ok(None) => std::process::exit(0),
+            Err(e) => die(&format!("bad frame from the pool: {e}")),
+        };
+        let (msg, payloads) = decode_message::<ToWorker>(&frame)
+            .unwrap_or_else(|e| die(&format!("bad message from the pool: {e}")));
+        match msg {
+            ToWorker::Init { .. } if mode == Mode::InitFail => {
+                let slot = var("PROCPOOL_WORKER_ID").unwrap_or_default();
+                let msg = ToParent::InitDone {
+                    generation,
+                    error: Some(format!("the bad worker refuses to initialize slot {slot}")),
+                };
+                worker.send(&msg, Vec::new());
+                std::process::exit(4)
+            }
+            ToWorker::Init { .. } => {
+                let msg = ToParent::InitDone {
+                    generation,
+                    error: None,
+                };
+                worker.send(&msg, Vec::new());
+            }
+            ToWorker::Run { items } => {
+                for (header, input) in items.iter().zip(payloads) {
+                    if std::mem::take(&mut first) {
+                        worker.first_task(mode, header, input);
+                    } else {
+                        worker.answer(header, input);
+                    }
+                }
+            }
+            ToWorker::Cancel { id } => {
+                let msg = ToParent::Withdrawn {
+                    generation,
+                    id,
+                    withdrawn: false,
+                };
+                worker.send(&msg, Vec::new());
+            }
+            ToWorker::Shutdown { .. } => std::process::exit(0),
+            other => die(&format!("unexpected message {other:?}")),
+        }
+    }
+}
