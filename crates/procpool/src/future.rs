@@ -2,7 +2,7 @@
 //!
 //! # Shared state
 //!
-//! A future's state lives in a [`Core`] behind an `Arc`, shared between the
+//! A future's state lives in a `Core` behind an `Arc`, shared between the
 //! user's [`TaskFuture`] and the pool that will resolve it. The `slot` mutex
 //! guards everything that changes:
 //!
@@ -18,7 +18,7 @@
 //! the other way round, and no callback runs under either.
 //!
 //! Waiting never spins: blocking waits use the condvar, async waits the
-//! waker, `as_completed`/`wait`/`map_unordered` a [`Watch`].
+//! waker, `as_completed`/`wait`/`map_unordered` a `Watch`.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,7 +1,7 @@
 //! Waiting on many futures at once: [`as_completed`] and [`wait`].
 //!
 //! Both accept futures from any pools, thread and process mixed, and never
-//! spin: each future tells a shared [`DoneQueue`] when it is done.
+//! spin: each future tells a shared `DoneQueue` when it is done.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
