@@ -17,9 +17,6 @@ use crate::stats::{median, median_duration};
 pub const SIZES: [u64; 5] = [16, 1 << 10, 64 << 10, 1 << 20, 16 << 20];
 /// Chunk sizes of the `map` sweep.
 pub const CHUNKSIZES: [usize; 4] = [1, 16, 256, 1024];
-/// Record payloads are sized to this much over the nominal size (see
-/// [`records_for`]).
-pub const RECORD_OVERSHOOT: f64 = 1.01;
 
 /// What the payload is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -288,14 +285,9 @@ fn record_wire_len(r: &Record) -> u64 {
         + r.tags.iter().map(|t| string(t)).sum::<u64>()
 }
 
-/// The records whose encoding first reaches `size × RECORD_OVERSHOOT`
-/// (at least one). Going slightly over the nominal size keeps the encoded
-/// length above a power of four: procpool-wire's decoder sets its claim
-/// limit from the input length, and bincode claims the in-memory width of
-/// every integer, so a records payload just under a power of four can be
-/// refused (see [`records_decode_bug`]).
+/// The records whose encoding first reaches `size` (at least one).
 fn records_for(size: u64) -> Vec<Record> {
-    let target = (size as f64 * RECORD_OVERSHOOT) as u64;
+    let target = size;
     // Every record encodes to more than 16 bytes: this many is enough.
     let mut records = Record::sample((target / 16 + 2) as usize);
     let mut total = varint_len(records.len() as u64);
@@ -311,10 +303,10 @@ fn records_for(size: u64) -> Vec<Record> {
     records
 }
 
-/// Checks whether the pool refuses a valid records payload of about 40 KB
-/// (under 64 KiB, where procpool-wire's decode limit is 64 KiB while
-/// bincode claims about twice the encoded length). `Some(error)` when it
-/// does: the report says so.
+/// Checks that a valid records payload of about 40 KB round-trips (a
+/// regression check: procpool-wire once refused structured payloads whose
+/// decoded numbers claimed more memory than their encoded length).
+/// `Some(error)` when it does not: the report says so.
 fn records_decode_bug(pool: &ProcessPool) -> Option<String> {
     let records = Record::sample(1100);
     let n = records.len();
@@ -326,11 +318,7 @@ fn records_decode_bug(pool: &ProcessPool) -> Option<String> {
         Ok(out) if out.len() == n => None,
         Ok(_) => Some("EchoRecords of 1100 records came back with a different length".into()),
         Err(e) => Some(format!(
-            "a valid EchoRecords payload of 1100 records (~40 KB) fails on the process pool: {e}. \
-             procpool-wire's codec sets bincode's claim limit from the input length, but bincode \
-             claims 8 bytes for every u64/f64/usize it decodes (1 wire byte for a small varint), \
-             so structured payloads just under a power-of-four size are refused; this run sizes \
-             EchoRecords slightly above each nominal size to avoid it"
+            "a valid EchoRecords payload of 1100 records (~40 KB) fails on the process pool: {e}"
         )),
     }
 }

@@ -199,11 +199,7 @@ pub fn render(r: &Report) -> String {
         out,
         "  Echo: bytes via serde_bytes; EchoVec: plain Vec<u8>; EchoRecords: Record structs (numbers and"
     );
-    let _ = writeln!(
-        out,
-        "  strings), as many as make {}× the size.",
-        crate::overhead::RECORD_OVERSHOOT
-    );
+    let _ = writeln!(out, "  strings), as many as make the size.");
     let _ = writeln!(
         out,
         "  wire: encoded input bytes. proc/raw: process pool over the raw round trip of that size."
