@@ -1,0 +1,123 @@
+//! The Rust side of `benches/compare`: the workloads `compare.py` runs on
+//! CPython, run on procpool, printed as one line of JSON.
+//!
+//! Usage: `procpool-compare N_C1 N_C256 LATENCY_ROUNDS ECHO_ROUNDS REPEATS`.
+//! Each map workload runs `REPEATS` times (median kept); latency and echo are
+//! medians of single round trips. The binary is its own worker
+//! (`WorkerCommand::current_exe()`).
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use procpool::{ProcessPool, Shutdown, WorkerCommand};
+use procpool_tasks::{Echo, Square};
+
+const WORKERS: usize = 2;
+const MIB: usize = 1024 * 1024;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// Seconds for one map of `n` squares (ordered or not), checked.
+fn time_map(pool: &ProcessPool, n: u64, chunksize: usize, ordered: bool) -> f64 {
+    let start = Instant::now();
+    let tasks = (0..n).map(Square);
+    let results = if ordered {
+        pool.map(tasks)
+    } else {
+        pool.map_unordered(tasks)
+    };
+    let sum = results
+        .chunksize(chunksize)
+        .map(|r| r.expect("square"))
+        .fold(0u64, u64::wrapping_add);
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(sum, (0..n).map(|i| i * i).sum::<u64>());
+    secs
+}
+
+fn arg(args: &[String], i: usize, default: u64) -> u64 {
+    args.get(i).map_or(default, |a| {
+        a.parse()
+            .unwrap_or_else(|_| panic!("argument {i} is not a number: {a}"))
+    })
+}
+
+fn main() {
+    procpool::worker::run_if_worker(procpool_tasks::registry());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n_c1 = arg(&args, 0, 20_000);
+    let n_c256 = arg(&args, 1, 200_000);
+    let latency_rounds = arg(&args, 2, 2_000) as usize;
+    let echo_rounds = arg(&args, 3, 200) as usize;
+    let repeats = arg(&args, 4, 3).max(1) as usize;
+
+    let pool = ProcessPool::builder()
+        .worker(WorkerCommand::current_exe())
+        .workers(WORKERS)
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start the pool: {e}"));
+    // Warm up: both workers started and have served a map.
+    time_map(&pool, 1_000, 1, true);
+
+    let mut fields = Vec::new();
+    for (key, n, chunksize, ordered) in [
+        ("map_c1", n_c1, 1, true),
+        ("map_c256", n_c256, 256, true),
+        ("map_unordered_c1", n_c1, 1, false),
+        ("map_unordered_c256", n_c256, 256, false),
+    ] {
+        let secs = median(
+            (0..repeats)
+                .map(|_| time_map(&pool, n, chunksize, ordered))
+                .collect(),
+        );
+        fields.push(format!(
+            "\"{key}\": {{\"n\": {n}, \"seconds\": {secs:.6}, \"tasks_per_s\": {:.1}}}",
+            n as f64 / secs
+        ));
+    }
+
+    let mut lat = Vec::with_capacity(latency_rounds);
+    for i in 0..latency_rounds {
+        let start = Instant::now();
+        let f = pool.submit(Square(i as u64)).expect("submit");
+        let r = f.result().expect("square");
+        lat.push(start.elapsed().as_secs_f64());
+        assert_eq!(r, (i as u64).wrapping_mul(i as u64));
+    }
+    fields.push(format!(
+        "\"latency\": {{\"rounds\": {latency_rounds}, \"median_s\": {:.9}}}",
+        median(lat)
+    ));
+
+    let data = procpool_benches::payload(MIB);
+    let mut echo = Vec::with_capacity(echo_rounds);
+    for _ in 0..echo_rounds {
+        let task = Echo(data.clone());
+        let start = Instant::now();
+        let out = pool.submit(task).expect("submit").result().expect("echo");
+        echo.push(start.elapsed().as_secs_f64());
+        assert_eq!(out.len(), MIB);
+    }
+    fields.push(format!(
+        "\"echo_1mib\": {{\"rounds\": {echo_rounds}, \"median_s\": {:.9}}}",
+        median(echo)
+    ));
+
+    let shutdown = Instant::now();
+    pool.shutdown(Shutdown::Wait);
+    let shutdown: Duration = shutdown.elapsed();
+    fields.push(format!(
+        "\"workers\": {WORKERS}, \"shutdown_s\": {:.6}",
+        shutdown.as_secs_f64()
+    ));
+    println!("{{{}}}", fields.join(", "));
+}
