@@ -22,3 +22,7 @@ lint:
 
 ci:
     bash .ci/run
+
+# procpool next to CPython concurrent.futures and multiprocessing (Python 3, nothing to install).
+compare:
+    bash benches/compare/run.sh

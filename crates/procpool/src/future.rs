@@ -74,6 +74,9 @@ pub(crate) trait Control: Send + Sync {
 
 struct Slot<T> {
     state: State,
+    /// Threads blocked on `cond`: `finish` skips the wake-up syscall when
+    /// nobody waits.
+    waiters: u32,
     cancelled: bool,
     outcome: Option<Result<T, TaskError>>,
     cost: Option<Cost>,
@@ -129,6 +132,7 @@ impl<T: Send + 'static> Core<T> {
             me: me.clone(),
             slot: Mutex::new(Slot {
                 state: State::Pending,
+                waiters: 0,
                 cancelled: false,
                 outcome: None,
                 cost: None,
@@ -145,7 +149,7 @@ impl<T: Send + 'static> Core<T> {
     /// outside the lock. `false` if already done.
     pub(crate) fn finish(&self, outcome: Result<T, TaskError>, cost: Option<Cost>) -> bool {
         let cancelled = matches!(outcome, Err(TaskError::Cancelled));
-        let (callbacks, waker, watchers) = {
+        let (callbacks, waker, watchers, waiters) = {
             let mut s = lock(&self.slot);
             if s.state == State::Done {
                 return false;
@@ -158,9 +162,12 @@ impl<T: Send + 'static> Core<T> {
                 std::mem::take(&mut s.callbacks),
                 s.waker.take(),
                 std::mem::take(&mut s.watchers),
+                s.waiters,
             )
         };
-        self.cond.notify_all();
+        if waiters > 0 {
+            self.cond.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -407,25 +414,39 @@ impl<T: Send + 'static> TaskFuture<T> {
         }
     }
 
+    /// Blocks until done or `timeout` passes; returns the locked slot.
+    fn wait_done(&self, timeout: Option<Duration>) -> MutexGuard<'_, Slot<T>> {
+        let mut s = lock(&self.core.slot);
+        if s.state == State::Done {
+            return s;
+        }
+        s.waiters += 1;
+        let mut s = match timeout {
+            None => self
+                .core
+                .cond
+                .wait_while(s, |s| s.state != State::Done)
+                .unwrap_or_else(|p| p.into_inner()),
+            Some(t) => {
+                self.core
+                    .cond
+                    .wait_timeout_while(s, t, |s| s.state != State::Done)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
+        s.waiters -= 1;
+        s
+    }
+
     /// Waits up to `timeout` for the task to be done; returns whether it is.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let s = lock(&self.core.slot);
-        let (s, _) = self
-            .core
-            .cond
-            .wait_timeout_while(s, timeout, |s| s.state != State::Done)
-            .unwrap_or_else(|p| p.into_inner());
-        s.state == State::Done
+        self.wait_done(Some(timeout)).state == State::Done
     }
 
     /// Blocks until the task is done.
     pub fn wait(&self) {
-        let s = lock(&self.core.slot);
-        let _s = self
-            .core
-            .cond
-            .wait_while(s, |s| s.state != State::Done)
-            .unwrap_or_else(|p| p.into_inner());
+        drop(self.wait_done(None));
     }
 
     /// Blocks until done and returns the task's output or its error.
@@ -433,12 +454,7 @@ impl<T: Send + 'static> TaskFuture<T> {
     /// # Panics
     /// If the value was already taken by awaiting this future.
     pub fn result(self) -> Result<T, TaskError> {
-        let s = lock(&self.core.slot);
-        let mut s = self
-            .core
-            .cond
-            .wait_while(s, |s| s.state != State::Done)
-            .unwrap_or_else(|p| p.into_inner());
+        let mut s = self.wait_done(None);
         s.outcome
             .take()
             .expect("TaskFuture::result called after the value was taken by .await")

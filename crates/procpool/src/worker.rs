@@ -394,11 +394,28 @@ fn withdraw(shared: &WorkerShared, pred: impl Fn(&Work) -> bool) -> Vec<TaskId> 
     ids
 }
 
-/// Peak resident memory of this process (`getrusage`: one cheap syscall).
-fn peak_rss() -> u64 {
-    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .map(|u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024)
-        .unwrap_or(0)
+/// Peak resident memory of this process, read with `getrusage` at most
+/// every few milliseconds (a syscall per task would cost more than a
+/// trivial task).
+struct PeakRss {
+    value: u64,
+    read_at: Option<Instant>,
+}
+
+impl PeakRss {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+    /// `fresh`: read now regardless (after a long task, whose cost dwarfs
+    /// the syscall and which may have grown the process).
+    fn peak(&mut self, fresh: bool) -> u64 {
+        if fresh || self.read_at.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            self.value = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+                .map(|u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024)
+                .unwrap_or(0);
+            self.read_at = Some(Instant::now());
+        }
+        self.value
+    }
 }
 
 fn nanos(d: std::time::Duration) -> u64 {
@@ -409,6 +426,10 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
     let mut ctx = WorkerContext::new(worker_id);
     let mut pending: Option<Outgoing> = None;
     let mut spare: Vec<u8> = Vec::new();
+    let mut rss = PeakRss {
+        value: 0,
+        read_at: None,
+    };
     loop {
         let work = {
             let mut local = lock(&shared.local);
@@ -504,7 +525,7 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                         decode_ns: ran.decode_ns,
                         run_ns: ran.run_ns,
                         encode_ns: ran.encode_ns,
-                        peak_rss_bytes: peak_rss(),
+                        peak_rss_bytes: rss.peak(ran.run_ns > 1_000_000),
                     },
                 };
                 pending = Some(
