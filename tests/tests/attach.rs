@@ -27,14 +27,18 @@ fn workers_started_elsewhere_attach_and_run_tasks() {
         let info = pool.attach_info().expect("attach mode has an address");
         // The directory is private to this user.
         let dir = info.socket().parent().unwrap();
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir).unwrap().permissions());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o700, "socket directory mode {mode:o}");
         // Queued before any worker exists: runs once one attaches.
         let early = pool.submit(Square(3)).unwrap();
         let mut kids: Vec<_> = (0..2)
             .map(|_| info.command(WORKER).stdin(Stdio::null()).spawn().unwrap())
             .collect();
-        assert!(pool.wait_for_workers(2, Duration::from_secs(10)), "workers did not attach");
+        assert!(
+            pool.wait_for_workers(2, Duration::from_secs(10)),
+            "workers did not attach"
+        );
         assert_eq!(early.result().unwrap(), 9);
         let pids: std::collections::BTreeSet<u32> = (0..40)
             .map(|_| pool.submit(WhoAmI).unwrap())
@@ -43,7 +47,10 @@ fn workers_started_elsewhere_attach_and_run_tasks() {
             .map(|f| f.result().unwrap().1)
             .collect();
         let kid_pids: std::collections::BTreeSet<u32> = kids.iter().map(|k| k.id()).collect();
-        assert!(pids.is_subset(&kid_pids), "tasks ran on {pids:?}, attached {kid_pids:?}");
+        assert!(
+            pids.is_subset(&kid_pids),
+            "tasks ran on {pids:?}, attached {kid_pids:?}"
+        );
         drop(pool);
         for k in &mut kids {
             let status = k.wait().unwrap();
@@ -70,12 +77,18 @@ fn wrong_token_and_silent_peers_are_refused_and_the_pool_goes_on() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("wrong secret token"), "stderr: {err}");
         // No token at all: refused before connecting.
-        let out = Command::new(WORKER).arg("--connect").arg(info.socket()).output().unwrap();
+        let out = Command::new(WORKER)
+            .arg("--connect")
+            .arg(info.socket())
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         // A peer that connects and says nothing is dropped after the
         // handshake timeout and does not hold the slot.
         let silent = std::os::unix::net::UnixStream::connect(info.socket()).unwrap();
-        silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut buf = [0u8; 1];
         let n = std::io::Read::read(&mut &silent, &mut buf).unwrap_or(0);
         assert_eq!(n, 0, "the pool closed the silent connection");
@@ -100,14 +113,23 @@ fn another_user_cannot_reach_the_socket() {
         // Run the worker as `nobody` (uid 65534): the 0700 directory keeps it
         // out before the uid check is even needed.
         let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", WORKER, "--connect"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                WORKER,
+                "--connect",
+            ])
             .arg(info.socket())
             .env("PROCPOOL_TOKEN", info.token_hex())
             .output()
             .expect("setpriv (util-linux) runs");
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("cannot connect") || err.contains("denied"), "stderr: {err}");
+        assert!(
+            err.contains("cannot connect") || err.contains("denied"),
+            "stderr: {err}"
+        );
         assert!(!pool.wait_for_workers(1, Duration::from_millis(200)));
     });
 }

@@ -535,7 +535,10 @@ fn dropping_a_map_midway_cancels_what_has_not_started_in_one_round() {
         let ran = pool.stats().completed;
         // Only the chunks that had begun finish (16 items of 20 ms each per
         // worker at most, plus the one already yielded).
-        assert!(ran <= 2 * 16 + 1, "{ran} tasks ran after the drop of a 100k-item map");
+        assert!(
+            ran <= 2 * 16 + 1,
+            "{ran} tasks ran after the drop of a 100k-item map"
+        );
         still_works(&pool);
     });
 }

@@ -24,7 +24,11 @@ fn wait_running<T: Send + 'static>(f: &procpool::TaskFuture<T>) {
 #[test]
 fn kill_stops_a_running_task_and_replaces_its_worker() {
     watchdog(LIMIT, || {
-        let pool = ProcessPool::builder().worker(worker()).workers(1).build().unwrap();
+        let pool = ProcessPool::builder()
+            .worker(worker())
+            .workers(1)
+            .build()
+            .unwrap();
         let before = pool.worker_pids();
         let long = pool.submit(Sleep { millis: 60_000 }).unwrap();
         let queued = pool.submit(Square(5)).unwrap();
@@ -33,7 +37,10 @@ fn kill_stops_a_running_task_and_replaces_its_worker() {
         assert!(long.kill(), "kill stops it");
         assert!(long.done() && long.is_cancelled());
         assert_eq!(long.error(), Some(TaskError::Cancelled));
-        assert_eq!(wait_gone(&before, Duration::from_secs(5)), Vec::<u32>::new());
+        assert_eq!(
+            wait_gone(&before, Duration::from_secs(5)),
+            Vec::<u32>::new()
+        );
         // The prefetched task was not lost: it runs on the replacement.
         assert_eq!(queued.result().unwrap(), 25);
         assert_ne!(pool.worker_pids(), before);
@@ -72,9 +79,15 @@ fn worker_over_its_memory_limit_is_recycled_between_tasks() {
 #[test]
 fn supervisor_panic_resolves_every_future_with_an_error() {
     watchdog(LIMIT, || {
-        let pool = ProcessPool::builder().worker(worker()).workers(2).build().unwrap();
+        let pool = ProcessPool::builder()
+            .worker(worker())
+            .workers(2)
+            .build()
+            .unwrap();
         let pids = pool.worker_pids();
-        let running: Vec<_> = (0..2).map(|_| pool.submit(Sleep { millis: 60_000 }).unwrap()).collect();
+        let running: Vec<_> = (0..2)
+            .map(|_| pool.submit(Sleep { millis: 60_000 }).unwrap())
+            .collect();
         let queued: Vec<_> = (0..20).map(|i| pool.submit(Square(i)).unwrap()).collect();
         for f in &running {
             wait_running(f);
@@ -87,7 +100,9 @@ fn supervisor_panic_resolves_every_future_with_an_error() {
         );
         for f in running.into_iter().chain(queued) {
             match f.result() {
-                Err(TaskError::Broken { reason }) => assert!(reason.contains("internal error"), "{reason}"),
+                Err(TaskError::Broken { reason }) => {
+                    assert!(reason.contains("internal error"), "{reason}")
+                }
                 Ok(v) => {
                     // A queued Square may have finished before the panic.
                     let _ = v;
@@ -96,7 +111,10 @@ fn supervisor_panic_resolves_every_future_with_an_error() {
             }
         }
         assert!(pool.broken().is_some());
-        assert!(pool.submit(Square(1)).is_err(), "a broken pool refuses work");
+        assert!(
+            pool.submit(Square(1)).is_err(),
+            "a broken pool refuses work"
+        );
         drop(pool);
         assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
     });
