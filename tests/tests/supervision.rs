@@ -119,3 +119,37 @@ fn supervisor_panic_resolves_every_future_with_an_error() {
         assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
     });
 }
+
+#[test]
+fn a_chunk_reports_results_while_a_later_task_of_it_hangs() {
+    watchdog(LIMIT, || {
+        let pool = ProcessPool::builder()
+            .worker(worker())
+            .workers(1)
+            .task_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let inputs = [1, 1, 60_000, 2].map(|millis| Sleep { millis });
+        let t = std::time::Instant::now();
+        let results: Vec<_> = pool.map(inputs).chunksize(4).collect();
+        // The first two results were written while the third task hung
+        // (the worker's flusher), so the timeout lost nothing but the hung
+        // task and the rest of its chunk.
+        assert_eq!(results[0], Ok(1));
+        assert_eq!(results[1], Ok(1));
+        assert!(
+            matches!(results[2], Err(TaskError::TimedOut { .. })),
+            "{:?}",
+            results[2]
+        );
+        // The task after it in the same chunk may have been reached: the
+        // chunk fails as a unit past the hang.
+        assert!(
+            matches!(results[3], Err(TaskError::WorkerDied { .. })),
+            "{:?}",
+            results[3]
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
+    });
+}

@@ -11,7 +11,7 @@
 //! between `submit` and the socket, and frames queued together leave
 //! together.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
@@ -193,7 +193,8 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
             );
         }
         let n = headers.len();
-        slot.batches.insert(batch.id, n);
+        let ids: VecDeque<TaskId> = headers.iter().map(|h| h.id).collect();
+        slot.batches.insert(batch.id, ids);
         slot.taken += n as u64;
         if let Some(max) = cfg.max_tasks_per_worker
             && slot.taken >= max
@@ -447,10 +448,14 @@ pub(crate) fn read_loop(
                 timing,
                 ..
             } => {
-                let Some((a, conns)) = on_finished(shared, idx, id, timing.peak_rss_bytes) else {
+                let Some((a, conns, next)) = on_finished(shared, idx, id, timing.peak_rss_bytes)
+                else {
                     continue;
                 };
                 flush_all(conns);
+                if let Some(n) = next {
+                    n.mark_running();
+                }
                 let meta = a.meta;
                 match outcome {
                     Outcome::Ok { .. } => {
@@ -524,6 +529,8 @@ fn on_started(shared: &Shared, idx: usize, id: TaskId) {
         a.started = true;
         let future = a.meta.future.clone();
         let timed = a.meta.timeout.is_some();
+        let batch = a.batch;
+        slot.started_batches.insert(batch);
         slot.running = Some((id, Instant::now()));
         (future, timed)
     };
@@ -533,14 +540,15 @@ fn on_started(shared: &Shared, idx: usize, id: TaskId) {
     future.mark_running();
 }
 
+/// What finishing a task hands back: the task, the connections to flush,
+/// and the next task of its chunk (which the worker begins now).
+type Finished = (Assigned, Vec<Arc<Conn>>, Option<Arc<dyn ResolveBytes>>);
+
 /// Removes a finished task from its worker, dispatches more work, and
-/// hands back the task and the connections to flush.
-fn on_finished(
-    shared: &Shared,
-    idx: usize,
-    id: TaskId,
-    peak_rss: u64,
-) -> Option<(Assigned, Vec<Arc<Conn>>)> {
+/// hands back the task, the connections to flush, and the chunk's next
+/// task, which is now `Running` (a chunk's later tasks have no note of
+/// their own: each begins when the one before it ends).
+fn on_finished(shared: &Shared, idx: usize, id: TaskId, peak_rss: u64) -> Option<Finished> {
     let mut st = lock(&shared.state);
     let Some(a) = st.slots[idx].take_task(id) else {
         tracing::warn!(
@@ -552,8 +560,25 @@ fn on_finished(
         return None;
     };
     st.crash_streak = 0;
-    st.slots[idx].finished += 1;
-    st.slots[idx].failures = 0;
+    let slot = &mut st.slots[idx];
+    slot.finished += 1;
+    slot.failures = 0;
+    let next_id = slot
+        .batches
+        .get(&a.batch)
+        .and_then(|ids| ids.front().copied());
+    let mut next = None;
+    if let Some(nid) = next_id
+        && let Some(n) = slot.inflight.get_mut(&nid)
+        && !n.started
+    {
+        n.started = true;
+        next = Some(n.meta.future.clone());
+        if n.meta.timeout.is_some() {
+            shared.clock.notify_all();
+        }
+        slot.running = Some((nid, Instant::now()));
+    }
     if let Some(max) = shared.cfg.max_worker_memory
         && peak_rss > max
         && st.slots[idx].status == SlotStatus::Ready
@@ -568,7 +593,7 @@ fn on_finished(
     if notify {
         shared.changed.notify_all();
     }
-    Some((a, conns))
+    Some((a, conns, next))
 }
 
 fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: bool) {

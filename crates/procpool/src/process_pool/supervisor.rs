@@ -43,7 +43,7 @@
 //! pool). `changed` is signalled when work finishes while the pool stops,
 //! when a slot changes status, and when the phase changes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
@@ -128,8 +128,12 @@ pub(crate) struct Slot {
     pub conn: Option<Arc<Conn>>,
     /// Tasks sent to this process and not finished.
     pub inflight: HashMap<TaskId, Assigned>,
-    /// Unfinished tasks per batch sent; its size is the prefetch count.
-    pub batches: HashMap<u64, usize>,
+    /// Unfinished tasks per batch sent, in order; its size is the prefetch
+    /// count.
+    pub batches: HashMap<u64, VecDeque<TaskId>>,
+    /// Batches the worker has begun (it announces a batch's first task;
+    /// the rest of a chunk runs without a note per task).
+    pub started_batches: HashSet<u64>,
     /// Tasks this process has been given (for `max_tasks_per_worker`).
     pub taken: u64,
     /// The task it runs now, and since when (for the timeout clock).
@@ -156,6 +160,7 @@ impl Slot {
             conn: None,
             inflight: HashMap::new(),
             batches: HashMap::new(),
+            started_batches: HashSet::new(),
             taken: 0,
             running: None,
             kill: None,
@@ -170,10 +175,13 @@ impl Slot {
     /// Removes a task that ended (or was withdrawn) from this slot.
     pub(crate) fn take_task(&mut self, id: TaskId) -> Option<Assigned> {
         let a = self.inflight.remove(&id)?;
-        if let Some(n) = self.batches.get_mut(&a.batch) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(ids) = self.batches.get_mut(&a.batch) {
+            if let Some(pos) = ids.iter().position(|&x| x == id) {
+                ids.remove(pos);
+            }
+            if ids.is_empty() {
                 self.batches.remove(&a.batch);
+                self.started_batches.remove(&a.batch);
             }
         }
         if self.running.is_some_and(|(r, _)| r == id) {
@@ -633,6 +641,7 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         slot.pid = None;
         slot.running = None;
         slot.batches.clear();
+        let started_batches = std::mem::take(&mut slot.started_batches);
         slot.kill_at = None;
         slot.last_exit = Some(exit);
         let mut held: Vec<Assigned> = slot.inflight.drain().map(|(_, a)| a).collect();
@@ -642,7 +651,8 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         let mut requeue = Vec::new();
         let mut had_running = false;
         for a in held {
-            if a.started {
+            // A task of a begun chunk may have run even if no note says so.
+            if a.started || started_batches.contains(&a.batch) {
                 had_running = true;
                 let err = match &kill {
                     Some(KillReason::TimedOut { id, after }) if *id == a.meta.id => {
@@ -672,16 +682,23 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
             } else if stopping {
                 cancelled.push(a.meta.future);
             } else {
-                requeue.push(Item {
+                let item = Item {
                     meta: a.meta,
                     payload: a.payload,
-                });
+                };
+                // Keep the batches as they were sent: a single task must
+                // not become part of a chunk (a chunk fails as a unit).
+                match requeue.last_mut() {
+                    Some(Batch { id, items }) if *id == a.batch => items.push(item),
+                    _ => requeue.push(Batch {
+                        id: a.batch,
+                        items: vec![item],
+                    }),
+                }
             }
         }
-        if !requeue.is_empty() {
-            let id = st.next_batch;
-            st.next_batch += 1;
-            st.queue.push_front(Batch { id, items: requeue });
+        for batch in requeue.into_iter().rev() {
+            st.queue.push_front(batch);
         }
         let crash = match &kill {
             None | Some(KillReason::StartFailed) | Some(KillReason::Protocol(_)) => true,
@@ -820,6 +837,7 @@ fn guarded(shared: &Arc<Shared>, what: &str, dead_slot: Option<usize>, body: imp
         for (i, s) in st.slots.iter_mut().enumerate() {
             futures.extend(s.inflight.drain().map(|(_, a)| a.meta.future));
             s.batches.clear();
+            s.started_batches.clear();
             s.running = None;
             if let Some(pid) = s.pid {
                 s.kill.get_or_insert(KillReason::Broken(reason.clone()));
