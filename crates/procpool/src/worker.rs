@@ -201,28 +201,9 @@ struct Local {
     batches: u64,
 }
 
-/// Results of finished tasks not yet written. Inside a chunk they are
-/// written together (up to [`FLUSH_FRAMES`] / [`FLUSH_BYTES`]); the flusher
-/// thread writes them if the next task of the chunk runs longer than
-/// [`FLUSH_AFTER`].
-#[derive(Default)]
-struct Results {
-    frames: Vec<Outgoing>,
-    bytes: usize,
-    /// The flusher is asked to write `frames` at `due`.
-    due: Option<Instant>,
-}
-
-const FLUSH_FRAMES: usize = 64;
-const FLUSH_BYTES: usize = 256 * 1024;
-const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
-
 struct WorkerShared {
     local: Mutex<Local>,
     cond: Condvar,
-    results: Mutex<Results>,
-    /// Arms the flusher.
-    results_cond: Condvar,
     writer: Mutex<UnixStream>,
     generation: Generation,
 }
@@ -238,45 +219,6 @@ impl WorkerShared {
         if let Err(e) = write_all_frames(&mut *w, frames) {
             drop(w);
             exit_parent_gone(&e);
-        }
-    }
-
-    /// Writes the unwritten results, then `then` (if any), in one write.
-    fn flush_results(&self, then: Option<Outgoing>) {
-        let mut frames = {
-            let mut r = lock(&self.results);
-            r.due = None;
-            r.bytes = 0;
-            std::mem::take(&mut r.frames)
-        };
-        frames.extend(then);
-        if !frames.is_empty() {
-            self.send(&frames);
-        }
-    }
-
-    /// Keeps a result for the next write; writes now if enough piled up.
-    /// Returns whether results are still unwritten.
-    fn push_result(&self, frame: Outgoing) -> bool {
-        let full = {
-            let mut r = lock(&self.results);
-            r.bytes += frame.wire_len();
-            r.frames.push(frame);
-            r.frames.len() >= FLUSH_FRAMES || r.bytes >= FLUSH_BYTES
-        };
-        if full {
-            self.flush_results(None);
-        }
-        !full
-    }
-
-    /// The next task of a chunk is about to run while results wait: have
-    /// the flusher write them if it runs long.
-    fn arm_flusher(&self) {
-        let mut r = lock(&self.results);
-        if !r.frames.is_empty() && r.due.is_none() {
-            r.due = Some(Instant::now() + FLUSH_AFTER);
-            self.results_cond.notify_one();
         }
     }
 
@@ -331,16 +273,9 @@ pub(crate) fn serve(stream: UnixStream, registry: Registry, token: Vec<u8>) -> R
             batches: 0,
         }),
         cond: Condvar::new(),
-        results: Mutex::new(Results::default()),
-        results_cond: Condvar::new(),
         writer: Mutex::new(stream),
         generation,
     });
-    let flusher_shared = shared.clone();
-    std::thread::Builder::new()
-        .name("procpool-worker-flusher".into())
-        .spawn(move || flush_loop(&flusher_shared))
-        .map_err(|e| format!("cannot start the flusher thread: {e}"))?;
     let reader_shared = shared.clone();
     std::thread::Builder::new()
         .name("procpool-worker-reader".into())
@@ -445,36 +380,6 @@ fn read_loop(mut reader: crate::process_pool::SocketReader, shared: &WorkerShare
     }
 }
 
-/// Writes results that have waited [`FLUSH_AFTER`] while a long task of
-/// their chunk runs, so the parent is not kept waiting for the whole chunk.
-fn flush_loop(shared: &WorkerShared) {
-    let mut r = lock(&shared.results);
-    loop {
-        match r.due {
-            None => {
-                r = shared
-                    .results_cond
-                    .wait(r)
-                    .unwrap_or_else(|p| p.into_inner())
-            }
-            Some(due) => {
-                let now = Instant::now();
-                if now < due {
-                    r = shared
-                        .results_cond
-                        .wait_timeout(r, due - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                    continue;
-                }
-                drop(r);
-                shared.flush_results(None);
-                r = lock(&shared.results);
-            }
-        }
-    }
-}
-
 fn bad_message(e: &MessageError) -> ! {
     eprintln!("procpool-worker: bad message from the pool: {e}");
     std::process::exit(3)
@@ -525,13 +430,14 @@ fn nanos(d: std::time::Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
-/// Runs queued work in order. The first task of each `Run` frame (a chunk,
-/// or a single task) is announced with `Started` in the same write as the
-/// results before it, and only then begun: the parent always knows which
-/// chunks were begun. Results of a chunk's later tasks are written together.
+/// Runs queued work in order. Each task's result is written before the
+/// next task begins, so the parent always knows what ran: within a chunk
+/// the result of one task says the next has begun; the first task of a
+/// chunk (or a single task) is announced with `Started`, in the same write
+/// as the result before it.
 fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_frame: u32) {
     let mut ctx = WorkerContext::new(worker_id);
-    let mut unwritten = false;
+    let mut pending: Option<Outgoing> = None;
     let mut current_batch: Option<u64> = None;
     let mut spare: Vec<u8> = Vec::new();
     let mut rss = PeakRss {
@@ -545,26 +451,28 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                 if let Some(w) = local.queue.pop_front() {
                     break Some(w);
                 }
-                if unwritten || local.closing {
+                if pending.is_some() || local.closing {
                     break None;
                 }
                 local = shared.cond.wait(local).unwrap_or_else(|p| p.into_inner());
             }
         };
         match work {
-            None if unwritten => {
-                shared.flush_results(None);
-                unwritten = false;
-            }
-            None => return,
+            None => match pending.take() {
+                Some(result) => {
+                    shared.send(&[result]);
+                }
+                None => return,
+            },
             Some(Work::Init {
                 name,
                 fingerprint,
                 frame,
                 range,
             }) => {
-                shared.flush_results(None);
-                unwritten = false;
+                if let Some(result) = pending.take() {
+                    shared.send(&[result]);
+                }
                 let error = registry
                     .init(&name, fingerprint, &frame[range], &mut ctx)
                     .err();
@@ -586,14 +494,17 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                 arrived,
             }) => {
                 if current_batch != Some(batch) {
+                    current_batch = Some(batch);
                     let started = shared.message(&ToParent::Started {
                         generation: shared.generation,
                         id: header.id,
                     });
-                    shared.flush_results(Some(started));
-                    current_batch = Some(batch);
-                } else if unwritten {
-                    shared.arm_flusher();
+                    match pending.take() {
+                        Some(result) => shared.send(&[result, started]),
+                        None => shared.send(&[started]),
+                    }
+                } else if let Some(result) = pending.take() {
+                    shared.send(&[result]);
                 }
                 let queue_ns = nanos(arrived.elapsed());
                 let mut out = std::mem::take(&mut spare);
@@ -637,9 +548,9 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                         peak_rss_bytes: rss.peak(ran.run_ns > 1_000_000),
                     },
                 };
-                let frame =
-                    encode_message(&msg, payloads).expect("procpool's own messages always encode");
-                unwritten = shared.push_result(frame);
+                pending = Some(
+                    encode_message(&msg, payloads).expect("procpool's own messages always encode"),
+                );
             }
         }
     }

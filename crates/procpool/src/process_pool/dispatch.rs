@@ -23,7 +23,9 @@ use procpool_wire::message::{
 };
 use procpool_wire::{Generation, TaskId};
 
-use super::supervisor::{Assigned, KillReason, Phase, PoolState, Shared, SlotStatus, kill_group};
+use super::supervisor::{
+    Assigned, KillReason, Phase, PoolState, Shared, Slot, SlotStatus, kill_group,
+};
 use crate::cost::Cost;
 use crate::error::{Side, TaskError};
 use crate::future::{Control, ResolveBytes};
@@ -529,8 +531,6 @@ fn on_started(shared: &Shared, idx: usize, id: TaskId) {
         a.started = true;
         let future = a.meta.future.clone();
         let timed = a.meta.timeout.is_some();
-        let batch = a.batch;
-        slot.started_batches.insert(batch);
         slot.running = Some((id, Instant::now()));
         (future, timed)
     };
@@ -563,22 +563,7 @@ fn on_finished(shared: &Shared, idx: usize, id: TaskId, peak_rss: u64) -> Option
     let slot = &mut st.slots[idx];
     slot.finished += 1;
     slot.failures = 0;
-    let next_id = slot
-        .batches
-        .get(&a.batch)
-        .and_then(|ids| ids.front().copied());
-    let mut next = None;
-    if let Some(nid) = next_id
-        && let Some(n) = slot.inflight.get_mut(&nid)
-        && !n.started
-    {
-        n.started = true;
-        next = Some(n.meta.future.clone());
-        if n.meta.timeout.is_some() {
-            shared.clock.notify_all();
-        }
-        slot.running = Some((nid, Instant::now()));
-    }
+    let next = begin_next(shared, slot, a.batch);
     if let Some(max) = shared.cfg.max_worker_memory
         && peak_rss > max
         && st.slots[idx].status == SlotStatus::Ready
@@ -596,13 +581,30 @@ fn on_finished(shared: &Shared, idx: usize, id: TaskId, peak_rss: u64) -> Option
     Some((a, conns, next))
 }
 
+/// The worker has begun the next task of `batch`: mark it, and hand back
+/// its future to mark `Running` once the pool lock is released.
+fn begin_next(shared: &Shared, slot: &mut Slot, batch: u64) -> Option<Arc<dyn ResolveBytes>> {
+    let next = slot.begin_next(batch)?;
+    if next.meta.timeout.is_some() {
+        shared.clock.notify_all();
+    }
+    Some(next.meta.future.clone())
+}
+
 fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: bool) {
     let mut st = lock(&shared.state);
     let wait = st.cancels.remove(&id);
     let mut cancel: Option<Arc<dyn ResolveBytes>> = None;
     let mut conns = Vec::new();
+    let mut next = None;
     if withdrawn {
         if let Some(a) = st.slots[idx].take_task(id) {
+            if a.started {
+                // Taken for running because the task before it in its chunk
+                // ended, but withdrawn first: the worker went on to the one
+                // after it.
+                next = begin_next(shared, &mut st.slots[idx], a.batch);
+            }
             let requeue = wait.is_none()
                 && matches!(st.phase, Phase::Running | Phase::Draining)
                 && st.broken.is_none();
@@ -628,6 +630,9 @@ fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: bool) {
     drop(st);
     shared.changed.notify_all();
     flush_all(conns);
+    if let Some(n) = next {
+        n.mark_running();
+    }
     if let Some(f) = cancel {
         f.cancel_local();
     }

@@ -43,7 +43,7 @@
 //! pool). `changed` is signalled when work finishes while the pool stops,
 //! when a slot changes status, and when the phase changes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
@@ -129,11 +129,9 @@ pub(crate) struct Slot {
     /// Tasks sent to this process and not finished.
     pub inflight: HashMap<TaskId, Assigned>,
     /// Unfinished tasks per batch sent, in order; its size is the prefetch
-    /// count.
+    /// count. Within a chunk the worker announces only the first task: the
+    /// result of one task means the next in its batch has begun.
     pub batches: HashMap<u64, VecDeque<TaskId>>,
-    /// Batches the worker has begun (it announces a batch's first task;
-    /// the rest of a chunk runs without a note per task).
-    pub started_batches: HashSet<u64>,
     /// Tasks this process has been given (for `max_tasks_per_worker`).
     pub taken: u64,
     /// The task it runs now, and since when (for the timeout clock).
@@ -160,7 +158,6 @@ impl Slot {
             conn: None,
             inflight: HashMap::new(),
             batches: HashMap::new(),
-            started_batches: HashSet::new(),
             taken: 0,
             running: None,
             kill: None,
@@ -172,6 +169,19 @@ impl Slot {
         }
     }
 
+    /// Marks the first unfinished task of `batch` as begun (the worker runs
+    /// a chunk's tasks back to back) and returns it.
+    pub(crate) fn begin_next(&mut self, batch: u64) -> Option<&Assigned> {
+        let next = *self.batches.get(&batch)?.front()?;
+        let a = self.inflight.get_mut(&next)?;
+        if a.started {
+            return None;
+        }
+        a.started = true;
+        self.running = Some((next, Instant::now()));
+        Some(a)
+    }
+
     /// Removes a task that ended (or was withdrawn) from this slot.
     pub(crate) fn take_task(&mut self, id: TaskId) -> Option<Assigned> {
         let a = self.inflight.remove(&id)?;
@@ -181,7 +191,6 @@ impl Slot {
             }
             if ids.is_empty() {
                 self.batches.remove(&a.batch);
-                self.started_batches.remove(&a.batch);
             }
         }
         if self.running.is_some_and(|(r, _)| r == id) {
@@ -641,7 +650,6 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         slot.pid = None;
         slot.running = None;
         slot.batches.clear();
-        let started_batches = std::mem::take(&mut slot.started_batches);
         slot.kill_at = None;
         slot.last_exit = Some(exit);
         let mut held: Vec<Assigned> = slot.inflight.drain().map(|(_, a)| a).collect();
@@ -651,8 +659,7 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         let mut requeue = Vec::new();
         let mut had_running = false;
         for a in held {
-            // A task of a begun chunk may have run even if no note says so.
-            if a.started || started_batches.contains(&a.batch) {
+            if a.started {
                 had_running = true;
                 let err = match &kill {
                     Some(KillReason::TimedOut { id, after }) if *id == a.meta.id => {
@@ -837,7 +844,6 @@ fn guarded(shared: &Arc<Shared>, what: &str, dead_slot: Option<usize>, body: imp
         for (i, s) in st.slots.iter_mut().enumerate() {
             futures.extend(s.inflight.drain().map(|(_, a)| a.meta.future));
             s.batches.clear();
-            s.started_batches.clear();
             s.running = None;
             if let Some(pid) = s.pid {
                 s.kill.get_or_insert(KillReason::Broken(reason.clone()));
