@@ -14,18 +14,28 @@ use crate::future::{TaskFuture, Watch};
 /// Keys of futures that are done, in the order they finished.
 #[derive(Default)]
 pub(crate) struct DoneQueue {
-    inner: Mutex<(VecDeque<usize>, Option<Waker>)>,
+    inner: Mutex<Done>,
     cond: Condvar,
+}
+
+#[derive(Default)]
+struct Done {
+    keys: VecDeque<usize>,
+    waker: Option<Waker>,
+    /// Threads blocked in `pop`: `done` skips the wake-up syscall without.
+    waiters: u32,
 }
 
 impl Watch for DoneQueue {
     fn done(&self, key: usize) {
-        let waker = {
-            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            g.0.push_back(key);
-            g.1.take()
+        let (waker, waiters) = {
+            let mut g = self.lock();
+            g.keys.push_back(key);
+            (g.waker.take(), g.waiters)
         };
-        self.cond.notify_all();
+        if waiters > 0 {
+            self.cond.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -37,44 +47,51 @@ impl DoneQueue {
         Arc::new(DoneQueue::default())
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Done> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The next done key, waiting until `deadline` (forever if `None`).
     pub(crate) fn pop(&self, deadline: Option<Instant>) -> Option<usize> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.lock();
         loop {
-            if let Some(k) = g.0.pop_front() {
+            if let Some(k) = g.keys.pop_front() {
                 return Some(k);
             }
-            match deadline {
-                None => g = self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
+            let timeout = match deadline {
+                None => None,
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return None;
                     }
-                    g = self
-                        .cond
-                        .wait_timeout(g, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    Some(d - now)
                 }
-            }
+            };
+            g.waiters += 1;
+            g = match timeout {
+                None => self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(t) => {
+                    self.cond
+                        .wait_timeout(g, t)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            g.waiters -= 1;
         }
     }
 
     pub(crate) fn try_pop(&self) -> Option<usize> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .pop_front()
+        self.lock().keys.pop_front()
     }
 
     fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<usize> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = g.0.pop_front() {
+        let mut g = self.lock();
+        if let Some(k) = g.keys.pop_front() {
             return Poll::Ready(k);
         }
-        g.1 = Some(cx.waker().clone());
+        g.waker = Some(cx.waker().clone());
         Poll::Pending
     }
 }
