@@ -202,6 +202,8 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
             && slot.taken >= max
         {
             slot.status = SlotStatus::Retiring;
+            tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = slot.pid.unwrap_or(0) },
+                "worker took {} tasks (max_tasks_per_worker {max}); recycling", slot.taken);
         }
         let frame = encode_message(&ToWorker::Run { items: headers }, payloads)
             .expect("procpool's own messages always encode");

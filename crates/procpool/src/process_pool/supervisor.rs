@@ -781,11 +781,13 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
             };
         if !st.building && st.broken.is_none() && wanted {
             st.slots[idx].status = SlotStatus::Starting;
-            respawn_after = Some(if crash {
+            let delay = if crash {
                 backoff(st.crash_streak.max(slot_failures))
             } else {
                 Duration::ZERO
-            });
+            };
+            tracing::info!(target: "procpool::pool", { worker.id = idx }, "replacing worker {idx} in {delay:?}");
+            respawn_after = Some(delay);
         }
         conns = dispatch::pump(&mut st, shared);
     }
