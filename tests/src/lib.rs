@@ -1,9 +1,75 @@
-//! Helpers for the end-to-end tests: the test worker's path, a watchdog,
+//! Helpers for the end-to-end tests: the test worker, pools, a watchdog,
 //! process checks.
 #![forbid(unsafe_code)]
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use procpool::{Executor, ProcessPool, ThreadPool, WorkerCommand};
+use procpool_tasks::Square;
+
+/// The worker binary built with the tests (`procpool-test-worker`), found
+/// through `CARGO_BIN_EXE_*` (expanded in the calling test crate).
+#[macro_export]
+macro_rules! test_worker {
+    () => {
+        ::procpool::WorkerCommand::program(env!("CARGO_BIN_EXE_procpool-test-worker"))
+    };
+}
+
+/// A process pool of `n` workers running `worker`.
+pub fn process_pool_of(worker: WorkerCommand, n: usize) -> ProcessPool {
+    ProcessPool::builder()
+        .worker(worker)
+        .workers(n)
+        .build()
+        .expect("process pool starts")
+}
+
+/// A thread pool of `n` threads.
+pub fn thread_pool(n: usize) -> ThreadPool {
+    ThreadPool::builder()
+        .workers(n)
+        .build()
+        .expect("thread pool starts")
+}
+
+/// The pool still computes a normal task correctly.
+pub fn still_works(pool: &impl Executor) {
+    assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
+}
+
+/// No live child process of this test binary remains (within 5 s).
+pub fn no_children_left() -> bool {
+    let me = std::process::id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let kids: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let rest = s.rsplit(')').next()?.to_owned();
+                        let mut it = rest.split_whitespace();
+                        let state = it.next()?.to_owned();
+                        let ppid: u32 = it.next()?.parse().ok()?;
+                        Some(ppid == me && state != "Z")
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        if kids.is_empty() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            eprintln!("children left: {kids:?}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// Runs `f` on a thread and fails the test if it takes longer than `limit`
 /// (a hang becomes a failure with a message, not a CI time-out).

@@ -10,32 +10,15 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use procpool::{
-    Executor, ProcessPool, State, TaskError, TaskFuture, ThreadPool, WorkerCommand, as_completed,
-};
-use procpool_e2e::watchdog;
+use procpool::{Executor, ProcessPool, State, TaskError, TaskFuture, as_completed};
+use procpool_e2e::{thread_pool, watchdog};
 use procpool_tasks::{Sleep, Square, drill};
 
-const LIMIT: Duration = Duration::from_secs(60);
-
-fn worker() -> WorkerCommand {
-    WorkerCommand::program(env!("CARGO_BIN_EXE_procpool-test-worker"))
-}
-
 fn process_pool(n: usize) -> ProcessPool {
-    ProcessPool::builder()
-        .worker(worker())
-        .workers(n)
-        .build()
-        .expect("process pool starts")
+    procpool_e2e::process_pool_of(procpool_e2e::test_worker!(), n)
 }
 
-fn thread_pool(n: usize) -> ThreadPool {
-    ThreadPool::builder()
-        .workers(n)
-        .build()
-        .expect("thread pool starts")
-}
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn current_thread_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

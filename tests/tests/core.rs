@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use procpool::{ProcessPool, Shutdown, Side, SubmitError, TaskError, WorkerCommand};
-use procpool_e2e::{wait_gone, watchdog};
+use procpool_e2e::{no_children_left, wait_gone, watchdog};
 use procpool_tasks::drill::{self, BadInput, Unserializable};
 use procpool_tasks::{Checked, Echo, Greet, SetGreeting, Square};
 
@@ -285,38 +285,6 @@ fn failing_initializer_fails_build_and_leaves_nothing_running() {
         assert!(err.to_string().contains("init exploded"), "{err}");
         assert!(no_children_left(), "a worker survived a failed build");
     });
-}
-
-/// No live child processes of this test binary remain.
-fn no_children_left() -> bool {
-    let me = std::process::id();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let kids: Vec<u32> = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        let rest = s.rsplit(')').next()?.to_owned();
-                        let mut it = rest.split_whitespace();
-                        let state = it.next()?.to_owned();
-                        let ppid: u32 = it.next()?.parse().ok()?;
-                        Some(ppid == me && state != "Z")
-                    })
-                    .unwrap_or(false)
-            })
-            .collect();
-        if kids.is_empty() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            eprintln!("children left: {kids:?}");
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

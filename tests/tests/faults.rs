@@ -24,7 +24,7 @@ use procpool::{
     BuildError, Exit, ProcessPool, ProcessPoolBuilder, Shutdown, SubmitError, TaskError,
     WorkerCommand,
 };
-use procpool_e2e::{alive, wait_gone, watchdog};
+use procpool_e2e::{alive, no_children_left, wait_gone, watchdog};
 use procpool_tasks::drill::{self, SquareOrDie};
 use procpool_tasks::{CountCalls, Echo, SetGreeting, Sleep, Square};
 
@@ -174,38 +174,6 @@ fn wait_replaced(pool: &ProcessPool, dead: u32, limit: Duration) -> Duration {
         pool.worker_pids()
     );
     t.elapsed()
-}
-
-/// No live child processes of this test binary remain (within 5 s).
-fn no_children_left() -> bool {
-    let me = std::process::id();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let kids: Vec<u32> = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        let rest = s.rsplit(')').next()?.to_owned();
-                        let mut it = rest.split_whitespace();
-                        let state = it.next()?.to_owned();
-                        let ppid: u32 = it.next()?.parse().ok()?;
-                        Some(ppid == me && state != "Z")
-                    })
-                    .unwrap_or(false)
-            })
-            .collect();
-        if kids.is_empty() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            eprintln!("children left: {kids:?}");
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Drops the pool and checks that nothing it started is left.

@@ -12,32 +12,15 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use procpool::{
-    Executor, ProcessPool, State, TaskError, TaskFuture, ThreadPool, WaitError, WorkerCommand,
-};
-use procpool_e2e::watchdog;
+use procpool::{Executor, ProcessPool, State, TaskError, TaskFuture, WaitError};
+use procpool_e2e::{still_works, thread_pool, watchdog};
 use procpool_tasks::{Checked, CountCalls, Sleep, Square, drill};
 
-const LIMIT: Duration = Duration::from_secs(60);
-
-fn worker() -> WorkerCommand {
-    WorkerCommand::program(env!("CARGO_BIN_EXE_procpool-test-worker"))
-}
-
 fn process_pool(n: usize) -> ProcessPool {
-    ProcessPool::builder()
-        .worker(worker())
-        .workers(n)
-        .build()
-        .expect("process pool starts")
+    procpool_e2e::process_pool_of(procpool_e2e::test_worker!(), n)
 }
 
-fn thread_pool(n: usize) -> ThreadPool {
-    ThreadPool::builder()
-        .workers(n)
-        .build()
-        .expect("thread pool starts")
-}
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// Makes `mod $name { fn process(); fn thread(); }`, each running
 /// `$body(&pool)` on a fresh pool of `$workers` under the watchdog.
@@ -65,11 +48,6 @@ macro_rules! both_pools {
             }
         }
     };
-}
-
-/// The pool still computes a normal task correctly.
-fn still_works(pool: &impl Executor) {
-    assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
 }
 
 /// Polls `f.state()` (sleeping 1 ms between looks) until it is `want`.
@@ -206,7 +184,7 @@ fn cancel_of_a_prefetched_task_withdraws_it_from_the_worker() {
         // One worker, prefetch 4 (the default, set explicitly): the Sleep
         // runs, the second task is sent to the worker but not begun.
         let pool = ProcessPool::builder()
-            .worker(worker())
+            .worker(procpool_e2e::test_worker!())
             .workers(1)
             .prefetch(4)
             .build()

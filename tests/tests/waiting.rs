@@ -9,33 +9,18 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use procpool::{
-    Executor, ProcessPool, ReturnWhen, Shutdown, State, Task, TaskError, TaskFuture, ThreadPool,
-    WorkerCommand, WorkerContext, as_completed, wait,
+    Executor, ProcessPool, ReturnWhen, Shutdown, State, Task, TaskError, TaskFuture, WorkerContext,
+    as_completed, wait,
 };
-use procpool_e2e::watchdog;
+use procpool_e2e::{still_works, thread_pool, watchdog};
 use procpool_tasks::{Checked, Sleep, Square, drill};
 use serde::{Deserialize, Serialize};
 
-const LIMIT: Duration = Duration::from_secs(60);
-
-fn worker() -> WorkerCommand {
-    WorkerCommand::program(env!("CARGO_BIN_EXE_procpool-test-worker"))
-}
-
 fn process_pool(n: usize) -> ProcessPool {
-    ProcessPool::builder()
-        .worker(worker())
-        .workers(n)
-        .build()
-        .expect("process pool starts")
+    procpool_e2e::process_pool_of(procpool_e2e::test_worker!(), n)
 }
 
-fn thread_pool(n: usize) -> ThreadPool {
-    ThreadPool::builder()
-        .workers(n)
-        .build()
-        .expect("thread pool starts")
-}
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// Makes `mod $name { fn process(); fn thread(); }`, each running
 /// `$body(&pool)` on a fresh pool of `$workers` under the watchdog.
@@ -63,10 +48,6 @@ macro_rules! both_pools {
             }
         }
     };
-}
-
-fn still_works(pool: &impl Executor) {
-    assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
 }
 
 fn sleep(pool: &impl Executor, millis: u64) -> TaskFuture<u64> {

@@ -20,7 +20,10 @@ fn peak_rss_kib() -> u64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     procpool::worker::run_if_worker(procpool_tasks::registry());
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
     let pool = ProcessPool::builder()
         .worker(WorkerCommand::current_exe())
         .workers(2)

@@ -237,11 +237,11 @@ impl std::fmt::Debug for ThreadPool {
     }
 }
 
-/// Runs one task on a pool thread and resolves its future.
-fn run_one<T: Task>(
-    core: &Core<T::Output>,
-    task: T,
-    ctx: &mut WorkerContext,
+/// Runs `work` on a pool thread (unless its future was cancelled while
+/// queued) and resolves the future with its value, or `Panicked`.
+fn run_job<R: Send + 'static>(
+    core: &Core<R>,
+    work: impl FnOnce() -> R,
     queued: Instant,
     stats: &StatsCollector,
 ) {
@@ -250,7 +250,7 @@ fn run_one<T: Task>(
     }
     let queue_wait = queued.elapsed();
     let t = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
+    let result = catch_unwind(AssertUnwindSafe(work));
     let run = t.elapsed();
     match result {
         Ok(v) => {
@@ -322,36 +322,8 @@ impl ThreadPool {
         let shared = self.shared.clone();
         let job = Job {
             run: Box::new(move |_ctx| {
-                let Some(f) = lock(&slot2).take() else { return };
-                if !c.mark_running() {
-                    return;
-                }
-                let queue_wait = queued.elapsed();
-                let t = Instant::now();
-                let r = catch_unwind(AssertUnwindSafe(f));
-                let run = t.elapsed();
-                match r {
-                    Ok(v) => {
-                        let cost = Cost {
-                            queue_wait,
-                            run,
-                            total: queued.elapsed(),
-                            ..Cost::default()
-                        }
-                        .with_remainder();
-                        shared.stats.record(Some(&cost));
-                        c.finish(Ok(v), Some(cost));
-                    }
-                    Err(p) => {
-                        shared.stats.record(None);
-                        c.finish(
-                            Err(TaskError::Panicked {
-                                message: panic_message(&*p),
-                                location: None,
-                            }),
-                            None,
-                        );
-                    }
+                if let Some(f) = lock(&slot2).take() {
+                    run_job(&c, f, queued, &shared.stats);
                 }
             }),
             futures: vec![core.clone()],
@@ -427,7 +399,7 @@ impl sealed::Sealed for ThreadPool {
         let job = Job {
             run: Box::new(move |ctx| {
                 for (core, task) in run_cores.iter().zip(items) {
-                    run_one(core, task, ctx, queued, &shared.stats);
+                    run_job(core, || task.run(ctx), queued, &shared.stats);
                 }
             }),
             futures: cores
@@ -460,7 +432,7 @@ impl Executor for ThreadPool {
         let job = Job {
             run: Box::new(move |ctx| {
                 if let Some(task) = lock(&slot2).take() {
-                    run_one(&c, task, ctx, queued, &shared.stats);
+                    run_job(&c, || task.run(ctx), queued, &shared.stats);
                 }
             }),
             futures: vec![core.clone()],
