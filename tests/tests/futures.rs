@@ -222,7 +222,7 @@ fn cancel_of_running_task<P: Executor>(pool: &P) {
     assert!(!f.cancel());
     assert!(!f.cancel(), "still false the second time");
     assert!(
-        t.elapsed() < Duration::from_millis(100),
+        t.elapsed() < Duration::from_millis(200),
         "cancel() of a running task blocked for {:?}",
         t.elapsed()
     );
@@ -363,7 +363,7 @@ fn error_is_non_blocking<P: Executor>(pool: &P) {
     let t = Instant::now();
     assert_eq!(slow.error(), None);
     assert!(
-        t.elapsed() < Duration::from_millis(50),
+        t.elapsed() < Duration::from_millis(150),
         "error() blocked for {:?}",
         t.elapsed()
     );

@@ -141,7 +141,7 @@ fn as_completed_finished_first<P: Executor>(pool: &P) {
     let first = it.next().unwrap();
     let second = it.next().unwrap();
     assert!(
-        t.elapsed() < Duration::from_millis(150),
+        t.elapsed() < Duration::from_millis(250),
         "finished futures came after {:?}",
         t.elapsed()
     );
@@ -229,7 +229,7 @@ fn as_completed_of_nothing_ends_at_once() {
         let mut it = as_completed(Vec::<TaskFuture<u64>>::new()).timeout(Duration::from_secs(5));
         let t = Instant::now();
         assert!(it.next().is_none());
-        assert!(t.elapsed() < Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_millis(1000));
         assert!(!it.timed_out(), "nothing was left unfinished");
         assert!(it.into_pending().is_empty());
     });
@@ -341,7 +341,7 @@ fn wait_first_completed<P: Executor>(pool: &P) {
         ReturnWhen::FirstCompleted,
         Some(Duration::from_secs(20)),
     );
-    assert!(t.elapsed() < Duration::from_millis(100));
+    assert!(t.elapsed() < Duration::from_millis(300));
     assert_eq!(values(done), vec![4]);
     assert_eq!(values(not_done), vec![800]);
 }
@@ -497,7 +497,7 @@ fn zero_timeout_snapshot<P: Executor>(pool: &P) {
         let t = Instant::now();
         let (done, not_done) = wait(futs, mode, Some(Duration::ZERO));
         assert!(
-            t.elapsed() < Duration::from_millis(50),
+            t.elapsed() < Duration::from_millis(200),
             "{mode:?}: a snapshot took {:?}",
             t.elapsed()
         );
