@@ -8,6 +8,20 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Where one task's time and bytes went.
+///
+/// ```
+/// use procpool::{Executor, ThreadPool};
+/// use procpool_tasks::Square;
+///
+/// let pool = ThreadPool::builder().workers(1).build().unwrap();
+/// let f = pool.submit(Square(3)).unwrap();
+/// f.wait();
+/// let cost = f.cost().unwrap();
+/// // A thread pool serializes nothing; a process pool fills every field.
+/// assert_eq!(cost.serialization(), std::time::Duration::ZERO);
+/// assert!(cost.total >= cost.run);
+/// assert_eq!(pool.stats().completed, 1);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cost {
     /// Parent: serializing the input.

@@ -209,6 +209,18 @@ impl fmt::Display for TaskError {
 impl std::error::Error for TaskError {}
 
 /// A task the pool did not accept; the task is handed back.
+///
+/// ```
+/// use procpool::{Executor, Shutdown, SubmitError, ThreadPool};
+/// use procpool_tasks::Square;
+///
+/// let pool = ThreadPool::builder().workers(1).build().unwrap();
+/// pool.shutdown(Shutdown::Wait);
+/// match pool.submit(Square(2)) {
+///     Err(e @ SubmitError::Shutdown { .. }) => assert_eq!(e.into_task(), Square(2)),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[non_exhaustive]
 pub enum SubmitError<T> {
     /// The task's `Serialize` failed (or panicked).

@@ -313,6 +313,20 @@ impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
 /// It is `Send + Sync`: many threads may wait on one future at once.
 /// It is also a [`std::future::Future`], so `pool.submit(t)?.await` works
 /// in any async runtime without blocking it.
+///
+/// ```
+/// use std::time::Duration;
+/// use procpool::{State, TaskError, ThreadPool};
+///
+/// let pool = ThreadPool::builder().workers(1).build().unwrap();
+/// let slow = pool.spawn(|| { std::thread::sleep(Duration::from_millis(50)); 1 }).unwrap();
+/// let queued = pool.spawn(|| 2).unwrap();
+/// assert_eq!(queued.state(), State::Pending);
+/// assert!(queued.cancel(), "not started: it will never run");
+/// assert_eq!(queued.error(), Some(TaskError::Cancelled));
+/// slow.add_done_callback(|f| assert!(f.done()));
+/// assert_eq!(slow.result().unwrap(), 1);
+/// ```
 pub struct TaskFuture<T> {
     core: Arc<Core<T>>,
 }

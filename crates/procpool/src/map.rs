@@ -29,6 +29,18 @@ enum Entry<O> {
 ///
 /// Dropping it midway stops pulling inputs and cancels the items that have
 /// not started; started ones finish and their outputs are discarded.
+///
+/// ```
+/// use procpool::{Executor, ThreadPool};
+/// use procpool_tasks::Checked;
+///
+/// let pool = ThreadPool::builder().workers(2).build().unwrap();
+/// // Lazy: a billion inputs are fine, only a window is pulled at a time.
+/// let first: Vec<_> = pool.map((0..1_000_000_000u64).map(Checked)).chunksize(16).take(4).collect();
+/// // One Result per input; a task's own Err is its value.
+/// assert_eq!(first[0].as_ref().unwrap(), &Ok(0));
+/// assert_eq!(first[1].as_ref().unwrap(), &Err("1 is odd".to_string()));
+/// ```
 pub struct Map<'a, I>
 where
     I: Iterator,

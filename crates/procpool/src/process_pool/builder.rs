@@ -18,6 +18,14 @@ use super::ProcessPool;
 pub const ENV_WORKER_PATH: &str = "PROCPOOL_WORKER";
 
 /// The program a pool starts for each worker.
+///
+/// ```no_run
+/// use procpool::WorkerCommand;
+///
+/// let bundled = WorkerCommand::bundled(); // finds `procpool-worker`
+/// let mine = WorkerCommand::program("/opt/app/bin/my-worker").arg("--quiet").env("RUST_LOG", "info");
+/// let me = WorkerCommand::current_exe(); // this program, via worker::run_if_worker
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerCommand {
     program: Option<PathBuf>,
@@ -179,6 +187,22 @@ pub(crate) struct Config {
 }
 
 /// Configures a [`ProcessPool`]; see [`ProcessPool::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use procpool::{ProcessPool, WorkerCommand};
+/// use procpool_tasks::SetGreeting;
+///
+/// let pool = ProcessPool::builder()
+///     .worker(WorkerCommand::bundled())
+///     .workers(4)
+///     .initializer(SetGreeting("hello".into()))
+///     .task_timeout(Duration::from_secs(60))
+///     .max_tasks_per_worker(10_000)
+///     .max_worker_memory(2 << 30)
+///     .build()?;
+/// # Ok::<(), procpool::BuildError>(())
+/// ```
 #[derive(Debug)]
 #[must_use]
 pub struct ProcessPoolBuilder {
