@@ -17,6 +17,36 @@ macro_rules! test_worker {
     };
 }
 
+/// Makes `mod $name { fn process(); fn thread(); }`: two tests, each
+/// running `$body(&pool)` on a fresh process or thread pool of `$workers`
+/// under a one-minute watchdog, then checking the pool still works.
+#[macro_export]
+macro_rules! both_pools {
+    ($name:ident, $workers:expr, $body:ident) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn process() {
+                $crate::watchdog(::std::time::Duration::from_secs(60), || {
+                    let pool = $crate::process_pool_of($crate::test_worker!(), $workers);
+                    $body(&pool);
+                    $crate::still_works(&pool);
+                });
+            }
+
+            #[test]
+            fn thread() {
+                $crate::watchdog(::std::time::Duration::from_secs(60), || {
+                    let pool = $crate::thread_pool($workers);
+                    $body(&pool);
+                    $crate::still_works(&pool);
+                });
+            }
+        }
+    };
+}
+
 /// A process pool of `n` workers running `worker`.
 pub fn process_pool_of(worker: WorkerCommand, n: usize) -> ProcessPool {
     ProcessPool::builder()

@@ -13,42 +13,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use procpool::{Executor, ProcessPool, State, TaskError, TaskFuture, WaitError};
-use procpool_e2e::{still_works, thread_pool, watchdog};
+use procpool_e2e::{both_pools, watchdog};
 use procpool_tasks::{Checked, CountCalls, Sleep, Square, drill};
 
-fn process_pool(n: usize) -> ProcessPool {
-    procpool_e2e::process_pool_of(procpool_e2e::test_worker!(), n)
-}
-
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Makes `mod $name { fn process(); fn thread(); }`, each running
-/// `$body(&pool)` on a fresh pool of `$workers` under the watchdog.
-macro_rules! both_pools {
-    ($name:ident, $workers:expr, $body:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn process() {
-                watchdog(LIMIT, || {
-                    let pool = process_pool($workers);
-                    $body(&pool);
-                    still_works(&pool);
-                });
-            }
-
-            #[test]
-            fn thread() {
-                watchdog(LIMIT, || {
-                    let pool = thread_pool($workers);
-                    $body(&pool);
-                    still_works(&pool);
-                });
-            }
-        }
-    };
-}
 
 /// Polls `f.state()` (sleeping 1 ms between looks) until it is `want`.
 fn wait_for_state<T: Send + 'static>(f: &TaskFuture<T>, want: State) {

@@ -12,7 +12,7 @@ use procpool::{
     Executor, ProcessPool, ReturnWhen, Shutdown, State, Task, TaskError, TaskFuture, WorkerContext,
     as_completed, wait,
 };
-use procpool_e2e::{still_works, thread_pool, watchdog};
+use procpool_e2e::{both_pools, still_works, thread_pool, watchdog};
 use procpool_tasks::{Checked, Sleep, Square, drill};
 use serde::{Deserialize, Serialize};
 
@@ -21,34 +21,6 @@ fn process_pool(n: usize) -> ProcessPool {
 }
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Makes `mod $name { fn process(); fn thread(); }`, each running
-/// `$body(&pool)` on a fresh pool of `$workers` under the watchdog.
-macro_rules! both_pools {
-    ($name:ident, $workers:expr, $body:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn process() {
-                watchdog(LIMIT, || {
-                    let pool = process_pool($workers);
-                    $body(&pool);
-                    still_works(&pool);
-                });
-            }
-
-            #[test]
-            fn thread() {
-                watchdog(LIMIT, || {
-                    let pool = thread_pool($workers);
-                    $body(&pool);
-                    still_works(&pool);
-                });
-            }
-        }
-    };
-}
 
 fn sleep(pool: &impl Executor, millis: u64) -> TaskFuture<u64> {
     pool.submit(Sleep { millis }).unwrap()
