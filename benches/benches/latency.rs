@@ -37,6 +37,14 @@ fn main() {
 
     let mut peer = EchoPeer::start(WORKER).expect("start the echo peer");
     let pool = process_pool(WORKER, 1);
+    // The same with `worker_spin`: the idle worker looks for its next task
+    // for 100 µs before parking.
+    let spinning = procpool::ProcessPool::builder()
+        .worker(procpool::WorkerCommand::program(WORKER))
+        .workers(1)
+        .worker_spin(Duration::from_micros(100))
+        .build()
+        .expect("spinning pool");
     let ping = frame(&[0x5a; 16]);
     let mut raw = |iters| {
         timed(iters, || {
@@ -46,6 +54,12 @@ fn main() {
     let mut task = |iters| {
         timed(iters, || {
             let f = pool.submit(Square(black_box(7))).expect("submit");
+            assert_eq!(f.result().expect("result"), 49);
+        })
+    };
+    let mut spin_task = |iters| {
+        timed(iters, || {
+            let f = spinning.submit(Square(black_box(7))).expect("submit");
             assert_eq!(f.result().expect("result"), 49);
         })
     };
@@ -61,7 +75,7 @@ fn main() {
     c.final_summary();
 
     if report_heading("latency: submit→result, one in flight, vs raw socket round trip") {
-        let t = interleave(ROUNDS, CALLS, &mut [&mut task, &mut raw]);
+        let t = interleave(ROUNDS, CALLS, &mut [&mut task, &mut raw, &mut spin_task]);
         println!(
             "latency = {:.1} × raw socket round trip   (pool {} vs raw 16 B {}; criterion's \
              sequential runs: {:.1} ×)",
@@ -69,6 +83,11 @@ fn main() {
             human(t[0]),
             human(t[1]),
             rec.ratio("pool", "raw").unwrap_or(f64::NAN),
+        );
+        println!(
+            "latency with worker_spin(100 µs) = {:.1} × raw socket round trip   (pool {})",
+            ratio(t[2], t[1]),
+            human(t[2]),
         );
         let stats = pool.stats();
         let m = stats.mean();
@@ -85,5 +104,6 @@ fn main() {
         );
     }
     pool.shutdown(Shutdown::Wait);
+    spinning.shutdown(Shutdown::Wait);
     peer.close().expect("close the echo peer");
 }

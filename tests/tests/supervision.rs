@@ -147,3 +147,32 @@ fn a_hung_task_in_a_chunk_costs_only_itself() {
         assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
     });
 }
+
+#[test]
+fn spinning_workers_give_the_same_results_and_still_stop() {
+    watchdog(LIMIT, || {
+        let pool = ProcessPool::builder()
+            .worker(worker())
+            .workers(2)
+            .worker_spin(Duration::from_micros(200))
+            .build()
+            .unwrap();
+        let pids = pool.worker_pids();
+        for i in 0..50u64 {
+            assert_eq!(pool.submit(Square(i)).unwrap().result().unwrap(), i * i);
+        }
+        let sum: u64 = pool
+            .map((0..1000u64).map(Square))
+            .chunksize(8)
+            .map(|r| r.unwrap())
+            .sum();
+        assert_eq!(sum, (0..1000u64).map(|i| i * i).sum());
+        // A spinning worker still answers a cancel and a shutdown.
+        let long = pool.submit(Sleep { millis: 60_000 }).unwrap();
+        wait_running(&long);
+        assert!(long.kill());
+        drop(pool);
+        assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
+        assert!(procpool_e2e::no_children_left(), "the replacement outlived the pool");
+    });
+}

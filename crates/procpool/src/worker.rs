@@ -32,6 +32,10 @@ use crate::task::{Registry, WorkerContext};
 
 /// Environment variable carrying the inherited socket's descriptor number.
 pub const ENV_FD: &str = "PROCPOOL_WORKER_FD";
+/// Environment variable with the microseconds an idle worker looks for its
+/// next task before parking (`ProcessPoolBuilder::worker_spin`; 0: never).
+pub const ENV_SPIN: &str = "PROCPOOL_WORKER_SPIN_US";
+
 /// Environment variable carrying the pool's pid: a worker checks it is still
 /// its parent, so programs the worker starts do not mistake themselves for
 /// workers.
@@ -202,6 +206,8 @@ struct Local {
 }
 
 struct WorkerShared {
+    /// How long an idle executor looks for work before parking.
+    spin: std::time::Duration,
     local: Mutex<Local>,
     cond: Condvar,
     writer: Mutex<UnixStream>,
@@ -266,7 +272,12 @@ pub(crate) fn serve(stream: UnixStream, registry: Registry, token: Vec<u8>) -> R
             }
         };
     reader.set_max(max_frame);
+    let spin = std::env::var(ENV_SPIN)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(std::time::Duration::ZERO, std::time::Duration::from_micros);
     let shared = Arc::new(WorkerShared {
+        spin,
         local: Mutex::new(Local {
             queue: VecDeque::new(),
             closing: false,
@@ -426,6 +437,20 @@ impl PeakRss {
     }
 }
 
+/// Yields the CPU in a loop (so a peer on the same CPU runs) until work is
+/// queued or the spin time passes.
+fn spin_for_work(shared: &WorkerShared) {
+    let until = Instant::now() + shared.spin;
+    while Instant::now() < until {
+        std::thread::yield_now();
+        if let Ok(local) = shared.local.try_lock()
+            && (!local.queue.is_empty() || local.closing)
+        {
+            return;
+        }
+    }
+}
+
 fn nanos(d: std::time::Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
@@ -447,12 +472,22 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
     loop {
         let work = {
             let mut local = lock(&shared.local);
+            let mut spun = shared.spin.is_zero();
             loop {
                 if let Some(w) = local.queue.pop_front() {
                     break Some(w);
                 }
                 if pending.is_some() || local.closing {
                     break None;
+                }
+                if !spun {
+                    // Opt-in: look for the next task briefly before parking,
+                    // so it needs no wake-up.
+                    drop(local);
+                    spin_for_work(shared);
+                    spun = true;
+                    local = lock(&shared.local);
+                    continue;
                 }
                 local = shared.cond.wait(local).unwrap_or_else(|p| p.into_inner());
             }

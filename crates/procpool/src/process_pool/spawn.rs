@@ -21,7 +21,7 @@ use procpool_wire::message::{ToParent, ToWorker, decode_message, encode_message}
 
 use super::builder::Config;
 use crate::sys;
-use crate::worker::{ENV_FD, ENV_PARENT};
+use crate::worker::{ENV_FD, ENV_PARENT, ENV_SPIN};
 
 /// Environment variable telling a worker its slot number.
 pub(crate) const ENV_WORKER_ID: &str = "PROCPOOL_WORKER_ID";
@@ -50,6 +50,7 @@ pub(crate) fn spawn_process(cfg: &Config, index: usize) -> io::Result<Spawned> {
         .env(ENV_FD, sys::WORKER_FD.to_string())
         .env(ENV_PARENT, std::process::id().to_string())
         .env(ENV_WORKER_ID, index.to_string())
+        .env(ENV_SPIN, cfg.worker_spin.as_micros().to_string())
         .stdin(Stdio::null())
         .stdout(out_w.try_clone()?)
         .stderr(out_w)
