@@ -173,6 +173,9 @@ fn spinning_workers_give_the_same_results_and_still_stop() {
         assert!(long.kill());
         drop(pool);
         assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
-        assert!(procpool_e2e::no_children_left(), "the replacement outlived the pool");
+        assert!(
+            procpool_e2e::no_children_left(),
+            "the replacement outlived the pool"
+        );
     });
 }
