@@ -145,13 +145,6 @@ impl<R: Read> FrameReader<R> {
             Some(_) => Ok(Some(std::mem::take(&mut self.buf))),
         }
     }
-
-    /// Drops the reused buffer if a large frame left it bigger than `keep`.
-    pub fn trim(&mut self, keep: usize) {
-        if self.buf.capacity() > keep {
-            self.buf = Vec::new();
-        }
-    }
 }
 
 /// A payload buffer. Shared, so the sender can keep it (e.g. to send a task
@@ -190,11 +183,6 @@ impl Outgoing {
         self.head.len() + self.payloads.iter().map(|p| p.len()).sum::<usize>()
     }
 
-    /// Total payload bytes (the head excluded).
-    pub fn payload_len(&self) -> usize {
-        self.payloads.iter().map(|p| p.len()).sum()
-    }
-
     fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
         out.push(IoSlice::new(&self.head));
         for p in &self.payloads {
@@ -202,11 +190,6 @@ impl Outgoing {
                 out.push(IoSlice::new(p));
             }
         }
-    }
-
-    /// Gives back the payload buffers (for reuse).
-    pub fn into_payloads(self) -> Vec<Payload> {
-        self.payloads
     }
 }
 

@@ -111,12 +111,7 @@ pub trait Executor: sealed::Sealed {
         I::Item: Task,
         Self: Sized,
     {
-        Map::new(
-            Box::new(move |chunk| self.submit_chunk(chunk)),
-            self.map_window(),
-            tasks.into_iter(),
-            true,
-        )
+        map_on(self, tasks, true)
     }
 
     /// Like [`map`](Self::map) but yields results as they complete.
@@ -126,11 +121,21 @@ pub trait Executor: sealed::Sealed {
         I::Item: Task,
         Self: Sized,
     {
-        Map::new(
-            Box::new(move |chunk| self.submit_chunk(chunk)),
-            self.map_window(),
-            tasks.into_iter(),
-            false,
-        )
+        map_on(self, tasks, false)
     }
+}
+
+/// A `Map` that submits its chunks to `pool`.
+fn map_on<P, I>(pool: &P, tasks: I, ordered: bool) -> Map<'_, I::IntoIter>
+where
+    P: sealed::Sealed,
+    I: IntoIterator,
+    I::Item: Task,
+{
+    Map::new(
+        Box::new(move |chunk| pool.submit_chunk(chunk)),
+        pool.map_window(),
+        tasks.into_iter(),
+        ordered,
+    )
 }
