@@ -26,7 +26,7 @@ fn workers_started_elsewhere_attach_and_run_tasks() {
         let pool = attach_pool(2);
         let info = pool.attach_info().expect("attach mode has an address");
         // The directory is private to this user.
-        let dir = info.socket().parent().unwrap();
+        let dir = info.socket().expect("a local socket").parent().unwrap();
         let mode =
             std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o700, "socket directory mode {mode:o}");
@@ -68,7 +68,7 @@ fn wrong_token_and_silent_peers_are_refused_and_the_pool_goes_on() {
         // Wrong token: the worker is told no and exits with an error.
         let out = Command::new(WORKER)
             .arg("--connect")
-            .arg(info.socket())
+            .arg(info.address())
             .env("PROCPOOL_TOKEN", "00".repeat(32))
             .stdin(Stdio::null())
             .output()
@@ -79,13 +79,13 @@ fn wrong_token_and_silent_peers_are_refused_and_the_pool_goes_on() {
         // No token at all: refused before connecting.
         let out = Command::new(WORKER)
             .arg("--connect")
-            .arg(info.socket())
+            .arg(info.address())
             .output()
             .unwrap();
         assert!(!out.status.success());
         // A peer that connects and says nothing is dropped after the
         // handshake timeout and does not hold the slot.
-        let silent = std::os::unix::net::UnixStream::connect(info.socket()).unwrap();
+        let silent = std::os::unix::net::UnixStream::connect(info.socket().unwrap()).unwrap();
         silent
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
@@ -120,7 +120,7 @@ fn another_user_cannot_reach_the_socket() {
                 WORKER,
                 "--connect",
             ])
-            .arg(info.socket())
+            .arg(info.address())
             .env("PROCPOOL_TOKEN", info.token_hex())
             .output()
             .expect("setpriv (util-linux) runs");

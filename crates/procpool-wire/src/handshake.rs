@@ -1,19 +1,39 @@
-//! The first frame each way.
+//! The first frames each way.
 //!
 //! A worker always speaks first with a [`Hello`] (magic, protocol version,
-//! build id, pid and, in attach mode, the pool's secret token); the parent
-//! answers [`Welcome`] with the worker's id and generation, or
-//! [`Welcome::Reject`] with a reason, and closes.
+//! build id, pid, host and a fresh nonce). A worker the pool started on an
+//! inherited socket is answered at once with a [`Welcome::Accept`] (its id
+//! and generation) or a [`Welcome::Reject`] (with a reason; the parent then
+//! closes).
+//!
+//! A worker that *dialed in* (attach mode, TCP) must prove it knows the
+//! pool's 32-byte secret, and the pool proves it too, so neither side talks
+//! to a stranger. The secret never crosses the wire:
+//!
+//! ```text
+//! worker ── Hello { nonce: wn } ───────────────────────────▶ pool
+//! worker ◀── Welcome::Challenge { nonce: pn,
+//!                 proof: HMAC(secret, "pool"   ‖ wn ‖ pn) } ── pool
+//! worker ── Proof { mac: HMAC(secret, "worker" ‖ pn ‖ wn) } ▶ pool
+//! worker ◀── Welcome::Accept / Reject ─────────────────────── pool
+//! ```
+//!
+//! Every handshake frame is capped at [`HANDSHAKE_MAX_FRAME`].
 
 use std::fmt;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::Generation;
 use crate::codec::{self, CodecError};
 
 /// Bumped on every incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Length of the pool's secret and of each nonce.
+pub const SECRET_LEN: usize = 32;
 
 /// The build of the wire crate both sides must share.
 pub const BUILD_ID: &str = concat!("procpool-wire ", env!("CARGO_PKG_VERSION"));
@@ -33,22 +53,30 @@ pub struct Hello {
     pub protocol: u32,
     /// The worker's [`BUILD_ID`].
     pub build_id: String,
-    /// The worker's process id.
+    /// The worker's process id (on its own host).
     pub pid: u32,
-    /// The pool's secret, for workers that attach over a named socket.
+    /// The worker's host name.
+    pub host: String,
+    /// What the pool gave this process to match it to the slot it started
+    /// it for (`PROCPOOL_TICKET`); 0 for workers the pool did not start.
+    pub ticket: u64,
+    /// The worker's challenge to the pool ([`SECRET_LEN`] random bytes), or
+    /// empty for a worker on an inherited socket.
     #[serde(with = "serde_bytes")]
-    pub token: Vec<u8>,
+    pub nonce: Vec<u8>,
 }
 
 impl Hello {
     /// The hello this build sends.
-    pub fn ours(pid: u32, token: Vec<u8>) -> Hello {
+    pub fn ours(pid: u32, host: String, ticket: u64, nonce: Vec<u8>) -> Hello {
         Hello {
             magic: MAGIC,
             protocol: PROTOCOL_VERSION,
             build_id: BUILD_ID.to_owned(),
             pid,
-            token,
+            host,
+            ticket,
+            nonce,
         }
     }
 
@@ -90,12 +118,93 @@ pub enum Welcome {
         generation: Generation,
         /// Cap on frames the worker may send and will receive.
         max_frame: u32,
+        /// Milliseconds between the worker's [`ToParent::Heartbeat`]s
+        /// (0: none).
+        ///
+        /// [`ToParent::Heartbeat`]: crate::message::ToParent::Heartbeat
+        heartbeat_ms: u32,
     },
     /// Refused; the parent closes the connection.
     Reject {
         /// Why, for the worker's log.
         reason: String,
     },
+    /// The pool's proof and its challenge to a worker that dialed in; the
+    /// worker answers with a [`Proof`].
+    Challenge {
+        /// The pool's nonce ([`SECRET_LEN`] random bytes).
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        /// [`pool_proof`] of the worker's nonce and this one.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+}
+
+/// A dialed-in worker's answer to [`Welcome::Challenge`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// [`worker_proof`] of the two nonces.
+    #[serde(with = "serde_bytes")]
+    pub mac: Vec<u8>,
+}
+
+impl Proof {
+    /// Decodes a proof frame.
+    pub fn decode(body: &[u8]) -> Result<Proof, HandshakeError> {
+        codec::decode_limited::<Proof, { codec::HANDSHAKE_DECODE_LIMIT }>(body)
+            .map_err(HandshakeError::Garbled)
+    }
+}
+
+fn mac(secret: &[u8], role: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    for part in [role, first, second] {
+        // Length-prefixed, so the parts cannot be shifted into each other.
+        m.update(&(part.len() as u32).to_le_bytes());
+        m.update(part);
+    }
+    m
+}
+
+/// What the pool sends to prove it knows `secret`.
+pub fn pool_proof(secret: &[u8], worker_nonce: &[u8], pool_nonce: &[u8]) -> Vec<u8> {
+    mac(secret, b"procpool pool", worker_nonce, pool_nonce)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+/// What a worker sends to prove it knows `secret`.
+pub fn worker_proof(secret: &[u8], pool_nonce: &[u8], worker_nonce: &[u8]) -> Vec<u8> {
+    mac(secret, b"procpool worker", pool_nonce, worker_nonce)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+/// Checks the pool's proof in constant time.
+pub fn check_pool_proof(
+    secret: &[u8],
+    worker_nonce: &[u8],
+    pool_nonce: &[u8],
+    proof: &[u8],
+) -> bool {
+    mac(secret, b"procpool pool", worker_nonce, pool_nonce)
+        .verify_slice(proof)
+        .is_ok()
+}
+
+/// Checks a worker's proof in constant time.
+pub fn check_worker_proof(
+    secret: &[u8],
+    pool_nonce: &[u8],
+    worker_nonce: &[u8],
+    proof: &[u8],
+) -> bool {
+    mac(secret, b"procpool worker", pool_nonce, worker_nonce)
+        .verify_slice(proof)
+        .is_ok()
 }
 
 impl Welcome {
@@ -163,7 +272,7 @@ mod tests {
 
     #[test]
     fn our_hello_round_trips_and_checks() {
-        let h = Hello::ours(42, vec![1, 2, 3]);
+        let h = Hello::ours(42, "node1".into(), 7, vec![1, 2, 3]);
         let back = Hello::decode(&codec::encode(&h).unwrap()).unwrap();
         assert_eq!(back, h);
         back.check().unwrap();
@@ -171,7 +280,7 @@ mod tests {
 
     #[test]
     fn wrong_version_is_refused() {
-        let mut h = Hello::ours(1, vec![]);
+        let mut h = Hello::ours(1, String::new(), 0, vec![]);
         h.protocol = PROTOCOL_VERSION + 1;
         let err = h.check().unwrap_err();
         assert_eq!(
@@ -186,14 +295,14 @@ mod tests {
 
     #[test]
     fn wrong_build_is_refused() {
-        let mut h = Hello::ours(1, vec![]);
+        let mut h = Hello::ours(1, String::new(), 0, vec![]);
         h.build_id = "procpool-wire 0.0.0-other".into();
         assert!(matches!(h.check(), Err(HandshakeError::Build { .. })));
     }
 
     #[test]
     fn bad_magic_and_garbage() {
-        let mut h = Hello::ours(1, vec![]);
+        let mut h = Hello::ours(1, String::new(), 0, vec![]);
         h.magic = *b"notmine!";
         assert_eq!(h.check(), Err(HandshakeError::NotProcpool));
         assert!(matches!(
@@ -209,12 +318,34 @@ mod tests {
                 worker_id: 3,
                 generation: 9,
                 max_frame: 1024,
+                heartbeat_ms: 500,
             },
             Welcome::Reject {
                 reason: "no".into(),
             },
+            Welcome::Challenge {
+                nonce: vec![1; SECRET_LEN],
+                proof: vec![2; 32],
+            },
         ] {
             assert_eq!(Welcome::decode(&codec::encode(&w).unwrap()).unwrap(), w);
         }
+    }
+
+    #[test]
+    fn proofs_bind_secret_role_and_both_nonces() {
+        let (secret, wn, pn) = ([7u8; 32], [1u8; 32], [2u8; 32]);
+        let p = pool_proof(&secret, &wn, &pn);
+        assert_eq!(p.len(), 32);
+        assert!(check_pool_proof(&secret, &wn, &pn, &p));
+        assert!(!check_pool_proof(&[8u8; 32], &wn, &pn, &p), "other secret");
+        assert!(!check_pool_proof(&secret, &pn, &wn, &p), "nonces swapped");
+        assert!(!check_pool_proof(&secret, &wn, &pn, &p[..31]), "truncated");
+        let w = worker_proof(&secret, &pn, &wn);
+        assert_ne!(w, p, "a pool proof cannot be replayed as a worker's");
+        assert!(check_worker_proof(&secret, &pn, &wn, &w));
+        assert!(!check_worker_proof(&secret, &pn, &wn, &p));
+        let back = Proof::decode(&codec::encode(&Proof { mac: w.clone() }).unwrap()).unwrap();
+        assert_eq!(back.mac, w);
     }
 }

@@ -157,6 +157,12 @@ pub enum ToParent {
         /// `true`: the task was removed and will never run.
         withdrawn: bool,
     },
+    /// "Still here", every `heartbeat` of the welcome (workers that dialed
+    /// in over a network; a silent connection is then a lost worker).
+    Heartbeat {
+        /// Generation of the sender.
+        generation: Generation,
+    },
 }
 
 impl ToParent {
@@ -166,7 +172,8 @@ impl ToParent {
             ToParent::InitDone { generation, .. }
             | ToParent::Started { generation, .. }
             | ToParent::Finished { generation, .. }
-            | ToParent::Withdrawn { generation, .. } => *generation,
+            | ToParent::Withdrawn { generation, .. }
+            | ToParent::Heartbeat { generation } => *generation,
         }
     }
 }

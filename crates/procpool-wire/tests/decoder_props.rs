@@ -344,7 +344,8 @@ fn gen_outcome(rng: &mut Rng, small: bool) -> (Outcome, Vec<Vec<u8>>) {
 
 fn gen_to_parent(rng: &mut Rng, small: bool) -> (ToParent, Vec<Vec<u8>>) {
     let generation = gen_u32(rng, small);
-    match rng.below(4) {
+    match rng.below(5) {
+        4 => (ToParent::Heartbeat { generation }, vec![]),
         0 => {
             let error = if rng.one_in(2) {
                 Some(gen_string(rng, small))
@@ -395,7 +396,12 @@ fn gen_to_parent(rng: &mut Rng, small: bool) -> (ToParent, Vec<Vec<u8>>) {
 }
 
 fn gen_hello(rng: &mut Rng, small: bool) -> Hello {
-    let mut h = Hello::ours(gen_u32(rng, small), gen_payload(rng));
+    let mut h = Hello::ours(
+        gen_u32(rng, small),
+        String::from_utf8_lossy(&gen_payload(rng)).into_owned(),
+        rng.next(),
+        gen_payload(rng),
+    );
     if rng.one_in(4) {
         h.magic = [rng.next() as u8; 8];
     }
@@ -414,6 +420,12 @@ fn gen_welcome(rng: &mut Rng, small: bool) -> Welcome {
             worker_id: gen_u32(rng, small),
             generation: gen_u32(rng, small),
             max_frame: gen_u32(rng, small),
+            heartbeat_ms: gen_u32(rng, small),
+        }
+    } else if rng.one_in(2) {
+        Welcome::Challenge {
+            nonce: gen_payload(rng),
+            proof: gen_payload(rng),
         }
     } else {
         Welcome::Reject {
@@ -684,7 +696,7 @@ fn check_hello(body: &[u8]) -> Result<(), String> {
     check_usage("Hello::decode", usage)?;
     match r {
         Ok(h) => {
-            if MAGIC.len() + h.build_id.len() + h.token.len() > body.len() {
+            if MAGIC.len() + h.build_id.len() + h.host.len() + h.nonce.len() > body.len() {
                 return Err(format!(
                     "Hello::decode: {h:?} is larger than its {} bytes",
                     body.len()
@@ -1169,6 +1181,7 @@ fn arb_to_parent() -> impl Strategy<Value = (ToParent, Vec<Vec<u8>>)> {
             },
             vec![]
         )),
+        any::<u32>().prop_map(|generation| (ToParent::Heartbeat { generation }, vec![])),
     ]
 }
 
@@ -1178,26 +1191,35 @@ fn arb_hello() -> impl Strategy<Value = Hello> {
         any::<u32>(),
         arb_string(),
         any::<u32>(),
+        arb_string(),
+        any::<u64>(),
         arb_payload(),
     )
-        .prop_map(|(magic, protocol, build_id, pid, token)| Hello {
-            magic,
-            protocol,
-            build_id,
-            pid,
-            token,
-        })
+        .prop_map(
+            |(magic, protocol, build_id, pid, host, ticket, nonce)| Hello {
+                magic,
+                protocol,
+                build_id,
+                pid,
+                host,
+                ticket,
+                nonce,
+            },
+        )
 }
 
 fn arb_welcome() -> impl Strategy<Value = Welcome> {
     prop_oneof![
-        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
-            |(worker_id, generation, max_frame)| Welcome::Accept {
+        (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+            |(worker_id, generation, max_frame, heartbeat_ms)| Welcome::Accept {
                 worker_id,
                 generation,
-                max_frame
+                max_frame,
+                heartbeat_ms,
             }
         ),
+        (arb_payload(), arb_payload())
+            .prop_map(|(nonce, proof)| Welcome::Challenge { nonce, proof }),
         arb_string().prop_map(|reason| Welcome::Reject { reason }),
     ]
 }

@@ -39,6 +39,10 @@ pub enum Exit {
     Signal(i32),
     /// Its status could not be read.
     Unknown,
+    /// A worker across a network stopped answering (no heartbeat within
+    /// the pool's `lost_after`, or its connection broke): the node may be
+    /// gone or cut off.
+    Lost,
 }
 
 impl fmt::Display for Exit {
@@ -50,6 +54,7 @@ impl fmt::Display for Exit {
                 Err(_) => write!(f, "was killed by signal {s}"),
             },
             Exit::Unknown => f.write_str("ended with an unknown status"),
+            Exit::Lost => f.write_str("was lost (stopped answering over the network)"),
         }
     }
 }

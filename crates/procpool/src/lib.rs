@@ -46,7 +46,10 @@ pub use cost::{Cost, PoolStats};
 pub use error::{BuildError, Exit, Side, SubmitError, TaskError, WaitError};
 pub use future::{State, TaskFuture};
 pub use map::Map;
-pub use process_pool::{AttachInfo, Launcher, ProcessPool, ProcessPoolBuilder, WorkerCommand};
+pub use process_pool::{
+    AttachInfo, Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, ProcessPool,
+    ProcessPoolBuilder, Srun, Transport, WorkerCommand,
+};
 pub use task::{InitError, Initializer, Registry, Task, WorkerContext};
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use waiting::{AsCompleted, ReturnWhen, as_completed, wait};

@@ -17,17 +17,22 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 use std::time::Instant;
 
 use procpool_wire::codec;
 use procpool_wire::frame::{FrameReader, Outgoing, write_all_frames};
-use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Welcome};
+use procpool_wire::handshake::{self, HANDSHAKE_MAX_FRAME, Hello, Proof, SECRET_LEN, Welcome};
 use procpool_wire::message::{
     MessageError, Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming, decode_message,
     encode_message,
 };
 use procpool_wire::{Generation, TaskId};
 
+use crate::process_pool::attach::{
+    ENV_CONNECT, ENV_TICKET, ENV_TOKEN, host_name, random_bytes, unhex,
+};
+use crate::process_pool::transport::{Stream, dial};
 use crate::task::{Registry, WorkerContext};
 
 /// Environment variable carrying the inherited socket's descriptor number.
@@ -70,10 +75,29 @@ fn install_panic_hook() {
 
 /// Whether this process was started by a `ProcessPool` as a worker.
 pub fn is_worker() -> bool {
-    let (Some(_), Some(parent)) = (std::env::var_os(ENV_FD), std::env::var_os(ENV_PARENT)) else {
-        return false;
-    };
-    parent.to_str().and_then(|p| p.parse::<u32>().ok()) == Some(std::os::unix::process::parent_id())
+    let connected = std::env::var_os(ENV_FD).is_some() || std::env::var_os(ENV_CONNECT).is_some();
+    connected && spawned_by_parent()
+}
+
+/// Whether `PROCPOOL_PARENT_PID` names this process's parent.
+fn spawned_by_parent() -> bool {
+    std::env::var(ENV_PARENT)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::os::unix::process::parent_id())
+}
+
+/// A worker the pool spawned dies with it. Set first, then check, so a
+/// parent that died in between is not missed.
+fn die_with_parent() -> Result<(), String> {
+    if std::env::var_os(ENV_PARENT).is_none() {
+        return Ok(());
+    }
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if !spawned_by_parent() {
+        return Err("the pool that started this worker is gone".into());
+    }
+    Ok(())
 }
 
 /// For programs that are their own worker binary
@@ -97,18 +121,22 @@ pub fn run_if_worker(registry: Registry) {
 /// procpool::worker::run(procpool_tasks::registry())
 /// ```
 ///
-/// Started by hand (or by another launcher) as `PROGRAM --connect SOCKET`
-/// with the pool's token in `PROCPOOL_TOKEN`, it attaches to a pool in
-/// [`Launcher::Attach`](crate::Launcher::Attach) mode instead.
+/// Started by hand or by a launcher (`srun`, `mpirun`) as
+/// `PROGRAM --connect ADDRESS` (`tcp://HOST:PORT` or a local socket's
+/// path) with the pool's secret in `PROCPOOL_TOKEN`, it dials in instead;
+/// see [`Launcher`](crate::Launcher).
 pub fn run(registry: Registry) -> ! {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let connect = args
         .iter()
         .position(|a| a == "--connect")
-        .map(|i| args.get(i + 1).cloned());
+        .map(|i| args.get(i + 1).and_then(|a| a.to_str()).map(str::to_owned))
+        .or_else(|| std::env::var(ENV_CONNECT).ok().map(Some));
     let served = match connect {
-        Some(Some(socket)) => serve_attached(std::path::Path::new(&socket), registry),
-        Some(None) => Err("--connect needs the pool's socket path".to_owned()),
+        Some(Some(address)) => serve_dialed(&address, registry),
+        Some(None) => {
+            Err("--connect needs the pool's address (tcp://HOST:PORT or a socket path)".to_owned())
+        }
         None => serve_inherited(registry),
     };
     let code = match served {
@@ -131,17 +159,7 @@ fn serve_inherited(registry: Registry) -> Result<(), String> {
         })?
         .parse()
         .map_err(|_| format!("{ENV_FD} is not a descriptor number"))?;
-    if let Some(parent) = std::env::var(ENV_PARENT)
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-    {
-        // Die with the parent. Set first, then check, so a parent that died
-        // in between is not missed.
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-        if std::os::unix::process::parent_id() != parent {
-            return Err("the pool that started this worker is gone".into());
-        }
-    }
+    die_with_parent()?;
     let sock = crate::sys::adopt_socket(fd).map_err(|e| format!("descriptor {fd}: {e}"))?;
     // Programs a task starts must not inherit the pool's socket.
     nix::fcntl::fcntl(
@@ -149,36 +167,26 @@ fn serve_inherited(registry: Registry) -> Result<(), String> {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
     .map_err(|e| format!("cannot set close-on-exec on the socket: {e}"))?;
-    serve(UnixStream::from(sock), registry, Vec::new())
+    serve(Stream::Unix(UnixStream::from(sock)), registry, None, 0)
 }
 
-/// Attach mode: dial the pool's socket and present the token from the
+/// Dial the pool (TCP or a local socket) and prove the secret from the
 /// environment (never from the command line).
-fn serve_attached(socket: &std::path::Path, registry: Registry) -> Result<(), String> {
-    use interprocess::local_socket::prelude::*;
-    let token = std::env::var(crate::process_pool::ENV_TOKEN)
+fn serve_dialed(address: &str, registry: Registry) -> Result<(), String> {
+    let token = std::env::var(ENV_TOKEN)
         .ok()
-        .and_then(|t| crate::process_pool::attach::unhex(t.trim()))
+        .and_then(|t| unhex(t.trim()))
+        .filter(|t| t.len() == SECRET_LEN)
         .ok_or_else(|| {
-            format!(
-                "{} must hold the pool's token (hex)",
-                crate::process_pool::ENV_TOKEN
-            )
+            format!("{ENV_TOKEN} must hold the pool's secret ({SECRET_LEN} bytes, hex)")
         })?;
-    let name = socket
-        .to_fs_name::<interprocess::local_socket::GenericFilePath>()
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
-    let conn = interprocess::local_socket::Stream::connect(name)
-        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-    #[allow(unreachable_patterns)]
-    let stream = match &conn {
-        interprocess::local_socket::Stream::UdSocket(s) => {
-            s.inner().try_clone().map_err(|e| e.to_string())?
-        }
-        _ => return Err("not a Unix-domain socket".into()),
-    };
-    drop(conn);
-    serve(stream, registry, token)
+    let ticket = std::env::var(ENV_TICKET)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(0);
+    die_with_parent()?;
+    let stream = dial(address).map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    serve(stream, registry, Some(token), ticket)
 }
 
 enum Work {
@@ -210,7 +218,7 @@ struct WorkerShared {
     spin: std::time::Duration,
     local: Mutex<Local>,
     cond: Condvar,
-    writer: Mutex<UnixStream>,
+    writer: Mutex<Stream>,
     generation: Generation,
 }
 
@@ -240,42 +248,79 @@ fn exit_parent_gone(e: &io::Error) -> ! {
 }
 
 /// Serves one connection to a pool: handshake, then tasks until told to
-/// stop. `token` is presented in the hello (attach mode).
-pub(crate) fn serve(stream: UnixStream, registry: Registry, token: Vec<u8>) -> Result<(), String> {
+/// stop. A worker that dialed in brings the pool's `secret` and proves it
+/// (and checks the pool's proof); `ticket` names what the pool started it
+/// as.
+pub(crate) fn serve(
+    stream: Stream,
+    registry: Registry,
+    secret: Option<Vec<u8>>,
+    ticket: u64,
+) -> Result<(), String> {
     install_panic_hook();
     let read_half = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = FrameReader::new(
         std::io::BufReader::with_capacity(crate::process_pool::READ_BUFFER, read_half),
         HANDSHAKE_MAX_FRAME,
     );
-    let hello = Hello::ours(std::process::id(), token);
-    let hello = Outgoing::new(
-        codec::encode(&hello).map_err(|e| e.to_string())?,
-        Vec::<procpool_wire::Payload>::new(),
-    )
-    .map_err(|e| e.to_string())?;
-    write_all_frames(&mut &stream, &[hello]).map_err(|e| format!("cannot greet the pool: {e}"))?;
-    let body = match reader.next_frame() {
-        Ok(Some(b)) => b,
-        Ok(None) => return Err("the pool closed the connection during the handshake".into()),
-        Err(e) => return Err(format!("handshake: {e}")),
+    let nonce = match &secret {
+        Some(_) => random_bytes(SECRET_LEN).map_err(|e| format!("no randomness: {e}"))?,
+        None => Vec::new(),
     };
-    let (worker_id, generation, max_frame) =
+    let hello = Hello::ours(std::process::id(), host_name(), ticket, nonce.clone());
+    send_handshake(&stream, &hello).map_err(|e| format!("cannot greet the pool: {e}"))?;
+    let mut proven = false;
+    let (worker_id, generation, max_frame, heartbeat_ms) = loop {
+        let body = match reader.next_frame() {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err("the pool closed the connection during the handshake".into()),
+            Err(e) => return Err(format!("handshake: {e}")),
+        };
         match Welcome::decode(body).map_err(|e| e.to_string())? {
+            Welcome::Challenge {
+                nonce: theirs,
+                proof,
+            } => {
+                let Some(secret) = &secret else {
+                    return Err("the pool asked for a secret this worker does not have".into());
+                };
+                if !handshake::check_pool_proof(secret, &nonce, &theirs, &proof) {
+                    return Err("wrong secret token: the pool's proof does not match PROCPOOL_TOKEN (or it is not our pool)".into());
+                }
+                proven = true;
+                let mac = handshake::worker_proof(secret, &theirs, &nonce);
+                send_handshake(&stream, &Proof { mac })
+                    .map_err(|e| format!("cannot answer the challenge: {e}"))?;
+            }
             Welcome::Accept {
                 worker_id,
                 generation,
                 max_frame,
-            } => (worker_id, generation, max_frame),
+                heartbeat_ms,
+            } => break (worker_id, generation, max_frame, heartbeat_ms),
             Welcome::Reject { reason } => {
                 return Err(format!("the pool refused this worker: {reason}"));
             }
-        };
+        }
+    };
+    if secret.is_some() && !proven {
+        return Err(
+            "the pool accepted this worker without proving the secret; not serving it".into(),
+        );
+    }
     reader.set_max(max_frame);
     let spin = std::env::var(ENV_SPIN)
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .map_or(std::time::Duration::ZERO, std::time::Duration::from_micros);
+        .map_or(Duration::ZERO, Duration::from_micros);
+    let heartbeat = Duration::from_millis(u64::from(heartbeat_ms));
+    if let Stream::Tcp(t) = &stream
+        && !heartbeat.is_zero()
+    {
+        // A pool that vanishes without closing is noticed when our
+        // heartbeats go unacknowledged this long.
+        let _ = crate::process_pool::transport::tune_tcp(t, heartbeat.saturating_mul(10));
+    }
     let shared = Arc::new(WorkerShared {
         spin,
         local: Mutex::new(Local {
@@ -292,8 +337,29 @@ pub(crate) fn serve(stream: UnixStream, registry: Registry, token: Vec<u8>) -> R
         .name("procpool-worker-reader".into())
         .spawn(move || read_loop(reader, &reader_shared))
         .map_err(|e| format!("cannot start the reader thread: {e}"))?;
+    if !heartbeat.is_zero() {
+        let beat = shared.clone();
+        std::thread::Builder::new()
+            .name("procpool-worker-heartbeat".into())
+            .spawn(move || {
+                let msg = beat.message(&ToParent::Heartbeat { generation });
+                loop {
+                    std::thread::sleep(heartbeat);
+                    beat.send(std::slice::from_ref(&msg));
+                }
+            })
+            .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
+    }
     execute(&shared, &registry, worker_id as usize, max_frame);
     Ok(())
+}
+
+fn send_handshake<T: serde::Serialize>(stream: &Stream, msg: &T) -> io::Result<()> {
+    let frame = Outgoing::new(
+        codec::encode(msg).map_err(io::Error::other)?,
+        Vec::<procpool_wire::Payload>::new(),
+    )?;
+    write_all_frames(&mut &*stream, &[frame])
 }
 
 fn read_loop(mut reader: crate::process_pool::SocketReader, shared: &WorkerShared) {

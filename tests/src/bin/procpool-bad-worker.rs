@@ -302,7 +302,7 @@ fn main() {
     // Handshake.
     let read_half = stream.try_clone().unwrap_or_else(|e| die(&e.to_string()));
     let mut reader = FrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
-    let mut hello = Hello::ours(std::process::id(), Vec::new());
+    let mut hello = Hello::ours(std::process::id(), String::new(), 0, Vec::new());
     if mode == Mode::BadVersion {
         hello.protocol += 1;
     }
@@ -321,6 +321,7 @@ fn main() {
             ..
         } => (generation, max_frame),
         Welcome::Reject { reason } => die(&format!("rejected: {reason}")),
+        other => die(&format!("unexpected {other:?}")),
     };
     reader.set_max(max_frame);
 

@@ -12,6 +12,7 @@ use crate::error::BuildError;
 use crate::task::{Initializer, init_fingerprint};
 
 use super::ProcessPool;
+use super::launch::{Launcher, Transport};
 
 /// Environment variable that overrides where [`WorkerCommand::bundled`]
 /// finds `procpool-worker`.
@@ -142,22 +143,6 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// How the pool gets its workers (the scale-out seam of DESIGN.md).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Launcher {
-    /// The pool starts every worker itself, on an inherited `socketpair`
-    /// end (the default).
-    #[default]
-    Spawn,
-    /// Workers started by someone else attach over a local socket in a
-    /// 0700 directory, with a uid check and a secret token; see
-    /// [`ProcessPool::attach_info`](super::ProcessPool::attach_info).
-    /// `workers(n)` is then the most that may attach at once, and `build()`
-    /// returns without waiting for any.
-    Attach,
-}
-
 /// The initializer as it travels: name, fingerprint, encoded value.
 #[derive(Debug, Clone)]
 pub(crate) struct InitSpec {
@@ -170,6 +155,13 @@ pub(crate) struct InitSpec {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub launcher: Launcher,
+    pub transport: Transport,
+    pub listen: std::net::SocketAddr,
+    pub advertise: Option<String>,
+    pub heartbeat: Duration,
+    pub lost_after: Duration,
+    pub retries: u32,
+    pub launch_timeout: Duration,
     pub program: PathBuf,
     pub command: WorkerCommand,
     pub workers: usize,
@@ -208,6 +200,13 @@ pub(crate) struct Config {
 #[must_use]
 pub struct ProcessPoolBuilder {
     launcher: Launcher,
+    transport: Transport,
+    listen: std::net::SocketAddr,
+    advertise: Option<String>,
+    heartbeat: Duration,
+    lost_after: Duration,
+    retries: u32,
+    launch_timeout: Duration,
     command: WorkerCommand,
     workers: Option<usize>,
     init: Option<Result<InitSpec, BuildError>>,
@@ -228,6 +227,13 @@ impl Default for ProcessPoolBuilder {
     fn default() -> Self {
         ProcessPoolBuilder {
             launcher: Launcher::Spawn,
+            transport: Transport::Local,
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            advertise: None,
+            heartbeat: Duration::from_secs(1),
+            lost_after: Duration::from_secs(10),
+            retries: 0,
+            launch_timeout: Duration::from_secs(120),
             command: WorkerCommand::bundled(),
             workers: None,
             init: None,
@@ -253,9 +259,57 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// How workers are started (default: [`Launcher::Spawn`]).
-    pub fn launcher(mut self, launcher: Launcher) -> Self {
-        self.launcher = launcher;
+    /// How workers are started (default: [`Launcher::Spawn`]), e.g.
+    /// `.launcher(Launcher::srun().nodes(2).tasks_per_node(2))`.
+    pub fn launcher(mut self, launcher: impl Into<Launcher>) -> Self {
+        self.launcher = launcher.into();
+        self
+    }
+
+    /// How workers reach the pool (default: [`Transport::Local`]; launchers
+    /// of remote workers always use TCP).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Where the pool listens for TCP workers (default `0.0.0.0:0`: every
+    /// interface, an ephemeral port).
+    pub fn listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The host name or address workers dial (default: the listening
+    /// address if it is a specific one, else this host's name).
+    pub fn advertise(mut self, host: impl Into<String>) -> Self {
+        self.advertise = Some(host.into());
+        self
+    }
+
+    /// TCP workers send a heartbeat every `every`; one silent for
+    /// `lost_after` (or whose connection's unacknowledged data sits that
+    /// long) is lost: its running task fails with `WorkerDied` (defaults
+    /// 1 s and 10 s).
+    pub fn heartbeat(mut self, every: Duration, lost_after: Duration) -> Self {
+        self.heartbeat = every;
+        self.lost_after = lost_after;
+        self
+    }
+
+    /// A task whose worker dies under it is run again, up to `n` times,
+    /// before its future fails with `WorkerDied` (default 0). Only worker
+    /// deaths are retried: not errors, panics or timeouts. Per task:
+    /// [`ProcessPool::submit_with_retries`].
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// How long `build()` waits for launched workers to join
+    /// ([`Launcher::Command`]; default 120 s).
+    pub fn launch_timeout(mut self, d: Duration) -> Self {
+        self.launch_timeout = d;
         self
     }
 
@@ -364,7 +418,8 @@ impl ProcessPoolBuilder {
     /// Starts the workers, runs the initializer in each, and returns the
     /// pool once every worker is ready. On error no worker is left running.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
-        let workers = match self.workers {
+        let implied = self.launcher.command().and_then(|l| l.default_workers());
+        let workers = match self.workers.or(implied) {
             Some(0) => {
                 return Err(BuildError::Config(
                     "workers must be at least 1 (got 0)".into(),
@@ -372,6 +427,18 @@ impl ProcessPoolBuilder {
             }
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.heartbeat.is_zero() || self.lost_after <= self.heartbeat {
+            return Err(BuildError::Config(format!(
+                "heartbeat: lost_after ({:?}) must be longer than the interval ({:?}), which must not be 0",
+                self.lost_after, self.heartbeat
+            )));
+        }
+        // Workers launched elsewhere can only dial back over TCP.
+        let transport = if self.launcher.command().is_some() {
+            Transport::Tcp
+        } else {
+            self.transport
         };
         if self.prefetch == 0 {
             return Err(BuildError::Config(
@@ -391,11 +458,23 @@ impl ProcessPoolBuilder {
         }
         let init = self.init.transpose()?;
         let program = match self.launcher {
-            Launcher::Spawn => self.command.resolve()?,
             Launcher::Attach => PathBuf::new(),
+            // Only printed: a person may have the program elsewhere.
+            Launcher::External => self
+                .command
+                .resolve()
+                .unwrap_or_else(|_| PathBuf::from("procpool-worker")),
+            _ => self.command.resolve()?,
         };
         let config = Config {
             launcher: self.launcher,
+            transport,
+            listen: self.listen,
+            advertise: self.advertise,
+            heartbeat: self.heartbeat,
+            lost_after: self.lost_after,
+            retries: self.retries,
+            launch_timeout: self.launch_timeout,
             program,
             command: self.command,
             workers,

@@ -13,7 +13,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
@@ -23,9 +22,8 @@ use procpool_wire::message::{
 };
 use procpool_wire::{Generation, TaskId};
 
-use super::supervisor::{
-    Assigned, KillReason, Phase, PoolState, Shared, Slot, SlotStatus, kill_group,
-};
+use super::supervisor::{Assigned, KillReason, Phase, PoolState, Shared, Slot, SlotStatus};
+use super::transport::Stream;
 use crate::cost::Cost;
 use crate::error::{Side, TaskError};
 use crate::future::{Control, ResolveBytes};
@@ -47,6 +45,8 @@ pub(crate) struct Meta {
     pub encode: Duration,
     pub bytes_out: u64,
     pub timeout: Option<Duration>,
+    /// Runs left if its worker dies under it.
+    pub retries: u32,
 }
 
 /// A task waiting in the parent's queue.
@@ -70,13 +70,13 @@ pub(crate) enum Refusal {
 
 /// The parent's end of one worker's socket, for writing.
 pub(crate) struct Conn {
-    pub stream: UnixStream,
+    pub stream: Stream,
     outbox: Mutex<Vec<Outgoing>>,
     writing: Mutex<()>,
 }
 
 impl Conn {
-    pub(crate) fn new(stream: UnixStream) -> Conn {
+    pub(crate) fn new(stream: Stream) -> Conn {
         Conn {
             stream,
             outbox: Mutex::new(Vec::new()),
@@ -107,7 +107,7 @@ impl Conn {
                 }
                 if let Err(e) = write_all_frames(&mut &self.stream, &frames) {
                     tracing::debug!(target: "procpool::wire", "write to worker failed: {e}");
-                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                    let _ = self.stream.shutdown();
                     lock(&self.outbox).clear();
                     return;
                 }
@@ -354,11 +354,13 @@ impl Control for PoolControl {
         if slot.kill.is_some() {
             return false; // already being killed (timeout, shutdown)
         }
-        let Some(pid) = slot.pid else { return false };
+        let Some(target) = slot.target() else {
+            return false;
+        };
         slot.kill = Some(KillReason::Killed { id });
         drop(st);
-        tracing::debug!(target: "procpool::pool", { task.id = id, worker.pid = pid }, "killing a running task's worker on request");
-        kill_group(pid, nix::sys::signal::Signal::SIGKILL);
+        tracing::debug!(target: "procpool::pool", { task.id = id }, "killing a running task's worker on request");
+        target.signal(nix::sys::signal::Signal::SIGKILL);
         true
     }
 }
@@ -416,13 +418,19 @@ pub(crate) fn read_loop(
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {
-                if let procpool_wire::FrameError::Io(io) = &e
-                    && matches!(
-                        io.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-                    )
-                {
-                    return;
+                if let procpool_wire::FrameError::Io(io) = &e {
+                    match io.kind() {
+                        io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionAborted => return,
+                        // Over TCP the socket has a read timeout: the
+                        // worker missed its heartbeats.
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                            lost(shared, idx, generation, pid);
+                            return;
+                        }
+                        _ => {}
+                    }
                 }
                 protocol_error(shared, idx, generation, pid, e.to_string());
                 return;
@@ -491,6 +499,7 @@ pub(crate) fn read_loop(
                 }
             }
             ToParent::Withdrawn { id, withdrawn, .. } => on_withdrawn(shared, idx, id, withdrawn),
+            ToParent::Heartbeat { .. } => {}
             other => {
                 protocol_error(
                     shared,
@@ -508,17 +517,33 @@ pub(crate) fn read_loop(
 fn protocol_error(shared: &Shared, idx: usize, generation: Generation, pid: u32, message: String) {
     tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
 "protocol error: {message}");
-    {
+    end_worker(shared, idx, generation, KillReason::Protocol(message));
+}
+
+/// A TCP worker went silent past `lost_after`.
+fn lost(shared: &Shared, idx: usize, generation: Generation, pid: u32) {
+    let after = shared.cfg.lost_after;
+    tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker lost: no heartbeat for {after:?}");
+    end_worker(shared, idx, generation, KillReason::Lost);
+}
+
+/// Records why worker `idx` ends and kills it.
+fn end_worker(shared: &Shared, idx: usize, generation: Generation, why: KillReason) {
+    let target = {
         let mut st = lock(&shared.state);
         let slot = &mut st.slots[idx];
         if slot.generation != generation {
             return;
         }
         if slot.kill.is_none() {
-            slot.kill = Some(KillReason::Protocol(message));
+            slot.kill = Some(why);
         }
+        slot.target()
+    };
+    if let Some(t) = target {
+        t.signal(nix::sys::signal::Signal::SIGKILL);
     }
-    kill_group(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 fn on_started(shared: &Shared, idx: usize, id: TaskId) {

@@ -10,8 +10,10 @@
 pub mod attach;
 pub mod builder;
 mod dispatch;
+mod launch;
 mod spawn;
 mod supervisor;
+pub(crate) mod transport;
 
 use std::any::type_name;
 use std::sync::Arc;
@@ -21,7 +23,8 @@ use std::time::{Duration, Instant};
 use procpool_wire::codec;
 
 pub use attach::{AttachInfo, ENV_TOKEN};
-pub use builder::{ENV_WORKER_PATH, Launcher, ProcessPoolBuilder, WorkerCommand};
+pub use builder::{ENV_WORKER_PATH, ProcessPoolBuilder, WorkerCommand};
+pub use launch::{Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, Srun, Transport};
 
 use crate::cost::PoolStats;
 use crate::error::{BuildError, Side, SubmitError, TaskError};
@@ -37,8 +40,7 @@ type Prepared<O> = (Item, Arc<Core<O>>);
 
 /// The reading end of a worker connection: buffered, so the small frames a
 /// worker writes back to back ("result k-1", "started k") cost one read.
-pub(crate) type SocketReader =
-    procpool_wire::FrameReader<std::io::BufReader<std::os::unix::net::UnixStream>>;
+pub(crate) type SocketReader = procpool_wire::FrameReader<std::io::BufReader<transport::Stream>>;
 
 /// Read buffer of a connection; larger frames bypass it.
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
@@ -96,7 +98,27 @@ impl ProcessPool {
         task: T,
         timeout: Option<Duration>,
     ) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
-        let (item, core) = match self.prepare(&task, timeout) {
+        self.submit_with(task, timeout, self.shared.cfg.retries)
+    }
+
+    /// Like [`submit`](Self::submit), run again up to `retries` times if
+    /// its worker dies under it (a lost remote node, a crash), overriding
+    /// the builder's [`retries`](ProcessPoolBuilder::retries).
+    pub fn submit_with_retries<T: Task>(
+        &self,
+        task: T,
+        retries: u32,
+    ) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
+        self.submit_with(task, self.shared.cfg.task_timeout, retries)
+    }
+
+    fn submit_with<T: Task>(
+        &self,
+        task: T,
+        timeout: Option<Duration>,
+        retries: u32,
+    ) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
+        let (item, core) = match self.prepare(&task, timeout, retries) {
             Ok(pair) => pair,
             Err(message) => {
                 return Err(SubmitError::Encode {
@@ -118,6 +140,7 @@ impl ProcessPool {
         &self,
         task: &T,
         timeout: Option<Duration>,
+        retries: u32,
     ) -> Result<Prepared<T::Output>, String> {
         let submitted = Instant::now();
         let payload = codec::encode(task).map_err(|e| e.to_string())?;
@@ -143,6 +166,7 @@ impl ProcessPool {
                 encode,
                 bytes_out: payload.len() as u64,
                 timeout,
+                retries,
             },
             payload: Arc::new(payload),
         };
@@ -195,8 +219,8 @@ impl ProcessPool {
         supervisor::inject_panic(&self.shared);
     }
 
-    /// In [`Launcher::Attach`] mode, where and how workers attach:
-    /// `info.command("procpool-worker").spawn()` starts one.
+    /// Where and how workers dial in (every launcher but a `Spawn` over
+    /// local sockets): `info.command("procpool-worker").spawn()` starts one.
     pub fn attach_info(&self) -> Option<AttachInfo> {
         self.shared.attach.as_ref().map(|a| a.info.clone())
     }
@@ -218,7 +242,7 @@ impl sealed::Sealed for ProcessPool {
         let mut out = Vec::with_capacity(items.len());
         let mut batch = Vec::with_capacity(items.len());
         for task in &items {
-            match self.prepare(task, self.shared.cfg.task_timeout) {
+            match self.prepare(task, self.shared.cfg.task_timeout, self.shared.cfg.retries) {
                 Ok((item, core)) => {
                     batch.push(item);
                     out.push(Ok(TaskFuture::from_core(core)));

@@ -7,7 +7,6 @@
 //! lines are forwarded to the parent's stderr, prefixed with the worker id.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,67 +15,104 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use procpool_wire::Generation;
 use procpool_wire::codec;
 use procpool_wire::frame::{FrameReader, Outgoing, write_all_frames};
-use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Welcome};
+use procpool_wire::handshake::{self, HANDSHAKE_MAX_FRAME, Hello, Proof, SECRET_LEN, Welcome};
 use procpool_wire::message::{ToParent, ToWorker, decode_message, encode_message};
 
+use super::attach::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
 use super::builder::Config;
+use super::transport::Stream;
 use crate::sys;
 use crate::worker::{ENV_FD, ENV_PARENT, ENV_SPIN};
 
 /// Environment variable telling a worker its slot number.
 pub(crate) const ENV_WORKER_ID: &str = "PROCPOOL_WORKER_ID";
 
-/// A started worker process and the parent's end of its socket.
+/// A started worker process and the parent's end of its socket (`None`
+/// when it dials back over TCP).
 pub(crate) struct Spawned {
     pub child: Child,
-    pub stream: UnixStream,
+    pub stream: Option<Stream>,
     pub pid: u32,
+}
+
+/// How a spawned worker reaches the pool: dialing `address` with `token`
+/// and `ticket`, or (`None`) on an inherited `socketpair` end.
+pub(crate) struct DialBack<'a> {
+    pub address: &'a str,
+    pub token_hex: &'a str,
+    pub ticket: u64,
 }
 
 /// Starts worker `index` (fork + exec; call from the long-lived spawner
 /// thread, since `PR_SET_PDEATHSIG` follows the thread that forked).
-pub(crate) fn spawn_process(cfg: &Config, index: usize) -> io::Result<Spawned> {
-    let (parent_end, child_end) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let (out_r, out_w) = io::pipe()?;
+pub(crate) fn spawn_process(
+    cfg: &Config,
+    index: usize,
+    dial: Option<DialBack<'_>>,
+) -> io::Result<Spawned> {
     let mut cmd = Command::new(&cfg.program);
     cmd.args(cfg.command.args())
         .envs(cfg.command.envs().iter().map(|(k, v)| (k, v)))
-        .env(ENV_FD, sys::WORKER_FD.to_string())
         .env(ENV_PARENT, std::process::id().to_string())
         .env(ENV_WORKER_ID, index.to_string())
-        .env(ENV_SPIN, cfg.worker_spin.as_micros().to_string())
-        .stdin(Stdio::null())
-        .stdout(out_w.try_clone()?)
-        .stderr(out_w)
-        .process_group(0);
-    sys::pass_fd(&mut cmd, &child_end);
-    let child = cmd.spawn()?;
+        .env(ENV_SPIN, cfg.worker_spin.as_micros().to_string());
+    let mut stream = None;
+    let mut child_end = None;
+    match dial {
+        Some(d) => {
+            cmd.env(ENV_CONNECT, d.address)
+                .env(ENV_TOKEN, d.token_hex)
+                .env(ENV_TICKET, d.ticket.to_string());
+        }
+        None => {
+            let (parent_end, theirs) = socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(io::Error::from)?;
+            cmd.env(ENV_FD, sys::WORKER_FD.to_string());
+            sys::pass_fd(&mut cmd, &theirs);
+            stream = Some(Stream::Unix(parent_end.into()));
+            child_end = Some(theirs);
+        }
+    }
+    let (child, out_r) = start_forwarded(&mut cmd)?;
     // Close our copies of the child's ends: the pipe then ends when the
     // worker (and everything it started) is gone.
     drop(cmd);
     drop(child_end);
     let pid = child.id();
-    let forward = std::thread::Builder::new()
-        .name(format!("procpool-stderr-{index}"))
-        .spawn(move || forward_output(out_r, index));
-    if let Err(e) = forward {
-        tracing::warn!(target: "procpool::pool", { worker.id = index },
-"cannot forward worker output: {e}");
-    }
-    Ok(Spawned {
-        child,
-        stream: UnixStream::from(parent_end),
-        pid,
-    })
+    forward_output(out_r, format!("worker {index}"));
+    Ok(Spawned { child, stream, pid })
 }
 
-fn forward_output(r: io::PipeReader, index: usize) {
+/// Starts `cmd` in its own process group, stdin closed, its stdout and
+/// stderr on one pipe (returned, for [`forward_output`]).
+pub(crate) fn start_forwarded(cmd: &mut Command) -> io::Result<(Child, io::PipeReader)> {
+    let (out_r, out_w) = io::pipe()?;
+    cmd.stdin(Stdio::null())
+        .stdout(out_w.try_clone()?)
+        .stderr(out_w)
+        .process_group(0);
+    let child = cmd.spawn()?;
+    Ok((child, out_r))
+}
+
+/// Forwards a pipe's lines to our stderr as `[procpool WHO] line`, on a
+/// thread of its own.
+pub(crate) fn forward_output(r: io::PipeReader, who: String) {
+    let name = format!("procpool-out-{who}");
+    let spawned = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || forward_lines(r, &who));
+    if let Err(e) = spawned {
+        tracing::warn!(target: "procpool::pool", "cannot forward worker output: {e}");
+    }
+}
+
+fn forward_lines(r: io::PipeReader, who: &str) {
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
     loop {
@@ -88,7 +124,7 @@ fn forward_output(r: io::PipeReader, index: usize) {
                     line.push(b'\n');
                 }
                 let mut err = io::stderr().lock();
-                let _ = write!(err, "[procpool worker {index}] ");
+                let _ = write!(err, "[procpool {who}] ");
                 let _ = err.write_all(&line);
             }
         }
@@ -119,7 +155,7 @@ impl std::fmt::Display for StartError {
 /// The parent's side of the handshake, then the initializer. Returns the
 /// reader for the worker's messages.
 pub(crate) fn greet(
-    stream: &UnixStream,
+    stream: &Stream,
     cfg: &Config,
     index: usize,
     generation: Generation,
@@ -129,7 +165,7 @@ pub(crate) fn greet(
 }
 
 /// Sends a `Reject` with `reason` (best effort).
-pub(crate) fn reject(stream: &UnixStream, reason: &str) {
+pub(crate) fn reject(stream: &Stream, reason: &str) {
     let reject = Welcome::Reject {
         reason: reason.to_owned(),
     };
@@ -144,7 +180,7 @@ pub(crate) fn reject(stream: &UnixStream, reason: &str) {
 /// the small handshake frame cap). A wrong hello is answered with a
 /// `Reject`.
 pub(crate) fn read_hello(
-    stream: &UnixStream,
+    stream: &Stream,
     cfg: &Config,
 ) -> Result<(crate::process_pool::SocketReader, Hello), StartError> {
     let hs = |m: String| StartError::Handshake(m);
@@ -174,10 +210,53 @@ pub(crate) fn read_hello(
     Ok((reader, hello))
 }
 
+/// The pool's side of the secret handshake with a worker that dialed in:
+/// prove the secret, then check the worker's proof (both within the
+/// handshake timeout). A wrong proof is answered with a `Reject`.
+pub(crate) fn challenge(
+    stream: &Stream,
+    mut reader: crate::process_pool::SocketReader,
+    hello: &Hello,
+    secret: &[u8],
+    cfg: &Config,
+) -> Result<crate::process_pool::SocketReader, StartError> {
+    let hs = |m: String| StartError::Handshake(m);
+    if hello.nonce.len() != SECRET_LEN {
+        reject(stream, "no secret: set PROCPOOL_TOKEN");
+        return Err(hs(format!(
+            "the worker brought no {SECRET_LEN}-byte challenge (it has no secret)"
+        )));
+    }
+    let nonce = super::attach::random_bytes(SECRET_LEN).map_err(|e| hs(e.to_string()))?;
+    let challenge = Welcome::Challenge {
+        proof: handshake::pool_proof(secret, &hello.nonce, &nonce),
+        nonce: nonce.clone(),
+    };
+    send(
+        stream,
+        &codec::encode(&challenge).map_err(|e| hs(e.to_string()))?,
+        Vec::new(),
+    )
+    .map_err(|e| hs(format!("cannot send the challenge: {e}")))?;
+    let proof = match reader.next_frame() {
+        Ok(Some(body)) => Proof::decode(body).map_err(|e| hs(e.to_string()))?,
+        Ok(None) => return Err(hs("the worker hung up during the handshake".into())),
+        Err(e) if is_timeout(&e) => {
+            return Err(hs(format!("no proof within {:?}", cfg.handshake_timeout)));
+        }
+        Err(e) => return Err(hs(e.to_string())),
+    };
+    if !handshake::check_worker_proof(secret, &nonce, &hello.nonce, &proof.mac) {
+        reject(stream, "wrong secret token");
+        return Err(hs("wrong secret token".into()));
+    }
+    Ok(reader)
+}
+
 /// Welcomes a worker whose hello was accepted into slot `index`, then runs
 /// the initializer. Returns the reader for its messages.
 pub(crate) fn accept(
-    stream: &UnixStream,
+    stream: &Stream,
     mut reader: crate::process_pool::SocketReader,
     cfg: &Config,
     index: usize,
@@ -188,6 +267,11 @@ pub(crate) fn accept(
         worker_id: index as u32,
         generation,
         max_frame: cfg.max_frame,
+        heartbeat_ms: if stream.is_tcp() {
+            u32::try_from(cfg.heartbeat.as_millis()).unwrap_or(u32::MAX)
+        } else {
+            0
+        },
     };
     send(
         stream,
@@ -234,13 +318,15 @@ pub(crate) fn accept(
             Err(e) => return Err(hs(e.to_string())),
         }
     }
+    // Over TCP a worker that stays silent past `lost_after` is lost (it
+    // sends heartbeats); a local socket closes when its process dies.
     stream
-        .set_read_timeout(None)
+        .set_read_timeout(stream.is_tcp().then_some(cfg.lost_after))
         .map_err(|e| hs(e.to_string()))?;
     Ok(reader)
 }
 
-fn send(stream: &UnixStream, header: &[u8], payloads: Vec<Vec<u8>>) -> io::Result<()> {
+fn send(stream: &Stream, header: &[u8], payloads: Vec<Vec<u8>>) -> io::Result<()> {
     let frame = Outgoing::new(header.to_vec(), payloads)?;
     write_all_frames(&mut &*stream, &[frame])
 }

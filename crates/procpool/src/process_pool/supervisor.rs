@@ -44,7 +44,6 @@
 //! when a slot changes status, and when the phase changes.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::sync::atomic::AtomicU64;
@@ -57,12 +56,14 @@ use nix::unistd::Pid;
 use procpool_wire::message::ToWorker;
 use procpool_wire::{Generation, Payload, TaskId};
 
-use super::attach::AttachPoint;
-use super::builder::{Config, Launcher};
+use super::attach::{AttachPoint, Dialed};
+use super::builder::Config;
 use super::dispatch::{
     self, Batch, CancelWait, Conn, Item, Meta, PoolControl, flush_all, lock, post_message,
 };
+use super::launch::{LaunchRequest, Launcher, Transport};
 use super::spawn::{self, StartError};
+use super::transport::Stream;
 use crate::Shutdown;
 use crate::cost::StatsCollector;
 use crate::error::{BuildError, Exit, TaskError};
@@ -103,6 +104,8 @@ pub(crate) enum KillReason {
         id: TaskId,
     },
     Protocol(String),
+    /// A TCP worker went silent.
+    Lost,
     Retire,
     Shutdown,
     Broken(String),
@@ -147,6 +150,29 @@ pub(crate) struct Slot {
     /// task (start-up failures included). Other slots' progress does not
     /// reset it, so one slot that can never start breaks the pool.
     pub failures: u32,
+    /// A second handle on the worker's connection.
+    pub link: Option<Stream>,
+    /// The worker is not a process the pool may signal (it dialed in over
+    /// TCP): it is stopped by closing `link`.
+    pub remote: bool,
+}
+
+/// How to stop one worker.
+pub(crate) enum Target {
+    /// A process (group) the pool started, or a local attached process.
+    Group(u32),
+    /// A remote worker: closing its connection makes it exit, and ends the
+    /// pool's reader at once.
+    Link(Stream),
+}
+
+impl Target {
+    pub(crate) fn signal(&self, sig: Signal) {
+        match self {
+            Target::Group(pid) => kill_group(*pid, sig),
+            Target::Link(s) => s.shutdown(),
+        }
+    }
 }
 
 impl Slot {
@@ -166,6 +192,18 @@ impl Slot {
             kill_at: None,
             finished: 0,
             failures: 0,
+            link: None,
+            remote: false,
+        }
+    }
+
+    /// How to stop this slot's worker, if it has one.
+    pub(crate) fn target(&self) -> Option<Target> {
+        if self.remote {
+            let link = self.link.as_ref()?.try_clone().ok()?;
+            Some(Target::Link(link))
+        } else {
+            self.pid.map(Target::Group)
         }
     }
 
@@ -225,6 +263,26 @@ pub(crate) struct PoolState {
     /// Test hook: the next `settle` panics (see
     /// `ProcessPool::debug_inject_supervisor_panic`).
     pub inject_panic: bool,
+    /// Launcher runs (`srun`, `mpirun`) by ticket: workers asked for and
+    /// workers that joined.
+    pub launches: HashMap<u64, LaunchRecord>,
+    /// Why `build()` must fail (a launcher exited before its workers
+    /// joined).
+    pub launch_failure: Option<String>,
+}
+
+/// One run of a launcher program.
+pub(crate) struct LaunchRecord {
+    pub expected: usize,
+    pub joined: usize,
+}
+
+/// Work for the spawner thread.
+pub(crate) enum SpawnJob {
+    /// Start a process for this slot.
+    Worker(usize),
+    /// Run the launcher for this many workers.
+    Launch { workers: usize, first: bool },
 }
 
 impl PoolState {
@@ -262,11 +320,15 @@ pub(crate) struct Shared {
     pub clock: Condvar,
     pub next_id: AtomicU64,
     pub stats: StatsCollector,
-    spawn_tx: Mutex<Option<mpsc::Sender<usize>>>,
+    spawn_tx: Mutex<Option<mpsc::Sender<SpawnJob>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     control: Arc<dyn Control>,
-    /// The listening socket in attach mode.
+    /// Where workers dial in (every launcher but a `Spawn` over local
+    /// sockets).
     pub attach: Option<AttachPoint>,
+    /// Launcher processes still running (ticket, pid), stopped at
+    /// shutdown.
+    launched: Mutex<Vec<(u64, u32)>>,
 }
 
 impl Shared {
@@ -298,17 +360,20 @@ fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> Exit {
 /// Starts the pool's threads and workers; returns once all are ready.
 pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     let workers = cfg.workers;
-    let attach_mode = cfg.launcher == Launcher::Attach;
-    let (attach, listener) = if attach_mode {
-        let (point, listener) = AttachPoint::open().map_err(|source| BuildError::Spawn {
+    let dials_in = cfg.launcher.dials_in() || cfg.transport == Transport::Tcp;
+    let attach = if dials_in {
+        Some(AttachPoint::open(&cfg).map_err(|source| BuildError::Spawn {
             worker: 0,
-            program: "<attach socket>".into(),
+            program: "<listening socket>".into(),
             source,
-        })?;
-        (Some(point), Some(listener))
+        })?)
     } else {
-        (None, None)
+        None
     };
+    // Spawned workers are started here; all others join by dialing in,
+    // into vacant slots.
+    let spawned = matches!(cfg.launcher, Launcher::Spawn);
+    let waits = !matches!(cfg.launcher, Launcher::Attach | Launcher::External);
     let shared = Arc::new_cyclic(|me| Shared {
         cfg,
         state: Mutex::new(PoolState {
@@ -318,8 +383,8 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
             slots: (0..workers)
                 .map(|_| {
                     let mut s = Slot::new();
-                    if attach_mode {
-                        s.status = SlotStatus::Dead; // vacant until a worker attaches
+                    if !spawned {
+                        s.status = SlotStatus::Dead; // vacant until a worker joins
                     }
                     s
                 })
@@ -329,9 +394,11 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
             next_generation: 1,
             next_batch: 1,
             seq: 0,
-            building: !attach_mode,
+            building: waits,
             shutting_down: false,
             inject_panic: false,
+            launches: HashMap::new(),
+            launch_failure: None,
         }),
         changed: Condvar::new(),
         clock: Condvar::new(),
@@ -341,8 +408,9 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
         threads: Mutex::new(Vec::new()),
         control: Arc::new(PoolControl(me.clone())),
         attach,
+        launched: Mutex::new(Vec::new()),
     });
-    let (tx, rx) = mpsc::channel::<usize>();
+    let (tx, rx) = mpsc::channel::<SpawnJob>();
     *lock(&shared.spawn_tx) = Some(tx.clone());
     let s1 = shared.clone();
     let spawner = std::thread::Builder::new()
@@ -355,58 +423,99 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     let clock = std::thread::Builder::new()
         .name("procpool-clock".into())
         .spawn(move || clock_main(&s2));
-    match (spawner, clock) {
-        (Ok(a), Ok(b)) => lock(&shared.threads).extend([a, b]),
-        (a, b) => {
-            let e = a.err().or(b.err()).expect("one thread failed to start");
-            shutdown(&shared, Shutdown::Kill);
-            return Err(BuildError::Spawn {
-                worker: 0,
-                program: "<thread>".into(),
-                source: e,
+    let s3 = shared.clone();
+    let accept = dials_in.then(|| {
+        std::thread::Builder::new()
+            .name("procpool-attach-accept".into())
+            .spawn(move || super::attach::accept_loop(&s3))
+    });
+    let mut started = vec![spawner, clock];
+    started.extend(accept);
+    let mut failed = None;
+    for t in started {
+        match t {
+            Ok(h) => lock(&shared.threads).push(h),
+            Err(e) => failed = Some(e),
+        }
+    }
+    if let Some(source) = failed {
+        shutdown(&shared, Shutdown::Kill);
+        return Err(BuildError::Spawn {
+            worker: 0,
+            program: "<thread>".into(),
+            source,
+        });
+    }
+    match &shared.cfg.launcher {
+        Launcher::Attach => return Ok(shared),
+        Launcher::External => {
+            if let Some(a) = &shared.attach {
+                eprintln!(
+                    "procpool: waiting for {workers} worker(s); start each with:\n  {}",
+                    a.info.command_line(&shared.cfg.program)
+                );
+            }
+            return Ok(shared);
+        }
+        Launcher::Command(_) => {
+            let _ = tx.send(SpawnJob::Launch {
+                workers,
+                first: true,
             });
         }
-    }
-    if let Some(listener) = listener {
-        let token = shared
-            .attach
-            .as_ref()
-            .map(|a| a.info.token_bytes())
-            .unwrap_or_default();
-        let s = shared.clone();
-        match std::thread::Builder::new()
-            .name("procpool-attach-accept".into())
-            .spawn(move || super::attach::accept_loop(&s, listener, token))
-        {
-            Ok(h) => lock(&shared.threads).push(h),
-            Err(source) => {
-                shutdown(&shared, Shutdown::Kill);
-                return Err(BuildError::Spawn {
-                    worker: 0,
-                    program: "<thread>".into(),
-                    source,
-                });
+        Launcher::Spawn => {
+            for i in 0..workers {
+                let _ = tx.send(SpawnJob::Worker(i));
             }
         }
-        return Ok(shared);
-    }
-    for i in 0..workers {
-        let _ = tx.send(i);
     }
     drop(tx);
+    let deadline = Instant::now() + shared.cfg.launch_timeout;
     // Wait until every slot is ready, or one failed.
     let failure = {
         let mut st = lock(&shared.state);
         loop {
-            if let Some(i) = st.slots.iter().position(|s| s.status == SlotStatus::Dead) {
+            if spawned && let Some(i) = st.slots.iter().position(|s| s.status == SlotStatus::Dead) {
                 let slot = &mut st.slots[i];
                 break Some((i, slot.start_error.take(), slot.last_exit));
+            }
+            if !spawned {
+                // Launched workers: any start failure, the launcher giving
+                // up, or the launch timeout ends the build.
+                if let Some(i) = st.slots.iter().position(|s| s.start_error.is_some()) {
+                    let slot = &mut st.slots[i];
+                    break Some((i, slot.start_error.take(), slot.last_exit));
+                }
+                if let Some(m) = st.launch_failure.take() {
+                    break Some((0, Some(StartError::Handshake(m)), None));
+                }
+                if Instant::now() >= deadline {
+                    let ready = st
+                        .slots
+                        .iter()
+                        .filter(|s| s.status == SlotStatus::Ready)
+                        .count();
+                    break Some((
+                        0,
+                        Some(StartError::Handshake(format!(
+                            "only {ready} of {workers} launched workers joined within {:?} \
+                             (launch_timeout); can the nodes reach {}?",
+                            shared.cfg.launch_timeout,
+                            shared.attach.as_ref().map_or("", |a| a.info.address())
+                        ))),
+                        None,
+                    ));
+                }
             }
             if st.slots.iter().all(|s| s.status == SlotStatus::Ready) {
                 st.building = false;
                 break None;
             }
-            st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = shared
+                .changed
+                .wait_timeout(st, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     };
     let Some((worker, error, exit)) = failure else {
@@ -441,63 +550,236 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     })
 }
 
-fn spawner_main(shared: &Arc<Shared>, rx: mpsc::Receiver<usize>) {
-    while let Ok(idx) = rx.recv() {
-        let generation = {
-            let mut st = lock(&shared.state);
-            if matches!(st.phase, Phase::Stopping | Phase::Stopped) || st.broken.is_some() {
-                st.slots[idx].status = SlotStatus::Dead;
-                drop(st);
-                shared.changed.notify_all();
-                continue;
-            }
-            let g = st.next_generation;
-            st.next_generation += 1;
-            let slot = &mut st.slots[idx];
-            slot.generation = g;
-            slot.status = SlotStatus::Starting;
-            slot.kill = None;
-            slot.start_error = None;
-            slot.taken = 0;
-            slot.finished = 0;
-            g
-        };
-        match spawn::spawn_process(&shared.cfg, idx) {
-            Ok(spawned) => launch(shared, idx, generation, spawned),
-            Err(e) => {
-                tracing::warn!(
-                    target: "procpool::pool",
-                    { worker.id = idx },
-                "cannot start `{}`: {e}",
-                    shared.cfg.program.display()
-                );
-                {
-                    let mut st = lock(&shared.state);
-                    let slot = &mut st.slots[idx];
-                    slot.start_error = Some(StartError::Spawn(e));
-                    slot.kill = Some(KillReason::StartFailed);
-                }
-                settle(shared, idx, generation, None, Exit::Unknown);
-            }
+fn spawner_main(shared: &Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
+    while let Ok(job) = rx.recv() {
+        match job {
+            SpawnJob::Worker(idx) => spawn_worker(shared, idx),
+            SpawnJob::Launch { workers, first } => run_launcher(shared, workers, first),
         }
     }
 }
 
-/// Starts the life and waiter threads of a freshly spawned process.
-fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spawn::Spawned) {
+fn spawn_worker(shared: &Arc<Shared>, idx: usize) {
+    let generation = {
+        let mut st = lock(&shared.state);
+        if matches!(st.phase, Phase::Stopping | Phase::Stopped) || st.broken.is_some() {
+            st.slots[idx].status = SlotStatus::Dead;
+            drop(st);
+            shared.changed.notify_all();
+            return;
+        }
+        let g = st.next_generation;
+        st.next_generation += 1;
+        let slot = &mut st.slots[idx];
+        slot.generation = g;
+        slot.status = SlotStatus::Starting;
+        slot.kill = None;
+        slot.start_error = None;
+        slot.taken = 0;
+        slot.finished = 0;
+        g
+    };
+    // Over TCP the worker dials back with a ticket that names this slot.
+    let ticket = super::attach::random_ticket();
+    let dial = shared
+        .attach
+        .as_ref()
+        .map(|a| (a.local_address(), a.info.token_hex(), a.expect(ticket)));
+    let spawned = spawn::spawn_process(
+        &shared.cfg,
+        idx,
+        dial.as_ref()
+            .map(|(address, token_hex, _)| spawn::DialBack {
+                address,
+                token_hex,
+                ticket,
+            }),
+    );
+    match spawned {
+        Ok(spawned) => launch(
+            shared,
+            idx,
+            generation,
+            spawned,
+            dial.map(|(_, _, rx)| (ticket, rx)),
+        ),
+        Err(e) => {
+            if let Some(a) = &shared.attach {
+                a.forget(ticket);
+            }
+            tracing::warn!(
+                target: "procpool::pool",
+                { worker.id = idx },
+            "cannot start `{}`: {e}",
+                shared.cfg.program.display()
+            );
+            {
+                let mut st = lock(&shared.state);
+                let slot = &mut st.slots[idx];
+                slot.start_error = Some(StartError::Spawn(e));
+                slot.kill = Some(KillReason::StartFailed);
+            }
+            settle(shared, idx, generation, None, Exit::Unknown);
+        }
+    }
+}
+
+/// Runs the launcher program for `workers` more workers; they join by
+/// dialing in. A watcher thread notices a launcher that exits before all
+/// its workers joined.
+fn run_launcher(shared: &Arc<Shared>, workers: usize, first: bool) {
+    let (Some(launcher), Some(point)) = (shared.cfg.launcher.command(), shared.attach.as_ref())
+    else {
+        return;
+    };
+    if matches!(lock(&shared.state).phase, Phase::Stopping | Phase::Stopped) {
+        return;
+    }
+    let ticket = super::attach::random_ticket();
+    let mut argv: Vec<std::ffi::OsString> = vec![shared.cfg.program.clone().into()];
+    argv.extend(shared.cfg.command.args().iter().cloned());
+    argv.extend(["--connect".into(), point.info.address().into()]);
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = shared.cfg.command.envs().to_vec();
+    env.push((
+        super::attach::ENV_TOKEN.into(),
+        point.info.token_hex().into(),
+    ));
+    env.push((super::attach::ENV_TICKET.into(), ticket.to_string().into()));
+    let mut cmd = launcher.command(&LaunchRequest {
+        workers,
+        first,
+        argv: &argv,
+        env: &env,
+    });
+    let name = launcher.name().to_owned();
+    lock(&shared.state).launches.insert(
+        ticket,
+        LaunchRecord {
+            expected: workers,
+            joined: 0,
+        },
+    );
+    let started = spawn::start_forwarded(&mut cmd);
+    drop(cmd);
+    let (mut child, out) = match started {
+        Ok(pair) => pair,
+        Err(e) => {
+            let message = format!("cannot run the launcher `{name}`: {e}");
+            launcher_gone(shared, ticket, message);
+            return;
+        }
+    };
+    let pid = child.id();
+    tracing::info!(target: "procpool::pool", "{name} (pid {pid}) launching {workers} worker(s)");
+    spawn::forward_output(out, name.clone());
+    lock(&shared.launched).push((ticket, pid));
+    let s = shared.clone();
+    let watcher = std::thread::Builder::new()
+        .name(format!("procpool-{name}"))
+        .spawn(move || {
+            let exit = exit_of(child.wait());
+            lock(&s.launched).retain(|(t, _)| *t != ticket);
+            launcher_gone(&s, ticket, format!("{name} (pid {pid}) {exit}"));
+        });
+    match watcher {
+        Ok(h) => lock(&shared.threads).push(h),
+        Err(e) => {
+            kill_group(pid, Signal::SIGKILL);
+            launcher_gone(
+                shared,
+                ticket,
+                format!("cannot watch {}: {e}", launcher.name()),
+            );
+        }
+    }
+}
+
+/// A launcher run ended. Workers it started that never joined are a
+/// failure: the build fails, or (later) they count as crashes and are
+/// launched again, until the pool breaks.
+fn launcher_gone(shared: &Arc<Shared>, ticket: u64, how: String) {
+    let mut failures = Vec::new();
+    let mut kill_others = Vec::new();
+    let mut relaunch = None;
+    {
+        let mut st = lock(&shared.state);
+        let Some(rec) = st.launches.remove(&ticket) else {
+            return;
+        };
+        let missing = rec.expected.saturating_sub(rec.joined);
+        if missing == 0
+            || matches!(st.phase, Phase::Stopping | Phase::Stopped)
+            || st.broken.is_some()
+        {
+            tracing::debug!(target: "procpool::pool", "{how}");
+            return;
+        }
+        let cause = format!(
+            "{how} before {missing} of its {} worker(s) joined",
+            rec.expected
+        );
+        tracing::warn!(target: "procpool::pool", "{cause}");
+        if st.building {
+            st.launch_failure = Some(cause);
+        } else {
+            st.crash_streak += 1;
+            let max = shared.cfg.max_restarts;
+            if st.crash_streak > max {
+                let reason = format!(
+                    "{} launches or workers failed in a row with no task finished in between \
+                     (last: {cause}); max_restarts is {max}",
+                    st.crash_streak
+                );
+                break_pool(&mut st, reason, &mut failures, &mut kill_others);
+            } else {
+                relaunch = Some((missing, backoff(st.crash_streak)));
+            }
+        }
+    }
+    shared.changed.notify_all();
+    finish_breaking(shared, failures, kill_others);
+    if let Some((workers, delay)) = relaunch {
+        std::thread::sleep(delay);
+        if let Some(tx) = lock(&shared.spawn_tx).as_ref() {
+            let _ = tx.send(SpawnJob::Launch {
+                workers,
+                first: false,
+            });
+        }
+    }
+}
+
+/// Starts the life and waiter threads of a freshly spawned process. Over
+/// TCP its connection comes later, through `dialed` (ticket, channel).
+fn launch(
+    shared: &Arc<Shared>,
+    idx: usize,
+    generation: Generation,
+    spawned: spawn::Spawned,
+    dialed: Option<(u64, mpsc::Receiver<Dialed>)>,
+) {
     let spawn::Spawned { child, stream, pid } = spawned;
     tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
 "worker spawned");
-    lock(&shared.state).slots[idx].pid = Some(pid);
+    {
+        let mut st = lock(&shared.state);
+        let slot = &mut st.slots[idx];
+        slot.pid = Some(pid);
+        slot.remote = false;
+        slot.link = stream.as_ref().and_then(|s| s.try_clone().ok());
+    }
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let waiter_stream = stream.try_clone().ok();
     let s = shared.clone();
     let life = std::thread::Builder::new()
         .name(format!("procpool-worker-{idx}"))
         .spawn(move || {
             let s2 = s.clone();
-            guarded(&s, "worker reader", None, move || {
-                life_main(&s2, idx, generation, stream, pid, None);
+            guarded(&s, "worker reader", None, move || match (stream, dialed) {
+                (Some(stream), _) => life_main(&s2, idx, generation, stream, pid, None),
+                (None, Some((ticket, rx))) => {
+                    await_dial(&s2, idx, generation, pid, ticket, &rx);
+                }
+                (None, None) => {}
             });
             drop(done_tx);
         });
@@ -508,16 +790,7 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
         .spawn(move || {
             let s2 = s.clone();
             guarded(&s, "worker waiter", Some(idx), move || {
-                waiter_main(
-                    &s2,
-                    idx,
-                    generation,
-                    child,
-                    pid,
-                    waiter_stream,
-                    done_rx,
-                    life,
-                );
+                waiter_main(&s2, idx, generation, child, pid, done_rx, life);
             });
         });
     if let Err(e) = waiter {
@@ -527,11 +800,47 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
     }
 }
 
+/// A spawned worker dialing back over TCP: wait for its connection (by
+/// ticket), then serve it.
+fn await_dial(
+    shared: &Shared,
+    idx: usize,
+    generation: Generation,
+    pid: u32,
+    ticket: u64,
+    rx: &mpsc::Receiver<Dialed>,
+) {
+    // The handshake itself has its own timeout once connected; this bounds
+    // the time to start and connect.
+    let got = rx.recv_timeout(shared.cfg.handshake_timeout.saturating_mul(2));
+    if let Some(a) = &shared.attach {
+        a.forget(ticket);
+    }
+    match got {
+        Ok(d) => {
+            if let Ok(link) = d.stream.try_clone() {
+                let mut st = lock(&shared.state);
+                if st.slots[idx].generation == generation {
+                    st.slots[idx].link = Some(link);
+                }
+            }
+            life_main(shared, idx, generation, d.stream, pid, Some(d.reader));
+        }
+        Err(_) => {
+            let e = StartError::Handshake(format!(
+                "the worker did not dial back within {:?}",
+                shared.cfg.handshake_timeout.saturating_mul(2)
+            ));
+            start_failed(shared, idx, generation, pid, e);
+        }
+    }
+}
+
 fn life_main(
     shared: &Shared,
     idx: usize,
     generation: Generation,
-    stream: UnixStream,
+    stream: Stream,
     pid: u32,
     hello_read: Option<crate::process_pool::SocketReader>,
 ) {
@@ -541,26 +850,13 @@ fn life_main(
     };
     let reader = match greeted {
         Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
-"worker did not start: {e}");
-            {
-                let mut st = lock(&shared.state);
-                let slot = &mut st.slots[idx];
-                if slot.generation == generation {
-                    slot.start_error = Some(e);
-                    slot.kill.get_or_insert(KillReason::StartFailed);
-                }
-            }
-            kill_group(pid, Signal::SIGKILL);
-            return;
-        }
+        Err(e) => return start_failed(shared, idx, generation, pid, e),
     };
     let conn = match stream.try_clone() {
         Ok(w) => Arc::new(Conn::new(w)),
-        Err(_) => {
-            kill_group(pid, Signal::SIGKILL);
-            return;
+        Err(e) => {
+            let e = StartError::Handshake(format!("cannot clone the socket: {e}"));
+            return start_failed(shared, idx, generation, pid, e);
         }
     };
     let conns = {
@@ -587,14 +883,31 @@ fn life_main(
     dispatch::read_loop(shared, idx, generation, reader, pid);
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A worker did not become ready: record why and stop it.
+fn start_failed(shared: &Shared, idx: usize, generation: Generation, pid: u32, e: StartError) {
+    tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker did not start: {e}");
+    let target = {
+        let mut st = lock(&shared.state);
+        let slot = &mut st.slots[idx];
+        if slot.generation != generation {
+            return;
+        }
+        slot.start_error = Some(e);
+        slot.kill.get_or_insert(KillReason::StartFailed);
+        slot.target()
+    };
+    if let Some(t) = target {
+        t.signal(Signal::SIGKILL);
+    }
+}
+
 fn waiter_main(
     shared: &Arc<Shared>,
     idx: usize,
     generation: Generation,
     mut child: Child,
     pid: u32,
-    stream: Option<UnixStream>,
     life_done: mpsc::Receiver<()>,
     life: Option<JoinHandle<()>>,
 ) {
@@ -603,10 +916,17 @@ fn waiter_main(
     kill_group(pid, Signal::SIGKILL);
     // Let the reader drain what the worker wrote before dying (results,
     // "started" notes); then force the socket shut.
-    if life_done.recv_timeout(Duration::from_millis(500)).is_err()
-        && let Some(s) = &stream
-    {
-        let _ = s.shutdown(std::net::Shutdown::Both);
+    if life_done.recv_timeout(Duration::from_millis(500)).is_err() {
+        let link = {
+            let st = lock(&shared.state);
+            let slot = &st.slots[idx];
+            (slot.generation == generation)
+                .then(|| slot.link.as_ref().and_then(|l| l.try_clone().ok()))
+                .flatten()
+        };
+        if let Some(l) = link {
+            l.shutdown();
+        }
     }
     if let Some(h) = life {
         let _ = h.join();
@@ -631,8 +951,8 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
     let mut failures: Vec<(Arc<dyn ResolveBytes>, TaskError)> = Vec::new();
     let mut cancelled: Vec<Arc<dyn ResolveBytes>> = Vec::new();
     let mut answers: Vec<Arc<CancelWait>> = Vec::new();
-    let mut respawn_after: Option<Duration> = None;
-    let mut kill_others: Vec<u32> = Vec::new();
+    let mut respawn_after: Option<(SpawnJob, Duration)> = None;
+    let mut kill_others: Vec<Target> = Vec::new();
     let conns;
     {
         let mut st = lock(&shared.state);
@@ -648,6 +968,8 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         slot.status = SlotStatus::Dead;
         slot.conn = None;
         slot.pid = None;
+        slot.link = None;
+        slot.remote = false;
         slot.running = None;
         slot.batches.clear();
         slot.kill_at = None;
@@ -655,11 +977,36 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
         let mut held: Vec<Assigned> = slot.inflight.drain().map(|(_, a)| a).collect();
         held.sort_by_key(|a| a.seq);
         let pid_shown = pid.unwrap_or(0);
+        let exit = match kill {
+            Some(KillReason::Lost) => Exit::Lost,
+            _ => exit,
+        };
         let broken_now = st.broken.clone();
         let mut requeue = Vec::new();
         let mut had_running = false;
-        for a in held {
-            if a.started {
+        for mut a in held {
+            let retry = a.started
+                && a.meta.retries > 0
+                && broken_now.is_none()
+                && !stopping
+                && matches!(
+                    kill,
+                    None | Some(KillReason::Lost) | Some(KillReason::Protocol(_))
+                );
+            if retry {
+                // Its worker died under it: run it again, alone.
+                had_running = true;
+                a.meta.retries -= 1;
+                tracing::info!(target: "procpool::pool", { worker.id = idx, task.id = a.meta.id },
+"retrying a task whose worker died ({} retries left)", a.meta.retries);
+                requeue.push(Batch {
+                    id: u64::MAX - a.meta.id,
+                    items: vec![Item {
+                        meta: a.meta,
+                        payload: a.payload,
+                    }],
+                });
+            } else if a.started {
                 had_running = true;
                 let err = match &kill {
                     Some(KillReason::TimedOut { id, after }) if *id == a.meta.id => {
@@ -708,7 +1055,10 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
             st.queue.push_front(batch);
         }
         let crash = match &kill {
-            None | Some(KillReason::StartFailed) | Some(KillReason::Protocol(_)) => true,
+            None
+            | Some(KillReason::StartFailed)
+            | Some(KillReason::Protocol(_))
+            | Some(KillReason::Lost) => true,
             Some(KillReason::TimedOut { .. })
             | Some(KillReason::Killed { .. })
             | Some(KillReason::Retire)
@@ -754,70 +1104,104 @@ fn settle(shared: &Arc<Shared>, idx: usize, generation: Generation, pid: Option<
                      task (last: {cause}); max_restarts is {max}"
                 )
             };
-            tracing::error!(target: "procpool::pool", "pool broken: {reason}");
-            st.broken = Some(reason.clone());
-            for batch in st.queue.drain(..) {
-                for item in batch.items {
-                    failures.push((
-                        item.meta.future,
-                        TaskError::Broken {
-                            reason: reason.clone(),
-                        },
-                    ));
-                }
-            }
-            for s in st.slots.iter_mut().filter(|s| s.alive()) {
-                if let Some(p) = s.pid {
-                    s.kill.get_or_insert(KillReason::Broken(reason.clone()));
-                    kill_others.push(p);
-                }
-            }
+            break_pool(&mut st, reason, &mut failures, &mut kill_others);
         }
-        let wanted = shared.cfg.launcher == Launcher::Spawn
-            && match st.phase {
-                Phase::Running => true,
-                Phase::Draining => !st.queue.is_empty(),
-                Phase::Stopping | Phase::Stopped => false,
-            };
-        if !st.building && st.broken.is_none() && wanted {
-            st.slots[idx].status = SlotStatus::Starting;
+        let wanted = match st.phase {
+            Phase::Running => true,
+            Phase::Draining => !st.queue.is_empty(),
+            Phase::Stopping | Phase::Stopped => false,
+        };
+        // Spawned workers are replaced in their slot; launched ones by a
+        // new launch, whose worker takes any vacant slot.
+        let job = match &shared.cfg.launcher {
+            Launcher::Spawn => Some(SpawnJob::Worker(idx)),
+            Launcher::Command(_) => Some(SpawnJob::Launch {
+                workers: 1,
+                first: false,
+            }),
+            _ => None,
+        };
+        if let Some(job) = job
+            && !st.building
+            && st.broken.is_none()
+            && wanted
+        {
+            if matches!(job, SpawnJob::Worker(_)) {
+                st.slots[idx].status = SlotStatus::Starting;
+            }
             let delay = if crash {
                 backoff(st.crash_streak.max(slot_failures))
             } else {
                 Duration::ZERO
             };
             tracing::info!(target: "procpool::pool", { worker.id = idx }, "replacing worker {idx} in {delay:?}");
-            respawn_after = Some(delay);
+            respawn_after = Some((job, delay));
         }
         conns = dispatch::pump(&mut st, shared);
     }
     shared.changed.notify_all();
     flush_all(conns);
-    for p in kill_others {
-        kill_group(p, Signal::SIGKILL);
-    }
-    for (f, e) in failures {
-        shared.stats.record(None);
-        f.fail(e);
-    }
+    finish_breaking(shared, failures, kill_others);
     for f in cancelled {
         f.cancel_local();
     }
     for w in answers {
         w.answer(true);
     }
-    if let Some(delay) = respawn_after {
+    if let Some((job, delay)) = respawn_after {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
         shared.stats.respawned();
         let sent = lock(&shared.spawn_tx)
             .as_ref()
-            .map(|tx| tx.send(idx).is_ok());
+            .map(|tx| tx.send(job).is_ok());
         if sent != Some(true) {
             lock(&shared.state).slots[idx].status = SlotStatus::Dead;
             shared.changed.notify_all();
         }
+    }
+}
+
+/// Declares the pool broken: queued futures fail with `reason` and every
+/// worker is to be killed (by [`finish_breaking`], outside the lock).
+fn break_pool(
+    st: &mut PoolState,
+    reason: String,
+    failures: &mut Vec<(Arc<dyn ResolveBytes>, TaskError)>,
+    kill: &mut Vec<Target>,
+) {
+    tracing::error!(target: "procpool::pool", "pool broken: {reason}");
+    st.broken = Some(reason.clone());
+    for batch in st.queue.drain(..) {
+        for item in batch.items {
+            failures.push((
+                item.meta.future,
+                TaskError::Broken {
+                    reason: reason.clone(),
+                },
+            ));
+        }
+    }
+    for s in st.slots.iter_mut().filter(|s| s.alive()) {
+        if let Some(t) = s.target() {
+            s.kill.get_or_insert(KillReason::Broken(reason.clone()));
+            kill.push(t);
+        }
+    }
+}
+
+fn finish_breaking(
+    shared: &Shared,
+    failures: Vec<(Arc<dyn ResolveBytes>, TaskError)>,
+    kill: Vec<Target>,
+) {
+    for t in kill {
+        t.signal(Signal::SIGKILL);
+    }
+    for (f, e) in failures {
+        shared.stats.record(None);
+        f.fail(e);
     }
 }
 
@@ -847,9 +1231,9 @@ fn guarded(shared: &Arc<Shared>, what: &str, dead_slot: Option<usize>, body: imp
             futures.extend(s.inflight.drain().map(|(_, a)| a.meta.future));
             s.batches.clear();
             s.running = None;
-            if let Some(pid) = s.pid {
+            if let Some(t) = s.target() {
                 s.kill.get_or_insert(KillReason::Broken(reason.clone()));
-                pids.push(pid);
+                pids.push(t);
             }
             if Some(i) == dead_slot || (s.pid.is_none() && s.status == SlotStatus::Starting) {
                 s.status = SlotStatus::Dead;
@@ -860,8 +1244,8 @@ fn guarded(shared: &Arc<Shared>, what: &str, dead_slot: Option<usize>, body: imp
         answers = st.cancels.drain().map(|(_, w)| w).collect();
     }
     shared.changed.notify_all();
-    for pid in pids {
-        kill_group(pid, Signal::SIGKILL);
+    for t in pids {
+        t.signal(Signal::SIGKILL);
     }
     for f in futures {
         f.fail(TaskError::Broken {
@@ -889,10 +1273,12 @@ fn clock_main(shared: &std::sync::Weak<Shared>) {
             let grace = shared.cfg.kill_grace;
             let mut next: Option<Instant> = None;
             for slot in st.slots.iter_mut() {
-                let Some(pid) = slot.pid else { continue };
+                if slot.pid.is_none() {
+                    continue;
+                }
                 if let Some(at) = slot.kill_at {
                     if now >= at {
-                        force.push(pid);
+                        force.extend(slot.target());
                         slot.kill_at = None;
                     } else {
                         next = Some(next.map_or(at, |n| n.min(at)));
@@ -910,7 +1296,7 @@ fn clock_main(shared: &std::sync::Weak<Shared>) {
                     slot.kill = Some(KillReason::TimedOut { id, after: limit });
                     slot.kill_at = Some(now + grace);
                     next = Some(next.map_or(now + grace, |n| n.min(now + grace)));
-                    term.push(pid);
+                    term.extend(slot.target());
                 } else if now < deadline {
                     next = Some(next.map_or(deadline, |n| n.min(deadline)));
                 }
@@ -927,13 +1313,12 @@ fn clock_main(shared: &std::sync::Weak<Shared>) {
             true
         };
         let _ = wait;
-        for pid in term {
-            tracing::warn!(target: "procpool::pool", { worker.pid = pid },
-"task timed out; terminating its worker");
-            kill_group(pid, Signal::SIGTERM);
+        for t in term {
+            tracing::warn!(target: "procpool::pool", "task timed out; terminating its worker");
+            t.signal(Signal::SIGTERM);
         }
-        for pid in force {
-            kill_group(pid, Signal::SIGKILL);
+        for t in force {
+            t.signal(Signal::SIGKILL);
         }
     }
 }
@@ -970,9 +1355,7 @@ pub(crate) fn shutdown(shared: &Arc<Shared>, how: Shutdown) {
             match how {
                 Shutdown::Kill => {
                     slot.kill.get_or_insert(KillReason::Shutdown);
-                    if let Some(p) = slot.pid {
-                        to_kill.push(p);
-                    }
+                    to_kill.extend(slot.target());
                 }
                 Shutdown::Wait | Shutdown::CancelPending => {
                     if let Some(conn) = &slot.conn {
@@ -996,8 +1379,8 @@ pub(crate) fn shutdown(shared: &Arc<Shared>, how: Shutdown) {
         f.cancel_local();
     }
     flush_all(conns);
-    for p in to_kill {
-        kill_group(p, Signal::SIGKILL);
+    for t in to_kill {
+        t.signal(Signal::SIGKILL);
     }
     {
         let mut st = lock(&shared.state);
@@ -1013,6 +1396,7 @@ pub(crate) fn shutdown(shared: &Arc<Shared>, how: Shutdown) {
     shared.changed.notify_all();
     shared.clock.notify_all();
     lock(&shared.spawn_tx).take();
+    stop_launchers(shared);
     if let Some(a) = &shared.attach {
         a.close();
     }
@@ -1039,14 +1423,48 @@ pub(crate) fn stopped(shared: &Shared) -> bool {
     lock(&shared.state).phase == Phase::Stopped
 }
 
-/// Gives an attached worker (whose hello and token were accepted) a vacant
-/// slot, then serves it like a spawned one until its socket closes.
-pub(crate) fn adopt(
-    shared: &Arc<Shared>,
-    stream: UnixStream,
-    reader: crate::process_pool::SocketReader,
-    pid: u32,
-) {
+/// Waits (briefly) for launcher programs to end now that their workers
+/// are gone, then stops those that do not: SIGTERM (which `srun` and
+/// `mpirun` pass to their tasks), then SIGKILL.
+fn stop_launchers(shared: &Shared) {
+    let running = |shared: &Shared| {
+        lock(&shared.launched)
+            .iter()
+            .map(|&(_, p)| p)
+            .collect::<Vec<_>>()
+    };
+    let settle_for = |d: Duration| {
+        let until = Instant::now() + d;
+        while !lock(&shared.launched).is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    settle_for(Duration::from_secs(2));
+    for sig in [Signal::SIGTERM, Signal::SIGKILL] {
+        let pids = running(shared);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            tracing::debug!(target: "procpool::pool", "stopping launcher pid {pid} with {sig}");
+            kill_group(pid, sig);
+        }
+        settle_for(shared.cfg.kill_grace.max(Duration::from_secs(1)));
+    }
+}
+
+/// Gives a worker that dialed in (and passed the handshake) a vacant slot,
+/// then serves it like a spawned one until its connection closes.
+pub(crate) fn adopt(shared: &Arc<Shared>, dialed: Dialed) {
+    let Dialed {
+        stream,
+        reader,
+        hello,
+        local_pid,
+    } = dialed;
+    let pid = local_pid.unwrap_or(hello.pid);
+    let who = format!("pid {} on {}", hello.pid, hello.host);
+    let link = stream.try_clone().ok();
     let claimed = {
         let mut st = lock(&shared.state);
         if st.phase != Phase::Running || st.broken.is_some() {
@@ -1054,10 +1472,15 @@ pub(crate) fn adopt(
         } else if let Some(idx) = st.slots.iter().position(|s| s.status == SlotStatus::Dead) {
             let g = st.next_generation;
             st.next_generation += 1;
+            if let Some(rec) = st.launches.get_mut(&hello.ticket) {
+                rec.joined += 1;
+            }
             let slot = &mut st.slots[idx];
             slot.generation = g;
             slot.status = SlotStatus::Starting;
             slot.pid = Some(pid);
+            slot.remote = local_pid.is_none();
+            slot.link = link;
             slot.kill = None;
             slot.start_error = None;
             slot.taken = 0;
@@ -1070,18 +1493,18 @@ pub(crate) fn adopt(
     let (idx, generation) = match claimed {
         Ok(pair) => pair,
         Err(reason) => {
-            tracing::warn!(target: "procpool::pool", "attach: refused pid {pid}: {reason}");
+            tracing::warn!(target: "procpool::pool", "attach: refused {who}: {reason}");
             spawn::reject(&stream, reason);
             return;
         }
     };
-    tracing::info!(target: "procpool::pool", { worker.id = idx, worker.pid = pid }, "worker attached");
+    tracing::info!(target: "procpool::pool", { worker.id = idx, worker.pid = pid }, "worker joined: {who}");
     let s = shared.clone();
     guarded(shared, "attached worker", Some(idx), move || {
         life_main(&s, idx, generation, stream, pid, Some(reader));
     });
-    // No waiter for a process we did not start: its socket closing is its
-    // death.
+    // No waiter for a process we did not start: its connection closing is
+    // its death.
     settle(shared, idx, generation, Some(pid), Exit::Unknown);
 }
 

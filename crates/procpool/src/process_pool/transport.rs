@@ -1,0 +1,132 @@
+//! The byte streams between the pool and its workers (the transport seam of
+//! DESIGN.md): a Unix socket (an inherited `socketpair` end, or a named
+//! local socket in attach mode) or a TCP connection. Everything above this
+//! module reads and writes a [`Stream`] and does not care which.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// One connection between the pool and a worker.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    /// Ends the connection both ways: a reader on either side sees EOF.
+    pub(crate) fn shutdown(&self) {
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+
+    /// Whether the peer is across a network (TCP), where it can vanish
+    /// without closing the connection.
+    pub(crate) fn is_tcp(&self) -> bool {
+        matches!(self, Stream::Tcp(_))
+    }
+}
+
+/// Sets what every procpool TCP connection needs: no Nagle delay (frames
+/// are written whole), and a bound on how long unacknowledged data may sit
+/// before the kernel gives up on a vanished peer.
+pub(crate) fn tune_tcp(s: &TcpStream, lost_after: Duration) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    s.set_nodelay(true)?;
+    let ms = u32::try_from(lost_after.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1);
+    setsockopt(s, sockopt::TcpUserTimeout, &ms).map_err(io::Error::from)?;
+    setsockopt(s, sockopt::KeepAlive, &true).map_err(io::Error::from)?;
+    let secs = (lost_after.as_secs() as u32 / 3).max(1);
+    setsockopt(s, sockopt::TcpKeepIdle, &secs).map_err(io::Error::from)?;
+    setsockopt(s, sockopt::TcpKeepInterval, &secs).map_err(io::Error::from)?;
+    setsockopt(s, sockopt::TcpKeepCount, &3).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Where a worker dials: `tcp://HOST:PORT`, or a local socket's path.
+pub(crate) fn dial(address: &str) -> io::Result<Stream> {
+    if let Some(hostport) = address.strip_prefix("tcp://") {
+        let s = TcpStream::connect(hostport)?;
+        s.set_nodelay(true)?;
+        return Ok(Stream::Tcp(s));
+    }
+    use interprocess::local_socket::prelude::*;
+    let name = std::path::Path::new(address)
+        .to_fs_name::<interprocess::local_socket::GenericFilePath>()?;
+    let conn = interprocess::local_socket::Stream::connect(name)?;
+    #[allow(unreachable_patterns)]
+    let stream = match &conn {
+        interprocess::local_socket::Stream::UdSocket(s) => s.inner().try_clone()?,
+        _ => return Err(io::Error::other("not a Unix-domain socket")),
+    };
+    Ok(Stream::Unix(stream))
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            Stream::Unix(s) => (&*s).read(buf),
+            Stream::Tcp(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match *self {
+            Stream::Unix(s) => (&*s).write(buf),
+            Stream::Tcp(s) => (&*s).write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match *self {
+            Stream::Unix(s) => (&*s).write_vectored(bufs),
+            Stream::Tcp(s) => (&*s).write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
