@@ -5,7 +5,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use procpool::{Executor, ProcessPool, ThreadPool, WorkerCommand};
+use procpool::{Executor, ProcessPool, ProcessPoolBuilder, ThreadPool, Transport, WorkerCommand};
 use procpool_tasks::Square;
 
 /// The worker binary built with the tests (`procpool-test-worker`), found
@@ -47,9 +47,33 @@ macro_rules! both_pools {
     };
 }
 
+/// The transport the suite runs over: TCP loopback in the `over_tcp` test
+/// binary (which includes the other suites' files as modules), local
+/// sockets everywhere else. One suite, parameterised over transports.
+pub fn transport() -> Transport {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if name.starts_with("over_tcp") {
+        Transport::Tcp
+    } else {
+        Transport::Local
+    }
+}
+
+/// `ProcessPool::builder()` on the suite's [`transport`] (TCP pools listen
+/// on loopback only).
+pub fn builder() -> ProcessPoolBuilder {
+    let b = ProcessPool::builder().transport(transport());
+    if transport() == Transport::Tcp {
+        b.listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+    } else {
+        b
+    }
+}
+
 /// A process pool of `n` workers running `worker`.
 pub fn process_pool_of(worker: WorkerCommand, n: usize) -> ProcessPool {
-    ProcessPool::builder()
+    builder()
         .worker(worker)
         .workers(n)
         .build()

@@ -16,7 +16,7 @@ fn worker() -> WorkerCommand {
 }
 
 fn pool(n: usize) -> ProcessPool {
-    ProcessPool::builder()
+    procpool_e2e::builder()
         .worker(worker())
         .workers(n)
         .build()
@@ -247,7 +247,7 @@ fn fallible_task_error_is_the_tasks_own_value() {
 #[test]
 fn initializer_runs_in_every_worker() {
     watchdog(LIMIT, || {
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(worker())
             .workers(2)
             .initializer(SetGreeting("hello from init".into()))
@@ -263,7 +263,7 @@ fn initializer_runs_in_every_worker() {
 #[test]
 fn failing_initializer_fails_build_and_leaves_nothing_running() {
     watchdog(LIMIT, || {
-        let err = ProcessPool::builder()
+        let err = procpool_e2e::builder()
             .worker(worker())
             .workers(2)
             .initializer(drill::FailingInit("no database here".into()))
@@ -276,7 +276,7 @@ fn failing_initializer_fails_build_and_leaves_nothing_running() {
             }
             other => panic!("expected Initializer, got {other:?}"),
         }
-        let err = ProcessPool::builder()
+        let err = procpool_e2e::builder()
             .worker(worker())
             .workers(1)
             .initializer(drill::PanickingInit("init exploded".into()))
@@ -289,7 +289,7 @@ fn failing_initializer_fails_build_and_leaves_nothing_running() {
 
 #[test]
 fn workers_zero_is_an_error() {
-    let err = ProcessPool::builder()
+    let err = procpool_e2e::builder()
         .worker(worker())
         .workers(0)
         .build()
@@ -299,7 +299,7 @@ fn workers_zero_is_an_error() {
 
 #[test]
 fn missing_worker_binary_says_where_it_looked() {
-    let err = ProcessPool::builder()
+    let err = procpool_e2e::builder()
         .worker(WorkerCommand::program("/nonexistent/procpool-worker"))
         .workers(1)
         .build()
@@ -483,7 +483,7 @@ fn cost_is_recorded_and_adds_up() {
 #[test]
 fn dropping_a_map_midway_cancels_what_has_not_started_in_one_round() {
     watchdog(LIMIT, || {
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(worker())
             .workers(2)
             .prefetch(8)

@@ -53,7 +53,7 @@ fn worker() -> WorkerCommand {
 }
 
 fn builder(n: usize) -> ProcessPoolBuilder {
-    ProcessPool::builder().worker(worker()).workers(n)
+    procpool_e2e::builder().worker(worker()).workers(n)
 }
 
 fn pool(n: usize) -> ProcessPool {
@@ -461,7 +461,7 @@ fn worker_killed_while_the_parent_writes_100_mib_to_it() {
 fn worker_exiting_while_the_parent_writes_100_mib_to_it() {
     run("worker_exits_during_100mib_write", LIMIT, || {
         let scratch = Scratch::new("exit-while-reading");
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(bad_worker("exit_while_reading", &scratch).env("BAD_FIRST_BAD", "1"))
             .workers(1)
             .build()
@@ -494,7 +494,7 @@ fn bad_frame(test: &'static str, mode: &'static str, expect: &'static str, may_d
     run(test, LIMIT, move || {
         let scratch = Scratch::new(mode);
         let peak = PeakMemory::start();
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(bad_worker(mode, &scratch).env("BAD_FIRST_BAD", "1"))
             .workers(2)
             .build()
@@ -586,7 +586,7 @@ fn four_gib_length_is_refused_before_allocating() {
 fn late_and_duplicate_replies_never_reach_the_wrong_future() {
     run("late_and_duplicate_replies", LIMIT, || {
         let scratch = Scratch::new("stale");
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(bad_worker("stale", &scratch))
             .workers(1)
             .build()
@@ -621,7 +621,7 @@ fn wrong_protocol_version_fails_the_build() {
     run("wrong_protocol_version", LIMIT, || {
         let scratch = Scratch::new("bad-version");
         let t = Instant::now();
-        let err = ProcessPool::builder()
+        let err = procpool_e2e::builder()
             .worker(bad_worker("bad_version", &scratch))
             .workers(2)
             .build()
@@ -648,7 +648,7 @@ fn task_timeout_kills_the_workers_whole_process_group() {
         let scratch = Scratch::new("grandchild");
         let pidfile = scratch.path().join("grandchild.pid");
         let limit = Duration::from_millis(500);
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(
                 bad_worker("hang_grandchild", &scratch)
                     .env("BAD_FIRST_BAD", "1")
@@ -767,7 +767,7 @@ fn crash_loop_breaks_the_pool_without_a_respawn_storm() {
         let workers = 2usize;
         // The bad worker in "good" mode only counts spawns, then execs the
         // real worker.
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(bad_worker("good", &scratch))
             .workers(workers)
             .max_restarts(max_restarts)
@@ -835,7 +835,7 @@ fn workers_that_die_before_taking_a_task_break_the_pool() {
         let workers = 2usize;
         // The first two spawns are good (build succeeds); every replacement
         // exits right after its handshake.
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(bad_worker("exit_after_handshake", &scratch).env("BAD_FIRST_GOOD", "2"))
             .workers(workers)
             .max_restarts(max_restarts)
@@ -889,7 +889,7 @@ fn failing_respawns_of_one_slot_count_toward_restart_intensity() {
         let scratch = Scratch::new("slot-init-fail");
         let max_restarts = 3u32;
         let workers = 2usize;
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(
                 bad_worker("init_fail", &scratch)
                     .env("BAD_FIRST_GOOD", "2")
@@ -988,7 +988,7 @@ fn check_one(x: u64, r: &Result<u64, TaskError>, modulus: u64) -> bool {
 fn initializer_failing_in_one_worker_fails_the_build_naming_it() {
     run("initializer_fails_in_one_worker", LIMIT, || {
         let scratch = Scratch::new("init-fail-slot1");
-        let err = ProcessPool::builder()
+        let err = procpool_e2e::builder()
             .worker(bad_worker("init_fail", &scratch).env("BAD_SLOT", "1"))
             .workers(2)
             .initializer(SetGreeting("hi".into()))
@@ -1142,7 +1142,12 @@ fn workers_exit_when_the_parent_is_sigkilled() {
             Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
-                    "workers_exit_when_the_parent_is_sigkilled",
+                    // Its full name: this file also runs as a module of
+                    // `over_tcp`.
+                    &match module_path!().split_once("::") {
+                        Some((_, m)) => format!("{m}::workers_exit_when_the_parent_is_sigkilled"),
+                        None => "workers_exit_when_the_parent_is_sigkilled".to_owned(),
+                    },
                     "--nocapture",
                     "--test-threads=1",
                 ])

@@ -12,7 +12,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use procpool::{Executor, ProcessPool, State, TaskError, TaskFuture, WaitError};
+use procpool::{Executor, State, TaskError, TaskFuture, WaitError};
 use procpool_e2e::{both_pools, watchdog};
 use procpool_tasks::{Checked, CountCalls, Sleep, Square, drill};
 
@@ -151,7 +151,7 @@ fn cancel_of_a_prefetched_task_withdraws_it_from_the_worker() {
     watchdog(LIMIT, || {
         // One worker, prefetch 4 (the default, set explicitly): the Sleep
         // runs, the second task is sent to the worker but not begun.
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(procpool_e2e::test_worker!())
             .workers(1)
             .prefetch(4)

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use procpool::{ProcessPool, State, TaskError, WorkerCommand};
+use procpool::{State, TaskError, WorkerCommand};
 use procpool_e2e::{wait_gone, watchdog};
 use procpool_tasks::drill::Alloc;
 use procpool_tasks::{Sleep, Square};
@@ -24,7 +24,7 @@ fn wait_running<T: Send + 'static>(f: &procpool::TaskFuture<T>) {
 #[test]
 fn kill_stops_a_running_task_and_replaces_its_worker() {
     watchdog(LIMIT, || {
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(worker())
             .workers(1)
             .build()
@@ -52,7 +52,7 @@ fn kill_stops_a_running_task_and_replaces_its_worker() {
 #[test]
 fn worker_over_its_memory_limit_is_recycled_between_tasks() {
     watchdog(LIMIT, || {
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(worker())
             .workers(1)
             .prefetch(1)
@@ -79,7 +79,7 @@ fn worker_over_its_memory_limit_is_recycled_between_tasks() {
 #[test]
 fn supervisor_panic_resolves_every_future_with_an_error() {
     watchdog(LIMIT, || {
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(worker())
             .workers(2)
             .build()
@@ -123,7 +123,7 @@ fn supervisor_panic_resolves_every_future_with_an_error() {
 #[test]
 fn a_hung_task_in_a_chunk_costs_only_itself() {
     watchdog(LIMIT, || {
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(worker())
             .workers(1)
             .task_timeout(Duration::from_millis(500))
@@ -151,7 +151,7 @@ fn a_hung_task_in_a_chunk_costs_only_itself() {
 #[test]
 fn spinning_workers_give_the_same_results_and_still_stop() {
     watchdog(LIMIT, || {
-        let pool = ProcessPool::builder()
+        let pool = procpool_e2e::builder()
             .worker(worker())
             .workers(2)
             .worker_spin(Duration::from_micros(200))

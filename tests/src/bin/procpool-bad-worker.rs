@@ -17,12 +17,17 @@
 //!   misbehaves.
 //! * `BAD_PIDFILE` — where `hang_grandchild` writes its grandchild's pid.
 //!
+//! With `PROCPOOL_CONNECT` set (a pool over TCP) it dials the pool and
+//! answers the secret challenge like the real worker, then misbehaves the
+//! same way.
+//!
 //! A misbehaving spawn that gets tasks it is not asked to break answers
 //! `square` correctly and anything else with `UnknownTask`.
 #![deny(unsafe_code)]
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -34,7 +39,7 @@ use procpool_tasks::Square;
 use procpool_wire::Generation;
 use procpool_wire::codec;
 use procpool_wire::frame::{FrameReader, Outgoing, Payload, write_all_frames};
-use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Welcome};
+use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Proof, Welcome, worker_proof};
 use procpool_wire::message::{
     Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming, decode_message, encode_message,
 };
@@ -156,6 +161,81 @@ fn become_good() -> ! {
     die(&format!("cannot exec {good}: {err}"))
 }
 
+/// The connection to the pool: inherited, or dialed over TCP.
+enum Sock {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Sock {
+    fn try_clone(&self) -> io::Result<Sock> {
+        Ok(match self {
+            Sock::Unix(s) => Sock::Unix(s.try_clone()?),
+            Sock::Tcp(s) => Sock::Tcp(s.try_clone()?),
+        })
+    }
+
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+}
+
+impl Read for &Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            Sock::Unix(s) => (&*s).read(buf),
+            Sock::Tcp(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for &Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match *self {
+            Sock::Unix(s) => (&*s).write(buf),
+            Sock::Tcp(s) => (&*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The secret from `PROCPOOL_TOKEN` (hex).
+fn secret() -> Vec<u8> {
+    let hex = var("PROCPOOL_TOKEN").unwrap_or_else(|| die("PROCPOOL_TOKEN is not set"));
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or_else(|_| die("bad PROCPOOL_TOKEN"))
+        })
+        .collect()
+}
+
+fn connect() -> Sock {
+    match var("PROCPOOL_CONNECT") {
+        Some(address) => {
+            let hostport = address
+                .strip_prefix("tcp://")
+                .unwrap_or_else(|| die("PROCPOOL_CONNECT is not tcp://"));
+            let s = TcpStream::connect(hostport).unwrap_or_else(|e| die(&e.to_string()));
+            let _ = s.set_nodelay(true);
+            Sock::Tcp(s)
+        }
+        None => Sock::Unix(adopt_socket()),
+    }
+}
+
 fn adopt_socket() -> UnixStream {
     let fd: i32 = var("PROCPOOL_WORKER_FD")
         .and_then(|v| v.parse().ok())
@@ -176,7 +256,7 @@ fn hang() -> ! {
 }
 
 struct Worker {
-    stream: UnixStream,
+    stream: Sock,
     generation: Generation,
 }
 
@@ -257,7 +337,7 @@ impl Worker {
                 let mut bytes = 100u32.to_le_bytes().to_vec();
                 bytes.extend_from_slice(&[0u8; 10]);
                 self.raw(&bytes);
-                let _ = self.stream.shutdown(std::net::Shutdown::Write);
+                self.stream.shutdown_write();
                 hang()
             }
             Mode::Huge => {
@@ -297,23 +377,37 @@ fn main() {
     if !misbehaves(mode, ordinal) {
         become_good();
     }
-    let stream = adopt_socket();
+    let stream = connect();
+    let dialed = matches!(stream, Sock::Tcp(_));
 
     // Handshake.
     let read_half = stream.try_clone().unwrap_or_else(|e| die(&e.to_string()));
     let mut reader = FrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
-    let mut hello = Hello::ours(std::process::id(), String::new(), 0, Vec::new());
+    let ticket = var("PROCPOOL_TICKET")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let nonce: Vec<u8> = if dialed {
+        std::process::id().to_le_bytes().repeat(8)
+    } else {
+        Vec::new()
+    };
+    let mut hello = Hello::ours(std::process::id(), String::new(), ticket, nonce.clone());
     if mode == Mode::BadVersion {
         hello.protocol += 1;
     }
     let body = codec::encode(&hello).unwrap_or_else(|e| die(&e.to_string()));
     let frame = Outgoing::new(body, Vec::<Payload>::new()).unwrap_or_else(|e| die(&e.to_string()));
     write_all_frames(&mut &stream, &[frame]).unwrap_or_else(|e| die(&e.to_string()));
-    let welcome = match reader.next_frame() {
-        Ok(Some(b)) => Welcome::decode(b).unwrap_or_else(|e| die(&e.to_string())),
-        Ok(None) => die("the pool closed the socket during the handshake"),
-        Err(e) => die(&e.to_string()),
-    };
+    let mut welcome = next_welcome(&mut reader);
+    if let Welcome::Challenge { nonce: theirs, .. } = &welcome {
+        // A test double: it trusts the pool and only proves itself.
+        let mac = worker_proof(&secret(), theirs, &nonce);
+        let body = codec::encode(&Proof { mac }).unwrap_or_else(|e| die(&e.to_string()));
+        let frame =
+            Outgoing::new(body, Vec::<Payload>::new()).unwrap_or_else(|e| die(&e.to_string()));
+        write_all_frames(&mut &stream, &[frame]).unwrap_or_else(|e| die(&e.to_string()));
+        welcome = next_welcome(&mut reader);
+    }
     let (generation, max_frame) = match welcome {
         Welcome::Accept {
             generation,
@@ -413,5 +507,13 @@ fn main() {
             ToWorker::Shutdown { .. } => std::process::exit(0),
             other => die(&format!("unexpected message {other:?}")),
         }
+    }
+}
+
+fn next_welcome(reader: &mut FrameReader<Sock>) -> Welcome {
+    match reader.next_frame() {
+        Ok(Some(b)) => Welcome::decode(b).unwrap_or_else(|e| die(&e.to_string())),
+        Ok(None) => die("the pool closed the socket during the handshake"),
+        Err(e) => die(&e.to_string()),
     }
 }

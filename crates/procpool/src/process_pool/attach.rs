@@ -28,7 +28,7 @@ use procpool_wire::handshake::{Hello, SECRET_LEN};
 
 use super::builder::Config;
 use super::launch::Transport;
-use super::spawn;
+use super::spawn::{self, StartError};
 use super::supervisor::{self, Shared};
 use super::transport::{Stream, tune_tcp};
 use crate::process_pool::SocketReader;
@@ -168,7 +168,7 @@ pub(crate) struct AttachPoint {
     tcp: Option<SocketAddr>,
     listening: Mutex<Option<Listening>>,
     /// Spawned workers dialing back over TCP, by ticket.
-    awaited: Mutex<HashMap<u64, mpsc::Sender<Dialed>>>,
+    awaited: Mutex<HashMap<u64, mpsc::Sender<Result<Dialed, StartError>>>>,
 }
 
 impl AttachPoint {
@@ -239,7 +239,7 @@ impl AttachPoint {
 
     /// Registers a spawned worker's ticket; its connection arrives on the
     /// returned channel once it passed the handshake.
-    pub(crate) fn expect(&self, ticket: u64) -> mpsc::Receiver<Dialed> {
+    pub(crate) fn expect(&self, ticket: u64) -> mpsc::Receiver<Result<Dialed, StartError>> {
         let (tx, rx) = mpsc::channel();
         lock(&self.awaited).insert(ticket, tx);
         rx
@@ -368,13 +368,11 @@ fn attach_one(shared: &Arc<Shared>, stream: Stream, peer: &str, local_pid: Optio
             return;
         }
     };
-    let reader = match spawn::challenge(
-        &stream,
-        reader,
-        &hello,
-        point.info.token_bytes(),
-        &shared.cfg,
-    ) {
+    // The secret first: a stranger learns nothing, not even our build.
+    let secret = point.info.token_bytes();
+    let checked = spawn::challenge(&stream, reader, &hello, secret, &shared.cfg)
+        .and_then(|r| spawn::check_hello(&stream, &hello).map(|()| r));
+    let reader = match checked {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(
@@ -383,6 +381,10 @@ fn attach_one(shared: &Arc<Shared>, stream: Stream, peer: &str, local_pid: Optio
                 hello.pid,
                 hello.host
             );
+            // A worker the pool spawned: its slot learns why at once.
+            if let Some(tx) = lock(&point.awaited).remove(&hello.ticket) {
+                let _ = tx.send(Err(e));
+            }
             return;
         }
     };
@@ -395,7 +397,7 @@ fn attach_one(shared: &Arc<Shared>, stream: Stream, peer: &str, local_pid: Optio
     let waiting = lock(&point.awaited).remove(&dialed.hello.ticket);
     match waiting {
         Some(tx) => {
-            if let Err(mpsc::SendError(d)) = tx.send(dialed) {
+            if let Err(mpsc::SendError(Ok(d))) = tx.send(Ok(dialed)) {
                 spawn::reject(&d.stream, "the pool gave up waiting for this worker");
             }
         }

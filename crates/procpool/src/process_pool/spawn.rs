@@ -160,7 +160,8 @@ pub(crate) fn greet(
     index: usize,
     generation: Generation,
 ) -> Result<crate::process_pool::SocketReader, StartError> {
-    let (reader, _hello) = read_hello(stream, cfg)?;
+    let (reader, hello) = read_hello(stream, cfg)?;
+    check_hello(stream, &hello)?;
     accept(stream, reader, cfg, index, generation)
 }
 
@@ -176,9 +177,8 @@ pub(crate) fn reject(stream: &Stream, reason: &str) {
     );
 }
 
-/// Reads and checks a worker's hello (within the handshake timeout, under
-/// the small handshake frame cap). A wrong hello is answered with a
-/// `Reject`.
+/// Reads a worker's hello (within the handshake timeout, under the small
+/// handshake frame cap); see [`check_hello`].
 pub(crate) fn read_hello(
     stream: &Stream,
     cfg: &Config,
@@ -203,11 +203,16 @@ pub(crate) fn read_hello(
         }
         Err(e) => return Err(hs(e.to_string())),
     };
-    if let Err(e) = hello.check() {
-        reject(stream, &e.to_string());
-        return Err(hs(e.to_string()));
-    }
     Ok((reader, hello))
+}
+
+/// Checks a hello against this build; a wrong one is answered with a
+/// `Reject`.
+pub(crate) fn check_hello(stream: &Stream, hello: &Hello) -> Result<(), StartError> {
+    hello.check().map_err(|e| {
+        reject(stream, &e.to_string());
+        StartError::Handshake(e.to_string())
+    })
 }
 
 /// The pool's side of the secret handshake with a worker that dialed in:

@@ -756,7 +756,7 @@ fn launch(
     idx: usize,
     generation: Generation,
     spawned: spawn::Spawned,
-    dialed: Option<(u64, mpsc::Receiver<Dialed>)>,
+    dialed: Option<(u64, mpsc::Receiver<Result<Dialed, StartError>>)>,
 ) {
     let spawn::Spawned { child, stream, pid } = spawned;
     tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
@@ -808,7 +808,7 @@ fn await_dial(
     generation: Generation,
     pid: u32,
     ticket: u64,
-    rx: &mpsc::Receiver<Dialed>,
+    rx: &mpsc::Receiver<Result<Dialed, StartError>>,
 ) {
     // The handshake itself has its own timeout once connected; this bounds
     // the time to start and connect.
@@ -817,7 +817,8 @@ fn await_dial(
         a.forget(ticket);
     }
     match got {
-        Ok(d) => {
+        Ok(Err(e)) => start_failed(shared, idx, generation, pid, e),
+        Ok(Ok(d)) => {
             if let Ok(link) = d.stream.try_clone() {
                 let mut st = lock(&shared.state);
                 if st.slots[idx].generation == generation {
