@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2119,SC2120 # cluster_down takes an optional --force
 # .ci/cluster.sh: launchers for the srun/mpirun tests. Sourced, not run:
 #
 #   source .ci/cluster.sh             # in .ci/run, after `cd` to the repo
@@ -61,19 +61,42 @@ _pp_install_mpi() {
   command -v mpirun >/dev/null
 }
 
+# slurm-up.sh only notices a taken port if the daemon's bind fails before it
+# writes its pid file; otherwise (seen with a listener holding 6817) it waits
+# for idle nodes, 10 s per sinfo that the squatter never answers, for up to
+# 50 minutes. So check first, unless the directory is one of slurm-up's (then
+# the port may be our own slurmctld, and slurm-up reuses or restarts it).
+_pp_ports_free() {
+  local p
+  [[ -e ${PROCPOOL_SLURM_DIR:-/tmp/procpool-slurm}/.made-by-slurm-up ]] && return 0
+  for p in 6817 6818; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      _pp_log "error: port $p is in use; slurm-up.sh needs 6817 and 6818 free"
+      return 1
+    fi
+  done
+}
+
 _pp_cluster_up() {
   local out err rc=0
   [[ $(id -u) == 0 ]] || { _pp_log "error: must run as root"; return 1; }
   _pp_find_shared || return 1
-  command -v python3 >/dev/null || _pp_log "warning: python3 is missing (slurm-selftest.sh needs it)"
+  _pp_ports_free || return 1
 
   # stdout carries only `export` lines; stderr (progress) is shown after.
+  # Normal: 0.4 s (reused), 1 s (packages present), 20 s (bare machine).
   err=$(mktemp) || return 1
-  out=$(timeout 600 "$_pp_shared_dir/cluster/slurm-up.sh" --nodes 2 2>"$err") || rc=$?
+  out=$(timeout 300 "$_pp_shared_dir/cluster/slurm-up.sh" --nodes 2 2>"$err") || rc=$?
   cat "$err" >&2
   if ((rc != 0)); then
     rm -f "$err"
-    _pp_log "error: slurm-up.sh --nodes 2 failed (exit $rc)"
+    if ((rc == 124)); then
+      _pp_log "error: slurm-up.sh --nodes 2 did not finish within 300 s"
+    else
+      _pp_log "error: slurm-up.sh --nodes 2 failed (exit $rc)"
+    fi
+    # slurm-up.sh cleans up after its own errors, but not when it is killed.
+    _pp_cluster_started=1
     return 1
   fi
   grep -q 'reusing the running cluster' "$err" || _pp_cluster_started=1
@@ -125,9 +148,10 @@ cluster_down() {
 }
 
 if ! _pp_cluster_up; then
+  cluster_down # only what this file started
+  unset SLURM_CONF PROCPOOL_SLURM_DIR PROCPOOL_SLURM_NODES PROCPOOL_SLURM_ADDR
   if [[ ${CI-} == true ]]; then
     _pp_log "error: the Slurm/MPI test cluster did not start (CI=true)"
-    cluster_down
     return 1
   fi
   _pp_log "warning: no Slurm/MPI test cluster; srun/mpirun tests cannot run"

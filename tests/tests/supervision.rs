@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use procpool::{State, TaskError, WorkerCommand};
-use procpool_e2e::{wait_gone, watchdog};
-use procpool_tasks::drill::Alloc;
+use procpool_e2e::{still_works, test_worker, wait_gone, watchdog};
+use procpool_tasks::drill::{Alloc, DieOnce, KillSelf};
 use procpool_tasks::{Sleep, Square};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -177,5 +177,58 @@ fn spinning_workers_give_the_same_results_and_still_stop() {
             procpool_e2e::no_children_left(),
             "the replacement outlived the pool"
         );
+    });
+}
+
+#[test]
+fn retries_run_a_task_again_when_its_worker_dies() {
+    watchdog(LIMIT, || {
+        let dir = std::env::temp_dir().join(format!("procpool-retries-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = |n: &str| dir.join(n);
+        let pool = procpool_e2e::builder()
+            .worker(test_worker!())
+            .workers(1)
+            .retries(1)
+            .build()
+            .unwrap();
+        // The builder's retries: its first worker dies, the retry answers.
+        let f = pool
+            .submit(DieOnce {
+                marker: marker("a"),
+                x: 6,
+            })
+            .unwrap();
+        assert_eq!(f.result().unwrap(), 36);
+        // Out of retries: a task that always kills its worker fails.
+        let err = pool.submit(KillSelf).unwrap().result().unwrap_err();
+        assert!(err.is_worker_died(), "{err:?}");
+        // Per task: 0 retries fails at the first death.
+        let err = pool
+            .submit_with_retries(
+                DieOnce {
+                    marker: marker("b"),
+                    x: 2,
+                },
+                0,
+            )
+            .unwrap()
+            .result()
+            .unwrap_err();
+        assert!(err.is_worker_died(), "{err:?}");
+        let f = pool
+            .submit_with_retries(
+                DieOnce {
+                    marker: marker("c"),
+                    x: 3,
+                },
+                2,
+            )
+            .unwrap();
+        assert_eq!(f.result().unwrap(), 9);
+        still_works(&pool);
+        drop(pool);
+        let _ = std::fs::remove_dir_all(&dir);
     });
 }

@@ -56,6 +56,32 @@ impl Task for KillSelf {
     }
 }
 
+/// Kills its worker the first time it runs (it creates `marker` first),
+/// and returns `x * x` when run again: for retries.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DieOnce {
+    /// Created by the first run.
+    pub marker: std::path::PathBuf,
+    /// The input.
+    pub x: u64,
+}
+
+impl Task for DieOnce {
+    const NAME: &'static str = "drill_die_once";
+    type Output = u64;
+    fn run(self, ctx: &mut WorkerContext) -> u64 {
+        let first = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.marker)
+            .is_ok();
+        if first {
+            KillSelf.run(ctx);
+        }
+        self.x.wrapping_mul(self.x)
+    }
+}
+
 /// Kills its worker with SIGKILL if `x % modulus == 0`, else returns
 /// `x * x`: for "1 % random crashes" runs.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +299,7 @@ pub fn registry() -> Registry {
         .task::<Exit>()
         .task::<KillSelf>()
         .task::<SquareOrDie>()
+        .task::<DieOnce>()
         .task::<Hang>()
         .task::<Alloc>()
         .task::<BadInput>()

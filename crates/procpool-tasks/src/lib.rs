@@ -149,6 +149,48 @@ impl Task for WhoAmI {
     }
 }
 
+/// Where a task ran: host, process, and the launcher's placement (Slurm or
+/// MPI), for pools whose workers are spread over machines.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WhereAmI;
+
+/// [`WhereAmI`]'s answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Placement {
+    /// The host's name (`/proc/sys/kernel/hostname`).
+    pub host: String,
+    /// The worker's process id on that host.
+    pub pid: u32,
+    /// The worker's slot in the pool.
+    pub worker_id: usize,
+    /// `SLURM_JOB_ID.SLURM_STEP_ID`, under Slurm.
+    pub slurm_step: Option<String>,
+    /// The launcher's rank for this process (`SLURM_PROCID` or
+    /// `OMPI_COMM_WORLD_RANK` / `PMI_RANK`).
+    pub rank: Option<u32>,
+}
+
+impl Task for WhereAmI {
+    const NAME: &'static str = "where_am_i";
+    type Output = Placement;
+    fn run(self, ctx: &mut WorkerContext) -> Placement {
+        let var = |k: &str| std::env::var(k).ok();
+        Placement {
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            worker_id: ctx.worker_id(),
+            slurm_step: var("SLURM_JOB_ID")
+                .zip(var("SLURM_STEP_ID"))
+                .map(|(j, s)| format!("{j}.{s}")),
+            rank: ["SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"]
+                .iter()
+                .find_map(|k| var(k)?.parse().ok()),
+        }
+    }
+}
+
 /// Counts the tasks this worker process has run (state in the context).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CountCalls;
@@ -225,6 +267,7 @@ pub fn registry() -> Registry {
         .task::<Sleep>()
         .task::<Spin>()
         .task::<WhoAmI>()
+        .task::<WhereAmI>()
         .task::<CountCalls>()
         .task::<Checked>()
         .task::<Greet>()
