@@ -38,6 +38,19 @@ enum Command {
         /// Workers in each pool.
         #[arg(long, default_value_t = 2, value_name = "N", value_parser = at_least_one)]
         workers: usize,
+        /// How the process pool's workers reach it: `local` (a socketpair)
+        /// or `tcp` (loopback, or across nodes with --srun).
+        #[arg(long, default_value = "local", value_parser = ["local", "tcp"])]
+        transport: String,
+        /// Launch the process pool's workers with Slurm's `srun` over this
+        /// many nodes (implies --transport tcp; run inside an allocation or
+        /// where `srun` can make one).
+        #[arg(long, value_name = "NODES")]
+        srun: Option<u32>,
+        /// The address srun-launched workers dial (default: this host's
+        /// name).
+        #[arg(long, value_name = "HOST")]
+        advertise: Option<String>,
     },
     /// Run built-in tasks on a process pool and print each result or error.
     #[command(after_help = format!("Tasks:\n{}", run::TASKS))]
@@ -115,9 +128,18 @@ fn main() -> ExitCode {
             json,
             quick,
             workers,
+            transport,
+            srun,
+            advertise,
         } => {
             init_logging();
-            let opts = overhead::Options { workers, quick };
+            let opts = overhead::Options {
+                workers,
+                quick,
+                tcp: transport == "tcp" || srun.is_some(),
+                srun_nodes: srun,
+                advertise,
+            };
             match overhead::run(&opts, command_line()) {
                 Ok(r) if json => match serde_json::to_string_pretty(&r) {
                     Ok(s) => {
@@ -183,7 +205,10 @@ mod tests {
                 json,
                 quick,
                 workers,
-            } => assert!(!json && !quick && workers == 2),
+                transport,
+                srun,
+                ..
+            } => assert!(!json && !quick && workers == 2 && transport == "local" && srun.is_none()),
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["procpool", "overhead", "--workers", "0"]).is_err());

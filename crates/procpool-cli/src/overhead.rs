@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use procpool::{Cost, Executor, ProcessPool, Shutdown, Task, ThreadPool, WorkerCommand};
+use procpool::{
+    Cost, Executor, Launcher, ProcessPool, Shutdown, Task, ThreadPool, Transport, WorkerCommand,
+};
 use procpool_tasks::{Echo, EchoRecords, EchoVec, Record, Square};
 use serde::Serialize;
 
@@ -51,6 +53,23 @@ pub struct Options {
     pub workers: usize,
     /// A shorter run (smaller time budgets and repetition counts).
     pub quick: bool,
+    /// The process pool's workers dial back over TCP.
+    pub tcp: bool,
+    /// Launch them with `srun` over this many nodes.
+    pub srun_nodes: Option<u32>,
+    /// The address they dial (with `srun_nodes`).
+    pub advertise: Option<String>,
+}
+
+impl Options {
+    /// How the process pool reaches its workers, for the report.
+    pub fn transport(&self) -> String {
+        match (self.tcp, self.srun_nodes) {
+            (_, Some(n)) => format!("TCP, workers launched by srun over {n} node(s)"),
+            (true, None) => "TCP loopback".into(),
+            (false, None) => "local socketpair".into(),
+        }
+    }
 }
 
 /// Everything one run measured.
@@ -92,6 +111,8 @@ pub struct Settings {
     pub workers: usize,
     /// `--quick`.
     pub quick: bool,
+    /// How the process pool reaches its workers.
+    pub transport: String,
     /// Whether this binary was built with optimizations.
     pub release_build: bool,
 }
@@ -485,9 +506,27 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
         .workers(opts.workers)
         .build()
         .map_err(|e| format!("cannot start the thread pool: {e}"))?;
-    let procs = ProcessPool::builder()
+    let mut builder = ProcessPool::builder()
         .worker(WorkerCommand::current_exe())
-        .workers(opts.workers)
+        .workers(opts.workers);
+    if opts.tcp {
+        builder = builder.transport(Transport::Tcp);
+    }
+    if let Some(nodes) = opts.srun_nodes {
+        let per_node = opts.workers.div_ceil(nodes as usize) as u32;
+        builder = builder.launcher(
+            Launcher::srun()
+                .nodes(nodes)
+                .tasks_per_node(per_node)
+                .overcommit(true),
+        );
+    }
+    if let Some(a) = &opts.advertise {
+        builder = builder.advertise(a.clone());
+    } else if opts.srun_nodes.is_none() {
+        builder = builder.listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    let procs = builder
         .build()
         .map_err(|e| format!("cannot start the process pool: {e}"))?;
     let mut peer = EchoPeer::start().map_err(|e| format!("cannot start the raw echo peer: {e}"))?;
@@ -657,6 +696,7 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
         settings: Settings {
             workers: opts.workers,
             quick: opts.quick,
+            transport: opts.transport(),
             release_build: !cfg!(debug_assertions),
         },
         raw: raw_rows,

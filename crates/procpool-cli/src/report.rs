@@ -130,6 +130,7 @@ pub fn render(r: &Report) -> String {
         if r.settings.quick { " (--quick)" } else { "" },
         r.wall_time_s
     );
+    let _ = writeln!(out, "process pool transport: {}", r.settings.transport);
     if !r.settings.release_build {
         let _ = writeln!(
             out,
@@ -484,6 +485,7 @@ mod tests {
             settings: Settings {
                 workers: 2,
                 quick: false,
+                transport: "local socketpair".into(),
                 release_build: true,
             },
             raw: vec![

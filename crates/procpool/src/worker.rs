@@ -76,7 +76,9 @@ fn install_panic_hook() {
 /// Whether this process was started by a `ProcessPool` as a worker.
 pub fn is_worker() -> bool {
     let connected = std::env::var_os(ENV_FD).is_some() || std::env::var_os(ENV_CONNECT).is_some();
-    connected && spawned_by_parent()
+    // Started by a launcher (`srun`, `mpirun`) or by hand to dial in.
+    let dialing = std::env::args_os().nth(1).is_some_and(|a| a == "--connect");
+    dialing || (connected && spawned_by_parent())
 }
 
 /// Whether `PROCPOOL_PARENT_PID` names this process's parent.

@@ -107,7 +107,7 @@ impl Conn {
                 }
                 if let Err(e) = write_all_frames(&mut &self.stream, &frames) {
                     tracing::debug!(target: "procpool::wire", "write to worker failed: {e}");
-                    let _ = self.stream.shutdown();
+                    self.stream.shutdown();
                     lock(&self.outbox).clear();
                     return;
                 }
