@@ -20,7 +20,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use std::time::Instant;
 
-use procpool_wire::codec;
 use procpool_wire::frame::{FrameReader, Outgoing, write_all_frames};
 use procpool_wire::handshake::{self, HANDSHAKE_MAX_FRAME, Hello, Proof, SECRET_LEN, Welcome};
 use procpool_wire::message::{
@@ -32,7 +31,7 @@ use procpool_wire::{Generation, TaskId};
 use crate::process_pool::attach::{
     ENV_CONNECT, ENV_TICKET, ENV_TOKEN, host_name, random_bytes, unhex,
 };
-use crate::process_pool::transport::{Stream, dial};
+use crate::process_pool::transport::{Stream, dial, send_handshake};
 use crate::task::{Registry, WorkerContext};
 
 /// Environment variable carrying the inherited socket's descriptor number.
@@ -354,14 +353,6 @@ pub(crate) fn serve(
     }
     execute(&shared, &registry, worker_id as usize, max_frame);
     Ok(())
-}
-
-fn send_handshake<T: serde::Serialize>(stream: &Stream, msg: &T) -> io::Result<()> {
-    let frame = Outgoing::new(
-        codec::encode(msg).map_err(io::Error::other)?,
-        Vec::<procpool_wire::Payload>::new(),
-    )?;
-    write_all_frames(&mut &*stream, &[frame])
 }
 
 fn read_loop(mut reader: crate::process_pool::SocketReader, shared: &WorkerShared) {

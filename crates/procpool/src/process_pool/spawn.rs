@@ -9,38 +9,52 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use procpool_wire::Generation;
-use procpool_wire::codec;
-use procpool_wire::frame::{FrameReader, Outgoing, write_all_frames};
+use procpool_wire::frame::{FrameReader, write_all_frames};
 use procpool_wire::handshake::{self, HANDSHAKE_MAX_FRAME, Hello, Proof, SECRET_LEN, Welcome};
 use procpool_wire::message::{ToParent, ToWorker, decode_message, encode_message};
 
+use super::attach::Dialed;
 use super::attach::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
 use super::builder::Config;
-use super::transport::Stream;
+use super::transport::{Stream, send_handshake};
 use crate::sys;
 use crate::worker::{ENV_FD, ENV_PARENT, ENV_SPIN};
 
 /// Environment variable telling a worker its slot number.
 pub(crate) const ENV_WORKER_ID: &str = "PROCPOOL_WORKER_ID";
 
-/// A started worker process and the parent's end of its socket (`None`
-/// when it dials back over TCP).
+/// A started worker process and how its connection arrives.
 pub(crate) struct Spawned {
     pub child: Child,
-    pub stream: Option<Stream>,
+    pub arrival: Arrival,
     pub pid: u32,
 }
 
-/// How a spawned worker reaches the pool: dialing `address` with `token`
-/// and `ticket`, or (`None`) on an inherited `socketpair` end.
-pub(crate) struct DialBack<'a> {
-    pub address: &'a str,
-    pub token_hex: &'a str,
+/// How a spawned worker's connection reaches the pool.
+pub(crate) enum Arrival {
+    /// The parent's end of the `socketpair` it inherited.
+    Inherited(Stream),
+    /// It dials back (TCP); the accept loop hands its connection over,
+    /// once it passed the handshake, on `rx`.
+    DialBack {
+        ticket: u64,
+        rx: mpsc::Receiver<Result<Dialed, StartError>>,
+    },
+}
+
+/// Where a spawned worker dials back, with what secret and ticket, and
+/// where its connection will be handed over (`None`: it inherits a
+/// `socketpair` end instead).
+pub(crate) struct DialBack {
+    pub address: String,
+    pub token_hex: String,
     pub ticket: u64,
+    pub rx: mpsc::Receiver<Result<Dialed, StartError>>,
 }
 
 /// Starts worker `index` (fork + exec; call from the long-lived spawner
@@ -48,7 +62,7 @@ pub(crate) struct DialBack<'a> {
 pub(crate) fn spawn_process(
     cfg: &Config,
     index: usize,
-    dial: Option<DialBack<'_>>,
+    dial: Option<DialBack>,
 ) -> io::Result<Spawned> {
     let mut cmd = Command::new(&cfg.program);
     cmd.args(cfg.command.args())
@@ -56,13 +70,16 @@ pub(crate) fn spawn_process(
         .env(ENV_PARENT, std::process::id().to_string())
         .env(ENV_WORKER_ID, index.to_string())
         .env(ENV_SPIN, cfg.worker_spin.as_micros().to_string());
-    let mut stream = None;
     let mut child_end = None;
-    match dial {
+    let arrival = match dial {
         Some(d) => {
             cmd.env(ENV_CONNECT, d.address)
                 .env(ENV_TOKEN, d.token_hex)
                 .env(ENV_TICKET, d.ticket.to_string());
+            Arrival::DialBack {
+                ticket: d.ticket,
+                rx: d.rx,
+            }
         }
         None => {
             let (parent_end, theirs) = socketpair(
@@ -74,10 +91,10 @@ pub(crate) fn spawn_process(
             .map_err(io::Error::from)?;
             cmd.env(ENV_FD, sys::WORKER_FD.to_string());
             sys::pass_fd(&mut cmd, &theirs);
-            stream = Some(Stream::Unix(parent_end.into()));
             child_end = Some(theirs);
+            Arrival::Inherited(Stream::Unix(parent_end.into()))
         }
-    }
+    };
     let (child, out_r) = start_forwarded(&mut cmd)?;
     // Close our copies of the child's ends: the pipe then ends when the
     // worker (and everything it started) is gone.
@@ -85,7 +102,11 @@ pub(crate) fn spawn_process(
     drop(child_end);
     let pid = child.id();
     forward_output(out_r, format!("worker {index}"));
-    Ok(Spawned { child, stream, pid })
+    Ok(Spawned {
+        child,
+        arrival,
+        pid,
+    })
 }
 
 /// Starts `cmd` in its own process group, stdin closed, its stdout and
@@ -170,11 +191,7 @@ pub(crate) fn reject(stream: &Stream, reason: &str) {
     let reject = Welcome::Reject {
         reason: reason.to_owned(),
     };
-    let _ = send(
-        stream,
-        &codec::encode(&reject).unwrap_or_default(),
-        Vec::new(),
-    );
+    let _ = send_handshake(stream, &reject);
 }
 
 /// Reads a worker's hello (within the handshake timeout, under the small
@@ -237,12 +254,8 @@ pub(crate) fn challenge(
         proof: handshake::pool_proof(secret, &hello.nonce, &nonce),
         nonce: nonce.clone(),
     };
-    send(
-        stream,
-        &codec::encode(&challenge).map_err(|e| hs(e.to_string()))?,
-        Vec::new(),
-    )
-    .map_err(|e| hs(format!("cannot send the challenge: {e}")))?;
+    send_handshake(stream, &challenge)
+        .map_err(|e| hs(format!("cannot send the challenge: {e}")))?;
     let proof = match reader.next_frame() {
         Ok(Some(body)) => Proof::decode(body).map_err(|e| hs(e.to_string()))?,
         Ok(None) => return Err(hs("the worker hung up during the handshake".into())),
@@ -278,12 +291,7 @@ pub(crate) fn accept(
             0
         },
     };
-    send(
-        stream,
-        &codec::encode(&welcome).map_err(|e| hs(e.to_string()))?,
-        Vec::new(),
-    )
-    .map_err(|e| hs(format!("cannot send welcome: {e}")))?;
+    send_handshake(stream, &welcome).map_err(|e| hs(format!("cannot send welcome: {e}")))?;
     reader.set_max(cfg.max_frame);
     if let Some(init) = &cfg.init {
         let msg = ToWorker::Init {
@@ -329,11 +337,6 @@ pub(crate) fn accept(
         .set_read_timeout(stream.is_tcp().then_some(cfg.lost_after))
         .map_err(|e| hs(e.to_string()))?;
     Ok(reader)
-}
-
-fn send(stream: &Stream, header: &[u8], payloads: Vec<Vec<u8>>) -> io::Result<()> {
-    let frame = Outgoing::new(header.to_vec(), payloads)?;
-    write_all_frames(&mut &*stream, &[frame])
 }
 
 fn is_timeout(e: &procpool_wire::FrameError) -> bool {

@@ -286,6 +286,21 @@ pub(crate) enum SpawnJob {
 }
 
 impl PoolState {
+    /// Gives slot `idx` to a new process: a fresh generation, status
+    /// `Starting`, its counters reset. Returns the generation.
+    fn claim_slot(&mut self, idx: usize) -> Generation {
+        let g = self.next_generation;
+        self.next_generation += 1;
+        let slot = &mut self.slots[idx];
+        slot.generation = g;
+        slot.status = SlotStatus::Starting;
+        slot.kill = None;
+        slot.start_error = None;
+        slot.taken = 0;
+        slot.finished = 0;
+        g
+    }
+
     /// Asks a retiring worker with nothing left to exit.
     pub(crate) fn retire_if_idle(&mut self, idx: usize) {
         let slot = &mut self.slots[idx];
@@ -568,41 +583,18 @@ fn spawn_worker(shared: &Arc<Shared>, idx: usize) {
             shared.changed.notify_all();
             return;
         }
-        let g = st.next_generation;
-        st.next_generation += 1;
-        let slot = &mut st.slots[idx];
-        slot.generation = g;
-        slot.status = SlotStatus::Starting;
-        slot.kill = None;
-        slot.start_error = None;
-        slot.taken = 0;
-        slot.finished = 0;
-        g
+        st.claim_slot(idx)
     };
     // Over TCP the worker dials back with a ticket that names this slot.
     let ticket = super::attach::random_ticket();
-    let dial = shared
-        .attach
-        .as_ref()
-        .map(|a| (a.local_address(), a.info.token_hex(), a.expect(ticket)));
-    let spawned = spawn::spawn_process(
-        &shared.cfg,
-        idx,
-        dial.as_ref()
-            .map(|(address, token_hex, _)| spawn::DialBack {
-                address,
-                token_hex,
-                ticket,
-            }),
-    );
-    match spawned {
-        Ok(spawned) => launch(
-            shared,
-            idx,
-            generation,
-            spawned,
-            dial.map(|(_, _, rx)| (ticket, rx)),
-        ),
+    let dial = shared.attach.as_ref().map(|a| spawn::DialBack {
+        address: a.local_address(),
+        token_hex: a.info.token_hex(),
+        ticket,
+        rx: a.expect(ticket),
+    });
+    match spawn::spawn_process(&shared.cfg, idx, dial) {
+        Ok(spawned) => launch(shared, idx, generation, spawned),
         Err(e) => {
             if let Some(a) = &shared.attach {
                 a.forget(ticket);
@@ -750,15 +742,13 @@ fn launcher_gone(shared: &Arc<Shared>, ticket: u64, how: String) {
 }
 
 /// Starts the life and waiter threads of a freshly spawned process. Over
-/// TCP its connection comes later, through `dialed` (ticket, channel).
-fn launch(
-    shared: &Arc<Shared>,
-    idx: usize,
-    generation: Generation,
-    spawned: spawn::Spawned,
-    dialed: Option<(u64, mpsc::Receiver<Result<Dialed, StartError>>)>,
-) {
-    let spawn::Spawned { child, stream, pid } = spawned;
+/// TCP its connection arrives later, from the accept loop.
+fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spawn::Spawned) {
+    let spawn::Spawned {
+        child,
+        arrival,
+        pid,
+    } = spawned;
     tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
 "worker spawned");
     {
@@ -766,7 +756,10 @@ fn launch(
         let slot = &mut st.slots[idx];
         slot.pid = Some(pid);
         slot.remote = false;
-        slot.link = stream.as_ref().and_then(|s| s.try_clone().ok());
+        slot.link = match &arrival {
+            spawn::Arrival::Inherited(s) => s.try_clone().ok(),
+            spawn::Arrival::DialBack { .. } => None, // set when it arrives
+        };
     }
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let s = shared.clone();
@@ -774,12 +767,13 @@ fn launch(
         .name(format!("procpool-worker-{idx}"))
         .spawn(move || {
             let s2 = s.clone();
-            guarded(&s, "worker reader", None, move || match (stream, dialed) {
-                (Some(stream), _) => life_main(&s2, idx, generation, stream, pid, None),
-                (None, Some((ticket, rx))) => {
+            guarded(&s, "worker reader", None, move || match arrival {
+                spawn::Arrival::Inherited(stream) => {
+                    life_main(&s2, idx, generation, stream, pid, None);
+                }
+                spawn::Arrival::DialBack { ticket, rx } => {
                     await_dial(&s2, idx, generation, pid, ticket, &rx);
                 }
-                (None, None) => {}
             });
             drop(done_tx);
         });
@@ -812,7 +806,8 @@ fn await_dial(
 ) {
     // The handshake itself has its own timeout once connected; this bounds
     // the time to start and connect.
-    let got = rx.recv_timeout(shared.cfg.handshake_timeout.saturating_mul(2));
+    let limit = shared.cfg.handshake_timeout.saturating_mul(2);
+    let got = rx.recv_timeout(limit);
     if let Some(a) = &shared.attach {
         a.forget(ticket);
     }
@@ -828,10 +823,7 @@ fn await_dial(
             life_main(shared, idx, generation, d.stream, pid, Some(d.reader));
         }
         Err(_) => {
-            let e = StartError::Handshake(format!(
-                "the worker did not dial back within {:?}",
-                shared.cfg.handshake_timeout.saturating_mul(2)
-            ));
+            let e = StartError::Handshake(format!("the worker did not dial back within {limit:?}"));
             start_failed(shared, idx, generation, pid, e);
         }
     }
@@ -1428,12 +1420,6 @@ pub(crate) fn stopped(shared: &Shared) -> bool {
 /// are gone, then stops those that do not: SIGTERM (which `srun` and
 /// `mpirun` pass to their tasks), then SIGKILL.
 fn stop_launchers(shared: &Shared) {
-    let running = |shared: &Shared| {
-        lock(&shared.launched)
-            .iter()
-            .map(|&(_, p)| p)
-            .collect::<Vec<_>>()
-    };
     let settle_for = |d: Duration| {
         let until = Instant::now() + d;
         while !lock(&shared.launched).is_empty() && Instant::now() < until {
@@ -1442,7 +1428,7 @@ fn stop_launchers(shared: &Shared) {
     };
     settle_for(Duration::from_secs(2));
     for sig in [Signal::SIGTERM, Signal::SIGKILL] {
-        let pids = running(shared);
+        let pids: Vec<u32> = lock(&shared.launched).iter().map(|&(_, p)| p).collect();
         if pids.is_empty() {
             return;
         }
@@ -1471,21 +1457,14 @@ pub(crate) fn adopt(shared: &Arc<Shared>, dialed: Dialed) {
         if st.phase != Phase::Running || st.broken.is_some() {
             Err("the pool is not accepting workers (shut down or broken)")
         } else if let Some(idx) = st.slots.iter().position(|s| s.status == SlotStatus::Dead) {
-            let g = st.next_generation;
-            st.next_generation += 1;
             if let Some(rec) = st.launches.get_mut(&hello.ticket) {
                 rec.joined += 1;
             }
+            let g = st.claim_slot(idx);
             let slot = &mut st.slots[idx];
-            slot.generation = g;
-            slot.status = SlotStatus::Starting;
             slot.pid = Some(pid);
             slot.remote = local_pid.is_none();
             slot.link = link;
-            slot.kill = None;
-            slot.start_error = None;
-            slot.taken = 0;
-            slot.finished = 0;
             Ok((idx, g))
         } else {
             Err("the pool is full (every worker slot is taken)")

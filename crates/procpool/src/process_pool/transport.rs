@@ -63,6 +63,14 @@ pub(crate) fn tune_tcp(s: &TcpStream, lost_after: Duration) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes one handshake message (hello, welcome, challenge, proof) as a
+/// frame of its own.
+pub(crate) fn send_handshake<T: serde::Serialize>(stream: &Stream, msg: &T) -> io::Result<()> {
+    let body = procpool_wire::codec::encode(msg).map_err(io::Error::other)?;
+    let frame = procpool_wire::frame::Outgoing::new(body, Vec::<procpool_wire::Payload>::new())?;
+    procpool_wire::frame::write_all_frames(&mut &*stream, &[frame])
+}
+
 /// Where a worker dials: `tcp://HOST:PORT`, or a local socket's path.
 pub(crate) fn dial(address: &str) -> io::Result<Stream> {
     if let Some(hostport) = address.strip_prefix("tcp://") {
