@@ -491,10 +491,20 @@ fn worker_exiting_while_the_parent_writes_100_mib_to_it() {
 /// it started); only that task's future fails, the worker is killed and
 /// replaced, and the parent's memory does not jump.
 fn bad_frame(test: &'static str, mode: &'static str, expect: &'static str, may_die: bool) {
+    bad_frame_with(test, mode, expect, may_die, |b| b);
+}
+
+fn bad_frame_with(
+    test: &'static str,
+    mode: &'static str,
+    expect: &'static str,
+    may_die: bool,
+    tune: fn(procpool::ProcessPoolBuilder) -> procpool::ProcessPoolBuilder,
+) {
     run(test, LIMIT, move || {
         let scratch = Scratch::new(mode);
         let peak = PeakMemory::start();
-        let pool = procpool_e2e::builder()
+        let pool = tune(procpool_e2e::builder())
             .worker(bad_worker(mode, &scratch).env("BAD_FIRST_BAD", "1"))
             .workers(2)
             .build()
@@ -579,6 +589,19 @@ fn four_gib_length_is_refused_before_allocating() {
         "huge",
         "frame of 4294967295 bytes exceeds",
         false,
+    );
+}
+
+#[test]
+fn garbage_in_the_reply_ring_is_a_protocol_error_on_that_future_only() {
+    // The ring exists only for locally spawned workers: this test is local
+    // in the over-TCP run too.
+    bad_frame_with(
+        "reply_ring_garbage",
+        "ring_garbage",
+        "reply ring broken: a record of 1000 bytes",
+        false,
+        |b| b.transport(procpool::Transport::Local),
     );
 }
 
@@ -1281,6 +1304,43 @@ fn dropping_the_pool_resolves_futures_other_threads_wait_on() {
 }
 
 // -------------------------------------------------------------- the long one
+
+/// Chunks of 64 with 1 % crashes: a crash costs exactly the task that was
+/// running, never the chunk's finished results (which the worker reported
+/// through its reply ring, or its socket over TCP) nor its tasks not yet
+/// begun (sent again to the replacement).
+#[test]
+fn chunked_map_with_one_percent_crashes_loses_only_the_killed_inputs() {
+    const N: u64 = 20_000;
+    run(
+        "chunked_map_one_percent_crashes",
+        Duration::from_secs(300),
+        || {
+            let pool = pool(2);
+            let t = Instant::now();
+            let (mut count, mut died) = (0u64, 0u64);
+            for (x, r) in pool
+                .map((0..N).map(|x| SquareOrDie { x, modulus: 100 }))
+                .chunksize(64)
+                .enumerate()
+            {
+                died += u64::from(check_one(x as u64, &r, 100));
+                count += 1;
+            }
+            let took = t.elapsed();
+            assert_eq!(count, N, "one result per input");
+            assert_eq!(died, N / 100, "exactly the killed inputs died");
+            assert!(pool.broken().is_none());
+            still_works(&pool);
+            println!(
+                "FIGURE chunked_map_one_percent_crashes: {N} tasks in chunks of 64, {} crashes in {took:.2?}; respawns {}",
+                N / 100,
+                pool.stats().respawns
+            );
+            finish(pool);
+        },
+    );
+}
 
 #[test]
 fn many_tasks_with_one_percent_crashes() {

@@ -183,6 +183,11 @@ impl Outgoing {
         self.head.len() + self.payloads.iter().map(|p| p.len()).sum::<usize>()
     }
 
+    /// The frame's bytes as they go on the wire (prefix first), in pieces.
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.head[..]).chain(self.payloads.iter().map(|p| &p[..]))
+    }
+
     fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
         out.push(IoSlice::new(&self.head));
         for p in &self.payloads {

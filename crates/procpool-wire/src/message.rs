@@ -163,6 +163,12 @@ pub enum ToParent {
         /// Generation of the sender.
         generation: Generation,
     },
+    /// "Notes are waiting in the reply ring": sent on the socket when the
+    /// parent's reader had parked (locally spawned workers with a ring).
+    Wake {
+        /// Generation of the sender.
+        generation: Generation,
+    },
 }
 
 impl ToParent {
@@ -173,7 +179,8 @@ impl ToParent {
             | ToParent::Started { generation, .. }
             | ToParent::Finished { generation, .. }
             | ToParent::Withdrawn { generation, .. }
-            | ToParent::Heartbeat { generation } => *generation,
+            | ToParent::Heartbeat { generation }
+            | ToParent::Wake { generation } => *generation,
         }
     }
 }

@@ -1,43 +1,81 @@
 //! The only `unsafe` code in procpool: descriptor plumbing between fork and
-//! exec, and adopting the inherited descriptor in the worker.
+//! exec, adopting the inherited descriptors in the worker, and the shared
+//! memory mapping under the reply ring.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
 
 /// The descriptor number a spawned worker finds its socket on.
 pub(crate) const WORKER_FD: RawFd = 3;
+/// The descriptor number a spawned worker finds its reply ring on.
+pub(crate) const RING_FD: RawFd = 4;
 
-/// Makes `fd` (a close-on-exec descriptor of the parent) appear as
-/// [`WORKER_FD`], inheritable, in the child that `cmd` spawns. Every other
-/// descriptor keeps its close-on-exec flag.
-pub(crate) fn pass_fd(cmd: &mut Command, fd: &OwnedFd) {
-    let raw = fd.as_raw_fd();
+/// Descriptors at or above this number are never the target of
+/// [`pass_fds`], so a source there cannot be overwritten by an earlier
+/// `dup2`.
+const HIGH_FD: RawFd = 10;
+
+/// Makes `socket` appear as [`WORKER_FD`] and `ring` (if any) as
+/// [`RING_FD`], inheritable, in the child that `cmd` spawns. Every other
+/// descriptor keeps its close-on-exec flag. `ring` must come from
+/// [`SharedMap::create`], which places it at or above `HIGH_FD`.
+pub(crate) fn pass_fds(cmd: &mut Command, socket: &OwnedFd, ring: Option<&OwnedFd>) {
+    let sock = socket.as_raw_fd();
+    let ring = ring.map_or(-1, AsRawFd::as_raw_fd);
+    debug_assert!(ring == -1 || ring >= HIGH_FD);
     // SAFETY: the closure runs in the forked child before exec. It calls only
     // `dup2` and `fcntl`, which are async-signal-safe, allocates nothing and
-    // touches no lock or memory that another parent thread could hold. `raw`
-    // stays open in the parent until `spawn` returns, so it is valid in the
-    // child.
+    // touches no lock or memory that another parent thread could hold. Both
+    // descriptors stay open in the parent until `spawn` returns, so they are
+    // valid in the child. The socket is placed first; the ring's source is
+    // at or above HIGH_FD, so that first `dup2` cannot clobber it.
     unsafe {
         cmd.pre_exec(move || {
-            if raw == WORKER_FD {
-                // dup2 onto itself would keep FD_CLOEXEC: clear it instead.
-                let flags = libc::fcntl(raw, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(raw, WORKER_FD) < 0 {
-                return Err(io::Error::last_os_error());
+            place_fd(sock, WORKER_FD)?;
+            if ring >= 0 {
+                place_fd(ring, RING_FD)?;
             }
             Ok(())
         });
     }
 }
 
+/// In the child between fork and exec: `raw` becomes `target`, without
+/// close-on-exec. Async-signal-safe.
+fn place_fd(raw: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: plain descriptor syscalls on numbers we own in this process;
+    // no memory is touched.
+    unsafe {
+        if raw == target {
+            // dup2 onto itself would keep FD_CLOEXEC: clear it instead.
+            let flags = libc::fcntl(raw, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        } else if libc::dup2(raw, target) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Adopts the socket the pool passed as descriptor `fd`, after checking
 /// that it is an open socket.
 pub(crate) fn adopt_socket(fd: RawFd) -> io::Result<OwnedFd> {
+    adopt(fd, libc::S_IFSOCK, "a socket")
+}
+
+/// Adopts the reply ring's memory file the pool passed as descriptor `fd`,
+/// after checking that it is an open regular (memory) file.
+pub(crate) fn adopt_memfd(fd: RawFd) -> io::Result<OwnedFd> {
+    adopt(fd, libc::S_IFREG, "a memory file")
+}
+
+fn adopt(fd: RawFd, kind: libc::mode_t, what: &str) -> io::Result<OwnedFd> {
     // SAFETY: `fstat` writes only into the zeroed `stat` we pass; the call
     // does not take ownership of `fd`.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -45,14 +83,139 @@ pub(crate) fn adopt_socket(fd: RawFd) -> io::Result<OwnedFd> {
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+    if st.st_mode & libc::S_IFMT != kind {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("descriptor {fd} is not a socket"),
+            format!("descriptor {fd} is not {what}"),
         ));
     }
     // SAFETY: the pool passed exactly one descriptor under this number and
     // nothing else in the worker refers to it, so the `OwnedFd` is its sole
     // owner and closes it once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A `MAP_SHARED` mapping of a memory file, seen by the parent and one
+/// worker. Its bytes are plain data the other side may change at any time:
+/// every read is a copy into our own memory, checked by the caller, and the
+/// only shared words the two sides synchronise on are [`AtomicU64`]s.
+pub(crate) struct SharedMap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory with no thread affinity; all access
+// goes through `atomic` (atomics) or `read`/`write` (byte copies of
+// untrusted data), which are sound from any thread.
+unsafe impl Send for SharedMap {}
+// SAFETY: as above; `&SharedMap` hands out only atomics and copies.
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    /// A new zeroed memory file of `len` bytes (close-on-exec, at a
+    /// descriptor number >= `HIGH_FD`), mapped here.
+    pub(crate) fn create(len: usize) -> io::Result<(SharedMap, OwnedFd)> {
+        // SAFETY: `memfd_create` takes a NUL-terminated name and flags; the
+        // returned descriptor, if valid, is ours alone.
+        let raw = unsafe { libc::memfd_create(c"procpool-ring".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` was just returned to us and nothing else owns it.
+        let first = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = nix::fcntl::fcntl(&first, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))
+            .map_err(io::Error::from)?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that only we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        drop(first);
+        nix::unistd::ftruncate(&fd, len as libc::off_t).map_err(io::Error::from)?;
+        let map = SharedMap::map(&fd, len)?;
+        Ok((map, fd))
+    }
+
+    /// Maps the whole memory file `fd` (inherited from the pool) and closes
+    /// the descriptor, so programs a task starts do not inherit it.
+    pub(crate) fn open(fd: OwnedFd, expected_len: usize) -> io::Result<SharedMap> {
+        let len = nix::sys::stat::fstat(&fd).map_err(io::Error::from)?.st_size;
+        if usize::try_from(len).ok() != Some(expected_len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the reply ring is {len} bytes, expected {expected_len}"),
+            ));
+        }
+        SharedMap::map(&fd, expected_len)
+    }
+
+    fn map(fd: &OwnedFd, len: usize) -> io::Result<SharedMap> {
+        // SAFETY: a fresh shared mapping of `len` bytes of a file we hold
+        // open; the kernel picks the address. Failure is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(SharedMap { ptr, len })
+    }
+
+    /// The shared word at `offset` (8-aligned, in bounds: checked).
+    pub(crate) fn atomic(&self, offset: usize) -> &AtomicU64 {
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            "atomic at {offset}"
+        );
+        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned), and
+        // the mapping lives as long as `&self`. Both processes touch this
+        // word only through atomics.
+        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast::<u64>()) }
+    }
+
+    /// Copies `data` into the mapping at `offset` (in bounds: checked).
+    pub(crate) fn write(&self, offset: usize, data: &[u8]) {
+        assert!(
+            offset
+                .checked_add(data.len())
+                .is_some_and(|e| e <= self.len)
+        );
+        // SAFETY: the destination range is inside the mapping (checked) and
+        // cannot overlap `data`, which is our own memory. The other process
+        // does not read this range until we publish it with a release store.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len());
+        }
+    }
+
+    /// Copies bytes of the mapping at `offset` into `out` (in bounds:
+    /// checked). The bytes are untrusted: the caller validates them.
+    pub(crate) fn read(&self, offset: usize, out: &mut [u8]) {
+        assert!(offset.checked_add(out.len()).is_some_and(|e| e <= self.len));
+        // SAFETY: the source range is inside the mapping (checked) and
+        // `out` is our own memory. u8 has no invalid values, so whatever a
+        // misbehaving worker wrote there is a valid (if wrong) byte string.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            );
+        }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range `map` created; no reference into
+        // it outlives `self` (`atomic` borrows `self`).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
 }

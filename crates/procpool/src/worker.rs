@@ -31,6 +31,7 @@ use procpool_wire::{Generation, TaskId};
 use crate::process_pool::attach::{
     ENV_CONNECT, ENV_TICKET, ENV_TOKEN, host_name, random_bytes, unhex,
 };
+use crate::process_pool::ring;
 use crate::process_pool::transport::{Stream, dial, send_handshake};
 use crate::task::{Registry, WorkerContext};
 
@@ -168,7 +169,24 @@ fn serve_inherited(registry: Registry) -> Result<(), String> {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
     .map_err(|e| format!("cannot set close-on-exec on the socket: {e}"))?;
-    serve(Stream::Unix(UnixStream::from(sock)), registry, None, 0)
+    // The reply ring, if the pool made one (see `process_pool::ring`).
+    let ring = match std::env::var(ring::ENV_RING_FD) {
+        Err(_) => None,
+        Ok(n) => {
+            let n: i32 = n
+                .parse()
+                .map_err(|_| format!("{} is not a descriptor number", ring::ENV_RING_FD))?;
+            let fd = crate::sys::adopt_memfd(n).map_err(|e| format!("reply ring {n}: {e}"))?;
+            Some(ring::Writer::open(fd).map_err(|e| format!("reply ring: {e}"))?)
+        }
+    };
+    serve(
+        Stream::Unix(UnixStream::from(sock)),
+        registry,
+        None,
+        0,
+        ring,
+    )
 }
 
 /// Dial the pool (TCP or a local socket) and prove the secret from the
@@ -187,7 +205,7 @@ fn serve_dialed(address: &str, registry: Registry) -> Result<(), String> {
         .unwrap_or(0);
     die_with_parent()?;
     let stream = dial(address).map_err(|e| format!("cannot connect to {address}: {e}"))?;
-    serve(stream, registry, Some(token), ticket)
+    serve(stream, registry, Some(token), ticket, None)
 }
 
 enum Work {
@@ -243,6 +261,40 @@ impl WorkerShared {
     }
 }
 
+/// Where the executor's notes (`Started`, `Finished`) go: the reply ring if
+/// the pool gave one, else the socket.
+struct Notes {
+    ring: Option<ring::Writer>,
+}
+
+impl Notes {
+    fn send(&mut self, shared: &WorkerShared, frames: &[Outgoing]) {
+        let Some(ring) = self.ring.as_mut() else {
+            return shared.send(frames);
+        };
+        let wake = || {
+            shared.send(&[shared.message(&ToParent::Wake {
+                generation: shared.generation,
+            })])
+        };
+        let mut must_wake = false;
+        for f in frames {
+            match ring.push(f, &wake) {
+                ring::Pushed::Quiet => {}
+                ring::Pushed::Wake => must_wake = true,
+                ring::Pushed::Socket => {
+                    // The frame itself wakes the parent.
+                    must_wake = false;
+                    shared.send(std::slice::from_ref(f));
+                }
+            }
+        }
+        if must_wake {
+            wake();
+        }
+    }
+}
+
 fn exit_parent_gone(e: &io::Error) -> ! {
     tracing::debug!(target: "procpool::worker", "socket closed ({e}); exiting");
     std::process::exit(0)
@@ -257,6 +309,7 @@ pub(crate) fn serve(
     registry: Registry,
     secret: Option<Vec<u8>>,
     ticket: u64,
+    ring: Option<ring::Writer>,
 ) -> Result<(), String> {
     install_panic_hook();
     let read_half = stream.try_clone().map_err(|e| e.to_string())?;
@@ -351,7 +404,14 @@ pub(crate) fn serve(
             })
             .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
     }
-    execute(&shared, &registry, worker_id as usize, max_frame);
+    let mut notes = Notes { ring };
+    execute(
+        &shared,
+        &registry,
+        worker_id as usize,
+        max_frame,
+        &mut notes,
+    );
     Ok(())
 }
 
@@ -519,7 +579,13 @@ fn nanos(d: std::time::Duration) -> u64 {
 /// the result of one task says the next has begun; the first task of a
 /// chunk (or a single task) is announced with `Started`, in the same write
 /// as the result before it.
-fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_frame: u32) {
+fn execute(
+    shared: &WorkerShared,
+    registry: &Registry,
+    worker_id: usize,
+    max_frame: u32,
+    notes: &mut Notes,
+) {
     let mut ctx = WorkerContext::new(worker_id);
     let mut pending: Option<Outgoing> = None;
     let mut current_batch: Option<u64> = None;
@@ -554,7 +620,7 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
         match work {
             None => match pending.take() {
                 Some(result) => {
-                    shared.send(&[result]);
+                    notes.send(shared, &[result]);
                 }
                 None => return,
             },
@@ -565,7 +631,7 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                 range,
             }) => {
                 if let Some(result) = pending.take() {
-                    shared.send(&[result]);
+                    notes.send(shared, &[result]);
                 }
                 let error = registry
                     .init(&name, fingerprint, &frame[range], &mut ctx)
@@ -594,11 +660,11 @@ fn execute(shared: &WorkerShared, registry: &Registry, worker_id: usize, max_fra
                         id: header.id,
                     });
                     match pending.take() {
-                        Some(result) => shared.send(&[result, started]),
-                        None => shared.send(&[started]),
+                        Some(result) => notes.send(shared, &[result, started]),
+                        None => notes.send(shared, &[started]),
                     }
                 } else if let Some(result) = pending.take() {
-                    shared.send(&[result]);
+                    notes.send(shared, &[result]);
                 }
                 let queue_ns = nanos(arrived.elapsed());
                 let mut out = std::mem::take(&mut spare);

@@ -75,6 +75,10 @@ enum Mode {
     /// SIGTERM, holding the socket) in the same process group and write
     /// its pid to `BAD_PIDFILE`; first task: `Started`, then hang.
     HangGrandchild,
+    /// First task: `Started` through the reply ring, then a ring record
+    /// whose length claims more bytes than were published, and a `Wake` on
+    /// the socket; hang.
+    RingGarbage,
 }
 
 impl Mode {
@@ -91,6 +95,7 @@ impl Mode {
             "huge" => Mode::Huge,
             "stale" => Mode::Stale,
             "hang_grandchild" => Mode::HangGrandchild,
+            "ring_garbage" => Mode::RingGarbage,
             other => die(&format!("unknown BAD_MODE `{other}`")),
         }
     }
@@ -351,6 +356,11 @@ impl Worker {
                 self.started(g, header.id);
                 hang()
             }
+            Mode::RingGarbage => {
+                ring_garbage(g, header.id);
+                self.send(&ToParent::Wake { generation: g }, Vec::new());
+                hang()
+            }
             Mode::Stale => {
                 let x = codec::decode::<Square>(input).map_or(0, |s| s.0);
                 self.started(g, header.id);
@@ -508,6 +518,29 @@ fn main() {
             other => die(&format!("unexpected message {other:?}")),
         }
     }
+}
+
+/// Writes into the reply ring the pool passed (descriptor
+/// `PROCPOOL_WORKER_RING_FD`, reopened through `/proc/self/fd`): a good
+/// `Started` record, then a record announcing 1000 bytes of which 6 were
+/// published. Layout (`procpool::process_pool::ring`): the u64 `tail` at
+/// byte 0, records from byte 4096.
+fn ring_garbage(generation: Generation, id: u64) {
+    use std::os::unix::fs::FileExt;
+    let fd = var("PROCPOOL_WORKER_RING_FD").unwrap_or_else(|| die("no reply ring was passed"));
+    let ring = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .unwrap_or_else(|e| die(&format!("cannot open the reply ring: {e}")));
+    let started = encode_message(&ToParent::Started { generation, id }, Vec::<Payload>::new())
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let mut records: Vec<u8> = started.parts().flatten().copied().collect();
+    records.extend_from_slice(&1000u32.to_le_bytes());
+    records.extend_from_slice(&[0xAB; 6]);
+    ring.write_all_at(&records, 4096)
+        .and_then(|()| ring.write_all_at(&(records.len() as u64).to_le_bytes(), 0))
+        .unwrap_or_else(|e| die(&format!("cannot write the reply ring: {e}")));
 }
 
 fn next_welcome(reader: &mut FrameReader<Sock>) -> Welcome {

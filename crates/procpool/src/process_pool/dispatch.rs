@@ -404,25 +404,70 @@ fn task_error(outcome: Outcome, meta: &Meta) -> TaskError {
     }
 }
 
+/// What to do after a message.
+enum Flow {
+    Go,
+    Stop,
+}
+
 /// Reads one worker's messages until its socket ends. A frame that breaks
 /// the protocol kills the worker; its supervisor does the rest.
+///
+/// With a reply ring (see [`super::ring`]) the executor's notes come from
+/// shared memory: the ring is drained before each socket read, the reader
+/// parks (and the worker wakes it) only when the ring is empty, and a
+/// socket note that a marker stands for is handled in the marker's place.
+/// When the socket ends the ring is drained once more, so every note the
+/// worker made before dying counts.
 pub(crate) fn read_loop(
     shared: &Shared,
     idx: usize,
     generation: Generation,
     mut reader: crate::process_pool::SocketReader,
     pid: u32,
+    mut ring: Option<super::ring::Reader>,
 ) {
+    let me = Reading {
+        shared,
+        idx,
+        generation,
+        pid,
+    };
+    // Stopped at a marker: the note it stands for is on the socket.
+    let mut at_marker = false;
     loop {
-        let body = match reader.next_frame() {
+        if let Some(r) = ring.as_mut() {
+            if !at_marker {
+                match me.drain(r) {
+                    Ok(true) => at_marker = true,
+                    Ok(false) => {}
+                    Err(()) => return,
+                }
+            }
+            let nothing_buffered = reader.get_ref().buffer().is_empty();
+            if !at_marker && nothing_buffered && !r.park() {
+                continue;
+            }
+        }
+        let read = reader.next_frame();
+        if let Some(r) = &ring {
+            r.unpark();
+        }
+        let body = match read {
             Ok(Some(b)) => b,
-            Ok(None) => return,
+            Ok(None) => {
+                me.last_drain(ring.as_mut(), at_marker);
+                return;
+            }
             Err(e) => {
                 if let procpool_wire::FrameError::Io(io) = &e {
                     match io.kind() {
                         io::ErrorKind::ConnectionReset
                         | io::ErrorKind::BrokenPipe
-                        | io::ErrorKind::ConnectionAborted => return,
+                        | io::ErrorKind::ConnectionAborted => {
+                            me.last_drain(ring.as_mut(), at_marker);
+                            return;
+                        }
                         // Over TCP the socket has a read timeout: the
                         // worker missed its heartbeats.
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
@@ -436,11 +481,90 @@ pub(crate) fn read_loop(
                 return;
             }
         };
+        if let Some(r) = ring.as_mut()
+            && is_note(body)
+        {
+            // The executor's note: those it published before it come
+            // first, up to the marker that stands for this one. (A worker
+            // that does not use the ring leaves no marker.)
+            if !at_marker {
+                match me.drain(r) {
+                    Ok(marker) => at_marker = marker,
+                    Err(()) => return,
+                }
+            }
+            if at_marker {
+                r.skip_marker();
+                at_marker = false;
+            }
+        }
+        if let Flow::Stop = me.handle(body) {
+            return;
+        }
+    }
+}
+
+/// Whether a frame body from a worker is one of its executor's notes
+/// (`Started` or `Finished`), which a ring orders.
+fn is_note(body: &[u8]) -> bool {
+    matches!(
+        decode_message::<ToParent>(body),
+        Ok((ToParent::Started { .. } | ToParent::Finished { .. }, _))
+    )
+}
+
+/// One worker's reader.
+struct Reading<'a> {
+    shared: &'a Shared,
+    idx: usize,
+    generation: Generation,
+    pid: u32,
+}
+
+impl Reading<'_> {
+    /// Handles the ring's records up to a marker (`Ok(true)`, the marker
+    /// left in place) or until it is empty (`Ok(false)`). `Err`: the worker
+    /// broke the protocol and is being ended.
+    fn drain(&self, r: &mut super::ring::Reader) -> Result<bool, ()> {
+        loop {
+            match r.next(self.shared.cfg.max_frame) {
+                Ok(None) => return Ok(false),
+                Ok(Some(super::ring::Record::Marker)) => return Ok(true),
+                Ok(Some(super::ring::Record::Frame)) => {
+                    if let Flow::Stop = self.handle(r.body()) {
+                        return Err(());
+                    }
+                }
+                Err(message) => {
+                    protocol_error(self.shared, self.idx, self.generation, self.pid, message);
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// The socket ended: what the worker published before counts.
+    fn last_drain(&self, ring: Option<&mut super::ring::Reader>, at_marker: bool) {
+        if let Some(r) = ring
+            && !at_marker
+        {
+            let _ = self.drain(r);
+        }
+    }
+
+    /// Decodes and acts on one message.
+    fn handle(&self, body: &[u8]) -> Flow {
+        let Reading {
+            shared,
+            idx,
+            generation,
+            pid,
+        } = *self;
         let (msg, payloads) = match decode_message::<ToParent>(body) {
             Ok(pair) => pair,
             Err(e) => {
                 protocol_error(shared, idx, generation, pid, e.to_string());
-                return;
+                return Flow::Stop;
             }
         };
         if msg.generation() != generation {
@@ -450,7 +574,7 @@ pub(crate) fn read_loop(
             "dropped a message stamped with generation {} (current {generation})",
                 msg.generation()
             );
-            continue;
+            return Flow::Go;
         }
         match msg {
             ToParent::Started { id, .. } => on_started(shared, idx, id),
@@ -462,7 +586,7 @@ pub(crate) fn read_loop(
             } => {
                 let Some((a, conns, next)) = on_finished(shared, idx, id, timing.peak_rss_bytes)
                 else {
-                    continue;
+                    return Flow::Go;
                 };
                 flush_all(conns);
                 if let Some(n) = next {
@@ -499,7 +623,7 @@ pub(crate) fn read_loop(
                 }
             }
             ToParent::Withdrawn { id, withdrawn, .. } => on_withdrawn(shared, idx, id, withdrawn),
-            ToParent::Heartbeat { .. } => {}
+            ToParent::Heartbeat { .. } | ToParent::Wake { .. } => {}
             other => {
                 protocol_error(
                     shared,
@@ -508,9 +632,10 @@ pub(crate) fn read_loop(
                     pid,
                     format!("unexpected message {other:?}"),
                 );
-                return;
+                return Flow::Stop;
             }
         }
+        Flow::Go
     }
 }
 

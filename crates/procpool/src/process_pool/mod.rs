@@ -11,6 +11,7 @@ pub mod attach;
 pub mod builder;
 mod dispatch;
 mod launch;
+pub(crate) mod ring;
 mod spawn;
 mod supervisor;
 pub(crate) mod transport;

@@ -21,6 +21,7 @@ use procpool_wire::message::{ToParent, ToWorker, decode_message, encode_message}
 use super::attach::Dialed;
 use super::attach::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
 use super::builder::Config;
+use super::ring;
 use super::transport::{Stream, send_handshake};
 use crate::sys;
 use crate::worker::{ENV_FD, ENV_PARENT, ENV_SPIN};
@@ -37,8 +38,9 @@ pub(crate) struct Spawned {
 
 /// How a spawned worker's connection reaches the pool.
 pub(crate) enum Arrival {
-    /// The parent's end of the `socketpair` it inherited.
-    Inherited(Stream),
+    /// The parent's end of the `socketpair` it inherited, and the reply
+    /// ring it shares with the pool (unless turned off).
+    Inherited(Stream, Option<ring::Reader>),
     /// It dials back (TCP); the accept loop hands its connection over,
     /// once it passed the handshake, on `rx`.
     DialBack {
@@ -71,6 +73,7 @@ pub(crate) fn spawn_process(
         .env(ENV_WORKER_ID, index.to_string())
         .env(ENV_SPIN, cfg.worker_spin.as_micros().to_string());
     let mut child_end = None;
+    let mut ring_end = None;
     let arrival = match dial {
         Some(d) => {
             cmd.env(ENV_CONNECT, d.address)
@@ -90,9 +93,18 @@ pub(crate) fn spawn_process(
             )
             .map_err(io::Error::from)?;
             cmd.env(ENV_FD, sys::WORKER_FD.to_string());
-            sys::pass_fd(&mut cmd, &theirs);
+            let ring = if cfg.reply_ring {
+                let (reader, fd) = ring::Reader::create()?;
+                cmd.env(ring::ENV_RING_FD, sys::RING_FD.to_string());
+                Some((reader, fd))
+            } else {
+                None
+            };
+            sys::pass_fds(&mut cmd, &theirs, ring.as_ref().map(|(_, fd)| fd));
             child_end = Some(theirs);
-            Arrival::Inherited(Stream::Unix(parent_end.into()))
+            let (reader, ring_fd) = ring.unzip();
+            ring_end = ring_fd;
+            Arrival::Inherited(Stream::Unix(parent_end.into()), reader)
         }
     };
     let (child, out_r) = start_forwarded(&mut cmd)?;
@@ -100,6 +112,7 @@ pub(crate) fn spawn_process(
     // worker (and everything it started) is gone.
     drop(cmd);
     drop(child_end);
+    drop(ring_end);
     let pid = child.id();
     forward_output(out_r, format!("worker {index}"));
     Ok(Spawned {

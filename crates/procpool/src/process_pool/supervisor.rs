@@ -757,7 +757,7 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
         slot.pid = Some(pid);
         slot.remote = false;
         slot.link = match &arrival {
-            spawn::Arrival::Inherited(s) => s.try_clone().ok(),
+            spawn::Arrival::Inherited(s, _) => s.try_clone().ok(),
             spawn::Arrival::DialBack { .. } => None, // set when it arrives
         };
     }
@@ -768,8 +768,8 @@ fn launch(shared: &Arc<Shared>, idx: usize, generation: Generation, spawned: spa
         .spawn(move || {
             let s2 = s.clone();
             guarded(&s, "worker reader", None, move || match arrival {
-                spawn::Arrival::Inherited(stream) => {
-                    life_main(&s2, idx, generation, stream, pid, None);
+                spawn::Arrival::Inherited(stream, ring) => {
+                    life_main(&s2, idx, generation, stream, pid, None, ring);
                 }
                 spawn::Arrival::DialBack { ticket, rx } => {
                     await_dial(&s2, idx, generation, pid, ticket, &rx);
@@ -820,7 +820,7 @@ fn await_dial(
                     st.slots[idx].link = Some(link);
                 }
             }
-            life_main(shared, idx, generation, d.stream, pid, Some(d.reader));
+            life_main(shared, idx, generation, d.stream, pid, Some(d.reader), None);
         }
         Err(_) => {
             let e = StartError::Handshake(format!("the worker did not dial back within {limit:?}"));
@@ -836,6 +836,7 @@ fn life_main(
     stream: Stream,
     pid: u32,
     hello_read: Option<crate::process_pool::SocketReader>,
+    ring: Option<super::ring::Reader>,
 ) {
     let greeted = match hello_read {
         None => spawn::greet(&stream, &shared.cfg, idx, generation),
@@ -873,7 +874,7 @@ fn life_main(
     tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
 "worker ready");
     flush_all(conns);
-    dispatch::read_loop(shared, idx, generation, reader, pid);
+    dispatch::read_loop(shared, idx, generation, reader, pid, ring);
 }
 
 /// A worker did not become ready: record why and stop it.
@@ -1481,7 +1482,7 @@ pub(crate) fn adopt(shared: &Arc<Shared>, dialed: Dialed) {
     tracing::info!(target: "procpool::pool", { worker.id = idx, worker.pid = pid }, "worker joined: {who}");
     let s = shared.clone();
     guarded(shared, "attached worker", Some(idx), move || {
-        life_main(&s, idx, generation, stream, pid, Some(reader));
+        life_main(&s, idx, generation, stream, pid, Some(reader), None);
     });
     // No waiter for a process we did not start: its connection closing is
     // its death.

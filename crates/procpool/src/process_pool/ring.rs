@@ -1,0 +1,347 @@
+//! The reply ring: a spawned worker's `Started` and `Finished` notes in
+//! shared memory instead of one socket write each.
+//!
+//! A locally spawned worker gets, beside its socket, a memory file mapped
+//! by both processes (`memfd`, `MAP_SHARED`). Its executor appends each note
+//! as a record (the same bytes a frame has on the socket: a u32 length,
+//! then the body) and publishes it by moving `tail`; the parent's reader
+//! copies records out and moves `head`. No syscall per task on either side
+//! while the parent keeps up.
+//!
+//! **Nothing is lost when the worker dies.** A note is in the parent's
+//! memory the moment it is published, so a crash costs exactly what it costs
+//! over the socket: the parent drains the ring before it settles the dead
+//! worker, and knows every result and every start. (Batching replies on the
+//! socket would lose finished results still in the worker's buffer; that is
+//! why procpool did not batch.)
+//!
+//! **Waking the parent.** Before blocking on its socket, the reader sets
+//! `parked` and looks at `tail` once more; after publishing, the worker
+//! looks at `parked` and, if it was set, clears it and writes a tiny `Wake`
+//! frame on the socket. Both sides use sequentially consistent operations,
+//! so at least one sees the other (a spare wake-up is harmless).
+//!
+//! **Order.** Notes too large for the ring (over a quarter of it) go on the
+//! socket; a *marker* record takes their place in the ring, and the reader
+//! stops at a marker until the socket frame it stands for has arrived. So
+//! the parent sees the executor's notes in the order they were made.
+//! Frames from the worker's other threads (`Withdrawn`, heartbeats) never
+//! depended on that order.
+//!
+//! The ring is untrusted input: lengths are checked against the pool's frame
+//! cap and against what was published; a worker that breaks the format is a
+//! protocol error, like a garbage frame.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::time::Duration;
+
+use procpool_wire::frame::Outgoing;
+
+use crate::sys::SharedMap;
+
+/// Environment variable carrying the ring's descriptor number.
+pub(crate) const ENV_RING_FD: &str = "PROCPOOL_WORKER_RING_FD";
+
+/// Bytes of record space.
+pub(crate) const CAPACITY: usize = 256 * 1024;
+/// Notes larger than this go on the socket behind a marker.
+const LARGEST: usize = CAPACITY / 4;
+/// Byte offsets of the shared words (each on its own cache line) and of
+/// the data.
+const TAIL: usize = 0;
+const HEAD: usize = 64;
+const PARKED: usize = 128;
+const DATA: usize = 4096;
+const SIZE: usize = DATA + CAPACITY;
+/// The length word of a marker (never a valid frame length: frames are
+/// capped at 1 GiB).
+const MARKER: u32 = u32::MAX;
+const LEN: usize = 4;
+
+fn wrap(pos: u64) -> usize {
+    (pos % CAPACITY as u64) as usize
+}
+
+/// The parent's end.
+pub(crate) struct Reader {
+    map: SharedMap,
+    head: u64,
+    body: Vec<u8>,
+}
+
+/// What [`Reader::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A note; its body is [`Reader::body`].
+    Frame,
+    /// The next note is on the socket.
+    Marker,
+}
+
+impl Reader {
+    /// A new ring, and the descriptor to hand the worker.
+    pub(crate) fn create() -> io::Result<(Reader, OwnedFd)> {
+        let (map, fd) = SharedMap::create(SIZE)?;
+        Ok((
+            Reader {
+                map,
+                head: 0,
+                body: Vec::new(),
+            },
+            fd,
+        ))
+    }
+
+    /// The next record, or `None` if the worker has published nothing
+    /// more. A marker stays in place until [`Reader::skip_marker`].
+    pub(crate) fn next(&mut self, max_frame: u32) -> Result<Option<Record>, String> {
+        let tail = self.map.atomic(TAIL).load(Acquire);
+        let avail = tail.wrapping_sub(self.head);
+        if avail == 0 {
+            return Ok(None);
+        }
+        if avail > CAPACITY as u64 || avail < LEN as u64 {
+            return Err(format!(
+                "reply ring broken: {avail} bytes published past the last record"
+            ));
+        }
+        let mut len = [0u8; LEN];
+        self.copy_out(self.head, &mut len);
+        let len = u32::from_le_bytes(len);
+        if len == MARKER {
+            return Ok(Some(Record::Marker));
+        }
+        if len > max_frame || u64::from(len) + LEN as u64 > avail {
+            return Err(format!(
+                "reply ring broken: a record of {len} bytes with {avail} bytes published (cap {max_frame})"
+            ));
+        }
+        self.body.clear();
+        self.body.resize(len as usize, 0);
+        let mut body = std::mem::take(&mut self.body);
+        self.copy_out(self.head + LEN as u64, &mut body);
+        self.body = body;
+        self.advance(LEN as u64 + u64::from(len));
+        Ok(Some(Record::Frame))
+    }
+
+    /// The body of the record [`Reader::next`] just returned.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Consumes the marker [`Reader::next`] stopped at.
+    pub(crate) fn skip_marker(&mut self) {
+        self.advance(LEN as u64);
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.head += n;
+        self.map.atomic(HEAD).store(self.head, Release);
+    }
+
+    fn copy_out(&self, pos: u64, out: &mut [u8]) {
+        let at = wrap(pos);
+        let first = out.len().min(CAPACITY - at);
+        let (a, b) = out.split_at_mut(first);
+        self.map.read(DATA + at, a);
+        self.map.read(DATA, b);
+    }
+
+    /// Call before blocking on the socket: `true` if the ring is still
+    /// empty, and the worker will wake us when it publishes.
+    pub(crate) fn park(&self) -> bool {
+        self.map.atomic(PARKED).store(1, SeqCst);
+        if self.map.atomic(TAIL).load(SeqCst) != self.head {
+            self.unpark();
+            return false;
+        }
+        true
+    }
+
+    /// Awake again: publishing needs no wake-up.
+    pub(crate) fn unpark(&self) {
+        self.map.atomic(PARKED).store(0, SeqCst);
+    }
+}
+
+/// The worker's end (used by its executor thread only).
+pub(crate) struct Writer {
+    map: SharedMap,
+    tail: u64,
+}
+
+/// What the worker must do after [`Writer::push`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Published; the parent is awake (or will look before sleeping).
+    Quiet,
+    /// Published; the parent was parked: write a `Wake` frame.
+    Wake,
+    /// Too large: a marker was published; write this frame on the socket.
+    Socket,
+}
+
+impl Writer {
+    /// Maps the ring the pool passed.
+    pub(crate) fn open(fd: OwnedFd) -> io::Result<Writer> {
+        let map = SharedMap::open(fd, SIZE)?;
+        let tail = map.atomic(TAIL).load(Acquire);
+        Ok(Writer { map, tail })
+    }
+
+    /// Appends `frame` (or a marker standing for it), waiting while the
+    /// ring is full; `wake` is called if the parent must be woken to make
+    /// room.
+    pub(crate) fn push(&mut self, frame: &Outgoing, wake: &dyn Fn()) -> Pushed {
+        let n = frame.wire_len();
+        if n > LARGEST {
+            self.room(LEN, wake);
+            self.put(&MARKER.to_le_bytes());
+            self.publish();
+            return Pushed::Socket;
+        }
+        self.room(n, wake);
+        for part in frame.parts() {
+            self.put(part);
+        }
+        if self.publish() {
+            Pushed::Wake
+        } else {
+            Pushed::Quiet
+        }
+    }
+
+    /// Waits until `n` bytes are free. The parent frees space as it reads;
+    /// if it is parked it is woken first.
+    fn room(&mut self, n: usize, wake: &dyn Fn()) {
+        loop {
+            let head = self.map.atomic(HEAD).load(Acquire);
+            let used = self.tail.wrapping_sub(head);
+            if used <= CAPACITY as u64 && CAPACITY as u64 - used >= n as u64 {
+                return;
+            }
+            if self.map.atomic(PARKED).swap(0, SeqCst) == 1 {
+                wake();
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        let at = wrap(self.tail);
+        let first = bytes.len().min(CAPACITY - at);
+        self.map.write(DATA + at, &bytes[..first]);
+        self.map.write(DATA, &bytes[first..]);
+        self.tail += bytes.len() as u64;
+    }
+
+    /// Makes what was put visible; `true` if the parent was parked.
+    fn publish(&mut self) -> bool {
+        self.map.atomic(TAIL).store(self.tail, SeqCst);
+        self.map.atomic(PARKED).load(SeqCst) == 1 && self.map.atomic(PARKED).swap(0, SeqCst) == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(body: &[u8]) -> Outgoing {
+        Outgoing::new(body.to_vec(), Vec::<Vec<u8>>::new()).unwrap()
+    }
+
+    fn pair() -> (Reader, Writer) {
+        let (reader, fd) = Reader::create().unwrap();
+        (reader, Writer::open(fd).unwrap())
+    }
+
+    #[test]
+    fn records_come_out_in_order_across_the_wrap() {
+        let (mut r, mut w) = pair();
+        let no_wake = || panic!("the reader keeps up");
+        let mut sent = 0u32;
+        for round in 0..200u32 {
+            for _ in 0..10 {
+                let body = vec![(sent % 251) as u8; 1000 + (sent as usize * 7) % 3000];
+                assert_eq!(w.push(&frame(&body), &no_wake), Pushed::Quiet);
+                sent += 1;
+            }
+            let mut got = 0;
+            while let Some(rec) = r.next(1 << 20).unwrap() {
+                assert_eq!(rec, Record::Frame);
+                let n = round * 10 + got;
+                assert_eq!(r.body().len(), 1000 + (n as usize * 7) % 3000);
+                assert!(r.body().iter().all(|&b| b == (n % 251) as u8));
+                got += 1;
+            }
+            assert_eq!(got, 10);
+        }
+    }
+
+    #[test]
+    fn a_parked_reader_is_woken_once() {
+        let (r, mut w) = pair();
+        assert!(r.park());
+        let never = || panic!("room is there");
+        assert_eq!(w.push(&frame(b"a"), &never), Pushed::Wake);
+        assert_eq!(w.push(&frame(b"b"), &never), Pushed::Quiet);
+        assert!(!r.park(), "data is waiting: do not block");
+    }
+
+    #[test]
+    fn large_notes_leave_a_marker() {
+        let (mut r, mut w) = pair();
+        let never = || panic!("room is there");
+        assert_eq!(
+            w.push(&frame(&vec![1; LARGEST + 1]), &never),
+            Pushed::Socket
+        );
+        assert_eq!(w.push(&frame(b"after"), &never), Pushed::Quiet);
+        assert_eq!(r.next(1 << 30).unwrap(), Some(Record::Marker));
+        assert_eq!(r.next(1 << 30).unwrap(), Some(Record::Marker), "stays");
+        r.skip_marker();
+        assert_eq!(r.next(1 << 30).unwrap(), Some(Record::Frame));
+        assert_eq!(r.body(), b"after");
+        assert_eq!(r.next(1 << 30).unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_ring_waits_for_the_reader() {
+        let (mut r, mut w) = pair();
+        let body = vec![7u8; 10_000];
+        let writer = std::thread::spawn(move || {
+            for _ in 0..100 {
+                w.push(&frame(&body), &|| {});
+            }
+        });
+        let mut got = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while got < 100 {
+            assert!(std::time::Instant::now() < deadline, "writer stuck");
+            match r.next(1 << 20).unwrap() {
+                Some(Record::Frame) => {
+                    assert_eq!(r.body().len(), 10_000);
+                    got += 1;
+                }
+                Some(Record::Marker) => panic!("no marker expected"),
+                None => std::thread::sleep(Duration::from_micros(50)),
+            }
+        }
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_lying_length_is_a_protocol_error() {
+        let (mut r, mut w) = pair();
+        w.put(&(100u32).to_le_bytes());
+        w.put(b"short");
+        w.publish();
+        assert!(r.next(1 << 20).unwrap_err().contains("broken"));
+        let (mut r, w) = pair();
+        w.map.atomic(TAIL).store(CAPACITY as u64 * 3, SeqCst);
+        assert!(r.next(1 << 20).unwrap_err().contains("broken"));
+    }
+}
