@@ -165,16 +165,27 @@ impl Outgoing {
     /// Fails if the body would not fit a u32 length.
     pub fn new<P: Into<Payload>>(header: Vec<u8>, payloads: Vec<P>) -> io::Result<Outgoing> {
         let payloads: Vec<Payload> = payloads.into_iter().map(Into::into).collect();
-        let body_len = header.len() + payloads.iter().map(|p| p.len()).sum::<usize>();
+        let mut head = Vec::with_capacity(LEN_BYTES + header.len());
+        head.extend_from_slice(&[0; LEN_BYTES]);
+        head.extend_from_slice(&header);
+        Outgoing::from_prefixed(head, payloads)
+    }
+
+    /// Builds a frame from a head whose first [`LEN_BYTES`] bytes are room
+    /// for the length prefix (filled in here) and payloads: the header is
+    /// encoded straight into the buffer that goes on the wire.
+    ///
+    /// Fails if the body would not fit a u32 length.
+    pub fn from_prefixed(mut head: Vec<u8>, payloads: Vec<Payload>) -> io::Result<Outgoing> {
+        assert!(head.len() >= LEN_BYTES, "no room for the length prefix");
+        let body_len = head.len() - LEN_BYTES + payloads.iter().map(|p| p.len()).sum::<usize>();
         let len = u32::try_from(body_len).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("frame body of {body_len} bytes does not fit the u32 length prefix"),
             )
         })?;
-        let mut head = Vec::with_capacity(LEN_BYTES + header.len());
-        head.extend_from_slice(&len.to_le_bytes());
-        head.extend_from_slice(&header);
+        head[..LEN_BYTES].copy_from_slice(&len.to_le_bytes());
         Ok(Outgoing { head, payloads })
     }
 

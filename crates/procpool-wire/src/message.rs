@@ -254,8 +254,10 @@ pub fn encode_message<H: Header, P: Into<Payload>>(
         header.payload_lens(),
         payloads.iter().map(|p| p.len() as u32).collect::<Vec<_>>()
     );
-    let head = codec::encode(header)?;
-    Outgoing::new(head, payloads).map_err(|e| CodecError::Encode(e.to_string()))
+    let mut head = Vec::with_capacity(96);
+    head.extend_from_slice(&[0; crate::frame::LEN_BYTES]);
+    codec::encode_into(header, &mut head)?;
+    Outgoing::from_prefixed(head, payloads).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Splits a frame body into its header and the payload slices it declares.

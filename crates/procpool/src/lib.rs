@@ -32,6 +32,7 @@
 pub mod cost;
 pub mod error;
 pub mod future;
+mod idmap;
 pub mod map;
 pub mod process_pool;
 pub mod task;

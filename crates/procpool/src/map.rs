@@ -5,13 +5,14 @@
 //! iterator never sits in memory. A failed item never stops the rest:
 //! Python's `map`, which ends at the first exception, has no twin here.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::TaskError;
 use crate::future::TaskFuture;
+use crate::idmap::IdMap;
 use crate::task::Task;
 use crate::waiting::DoneQueue;
 
@@ -57,7 +58,7 @@ where
     /// Ordered mode: items in input order.
     pending: VecDeque<Entry<<I::Item as Task>::Output>>,
     /// Unordered mode: futures by key, and the keys as they finish.
-    by_key: HashMap<usize, TaskFuture<<I::Item as Task>::Output>>,
+    by_key: IdMap<usize, TaskFuture<<I::Item as Task>::Output>>,
     ready: VecDeque<Result<<I::Item as Task>::Output, TaskError>>,
     /// Unordered mode: the pool's refusal, yielded once nothing else is
     /// left in flight.
@@ -102,7 +103,7 @@ where
             timeout: None,
             ended: false,
             pending: VecDeque::new(),
-            by_key: HashMap::new(),
+            by_key: IdMap::default(),
             ready: VecDeque::new(),
             refused: None,
             done: DoneQueue::new(),

@@ -315,6 +315,12 @@ fn nanos_since(t: Instant) -> u64 {
     t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
+fn nanos_between(a: Instant, b: Instant) -> u64 {
+    b.saturating_duration_since(a)
+        .as_nanos()
+        .min(u128::from(u64::MAX)) as u64
+}
+
 fn run_task<T: Task>(input: &[u8], ctx: &mut WorkerContext, out: &mut Vec<u8>) -> Ran {
     let t0 = Instant::now();
     let task = match codec::decode::<T>(input) {
@@ -331,11 +337,13 @@ fn run_task<T: Task>(input: &[u8], ctx: &mut WorkerContext, out: &mut Vec<u8>) -
             };
         }
     };
-    let decode_ns = nanos_since(t0);
+    // One clock read between phases: each ends when the next begins.
     let t1 = Instant::now();
+    let decode_ns = nanos_between(t0, t1);
     crate::worker::clear_panic_location();
     let result = catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
-    let run_ns = nanos_since(t1);
+    let t2 = Instant::now();
+    let run_ns = nanos_between(t1, t2);
     let output = match result {
         Ok(o) => o,
         Err(p) => {
@@ -350,7 +358,6 @@ fn run_task<T: Task>(input: &[u8], ctx: &mut WorkerContext, out: &mut Vec<u8>) -
             };
         }
     };
-    let t2 = Instant::now();
     let start = out.len();
     let encoded = codec::encode_into(&output, out);
     drop(output);

@@ -534,19 +534,24 @@ fn withdraw(shared: &WorkerShared, pred: impl Fn(&Work) -> bool) -> Vec<TaskId> 
 
 /// Peak resident memory of this process, read with `getrusage` at most
 /// every few milliseconds (a syscall per task would cost more than a
-/// trivial task).
+/// trivial task; so would a clock read, so the clock is looked at every
+/// few tasks).
 struct PeakRss {
     value: u64,
     read_at: Option<Instant>,
+    calls: u32,
 }
 
 impl PeakRss {
     const EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+    const LOOK_EVERY: u32 = 16;
 
     /// `fresh`: read now regardless (after a long task, whose cost dwarfs
     /// the syscall and which may have grown the process).
     fn peak(&mut self, fresh: bool) -> u64 {
-        if fresh || self.read_at.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+        self.calls = self.calls.wrapping_add(1);
+        let look = fresh || self.calls.is_multiple_of(Self::LOOK_EVERY);
+        if look && (fresh || self.read_at.is_none_or(|t| t.elapsed() >= Self::EVERY)) {
             self.value = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
                 .map(|u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024)
                 .unwrap_or(0);
@@ -593,6 +598,7 @@ fn execute(
     let mut rss = PeakRss {
         value: 0,
         read_at: None,
+        calls: 0,
     };
     loop {
         let work = {

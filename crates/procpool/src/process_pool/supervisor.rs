@@ -44,6 +44,8 @@
 //! when a slot changes status, and when the phase changes.
 
 use std::collections::{HashMap, VecDeque};
+
+use crate::idmap::IdMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::sync::atomic::AtomicU64;
@@ -130,11 +132,11 @@ pub(crate) struct Slot {
     pub pid: Option<u32>,
     pub conn: Option<Arc<Conn>>,
     /// Tasks sent to this process and not finished.
-    pub inflight: HashMap<TaskId, Assigned>,
+    pub inflight: IdMap<TaskId, Assigned>,
     /// Unfinished tasks per batch sent, in order; its size is the prefetch
     /// count. Within a chunk the worker announces only the first task: the
     /// result of one task means the next in its batch has begun.
-    pub batches: HashMap<u64, VecDeque<TaskId>>,
+    pub batches: IdMap<u64, VecDeque<TaskId>>,
     /// Tasks this process has been given (for `max_tasks_per_worker`).
     pub taken: u64,
     /// The task it runs now, and since when (for the timeout clock).
@@ -182,8 +184,8 @@ impl Slot {
             generation: 0,
             pid: None,
             conn: None,
-            inflight: HashMap::new(),
-            batches: HashMap::new(),
+            inflight: IdMap::default(),
+            batches: IdMap::default(),
             taken: 0,
             running: None,
             kill: None,
@@ -252,7 +254,7 @@ pub(crate) struct PoolState {
     /// Unexpected deaths since the last task finished.
     pub crash_streak: u32,
     /// `cancel()` calls waiting for a worker's answer.
-    pub cancels: HashMap<TaskId, Arc<CancelWait>>,
+    pub cancels: IdMap<TaskId, Arc<CancelWait>>,
     pub next_generation: Generation,
     pub next_batch: u64,
     pub seq: u64,
@@ -405,7 +407,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
                 })
                 .collect(),
             crash_streak: 0,
-            cancels: HashMap::new(),
+            cancels: IdMap::default(),
             next_generation: 1,
             next_batch: 1,
             seq: 0,
