@@ -171,6 +171,7 @@ pub(crate) struct Config {
     pub max_worker_memory: Option<u64>,
     pub worker_spin: Duration,
     pub reply_ring: bool,
+    pub ring_spin: Duration,
     pub prefetch: usize,
     pub max_frame: u32,
     pub handshake_timeout: Duration,
@@ -216,6 +217,7 @@ pub struct ProcessPoolBuilder {
     max_worker_memory: Option<u64>,
     worker_spin: Duration,
     reply_ring: bool,
+    ring_spin: Duration,
     prefetch: usize,
     max_frame: u32,
     handshake_timeout: Duration,
@@ -244,6 +246,7 @@ impl Default for ProcessPoolBuilder {
             max_worker_memory: None,
             worker_spin: Duration::ZERO,
             reply_ring: true,
+            ring_spin: Duration::from_micros(50),
             prefetch: 4,
             max_frame: DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
@@ -384,6 +387,17 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// How long the parent's reader of a worker with a reply ring looks at
+    /// the ring (yielding the CPU between looks) before it parks and needs
+    /// a wake-up (default 50 µs; zero: park at once). Adaptive: after a
+    /// look that found nothing it parks at once, until a wake-up comes
+    /// within this time of parking again. A short task's result is then
+    /// picked up without a wake-up syscall on either side.
+    pub fn ring_spin(mut self, d: Duration) -> Self {
+        self.ring_spin = d;
+        self
+    }
+
     /// How long `cancel()` waits for a worker to confirm it withdrew a
     /// prefetched task (default 250 ms); no answer in time means `false`.
     pub fn cancel_timeout(mut self, d: Duration) -> Self {
@@ -498,6 +512,7 @@ impl ProcessPoolBuilder {
             max_worker_memory: self.max_worker_memory,
             worker_spin: self.worker_spin,
             reply_ring: self.reply_ring,
+            ring_spin: self.ring_spin,
             prefetch: self.prefetch,
             max_frame: self.max_frame,
             handshake_timeout: self.handshake_timeout,

@@ -435,6 +435,7 @@ pub(crate) fn read_loop(
     };
     // Stopped at a marker: the note it stands for is on the socket.
     let mut at_marker = false;
+    let mut spin = Spin::new(shared.cfg.ring_spin);
     loop {
         if let Some(r) = ring.as_mut() {
             if !at_marker {
@@ -445,13 +446,17 @@ pub(crate) fn read_loop(
                 }
             }
             let nothing_buffered = reader.get_ref().buffer().is_empty();
-            if !at_marker && nothing_buffered && !r.park() {
-                continue;
+            if !at_marker && nothing_buffered {
+                if spin.look(r) || !r.park() {
+                    continue;
+                }
+                spin.parked();
             }
         }
         let read = reader.next_frame();
         if let Some(r) = &ring {
             r.unpark();
+            spin.woken();
         }
         let body = match read {
             Ok(Some(b)) => b,
@@ -500,6 +505,58 @@ pub(crate) fn read_loop(
         }
         if let Flow::Stop = me.handle(body) {
             return;
+        }
+    }
+}
+
+/// The adaptive look at a reply ring before parking (see
+/// `ProcessPoolBuilder::ring_spin`).
+struct Spin {
+    limit: Duration,
+    /// The last look found something, or a wake-up came soon after the
+    /// last park: looking pays.
+    pays: bool,
+    parked_at: Option<Instant>,
+}
+
+impl Spin {
+    fn new(limit: Duration) -> Spin {
+        Spin {
+            limit,
+            pays: !limit.is_zero(),
+            parked_at: None,
+        }
+    }
+
+    /// Looks at the ring until it has data (`true`) or the time is up.
+    fn look(&mut self, r: &super::ring::Reader) -> bool {
+        if !self.pays {
+            return false;
+        }
+        let until = Instant::now() + self.limit;
+        loop {
+            if r.has_data() {
+                return true;
+            }
+            if Instant::now() >= until {
+                self.pays = false;
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    fn parked(&mut self) {
+        if !self.limit.is_zero() {
+            self.parked_at = Some(Instant::now());
+        }
+    }
+
+    /// Back from the socket: had the wait been short, looking would have
+    /// caught it.
+    fn woken(&mut self) {
+        if let Some(t) = self.parked_at.take() {
+            self.pays = t.elapsed() < self.limit;
         }
     }
 }

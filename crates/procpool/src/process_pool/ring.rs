@@ -150,6 +150,11 @@ impl Reader {
         self.map.read(DATA, b);
     }
 
+    /// Whether the worker has published records not read yet.
+    pub(crate) fn has_data(&self) -> bool {
+        self.map.atomic(TAIL).load(Acquire) != self.head
+    }
+
     /// Call before blocking on the socket: `true` if the ring is still
     /// empty, and the worker will wake us when it publishes.
     pub(crate) fn park(&self) -> bool {
