@@ -95,6 +95,18 @@ impl<R: Read> FrameReader<R> {
     /// Reads the next frame's body. `Ok(None)` is a clean end of stream at a
     /// frame boundary.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        self.next_frame_reusing(|| None)
+    }
+
+    /// [`next_frame`](Self::next_frame), reading the body into the buffer
+    /// `spare` hands over (asked once the length is known, so a buffer
+    /// freed while the reader was waiting still counts) if it is larger
+    /// than the reader's own: reusing a large buffer spares the page faults
+    /// of a fresh one.
+    pub fn next_frame_reusing(
+        &mut self,
+        spare: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Result<Option<&[u8]>, FrameError> {
         let mut len_buf = [0u8; LEN_BYTES];
         let mut got = 0;
         while got < LEN_BYTES {
@@ -119,6 +131,9 @@ impl<R: Read> FrameReader<R> {
             });
         }
         let len = len as usize;
+        if let Some(buf) = spare() {
+            self.give_buffer(buf);
+        }
         self.buf.clear();
         if self.buf.capacity() < len {
             self.buf.reserve_exact(len);
@@ -136,11 +151,29 @@ impl<R: Read> FrameReader<R> {
         Ok(Some(&self.buf[..]))
     }
 
+    /// Keeps `buf` for the next frame if it is larger than the current
+    /// buffer.
+    fn give_buffer(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > self.buf.capacity() {
+            buf.clear();
+            self.buf = buf;
+        }
+    }
+
     /// Reads the next frame's body into a buffer the caller keeps (the
     /// reader starts a new one for the next frame). `Ok(None)` is a clean
     /// end of stream.
     pub fn next_frame_owned(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        match self.next_frame()? {
+        self.next_frame_owned_reusing(|| None)
+    }
+
+    /// [`next_frame_owned`](Self::next_frame_owned) with a buffer to reuse,
+    /// as in [`next_frame_reusing`](Self::next_frame_reusing).
+    pub fn next_frame_owned_reusing(
+        &mut self,
+        spare: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, FrameError> {
+        match self.next_frame_reusing(spare)? {
             None => Ok(None),
             Some(_) => Ok(Some(std::mem::take(&mut self.buf))),
         }
@@ -187,6 +220,11 @@ impl Outgoing {
         })?;
         head[..LEN_BYTES].copy_from_slice(&len.to_le_bytes());
         Ok(Outgoing { head, payloads })
+    }
+
+    /// The payloads, once the frame is written (to reuse their buffers).
+    pub fn into_payloads(self) -> Vec<Payload> {
+        self.payloads
     }
 
     /// The frame's size on the wire, prefix included.

@@ -239,6 +239,9 @@ struct WorkerShared {
     cond: Condvar,
     writer: Mutex<Stream>,
     generation: Generation,
+    /// A large frame buffer the executor is done with, for the reader's
+    /// next frame.
+    spare_frame: Mutex<Option<Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -385,6 +388,7 @@ pub(crate) fn serve(
         cond: Condvar::new(),
         writer: Mutex::new(stream),
         generation,
+        spare_frame: Mutex::new(None),
     });
     let reader_shared = shared.clone();
     std::thread::Builder::new()
@@ -417,7 +421,7 @@ pub(crate) fn serve(
 
 fn read_loop(mut reader: crate::process_pool::SocketReader, shared: &WorkerShared) {
     loop {
-        let frame = match reader.next_frame_owned() {
+        let frame = match reader.next_frame_owned_reusing(|| lock(&shared.spare_frame).take()) {
             Ok(Some(f)) => Arc::new(f),
             Ok(None) => exit_parent_gone(&io::Error::from(io::ErrorKind::UnexpectedEof)),
             Err(e) => {
@@ -575,6 +579,56 @@ fn spin_for_work(shared: &WorkerShared) {
     }
 }
 
+/// Buffers at least this large are worth reusing: a fresh one costs a page
+/// fault per 4 KiB on first touch.
+const REUSE_BYTES: usize = 256 * 1024;
+
+/// The last task of a large frame is done: its buffer goes back to the
+/// reader for the next frame.
+fn recycle_frame(shared: &WorkerShared, frame: Arc<Vec<u8>>) {
+    if frame.capacity() >= REUSE_BYTES
+        && let Ok(buf) = Arc::try_unwrap(frame)
+    {
+        *lock(&shared.spare_frame) = Some(buf);
+    }
+}
+
+/// Sends the held result (and `then`, in the same write), then keeps the
+/// result's buffer as `spare` for the next output if it is large.
+fn send_pending(
+    shared: &WorkerShared,
+    notes: &mut Notes,
+    pending: &mut Option<Outgoing>,
+    then: Option<Outgoing>,
+    spare: &mut Vec<u8>,
+) {
+    match (pending.take(), then) {
+        (Some(result), Some(then)) => {
+            let frames = [result, then];
+            notes.send(shared, &frames);
+            reclaim(frames, spare);
+        }
+        (Some(one), None) | (None, Some(one)) => {
+            let frames = [one];
+            notes.send(shared, &frames);
+            reclaim(frames, spare);
+        }
+        (None, None) => {}
+    }
+}
+
+/// Keeps the largest payload buffer of frames already sent as `spare`.
+fn reclaim<const N: usize>(frames: [Outgoing; N], spare: &mut Vec<u8>) {
+    for payload in frames.into_iter().flat_map(Outgoing::into_payloads) {
+        if payload.capacity() >= REUSE_BYTES
+            && payload.capacity() > spare.capacity()
+            && let Ok(buf) = Arc::try_unwrap(payload)
+        {
+            *spare = buf;
+        }
+    }
+}
+
 fn nanos(d: std::time::Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
@@ -624,21 +678,19 @@ fn execute(
             }
         };
         match work {
-            None => match pending.take() {
-                Some(result) => {
-                    notes.send(shared, &[result]);
+            None => {
+                if pending.is_none() {
+                    return;
                 }
-                None => return,
-            },
+                send_pending(shared, notes, &mut pending, None, &mut spare);
+            }
             Some(Work::Init {
                 name,
                 fingerprint,
                 frame,
                 range,
             }) => {
-                if let Some(result) = pending.take() {
-                    notes.send(shared, &[result]);
-                }
+                send_pending(shared, notes, &mut pending, None, &mut spare);
                 let error = registry
                     .init(&name, fingerprint, &frame[range], &mut ctx)
                     .err();
@@ -665,12 +717,9 @@ fn execute(
                         generation: shared.generation,
                         id: header.id,
                     });
-                    match pending.take() {
-                        Some(result) => notes.send(shared, &[result, started]),
-                        None => notes.send(shared, &[started]),
-                    }
-                } else if let Some(result) = pending.take() {
-                    notes.send(shared, &[result]);
+                    send_pending(shared, notes, &mut pending, Some(started), &mut spare);
+                } else {
+                    send_pending(shared, notes, &mut pending, None, &mut spare);
                 }
                 let queue_ns = nanos(arrived.elapsed());
                 let mut out = std::mem::take(&mut spare);
@@ -682,7 +731,7 @@ fn execute(
                     &mut ctx,
                     &mut out,
                 );
-                drop(frame);
+                recycle_frame(shared, frame);
                 let mut outcome = ran.outcome;
                 if let Outcome::Ok { .. } = outcome
                     && out.len() > max_frame as usize - 1024
