@@ -1307,8 +1307,14 @@ fn dropping_the_pool_resolves_futures_other_threads_wait_on() {
 
 /// Chunks of 64 with 1 % crashes: a crash costs exactly the task that was
 /// running, never the chunk's finished results (which the worker reported
-/// through its reply ring, or its socket over TCP) nor its tasks not yet
-/// begun (sent again to the replacement).
+/// through its reply ring) nor its tasks not yet begun (sent again to the
+/// replacement).
+///
+/// Local workers only, also in the over-TCP run: a TCP worker killed right
+/// after reporting can lose its last reports (the kernel resets a
+/// connection closed with unread input and drops the unsent output), so
+/// over TCP a result finished in its last moments may come back as
+/// `WorkerDied` instead (see the README's failure table).
 #[test]
 fn chunked_map_with_one_percent_crashes_loses_only_the_killed_inputs() {
     const N: u64 = 20_000;
@@ -1316,7 +1322,10 @@ fn chunked_map_with_one_percent_crashes_loses_only_the_killed_inputs() {
         "chunked_map_one_percent_crashes",
         Duration::from_secs(300),
         || {
-            let pool = pool(2);
+            let pool = builder(2)
+                .transport(procpool::Transport::Local)
+                .build()
+                .unwrap();
             let t = Instant::now();
             let (mut count, mut died) = (0u64, 0u64);
             for (x, r) in pool

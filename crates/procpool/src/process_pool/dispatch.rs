@@ -649,6 +649,7 @@ impl Reading<'_> {
                 if let Some(n) = next {
                     n.mark_running();
                 }
+                shared.recycle_input(a.payload);
                 let meta = a.meta;
                 match outcome {
                     Outcome::Ok { .. } => {

@@ -144,7 +144,8 @@ impl ProcessPool {
         retries: u32,
     ) -> Result<Prepared<T::Output>, String> {
         let submitted = Instant::now();
-        let payload = codec::encode(task).map_err(|e| e.to_string())?;
+        let mut payload = self.shared.input_buffer();
+        codec::encode_into(task, &mut payload).map_err(|e| e.to_string())?;
         let encode = submitted.elapsed();
         if payload.len() + HEADER_ROOM > self.shared.cfg.max_frame as usize {
             return Err(format!(

@@ -346,11 +346,37 @@ pub(crate) struct Shared {
     /// Launcher processes still running (ticket, pid), stopped at
     /// shutdown.
     launched: Mutex<Vec<(u64, u32)>>,
+    /// A large input buffer whose task is done, for the next `submit` to
+    /// encode into (a fresh one costs a page fault per 4 KiB).
+    spare_input: Mutex<Option<Vec<u8>>>,
 }
+
+/// Input buffers at least this large are kept for reuse.
+const REUSE_BYTES: usize = 256 * 1024;
 
 impl Shared {
     pub(crate) fn control(&self) -> Arc<dyn Control> {
         self.control.clone()
+    }
+
+    /// A buffer to encode an input into: a recycled large one if there is.
+    pub(crate) fn input_buffer(&self) -> Vec<u8> {
+        let mut buf = lock(&self.spare_input).take().unwrap_or_default();
+        buf.clear();
+        buf
+    }
+
+    /// A finished task's input buffer, kept if it is large and no longer
+    /// shared (its frame has been written).
+    pub(crate) fn recycle_input(&self, payload: Payload) {
+        if payload.capacity() >= REUSE_BYTES
+            && let Ok(buf) = Arc::try_unwrap(payload)
+        {
+            let mut spare = lock(&self.spare_input);
+            if spare.as_ref().is_none_or(|s| s.capacity() < buf.capacity()) {
+                *spare = Some(buf);
+            }
+        }
     }
 }
 
@@ -417,6 +443,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
             launches: HashMap::new(),
             launch_failure: None,
         }),
+        spare_input: Mutex::new(None),
         changed: Condvar::new(),
         clock: Condvar::new(),
         next_id: AtomicU64::new(1),
