@@ -1305,6 +1305,25 @@ fn dropping_the_pool_resolves_futures_other_threads_wait_on() {
 
 // -------------------------------------------------------------- the long one
 
+/// Maps `n` inputs of which every hundredth kills its worker, checking each
+/// result as it arrives (nothing of the run is kept): one per input, and
+/// exactly the killed inputs fail. Returns the time taken.
+fn map_with_one_percent_crashes(pool: &ProcessPool, n: u64, chunksize: usize) -> Duration {
+    let t = Instant::now();
+    let (mut count, mut died) = (0u64, 0u64);
+    for (x, r) in pool
+        .map((0..n).map(|x| SquareOrDie { x, modulus: 100 }))
+        .chunksize(chunksize)
+        .enumerate()
+    {
+        died += u64::from(check_one(x as u64, &r, 100));
+        count += 1;
+    }
+    assert_eq!(count, n, "one result per input");
+    assert_eq!(died, n / 100, "exactly the killed inputs died");
+    t.elapsed()
+}
+
 /// Chunks of 64 with 1 % crashes: a crash costs exactly the task that was
 /// running, never the chunk's finished results (which the worker reported
 /// through its reply ring) nor its tasks not yet begun (sent again to the
@@ -1326,19 +1345,7 @@ fn chunked_map_with_one_percent_crashes_loses_only_the_killed_inputs() {
                 .transport(procpool::Transport::Local)
                 .build()
                 .unwrap();
-            let t = Instant::now();
-            let (mut count, mut died) = (0u64, 0u64);
-            for (x, r) in pool
-                .map((0..N).map(|x| SquareOrDie { x, modulus: 100 }))
-                .chunksize(64)
-                .enumerate()
-            {
-                died += u64::from(check_one(x as u64, &r, 100));
-                count += 1;
-            }
-            let took = t.elapsed();
-            assert_eq!(count, N, "one result per input");
-            assert_eq!(died, N / 100, "exactly the killed inputs died");
+            let took = map_with_one_percent_crashes(&pool, N, 64);
             assert!(pool.broken().is_none());
             still_works(&pool);
             println!(
@@ -1360,19 +1367,7 @@ fn many_tasks_with_one_percent_crashes() {
         || {
             let pool = pool(2);
             let peak = PeakMemory::start();
-            let t = Instant::now();
-            // Checked as they arrive: nothing of the run is kept.
-            let (mut count, mut died) = (0u64, 0u64);
-            for (x, r) in pool
-                .map((0..N).map(|x| SquareOrDie { x, modulus: 100 }))
-                .enumerate()
-            {
-                died += u64::from(check_one(x as u64, &r, 100));
-                count += 1;
-            }
-            let took = t.elapsed();
-            assert_eq!(count, N, "one result per input");
-            assert_eq!(died, N / 100, "exactly the killed inputs died");
+            let took = map_with_one_percent_crashes(&pool, N, 1);
             assert!(pool.broken().is_none());
             still_works(&pool);
             let grew = peak.growth_mib();
