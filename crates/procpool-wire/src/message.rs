@@ -19,8 +19,9 @@ use crate::{Generation, TaskId};
 pub struct TaskHeader {
     /// The pool-wide task id.
     pub id: TaskId,
-    /// The task's `NAME`, looked up in the worker's registry.
-    pub name: String,
+    /// The task's `NAME`, looked up in the worker's registry (borrowed
+    /// from the task type when sending: no allocation per task).
+    pub name: std::borrow::Cow<'static, str>,
     /// Hash of the name and the input and output type names, so a parent and
     /// a worker built from different definitions fail instead of misreading.
     pub fingerprint: u64,

@@ -260,7 +260,7 @@ fn gen_to_worker(rng: &mut Rng, small: bool) -> (ToWorker, Vec<Vec<u8>>) {
                 let p = gen_payload(rng);
                 items.push(TaskHeader {
                     id: gen_u64(rng, small),
-                    name: gen_string(rng, small),
+                    name: gen_string(rng, small).into(),
                     fingerprint: gen_u64(rng, small),
                     len: p.len() as u32,
                 });
@@ -1099,7 +1099,7 @@ fn arb_to_worker() -> impl Strategy<Value = (ToWorker, Vec<Vec<u8>>)> {
             for (id, name, fingerprint, p) in v {
                 items.push(TaskHeader {
                     id,
-                    name,
+                    name: name.into(),
                     fingerprint,
                     len: p.len() as u32,
                 });

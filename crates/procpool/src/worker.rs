@@ -721,7 +721,8 @@ fn execute(
                 } else {
                     send_pending(shared, notes, &mut pending, None, &mut spare);
                 }
-                let queue_ns = nanos(arrived.elapsed());
+                let start = Instant::now();
+                let queue_ns = nanos(start.saturating_duration_since(arrived));
                 let mut out = std::mem::take(&mut spare);
                 out.clear();
                 let ran = registry.run(
@@ -730,6 +731,7 @@ fn execute(
                     &frame[range],
                     &mut ctx,
                     &mut out,
+                    start,
                 );
                 recycle_frame(shared, frame);
                 let mut outcome = ran.outcome;
@@ -741,7 +743,7 @@ fn execute(
                             "output of {} bytes exceeds the pool's {max_frame}-byte frame cap",
                             out.len()
                         ),
-                        worker_type: header.name.clone(),
+                        worker_type: header.name.to_string(),
                     };
                 }
                 let payloads = match outcome {

@@ -309,7 +309,7 @@ impl Worker {
                     generation: g,
                     id: header.id,
                     outcome: Outcome::UnknownTask {
-                        name: header.name.clone(),
+                        name: header.name.to_string(),
                     },
                     timing: WorkerTiming::default(),
                 };

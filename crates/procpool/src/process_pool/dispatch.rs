@@ -176,7 +176,7 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         for item in batch.items {
             headers.push(TaskHeader {
                 id: item.meta.id,
-                name: item.meta.name.to_owned(),
+                name: std::borrow::Cow::Borrowed(item.meta.name),
                 fingerprint: item.meta.fingerprint,
                 len: item.payload.len() as u32,
             });

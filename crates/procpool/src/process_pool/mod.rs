@@ -119,7 +119,7 @@ impl ProcessPool {
         timeout: Option<Duration>,
         retries: u32,
     ) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
-        let (item, core) = match self.prepare(&task, timeout, retries) {
+        let (item, core) = match self.prepare(&task, timeout, retries, task_fingerprint::<T>()) {
             Ok(pair) => pair,
             Err(message) => {
                 return Err(SubmitError::Encode {
@@ -142,6 +142,7 @@ impl ProcessPool {
         task: &T,
         timeout: Option<Duration>,
         retries: u32,
+        fingerprint: u64,
     ) -> Result<Prepared<T::Output>, String> {
         let submitted = Instant::now();
         let mut payload = self.shared.input_buffer();
@@ -160,7 +161,7 @@ impl ProcessPool {
             meta: Meta {
                 id,
                 name: T::NAME,
-                fingerprint: task_fingerprint::<T>(),
+                fingerprint,
                 input_type: type_name::<T>(),
                 output_type: type_name::<T::Output>(),
                 future: core.clone(),
@@ -243,8 +244,10 @@ impl sealed::Sealed for ProcessPool {
     fn submit_chunk<T: Task>(&self, items: Vec<T>) -> ChunkResult<T::Output> {
         let mut out = Vec::with_capacity(items.len());
         let mut batch = Vec::with_capacity(items.len());
+        let fingerprint = task_fingerprint::<T>();
         for task in &items {
-            match self.prepare(task, self.shared.cfg.task_timeout, self.shared.cfg.retries) {
+            let (timeout, retries) = (self.shared.cfg.task_timeout, self.shared.cfg.retries);
+            match self.prepare(task, timeout, retries, fingerprint) {
                 Ok((item, core)) => {
                     batch.push(item);
                     out.push(Ok(TaskFuture::from_core(core)));
