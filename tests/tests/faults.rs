@@ -605,6 +605,51 @@ fn garbage_in_the_reply_ring_is_a_protocol_error_on_that_future_only() {
     );
 }
 
+/// A worker publishes a task's start and result in its ring, then breaks
+/// the protocol on its socket (maybe before the parent looked): it is
+/// killed, but the result it published still counts. The bad worker marks
+/// that result (square + 1e9), so a second run of the task would show.
+#[test]
+fn results_in_the_ring_count_when_the_socket_then_breaks_the_protocol() {
+    run("ring_then_garbage", LIMIT, || {
+        let scratch = Scratch::new("ring_then_garbage");
+        let pool = builder(2)
+            .transport(procpool::Transport::Local)
+            .worker(bad_worker("ring_then_garbage", &scratch).env("BAD_FIRST_BAD", "1"))
+            // Parked on the socket, not looking at the ring, when the
+            // garbage comes.
+            .ring_spin(Duration::ZERO)
+            .build()
+            .unwrap();
+        let bad_pid = scratch.spawns()[0];
+        let futs: Vec<_> = (0..20u64)
+            .map(|i| pool.submit(Square(i)).unwrap())
+            .collect();
+        let mut marked = 0;
+        for (i, f) in futs.into_iter().enumerate() {
+            let v = f.result().unwrap();
+            let square = (i * i) as u64;
+            assert!(
+                v == square || v == square + 1_000_000_000,
+                "square {i}: {v}"
+            );
+            marked += usize::from(v != square);
+        }
+        assert_eq!(
+            marked, 1,
+            "the published result is delivered, not run again"
+        );
+        assert!(
+            wait_gone(&[bad_pid], Duration::from_secs(5)).is_empty(),
+            "the bad worker was not killed"
+        );
+        wait_replaced(&pool, bad_pid, Duration::from_secs(10));
+        assert_eq!(pool.stats().completed, 20, "each task counted once");
+        still_works(&pool);
+        finish(pool);
+    });
+}
+
 #[test]
 fn late_and_duplicate_replies_never_reach_the_wrong_future() {
     run("late_and_duplicate_replies", LIMIT, || {

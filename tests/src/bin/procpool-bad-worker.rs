@@ -46,6 +46,8 @@ use procpool_wire::message::{
 
 /// A value no correct answer in the tests ever has.
 const WRONG: u64 = 999_999_999;
+/// Added to the square the `ring_then_garbage` mode publishes.
+const RING_MARK: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -79,6 +81,10 @@ enum Mode {
     /// whose length claims more bytes than were published, and a `Wake` on
     /// the socket; hang.
     RingGarbage,
+    /// First task: `Started` and a result through the reply ring (no
+    /// `Wake`): the square plus `RING_MARK`, so the test can tell it from a
+    /// second run; then garbage on the socket; hang.
+    RingThenGarbage,
 }
 
 impl Mode {
@@ -96,6 +102,7 @@ impl Mode {
             "stale" => Mode::Stale,
             "hang_grandchild" => Mode::HangGrandchild,
             "ring_garbage" => Mode::RingGarbage,
+            "ring_then_garbage" => Mode::RingThenGarbage,
             other => die(&format!("unknown BAD_MODE `{other}`")),
         }
     }
@@ -357,8 +364,53 @@ impl Worker {
                 hang()
             }
             Mode::RingGarbage => {
-                ring_garbage(g, header.id);
+                let started = encode_message(
+                    &ToParent::Started {
+                        generation: g,
+                        id: header.id,
+                    },
+                    Vec::<Payload>::new(),
+                )
+                .unwrap_or_else(|e| die(&e.to_string()));
+                let mut records: Vec<u8> = started.parts().flatten().copied().collect();
+                // A record announcing 1000 bytes of which 6 are published.
+                records.extend_from_slice(&1000u32.to_le_bytes());
+                records.extend_from_slice(&[0xAB; 6]);
+                write_ring(&records);
                 self.send(&ToParent::Wake { generation: g }, Vec::new());
+                hang()
+            }
+            Mode::RingThenGarbage => {
+                let x = codec::decode::<Square>(input).map_or(0, |s| s.0);
+                let value = codec::encode(&x.wrapping_mul(x).wrapping_add(RING_MARK))
+                    .unwrap_or_else(|e| die(&e.to_string()));
+                let started = encode_message(
+                    &ToParent::Started {
+                        generation: g,
+                        id: header.id,
+                    },
+                    Vec::<Payload>::new(),
+                );
+                let finished = encode_message(
+                    &ToParent::Finished {
+                        generation: g,
+                        id: header.id,
+                        outcome: Outcome::Ok {
+                            len: value.len() as u32,
+                        },
+                        timing: WorkerTiming::default(),
+                    },
+                    vec![value],
+                );
+                let records: Vec<u8> = [started, finished]
+                    .into_iter()
+                    .map(|f| f.unwrap_or_else(|e| die(&e.to_string())))
+                    .flat_map(|f| f.parts().flatten().copied().collect::<Vec<u8>>())
+                    .collect();
+                write_ring(&records);
+                let mut bytes = 16u32.to_le_bytes().to_vec();
+                bytes.extend_from_slice(&[0xff; 16]);
+                self.raw(&bytes);
                 hang()
             }
             Mode::Stale => {
@@ -520,12 +572,11 @@ fn main() {
     }
 }
 
-/// Writes into the reply ring the pool passed (descriptor
-/// `PROCPOOL_WORKER_RING_FD`, reopened through `/proc/self/fd`): a good
-/// `Started` record, then a record announcing 1000 bytes of which 6 were
-/// published. Layout (`procpool::process_pool::ring`): the u64 `tail` at
-/// byte 0, records from byte 4096.
-fn ring_garbage(generation: Generation, id: u64) {
+/// Writes `records` at the start of the reply ring the pool passed
+/// (descriptor `PROCPOOL_WORKER_RING_FD`, reopened through `/proc/self/fd`)
+/// and publishes them. Layout (`procpool::process_pool::ring`): the u64
+/// `tail` at byte 0, records (u32 length, body) from byte 4096.
+fn write_ring(records: &[u8]) {
     use std::os::unix::fs::FileExt;
     let fd = var("PROCPOOL_WORKER_RING_FD").unwrap_or_else(|| die("no reply ring was passed"));
     let ring = fs::OpenOptions::new()
@@ -533,12 +584,7 @@ fn ring_garbage(generation: Generation, id: u64) {
         .write(true)
         .open(format!("/proc/self/fd/{fd}"))
         .unwrap_or_else(|e| die(&format!("cannot open the reply ring: {e}")));
-    let started = encode_message(&ToParent::Started { generation, id }, Vec::<Payload>::new())
-        .unwrap_or_else(|e| die(&e.to_string()));
-    let mut records: Vec<u8> = started.parts().flatten().copied().collect();
-    records.extend_from_slice(&1000u32.to_le_bytes());
-    records.extend_from_slice(&[0xAB; 6]);
-    ring.write_all_at(&records, 4096)
+    ring.write_all_at(records, 4096)
         .and_then(|()| ring.write_all_at(&(records.len() as u64).to_le_bytes(), 0))
         .unwrap_or_else(|e| die(&format!("cannot write the reply ring: {e}")));
 }

@@ -483,6 +483,8 @@ pub(crate) fn read_loop(
                     }
                 }
                 protocol_error(shared, idx, generation, pid, e.to_string());
+                // Killed, but what it published before still counts.
+                me.last_drain(ring.as_mut(), at_marker);
                 return;
             }
         };
@@ -504,6 +506,9 @@ pub(crate) fn read_loop(
             }
         }
         if let Flow::Stop = me.handle(body) {
+            // A socket frame broke the protocol: the worker is being
+            // killed, but what it published before still counts.
+            me.last_drain(ring.as_mut(), at_marker);
             return;
         }
     }
