@@ -6,7 +6,10 @@
 //! The **executor** (the main thread) pops tasks in order and, in one write,
 //! reports the previous task's result and the next task's start: exact
 //! `Running` states cost no extra syscall, and a task is never begun before
-//! the parent could know it was.
+//! the parent could know it was. A worker the pool spawned writes these
+//! notes into its reply ring (shared memory, see `process_pool::ring`)
+//! rather than the socket, and writes to the socket only to wake a parked
+//! parent or for a note too large for the ring.
 //!
 //! The worker exits when the parent asks (`Shutdown`), when the socket
 //! closes (the parent is gone), or when its parent process dies

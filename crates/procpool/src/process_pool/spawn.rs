@@ -94,9 +94,19 @@ pub(crate) fn spawn_process(
             .map_err(io::Error::from)?;
             cmd.env(ENV_FD, sys::WORKER_FD.to_string());
             let ring = if cfg.reply_ring {
-                let (reader, fd) = ring::Reader::create()?;
-                cmd.env(ring::ENV_RING_FD, sys::RING_FD.to_string());
-                Some((reader, fd))
+                match ring::Reader::create() {
+                    Ok((reader, fd)) => {
+                        cmd.env(ring::ENV_RING_FD, sys::RING_FD.to_string());
+                        Some((reader, fd))
+                    }
+                    Err(e) => {
+                        // Slower, not broken: this worker reports on its
+                        // socket.
+                        tracing::warn!(target: "procpool::pool", { worker.id = index },
+                            "no reply ring for this worker ({e}); it reports on its socket");
+                        None
+                    }
+                }
             } else {
                 None
             };

@@ -44,8 +44,6 @@
 //! when a slot changes status, and when the phase changes.
 
 use std::collections::{HashMap, VecDeque};
-
-use crate::idmap::IdMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::sync::atomic::AtomicU64;
@@ -70,6 +68,7 @@ use crate::Shutdown;
 use crate::cost::StatsCollector;
 use crate::error::{BuildError, Exit, TaskError};
 use crate::future::{Control, ResolveBytes};
+use crate::idmap::IdMap;
 
 /// Where the pool is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
