@@ -582,14 +582,10 @@ fn spin_for_work(shared: &WorkerShared) {
     }
 }
 
-/// Buffers at least this large are worth reusing: a fresh one costs a page
-/// fault per 4 KiB on first touch.
-const REUSE_BYTES: usize = 256 * 1024;
-
 /// The last task of a large frame is done: its buffer goes back to the
 /// reader for the next frame.
 fn recycle_frame(shared: &WorkerShared, frame: Arc<Vec<u8>>) {
-    if frame.capacity() >= REUSE_BYTES
+    if crate::process_pool::worth_keeping(frame.capacity())
         && let Ok(buf) = Arc::try_unwrap(frame)
     {
         *lock(&shared.spare_frame) = Some(buf);
@@ -623,7 +619,7 @@ fn send_pending(
 /// Keeps the largest payload buffer of frames already sent as `spare`.
 fn reclaim<const N: usize>(frames: [Outgoing; N], spare: &mut Vec<u8>) {
     for payload in frames.into_iter().flat_map(Outgoing::into_payloads) {
-        if payload.capacity() >= REUSE_BYTES
+        if crate::process_pool::worth_keeping(payload.capacity())
             && payload.capacity() > spare.capacity()
             && let Ok(buf) = Arc::try_unwrap(payload)
         {

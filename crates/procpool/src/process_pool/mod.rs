@@ -46,6 +46,14 @@ pub(crate) type SocketReader = procpool_wire::FrameReader<std::io::BufReader<tra
 /// Read buffer of a connection; larger frames bypass it.
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
 
+/// Whether a buffer is worth keeping for reuse once done with: a fresh
+/// large one costs a page fault per 4 KiB on first touch. Above 64 MiB the
+/// memory held would cost more than the faults (and at most one buffer of
+/// each kind is kept anyway).
+pub(crate) fn worth_keeping(capacity: usize) -> bool {
+    (256 * 1024..=64 * 1024 * 1024).contains(&capacity)
+}
+
 /// Room for a task header in a frame, beyond the payload.
 const HEADER_ROOM: usize = 4096;
 

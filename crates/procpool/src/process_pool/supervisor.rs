@@ -350,9 +350,6 @@ pub(crate) struct Shared {
     spare_input: Mutex<Option<Vec<u8>>>,
 }
 
-/// Input buffers at least this large are kept for reuse.
-const REUSE_BYTES: usize = 256 * 1024;
-
 impl Shared {
     pub(crate) fn control(&self) -> Arc<dyn Control> {
         self.control.clone()
@@ -368,7 +365,7 @@ impl Shared {
     /// A finished task's input buffer, kept if it is large and no longer
     /// shared (its frame has been written).
     pub(crate) fn recycle_input(&self, payload: Payload) {
-        if payload.capacity() >= REUSE_BYTES
+        if super::worth_keeping(payload.capacity())
             && let Ok(buf) = Arc::try_unwrap(payload)
         {
             let mut spare = lock(&self.spare_input);
