@@ -1371,14 +1371,8 @@ fn map_with_one_percent_crashes(pool: &ProcessPool, n: u64, chunksize: usize) ->
 
 /// Chunks of 64 with 1 % crashes: a crash costs exactly the task that was
 /// running, never the chunk's finished results (which the worker reported
-/// through its reply ring) nor its tasks not yet begun (sent again to the
-/// replacement).
-///
-/// Local workers only, also in the over-TCP run: a TCP worker killed right
-/// after reporting can lose its last reports (the kernel resets a
-/// connection closed with unread input and drops the unsent output), so
-/// over TCP a result finished in its last moments may come back as
-/// `WorkerDied` instead (see the README's failure table).
+/// through its reply ring, or over TCP on a socket it waits to see sent)
+/// nor its tasks not yet begun (sent again to the replacement).
 #[test]
 fn chunked_map_with_one_percent_crashes_loses_only_the_killed_inputs() {
     const N: u64 = 20_000;
@@ -1386,10 +1380,7 @@ fn chunked_map_with_one_percent_crashes_loses_only_the_killed_inputs() {
         "chunked_map_one_percent_crashes",
         Duration::from_secs(300),
         || {
-            let pool = builder(2)
-                .transport(procpool::Transport::Local)
-                .build()
-                .unwrap();
+            let pool = pool(2);
             let took = map_with_one_percent_crashes(&pool, N, 64);
             assert!(pool.broken().is_none());
             still_works(&pool);

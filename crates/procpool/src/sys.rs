@@ -95,6 +95,20 @@ fn adopt(fd: RawFd, kind: libc::mode_t, what: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Bytes written to a TCP socket that the kernel has not sent yet
+/// (`SIOCOUTQNSD`, Linux ≥ 2.6.38).
+pub(crate) fn tcp_unsent(sock: &impl AsRawFd) -> io::Result<usize> {
+    const SIOCOUTQNSD: libc::Ioctl = 0x894B;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer, into `n`,
+    // which outlives the call; a descriptor that is not a TCP socket only
+    // makes the call fail.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCOUTQNSD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// A `MAP_SHARED` mapping of a memory file, seen by the parent and one
 /// worker. Its bytes are plain data the other side may change at any time:
 /// every read is a copy into our own memory, checked by the caller, and the

@@ -253,11 +253,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl WorkerShared {
     /// Writes frames in one vectored write; a dead parent ends the worker.
+    ///
+    /// Over TCP it also waits (briefly) until the kernel has sent them: a
+    /// worker killed with unread input on its connection is reset, and the
+    /// reset throws away output not yet sent, so a result written just
+    /// before a crash could otherwise never reach the pool.
     fn send(&self, frames: &[Outgoing]) {
         let mut w = lock(&self.writer);
         if let Err(e) = write_all_frames(&mut *w, frames) {
             drop(w);
             exit_parent_gone(&e);
+        }
+        if let Stream::Tcp(t) = &*w {
+            wait_sent(t);
         }
     }
 
@@ -298,6 +306,15 @@ impl Notes {
         if must_wake {
             wake();
         }
+    }
+}
+
+/// Waits until the kernel has sent everything written to `t`, at most a
+/// few milliseconds (a congested network is not waited out).
+fn wait_sent(t: &std::net::TcpStream) {
+    let until = Instant::now() + Duration::from_millis(5);
+    while crate::sys::tcp_unsent(t).is_ok_and(|n| n > 0) && Instant::now() < until {
+        std::thread::yield_now();
     }
 }
 
