@@ -257,7 +257,10 @@ impl WorkerShared {
     /// Over TCP it also waits (briefly) until the kernel has sent them: a
     /// worker killed with unread input on its connection is reset, and the
     /// reset throws away output not yet sent, so a result written just
-    /// before a crash could otherwise never reach the pool.
+    /// before a crash could otherwise never reach the pool. The price shows
+    /// only at high rates of tiny tasks, where sending is paced by the
+    /// pool's acknowledgements (chunksize-256 `map` over TCP loopback:
+    /// ~100 k/s instead of ~250–350 k/s; chunksize 1 and latency unchanged).
     fn send(&self, frames: &[Outgoing]) {
         let mut w = lock(&self.writer);
         if let Err(e) = write_all_frames(&mut *w, frames) {
