@@ -37,7 +37,8 @@ use dispatch::{Item, Meta, Refusal};
 use supervisor::Shared;
 
 /// A task ready for the queue, and the core of its future.
-type Prepared<O> = (Item, Arc<Core<O>>);
+/// A queue item, its future, and when its encoding ended.
+type Prepared<O> = (Item, Arc<Core<O>>, Instant);
 
 /// The reading end of a worker connection: buffered, so the small frames a
 /// worker writes back to back ("result k-1", "started k") cost one read.
@@ -127,8 +128,10 @@ impl ProcessPool {
         timeout: Option<Duration>,
         retries: u32,
     ) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
-        let (item, core) = match self.prepare(&task, timeout, retries, task_fingerprint::<T>()) {
-            Ok(pair) => pair,
+        let submitted = Instant::now();
+        let fingerprint = task_fingerprint::<T>();
+        let (item, core) = match self.prepare(&task, timeout, retries, fingerprint, submitted) {
+            Ok((item, core, _)) => (item, core),
             Err(message) => {
                 return Err(SubmitError::Encode {
                     task,
@@ -144,18 +147,21 @@ impl ProcessPool {
         }
     }
 
-    /// Encodes `task` into a queue item and creates its future.
+    /// Encodes `task` into a queue item and creates its future; also hands
+    /// back when the encoding ended (the next item of a chunk starts its
+    /// clock there: one clock read per item).
     fn prepare<T: Task>(
         &self,
         task: &T,
         timeout: Option<Duration>,
         retries: u32,
         fingerprint: u64,
+        submitted: Instant,
     ) -> Result<Prepared<T::Output>, String> {
-        let submitted = Instant::now();
         let mut payload = self.shared.input_buffer();
         codec::encode_into(task, &mut payload).map_err(|e| e.to_string())?;
-        let encode = submitted.elapsed();
+        let encoded_at = Instant::now();
+        let encode = encoded_at.saturating_duration_since(submitted);
         if payload.len() + HEADER_ROOM > self.shared.cfg.max_frame as usize {
             return Err(format!(
                 "input of {} bytes does not fit the pool's {}-byte frame cap (raise max_frame_bytes)",
@@ -181,7 +187,7 @@ impl ProcessPool {
             },
             payload: Arc::new(payload),
         };
-        Ok((item, core))
+        Ok((item, core, encoded_at))
     }
 
     /// Runs `tasks` lazily, one `Result` per input, in input order.
@@ -253,18 +259,23 @@ impl sealed::Sealed for ProcessPool {
         let mut out = Vec::with_capacity(items.len());
         let mut batch = Vec::with_capacity(items.len());
         let fingerprint = task_fingerprint::<T>();
+        let mut submitted = Instant::now();
         for task in &items {
             let (timeout, retries) = (self.shared.cfg.task_timeout, self.shared.cfg.retries);
-            match self.prepare(task, timeout, retries, fingerprint) {
-                Ok((item, core)) => {
+            match self.prepare(task, timeout, retries, fingerprint, submitted) {
+                Ok((item, core, encoded_at)) => {
+                    submitted = encoded_at;
                     batch.push(item);
                     out.push(Ok(TaskFuture::from_core(core)));
                 }
-                Err(message) => out.push(Err(TaskError::Encode {
-                    side: Side::Parent,
-                    type_name: type_name::<T>().to_owned(),
-                    message,
-                })),
+                Err(message) => {
+                    submitted = Instant::now();
+                    out.push(Err(TaskError::Encode {
+                        side: Side::Parent,
+                        type_name: type_name::<T>().to_owned(),
+                        message,
+                    }));
+                }
             }
         }
         drop(items);
