@@ -232,3 +232,58 @@ fn retries_run_a_task_again_when_its_worker_dies() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// Whether process `pid` has the reply ring mapped (`/proc/PID/maps` names
+/// a memfd by the name it was created with).
+fn maps_the_ring(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .contains("memfd:procpool-ring")
+}
+
+/// Spawned local workers report through the shared-memory ring, and the
+/// results are right with it on or off (`.reply_ring(false)`). Local in the
+/// over-TCP run too: TCP workers never get a ring.
+#[test]
+fn spawned_workers_share_a_reply_ring_unless_it_is_off() {
+    watchdog(LIMIT, || {
+        for ring in [true, false] {
+            let pool = procpool_e2e::builder()
+                .transport(procpool::Transport::Local)
+                .worker(worker())
+                .workers(2)
+                .reply_ring(ring)
+                .build()
+                .unwrap();
+            let pids = pool.worker_pids();
+            let sum: u64 = pool
+                .map((0..5000u64).map(Square))
+                .chunksize(64)
+                .map(|r| r.unwrap())
+                .sum();
+            assert_eq!(sum, (0..5000u64).map(|i| i * i).sum());
+            for pid in &pids {
+                assert_eq!(maps_the_ring(*pid), ring, "worker {pid}, ring {ring}");
+            }
+            if ring {
+                // (Not asserted when off: other tests in this process may
+                // have rings of their own.)
+                assert!(
+                    maps_the_ring(std::process::id()),
+                    "the parent maps the rings it made"
+                );
+            }
+            drop(pool);
+            assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
+        }
+        // Over TCP (workers that dial in) there is no ring.
+        let pool = procpool_e2e::builder()
+            .transport(procpool::Transport::Tcp)
+            .worker(worker())
+            .workers(1)
+            .build()
+            .unwrap();
+        assert_eq!(pool.submit(Square(9)).unwrap().result().unwrap(), 81);
+        assert!(!maps_the_ring(pool.worker_pids()[0]));
+    });
+}
