@@ -315,10 +315,12 @@ impl Registry {
 }
 
 fn nanos_since(t: Instant) -> u64 {
-    t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
+    nanos_between(t, Instant::now())
 }
 
-fn nanos_between(a: Instant, b: Instant) -> u64 {
+/// Nanoseconds from `a` to `b` (0 if `b` is earlier), as the wire carries
+/// them.
+pub(crate) fn nanos_between(a: Instant, b: Instant) -> u64 {
     b.saturating_duration_since(a)
         .as_nanos()
         .min(u128::from(u64::MAX)) as u64

@@ -605,9 +605,7 @@ fn spin_for_work(shared: &WorkerShared) {
 /// The last task of a large frame is done: its buffer goes back to the
 /// reader for the next frame.
 fn recycle_frame(shared: &WorkerShared, frame: Arc<Vec<u8>>) {
-    if crate::process_pool::worth_keeping(frame.capacity())
-        && let Ok(buf) = Arc::try_unwrap(frame)
-    {
+    if let Some(buf) = crate::process_pool::reusable(frame) {
         *lock(&shared.spare_frame) = Some(buf);
     }
 }
@@ -639,17 +637,12 @@ fn send_pending(
 /// Keeps the largest payload buffer of frames already sent as `spare`.
 fn reclaim<const N: usize>(frames: [Outgoing; N], spare: &mut Vec<u8>) {
     for payload in frames.into_iter().flat_map(Outgoing::into_payloads) {
-        if crate::process_pool::worth_keeping(payload.capacity())
-            && payload.capacity() > spare.capacity()
-            && let Ok(buf) = Arc::try_unwrap(payload)
+        if let Some(buf) = crate::process_pool::reusable(payload)
+            && buf.capacity() > spare.capacity()
         {
             *spare = buf;
         }
     }
-}
-
-fn nanos(d: std::time::Duration) -> u64 {
-    d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
 /// Runs queued work in order. Each task's result is written before the
@@ -741,7 +734,7 @@ fn execute(
                     send_pending(shared, notes, &mut pending, None, &mut spare);
                 }
                 let start = Instant::now();
-                let queue_ns = nanos(start.saturating_duration_since(arrived));
+                let queue_ns = crate::task::nanos_between(arrived, start);
                 let mut out = std::mem::take(&mut spare);
                 out.clear();
                 let ran = registry.run(

@@ -488,8 +488,17 @@ pub(crate) fn read_loop(
                 return;
             }
         };
+        let (msg, payloads) = match decode_message::<ToParent>(body) {
+            Ok(pair) => pair,
+            Err(e) => {
+                protocol_error(shared, idx, generation, pid, e.to_string());
+                me.last_drain(ring.as_mut(), at_marker);
+                return;
+            }
+        };
+        let is_note = matches!(msg, ToParent::Started { .. } | ToParent::Finished { .. });
         if let Some(r) = ring.as_mut()
-            && is_note(body)
+            && is_note
         {
             // The executor's note: those it published before it come
             // first, up to the marker that stands for this one. (A worker
@@ -505,7 +514,7 @@ pub(crate) fn read_loop(
                 at_marker = false;
             }
         }
-        if let Flow::Stop = me.handle(body) {
+        if let Flow::Stop = me.act(msg, &payloads) {
             // A socket frame broke the protocol: the worker is being
             // killed, but what it published before still counts.
             me.last_drain(ring.as_mut(), at_marker);
@@ -566,15 +575,6 @@ impl Spin {
     }
 }
 
-/// Whether a frame body from a worker is one of its executor's notes
-/// (`Started` or `Finished`), which a ring orders.
-fn is_note(body: &[u8]) -> bool {
-    matches!(
-        decode_message::<ToParent>(body),
-        Ok((ToParent::Started { .. } | ToParent::Finished { .. }, _))
-    )
-}
-
 /// One worker's reader.
 struct Reading<'a> {
     shared: &'a Shared,
@@ -614,21 +614,31 @@ impl Reading<'_> {
         }
     }
 
-    /// Decodes and acts on one message.
+    /// Decodes and acts on one message from the ring.
     fn handle(&self, body: &[u8]) -> Flow {
+        match decode_message::<ToParent>(body) {
+            Ok((msg, payloads)) => self.act(msg, &payloads),
+            Err(e) => {
+                protocol_error(
+                    self.shared,
+                    self.idx,
+                    self.generation,
+                    self.pid,
+                    e.to_string(),
+                );
+                Flow::Stop
+            }
+        }
+    }
+
+    /// Acts on one decoded message.
+    fn act(&self, msg: ToParent, payloads: &[&[u8]]) -> Flow {
         let Reading {
             shared,
             idx,
             generation,
             pid,
         } = *self;
-        let (msg, payloads) = match decode_message::<ToParent>(body) {
-            Ok(pair) => pair,
-            Err(e) => {
-                protocol_error(shared, idx, generation, pid, e.to_string());
-                return Flow::Stop;
-            }
-        };
         if msg.generation() != generation {
             tracing::warn!(
                 target: "procpool::pool",

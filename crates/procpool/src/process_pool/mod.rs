@@ -36,8 +36,8 @@ use crate::{Executor, Shutdown, sealed};
 use dispatch::{Item, Meta, Refusal};
 use supervisor::Shared;
 
-/// A task ready for the queue, and the core of its future.
-/// A queue item, its future, and when its encoding ended.
+/// A task ready for the queue, the core of its future, and when its
+/// encoding ended.
 type Prepared<O> = (Item, Arc<Core<O>>, Instant);
 
 /// The reading end of a worker connection: buffered, so the small frames a
@@ -47,12 +47,16 @@ pub(crate) type SocketReader = procpool_wire::FrameReader<std::io::BufReader<tra
 /// Read buffer of a connection; larger frames bypass it.
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
 
-/// Whether a buffer is worth keeping for reuse once done with: a fresh
-/// large one costs a page fault per 4 KiB on first touch. Above 64 MiB the
-/// memory held would cost more than the faults (and at most one buffer of
-/// each kind is kept anyway).
-pub(crate) fn worth_keeping(capacity: usize) -> bool {
-    (256 * 1024..=64 * 1024 * 1024).contains(&capacity)
+/// A finished buffer back for reuse, if it is worth keeping and no one
+/// else holds it: a fresh large buffer costs a page fault per 4 KiB on
+/// first touch. Above 64 MiB the memory held would cost more than the
+/// faults (and at most one buffer of each kind is kept anyway).
+pub(crate) fn reusable(buf: Arc<Vec<u8>>) -> Option<Vec<u8>> {
+    if (256 * 1024..=64 * 1024 * 1024).contains(&buf.capacity()) {
+        Arc::try_unwrap(buf).ok()
+    } else {
+        None
+    }
 }
 
 /// Room for a task header in a frame, beyond the payload.
@@ -259,9 +263,9 @@ impl sealed::Sealed for ProcessPool {
         let mut out = Vec::with_capacity(items.len());
         let mut batch = Vec::with_capacity(items.len());
         let fingerprint = task_fingerprint::<T>();
+        let (timeout, retries) = (self.shared.cfg.task_timeout, self.shared.cfg.retries);
         let mut submitted = Instant::now();
         for task in &items {
-            let (timeout, retries) = (self.shared.cfg.task_timeout, self.shared.cfg.retries);
             match self.prepare(task, timeout, retries, fingerprint, submitted) {
                 Ok((item, core, encoded_at)) => {
                     submitted = encoded_at;

@@ -365,9 +365,7 @@ impl Shared {
     /// A finished task's input buffer, kept if it is large and no longer
     /// shared (its frame has been written).
     pub(crate) fn recycle_input(&self, payload: Payload) {
-        if super::worth_keeping(payload.capacity())
-            && let Ok(buf) = Arc::try_unwrap(payload)
-        {
+        if let Some(buf) = super::reusable(payload) {
             let mut spare = lock(&self.spare_input);
             if spare.as_ref().is_none_or(|s| s.capacity() < buf.capacity()) {
                 *spare = Some(buf);
