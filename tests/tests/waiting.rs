@@ -328,9 +328,13 @@ both_pools!(
 fn wait_first_exception_returns_at_the_first_failure_process() {
     watchdog(LIMIT, || {
         let pool = process_pool(3);
+        // Done before the crash is submitted: otherwise, on a busy machine,
+        // the crash can be seen before this result arrives.
+        let square = pool.submit(Square(2)).unwrap();
+        square.wait();
         let futs = vec![
             sleep(&pool, 1000),
-            pool.submit(Square(2)).unwrap(),
+            square,
             pool.submit(drill::SquareOrDie { x: 0, modulus: 1 })
                 .unwrap(),
         ];
