@@ -121,7 +121,7 @@ fn another_user_cannot_reach_the_socket() {
                 "--connect",
             ])
             .arg(info.address())
-            .env("PROCPOOL_TOKEN", info.token_hex())
+            .env("PROCPOOL_TOKEN", info.secret_hex())
             .output()
             .expect("setpriv (util-linux) runs");
         assert!(!out.status.success());

@@ -124,7 +124,7 @@ fn external_prints_a_command_that_works_and_keeps_the_secret_out_of_it() {
         let info = pool.attach_info().unwrap();
         let line = info.command_line(std::path::Path::new(WORKER));
         assert!(
-            !line.contains(&info.token_hex()),
+            !line.contains(&info.secret_hex()),
             "the secret is printed: {line}"
         );
         assert!(line.contains("--connect tcp://127.0.0.1:"), "{line}");

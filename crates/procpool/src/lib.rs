@@ -33,6 +33,8 @@ pub mod cost;
 pub mod error;
 pub mod future;
 mod idmap;
+mod link;
+mod lock;
 pub mod map;
 pub mod process_pool;
 pub mod task;

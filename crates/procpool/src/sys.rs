@@ -9,10 +9,7 @@ use std::process::Command;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
-/// The descriptor number a spawned worker finds its socket on.
-pub(crate) const WORKER_FD: RawFd = 3;
-/// The descriptor number a spawned worker finds its reply ring on.
-pub(crate) const RING_FD: RawFd = 4;
+use crate::link::env::{RING_FD, WORKER_FD};
 
 /// Descriptors at or above this number are never the target of
 /// [`pass_fds`], so a source there cannot be overwritten by an earlier

@@ -13,7 +13,7 @@
 //! `HANDSHAKE_MAX_FRAME`, and at most `MAX_PENDING` handshakes run at once.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -26,24 +26,17 @@ use interprocess::local_socket::{GenericFilePath, Listener, ListenerOptions};
 use nix::sys::socket::{getsockopt, sockopt};
 use procpool_wire::handshake::{Hello, SECRET_LEN};
 
+use super::adopt::adopt;
 use super::builder::Config;
 use super::launch::Transport;
-use super::spawn::{self, StartError};
-use super::supervisor::{self, Shared};
-use super::transport::{Stream, tune_tcp};
-use crate::process_pool::SocketReader;
-
-/// Environment variable that carries the pool's secret (hex) to a worker
-/// that dials in.
-pub const ENV_TOKEN: &str = "PROCPOOL_TOKEN";
-
-/// Environment variable with the address a spawned worker dials
-/// (`tcp://HOST:PORT` or a socket path); `--connect` does the same.
-pub const ENV_CONNECT: &str = "PROCPOOL_CONNECT";
-
-/// Environment variable with the ticket that matches a dialing worker to
-/// the process (or launch) the pool started it as.
-pub const ENV_TICKET: &str = "PROCPOOL_TICKET";
+use super::spawn::StartError;
+use super::state::{Shared, stopped};
+pub use crate::link::env::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
+use crate::link::frames::SocketReader;
+use crate::link::handshake;
+use crate::link::secret::{hex, host_name, random_bytes};
+use crate::link::stream::{Stream, tune_tcp};
+use crate::lock::lock;
 
 /// Most handshakes in progress at once; more connections are dropped.
 const MAX_PENDING: usize = 16;
@@ -55,14 +48,14 @@ pub struct AttachInfo {
     address: String,
     socket: Option<PathBuf>,
     secret_file: PathBuf,
-    token: Vec<u8>,
+    secret: Vec<u8>,
 }
 
 impl std::fmt::Debug for AttachInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AttachInfo")
             .field("address", &self.address)
-            .field("token", &"<secret>")
+            .field("secret", &"<secret>")
             .finish()
     }
 }
@@ -80,12 +73,18 @@ impl AttachInfo {
     }
 
     /// The secret, hex-encoded, for the worker's `PROCPOOL_TOKEN`.
-    pub fn token_hex(&self) -> String {
-        hex(&self.token)
+    pub fn secret_hex(&self) -> String {
+        hex(&self.secret)
     }
 
-    pub(crate) fn token_bytes(&self) -> &[u8] {
-        &self.token
+    /// The old name of [`secret_hex`](Self::secret_hex).
+    #[deprecated(since = "0.1.0", note = "renamed to `secret_hex`")]
+    pub fn token_hex(&self) -> String {
+        self.secret_hex()
+    }
+
+    pub(crate) fn secret_bytes(&self) -> &[u8] {
+        &self.secret
     }
 
     /// The command that attaches a worker: `program --connect ADDRESS`,
@@ -94,7 +93,7 @@ impl AttachInfo {
         let mut cmd = Command::new(program);
         cmd.arg("--connect")
             .arg(&self.address)
-            .env(ENV_TOKEN, self.token_hex());
+            .env(ENV_TOKEN, self.secret_hex());
         cmd
     }
 
@@ -109,40 +108,6 @@ impl AttachInfo {
             self.address
         )
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Decodes lowercase or uppercase hex.
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-pub(crate) fn random_bytes(n: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0; n];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-/// A random nonzero ticket.
-pub(crate) fn random_ticket() -> u64 {
-    let b = random_bytes(8).unwrap_or_else(|_| std::process::id().to_le_bytes().repeat(2));
-    u64::from_le_bytes(b.try_into().expect("8 bytes")) | 1
-}
-
-/// This host's name (as `hostname` prints it).
-pub(crate) fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// A worker that passed the handshake.
@@ -177,7 +142,7 @@ impl AttachPoint {
         let tag = hex(&random_bytes(6)?);
         let dir = std::env::temp_dir().join(format!("procpool-{}-{tag}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let token = random_bytes(SECRET_LEN)?;
+        let secret = random_bytes(SECRET_LEN)?;
         let secret_file = dir.join("secret");
         {
             use std::io::Write;
@@ -187,7 +152,7 @@ impl AttachPoint {
                 .create_new(true)
                 .mode(0o600)
                 .open(&secret_file)?;
-            f.write_all(hex(&token).as_bytes())?;
+            f.write_all(hex(&secret).as_bytes())?;
         }
         let (address, socket, tcp, listening) = match cfg.transport {
             Transport::Local => {
@@ -218,7 +183,7 @@ impl AttachPoint {
                 address,
                 socket,
                 secret_file,
-                token,
+                secret,
             },
             dir,
             tcp,
@@ -270,10 +235,6 @@ impl AttachPoint {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Takes the next connection: the stream, who it is (for logs), and the
 /// peer's pid if it is proven local.
 fn next_conn(l: &Listening) -> io::Result<(Stream, String, Option<u32>)> {
@@ -322,7 +283,7 @@ pub(crate) fn accept_loop(shared: &Arc<Shared>) {
     let pending = Arc::new(AtomicUsize::new(0));
     loop {
         let conn = next_conn(&listening);
-        if supervisor::stopped(shared) {
+        if stopped(shared) {
             return;
         }
         let (stream, peer, local_pid) = match conn {
@@ -361,7 +322,8 @@ fn attach_one(shared: &Arc<Shared>, stream: Stream, peer: &str, local_pid: Optio
     let Some(point) = shared.attach.as_ref() else {
         return;
     };
-    let (reader, hello) = match spawn::read_hello(&stream, &shared.cfg) {
+    let timeout = shared.cfg.handshake_timeout;
+    let (reader, hello) = match handshake::read_hello(&stream, timeout) {
         Ok(pair) => pair,
         Err(e) => {
             tracing::warn!(target: "procpool::pool", "attach: refused {peer}: {e}");
@@ -369,9 +331,10 @@ fn attach_one(shared: &Arc<Shared>, stream: Stream, peer: &str, local_pid: Optio
         }
     };
     // The secret first: a stranger learns nothing, not even our build.
-    let secret = point.info.token_bytes();
-    let checked = spawn::challenge(&stream, reader, &hello, secret, &shared.cfg)
-        .and_then(|r| spawn::check_hello(&stream, &hello).map(|()| r));
+    let secret = point.info.secret_bytes();
+    let checked = handshake::challenge(&stream, reader, &hello, secret, timeout)
+        .and_then(|r| handshake::check_hello(&stream, &hello).map(|()| r))
+        .map_err(StartError::Handshake);
     let reader = match checked {
         Ok(r) => r,
         Err(e) => {
@@ -398,30 +361,9 @@ fn attach_one(shared: &Arc<Shared>, stream: Stream, peer: &str, local_pid: Optio
     match waiting {
         Some(tx) => {
             if let Err(mpsc::SendError(Ok(d))) = tx.send(Ok(dialed)) {
-                spawn::reject(&d.stream, "the pool gave up waiting for this worker");
+                handshake::reject(&d.stream, "the pool gave up waiting for this worker");
             }
         }
-        None => supervisor::adopt(shared, dialed),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_round_trip() {
-        let b = vec![0u8, 1, 0xab, 0xff];
-        assert_eq!(hex(&b), "0001abff");
-        assert_eq!(unhex("0001abff").unwrap(), b);
-        assert_eq!(unhex("0001ABFF").unwrap(), b);
-        assert!(unhex("abc").is_none());
-        assert!(unhex("zz").is_none());
-    }
-
-    #[test]
-    fn tickets_are_nonzero_and_differ() {
-        let (a, b) = (random_ticket(), random_ticket());
-        assert!(a != 0 && b != 0 && a != b);
+        None => adopt(shared, dialed),
     }
 }

@@ -14,9 +14,7 @@ use crate::task::{Initializer, init_fingerprint};
 use super::ProcessPool;
 use super::launch::{Launcher, Transport};
 
-/// Environment variable that overrides where [`WorkerCommand::bundled`]
-/// finds `procpool-worker`.
-pub const ENV_WORKER_PATH: &str = "PROCPOOL_WORKER";
+pub use crate::link::env::ENV_WORKER_PATH;
 
 /// The program a pool starts for each worker.
 ///

@@ -1,20 +1,78 @@
 //! `ProcessPool`: tasks run in worker processes.
 //!
-//! * [`builder`] — settings and the worker program.
-//! * `spawn` — starting one worker and greeting it.
-//! * `supervisor` — the pool's state, worker lifecycles, deaths,
-//!   restart intensity, timeouts and shutdown.
-//! * `dispatch` — the queue, assigning work to workers, the socket reader
-//!   and cancellation.
+//! The pool's side of the contract in `link` (it never imports `worker`).
+//! Each file owns one concern:
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`builder`] | settings, defaults, `WorkerCommand` |
+//! | `launch`, `transport` | how workers are started (`Launcher`) and reach the pool (`Transport`) |
+//! | `state` | the shared state, worker slots and their state diagram |
+//! | `start` | building: threads, first workers, waiting until ready |
+//! | `spawner` | the spawner thread: forking workers, running launchers |
+//! | `spawn` | starting one process and forwarding its output |
+//! | `greet` | the pool's handshake with this pool's settings, the initializer |
+//! | [`attach`], `adopt` | dial-in workers: listening, the secret handshake, taking a slot |
+//! | `life` | one process's life and waiter threads |
+//! | `settle` | a dead worker: its tasks, crash counting, restarts, `Broken` |
+//! | `guard` | a panicking supervisor thread breaks the pool, never hangs it |
+//! | `clock` | task timeouts |
+//! | `shutdown` | stopping |
+//! | `item`, `dispatch`, `outbox` | the queue, assigning batches, writing frames |
+//! | `reader`, `handle` | reading a worker's socket and ring; acting on its messages |
+//! | `cancel` | `cancel()` / `kill()` of a future |
+//!
+//! # Threads
+//!
+//! | thread | how many | runs | locks it takes |
+//! |---|---|---|---|
+//! | caller (`submit`, `map`, `cancel`, `shutdown`) | any | `dispatch`, `cancel`, `shutdown` | `state`, then (released) `Conn` write |
+//! | **spawner** `procpool-spawner` | one, as long as the pool (`PR_SET_PDEATHSIG` follows the thread that forked) | `spawner` | `state`, `spawn_tx`, `launched`, `threads` (one at a time) |
+//! | **life** `procpool-worker-N` | one per process | `life` (greeting, initializer), then `reader` | `state` per message, `Conn` write |
+//! | **waiter** `procpool-waiter-N` | one per spawned process | `life` (`waitpid`), then `settle` | `state`, then `spawn_tx` |
+//! | **clock** `procpool-clock` | one | `clock` | `state` (sleeps on `Shared::clock`) |
+//! | accept `procpool-attach-accept` (+ one per handshake) | dial-in pools | `attach`, then `adopt` + `life` | `AttachPoint::awaited`, `state` |
+//! | launcher watcher `procpool-<name>` | per launcher run | `spawner` | `launched`, `state` |
+//!
+//! Death is detected by `waitpid`, not by EOF, so a grandchild holding the
+//! socket cannot hide it.
+//!
+//! # Locks
+//!
+//! * `Shared::state` — all of `PoolState` (slots, queue, phase, cancels);
+//!   condvars `changed` (slot status, phase, work finished while stopping)
+//!   and `clock` (a timed task began; shutdown).
+//! * `Conn::writing` → `Conn::outbox` — one worker's socket writes; frames
+//!   are posted under `state` and written after it is released (except a
+//!   retiring worker's tiny `Shutdown`, written under it).
+//! * leaves (nothing is taken while one is held): `Shared::{spawn_tx,
+//!   threads, launched, spare_input}`, `AttachPoint::{listening, awaited}`,
+//!   `CancelWait::answer`.
+//!
+//! A future's own lock is taken only after `state` is released: futures are
+//! resolved outside the pool lock, since their callbacks may call back into
+//! the pool.
 
+mod adopt;
 pub mod attach;
 pub mod builder;
+mod cancel;
+mod clock;
 mod dispatch;
+mod greet;
+mod guard;
+mod handle;
+mod item;
 mod launch;
-pub(crate) mod ring;
+mod life;
+mod outbox;
+mod reader;
+mod settle;
+mod shutdown;
 mod spawn;
-mod supervisor;
-pub(crate) mod transport;
+mod spawner;
+mod start;
+mod state;
 
 use std::any::type_name;
 use std::sync::Arc;
@@ -33,31 +91,12 @@ use crate::future::{Core, TaskFuture};
 use crate::map::{ChunkResult, Map};
 use crate::task::{Task, task_fingerprint};
 use crate::{Executor, Shutdown, sealed};
-use dispatch::{Item, Meta, Refusal};
-use supervisor::Shared;
+use item::{Item, Meta, Refusal};
+use state::Shared;
 
 /// A task ready for the queue, the core of its future, and when its
 /// encoding ended.
 type Prepared<O> = (Item, Arc<Core<O>>, Instant);
-
-/// The reading end of a worker connection: buffered, so the small frames a
-/// worker writes back to back ("result k-1", "started k") cost one read.
-pub(crate) type SocketReader = procpool_wire::FrameReader<std::io::BufReader<transport::Stream>>;
-
-/// Read buffer of a connection; larger frames bypass it.
-pub(crate) const READ_BUFFER: usize = 64 * 1024;
-
-/// A finished buffer back for reuse, if it is worth keeping and no one
-/// else holds it: a fresh large buffer costs a page fault per 4 KiB on
-/// first touch. Above 64 MiB the memory held would cost more than the
-/// faults (and at most one buffer of each kind is kept anyway).
-pub(crate) fn reusable(buf: Arc<Vec<u8>>) -> Option<Vec<u8>> {
-    if (256 * 1024..=64 * 1024 * 1024).contains(&buf.capacity()) {
-        Arc::try_unwrap(buf).ok()
-    } else {
-        None
-    }
-}
 
 /// Room for a task header in a frame, beyond the payload.
 const HEADER_ROOM: usize = 4096;
@@ -95,7 +134,7 @@ impl ProcessPool {
     }
 
     pub(crate) fn start(cfg: builder::Config) -> Result<ProcessPool, BuildError> {
-        let shared = supervisor::start(cfg)?;
+        let shared = start::start(cfg)?;
         Ok(ProcessPool { shared })
     }
 
@@ -215,7 +254,7 @@ impl ProcessPool {
     /// Stops the pool; see [`Shutdown`]. Blocks until every worker is gone;
     /// idempotent.
     pub fn shutdown(&self, how: Shutdown) {
-        supervisor::shutdown(&self.shared, how);
+        shutdown::shutdown(&self.shared, how);
     }
 
     /// Totals over every finished task.
@@ -230,14 +269,14 @@ impl ProcessPool {
 
     /// Process ids of the workers alive now.
     pub fn worker_pids(&self) -> Vec<u32> {
-        supervisor::worker_pids(&self.shared)
+        state::worker_pids(&self.shared)
     }
 
     /// Test hook: makes the supervisor panic the next time it settles a
     /// dead worker, to prove that an internal panic resolves every future.
     #[doc(hidden)]
     pub fn debug_inject_supervisor_panic(&self) {
-        supervisor::inject_panic(&self.shared);
+        state::inject_panic(&self.shared);
     }
 
     /// Where and how workers dial in (every launcher but a `Spawn` over
@@ -249,12 +288,12 @@ impl ProcessPool {
     /// Waits up to `timeout` until at least `n` workers are ready; returns
     /// whether they are (useful in attach mode).
     pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> bool {
-        supervisor::wait_ready(&self.shared, n, timeout)
+        state::wait_ready(&self.shared, n, timeout)
     }
 
     /// Why the pool is broken, if it is.
     pub fn broken(&self) -> Option<String> {
-        supervisor::broken(&self.shared)
+        state::broken(&self.shared)
     }
 }
 
@@ -314,6 +353,6 @@ impl Executor for ProcessPool {
 
 impl Drop for ProcessPool {
     fn drop(&mut self) {
-        supervisor::shutdown(&self.shared, Shutdown::Wait);
+        shutdown::shutdown(&self.shared, Shutdown::Wait);
     }
 }

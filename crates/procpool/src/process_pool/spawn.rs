@@ -10,24 +10,18 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-use procpool_wire::Generation;
-use procpool_wire::frame::{FrameReader, write_all_frames};
-use procpool_wire::handshake::{self, HANDSHAKE_MAX_FRAME, Hello, Proof, SECRET_LEN, Welcome};
-use procpool_wire::message::{ToParent, ToWorker, decode_message, encode_message};
 
 use super::attach::Dialed;
-use super::attach::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
 use super::builder::Config;
-use super::ring;
-use super::transport::{Stream, send_handshake};
+use crate::link::env::{
+    ENV_CONNECT, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN, ENV_WORKER_ID,
+    RING_FD, WORKER_FD,
+};
+use crate::link::ring;
+use crate::link::stream::Stream;
 use crate::sys;
-use crate::worker::{ENV_FD, ENV_PARENT, ENV_SPIN};
-
-/// Environment variable telling a worker its slot number.
-pub(crate) const ENV_WORKER_ID: &str = "PROCPOOL_WORKER_ID";
 
 /// A started worker process and how its connection arrives.
 pub(crate) struct Spawned {
@@ -54,7 +48,7 @@ pub(crate) enum Arrival {
 /// `socketpair` end instead).
 pub(crate) struct DialBack {
     pub address: String,
-    pub token_hex: String,
+    pub secret_hex: String,
     pub ticket: u64,
     pub rx: mpsc::Receiver<Result<Dialed, StartError>>,
 }
@@ -77,7 +71,7 @@ pub(crate) fn spawn_process(
     let arrival = match dial {
         Some(d) => {
             cmd.env(ENV_CONNECT, d.address)
-                .env(ENV_TOKEN, d.token_hex)
+                .env(ENV_TOKEN, d.secret_hex)
                 .env(ENV_TICKET, d.ticket.to_string());
             Arrival::DialBack {
                 ticket: d.ticket,
@@ -92,11 +86,11 @@ pub(crate) fn spawn_process(
                 SockFlag::SOCK_CLOEXEC,
             )
             .map_err(io::Error::from)?;
-            cmd.env(ENV_FD, sys::WORKER_FD.to_string());
+            cmd.env(ENV_FD, WORKER_FD.to_string());
             let ring = if cfg.reply_ring {
                 match ring::Reader::create() {
                     Ok((reader, fd)) => {
-                        cmd.env(ring::ENV_RING_FD, sys::RING_FD.to_string());
+                        cmd.env(ENV_RING_FD, RING_FD.to_string());
                         Some((reader, fd))
                     }
                     Err(e) => {
@@ -194,174 +188,4 @@ impl std::fmt::Display for StartError {
             StartError::Init(m) => write!(f, "initializer failed: {m}"),
         }
     }
-}
-
-/// The parent's side of the handshake, then the initializer. Returns the
-/// reader for the worker's messages.
-pub(crate) fn greet(
-    stream: &Stream,
-    cfg: &Config,
-    index: usize,
-    generation: Generation,
-) -> Result<crate::process_pool::SocketReader, StartError> {
-    let (reader, hello) = read_hello(stream, cfg)?;
-    check_hello(stream, &hello)?;
-    accept(stream, reader, cfg, index, generation)
-}
-
-/// Sends a `Reject` with `reason` (best effort).
-pub(crate) fn reject(stream: &Stream, reason: &str) {
-    let reject = Welcome::Reject {
-        reason: reason.to_owned(),
-    };
-    let _ = send_handshake(stream, &reject);
-}
-
-/// Reads a worker's hello (within the handshake timeout, under the small
-/// handshake frame cap); see [`check_hello`].
-pub(crate) fn read_hello(
-    stream: &Stream,
-    cfg: &Config,
-) -> Result<(crate::process_pool::SocketReader, Hello), StartError> {
-    let hs = |m: String| StartError::Handshake(m);
-    let read_half = stream.try_clone().map_err(|e| hs(e.to_string()))?;
-    stream
-        .set_read_timeout(Some(cfg.handshake_timeout))
-        .map_err(|e| hs(e.to_string()))?;
-    let mut reader = FrameReader::new(
-        std::io::BufReader::with_capacity(crate::process_pool::READ_BUFFER, read_half),
-        HANDSHAKE_MAX_FRAME,
-    );
-    let hello = match reader.next_frame() {
-        Ok(Some(body)) => Hello::decode(body).map_err(|e| hs(e.to_string()))?,
-        Ok(None) => return Err(hs("the worker exited before saying hello".into())),
-        Err(e) if is_timeout(&e) => {
-            return Err(hs(format!(
-                "no hello within {:?} (is the program a procpool worker?)",
-                cfg.handshake_timeout
-            )));
-        }
-        Err(e) => return Err(hs(e.to_string())),
-    };
-    Ok((reader, hello))
-}
-
-/// Checks a hello against this build; a wrong one is answered with a
-/// `Reject`.
-pub(crate) fn check_hello(stream: &Stream, hello: &Hello) -> Result<(), StartError> {
-    hello.check().map_err(|e| {
-        reject(stream, &e.to_string());
-        StartError::Handshake(e.to_string())
-    })
-}
-
-/// The pool's side of the secret handshake with a worker that dialed in:
-/// prove the secret, then check the worker's proof (both within the
-/// handshake timeout). A wrong proof is answered with a `Reject`.
-pub(crate) fn challenge(
-    stream: &Stream,
-    mut reader: crate::process_pool::SocketReader,
-    hello: &Hello,
-    secret: &[u8],
-    cfg: &Config,
-) -> Result<crate::process_pool::SocketReader, StartError> {
-    let hs = |m: String| StartError::Handshake(m);
-    if hello.nonce.len() != SECRET_LEN {
-        reject(stream, "no secret: set PROCPOOL_TOKEN");
-        return Err(hs(format!(
-            "the worker brought no {SECRET_LEN}-byte challenge (it has no secret)"
-        )));
-    }
-    let nonce = super::attach::random_bytes(SECRET_LEN).map_err(|e| hs(e.to_string()))?;
-    let challenge = Welcome::Challenge {
-        proof: handshake::pool_proof(secret, &hello.nonce, &nonce),
-        nonce: nonce.clone(),
-    };
-    send_handshake(stream, &challenge)
-        .map_err(|e| hs(format!("cannot send the challenge: {e}")))?;
-    let proof = match reader.next_frame() {
-        Ok(Some(body)) => Proof::decode(body).map_err(|e| hs(e.to_string()))?,
-        Ok(None) => return Err(hs("the worker hung up during the handshake".into())),
-        Err(e) if is_timeout(&e) => {
-            return Err(hs(format!("no proof within {:?}", cfg.handshake_timeout)));
-        }
-        Err(e) => return Err(hs(e.to_string())),
-    };
-    if !handshake::check_worker_proof(secret, &nonce, &hello.nonce, &proof.mac) {
-        reject(stream, "wrong secret token");
-        return Err(hs("wrong secret token".into()));
-    }
-    Ok(reader)
-}
-
-/// Welcomes a worker whose hello was accepted into slot `index`, then runs
-/// the initializer. Returns the reader for its messages.
-pub(crate) fn accept(
-    stream: &Stream,
-    mut reader: crate::process_pool::SocketReader,
-    cfg: &Config,
-    index: usize,
-    generation: Generation,
-) -> Result<crate::process_pool::SocketReader, StartError> {
-    let hs = |m: String| StartError::Handshake(m);
-    let welcome = Welcome::Accept {
-        worker_id: index as u32,
-        generation,
-        max_frame: cfg.max_frame,
-        heartbeat_ms: if stream.is_tcp() {
-            u32::try_from(cfg.heartbeat.as_millis()).unwrap_or(u32::MAX)
-        } else {
-            0
-        },
-    };
-    send_handshake(stream, &welcome).map_err(|e| hs(format!("cannot send welcome: {e}")))?;
-    reader.set_max(cfg.max_frame);
-    if let Some(init) = &cfg.init {
-        let msg = ToWorker::Init {
-            name: init.name.to_owned(),
-            fingerprint: init.fingerprint,
-            len: init.payload.len() as u32,
-        };
-        let frame =
-            encode_message(&msg, vec![init.payload.clone()]).map_err(|e| hs(e.to_string()))?;
-        write_all_frames(&mut &*stream, &[frame])
-            .map_err(|e| hs(format!("cannot send initializer: {e}")))?;
-        stream
-            .set_read_timeout(Some(cfg.init_timeout.max(Duration::from_millis(1))))
-            .map_err(|e| hs(e.to_string()))?;
-        // The worker's first message after the welcome is its InitDone.
-        let body = match reader.next_frame() {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                return Err(StartError::Init(
-                    "the worker died while running the initializer".into(),
-                ));
-            }
-            Err(e) if is_timeout(&e) => {
-                return Err(StartError::Init(format!(
-                    "did not finish within the {:?} init timeout",
-                    cfg.init_timeout
-                )));
-            }
-            Err(e) => return Err(hs(e.to_string())),
-        };
-        match decode_message::<ToParent>(body) {
-            Ok((ToParent::InitDone { error: None, .. }, _)) => {}
-            Ok((ToParent::InitDone { error: Some(m), .. }, _)) => return Err(StartError::Init(m)),
-            Ok((other, _)) => {
-                return Err(hs(format!("unexpected message during init: {other:?}")));
-            }
-            Err(e) => return Err(hs(e.to_string())),
-        }
-    }
-    // Over TCP a worker that stays silent past `lost_after` is lost (it
-    // sends heartbeats); a local socket closes when its process dies.
-    stream
-        .set_read_timeout(stream.is_tcp().then_some(cfg.lost_after))
-        .map_err(|e| hs(e.to_string()))?;
-    Ok(reader)
-}
-
-fn is_timeout(e: &procpool_wire::FrameError) -> bool {
-    matches!(e, procpool_wire::FrameError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }

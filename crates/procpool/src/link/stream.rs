@@ -1,7 +1,8 @@
 //! The byte streams between the pool and its workers (the transport seam of
 //! DESIGN.md): a Unix socket (an inherited `socketpair` end, or a named
 //! local socket in attach mode) or a TCP connection. Everything above this
-//! module reads and writes a [`Stream`] and does not care which.
+//! module reads and writes a [`Stream`] and does not care which. Takes no
+//! lock.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -61,14 +62,6 @@ pub(crate) fn tune_tcp(s: &TcpStream, lost_after: Duration) -> io::Result<()> {
     setsockopt(s, sockopt::TcpKeepInterval, &secs).map_err(io::Error::from)?;
     setsockopt(s, sockopt::TcpKeepCount, &3).map_err(io::Error::from)?;
     Ok(())
-}
-
-/// Writes one handshake message (hello, welcome, challenge, proof) as a
-/// frame of its own.
-pub(crate) fn send_handshake<T: serde::Serialize>(stream: &Stream, msg: &T) -> io::Result<()> {
-    let body = procpool_wire::codec::encode(msg).map_err(io::Error::other)?;
-    let frame = procpool_wire::frame::Outgoing::new(body, Vec::<procpool_wire::Payload>::new())?;
-    procpool_wire::frame::write_all_frames(&mut &*stream, &[frame])
 }
 
 /// Where a worker dials: `tcp://HOST:PORT`, or a local socket's path.

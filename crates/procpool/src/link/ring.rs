@@ -41,9 +41,6 @@ use procpool_wire::frame::Outgoing;
 
 use crate::sys::SharedMap;
 
-/// Environment variable carrying the ring's descriptor number.
-pub(crate) const ENV_RING_FD: &str = "PROCPOOL_WORKER_RING_FD";
-
 /// Bytes of record space.
 pub(crate) const CAPACITY: usize = 256 * 1024;
 /// Notes larger than this go on the socket behind a marker.

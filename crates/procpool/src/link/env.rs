@@ -1,0 +1,50 @@
+//! Every name the pool and its workers agree on outside the socket: the
+//! `PROCPOOL_*` environment variables a worker is started with, and the
+//! descriptor numbers a spawned worker inherits. Defined here once; the
+//! public ones are re-exported where users found them before
+//! (`procpool::worker::ENV_FD`, `procpool::process_pool::attach::ENV_TOKEN`,
+//! …).
+
+use std::os::fd::RawFd;
+
+/// Environment variable carrying the inherited socket's descriptor number.
+pub const ENV_FD: &str = "PROCPOOL_WORKER_FD";
+
+/// Environment variable carrying the reply ring's descriptor number (see
+/// [`ring`](super::ring)).
+pub(crate) const ENV_RING_FD: &str = "PROCPOOL_WORKER_RING_FD";
+
+/// Environment variable with the microseconds an idle worker looks for its
+/// next task before parking (`ProcessPoolBuilder::worker_spin`; 0: never).
+pub const ENV_SPIN: &str = "PROCPOOL_WORKER_SPIN_US";
+
+/// Environment variable carrying the pool's pid: a worker checks it is still
+/// its parent, so programs the worker starts do not mistake themselves for
+/// workers.
+pub const ENV_PARENT: &str = "PROCPOOL_PARENT_PID";
+
+/// Environment variable telling a worker its slot number.
+pub(crate) const ENV_WORKER_ID: &str = "PROCPOOL_WORKER_ID";
+
+/// Environment variable that carries the pool's secret (hex) to a worker
+/// that dials in. (The variable's name predates the word "secret"; it holds
+/// the secret, never anything else.)
+pub const ENV_TOKEN: &str = "PROCPOOL_TOKEN";
+
+/// Environment variable with the address a spawned worker dials
+/// (`tcp://HOST:PORT` or a socket path); `--connect` does the same.
+pub const ENV_CONNECT: &str = "PROCPOOL_CONNECT";
+
+/// Environment variable with the ticket that matches a dialing worker to
+/// the process (or launch) the pool started it as.
+pub const ENV_TICKET: &str = "PROCPOOL_TICKET";
+
+/// Environment variable that overrides where `WorkerCommand::bundled`
+/// finds `procpool-worker`.
+pub const ENV_WORKER_PATH: &str = "PROCPOOL_WORKER";
+
+/// The descriptor number a spawned worker finds its socket on.
+pub(crate) const WORKER_FD: RawFd = 3;
+
+/// The descriptor number a spawned worker finds its reply ring on.
+pub(crate) const RING_FD: RawFd = 4;

@@ -1,0 +1,222 @@
+//! What the pool does with each message a worker sends: a task started,
+//! finished or withdrawn; a protocol error or a lost worker ends it. Each
+//! handler takes `Shared::state` once and resolves futures after releasing
+//! it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use procpool_wire::message::Outcome;
+use procpool_wire::{Generation, TaskId};
+
+use super::dispatch::pump;
+use super::item::{Batch, Item, Meta};
+use super::outbox::{Conn, flush_all};
+use super::state::{Assigned, KillReason, Phase, Shared, SlotStatus, WorkerSlot};
+use crate::error::{Side, TaskError};
+use crate::future::ResolveBytes;
+use crate::lock::lock;
+
+pub(super) fn task_error(outcome: Outcome, meta: &Meta) -> TaskError {
+    match outcome {
+        Outcome::Panicked { message, location } => TaskError::Panicked { message, location },
+        Outcome::Decode {
+            message,
+            worker_type,
+        } => TaskError::Decode {
+            side: Side::Worker,
+            type_name: worker_type,
+            message,
+        },
+        Outcome::Encode {
+            message,
+            worker_type,
+        } => TaskError::Encode {
+            side: Side::Worker,
+            type_name: worker_type,
+            message,
+        },
+        Outcome::UnknownTask { name } => TaskError::UnknownTask { name },
+        Outcome::Mismatch {
+            worker_input,
+            worker_output,
+        } => TaskError::Decode {
+            side: Side::Worker,
+            type_name: worker_input.clone(),
+            message: format!(
+                "task `{}` is `{} -> {}` in the parent but `{worker_input} -> {worker_output}` in the \
+                 worker: rebuild both from the same definition",
+                meta.name, meta.input_type, meta.output_type
+            ),
+        },
+        other => TaskError::Protocol {
+            worker: usize::MAX,
+            message: format!("unknown outcome {other:?}"),
+        },
+    }
+}
+
+pub(super) fn protocol_error(
+    shared: &Shared,
+    idx: usize,
+    generation: Generation,
+    pid: u32,
+    message: String,
+) {
+    tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"protocol error: {message}");
+    end_worker(shared, idx, generation, KillReason::Protocol(message));
+}
+
+/// A TCP worker went silent past `lost_after`.
+pub(super) fn lost(shared: &Shared, idx: usize, generation: Generation, pid: u32) {
+    let after = shared.cfg.lost_after;
+    tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker lost: no heartbeat for {after:?}");
+    end_worker(shared, idx, generation, KillReason::Lost);
+}
+
+/// Records why worker `idx` ends and kills it.
+fn end_worker(shared: &Shared, idx: usize, generation: Generation, why: KillReason) {
+    let target = {
+        let mut st = lock(&shared.state);
+        let slot = &mut st.slots[idx];
+        if slot.generation != generation {
+            return;
+        }
+        if slot.kill.is_none() {
+            slot.kill = Some(why);
+        }
+        slot.target()
+    };
+    if let Some(t) = target {
+        t.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+pub(super) fn on_started(shared: &Shared, idx: usize, id: TaskId) {
+    let (future, timed) = {
+        let mut st = lock(&shared.state);
+        let slot = &mut st.slots[idx];
+        let Some(a) = slot.inflight.get_mut(&id) else {
+            tracing::warn!(target: "procpool::pool", { worker.id = idx, task.id = id },
+"start of an unknown task dropped");
+            return;
+        };
+        a.started = true;
+        let future = a.meta.future.clone();
+        let timed = a.meta.timeout.is_some();
+        slot.running = Some((id, Instant::now()));
+        (future, timed)
+    };
+    if timed {
+        shared.clock.notify_all();
+    }
+    future.mark_running();
+}
+
+/// What finishing a task hands back: the task, the connections to flush,
+/// and the next task of its chunk (which the worker begins now).
+type Finished = (Assigned, Vec<Arc<Conn>>, Option<Arc<dyn ResolveBytes>>);
+
+/// Removes a finished task from its worker, dispatches more work, and
+/// hands back the task, the connections to flush, and the chunk's next
+/// task, which is now `Running` (a chunk's later tasks have no note of
+/// their own: each begins when the one before it ends).
+pub(super) fn on_finished(
+    shared: &Shared,
+    idx: usize,
+    id: TaskId,
+    peak_rss: u64,
+) -> Option<Finished> {
+    let mut st = lock(&shared.state);
+    let Some(a) = st.slots[idx].take_task(id) else {
+        tracing::warn!(
+            target: "procpool::pool",
+            { worker.id = idx,
+            task.id = id },
+        "late or duplicate result dropped"
+        );
+        return None;
+    };
+    st.crash_streak = 0;
+    let slot = &mut st.slots[idx];
+    slot.finished += 1;
+    slot.failures = 0;
+    let next = begin_next(shared, slot, a.batch);
+    if let Some(max) = shared.cfg.max_worker_memory
+        && peak_rss > max
+        && st.slots[idx].status == SlotStatus::Ready
+    {
+        tracing::debug!(target: "procpool::pool", { worker.id = idx }, "worker peak memory {peak_rss} B passed {max} B; recycling");
+        st.slots[idx].status = SlotStatus::Retiring;
+    }
+    st.retire_if_idle(idx);
+    let conns = pump(&mut st, shared);
+    let notify = st.phase != Phase::Running;
+    drop(st);
+    if notify {
+        shared.changed.notify_all();
+    }
+    Some((a, conns, next))
+}
+
+/// The worker has begun the next task of `batch`: mark it, and hand back
+/// its future to mark `Running` once the pool lock is released.
+fn begin_next(shared: &Shared, slot: &mut WorkerSlot, batch: u64) -> Option<Arc<dyn ResolveBytes>> {
+    let next = slot.begin_next(batch)?;
+    if next.meta.timeout.is_some() {
+        shared.clock.notify_all();
+    }
+    Some(next.meta.future.clone())
+}
+
+pub(super) fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: bool) {
+    let mut st = lock(&shared.state);
+    let wait = st.cancels.remove(&id);
+    let mut cancel: Option<Arc<dyn ResolveBytes>> = None;
+    let mut conns = Vec::new();
+    let mut next = None;
+    if withdrawn {
+        if let Some(a) = st.slots[idx].take_task(id) {
+            if a.started {
+                // Taken for running because the task before it in its chunk
+                // ended, but withdrawn first: the worker went on to the one
+                // after it.
+                next = begin_next(shared, &mut st.slots[idx], a.batch);
+            }
+            let requeue = wait.is_none()
+                && matches!(st.phase, Phase::Running | Phase::Draining)
+                && st.broken.is_none();
+            if requeue {
+                // The caller gave up waiting and was told `false`: keep the
+                // promise that it runs.
+                let batch = st.next_batch;
+                st.next_batch += 1;
+                st.queue.push_front(Batch {
+                    id: batch,
+                    items: vec![Item {
+                        meta: a.meta,
+                        payload: a.payload,
+                    }],
+                });
+            } else {
+                cancel = Some(a.meta.future);
+            }
+            st.retire_if_idle(idx);
+            conns = pump(&mut st, shared);
+        }
+    }
+    drop(st);
+    shared.changed.notify_all();
+    flush_all(conns);
+    if let Some(n) = next {
+        n.mark_running();
+    }
+    if let Some(f) = cancel {
+        f.cancel_local();
+    }
+    if let Some(w) = wait {
+        w.answer(withdrawn);
+    }
+}

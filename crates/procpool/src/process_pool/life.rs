@@ -1,0 +1,220 @@
+//! The life of one worker process: its **life** thread (greeting, the
+//! initializer, then reading its socket: see `reader`) and its **waiter**
+//! thread (`waitpid`, then `settle`). Death is detected by `waitpid`, not by
+//! EOF, so a grandchild holding the socket cannot hide it. Takes
+//! `Shared::state` briefly (never across I/O).
+
+use std::process::Child;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use procpool_wire::Generation;
+use procpool_wire::message::ToWorker;
+
+use super::attach::Dialed;
+use super::dispatch;
+use super::greet;
+use super::guard::guarded;
+use super::outbox::{Conn, flush_all, post_message};
+use super::reader;
+use super::settle::settle;
+use super::spawn::{self, StartError};
+use super::state::{KillReason, Phase, Shared, SlotStatus, exit_of, kill_group};
+use crate::link::frames::SocketReader;
+use crate::link::ring;
+use crate::link::stream::Stream;
+use crate::lock::lock;
+
+/// Starts the life and waiter threads of a freshly spawned process. Over
+/// TCP its connection arrives later, from the accept loop.
+pub(super) fn start_threads(
+    shared: &Arc<Shared>,
+    idx: usize,
+    generation: Generation,
+    spawned: spawn::Spawned,
+) {
+    let spawn::Spawned {
+        child,
+        arrival,
+        pid,
+    } = spawned;
+    tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker spawned");
+    {
+        let mut st = lock(&shared.state);
+        let slot = &mut st.slots[idx];
+        slot.pid = Some(pid);
+        slot.remote = false;
+        slot.link = match &arrival {
+            spawn::Arrival::Inherited(s, _) => s.try_clone().ok(),
+            spawn::Arrival::DialBack { .. } => None, // set when it arrives
+        };
+    }
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let s = shared.clone();
+    let life = std::thread::Builder::new()
+        .name(format!("procpool-worker-{idx}"))
+        .spawn(move || {
+            let s2 = s.clone();
+            guarded(&s, "worker reader", None, move || match arrival {
+                spawn::Arrival::Inherited(stream, ring) => {
+                    life_main(&s2, idx, generation, stream, pid, None, ring);
+                }
+                spawn::Arrival::DialBack { ticket, rx } => {
+                    await_dial(&s2, idx, generation, pid, ticket, &rx);
+                }
+            });
+            drop(done_tx);
+        });
+    let s = shared.clone();
+    let life = life.ok();
+    let waiter = std::thread::Builder::new()
+        .name(format!("procpool-waiter-{idx}"))
+        .spawn(move || {
+            let s2 = s.clone();
+            guarded(&s, "worker waiter", Some(idx), move || {
+                waiter_main(&s2, idx, generation, child, pid, done_rx, life);
+            });
+        });
+    if let Err(e) = waiter {
+        tracing::error!(target: "procpool::pool", { worker.id = idx },
+"cannot start a waiter thread: {e}");
+        kill_group(pid, Signal::SIGKILL);
+    }
+}
+
+/// A spawned worker dialing back over TCP: wait for its connection (by
+/// ticket), then serve it.
+fn await_dial(
+    shared: &Shared,
+    idx: usize,
+    generation: Generation,
+    pid: u32,
+    ticket: u64,
+    rx: &mpsc::Receiver<Result<Dialed, StartError>>,
+) {
+    // The handshake itself has its own timeout once connected; this bounds
+    // the time to start and connect.
+    let limit = shared.cfg.handshake_timeout.saturating_mul(2);
+    let got = rx.recv_timeout(limit);
+    if let Some(a) = &shared.attach {
+        a.forget(ticket);
+    }
+    match got {
+        Ok(Err(e)) => start_failed(shared, idx, generation, pid, e),
+        Ok(Ok(d)) => {
+            if let Ok(link) = d.stream.try_clone() {
+                let mut st = lock(&shared.state);
+                if st.slots[idx].generation == generation {
+                    st.slots[idx].link = Some(link);
+                }
+            }
+            life_main(shared, idx, generation, d.stream, pid, Some(d.reader), None);
+        }
+        Err(_) => {
+            let e = StartError::Handshake(format!("the worker did not dial back within {limit:?}"));
+            start_failed(shared, idx, generation, pid, e);
+        }
+    }
+}
+
+pub(super) fn life_main(
+    shared: &Shared,
+    idx: usize,
+    generation: Generation,
+    stream: Stream,
+    pid: u32,
+    hello_read: Option<SocketReader>,
+    ring: Option<ring::Reader>,
+) {
+    let greeted = match hello_read {
+        None => greet::greet(&stream, &shared.cfg, idx, generation),
+        Some(reader) => greet::accept(&stream, reader, &shared.cfg, idx, generation),
+    };
+    let reader = match greeted {
+        Ok(r) => r,
+        Err(e) => return start_failed(shared, idx, generation, pid, e),
+    };
+    let conn = match stream.try_clone() {
+        Ok(w) => Arc::new(Conn::new(w)),
+        Err(e) => {
+            let e = StartError::Handshake(format!("cannot clone the socket: {e}"));
+            return start_failed(shared, idx, generation, pid, e);
+        }
+    };
+    let conns = {
+        let mut st = lock(&shared.state);
+        let phase = st.phase;
+        let slot = &mut st.slots[idx];
+        if slot.generation != generation || slot.kill.is_some() {
+            return;
+        }
+        slot.conn = Some(conn.clone());
+        slot.status = SlotStatus::Ready;
+        if phase == Phase::Stopping {
+            slot.kill = Some(KillReason::Shutdown);
+            post_message(&conn, &ToWorker::Shutdown { drop_pending: true });
+            vec![conn.clone()]
+        } else {
+            dispatch::pump(&mut st, shared)
+        }
+    };
+    shared.changed.notify_all();
+    tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker ready");
+    flush_all(conns);
+    reader::read_loop(shared, idx, generation, reader, pid, ring);
+}
+
+/// A worker did not become ready: record why and stop it.
+fn start_failed(shared: &Shared, idx: usize, generation: Generation, pid: u32, e: StartError) {
+    tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker did not start: {e}");
+    let target = {
+        let mut st = lock(&shared.state);
+        let slot = &mut st.slots[idx];
+        if slot.generation != generation {
+            return;
+        }
+        slot.start_error = Some(e);
+        slot.kill.get_or_insert(KillReason::StartFailed);
+        slot.target()
+    };
+    if let Some(t) = target {
+        t.signal(Signal::SIGKILL);
+    }
+}
+
+fn waiter_main(
+    shared: &Arc<Shared>,
+    idx: usize,
+    generation: Generation,
+    mut child: Child,
+    pid: u32,
+    life_done: mpsc::Receiver<()>,
+    life: Option<JoinHandle<()>>,
+) {
+    let exit = exit_of(child.wait());
+    // Whatever the worker forked goes with it.
+    kill_group(pid, Signal::SIGKILL);
+    // Let the reader drain what the worker wrote before dying (results,
+    // "started" notes); then force the socket shut.
+    if life_done.recv_timeout(Duration::from_millis(500)).is_err() {
+        let link = {
+            let st = lock(&shared.state);
+            let slot = &st.slots[idx];
+            (slot.generation == generation)
+                .then(|| slot.link.as_ref().and_then(|l| l.try_clone().ok()))
+                .flatten()
+        };
+        if let Some(l) = link {
+            l.shutdown();
+        }
+    }
+    if let Some(h) = life {
+        let _ = h.join();
+    }
+    settle(shared, idx, generation, Some(pid), exit);
+}

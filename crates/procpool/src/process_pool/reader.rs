@@ -1,0 +1,326 @@
+//! The pool's reader of one worker: frames off its socket and notes out of
+//! its reply ring, in the order the worker made them, each handed to the
+//! handlers of `handle`. Takes no lock itself (the handlers take
+//! `Shared::state`).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use procpool_wire::Generation;
+use procpool_wire::message::{Outcome, ToParent, decode_message};
+
+use super::handle::{lost, on_finished, on_started, on_withdrawn, protocol_error, task_error};
+use super::outbox::flush_all;
+use super::state::Shared;
+use crate::cost::Cost;
+use crate::error::TaskError;
+use crate::link::frames::SocketReader;
+use crate::link::ring;
+
+/// What to do after a message.
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// Reads one worker's messages until its socket ends. A frame that breaks
+/// the protocol kills the worker; its supervisor does the rest.
+///
+/// With a reply ring (see `link::ring`) the executor's notes come from
+/// shared memory: the ring is drained before each socket read, the reader
+/// parks (and the worker wakes it) only when the ring is empty, and a
+/// socket note that a marker stands for is handled in the marker's place.
+/// When the socket ends the ring is drained once more, so every note the
+/// worker made before dying counts.
+pub(super) fn read_loop(
+    shared: &Shared,
+    idx: usize,
+    generation: Generation,
+    mut reader: SocketReader,
+    pid: u32,
+    mut ring: Option<ring::Reader>,
+) {
+    let me = Reading {
+        shared,
+        idx,
+        generation,
+        pid,
+    };
+    // Stopped at a marker: the note it stands for is on the socket.
+    let mut at_marker = false;
+    let mut spin = Spin::new(shared.cfg.ring_spin);
+    loop {
+        if let Some(r) = ring.as_mut() {
+            if !at_marker {
+                match me.drain(r) {
+                    Ok(true) => at_marker = true,
+                    Ok(false) => {}
+                    Err(()) => return,
+                }
+            }
+            let nothing_buffered = reader.get_ref().buffer().is_empty();
+            if !at_marker && nothing_buffered {
+                if spin.look(r) || !r.park() {
+                    continue;
+                }
+                spin.parked();
+            }
+        }
+        let read = reader.next_frame();
+        if let Some(r) = &ring {
+            r.unpark();
+            spin.woken();
+        }
+        let body = match read {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                me.last_drain(ring.as_mut(), at_marker);
+                return;
+            }
+            Err(e) => {
+                if let procpool_wire::FrameError::Io(io) = &e {
+                    match io.kind() {
+                        io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionAborted => {
+                            me.last_drain(ring.as_mut(), at_marker);
+                            return;
+                        }
+                        // Over TCP the socket has a read timeout: the
+                        // worker missed its heartbeats.
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                            lost(shared, idx, generation, pid);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                protocol_error(shared, idx, generation, pid, e.to_string());
+                // Killed, but what it published before still counts.
+                me.last_drain(ring.as_mut(), at_marker);
+                return;
+            }
+        };
+        let (msg, payloads) = match decode_message::<ToParent>(body) {
+            Ok(pair) => pair,
+            Err(e) => {
+                protocol_error(shared, idx, generation, pid, e.to_string());
+                me.last_drain(ring.as_mut(), at_marker);
+                return;
+            }
+        };
+        let is_note = matches!(msg, ToParent::Started { .. } | ToParent::Finished { .. });
+        if let Some(r) = ring.as_mut()
+            && is_note
+        {
+            // The executor's note: those it published before it come
+            // first, up to the marker that stands for this one. (A worker
+            // that does not use the ring leaves no marker.)
+            if !at_marker {
+                match me.drain(r) {
+                    Ok(marker) => at_marker = marker,
+                    Err(()) => return,
+                }
+            }
+            if at_marker {
+                r.skip_marker();
+                at_marker = false;
+            }
+        }
+        if let Flow::Stop = me.act(msg, &payloads) {
+            // A socket frame broke the protocol: the worker is being
+            // killed, but what it published before still counts.
+            me.last_drain(ring.as_mut(), at_marker);
+            return;
+        }
+    }
+}
+
+/// The adaptive look at a reply ring before parking (see
+/// `ProcessPoolBuilder::ring_spin`).
+struct Spin {
+    limit: Duration,
+    /// The last look found something, or a wake-up came soon after the
+    /// last park: looking pays.
+    pays: bool,
+    parked_at: Option<Instant>,
+}
+
+impl Spin {
+    fn new(limit: Duration) -> Spin {
+        Spin {
+            limit,
+            pays: !limit.is_zero(),
+            parked_at: None,
+        }
+    }
+
+    /// Looks at the ring until it has data (`true`) or the time is up.
+    fn look(&mut self, r: &ring::Reader) -> bool {
+        if !self.pays {
+            return false;
+        }
+        let until = Instant::now() + self.limit;
+        loop {
+            if r.has_data() {
+                return true;
+            }
+            if Instant::now() >= until {
+                self.pays = false;
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    fn parked(&mut self) {
+        if !self.limit.is_zero() {
+            self.parked_at = Some(Instant::now());
+        }
+    }
+
+    /// Back from the socket: had the wait been short, looking would have
+    /// caught it.
+    fn woken(&mut self) {
+        if let Some(t) = self.parked_at.take() {
+            self.pays = t.elapsed() < self.limit;
+        }
+    }
+}
+
+/// One worker's reader.
+struct Reading<'a> {
+    shared: &'a Shared,
+    idx: usize,
+    generation: Generation,
+    pid: u32,
+}
+
+impl Reading<'_> {
+    /// Handles the ring's records up to a marker (`Ok(true)`, the marker
+    /// left in place) or until it is empty (`Ok(false)`). `Err`: the worker
+    /// broke the protocol and is being ended.
+    fn drain(&self, r: &mut ring::Reader) -> Result<bool, ()> {
+        loop {
+            match r.next(self.shared.cfg.max_frame) {
+                Ok(None) => return Ok(false),
+                Ok(Some(ring::Record::Marker)) => return Ok(true),
+                Ok(Some(ring::Record::Frame)) => {
+                    if let Flow::Stop = self.handle(r.body()) {
+                        return Err(());
+                    }
+                }
+                Err(message) => {
+                    protocol_error(self.shared, self.idx, self.generation, self.pid, message);
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// The socket ended: what the worker published before counts.
+    fn last_drain(&self, ring: Option<&mut ring::Reader>, at_marker: bool) {
+        if let Some(r) = ring
+            && !at_marker
+        {
+            let _ = self.drain(r);
+        }
+    }
+
+    /// Decodes and acts on one message from the ring.
+    fn handle(&self, body: &[u8]) -> Flow {
+        match decode_message::<ToParent>(body) {
+            Ok((msg, payloads)) => self.act(msg, &payloads),
+            Err(e) => {
+                protocol_error(
+                    self.shared,
+                    self.idx,
+                    self.generation,
+                    self.pid,
+                    e.to_string(),
+                );
+                Flow::Stop
+            }
+        }
+    }
+
+    /// Acts on one decoded message.
+    fn act(&self, msg: ToParent, payloads: &[&[u8]]) -> Flow {
+        let Reading {
+            shared,
+            idx,
+            generation,
+            pid,
+        } = *self;
+        if msg.generation() != generation {
+            tracing::warn!(
+                target: "procpool::pool",
+                { worker.id = idx },
+            "dropped a message stamped with generation {} (current {generation})",
+                msg.generation()
+            );
+            return Flow::Go;
+        }
+        match msg {
+            ToParent::Started { id, .. } => on_started(shared, idx, id),
+            ToParent::Finished {
+                id,
+                outcome,
+                timing,
+                ..
+            } => {
+                let Some((a, conns, next)) = on_finished(shared, idx, id, timing.peak_rss_bytes)
+                else {
+                    return Flow::Go;
+                };
+                flush_all(conns);
+                if let Some(n) = next {
+                    n.mark_running();
+                }
+                shared.recycle_input(a.payload);
+                let meta = a.meta;
+                match outcome {
+                    Outcome::Ok { .. } => {
+                        let bytes = payloads.first().copied().unwrap_or(&[]);
+                        let parent_queue = a
+                            .assigned_at
+                            .saturating_duration_since(meta.submitted + meta.encode);
+                        let cost = Cost {
+                            encode_input: meta.encode,
+                            bytes_out: meta.bytes_out,
+                            queue_wait: parent_queue + Duration::from_nanos(timing.queue_ns),
+                            decode_input: Duration::from_nanos(timing.decode_ns),
+                            run: Duration::from_nanos(timing.run_ns),
+                            encode_output: Duration::from_nanos(timing.encode_ns),
+                            bytes_back: bytes.len() as u64,
+                            ..Cost::default()
+                        };
+                        meta.future
+                            .complete_bytes(bytes, cost, meta.submitted, &shared.stats);
+                    }
+                    other => {
+                        let mut err = task_error(other, &meta);
+                        if let TaskError::Protocol { worker, .. } = &mut err {
+                            *worker = idx;
+                        }
+                        shared.stats.record(None);
+                        meta.future.fail(err);
+                    }
+                }
+            }
+            ToParent::Withdrawn { id, withdrawn, .. } => on_withdrawn(shared, idx, id, withdrawn),
+            ToParent::Heartbeat { .. } | ToParent::Wake { .. } => {}
+            other => {
+                protocol_error(
+                    shared,
+                    idx,
+                    generation,
+                    pid,
+                    format!("unexpected message {other:?}"),
+                );
+                return Flow::Stop;
+            }
+        }
+        Flow::Go
+    }
+}

@@ -1,0 +1,193 @@
+//! The spawner thread (one, as long-lived as the pool: `PR_SET_PDEATHSIG`
+//! fires when the *thread* that forked exits): starts each worker process,
+//! and runs launcher programs (`srun`, `mpirun`) and watches them. Takes
+//! `Shared::state`, `spawn_tx`, `launched` and `threads`, one at a time.
+
+use std::sync::{Arc, mpsc};
+
+use nix::sys::signal::Signal;
+
+use super::launch::LaunchRequest;
+use super::life::start_threads;
+use super::settle::{backoff, break_pool, finish_breaking, settle};
+use super::spawn::{self, StartError};
+use super::state::{
+    KillReason, LaunchRecord, Phase, Shared, SlotStatus, SpawnJob, exit_of, kill_group,
+};
+use crate::error::Exit;
+use crate::link::env::{ENV_TICKET, ENV_TOKEN};
+use crate::link::secret::random_ticket;
+use crate::lock::lock;
+
+pub(super) fn spawner_main(shared: &Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
+    while let Ok(job) = rx.recv() {
+        match job {
+            SpawnJob::Worker(idx) => spawn_worker(shared, idx),
+            SpawnJob::Launch { workers, first } => run_launcher(shared, workers, first),
+        }
+    }
+}
+
+fn spawn_worker(shared: &Arc<Shared>, idx: usize) {
+    let generation = {
+        let mut st = lock(&shared.state);
+        if matches!(st.phase, Phase::Stopping | Phase::Stopped) || st.broken.is_some() {
+            st.slots[idx].status = SlotStatus::Dead;
+            drop(st);
+            shared.changed.notify_all();
+            return;
+        }
+        st.claim_slot(idx)
+    };
+    // Over TCP the worker dials back with a ticket that names this slot.
+    let ticket = random_ticket();
+    let dial = shared.attach.as_ref().map(|a| spawn::DialBack {
+        address: a.local_address(),
+        secret_hex: a.info.secret_hex(),
+        ticket,
+        rx: a.expect(ticket),
+    });
+    match spawn::spawn_process(&shared.cfg, idx, dial) {
+        Ok(spawned) => start_threads(shared, idx, generation, spawned),
+        Err(e) => {
+            if let Some(a) = &shared.attach {
+                a.forget(ticket);
+            }
+            tracing::warn!(
+                target: "procpool::pool",
+                { worker.id = idx },
+            "cannot start `{}`: {e}",
+                shared.cfg.program.display()
+            );
+            {
+                let mut st = lock(&shared.state);
+                let slot = &mut st.slots[idx];
+                slot.start_error = Some(StartError::Spawn(e));
+                slot.kill = Some(KillReason::StartFailed);
+            }
+            settle(shared, idx, generation, None, Exit::Unknown);
+        }
+    }
+}
+
+/// Runs the launcher program for `workers` more workers; they join by
+/// dialing in. A watcher thread notices a launcher that exits before all
+/// its workers joined.
+fn run_launcher(shared: &Arc<Shared>, workers: usize, first: bool) {
+    let (Some(launcher), Some(point)) = (shared.cfg.launcher.command(), shared.attach.as_ref())
+    else {
+        return;
+    };
+    if matches!(lock(&shared.state).phase, Phase::Stopping | Phase::Stopped) {
+        return;
+    }
+    let ticket = random_ticket();
+    let mut argv: Vec<std::ffi::OsString> = vec![shared.cfg.program.clone().into()];
+    argv.extend(shared.cfg.command.args().iter().cloned());
+    argv.extend(["--connect".into(), point.info.address().into()]);
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = shared.cfg.command.envs().to_vec();
+    env.push((ENV_TOKEN.into(), point.info.secret_hex().into()));
+    env.push((ENV_TICKET.into(), ticket.to_string().into()));
+    let mut cmd = launcher.command(&LaunchRequest {
+        workers,
+        first,
+        argv: &argv,
+        env: &env,
+    });
+    let name = launcher.name().to_owned();
+    lock(&shared.state).launches.insert(
+        ticket,
+        LaunchRecord {
+            expected: workers,
+            joined: 0,
+        },
+    );
+    let started = spawn::start_forwarded(&mut cmd);
+    drop(cmd);
+    let (mut child, out) = match started {
+        Ok(pair) => pair,
+        Err(e) => {
+            let message = format!("cannot run the launcher `{name}`: {e}");
+            launcher_gone(shared, ticket, message);
+            return;
+        }
+    };
+    let pid = child.id();
+    tracing::info!(target: "procpool::pool", "{name} (pid {pid}) launching {workers} worker(s)");
+    spawn::forward_output(out, name.clone());
+    lock(&shared.launched).push((ticket, pid));
+    let s = shared.clone();
+    let watcher = std::thread::Builder::new()
+        .name(format!("procpool-{name}"))
+        .spawn(move || {
+            let exit = exit_of(child.wait());
+            lock(&s.launched).retain(|(t, _)| *t != ticket);
+            launcher_gone(&s, ticket, format!("{name} (pid {pid}) {exit}"));
+        });
+    match watcher {
+        Ok(h) => lock(&shared.threads).push(h),
+        Err(e) => {
+            kill_group(pid, Signal::SIGKILL);
+            launcher_gone(
+                shared,
+                ticket,
+                format!("cannot watch {}: {e}", launcher.name()),
+            );
+        }
+    }
+}
+
+/// A launcher run ended. Workers it started that never joined are a
+/// failure: the build fails, or (later) they count as crashes and are
+/// launched again, until the pool breaks.
+fn launcher_gone(shared: &Arc<Shared>, ticket: u64, how: String) {
+    let mut failures = Vec::new();
+    let mut kill_others = Vec::new();
+    let mut relaunch = None;
+    {
+        let mut st = lock(&shared.state);
+        let Some(rec) = st.launches.remove(&ticket) else {
+            return;
+        };
+        let missing = rec.expected.saturating_sub(rec.joined);
+        if missing == 0
+            || matches!(st.phase, Phase::Stopping | Phase::Stopped)
+            || st.broken.is_some()
+        {
+            tracing::debug!(target: "procpool::pool", "{how}");
+            return;
+        }
+        let cause = format!(
+            "{how} before {missing} of its {} worker(s) joined",
+            rec.expected
+        );
+        tracing::warn!(target: "procpool::pool", "{cause}");
+        if st.building {
+            st.launch_failure = Some(cause);
+        } else {
+            st.crash_streak += 1;
+            let max = shared.cfg.max_restarts;
+            if st.crash_streak > max {
+                let reason = format!(
+                    "{} launches or workers failed in a row with no task finished in between \
+                     (last: {cause}); max_restarts is {max}",
+                    st.crash_streak
+                );
+                break_pool(&mut st, reason, &mut failures, &mut kill_others);
+            } else {
+                relaunch = Some((missing, backoff(st.crash_streak)));
+            }
+        }
+    }
+    shared.changed.notify_all();
+    finish_breaking(shared, failures, kill_others);
+    if let Some((workers, delay)) = relaunch {
+        std::thread::sleep(delay);
+        if let Some(tx) = lock(&shared.spawn_tx).as_ref() {
+            let _ = tx.send(SpawnJob::Launch {
+                workers,
+                first: false,
+            });
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Building a pool: the shared state, the spawner, clock and accept
+//! threads, the first workers (or launch), and waiting until every slot is
+//! ready or one failed. Takes `Shared::state` (waiting on `changed`) and
+//! `Shared::threads`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use super::attach::AttachPoint;
+use super::builder::Config;
+use super::cancel::PoolControl;
+use super::clock::clock_main;
+use super::guard::guarded;
+use super::launch::Launcher;
+use super::launch::Transport;
+use super::shutdown::shutdown;
+use super::spawn::StartError;
+use super::spawner::spawner_main;
+use super::state::{Phase, PoolState, Shared, SlotStatus, SpawnJob, WorkerSlot};
+use crate::Shutdown;
+use crate::cost::StatsCollector;
+use crate::error::BuildError;
+use crate::idmap::IdMap;
+use crate::lock::lock;
+
+/// Starts the pool's threads and workers; returns once all are ready.
+pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
+    let workers = cfg.workers;
+    let dials_in = cfg.launcher.dials_in() || cfg.transport == Transport::Tcp;
+    let attach = if dials_in {
+        Some(AttachPoint::open(&cfg).map_err(|source| BuildError::Spawn {
+            worker: 0,
+            program: "<listening socket>".into(),
+            source,
+        })?)
+    } else {
+        None
+    };
+    // Spawned workers are started here; all others join by dialing in,
+    // into vacant slots.
+    let spawned = matches!(cfg.launcher, Launcher::Spawn);
+    let waits = !matches!(cfg.launcher, Launcher::Attach | Launcher::External);
+    let shared = Arc::new_cyclic(|me| Shared {
+        cfg,
+        state: Mutex::new(PoolState {
+            phase: Phase::Running,
+            broken: None,
+            queue: VecDeque::new(),
+            slots: (0..workers)
+                .map(|_| {
+                    let mut s = WorkerSlot::new();
+                    if !spawned {
+                        s.status = SlotStatus::Dead; // vacant until a worker joins
+                    }
+                    s
+                })
+                .collect(),
+            crash_streak: 0,
+            cancels: IdMap::default(),
+            next_generation: 1,
+            next_batch: 1,
+            seq: 0,
+            building: waits,
+            shutting_down: false,
+            inject_panic: false,
+            launches: HashMap::new(),
+            launch_failure: None,
+        }),
+        spare_input: Mutex::new(None),
+        changed: Condvar::new(),
+        clock: Condvar::new(),
+        next_id: AtomicU64::new(1),
+        stats: StatsCollector::new(),
+        spawn_tx: Mutex::new(None),
+        threads: Mutex::new(Vec::new()),
+        control: Arc::new(PoolControl(me.clone())),
+        attach,
+        launched: Mutex::new(Vec::new()),
+    });
+    let (tx, rx) = mpsc::channel::<SpawnJob>();
+    *lock(&shared.spawn_tx) = Some(tx.clone());
+    let s1 = shared.clone();
+    let spawner = std::thread::Builder::new()
+        .name("procpool-spawner".into())
+        .spawn(move || {
+            let s = s1.clone();
+            guarded(&s1, "spawner", None, move || spawner_main(&s, rx));
+        });
+    let s2 = Arc::downgrade(&shared);
+    let clock = std::thread::Builder::new()
+        .name("procpool-clock".into())
+        .spawn(move || clock_main(&s2));
+    let s3 = shared.clone();
+    let accept = dials_in.then(|| {
+        std::thread::Builder::new()
+            .name("procpool-attach-accept".into())
+            .spawn(move || super::attach::accept_loop(&s3))
+    });
+    let mut started = vec![spawner, clock];
+    started.extend(accept);
+    let mut failed = None;
+    for t in started {
+        match t {
+            Ok(h) => lock(&shared.threads).push(h),
+            Err(e) => failed = Some(e),
+        }
+    }
+    if let Some(source) = failed {
+        shutdown(&shared, Shutdown::Kill);
+        return Err(BuildError::Spawn {
+            worker: 0,
+            program: "<thread>".into(),
+            source,
+        });
+    }
+    match &shared.cfg.launcher {
+        Launcher::Attach => return Ok(shared),
+        Launcher::External => {
+            if let Some(a) = &shared.attach {
+                eprintln!(
+                    "procpool: waiting for {workers} worker(s); start each with:\n  {}",
+                    a.info.command_line(&shared.cfg.program)
+                );
+            }
+            return Ok(shared);
+        }
+        Launcher::Command(_) => {
+            let _ = tx.send(SpawnJob::Launch {
+                workers,
+                first: true,
+            });
+        }
+        Launcher::Spawn => {
+            for i in 0..workers {
+                let _ = tx.send(SpawnJob::Worker(i));
+            }
+        }
+    }
+    drop(tx);
+    let deadline = Instant::now() + shared.cfg.launch_timeout;
+    // Wait until every slot is ready, or one failed.
+    let failure = {
+        let mut st = lock(&shared.state);
+        loop {
+            if spawned && let Some(i) = st.slots.iter().position(|s| s.status == SlotStatus::Dead) {
+                let slot = &mut st.slots[i];
+                break Some((i, slot.start_error.take(), slot.last_exit));
+            }
+            if !spawned {
+                // Launched workers: any start failure, the launcher giving
+                // up, or the launch timeout ends the build.
+                if let Some(i) = st.slots.iter().position(|s| s.start_error.is_some()) {
+                    let slot = &mut st.slots[i];
+                    break Some((i, slot.start_error.take(), slot.last_exit));
+                }
+                if let Some(m) = st.launch_failure.take() {
+                    break Some((0, Some(StartError::Handshake(m)), None));
+                }
+                if Instant::now() >= deadline {
+                    let ready = st
+                        .slots
+                        .iter()
+                        .filter(|s| s.status == SlotStatus::Ready)
+                        .count();
+                    break Some((
+                        0,
+                        Some(StartError::Handshake(format!(
+                            "only {ready} of {workers} launched workers joined within {:?} \
+                             (launch_timeout); can the nodes reach {}?",
+                            shared.cfg.launch_timeout,
+                            shared.attach.as_ref().map_or("", |a| a.info.address())
+                        ))),
+                        None,
+                    ));
+                }
+            }
+            if st.slots.iter().all(|s| s.status == SlotStatus::Ready) {
+                st.building = false;
+                break None;
+            }
+            st = shared
+                .changed
+                .wait_timeout(st, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    };
+    let Some((worker, error, exit)) = failure else {
+        tracing::debug!(target: "procpool::pool", workers, "pool ready");
+        return Ok(shared);
+    };
+    shutdown(&shared, Shutdown::Kill);
+    Err(match error {
+        Some(StartError::Spawn(source)) => BuildError::Spawn {
+            worker,
+            program: shared.cfg.program.clone(),
+            source,
+        },
+        Some(StartError::Init(message)) => BuildError::Initializer {
+            worker,
+            name: shared
+                .cfg
+                .init
+                .as_ref()
+                .map(|i| i.name.to_owned())
+                .unwrap_or_default(),
+            message,
+        },
+        Some(StartError::Handshake(message)) => BuildError::Handshake { worker, message },
+        None => BuildError::Handshake {
+            worker,
+            message: match exit {
+                Some(e) => format!("the worker {e} during start-up"),
+                None => "the worker ended during start-up".into(),
+            },
+        },
+    })
+}

@@ -1,0 +1,430 @@
+//! The pool's shared state: [`Shared`] (settings, the one lock over
+//! [`PoolState`], its condvars, the counters) and the worker slots.
+//!
+//! # Worker slots
+//!
+//! Each of the pool's `workers` slots holds one process at a time, moving
+//! through
+//!
+//! ```text
+//! Starting ──ready──▶ Ready ──max tasks──▶ Retiring
+//!    ▲                  │                     │
+//!    └──respawn── Dead ◀┴──────exit───────────┘
+//! ```
+//!
+//! * `Starting`: a spawn request is queued to the spawner thread, or the
+//!   process is greeting and running the initializer. Gets no work.
+//! * `Ready`: gets work while it holds fewer than `prefetch` batches.
+//! * `Retiring`: has taken `max_tasks_per_worker`; gets no more work and is
+//!   asked to exit once its last task is done.
+//! * `Dead`: the process is reaped. The waiter thread that saw it exit
+//!   settles its tasks (the one running fails, the prefetched ones go back
+//!   to the front of the queue) and asks for a replacement unless the pool
+//!   is stopping or broken (see `settle`).
+//!
+//! Every process has a `generation`, unique within the pool. Messages carry
+//! it, and anything stamped with an old generation is dropped.
+//!
+//! # Locking
+//!
+//! All of [`PoolState`] is under `Shared::state`. Futures are resolved only
+//! after that lock is released (their callbacks may call back into the
+//! pool). `changed` is signalled when work finishes while the pool stops,
+//! when a slot changes status, and when the phase changes. The other locks
+//! of [`Shared`] are leaves: nothing else is taken while one is held.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use procpool_wire::message::ToWorker;
+use procpool_wire::{Generation, Payload, TaskId};
+
+use super::attach::AttachPoint;
+use super::builder::Config;
+use super::cancel::CancelWait;
+use super::item::{Batch, Meta};
+use super::outbox::{Conn, post_message};
+use super::spawn::StartError;
+use crate::cost::StatsCollector;
+use crate::error::Exit;
+use crate::future::Control;
+use crate::idmap::IdMap;
+use crate::link::frames::reusable;
+use crate::link::stream::Stream;
+use crate::lock::lock;
+
+/// Where the pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Accepting work.
+    Running,
+    /// `shutdown(Wait)`: refusing new work, finishing the queue.
+    Draining,
+    /// Workers are being told to exit (or killed); nothing is dispatched.
+    Stopping,
+    /// Every worker is gone.
+    Stopped,
+}
+
+/// See the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotStatus {
+    Starting,
+    Ready,
+    Retiring,
+    Dead,
+}
+
+/// Why the pool killed (or asked to exit) a worker: decides how its
+/// running task's future ends and whether the death counts as a crash.
+#[derive(Debug, Clone)]
+pub(crate) enum KillReason {
+    TimedOut {
+        id: TaskId,
+        after: Duration,
+    },
+    /// `TaskFuture::kill` of the running task.
+    Killed {
+        id: TaskId,
+    },
+    Protocol(String),
+    /// A TCP worker went silent.
+    Lost,
+    Retire,
+    Shutdown,
+    Broken(String),
+    StartFailed,
+}
+
+/// A task a worker holds (prefetched or running).
+pub(crate) struct Assigned {
+    pub meta: Meta,
+    pub payload: Payload,
+    pub batch: u64,
+    pub assigned_at: Instant,
+    pub started: bool,
+    /// Assignment order, to re-queue prefetched tasks in order.
+    pub seq: u64,
+}
+
+/// One worker slot; see the module docs for the status machine.
+pub(crate) struct WorkerSlot {
+    pub status: SlotStatus,
+    pub generation: Generation,
+    pub pid: Option<u32>,
+    pub conn: Option<Arc<Conn>>,
+    /// Tasks sent to this process and not finished.
+    pub inflight: IdMap<TaskId, Assigned>,
+    /// Unfinished tasks per batch sent, in order; its size is the prefetch
+    /// count. Within a chunk the worker announces only the first task: the
+    /// result of one task means the next in its batch has begun.
+    pub batches: IdMap<u64, VecDeque<TaskId>>,
+    /// Tasks this process has been given (for `max_tasks_per_worker`).
+    pub taken: u64,
+    /// The task it runs now, and since when (for the timeout clock).
+    pub running: Option<(TaskId, Instant)>,
+    pub kill: Option<KillReason>,
+    pub start_error: Option<StartError>,
+    pub last_exit: Option<Exit>,
+    /// The SIGKILL deadline after a SIGTERM.
+    pub kill_at: Option<Instant>,
+    /// Tasks the current process has finished.
+    pub finished: u64,
+    /// Consecutive processes of this slot that died before finishing a
+    /// task (start-up failures included). Other slots' progress does not
+    /// reset it, so one slot that can never start breaks the pool.
+    pub failures: u32,
+    /// A second handle on the worker's connection.
+    pub link: Option<Stream>,
+    /// The worker is not a process the pool may signal (it dialed in over
+    /// TCP): it is stopped by closing `link`.
+    pub remote: bool,
+}
+
+/// How to stop one worker.
+pub(crate) enum Target {
+    /// A process (group) the pool started, or a local attached process.
+    Group(u32),
+    /// A remote worker: closing its connection makes it exit, and ends the
+    /// pool's reader at once.
+    Link(Stream),
+}
+
+impl Target {
+    pub(crate) fn signal(&self, sig: Signal) {
+        match self {
+            Target::Group(pid) => kill_group(*pid, sig),
+            Target::Link(s) => s.shutdown(),
+        }
+    }
+}
+
+impl WorkerSlot {
+    pub(crate) fn new() -> WorkerSlot {
+        WorkerSlot {
+            status: SlotStatus::Starting,
+            generation: 0,
+            pid: None,
+            conn: None,
+            inflight: IdMap::default(),
+            batches: IdMap::default(),
+            taken: 0,
+            running: None,
+            kill: None,
+            start_error: None,
+            last_exit: None,
+            kill_at: None,
+            finished: 0,
+            failures: 0,
+            link: None,
+            remote: false,
+        }
+    }
+
+    /// How to stop this slot's worker, if it has one.
+    pub(crate) fn target(&self) -> Option<Target> {
+        if self.remote {
+            let link = self.link.as_ref()?.try_clone().ok()?;
+            Some(Target::Link(link))
+        } else {
+            self.pid.map(Target::Group)
+        }
+    }
+
+    /// Marks the first unfinished task of `batch` as begun (the worker runs
+    /// a chunk's tasks back to back) and returns it.
+    pub(crate) fn begin_next(&mut self, batch: u64) -> Option<&Assigned> {
+        let next = *self.batches.get(&batch)?.front()?;
+        let a = self.inflight.get_mut(&next)?;
+        if a.started {
+            return None;
+        }
+        a.started = true;
+        self.running = Some((next, Instant::now()));
+        Some(a)
+    }
+
+    /// Removes a task that ended (or was withdrawn) from this slot.
+    pub(crate) fn take_task(&mut self, id: TaskId) -> Option<Assigned> {
+        let a = self.inflight.remove(&id)?;
+        if let Some(ids) = self.batches.get_mut(&a.batch) {
+            if let Some(pos) = ids.iter().position(|&x| x == id) {
+                ids.remove(pos);
+            }
+            if ids.is_empty() {
+                self.batches.remove(&a.batch);
+            }
+        }
+        if self.running.is_some_and(|(r, _)| r == id) {
+            self.running = None;
+        }
+        Some(a)
+    }
+
+    pub(crate) fn alive(&self) -> bool {
+        self.status != SlotStatus::Dead
+    }
+}
+
+/// Everything that changes, under one lock. See the module docs.
+pub(crate) struct PoolState {
+    pub phase: Phase,
+    /// Set once; the pool then refuses work and fails what is queued.
+    pub broken: Option<String>,
+    pub queue: VecDeque<Batch>,
+    pub slots: Vec<WorkerSlot>,
+    /// Unexpected deaths since the last task finished.
+    pub crash_streak: u32,
+    /// `cancel()` calls waiting for a worker's answer.
+    pub cancels: IdMap<TaskId, Arc<CancelWait>>,
+    pub next_generation: Generation,
+    pub next_batch: u64,
+    pub seq: u64,
+    /// `build()` is still waiting: failures end the build, not respawn.
+    pub building: bool,
+    /// Some thread is running `shutdown`.
+    pub shutting_down: bool,
+    /// Test hook: the next `settle` panics (see
+    /// `ProcessPool::debug_inject_supervisor_panic`).
+    pub inject_panic: bool,
+    /// Launcher runs (`srun`, `mpirun`) by ticket: workers asked for and
+    /// workers that joined.
+    pub launches: HashMap<u64, LaunchRecord>,
+    /// Why `build()` must fail (a launcher exited before its workers
+    /// joined).
+    pub launch_failure: Option<String>,
+}
+
+/// One run of a launcher program.
+pub(crate) struct LaunchRecord {
+    pub expected: usize,
+    pub joined: usize,
+}
+
+/// Work for the spawner thread.
+pub(crate) enum SpawnJob {
+    /// Start a process for this slot.
+    Worker(usize),
+    /// Run the launcher for this many workers.
+    Launch { workers: usize, first: bool },
+}
+
+impl PoolState {
+    /// Gives slot `idx` to a new process: a fresh generation, status
+    /// `Starting`, its counters reset. Returns the generation.
+    pub(crate) fn claim_slot(&mut self, idx: usize) -> Generation {
+        let g = self.next_generation;
+        self.next_generation += 1;
+        let slot = &mut self.slots[idx];
+        slot.generation = g;
+        slot.status = SlotStatus::Starting;
+        slot.kill = None;
+        slot.start_error = None;
+        slot.taken = 0;
+        slot.finished = 0;
+        g
+    }
+
+    /// Asks a retiring worker with nothing left to exit.
+    pub(crate) fn retire_if_idle(&mut self, idx: usize) {
+        let slot = &mut self.slots[idx];
+        if slot.status == SlotStatus::Retiring && slot.inflight.is_empty() && slot.kill.is_none() {
+            slot.kill = Some(KillReason::Retire);
+            if let Some(conn) = &slot.conn {
+                post_message(
+                    conn,
+                    &ToWorker::Shutdown {
+                        drop_pending: false,
+                    },
+                );
+                let conn = conn.clone();
+                // The frame is tiny; writing it under the lock is fine and
+                // keeps it ordered after any earlier frame.
+                conn.flush();
+            }
+        }
+    }
+
+    pub(crate) fn idle(&self) -> bool {
+        self.queue.is_empty() && self.slots.iter().all(|s| s.inflight.is_empty())
+    }
+}
+
+/// The pool's shared core.
+pub(crate) struct Shared {
+    pub cfg: Config,
+    pub state: Mutex<PoolState>,
+    pub changed: Condvar,
+    /// Wakes the timeout clock.
+    pub clock: Condvar,
+    pub next_id: AtomicU64,
+    pub stats: StatsCollector,
+    pub spawn_tx: Mutex<Option<mpsc::Sender<SpawnJob>>>,
+    pub threads: Mutex<Vec<JoinHandle<()>>>,
+    pub control: Arc<dyn Control>,
+    /// Where workers dial in (every launcher but a `Spawn` over local
+    /// sockets).
+    pub attach: Option<AttachPoint>,
+    /// Launcher processes still running (ticket, pid), stopped at
+    /// shutdown.
+    pub launched: Mutex<Vec<(u64, u32)>>,
+    /// A large input buffer whose task is done, for the next `submit` to
+    /// encode into (a fresh one costs a page fault per 4 KiB).
+    pub spare_input: Mutex<Option<Vec<u8>>>,
+}
+
+impl Shared {
+    pub(crate) fn control(&self) -> Arc<dyn Control> {
+        self.control.clone()
+    }
+
+    /// A buffer to encode an input into: a recycled large one if there is.
+    pub(crate) fn input_buffer(&self) -> Vec<u8> {
+        let mut buf = lock(&self.spare_input).take().unwrap_or_default();
+        buf.clear();
+        buf
+    }
+
+    /// A finished task's input buffer, kept if it is large and no longer
+    /// shared (its frame has been written).
+    pub(crate) fn recycle_input(&self, payload: Payload) {
+        if let Some(buf) = reusable(payload) {
+            let mut spare = lock(&self.spare_input);
+            if spare.as_ref().is_none_or(|s| s.capacity() < buf.capacity()) {
+                *spare = Some(buf);
+            }
+        }
+    }
+}
+
+/// Sends `sig` to a worker's process group (the worker and what it forked);
+/// an attached worker that leads no group gets it alone.
+pub(crate) fn kill_group(pid: u32, sig: Signal) {
+    let pid = Pid::from_raw(pid as i32);
+    if nix::sys::signal::killpg(pid, sig) == Err(nix::errno::Errno::ESRCH) {
+        let _ = nix::sys::signal::kill(pid, sig);
+    }
+}
+
+pub(crate) fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> Exit {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) => Exit::Signal(sig),
+            _ => Exit::Unknown,
+        },
+        Err(_) => Exit::Unknown,
+    }
+}
+
+pub(crate) fn worker_pids(shared: &Shared) -> Vec<u32> {
+    lock(&shared.state)
+        .slots
+        .iter()
+        .filter_map(|s| s.pid)
+        .collect()
+}
+
+/// Whether the pool has stopped.
+pub(crate) fn stopped(shared: &Shared) -> bool {
+    lock(&shared.state).phase == Phase::Stopped
+}
+
+/// Waits until at least `n` slots are ready.
+pub(crate) fn wait_ready(shared: &Shared, n: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut st = lock(&shared.state);
+    loop {
+        let ready = st
+            .slots
+            .iter()
+            .filter(|s| s.status == SlotStatus::Ready)
+            .count();
+        if ready >= n {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        st = shared
+            .changed
+            .wait_timeout(st, deadline - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+pub(crate) fn inject_panic(shared: &Shared) {
+    lock(&shared.state).inject_panic = true;
+}
+
+pub(crate) fn broken(shared: &Shared) -> Option<String> {
+    lock(&shared.state).broken.clone()
+}

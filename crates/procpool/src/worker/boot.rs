@@ -1,0 +1,218 @@
+//! Booting a worker process: is this process a worker, how does it reach
+//! its pool (an inherited `socketpair` end and reply ring, or dialing in
+//! with the secret from its environment), the handshake, and starting its
+//! threads. Takes no lock of its own.
+
+use std::collections::VecDeque;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use procpool_wire::handshake::SECRET_LEN;
+
+use super::executor::execute;
+use super::panic::install_panic_hook;
+use super::shared::{Local, Notes, WorkerShared};
+use super::{heartbeat, reader};
+use crate::link::env::{
+    ENV_CONNECT, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN,
+};
+use crate::link::handshake::greet_pool;
+use crate::link::ring;
+use crate::link::secret::unhex;
+use crate::link::stream::{Stream, dial, tune_tcp};
+use crate::task::Registry;
+
+/// Whether this process was started by a `ProcessPool` as a worker.
+pub fn is_worker() -> bool {
+    let connected = std::env::var_os(ENV_FD).is_some() || std::env::var_os(ENV_CONNECT).is_some();
+    // Started by a launcher (`srun`, `mpirun`) or by hand to dial in.
+    let dialing = std::env::args_os().nth(1).is_some_and(|a| a == "--connect");
+    dialing || (connected && spawned_by_parent())
+}
+
+/// Whether `PROCPOOL_PARENT_PID` names this process's parent.
+fn spawned_by_parent() -> bool {
+    std::env::var(ENV_PARENT)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::os::unix::process::parent_id())
+}
+
+/// A worker the pool spawned dies with it. Set first, then check, so a
+/// parent that died in between is not missed.
+fn die_with_parent() -> Result<(), String> {
+    if std::env::var_os(ENV_PARENT).is_none() {
+        return Ok(());
+    }
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if !spawned_by_parent() {
+        return Err("the pool that started this worker is gone".into());
+    }
+    Ok(())
+}
+
+/// For programs that are their own worker binary
+/// (`WorkerCommand::current_exe()`): call it first thing in `main`. In a
+/// worker it serves tasks and exits; otherwise it returns at once.
+///
+/// ```no_run
+/// procpool::worker::run_if_worker(procpool_tasks::registry());
+/// // ... the parent's own work: build a pool with WorkerCommand::current_exe()
+/// ```
+pub fn run_if_worker(registry: Registry) {
+    if is_worker() {
+        run(registry)
+    }
+}
+
+/// Serves tasks from `registry` for the pool that started this process, then
+/// exits. This is the whole `main` of a worker binary.
+///
+/// ```no_run
+/// procpool::worker::run(procpool_tasks::registry())
+/// ```
+///
+/// Started by hand or by a launcher (`srun`, `mpirun`) as
+/// `PROGRAM --connect ADDRESS` (`tcp://HOST:PORT` or a local socket's
+/// path) with the pool's secret in `PROCPOOL_TOKEN`, it dials in instead;
+/// see [`Launcher`](crate::Launcher).
+pub fn run(registry: Registry) -> ! {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let connect = args
+        .iter()
+        .position(|a| a == "--connect")
+        .map(|i| args.get(i + 1).and_then(|a| a.to_str()).map(str::to_owned))
+        .or_else(|| std::env::var(ENV_CONNECT).ok().map(Some));
+    let served = match connect {
+        Some(Some(address)) => serve_dialed(&address, registry),
+        Some(None) => {
+            Err("--connect needs the pool's address (tcp://HOST:PORT or a socket path)".to_owned())
+        }
+        None => serve_inherited(registry),
+    };
+    let code = match served {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("procpool-worker: {e}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve_inherited(registry: Registry) -> Result<(), String> {
+    let fd: i32 = std::env::var(ENV_FD)
+        .map_err(|_| {
+            format!(
+                "{ENV_FD} is not set: this program is a procpool worker and is started by a \
+                 ProcessPool, not by hand"
+            )
+        })?
+        .parse()
+        .map_err(|_| format!("{ENV_FD} is not a descriptor number"))?;
+    die_with_parent()?;
+    let sock = crate::sys::adopt_socket(fd).map_err(|e| format!("descriptor {fd}: {e}"))?;
+    // Programs a task starts must not inherit the pool's socket.
+    nix::fcntl::fcntl(
+        &sock,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("cannot set close-on-exec on the socket: {e}"))?;
+    // The reply ring, if the pool made one (see `link::ring`).
+    let ring = match std::env::var(ENV_RING_FD) {
+        Err(_) => None,
+        Ok(n) => {
+            let n: i32 = n
+                .parse()
+                .map_err(|_| format!("{} is not a descriptor number", ENV_RING_FD))?;
+            let fd = crate::sys::adopt_memfd(n).map_err(|e| format!("reply ring {n}: {e}"))?;
+            Some(ring::Writer::open(fd).map_err(|e| format!("reply ring: {e}"))?)
+        }
+    };
+    serve(
+        Stream::Unix(UnixStream::from(sock)),
+        registry,
+        None,
+        0,
+        ring,
+    )
+}
+
+/// Dial the pool (TCP or a local socket) and prove the secret from the
+/// environment (never from the command line).
+fn serve_dialed(address: &str, registry: Registry) -> Result<(), String> {
+    let token = std::env::var(ENV_TOKEN)
+        .ok()
+        .and_then(|t| unhex(t.trim()))
+        .filter(|t| t.len() == SECRET_LEN)
+        .ok_or_else(|| {
+            format!("{ENV_TOKEN} must hold the pool's secret ({SECRET_LEN} bytes, hex)")
+        })?;
+    let ticket = std::env::var(ENV_TICKET)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(0);
+    die_with_parent()?;
+    let stream = dial(address).map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    serve(stream, registry, Some(token), ticket, None)
+}
+
+/// Serves one connection to a pool: handshake, then tasks until told to
+/// stop. A worker that dialed in brings the pool's `secret` and proves it
+/// (and checks the pool's proof); `ticket` names what the pool started it
+/// as.
+pub(crate) fn serve(
+    stream: Stream,
+    registry: Registry,
+    secret: Option<Vec<u8>>,
+    ticket: u64,
+    ring: Option<ring::Writer>,
+) -> Result<(), String> {
+    install_panic_hook();
+    let (reader, accepted) = greet_pool(&stream, secret.as_deref(), ticket)?;
+    let (worker_id, generation, max_frame) =
+        (accepted.worker_id, accepted.generation, accepted.max_frame);
+    let spin = std::env::var(ENV_SPIN)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_micros);
+    let heartbeat = Duration::from_millis(u64::from(accepted.heartbeat_ms));
+    if let Stream::Tcp(t) = &stream
+        && !heartbeat.is_zero()
+    {
+        // A pool that vanishes without closing is noticed when our
+        // heartbeats go unacknowledged this long.
+        let _ = tune_tcp(t, heartbeat.saturating_mul(10));
+    }
+    let shared = Arc::new(WorkerShared {
+        spin,
+        local: Mutex::new(Local {
+            queue: VecDeque::new(),
+            closing: false,
+            batches: 0,
+        }),
+        cond: Condvar::new(),
+        writer: Mutex::new(stream),
+        generation,
+        spare_frame: Mutex::new(None),
+    });
+    let reader_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("procpool-worker-reader".into())
+        .spawn(move || reader::read_loop(reader, &reader_shared))
+        .map_err(|e| format!("cannot start the reader thread: {e}"))?;
+    if !heartbeat.is_zero() {
+        heartbeat::start(shared.clone(), heartbeat)
+            .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
+    }
+    let mut notes = Notes { ring };
+    execute(
+        &shared,
+        &registry,
+        worker_id as usize,
+        max_frame,
+        &mut notes,
+    );
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! The worker's executor (its main thread): pops work in order, runs it,
+//! and reports each result and the next task's start in one write, into
+//! the reply ring or onto the socket. Takes `WorkerShared::local` (to pop,
+//! and to park on its condvar) and `spare_frame`; writes through
+//! [`Notes`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use procpool_wire::frame::Outgoing;
+use procpool_wire::message::{Outcome, ToParent, WorkerTiming, encode_message};
+
+use super::shared::{Notes, Work, WorkerShared};
+use crate::link::frames::reusable;
+use crate::lock::lock;
+use crate::task::{Registry, WorkerContext};
+
+/// Peak resident memory of this process, read with `getrusage` at most
+/// every few milliseconds (a syscall per task would cost more than a
+/// trivial task; so would a clock read, so the clock is looked at every
+/// few tasks).
+struct PeakRss {
+    value: u64,
+    read_at: Option<Instant>,
+    calls: u32,
+}
+
+impl PeakRss {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+    const LOOK_EVERY: u32 = 16;
+
+    /// `fresh`: read now regardless (after a long task, whose cost dwarfs
+    /// the syscall and which may have grown the process).
+    fn peak(&mut self, fresh: bool) -> u64 {
+        self.calls = self.calls.wrapping_add(1);
+        let look = fresh || self.calls.is_multiple_of(Self::LOOK_EVERY);
+        if look && (fresh || self.read_at.is_none_or(|t| t.elapsed() >= Self::EVERY)) {
+            self.value = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+                .map(|u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024)
+                .unwrap_or(0);
+            self.read_at = Some(Instant::now());
+        }
+        self.value
+    }
+}
+
+/// Yields the CPU in a loop (so a peer on the same CPU runs) until work is
+/// queued or the spin time passes.
+fn spin_for_work(shared: &WorkerShared) {
+    let until = Instant::now() + shared.spin;
+    while Instant::now() < until {
+        std::thread::yield_now();
+        if let Ok(local) = shared.local.try_lock()
+            && (!local.queue.is_empty() || local.closing)
+        {
+            return;
+        }
+    }
+}
+
+/// The last task of a large frame is done: its buffer goes back to the
+/// reader for the next frame.
+fn recycle_frame(shared: &WorkerShared, frame: Arc<Vec<u8>>) {
+    if let Some(buf) = reusable(frame) {
+        *lock(&shared.spare_frame) = Some(buf);
+    }
+}
+
+/// Sends the held result (and `then`, in the same write), then keeps the
+/// result's buffer as `spare` for the next output if it is large.
+fn send_pending(
+    shared: &WorkerShared,
+    notes: &mut Notes,
+    pending: &mut Option<Outgoing>,
+    then: Option<Outgoing>,
+    spare: &mut Vec<u8>,
+) {
+    match (pending.take(), then) {
+        (Some(result), Some(then)) => {
+            let frames = [result, then];
+            notes.send(shared, &frames);
+            reclaim(frames, spare);
+        }
+        (Some(one), None) | (None, Some(one)) => {
+            let frames = [one];
+            notes.send(shared, &frames);
+            reclaim(frames, spare);
+        }
+        (None, None) => {}
+    }
+}
+
+/// Keeps the largest payload buffer of frames already sent as `spare`.
+fn reclaim<const N: usize>(frames: [Outgoing; N], spare: &mut Vec<u8>) {
+    for payload in frames.into_iter().flat_map(Outgoing::into_payloads) {
+        if let Some(buf) = reusable(payload)
+            && buf.capacity() > spare.capacity()
+        {
+            *spare = buf;
+        }
+    }
+}
+
+/// Runs queued work in order. Each task's result is written before the
+/// next task begins, so the parent always knows what ran: within a chunk
+/// the result of one task says the next has begun; the first task of a
+/// chunk (or a single task) is announced with `Started`, in the same write
+/// as the result before it.
+pub(super) fn execute(
+    shared: &WorkerShared,
+    registry: &Registry,
+    worker_id: usize,
+    max_frame: u32,
+    notes: &mut Notes,
+) {
+    let mut ctx = WorkerContext::new(worker_id);
+    let mut pending: Option<Outgoing> = None;
+    let mut current_batch: Option<u64> = None;
+    let mut spare: Vec<u8> = Vec::new();
+    let mut rss = PeakRss {
+        value: 0,
+        read_at: None,
+        calls: 0,
+    };
+    loop {
+        let work = {
+            let mut local = lock(&shared.local);
+            let mut spun = shared.spin.is_zero();
+            loop {
+                if let Some(w) = local.queue.pop_front() {
+                    break Some(w);
+                }
+                if pending.is_some() || local.closing {
+                    break None;
+                }
+                if !spun {
+                    // Opt-in: look for the next task briefly before parking,
+                    // so it needs no wake-up.
+                    drop(local);
+                    spin_for_work(shared);
+                    spun = true;
+                    local = lock(&shared.local);
+                    continue;
+                }
+                local = shared.cond.wait(local).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        match work {
+            None => {
+                if pending.is_none() {
+                    return;
+                }
+                send_pending(shared, notes, &mut pending, None, &mut spare);
+            }
+            Some(Work::Init {
+                name,
+                fingerprint,
+                frame,
+                range,
+            }) => {
+                send_pending(shared, notes, &mut pending, None, &mut spare);
+                let error = registry
+                    .init(&name, fingerprint, &frame[range], &mut ctx)
+                    .err();
+                let failed = error.is_some();
+                let msg = ToParent::InitDone {
+                    generation: shared.generation,
+                    error,
+                };
+                shared.send(&[shared.message(&msg)]);
+                if failed {
+                    std::process::exit(4);
+                }
+            }
+            Some(Work::Task {
+                header,
+                batch,
+                frame,
+                range,
+                arrived,
+            }) => {
+                if current_batch != Some(batch) {
+                    current_batch = Some(batch);
+                    let started = shared.message(&ToParent::Started {
+                        generation: shared.generation,
+                        id: header.id,
+                    });
+                    send_pending(shared, notes, &mut pending, Some(started), &mut spare);
+                } else {
+                    send_pending(shared, notes, &mut pending, None, &mut spare);
+                }
+                let start = Instant::now();
+                let queue_ns = crate::task::nanos_between(arrived, start);
+                let mut out = std::mem::take(&mut spare);
+                out.clear();
+                let ran = registry.run(
+                    &header.name,
+                    header.fingerprint,
+                    &frame[range],
+                    &mut ctx,
+                    &mut out,
+                    start,
+                );
+                recycle_frame(shared, frame);
+                let mut outcome = ran.outcome;
+                if let Outcome::Ok { .. } = outcome
+                    && out.len() > max_frame as usize - 1024
+                {
+                    outcome = Outcome::Encode {
+                        message: format!(
+                            "output of {} bytes exceeds the pool's {max_frame}-byte frame cap",
+                            out.len()
+                        ),
+                        worker_type: header.name.to_string(),
+                    };
+                }
+                let payloads = match outcome {
+                    Outcome::Ok { .. } => vec![out],
+                    _ => {
+                        spare = out;
+                        Vec::new()
+                    }
+                };
+                let msg = ToParent::Finished {
+                    generation: shared.generation,
+                    id: header.id,
+                    outcome,
+                    timing: WorkerTiming {
+                        queue_ns,
+                        decode_ns: ran.decode_ns,
+                        run_ns: ran.run_ns,
+                        encode_ns: ran.encode_ns,
+                        peak_rss_bytes: rss.peak(ran.run_ns > 1_000_000),
+                    },
+                };
+                pending = Some(
+                    encode_message(&msg, payloads).expect("procpool's own messages always encode"),
+                );
+            }
+        }
+    }
+}

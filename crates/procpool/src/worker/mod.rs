@@ -1,0 +1,34 @@
+//! The worker side: `procpool::worker::run(registry)`.
+//!
+//! A worker has two threads. The **reader** (`reader`) takes frames off
+//! the socket and keeps a local queue of prefetched tasks; it answers
+//! `Cancel` by removing a task from that queue, so cancelling never waits
+//! for a running task. The **executor** (`executor`, the main thread)
+//! pops tasks in order and, in one write, reports the previous task's
+//! result and the next task's start: exact `Running` states cost no extra
+//! syscall, and a task is never begun before the parent could know it was.
+//! A worker the pool spawned writes these notes into its reply ring (shared
+//! memory, see `link::ring`) rather than the socket, and writes to the
+//! socket only to wake a parked parent or for a note too large for the
+//! ring. Over TCP a third thread sends heartbeats (`heartbeat`).
+//!
+//! * `boot` — is this a worker, reaching the pool, the handshake, starting
+//!   the threads.
+//! * `shared` — what the threads share, and its locks.
+//! * `panic` — the panic hook that tells the parent where a task panicked.
+//!
+//! The worker exits when the parent asks (`Shutdown`), when the socket
+//! closes (the parent is gone), or when its parent process dies
+//! (`PR_SET_PDEATHSIG`). It depends on `link` (the contract with the pool)
+//! and on the registry, never on `process_pool`.
+
+mod boot;
+mod executor;
+mod heartbeat;
+mod panic;
+mod reader;
+mod shared;
+
+pub use crate::link::env::{ENV_FD, ENV_PARENT, ENV_SPIN};
+pub use boot::{is_worker, run, run_if_worker};
+pub(crate) use panic::{clear_panic_location, take_panic_location};

@@ -1,0 +1,134 @@
+//! The worker's reader thread: takes frames off the socket and keeps the
+//! local queue of prefetched tasks; answers `Cancel` by removing a task
+//! from that queue, so cancelling never waits for a running task. Takes
+//! `WorkerShared::local` (briefly, per frame), `spare_frame` and `writer`
+//! (for its answers), never two at once.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use procpool_wire::TaskId;
+use procpool_wire::frame::Outgoing;
+use procpool_wire::message::{MessageError, ToParent, ToWorker, decode_message};
+
+use super::shared::{Work, WorkerShared, exit_parent_gone};
+use crate::link::frames::SocketReader;
+use crate::lock::lock;
+
+pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
+    loop {
+        let frame = match reader.next_frame_owned_reusing(|| lock(&shared.spare_frame).take()) {
+            Ok(Some(f)) => Arc::new(f),
+            Ok(None) => exit_parent_gone(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Err(e) => {
+                eprintln!("procpool-worker: bad frame from the pool: {e}");
+                std::process::exit(3);
+            }
+        };
+        let arrived = Instant::now();
+        let (msg, payloads) = match decode_message::<ToWorker>(&frame) {
+            Ok(pair) => pair,
+            Err(e) => bad_message(&e),
+        };
+        let base = frame.as_ptr() as usize;
+        let ranges: Vec<_> = payloads
+            .iter()
+            .map(|p| {
+                let start = p.as_ptr() as usize - base;
+                start..start + p.len()
+            })
+            .collect();
+        match msg {
+            ToWorker::Run { items } => {
+                let mut local = lock(&shared.local);
+                local.batches += 1;
+                let batch = local.batches;
+                for (header, range) in items.into_iter().zip(ranges) {
+                    local.queue.push_back(Work::Task {
+                        header,
+                        batch,
+                        frame: frame.clone(),
+                        range,
+                        arrived,
+                    });
+                }
+                drop(local);
+                shared.cond.notify_one();
+            }
+            ToWorker::Init {
+                name, fingerprint, ..
+            } => {
+                let range = ranges.into_iter().next().unwrap_or(0..0);
+                lock(&shared.local).queue.push_back(Work::Init {
+                    name,
+                    fingerprint,
+                    frame: frame.clone(),
+                    range,
+                });
+                shared.cond.notify_one();
+            }
+            ToWorker::Cancel { id } => {
+                let withdrawn = withdraw(
+                    shared,
+                    |w| matches!(w, Work::Task { header, .. } if header.id == id),
+                );
+                let withdrawn = !withdrawn.is_empty();
+                let msg = ToParent::Withdrawn {
+                    generation: shared.generation,
+                    id,
+                    withdrawn,
+                };
+                shared.send(&[shared.message(&msg)]);
+            }
+            ToWorker::Shutdown { drop_pending } => {
+                let dropped = if drop_pending {
+                    withdraw(shared, |w| matches!(w, Work::Task { .. }))
+                } else {
+                    Vec::new()
+                };
+                lock(&shared.local).closing = true;
+                shared.cond.notify_one();
+                let frames: Vec<Outgoing> = dropped
+                    .into_iter()
+                    .map(|id| {
+                        shared.message(&ToParent::Withdrawn {
+                            generation: shared.generation,
+                            id,
+                            withdrawn: true,
+                        })
+                    })
+                    .collect();
+                if !frames.is_empty() {
+                    shared.send(&frames);
+                }
+            }
+            other => {
+                eprintln!("procpool-worker: unexpected message from the pool: {other:?}");
+                std::process::exit(3);
+            }
+        }
+    }
+}
+
+fn bad_message(e: &MessageError) -> ! {
+    eprintln!("procpool-worker: bad message from the pool: {e}");
+    std::process::exit(3)
+}
+
+/// Removes queued tasks matching `pred`; returns their ids.
+fn withdraw(shared: &WorkerShared, pred: impl Fn(&Work) -> bool) -> Vec<TaskId> {
+    let mut local = lock(&shared.local);
+    let mut ids = Vec::new();
+    local.queue.retain(|w| {
+        if pred(w) {
+            if let Work::Task { header, .. } = w {
+                ids.push(header.id);
+            }
+            false
+        } else {
+            true
+        }
+    });
+    ids
+}
