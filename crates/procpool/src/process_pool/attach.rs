@@ -28,9 +28,9 @@ use procpool_wire::handshake::{Hello, SECRET_LEN};
 
 use super::adopt::adopt;
 use super::builder::Config;
-use super::launch::Transport;
 use super::spawn::StartError;
 use super::state::{Shared, stopped};
+use super::transport::Transport;
 pub use crate::link::env::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
 use crate::link::frames::SocketReader;
 use crate::link::handshake;

@@ -12,7 +12,8 @@ use crate::error::BuildError;
 use crate::task::{Initializer, init_fingerprint};
 
 use super::ProcessPool;
-use super::launch::{Launcher, Transport};
+use super::launch::Launcher;
+use super::transport::Transport;
 
 pub use crate::link::env::ENV_WORKER_PATH;
 

@@ -1,5 +1,5 @@
-//! How a pool gets its workers (the launcher seam of DESIGN.md), and how
-//! they reach it (the transport).
+//! How a pool gets its workers (the launcher seam of DESIGN.md); how they
+//! reach it is [`Transport`](super::Transport).
 //!
 //! [`Launcher::Spawn`] forks every worker itself. Every other launcher has
 //! the workers *dial in*: the pool listens (a local socket, or TCP), and
@@ -94,22 +94,6 @@ impl From<Mpirun> for Launcher {
     fn from(m: Mpirun) -> Launcher {
         Launcher::Command(Arc::new(m))
     }
-}
-
-/// How workers reach the pool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Transport {
-    /// Unix sockets: a `socketpair` for spawned workers, a named local
-    /// socket for attaching ones (the default).
-    #[default]
-    Local,
-    /// TCP: the pool listens on
-    /// [`listen`](super::ProcessPoolBuilder::listen) and advertises
-    /// [`advertise`](super::ProcessPoolBuilder::advertise); workers dial
-    /// `tcp://HOST:PORT`. Launchers that start remote workers use it
-    /// whatever this says.
-    Tcp,
 }
 
 /// What a [`Launch`] is asked to start.

@@ -73,6 +73,7 @@ mod spawn;
 mod spawner;
 mod start;
 mod state;
+mod transport;
 
 use std::any::type_name;
 use std::sync::Arc;
@@ -83,7 +84,8 @@ use procpool_wire::codec;
 
 pub use attach::{AttachInfo, ENV_TOKEN};
 pub use builder::{ENV_WORKER_PATH, ProcessPoolBuilder, WorkerCommand};
-pub use launch::{Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, Srun, Transport};
+pub use launch::{Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, Srun};
+pub use transport::Transport;
 
 use crate::cost::PoolStats;
 use crate::error::{BuildError, Side, SubmitError, TaskError};

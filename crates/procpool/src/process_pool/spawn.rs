@@ -174,8 +174,12 @@ fn forward_lines(r: io::PipeReader, who: &str) {
 pub(crate) enum StartError {
     /// The process could not be started.
     Spawn(io::Error),
-    /// Spawn, handshake or socket failure.
+    /// The handshake (or the socket under it) failed, or a spawned worker
+    /// did not dial back.
     Handshake(String),
+    /// Launched workers did not join: the launcher program gave up, or the
+    /// launch timeout passed.
+    Launch(String),
     /// The initializer failed, panicked or timed out.
     Init(String),
 }
@@ -185,6 +189,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Spawn(e) => write!(f, "could not start: {e}"),
             StartError::Handshake(m) => write!(f, "handshake failed: {m}"),
+            StartError::Launch(m) => write!(f, "launch failed: {m}"),
             StartError::Init(m) => write!(f, "initializer failed: {m}"),
         }
     }

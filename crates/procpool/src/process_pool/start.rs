@@ -14,11 +14,11 @@ use super::cancel::PoolControl;
 use super::clock::clock_main;
 use super::guard::guarded;
 use super::launch::Launcher;
-use super::launch::Transport;
 use super::shutdown::shutdown;
 use super::spawn::StartError;
 use super::spawner::spawner_main;
 use super::state::{Phase, PoolState, Shared, SlotStatus, SpawnJob, WorkerSlot};
+use super::transport::Transport;
 use crate::Shutdown;
 use crate::cost::StatsCollector;
 use crate::error::BuildError;
@@ -156,7 +156,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
                     break Some((i, slot.start_error.take(), slot.last_exit));
                 }
                 if let Some(m) = st.launch_failure.take() {
-                    break Some((0, Some(StartError::Handshake(m)), None));
+                    break Some((0, Some(StartError::Launch(m)), None));
                 }
                 if Instant::now() >= deadline {
                     let ready = st
@@ -166,7 +166,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
                         .count();
                     break Some((
                         0,
-                        Some(StartError::Handshake(format!(
+                        Some(StartError::Launch(format!(
                             "only {ready} of {workers} launched workers joined within {:?} \
                              (launch_timeout); can the nodes reach {}?",
                             shared.cfg.launch_timeout,
@@ -208,7 +208,11 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
                 .unwrap_or_default(),
             message,
         },
-        Some(StartError::Handshake(message)) => BuildError::Handshake { worker, message },
+        // A launch that failed is reported as the handshake that never
+        // happened (`BuildError` has no variant of its own for it).
+        Some(StartError::Handshake(message) | StartError::Launch(message)) => {
+            BuildError::Handshake { worker, message }
+        }
         None => BuildError::Handshake {
             worker,
             message: match exit {
