@@ -29,6 +29,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod collected;
 pub mod cost;
 pub mod error;
 pub mod future;
@@ -56,6 +57,61 @@ pub use process_pool::{
 pub use task::{InitError, Initializer, Registry, Task, WorkerContext};
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use waiting::{AsCompleted, ReturnWhen, as_completed, wait};
+
+/// Makes a task from a plain function, registered for this program's
+/// workers: `#[procpool::task] fn mix(seed: u64) -> u64` generates
+/// `struct Mix { pub seed: u64 }` (the name in `UpperCamelCase`, one public
+/// field per argument) that implements [`Task`] by calling `mix`, and adds
+/// it to [`Registry::collected`].
+///
+/// ```no_run
+/// use procpool::{ProcessPool, Registry, WorkerCommand};
+///
+/// #[procpool::task]
+/// fn mix(seed: u64) -> u64 {
+///     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     // In a worker process this serves every #[procpool::task] and never returns.
+///     procpool::worker::run_if_worker(Registry::collected());
+///
+///     let pool = ProcessPool::builder()
+///         .worker(WorkerCommand::current_exe()) // workers: this program
+///         .build()?;
+///     assert_eq!(pool.submit(Mix { seed: 7 })?.result()?, mix(7));
+///     for digest in pool.map((0..1000).map(|seed| Mix { seed })) {
+///         println!("{}", digest?);
+///     }
+///     Ok(())
+/// }
+/// ```
+///
+/// * The function stays as written (call it directly, test it directly).
+/// * Arguments must be owned, serializable values (`String`, not `&str`);
+///   the return type must be serializable. A `Result<T, E>` return arrives
+///   as the task's own value (`Ok(Err(e))`), not a pool error.
+/// * An argument `ctx: &mut WorkerContext` (anywhere in the list) is the
+///   worker's [`WorkerContext`], not a field: read what an
+///   [`Initializer`] left there.
+/// * The task's `NAME` is the function's path (`my_crate::jobs::mix`);
+///   `#[procpool::task(name = "mix")]` sets another, and
+///   `#[procpool::task(type_name = MixTask)]` names the generated type.
+/// * The generated type derives `Serialize` and `Deserialize` through
+///   procpool's own `serde`, so it needs nothing more from your crate.
+///
+/// Hand-written `impl Task` types still work; register them with
+/// `Registry::collected().task::<MyTask>()`.
+#[doc(inline)]
+pub use procpool_macros::task;
+
+#[doc(hidden)]
+pub mod __private {
+    //! What `#[procpool::task]`'s generated code names; not an API.
+    pub use crate::collected::Collected;
+    pub use inventory;
+    pub use serde;
+}
 
 /// The `Stream` trait that [`AsCompleted`] implements for async users
 /// (re-exported from `futures-core`).

@@ -213,7 +213,8 @@ impl Registry {
         if let Some(old) = self.tasks.get(T::NAME) {
             assert!(
                 old.fingerprint == entry.fingerprint,
-                "two task types are registered as `{}`: {} and {}",
+                "two task types share the name `{}`: `{}` and `{}`; give one of them another \
+                 NAME (for a #[procpool::task] fn: #[procpool::task(name = \"...\")])",
                 T::NAME,
                 old.input_type,
                 entry.input_type
@@ -236,7 +237,8 @@ impl Registry {
         if let Some(old) = self.inits.get(I::NAME) {
             assert!(
                 old.fingerprint == entry.fingerprint,
-                "two initializer types are registered as `{}`: {} and {}",
+                "two initializer types share the name `{}`: `{}` and `{}`; give one of them \
+                 another NAME",
                 I::NAME,
                 old.type_name,
                 entry.type_name

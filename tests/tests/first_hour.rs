@@ -1,0 +1,241 @@
+//! The first hour of a user: tasks defined with `#[procpool::task]`, no
+//! hand-kept registry, this program its own worker. A whole program (no
+//! libtest harness, `harness = false`): `main` calls `run_if_worker` first,
+//! exactly as the README says, then runs each check under a watchdog.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use procpool::{Executor, ProcessPool, Registry, Task, WorkerCommand, WorkerContext};
+use procpool_e2e::watchdog;
+use serde::{Deserialize, Serialize};
+
+/// A CPU task of the README's kind.
+#[procpool::task]
+fn mix(seed: u64) -> u64 {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..64 {
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9).rotate_left(31);
+    }
+    x
+}
+
+/// No arguments: a unit struct; proves the task ran in another process.
+#[procpool::task]
+fn worker_pid() -> u32 {
+    std::process::id()
+}
+
+/// Several arguments, owned types, and the worker's context.
+#[procpool::task]
+pub fn greet(name: String, times: usize, ctx: &mut WorkerContext) -> String {
+    let calls = ctx.get_mut::<u32>().map(|c| {
+        *c += 1;
+        *c
+    });
+    if calls.is_none() {
+        ctx.insert(1u32);
+    }
+    format!("{} (slot {})", name.repeat(times), ctx.worker_id())
+}
+
+/// A fallible task with its own name: a task's `Err` is its value.
+#[procpool::task(name = "first_hour_parse", type_name = ParseTask)]
+fn parse(text: String) -> Result<u32, String> {
+    text.trim().parse().map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// A raw identifier as an argument.
+#[procpool::task]
+fn shout(r#type: String) -> String {
+    r#type.to_uppercase()
+}
+
+/// The explicit route still works beside the attribute.
+#[derive(Serialize, Deserialize)]
+struct Cube(u64);
+
+impl Task for Cube {
+    const NAME: &'static str = "first_hour_cube";
+    type Output = u64;
+    fn run(self, _: &mut WorkerContext) -> u64 {
+        self.0 * self.0 * self.0
+    }
+}
+
+fn registry() -> Registry {
+    Registry::collected().task::<Cube>()
+}
+
+fn pool(workers: usize) -> ProcessPool {
+    ProcessPool::builder()
+        .worker(WorkerCommand::current_exe())
+        .workers(workers)
+        .build()
+        .expect("a pool of this program starts")
+}
+
+fn collected_registry_holds_every_attributed_task() {
+    let r = registry();
+    for name in [
+        Mix::NAME,
+        WorkerPid::NAME,
+        Greet::NAME,
+        ParseTask::NAME,
+        Shout::NAME,
+        Cube::NAME,
+    ] {
+        assert!(r.contains(name), "{name} missing from {r:?}");
+    }
+    assert_eq!(Mix::NAME, "first_hour::mix");
+    assert_eq!(ParseTask::NAME, "first_hour_parse");
+    assert_eq!(r.task_names().len(), 6, "{r:?}");
+}
+
+fn attributed_tasks_run_in_worker_processes() {
+    let pool = pool(2);
+    assert_eq!(
+        pool.submit(Mix { seed: 7 }).unwrap().result().unwrap(),
+        mix(7)
+    );
+    let pid = pool.submit(WorkerPid).unwrap().result().unwrap();
+    assert_ne!(pid, std::process::id(), "ran in the parent, not a worker");
+    let greeting = pool
+        .submit(Greet {
+            name: "ab".into(),
+            times: 3,
+        })
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(greeting.starts_with("ababab (slot "), "{greeting}");
+    assert_eq!(
+        pool.submit(ParseTask { text: "42".into() })
+            .unwrap()
+            .result()
+            .unwrap(),
+        Ok(42)
+    );
+    let bad = pool
+        .submit(ParseTask { text: "x".into() })
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(bad.unwrap_err().contains("`x`"));
+    assert_eq!(
+        pool.submit(Shout {
+            r#type: "loud".into()
+        })
+        .unwrap()
+        .result()
+        .unwrap(),
+        "LOUD"
+    );
+    assert_eq!(pool.submit(Cube(3)).unwrap().result().unwrap(), 27);
+
+    let got: Vec<u64> = pool
+        .map((0..2_000u64).map(|seed| Mix { seed }))
+        .map(|r| r.unwrap())
+        .collect();
+    let want: Vec<u64> = (0..2_000u64).map(mix).collect();
+    assert_eq!(got, want);
+}
+
+fn attributed_tasks_run_on_a_thread_pool_too() {
+    let pool = procpool::ThreadPool::builder().workers(2).build().unwrap();
+    assert_eq!(
+        pool.submit(Mix { seed: 9 }).unwrap().result().unwrap(),
+        mix(9)
+    );
+    let pid = pool.submit(WorkerPid).unwrap().result().unwrap();
+    assert_eq!(pid, std::process::id());
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClashA(u8);
+impl Task for ClashA {
+    const NAME: &'static str = "first_hour_clash";
+    type Output = u8;
+    fn run(self, _: &mut WorkerContext) -> u8 {
+        self.0
+    }
+}
+#[derive(Serialize, Deserialize)]
+struct ClashB(String);
+impl Task for ClashB {
+    const NAME: &'static str = "first_hour_clash";
+    type Output = String;
+    fn run(self, _: &mut WorkerContext) -> String {
+        self.0
+    }
+}
+
+fn two_types_with_one_name_are_refused_with_the_right_advice() {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {})); // the panic is expected: keep the log clean
+    let caught = std::panic::catch_unwind(|| Registry::new().task::<ClashA>().task::<ClashB>());
+    std::panic::set_hook(hook);
+    let payload = caught.expect_err("a second type under one name must be refused");
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("two task types share the name `first_hour_clash`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("ClashA") && message.contains("ClashB"),
+        "{message}"
+    );
+    assert!(message.contains("another NAME"), "{message}");
+}
+
+fn main() {
+    // In a worker process this serves the tasks and never returns.
+    procpool::worker::run_if_worker(registry());
+
+    let checks: &[(&str, fn())] = &[
+        (
+            "collected_registry_holds_every_attributed_task",
+            collected_registry_holds_every_attributed_task,
+        ),
+        (
+            "attributed_tasks_run_in_worker_processes",
+            attributed_tasks_run_in_worker_processes,
+        ),
+        (
+            "attributed_tasks_run_on_a_thread_pool_too",
+            attributed_tasks_run_on_a_thread_pool_too,
+        ),
+        (
+            "two_types_with_one_name_are_refused_with_the_right_advice",
+            two_types_with_one_name_are_refused_with_the_right_advice,
+        ),
+    ];
+    // Like libtest: an optional filter on the command line.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    let mut failed = 0;
+    for (name, check) in checks.iter().filter(|(n, _)| n.contains(&filter)) {
+        let check = *check;
+        let outcome = std::panic::catch_unwind(|| watchdog(Duration::from_secs(60), check));
+        match outcome {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        procpool_e2e::no_children_left(),
+        "worker processes left behind"
+    );
+    if failed > 0 {
+        eprintln!("{failed} check(s) failed");
+        std::process::exit(1);
+    }
+}
