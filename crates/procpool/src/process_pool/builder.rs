@@ -445,6 +445,11 @@ impl ProcessPoolBuilder {
     /// Starts the workers, runs the initializer in each, and returns the
     /// pool once every worker is ready. On error no worker is left running.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
+        ProcessPool::start(self.config()?)
+    }
+
+    /// The settings, validated; no process or thread is started.
+    pub(crate) fn config(self) -> Result<Config, BuildError> {
         let implied = self.launcher.command().and_then(|l| l.default_workers());
         let workers = match self.workers.or(implied) {
             Some(0) => {
@@ -520,6 +525,6 @@ impl ProcessPoolBuilder {
             kill_grace: self.kill_grace,
             max_restarts: self.max_restarts,
         };
-        ProcessPool::start(config)
+        Ok(config)
     }
 }

@@ -153,7 +153,7 @@ impl Control for PoolControl {
         slot.kill = Some(KillReason::Killed { id });
         drop(st);
         tracing::debug!(target: "procpool::pool", { task.id = id }, "killing a running task's worker on request");
-        target.signal(nix::sys::signal::Signal::SIGKILL);
+        shared.signal(&target, nix::sys::signal::Signal::SIGKILL);
         true
     }
 }

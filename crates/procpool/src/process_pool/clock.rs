@@ -68,10 +68,10 @@ pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
         let _ = wait;
         for t in term {
             tracing::warn!(target: "procpool::pool", "task timed out; terminating its worker");
-            t.signal(Signal::SIGTERM);
+            shared.signal(&t, Signal::SIGTERM);
         }
         for t in force {
-            t.signal(Signal::SIGKILL);
+            shared.signal(&t, Signal::SIGKILL);
         }
     }
 }

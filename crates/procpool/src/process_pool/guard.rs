@@ -57,7 +57,7 @@ pub(super) fn guarded(
     }
     shared.changed.notify_all();
     for t in pids {
-        t.signal(Signal::SIGKILL);
+        shared.signal(&t, Signal::SIGKILL);
     }
     for f in futures {
         f.fail(TaskError::Broken {

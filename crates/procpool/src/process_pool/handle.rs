@@ -90,7 +90,7 @@ fn end_worker(shared: &Shared, idx: usize, generation: Generation, why: KillReas
         slot.target()
     };
     if let Some(t) = target {
-        t.signal(nix::sys::signal::Signal::SIGKILL);
+        shared.signal(&t, nix::sys::signal::Signal::SIGKILL);
     }
 }
 

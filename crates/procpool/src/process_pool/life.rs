@@ -21,7 +21,7 @@ use super::outbox::{Conn, flush_all, post_message};
 use super::reader;
 use super::settle::settle;
 use super::spawn::{self, StartError};
-use super::state::{KillReason, Phase, Shared, SlotStatus, exit_of, kill_group};
+use super::state::{KillReason, Phase, Shared, SlotStatus};
 use crate::link::frames::SocketReader;
 use crate::link::ring;
 use crate::link::stream::Stream;
@@ -81,7 +81,7 @@ pub(super) fn start_threads(
     if let Err(e) = waiter {
         tracing::error!(target: "procpool::pool", { worker.id = idx },
 "cannot start a waiter thread: {e}");
-        kill_group(pid, Signal::SIGKILL);
+        shared.procs.signal(pid, Signal::SIGKILL);
     }
 }
 
@@ -183,7 +183,7 @@ fn start_failed(shared: &Shared, idx: usize, generation: Generation, pid: u32, e
         slot.target()
     };
     if let Some(t) = target {
-        t.signal(Signal::SIGKILL);
+        shared.signal(&t, Signal::SIGKILL);
     }
 }
 
@@ -196,9 +196,9 @@ fn waiter_main(
     life_done: mpsc::Receiver<()>,
     life: Option<JoinHandle<()>>,
 ) {
-    let exit = exit_of(child.wait());
+    let exit = shared.procs.wait(&mut child);
     // Whatever the worker forked goes with it.
-    kill_group(pid, Signal::SIGKILL);
+    shared.procs.signal(pid, Signal::SIGKILL);
     // Let the reader drain what the worker wrote before dying (results,
     // "started" notes); then force the socket shut.
     if life_done.recv_timeout(Duration::from_millis(500)).is_err() {

@@ -11,10 +11,12 @@
 //! | `start` | building: threads, first workers, waiting until ready |
 //! | `spawner` | the spawner thread: forking workers, running launchers |
 //! | `spawn` | starting one process and forwarding its output |
+//! | `procs` | process control (spawn, signal, wait) behind a trait, for fakes |
 //! | `greet` | the pool's handshake with this pool's settings, the initializer |
 //! | [`attach`], `adopt` | dial-in workers: listening, the secret handshake, taking a slot |
 //! | `life` | one process's life and waiter threads |
-//! | `settle` | a dead worker: its tasks, crash counting, restarts, `Broken` |
+//! | `settle` | a dead worker: its tasks; carries out the restart policy |
+//! | `policy` | the restart policy: crash counting, back-off, `Broken` (a pure function) |
 //! | `guard` | a panicking supervisor thread breaks the pool, never hangs it |
 //! | `clock` | task timeouts |
 //! | `shutdown` | stopping |
@@ -66,6 +68,8 @@ mod item;
 mod launch;
 mod life;
 mod outbox;
+mod policy;
+mod procs;
 mod reader;
 mod settle;
 mod shutdown;

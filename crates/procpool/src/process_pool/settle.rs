@@ -4,7 +4,7 @@
 //! releasing it) `spawn_tx`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use procpool_wire::Generation;
@@ -14,21 +14,17 @@ use super::dispatch;
 use super::item::{Batch, Item};
 use super::launch::Launcher;
 use super::outbox::flush_all;
+use super::policy::{Death, Decision, Policy, PoolNow, Streaks, is_crash, jitter};
 use super::state::{Assigned, KillReason, Phase, PoolState, Shared, SlotStatus, SpawnJob, Target};
 use crate::error::{Exit, TaskError};
 use crate::future::ResolveBytes;
 use crate::lock::lock;
 
-pub(super) fn backoff(streak: u32) -> Duration {
-    if streak == 0 {
-        return Duration::ZERO;
+/// The pool's restart policy.
+pub(super) fn policy(shared: &Shared) -> Policy {
+    Policy {
+        max_restarts: shared.cfg.max_restarts,
     }
-    let base = Duration::from_millis(10).saturating_mul(1 << streak.min(8).saturating_sub(1));
-    let base = base.min(Duration::from_secs(2));
-    // ±25 % jitter from the clock's low bits.
-    let nanos = Instant::now().elapsed().subsec_nanos() ^ std::process::id();
-    let jitter = f64::from(nanos % 1000) / 1000.0 * 0.5 + 0.75;
-    base.mul_f64(jitter)
 }
 
 /// A worker process is gone: settle its tasks, count the crash, respawn.
@@ -39,9 +35,7 @@ pub(super) fn settle(
     pid: Option<u32>,
     exit: Exit,
 ) {
-    let mut failures: Vec<(Arc<dyn ResolveBytes>, TaskError)> = Vec::new();
-    let mut cancelled: Vec<Arc<dyn ResolveBytes>> = Vec::new();
-    let mut answers: Vec<Arc<CancelWait>> = Vec::new();
+    let mut out = Resolved::default();
     let mut respawn_after: Option<(SpawnJob, Duration)> = None;
     let mut kill_others: Vec<Target> = Vec::new();
     let conns;
@@ -53,7 +47,6 @@ pub(super) fn settle(
         if std::mem::take(&mut st.inject_panic) {
             panic!("injected supervisor panic (test hook)");
         }
-        let stopping = matches!(st.phase, Phase::Stopping | Phase::Stopped);
         let slot = &mut st.slots[idx];
         let kill = slot.kill.take();
         slot.status = SlotStatus::Dead;
@@ -72,90 +65,9 @@ pub(super) fn settle(
             Some(KillReason::Lost) => Exit::Lost,
             _ => exit,
         };
-        let broken_now = st.broken.clone();
-        let mut requeue = Vec::new();
-        let mut had_running = false;
-        for mut a in held {
-            let retry = a.started
-                && a.meta.retries > 0
-                && broken_now.is_none()
-                && !stopping
-                && matches!(
-                    kill,
-                    None | Some(KillReason::Lost) | Some(KillReason::Protocol(_))
-                );
-            if retry {
-                // Its worker died under it: run it again, alone.
-                had_running = true;
-                a.meta.retries -= 1;
-                tracing::info!(target: "procpool::pool", { worker.id = idx, task.id = a.meta.id },
-"retrying a task whose worker died ({} retries left)", a.meta.retries);
-                requeue.push(Batch {
-                    id: u64::MAX - a.meta.id,
-                    items: vec![Item {
-                        meta: a.meta,
-                        payload: a.payload,
-                    }],
-                });
-            } else if a.started {
-                had_running = true;
-                let err = match &kill {
-                    Some(KillReason::TimedOut { id, after }) if *id == a.meta.id => {
-                        TaskError::TimedOut { after: *after }
-                    }
-                    Some(KillReason::Killed { id }) if *id == a.meta.id => TaskError::Cancelled,
-                    Some(KillReason::Protocol(m)) => TaskError::Protocol {
-                        worker: idx,
-                        message: m.clone(),
-                    },
-                    Some(KillReason::Shutdown) => TaskError::Cancelled,
-                    Some(KillReason::Broken(r)) => TaskError::Broken { reason: r.clone() },
-                    _ => TaskError::WorkerDied {
-                        worker: idx,
-                        pid: pid_shown,
-                        exit,
-                        task: Some(a.meta.name.to_owned()),
-                    },
-                };
-                failures.push((a.meta.future, err));
-            } else if let Some(w) = st.cancels.remove(&a.meta.id) {
-                // A withdrawn-but-unconfirmed task never ran: the cancel stands.
-                cancelled.push(a.meta.future);
-                answers.push(w);
-            } else if let Some(r) = &broken_now {
-                failures.push((a.meta.future, TaskError::Broken { reason: r.clone() }));
-            } else if stopping {
-                cancelled.push(a.meta.future);
-            } else {
-                let item = Item {
-                    meta: a.meta,
-                    payload: a.payload,
-                };
-                // Keep the batches as they were sent: a single task must
-                // not become part of a chunk (a chunk fails as a unit).
-                match requeue.last_mut() {
-                    Some(Batch { id, items }) if *id == a.batch => items.push(item),
-                    _ => requeue.push(Batch {
-                        id: a.batch,
-                        items: vec![item],
-                    }),
-                }
-            }
-        }
-        for batch in requeue.into_iter().rev() {
-            st.queue.push_front(batch);
-        }
-        let crash = match &kill {
-            None
-            | Some(KillReason::StartFailed)
-            | Some(KillReason::Protocol(_))
-            | Some(KillReason::Lost) => true,
-            Some(KillReason::TimedOut { .. })
-            | Some(KillReason::Killed { .. })
-            | Some(KillReason::Retire)
-            | Some(KillReason::Shutdown) => false,
-            Some(KillReason::Broken(_)) => false,
-        };
+        let had_running =
+            settle_tasks(&mut st, idx, held, kill.as_ref(), exit, pid_shown, &mut out);
+        let crash = is_crash(kill.as_ref());
         let start_error = st.slots[idx]
             .start_error
             .as_ref()
@@ -170,38 +82,12 @@ pub(super) fn settle(
             }
         );
         if crash {
-            st.crash_streak += 1;
-            if st.slots[idx].finished == 0 {
-                st.slots[idx].failures += 1;
-            }
             tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid_shown },
 "{cause}");
         } else {
             tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid_shown },
 "worker exited: {cause}");
         }
-        let slot_failures = st.slots[idx].failures;
-        let max = shared.cfg.max_restarts;
-        if !st.building && st.broken.is_none() && (st.crash_streak > max || slot_failures > max) {
-            let reason = if st.crash_streak > max {
-                format!(
-                    "{} workers died in a row with no task finished in between (last: {cause}); \
-                     max_restarts is {max}",
-                    st.crash_streak
-                )
-            } else {
-                format!(
-                    "worker slot {idx} died {slot_failures} times in a row before finishing a \
-                     task (last: {cause}); max_restarts is {max}"
-                )
-            };
-            break_pool(&mut st, reason, &mut failures, &mut kill_others);
-        }
-        let wanted = match st.phase {
-            Phase::Running => true,
-            Phase::Draining => !st.queue.is_empty(),
-            Phase::Stopping | Phase::Stopped => false,
-        };
         // Spawned workers are replaced in their slot; launched ones by a
         // new launch, whose worker takes any vacant slot.
         let job = match &shared.cfg.launcher {
@@ -212,31 +98,51 @@ pub(super) fn settle(
             }),
             _ => None,
         };
-        if let Some(job) = job
-            && !st.building
-            && st.broken.is_none()
-            && wanted
-        {
-            if matches!(job, SpawnJob::Worker(_)) {
-                st.slots[idx].status = SlotStatus::Starting;
+        let death = Death {
+            slot: idx,
+            crash,
+            finished: st.slots[idx].finished,
+            cause,
+        };
+        let now = PoolNow {
+            building: st.building,
+            broken: st.broken.is_some(),
+            wants_workers: match st.phase {
+                Phase::Running => true,
+                Phase::Draining => !st.queue.is_empty(),
+                Phase::Stopping | Phase::Stopped => false,
+            },
+            replaceable: job.is_some(),
+        };
+        let st = &mut *st;
+        let streaks = Streaks {
+            pool: &mut st.crash_streak,
+            slot: &mut st.slots[idx].failures,
+        };
+        match policy(shared).after_death(&death, streaks, now, jitter()) {
+            Decision::Broken { reason } => {
+                break_pool(st, reason, &mut out.failures, &mut kill_others);
             }
-            let delay = if crash {
-                backoff(st.crash_streak.max(slot_failures))
-            } else {
-                Duration::ZERO
-            };
-            tracing::info!(target: "procpool::pool", { worker.id = idx }, "replacing worker {idx} in {delay:?}");
-            respawn_after = Some((job, delay));
+            Decision::Restart { after } => {
+                if let Some(job) = job {
+                    if matches!(job, SpawnJob::Worker(_)) {
+                        st.slots[idx].status = SlotStatus::Starting;
+                    }
+                    tracing::info!(target: "procpool::pool", { worker.id = idx }, "replacing worker {idx} in {after:?}");
+                    respawn_after = Some((job, after));
+                }
+            }
+            Decision::Leave => {}
         }
-        conns = dispatch::pump(&mut st, shared);
+        conns = dispatch::pump(st, shared);
     }
     shared.changed.notify_all();
     flush_all(conns);
-    finish_breaking(shared, failures, kill_others);
-    for f in cancelled {
+    finish_breaking(shared, out.failures, kill_others);
+    for f in out.cancelled {
         f.cancel_local();
     }
-    for w in answers {
+    for w in out.answers {
         w.answer(true);
     }
     if let Some((job, delay)) = respawn_after {
@@ -288,10 +194,260 @@ pub(super) fn finish_breaking(
     kill: Vec<Target>,
 ) {
     for t in kill {
-        t.signal(Signal::SIGKILL);
+        shared.signal(&t, Signal::SIGKILL);
     }
     for (f, e) in failures {
         shared.stats.record(None);
         f.fail(e);
+    }
+}
+
+/// Futures to resolve once the pool lock is released.
+#[derive(Default)]
+struct Resolved {
+    failures: Vec<(Arc<dyn ResolveBytes>, TaskError)>,
+    cancelled: Vec<Arc<dyn ResolveBytes>>,
+    /// `cancel()` calls to answer "withdrawn".
+    answers: Vec<Arc<CancelWait>>,
+}
+
+/// Decides the fate of each task a dead worker held (`held`, in the order
+/// they were assigned): the running one fails (or is retried), prefetched
+/// ones go back to the front of the queue in their batches (or are
+/// cancelled or failed if the pool is stopping or broken). Returns whether
+/// it was running a task.
+fn settle_tasks(
+    st: &mut PoolState,
+    idx: usize,
+    held: Vec<Assigned>,
+    kill: Option<&KillReason>,
+    exit: Exit,
+    pid_shown: u32,
+    out: &mut Resolved,
+) -> bool {
+    let stopping = matches!(st.phase, Phase::Stopping | Phase::Stopped);
+    let broken_now = st.broken.clone();
+    let mut requeue = Vec::new();
+    let mut had_running = false;
+    for mut a in held {
+        let retry = a.started
+            && a.meta.retries > 0
+            && broken_now.is_none()
+            && !stopping
+            && matches!(
+                kill,
+                None | Some(KillReason::Lost) | Some(KillReason::Protocol(_))
+            );
+        if retry {
+            // Its worker died under it: run it again, alone.
+            had_running = true;
+            a.meta.retries -= 1;
+            tracing::info!(target: "procpool::pool", { worker.id = idx, task.id = a.meta.id },
+    "retrying a task whose worker died ({} retries left)", a.meta.retries);
+            requeue.push(Batch {
+                id: u64::MAX - a.meta.id,
+                items: vec![Item {
+                    meta: a.meta,
+                    payload: a.payload,
+                }],
+            });
+        } else if a.started {
+            had_running = true;
+            let err = match kill {
+                Some(KillReason::TimedOut { id, after }) if *id == a.meta.id => {
+                    TaskError::TimedOut { after: *after }
+                }
+                Some(KillReason::Killed { id }) if *id == a.meta.id => TaskError::Cancelled,
+                Some(KillReason::Protocol(m)) => TaskError::Protocol {
+                    worker: idx,
+                    message: m.clone(),
+                },
+                Some(KillReason::Shutdown) => TaskError::Cancelled,
+                Some(KillReason::Broken(r)) => TaskError::Broken { reason: r.clone() },
+                _ => TaskError::WorkerDied {
+                    worker: idx,
+                    pid: pid_shown,
+                    exit,
+                    task: Some(a.meta.name.to_owned()),
+                },
+            };
+            out.failures.push((a.meta.future, err));
+        } else if let Some(w) = st.cancels.remove(&a.meta.id) {
+            // A withdrawn-but-unconfirmed task never ran: the cancel stands.
+            out.cancelled.push(a.meta.future);
+            out.answers.push(w);
+        } else if let Some(r) = &broken_now {
+            out.failures
+                .push((a.meta.future, TaskError::Broken { reason: r.clone() }));
+        } else if stopping {
+            out.cancelled.push(a.meta.future);
+        } else {
+            let item = Item {
+                meta: a.meta,
+                payload: a.payload,
+            };
+            // Keep the batches as they were sent: a single task must
+            // not become part of a chunk (a chunk fails as a unit).
+            match requeue.last_mut() {
+                Some(Batch { id, items }) if *id == a.batch => items.push(item),
+                _ => requeue.push(Batch {
+                    id: a.batch,
+                    items: vec![item],
+                }),
+            }
+        }
+    }
+    for batch in requeue.into_iter().rev() {
+        st.queue.push_front(batch);
+    }
+    had_running
+}
+
+#[cfg(test)]
+mod tests {
+    //! Settling deaths against a fake [`Processes`]: no process is started,
+    //! killed or reaped; the fake records the signals, and the spawner's
+    //! channel shows the replacements asked for.
+
+    use std::io;
+    use std::process::Child;
+    use std::sync::{Mutex, mpsc};
+
+    use super::*;
+    use crate::process_pool::builder::Config;
+    use crate::process_pool::procs::Processes;
+    use crate::process_pool::spawn::{DialBack, Spawned};
+    use crate::{ProcessPool, WorkerCommand};
+
+    #[derive(Default)]
+    struct Fake {
+        signals: Mutex<Vec<(u32, Signal)>>,
+    }
+
+    impl Processes for Fake {
+        fn spawn(&self, _: &Config, _: usize, _: Option<DialBack>) -> io::Result<Spawned> {
+            Err(io::Error::other("the fake starts nothing"))
+        }
+        fn signal(&self, pid: u32, sig: Signal) {
+            lock(&self.signals).push((pid, sig));
+        }
+        fn wait(&self, _: &mut Child) -> Exit {
+            Exit::Unknown
+        }
+    }
+
+    struct Pool {
+        shared: Arc<Shared>,
+        fake: Arc<Fake>,
+        spawns: mpsc::Receiver<SpawnJob>,
+    }
+
+    const PID: u32 = 4000;
+
+    impl Pool {
+        /// A built pool of `workers` ready slots (pids 4000, 4001, …).
+        fn new(workers: usize, max_restarts: u32) -> Pool {
+            let cfg = ProcessPool::builder()
+                .worker(WorkerCommand::program("/bin/sh"))
+                .workers(workers)
+                .max_restarts(max_restarts)
+                .config()
+                .expect("valid settings");
+            let fake = Arc::new(Fake::default());
+            let shared = Shared::new(cfg, None, true, false, fake.clone());
+            let (tx, spawns) = mpsc::channel();
+            *lock(&shared.spawn_tx) = Some(tx);
+            let pool = Pool {
+                shared,
+                fake,
+                spawns,
+            };
+            for i in 0..workers {
+                pool.ready(i);
+            }
+            pool
+        }
+
+        /// What the spawner and life thread do for a new process in slot `i`.
+        fn ready(&self, i: usize) {
+            let mut st = lock(&self.shared.state);
+            st.claim_slot(i);
+            st.slots[i].status = SlotStatus::Ready;
+            st.slots[i].pid = Some(PID + i as u32);
+        }
+
+        /// Slot `i`'s process dies (killed by signal 9); the waiter settles.
+        fn dies(&self, i: usize, kill: Option<KillReason>) {
+            let generation = {
+                let mut st = lock(&self.shared.state);
+                st.slots[i].kill = kill;
+                st.slots[i].generation
+            };
+            settle(
+                &self.shared,
+                i,
+                generation,
+                Some(PID + i as u32),
+                Exit::Signal(9),
+            );
+        }
+
+        fn respawned(&self) -> Option<usize> {
+            match self.spawns.try_recv() {
+                Ok(SpawnJob::Worker(i)) => Some(i),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn a_crashed_worker_is_replaced_in_its_slot() {
+        let p = Pool::new(2, 5);
+        p.dies(1, None);
+        assert_eq!(p.respawned(), Some(1));
+        let st = lock(&p.shared.state);
+        assert_eq!(st.slots[1].status, SlotStatus::Starting);
+        assert_eq!(st.slots[1].last_exit, Some(Exit::Signal(9)));
+        assert_eq!((st.crash_streak, st.slots[1].failures), (1, 1));
+        assert!(st.broken.is_none());
+    }
+
+    #[test]
+    fn crashes_past_max_restarts_break_the_pool_and_kill_the_others() {
+        let p = Pool::new(2, 2);
+        for _ in 0..2 {
+            p.dies(0, None);
+            assert_eq!(p.respawned(), Some(0));
+            p.ready(0);
+        }
+        p.dies(0, None);
+        assert_eq!(p.respawned(), None, "a broken pool replaces no one");
+        let reason = lock(&p.shared.state).broken.clone().expect("broken");
+        assert!(reason.contains("max_restarts is 2"), "{reason}");
+        assert!(reason.contains("worker 0 (pid 4000)"), "{reason}");
+        assert_eq!(*lock(&p.fake.signals), vec![(PID + 1, Signal::SIGKILL)]);
+    }
+
+    #[test]
+    fn deaths_the_pool_caused_do_not_count_as_crashes() {
+        let p = Pool::new(1, 0);
+        for kill in [KillReason::Retire, KillReason::Killed { id: 7 }] {
+            p.dies(0, Some(kill));
+            assert_eq!(p.respawned(), Some(0));
+            p.ready(0);
+        }
+        let st = lock(&p.shared.state);
+        assert!(st.broken.is_none(), "{:?}", st.broken);
+        assert_eq!(st.crash_streak, 0);
+        assert!(lock(&p.fake.signals).is_empty());
+    }
+
+    #[test]
+    fn a_stopping_pool_replaces_no_one() {
+        let p = Pool::new(1, 5);
+        lock(&p.shared.state).phase = Phase::Stopping;
+        p.dies(0, Some(KillReason::Shutdown));
+        assert_eq!(p.respawned(), None);
+        assert_eq!(lock(&p.shared.state).slots[0].status, SlotStatus::Dead);
     }
 }

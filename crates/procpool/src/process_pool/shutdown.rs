@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use procpool_wire::message::ToWorker;
 
 use super::outbox::{flush_all, post_message};
-use super::state::{KillReason, Phase, Shared, WorkerSlot, kill_group};
+use super::state::{KillReason, Phase, Shared, WorkerSlot};
 use crate::Shutdown;
 use crate::future::ResolveBytes;
 use crate::lock::lock;
@@ -73,7 +73,7 @@ pub(crate) fn shutdown(shared: &Arc<Shared>, how: Shutdown) {
     }
     flush_all(conns);
     for t in to_kill {
-        t.signal(Signal::SIGKILL);
+        shared.signal(&t, Signal::SIGKILL);
     }
     {
         let mut st = lock(&shared.state);
@@ -121,7 +121,7 @@ fn stop_launchers(shared: &Shared) {
         }
         for pid in pids {
             tracing::debug!(target: "procpool::pool", "stopping launcher pid {pid} with {sig}");
-            kill_group(pid, sig);
+            shared.procs.signal(pid, sig);
         }
         settle_for(shared.cfg.kill_grace.max(Duration::from_secs(1)));
     }

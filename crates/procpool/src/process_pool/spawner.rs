@@ -9,11 +9,10 @@ use nix::sys::signal::Signal;
 
 use super::launch::LaunchRequest;
 use super::life::start_threads;
-use super::settle::{backoff, break_pool, finish_breaking, settle};
+use super::policy::{Decision, jitter};
+use super::settle::{break_pool, finish_breaking, policy, settle};
 use super::spawn::{self, StartError};
-use super::state::{
-    KillReason, LaunchRecord, Phase, Shared, SlotStatus, SpawnJob, exit_of, kill_group,
-};
+use super::state::{KillReason, LaunchRecord, Phase, Shared, SlotStatus, SpawnJob};
 use crate::error::Exit;
 use crate::link::env::{ENV_TICKET, ENV_TOKEN};
 use crate::link::secret::random_ticket;
@@ -47,7 +46,7 @@ fn spawn_worker(shared: &Arc<Shared>, idx: usize) {
         ticket,
         rx: a.expect(ticket),
     });
-    match spawn::spawn_process(&shared.cfg, idx, dial) {
+    match shared.procs.spawn(&shared.cfg, idx, dial) {
         Ok(spawned) => start_threads(shared, idx, generation, spawned),
         Err(e) => {
             if let Some(a) = &shared.attach {
@@ -120,14 +119,14 @@ fn run_launcher(shared: &Arc<Shared>, workers: usize, first: bool) {
     let watcher = std::thread::Builder::new()
         .name(format!("procpool-{name}"))
         .spawn(move || {
-            let exit = exit_of(child.wait());
+            let exit = s.procs.wait(&mut child);
             lock(&s.launched).retain(|(t, _)| *t != ticket);
             launcher_gone(&s, ticket, format!("{name} (pid {pid}) {exit}"));
         });
     match watcher {
         Ok(h) => lock(&shared.threads).push(h),
         Err(e) => {
-            kill_group(pid, Signal::SIGKILL);
+            shared.procs.signal(pid, Signal::SIGKILL);
             launcher_gone(
                 shared,
                 ticket,
@@ -165,17 +164,14 @@ fn launcher_gone(shared: &Arc<Shared>, ticket: u64, how: String) {
         if st.building {
             st.launch_failure = Some(cause);
         } else {
-            st.crash_streak += 1;
-            let max = shared.cfg.max_restarts;
-            if st.crash_streak > max {
-                let reason = format!(
-                    "{} launches or workers failed in a row with no task finished in between \
-                     (last: {cause}); max_restarts is {max}",
-                    st.crash_streak
-                );
-                break_pool(&mut st, reason, &mut failures, &mut kill_others);
-            } else {
-                relaunch = Some((missing, backoff(st.crash_streak)));
+            let decision =
+                policy(shared).after_failed_launch(&cause, &mut st.crash_streak, jitter());
+            match decision {
+                Decision::Broken { reason } => {
+                    break_pool(&mut st, reason, &mut failures, &mut kill_others);
+                }
+                Decision::Restart { after } => relaunch = Some((missing, after)),
+                Decision::Leave => {}
             }
         }
     }

@@ -3,26 +3,22 @@
 //! ready or one failed. Takes `Shared::state` (waiting on `changed`) and
 //! `Shared::threads`.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use super::attach::AttachPoint;
 use super::builder::Config;
-use super::cancel::PoolControl;
 use super::clock::clock_main;
 use super::guard::guarded;
 use super::launch::Launcher;
+use super::procs::Os;
 use super::shutdown::shutdown;
 use super::spawn::StartError;
 use super::spawner::spawner_main;
-use super::state::{Phase, PoolState, Shared, SlotStatus, SpawnJob, WorkerSlot};
+use super::state::{Shared, SlotStatus, SpawnJob};
 use super::transport::Transport;
 use crate::Shutdown;
-use crate::cost::StatsCollector;
 use crate::error::BuildError;
-use crate::idmap::IdMap;
 use crate::lock::lock;
 
 /// Starts the pool's threads and workers; returns once all are ready.
@@ -42,43 +38,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     // into vacant slots.
     let spawned = matches!(cfg.launcher, Launcher::Spawn);
     let waits = !matches!(cfg.launcher, Launcher::Attach | Launcher::External);
-    let shared = Arc::new_cyclic(|me| Shared {
-        cfg,
-        state: Mutex::new(PoolState {
-            phase: Phase::Running,
-            broken: None,
-            queue: VecDeque::new(),
-            slots: (0..workers)
-                .map(|_| {
-                    let mut s = WorkerSlot::new();
-                    if !spawned {
-                        s.status = SlotStatus::Dead; // vacant until a worker joins
-                    }
-                    s
-                })
-                .collect(),
-            crash_streak: 0,
-            cancels: IdMap::default(),
-            next_generation: 1,
-            next_batch: 1,
-            seq: 0,
-            building: waits,
-            shutting_down: false,
-            inject_panic: false,
-            launches: HashMap::new(),
-            launch_failure: None,
-        }),
-        spare_input: Mutex::new(None),
-        changed: Condvar::new(),
-        clock: Condvar::new(),
-        next_id: AtomicU64::new(1),
-        stats: StatsCollector::new(),
-        spawn_tx: Mutex::new(None),
-        threads: Mutex::new(Vec::new()),
-        control: Arc::new(PoolControl(me.clone())),
-        attach,
-        launched: Mutex::new(Vec::new()),
-    });
+    let shared = Shared::new(cfg, attach, spawned, waits, Arc::new(Os));
     let (tx, rx) = mpsc::channel::<SpawnJob>();
     *lock(&shared.spawn_tx) = Some(tx.clone());
     let s1 = shared.clone();

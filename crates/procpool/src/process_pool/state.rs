@@ -34,22 +34,22 @@
 //! of [`Shared`] are leaves: nothing else is taken while one is held.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use procpool_wire::message::ToWorker;
 use procpool_wire::{Generation, Payload, TaskId};
 
 use super::attach::AttachPoint;
 use super::builder::Config;
 use super::cancel::CancelWait;
+use super::cancel::PoolControl;
 use super::item::{Batch, Meta};
 use super::outbox::{Conn, post_message};
+use super::procs::Processes;
 use super::spawn::StartError;
 use crate::cost::StatsCollector;
 use crate::error::Exit;
@@ -154,15 +154,6 @@ pub(crate) enum Target {
     /// A remote worker: closing its connection makes it exit, and ends the
     /// pool's reader at once.
     Link(Stream),
-}
-
-impl Target {
-    pub(crate) fn signal(&self, sig: Signal) {
-        match self {
-            Target::Group(pid) => kill_group(*pid, sig),
-            Target::Link(s) => s.shutdown(),
-        }
-    }
 }
 
 impl WorkerSlot {
@@ -328,6 +319,9 @@ pub(crate) struct Shared {
     pub spawn_tx: Mutex<Option<mpsc::Sender<SpawnJob>>>,
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     pub control: Arc<dyn Control>,
+    /// Starting, signalling and reaping processes (the OS, or a test's
+    /// fake). Set once.
+    pub procs: Arc<dyn Processes>,
     /// Where workers dial in (every launcher but a `Spawn` over local
     /// sockets).
     pub attach: Option<AttachPoint>,
@@ -340,6 +334,66 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The shared core of a new pool, before any thread or worker starts.
+    /// `spawned`: the pool starts its workers (else slots are vacant until
+    /// workers join); `waits`: `build()` waits for them.
+    pub(crate) fn new(
+        cfg: Config,
+        attach: Option<AttachPoint>,
+        spawned: bool,
+        waits: bool,
+        procs: Arc<dyn Processes>,
+    ) -> Arc<Shared> {
+        let workers = cfg.workers;
+        Arc::new_cyclic(|me| Shared {
+            cfg,
+            state: Mutex::new(PoolState {
+                phase: Phase::Running,
+                broken: None,
+                queue: VecDeque::new(),
+                slots: (0..workers)
+                    .map(|_| {
+                        let mut s = WorkerSlot::new();
+                        if !spawned {
+                            s.status = SlotStatus::Dead; // vacant until a worker joins
+                        }
+                        s
+                    })
+                    .collect(),
+                crash_streak: 0,
+                cancels: IdMap::default(),
+                next_generation: 1,
+                next_batch: 1,
+                seq: 0,
+                building: waits,
+                shutting_down: false,
+                inject_panic: false,
+                launches: HashMap::new(),
+                launch_failure: None,
+            }),
+            spare_input: Mutex::new(None),
+            changed: Condvar::new(),
+            clock: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            stats: StatsCollector::new(),
+            spawn_tx: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            control: Arc::new(PoolControl(me.clone())),
+            attach,
+            procs,
+            launched: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Stops one worker: `sig` to a process group the pool may signal,
+    /// or closing a remote worker's connection.
+    pub(crate) fn signal(&self, target: &Target, sig: Signal) {
+        match target {
+            Target::Group(pid) => self.procs.signal(*pid, sig),
+            Target::Link(s) => s.shutdown(),
+        }
+    }
+
     pub(crate) fn control(&self) -> Arc<dyn Control> {
         self.control.clone()
     }
@@ -360,26 +414,6 @@ impl Shared {
                 *spare = Some(buf);
             }
         }
-    }
-}
-
-/// Sends `sig` to a worker's process group (the worker and what it forked);
-/// an attached worker that leads no group gets it alone.
-pub(crate) fn kill_group(pid: u32, sig: Signal) {
-    let pid = Pid::from_raw(pid as i32);
-    if nix::sys::signal::killpg(pid, sig) == Err(nix::errno::Errno::ESRCH) {
-        let _ = nix::sys::signal::kill(pid, sig);
-    }
-}
-
-pub(crate) fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> Exit {
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(c), _) => Exit::Code(c),
-            (None, Some(sig)) => Exit::Signal(sig),
-            _ => Exit::Unknown,
-        },
-        Err(_) => Exit::Unknown,
     }
 }
 
