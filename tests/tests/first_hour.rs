@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use procpool::{Executor, ProcessPool, Registry, Task, WorkerCommand, WorkerContext};
+use procpool::{ProcessPool, Registry, Task, WorkerCommand, WorkerContext};
 use procpool_e2e::watchdog;
 use serde::{Deserialize, Serialize};
 

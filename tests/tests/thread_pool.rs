@@ -82,7 +82,7 @@ fn default_workers_is_min_32_cpus_plus_4_and_they_all_run() {
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let want = (cpus + 4).min(32);
         let pool = ThreadPool::builder().build().unwrap();
-        assert_eq!(pool.max_workers(), want);
+        assert_eq!(pool.workers(), want);
         // All of them really exist: `want` closures meet at a barrier.
         let names = names_of_n_concurrent_threads(&pool, want);
         let distinct: HashSet<_> = names.iter().collect();
@@ -93,7 +93,7 @@ fn default_workers_is_min_32_cpus_plus_4_and_they_all_run() {
         );
 
         let pool = self::pool(3);
-        assert_eq!(pool.max_workers(), 3);
+        assert_eq!(pool.workers(), 3);
     });
 }
 

@@ -164,7 +164,10 @@ pub trait Executor: sealed::Sealed {
     fn shutdown(&self, how: Shutdown);
 
     /// How many workers (processes or threads) the pool runs.
-    fn max_workers(&self) -> usize;
+    fn workers(&self) -> usize;
+
+    /// Totals over every finished task.
+    fn stats(&self) -> PoolStats;
 
     /// Runs `tasks` lazily and yields one `Result` per input, in input order.
     fn map<I>(&self, tasks: I) -> Map<'_, I::IntoIter>

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -22,7 +22,8 @@ use procpool_wire::codec::panic_message;
 use crate::cost::{Cost, PoolStats, StatsCollector};
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::future::{Core, Resolve, TaskFuture};
-use crate::map::ChunkResult;
+use crate::lock::lock;
+use crate::map::{ChunkResult, Map};
 use crate::task::{InitError, Initializer, Task, WorkerContext};
 use crate::{Executor, Shutdown, sealed};
 
@@ -52,10 +53,6 @@ struct Shared {
     stats: StatsCollector,
     threads: Mutex<Vec<JoinHandle<()>>>,
     workers: usize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Configures a [`ThreadPool`].
@@ -306,6 +303,41 @@ impl ThreadPool {
         )
     }
 
+    /// Queues one job that runs `input` through `run` on a pool thread and
+    /// resolves a new future (named `name`) with the result; a refused job
+    /// hands `input` back. `spawn` and `submit` are this with a closure and
+    /// with a task.
+    fn submit_one<I, R>(
+        &self,
+        name: &'static str,
+        input: I,
+        run: impl FnOnce(I, &mut WorkerContext) -> R + Send + 'static,
+    ) -> Result<TaskFuture<R>, I>
+    where
+        I: Send + 'static,
+        R: Send + 'static,
+    {
+        let core = self.new_core::<R>(name);
+        let queued = Instant::now();
+        // The input travels in a slot so a refused job can hand it back.
+        let slot = Arc::new(Mutex::new(Some(input)));
+        let slot2 = slot.clone();
+        let c = core.clone();
+        let shared = self.shared.clone();
+        let job = Job {
+            run: Box::new(move |ctx| {
+                if let Some(input) = lock(&slot2).take() {
+                    run_job(&c, || run(input, ctx), queued, &shared.stats);
+                }
+            }),
+            futures: vec![core.clone()],
+        };
+        match self.enqueue(job) {
+            Ok(()) => Ok(TaskFuture::from_core(core)),
+            Err(_) => Err(lock(&slot).take().expect("a refused job never ran")),
+        }
+    }
+
     /// Runs a closure on a pool thread. A panic becomes
     /// [`TaskError::Panicked`].
     pub fn spawn<F, R>(&self, f: F) -> Result<TaskFuture<R>, SubmitError<F>>
@@ -313,28 +345,52 @@ impl ThreadPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let core = self.new_core::<R>("closure");
-        let queued = Instant::now();
-        // The closure travels in a slot so a refused job can hand it back.
-        let slot = Arc::new(Mutex::new(Some(f)));
-        let slot2 = slot.clone();
-        let c = core.clone();
-        let shared = self.shared.clone();
-        let job = Job {
-            run: Box::new(move |_ctx| {
-                if let Some(f) = lock(&slot2).take() {
-                    run_job(&c, f, queued, &shared.stats);
-                }
-            }),
-            futures: vec![core.clone()],
-        };
-        match self.enqueue(job) {
-            Ok(()) => Ok(TaskFuture::from_core(core)),
-            Err(_) => {
-                let f = lock(&slot).take().expect("a refused job never ran");
-                Err(SubmitError::Shutdown { task: f })
-            }
-        }
+        self.submit_one("closure", f, |f, _ctx| f())
+            .map_err(|f| SubmitError::Shutdown { task: f })
+    }
+
+    /// Queues `task`; it is handed back if the pool is shut down. A panic
+    /// becomes [`TaskError::Panicked`].
+    ///
+    /// ```
+    /// use procpool::ThreadPool;
+    /// use procpool_tasks::Square;
+    ///
+    /// let pool = ThreadPool::builder().workers(2).build().unwrap();
+    /// assert_eq!(pool.submit(Square(7)).unwrap().result().unwrap(), 49);
+    /// ```
+    pub fn submit<T: Task>(&self, task: T) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
+        self.submit_one(T::NAME, task, |task, ctx| task.run(ctx))
+            .map_err(|task| SubmitError::Shutdown { task })
+    }
+
+    /// Runs `tasks` lazily, one `Result` per input, in input order.
+    pub fn map<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
+    where
+        I: IntoIterator,
+        I::Item: Task,
+    {
+        Executor::map(self, tasks)
+    }
+
+    /// Like [`map`](Self::map), yielding results as they complete.
+    pub fn map_unordered<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
+    where
+        I: IntoIterator,
+        I::Item: Task,
+    {
+        Executor::map_unordered(self, tasks)
+    }
+
+    /// Stops the pool; see [`Shutdown`]. Blocks until every thread is gone
+    /// (unless called from one of them); idempotent.
+    pub fn shutdown(&self, how: Shutdown) {
+        self.stop(how);
+    }
+
+    /// Number of threads.
+    pub fn workers(&self) -> usize {
+        self.shared.workers
     }
 
     /// Totals over every finished task.
@@ -423,35 +479,19 @@ impl sealed::Sealed for ThreadPool {
 
 impl Executor for ThreadPool {
     fn submit<T: Task>(&self, task: T) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
-        let core = self.new_core::<T::Output>(T::NAME);
-        let queued = Instant::now();
-        let slot = Arc::new(Mutex::new(Some(task)));
-        let slot2 = slot.clone();
-        let c = core.clone();
-        let shared = self.shared.clone();
-        let job = Job {
-            run: Box::new(move |ctx| {
-                if let Some(task) = lock(&slot2).take() {
-                    run_job(&c, || task.run(ctx), queued, &shared.stats);
-                }
-            }),
-            futures: vec![core.clone()],
-        };
-        match self.enqueue(job) {
-            Ok(()) => Ok(TaskFuture::from_core(core)),
-            Err(_) => {
-                let task = lock(&slot).take().expect("a refused job never ran");
-                Err(SubmitError::Shutdown { task })
-            }
-        }
+        ThreadPool::submit(self, task)
     }
 
     fn shutdown(&self, how: Shutdown) {
-        self.stop(how);
+        ThreadPool::shutdown(self, how);
     }
 
-    fn max_workers(&self) -> usize {
-        self.shared.workers
+    fn workers(&self) -> usize {
+        ThreadPool::workers(self)
+    }
+
+    fn stats(&self) -> PoolStats {
+        ThreadPool::stats(self)
     }
 }
 

@@ -352,8 +352,12 @@ impl Executor for ProcessPool {
         ProcessPool::shutdown(self, how);
     }
 
-    fn max_workers(&self) -> usize {
-        self.shared.cfg.workers
+    fn workers(&self) -> usize {
+        ProcessPool::workers(self)
+    }
+
+    fn stats(&self) -> PoolStats {
+        ProcessPool::stats(self)
     }
 }
 
