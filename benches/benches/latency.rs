@@ -17,7 +17,7 @@ use std::time::Duration;
 use criterion::Criterion;
 use procpool::Shutdown;
 use procpool_benches::{
-    EchoPeer, Recorder, frame, human, interleave, process_pool, ratio, report_heading, timed,
+    Recorder, echo_peer, frame, human, interleave, process_pool, ratio, report_heading, timed,
 };
 use procpool_tasks::Square;
 
@@ -35,7 +35,7 @@ fn main() {
         .configure_from_args();
     let rec = Recorder::new(SAMPLES);
 
-    let mut peer = EchoPeer::start(WORKER).expect("start the echo peer");
+    let mut peer = echo_peer(WORKER).expect("start the echo peer");
     let pool = process_pool(WORKER, 1);
     // The same with `worker_spin`: the idle worker looks for its next task
     // for 100 µs before parking.
@@ -48,7 +48,7 @@ fn main() {
     let ping = frame(&[0x5a; 16]);
     let mut raw = |iters| {
         timed(iters, || {
-            peer.round_trip(black_box(&ping)).expect("raw round trip")
+            peer.round_trip(black_box(&ping)).expect("raw round trip");
         })
     };
     let mut task = |iters| {

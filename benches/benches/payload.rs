@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode};
 use procpool::{ProcessPool, Shutdown, Task};
 use procpool_benches::{
-    EchoPeer, Recorder, frame, human, interleave, measuring, payload, process_pool, ratio,
+    Recorder, echo_peer, frame, human, interleave, measuring, payload, process_pool, ratio,
     report_heading, timed,
 };
 use procpool_tasks::{Echo, EchoVec};
@@ -98,7 +98,7 @@ fn main() {
         .configure_from_args();
     let rec = Recorder::new(SAMPLES);
 
-    let mut peer = EchoPeer::start(WORKER).expect("start the echo peer");
+    let mut peer = echo_peer(WORKER).expect("start the echo peer");
     let pool = process_pool(WORKER, 1);
 
     let mut group = c.benchmark_group("payload");
@@ -109,7 +109,7 @@ fn main() {
         let framed = frame(&data);
         let mut raw = |iters| {
             timed(iters, || {
-                peer.round_trip(black_box(&framed)).expect("raw round trip")
+                peer.round_trip(black_box(&framed)).expect("raw round trip");
             })
         };
         let mut echo = |iters| echo_round_trips(&pool, &data, iters, Echo, |o| o.len());

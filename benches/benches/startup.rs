@@ -10,7 +10,8 @@ use std::time::Duration;
 use criterion::{Criterion, SamplingMode};
 use procpool::Shutdown;
 use procpool_benches::{
-    EchoPeer, Recorder, frame, human, interleave, process_pool, ratio, report_heading, timed,
+    EchoPeer, Recorder, echo_peers, frame, human, interleave, process_pool, ratio, report_heading,
+    timed,
 };
 use procpool_tasks::Square;
 
@@ -30,7 +31,7 @@ fn main() {
     let one_byte = frame(&[1]);
     let mut bare = |iters| {
         timed(iters, || {
-            let mut peers = EchoPeer::start_many(WORKER, WORKERS).expect("start peers");
+            let mut peers = echo_peers(WORKER, WORKERS).expect("start peers");
             for p in &mut peers {
                 p.round_trip(&one_byte).expect("one byte");
             }

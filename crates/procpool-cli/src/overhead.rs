@@ -12,7 +12,7 @@ use procpool::{
 use procpool_tasks::{Echo, EchoRecords, EchoVec, Record, Square};
 use serde::Serialize;
 
-use crate::raw::{self, EchoPeer};
+use crate::raw;
 use crate::stats::{median, median_duration};
 
 /// Payload sizes of the sweep.
@@ -529,7 +529,7 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
     let procs = builder
         .build()
         .map_err(|e| format!("cannot start the process pool: {e}"))?;
-    let mut peer = EchoPeer::start().map_err(|e| format!("cannot start the raw echo peer: {e}"))?;
+    let mut peer = raw::start_peer().map_err(|e| format!("cannot start the raw echo peer: {e}"))?;
     let known_issues: Vec<String> = records_decode_bug(&procs).into_iter().collect();
 
     let mut raw_rows = Vec::new();
@@ -544,8 +544,7 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
         ));
         let frame = raw::frame(&bytes_of(size));
         for _ in 0..plan.warmup {
-            peer.round_trip(&frame)
-                .map_err(|e| format!("raw baseline: {e}"))?;
+            raw::round_trip(&mut peer, &frame).map_err(|e| format!("raw baseline: {e}"))?;
         }
         let mut walls = Vec::new();
         let t = Instant::now();
@@ -553,8 +552,7 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
             && (walls.len() < plan.min_reps || t.elapsed() < plan.budget)
         {
             walls.push(
-                peer.round_trip(&frame)
-                    .map_err(|e| format!("raw baseline: {e}"))?,
+                raw::round_trip(&mut peer, &frame).map_err(|e| format!("raw baseline: {e}"))?,
             );
         }
         drop(frame);

@@ -24,6 +24,10 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+
+// A panic never happens while a slot is locked (callbacks run outside),
+// but a poisoned lock must not turn into a second panic.
+use crate::lock::lock;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -131,12 +135,6 @@ impl Watchers {
             self.more.push((w, key));
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic never happens while a slot is locked (callbacks run outside),
-    // but a poisoned lock must not turn into a second panic.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<T: Send + 'static> Core<T> {

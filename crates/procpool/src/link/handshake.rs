@@ -22,7 +22,9 @@ use std::io;
 use std::time::Duration;
 
 use procpool_wire::Generation;
-use procpool_wire::handshake::{self, HANDSHAKE_MAX_FRAME, Hello, Proof, SECRET_LEN, Welcome};
+use procpool_wire::handshake::{
+    self, HANDSHAKE_MAX_FRAME, HandshakeError, Hello, Proof, SECRET_LEN, Welcome,
+};
 
 use super::frames::{self, SocketReader};
 use super::secret::{host_name, random_bytes};
@@ -110,8 +112,9 @@ pub(crate) fn challenge(
         Err(e) => return Err(e.to_string()),
     };
     if !handshake::check_worker_proof(secret, &nonce, &hello.nonce, &proof.mac) {
-        reject(stream, "wrong secret token");
-        return Err("wrong secret token".into());
+        let refused = HandshakeError::BadToken.to_string();
+        reject(stream, &refused);
+        return Err(refused);
     }
     Ok(reader)
 }
@@ -207,7 +210,7 @@ pub(crate) fn greet_pool(
                 };
             }
             Welcome::Reject { reason } => {
-                return Err(format!("the pool refused this worker: {reason}"));
+                return Err(HandshakeError::Rejected(reason).to_string());
             }
         }
     };

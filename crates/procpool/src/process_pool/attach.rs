@@ -112,8 +112,11 @@ impl AttachInfo {
 
 /// A worker that passed the handshake.
 pub(crate) struct Dialed {
+    /// The connection.
     pub stream: Stream,
+    /// Its reading end, past the handshake.
     pub reader: SocketReader,
+    /// What the worker said of itself.
     pub hello: Hello,
     /// Proven to be this user's process on this host (`SO_PEERCRED`), so
     /// its pid may be signalled.
@@ -128,11 +131,17 @@ enum Listening {
 /// The listening side. Its 0700 directory (socket, secret file) is removed
 /// when the pool stops.
 pub(crate) struct AttachPoint {
+    /// Where and how workers dial in (public via `attach_info`). Set once.
     pub info: AttachInfo,
+    /// The 0700 directory. Set once.
     dir: PathBuf,
+    /// The TCP address bound, if listening on TCP. Set once.
     tcp: Option<SocketAddr>,
+    /// The listener, until the accept loop takes it (leaf lock).
     listening: Mutex<Option<Listening>>,
-    /// Spawned workers dialing back over TCP, by ticket.
+    /// Spawned workers dialing back over TCP, by ticket (leaf lock):
+    /// registered by the spawner, answered by an attach thread once the
+    /// worker passed the handshake.
     awaited: Mutex<HashMap<u64, mpsc::Sender<Result<Dialed, StartError>>>>,
 }
 

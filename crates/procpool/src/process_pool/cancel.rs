@@ -19,7 +19,10 @@ use crate::lock::lock;
 /// A pending `cancel()` waiting for the worker's answer.
 #[derive(Default)]
 pub(crate) struct CancelWait {
+    /// The worker's answer (withdrawn or not): written once by the reader's
+    /// `Withdrawn` handler or by `settle`, read by the waiting `cancel()`.
     answer: Mutex<Option<bool>>,
+    /// Signalled when `answer` is set.
     cond: Condvar,
 }
 

@@ -17,7 +17,7 @@ pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
         };
         let mut term = Vec::new();
         let mut force = Vec::new();
-        let wait = {
+        {
             let mut st = lock(&shared.state);
             if st.phase == Phase::Stopped {
                 return;
@@ -58,14 +58,16 @@ pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
                 let dur = next
                     .map(|n| n.saturating_duration_since(now))
                     .unwrap_or(Duration::from_secs(1));
-                let _unused = shared
-                    .clock
-                    .wait_timeout(st, dur.max(Duration::from_millis(1)))
-                    .unwrap_or_else(|p| p.into_inner());
+                // Woken early (a timed task began, shutdown) or not: the
+                // loop looks again either way.
+                drop(
+                    shared
+                        .clock
+                        .wait_timeout(st, dur.max(Duration::from_millis(1)))
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
             }
-            true
-        };
-        let _ = wait;
+        }
         for t in term {
             tracing::warn!(target: "procpool::pool", "task timed out; terminating its worker");
             shared.signal(&t, Signal::SIGTERM);

@@ -9,18 +9,30 @@ use procpool_wire::frame::Payload;
 
 use crate::future::ResolveBytes;
 
-/// What the parent knows of a task besides its payload.
+/// What the parent knows of a task besides its payload. Written once by
+/// `submit` (`ProcessPool::prepare`); only `retries` changes after (by
+/// `settle`, under `Shared::state`, when the task is retried).
 pub(crate) struct Meta {
+    /// The task's id, unique in the pool.
     pub id: TaskId,
+    /// `Task::NAME`: what the worker's registry runs.
     pub name: &'static str,
+    /// The task type's fingerprint (input and output types), checked by
+    /// the worker.
     pub fingerprint: u64,
+    /// The input's Rust type, for error messages.
     pub input_type: &'static str,
+    /// The output's Rust type, for error messages.
     pub output_type: &'static str,
+    /// Its future, resolved (outside the pool lock) with the result.
     pub future: Arc<dyn ResolveBytes>,
     /// When `submit` was called (before encoding).
     pub submitted: Instant,
+    /// How long encoding the input took.
     pub encode: Duration,
+    /// The encoded input's size.
     pub bytes_out: u64,
+    /// Its timeout, if any (read by the clock).
     pub timeout: Option<Duration>,
     /// Runs left if its worker dies under it.
     pub retries: u32,
@@ -28,14 +40,18 @@ pub(crate) struct Meta {
 
 /// A task waiting in the parent's queue.
 pub(crate) struct Item {
+    /// See [`Meta`].
     pub meta: Meta,
+    /// The encoded input.
     pub payload: Payload,
 }
 
 /// Tasks that travel together (a `submit` is a batch of one, a `map` chunk
 /// a batch of `chunksize`).
 pub(crate) struct Batch {
+    /// Unique per batch sent; a worker's `batches` are keyed by it.
     pub id: u64,
+    /// In order; sent as one `Run` frame.
     pub items: Vec<Item>,
 }
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub enum Launcher {
     /// The pool starts every worker itself (the default): on an inherited
     /// `socketpair` end, or dialing back over TCP loopback with
-    /// [`Transport::Tcp`].
+    /// [`Transport::Tcp`](super::Transport::Tcp).
     #[default]
     Spawn,
     /// Workers started by someone else attach over the pool's socket (a

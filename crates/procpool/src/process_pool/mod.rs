@@ -92,7 +92,7 @@ pub use launch::{Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, Srun};
 pub use transport::Transport;
 
 use crate::cost::PoolStats;
-use crate::error::{BuildError, Side, SubmitError, TaskError};
+use crate::error::{BuildError, SubmitError, TaskError};
 use crate::future::{Core, TaskFuture};
 use crate::map::{ChunkResult, Map};
 use crate::task::{Task, task_fingerprint};
@@ -103,6 +103,15 @@ use state::Shared;
 /// A task ready for the queue, the core of its future, and when its
 /// encoding ended.
 type Prepared<O> = (Item, Arc<Core<O>>, Instant);
+
+/// The refusal of a task whose input did not encode (`message`: why).
+fn encode_refused<T: Task>(task: T, message: String) -> SubmitError<T> {
+    SubmitError::Encode {
+        task,
+        type_name: type_name::<T>(),
+        message,
+    }
+}
 
 /// Room for a task header in a frame, beyond the payload.
 const HEADER_ROOM: usize = 4096;
@@ -181,13 +190,7 @@ impl ProcessPool {
         let fingerprint = task_fingerprint::<T>();
         let (item, core) = match self.prepare(&task, timeout, retries, fingerprint, submitted) {
             Ok((item, core, _)) => (item, core),
-            Err(message) => {
-                return Err(SubmitError::Encode {
-                    task,
-                    type_name: type_name::<T>(),
-                    message,
-                });
-            }
+            Err(message) => return Err(encode_refused(task, message)),
         };
         match dispatch::enqueue(&self.shared, vec![item]) {
             Ok(()) => Ok(TaskFuture::from_core(core)),
@@ -310,8 +313,8 @@ impl sealed::Sealed for ProcessPool {
         let fingerprint = task_fingerprint::<T>();
         let (timeout, retries) = (self.shared.cfg.task_timeout, self.shared.cfg.retries);
         let mut submitted = Instant::now();
-        for task in &items {
-            match self.prepare(task, timeout, retries, fingerprint, submitted) {
+        for task in items {
+            match self.prepare(&task, timeout, retries, fingerprint, submitted) {
                 Ok((item, core, encoded_at)) => {
                     submitted = encoded_at;
                     batch.push(item);
@@ -319,15 +322,10 @@ impl sealed::Sealed for ProcessPool {
                 }
                 Err(message) => {
                     submitted = Instant::now();
-                    out.push(Err(TaskError::Encode {
-                        side: Side::Parent,
-                        type_name: type_name::<T>().to_owned(),
-                        message,
-                    }));
+                    out.push(Err(encode_refused(task, message).to_task_error()));
                 }
             }
         }
-        drop(items);
         if batch.is_empty() {
             return Ok(out);
         }

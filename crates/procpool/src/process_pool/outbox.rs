@@ -24,8 +24,12 @@ use crate::lock::lock;
 
 /// The parent's end of one worker's socket, for writing.
 pub(crate) struct Conn {
+    /// The socket (a clone of the reader's). Written only under `writing`.
     pub stream: Stream,
+    /// Frames posted and not yet written. Pushed under `Shared::state` (so
+    /// order is assignment order), taken by whoever holds `writing`.
     outbox: Mutex<Vec<Outgoing>>,
+    /// Held by the one thread writing to `stream`.
     writing: Mutex<()>,
 }
 

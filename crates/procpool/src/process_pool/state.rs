@@ -72,12 +72,17 @@ pub(crate) enum Phase {
     Stopped,
 }
 
-/// See the module docs.
+/// Where a slot's process is in its life; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotStatus {
+    /// Being spawned, greeted, initialized. Gets no work.
     Starting,
+    /// Gets work while it holds fewer than `prefetch` batches.
     Ready,
+    /// Took its share (`max_tasks_per_worker`, `max_worker_memory`): no
+    /// more work; asked to exit once idle.
     Retiring,
+    /// No process (reaped, or a vacant slot waiting for a worker to join).
     Dead,
 }
 
@@ -85,39 +90,56 @@ pub(crate) enum SlotStatus {
 /// running task's future ends and whether the death counts as a crash.
 #[derive(Debug, Clone)]
 pub(crate) enum KillReason {
-    TimedOut {
-        id: TaskId,
-        after: Duration,
-    },
+    /// Task `id` ran past its timeout `after` (the clock).
+    TimedOut { id: TaskId, after: Duration },
     /// `TaskFuture::kill` of the running task.
-    Killed {
-        id: TaskId,
-    },
+    Killed { id: TaskId },
+    /// The worker broke the protocol (the reader).
     Protocol(String),
     /// A TCP worker went silent.
     Lost,
+    /// Asked to exit after its last task (recycling).
     Retire,
+    /// The pool is shutting down.
     Shutdown,
+    /// The pool broke, for this reason.
     Broken(String),
+    /// It never became ready (spawn, handshake or initializer failed).
     StartFailed,
 }
 
-/// A task a worker holds (prefetched or running).
+/// A task a worker holds (prefetched or running). Lives in its slot's
+/// `inflight`, under `Shared::state`: created by `dispatch::pump`, removed
+/// by the reader's handlers (finished, withdrawn) or by `settle`.
 pub(crate) struct Assigned {
+    /// What the parent knows of the task (its future among it).
     pub meta: Meta,
+    /// Its encoded input, kept to re-queue it if the worker dies first.
     pub payload: Payload,
+    /// The batch (one `Run` frame) it was sent in.
     pub batch: u64,
+    /// When it was sent (its parent-side queue time ends here).
     pub assigned_at: Instant,
+    /// The worker has begun it (set by the reader).
     pub started: bool,
     /// Assignment order, to re-queue prefetched tasks in order.
     pub seq: u64,
 }
 
-/// One worker slot; see the module docs for the status machine.
+/// One worker slot; see the module docs for the status machine. Every
+/// field is under `Shared::state`. The spawner, life and waiter threads of
+/// the slot's current process write its life fields (`status`, `pid`,
+/// `conn`, `link`, `remote`, `start_error`); dispatch and the reader's
+/// handlers write its task fields; `settle` resets it when the process is
+/// gone. A thread that finds `generation` changed leaves the slot alone.
 pub(crate) struct WorkerSlot {
+    /// See [`SlotStatus`].
     pub status: SlotStatus,
+    /// The current process's generation (see `PoolState::claim_slot`).
     pub generation: Generation,
+    /// Its pid, once spawned (or the pid an attached worker reported).
     pub pid: Option<u32>,
+    /// Its connection's writing end, once it is ready.
     pub conn: Option<Arc<Conn>>,
     /// Tasks sent to this process and not finished.
     pub inflight: IdMap<TaskId, Assigned>,
@@ -129,8 +151,13 @@ pub(crate) struct WorkerSlot {
     pub taken: u64,
     /// The task it runs now, and since when (for the timeout clock).
     pub running: Option<(TaskId, Instant)>,
+    /// Why the pool is ending this process, if it is (the first reason
+    /// wins; `settle` reads it to decide its tasks' fate).
     pub kill: Option<KillReason>,
+    /// Why the process did not become ready (read by `build()` and by
+    /// `settle`'s log line).
     pub start_error: Option<StartError>,
+    /// How the last process of this slot ended (read by `build()`).
     pub last_exit: Option<Exit>,
     /// The SIGKILL deadline after a SIGTERM.
     pub kill_at: Option<Instant>,
@@ -223,19 +250,30 @@ impl WorkerSlot {
     }
 }
 
-/// Everything that changes, under one lock. See the module docs.
+/// Everything that changes, under one lock (`Shared::state`). See the
+/// module docs.
 pub(crate) struct PoolState {
+    /// Written by `shutdown` (and read everywhere).
     pub phase: Phase,
     /// Set once; the pool then refuses work and fails what is queued.
     pub broken: Option<String>,
+    /// Batches not yet sent to a worker, in order. Pushed by `enqueue`,
+    /// re-queued at the front by `settle` and the withdrawn handler, popped
+    /// by `pump`, drained by `shutdown` and `break_pool`.
     pub queue: VecDeque<Batch>,
+    /// One per worker; fixed in number.
     pub slots: Vec<WorkerSlot>,
-    /// Unexpected deaths since the last task finished.
+    /// Unexpected deaths since the last task finished anywhere (the
+    /// policy's pool streak): raised by `settle` and failed launches, reset
+    /// by a finished task.
     pub crash_streak: u32,
     /// `cancel()` calls waiting for a worker's answer.
     pub cancels: IdMap<TaskId, Arc<CancelWait>>,
+    /// The next process's generation (`claim_slot`).
     pub next_generation: Generation,
+    /// The next batch's id (`enqueue`, re-queueing).
     pub next_batch: u64,
+    /// Assignment counter (`pump`), for `Assigned::seq`.
     pub seq: u64,
     /// `build()` is still waiting: failures end the build, not respawn.
     pub building: bool,
@@ -252,9 +290,11 @@ pub(crate) struct PoolState {
     pub launch_failure: Option<String>,
 }
 
-/// One run of a launcher program.
+/// One run of a launcher program (in `PoolState::launches`).
 pub(crate) struct LaunchRecord {
+    /// Workers it was asked to start.
     pub expected: usize,
+    /// Workers with its ticket that joined (`adopt`).
     pub joined: usize,
 }
 
@@ -307,17 +347,30 @@ impl PoolState {
     }
 }
 
-/// The pool's shared core.
+/// The pool's shared core: one per pool, held by the `ProcessPool` and by
+/// every pool thread.
 pub(crate) struct Shared {
+    /// The settings. Set once.
     pub cfg: Config,
+    /// All that changes; see [`PoolState`].
     pub state: Mutex<PoolState>,
+    /// Signalled (with `state`) when a slot changes status, the phase
+    /// changes, or work finishes while the pool stops. Waited on by
+    /// `build()`, `shutdown` and `wait_for_workers`.
     pub changed: Condvar,
-    /// Wakes the timeout clock.
+    /// Wakes the timeout clock (with `state`): a timed task began, or the
+    /// pool stops.
     pub clock: Condvar,
+    /// The next task id (`submit`; atomic, no lock).
     pub next_id: AtomicU64,
+    /// Totals over finished tasks (its own lock).
     pub stats: StatsCollector,
+    /// The spawner's queue (leaf lock). Taken out (`None`) at shutdown,
+    /// which ends the spawner.
     pub spawn_tx: Mutex<Option<mpsc::Sender<SpawnJob>>>,
+    /// The pool's long-lived threads (leaf lock), joined by `shutdown`.
     pub threads: Mutex<Vec<JoinHandle<()>>>,
+    /// `cancel()`/`kill()` for this pool's futures. Set once.
     pub control: Arc<dyn Control>,
     /// Starting, signalling and reaping processes (the OS, or a test's
     /// fake). Set once.
@@ -326,10 +379,11 @@ pub(crate) struct Shared {
     /// sockets).
     pub attach: Option<AttachPoint>,
     /// Launcher processes still running (ticket, pid), stopped at
-    /// shutdown.
+    /// shutdown (leaf lock; written by the spawner and launcher watchers).
     pub launched: Mutex<Vec<(u64, u32)>>,
     /// A large input buffer whose task is done, for the next `submit` to
-    /// encode into (a fresh one costs a page fault per 4 KiB).
+    /// encode into (a fresh one costs a page fault per 4 KiB). Leaf lock:
+    /// written by the reader, taken by `submit`.
     pub spare_input: Mutex<Option<Vec<u8>>>,
 }
 
