@@ -30,6 +30,30 @@
 #![warn(missing_docs)]
 
 mod collected;
+/// The inherent `map` and `map_unordered` of both pools: the same code on
+/// each, so that a caller needs no trait import.
+macro_rules! map_methods {
+    () => {
+        /// Runs `tasks` lazily, one `Result` per input, in input order.
+        pub fn map<I>(&self, tasks: I) -> $crate::Map<'_, I::IntoIter>
+        where
+            I: IntoIterator,
+            I::Item: $crate::Task,
+        {
+            $crate::map_on(self, tasks, true)
+        }
+
+        /// Like [`map`](Self::map), yielding results as they complete.
+        pub fn map_unordered<I>(&self, tasks: I) -> $crate::Map<'_, I::IntoIter>
+        where
+            I: IntoIterator,
+            I::Item: $crate::Task,
+        {
+            $crate::map_on(self, tasks, false)
+        }
+    };
+}
+
 pub mod cost;
 pub mod error;
 pub mod future;

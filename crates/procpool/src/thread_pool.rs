@@ -23,7 +23,7 @@ use crate::cost::{Cost, PoolStats, StatsCollector};
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::future::{Core, Resolve, TaskFuture};
 use crate::lock::lock;
-use crate::map::{ChunkResult, Map};
+use crate::map::ChunkResult;
 use crate::task::{InitError, Initializer, Task, WorkerContext};
 use crate::{Executor, Shutdown, sealed};
 
@@ -364,23 +364,7 @@ impl ThreadPool {
             .map_err(|task| SubmitError::Shutdown { task })
     }
 
-    /// Runs `tasks` lazily, one `Result` per input, in input order.
-    pub fn map<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
-    where
-        I: IntoIterator,
-        I::Item: Task,
-    {
-        Executor::map(self, tasks)
-    }
-
-    /// Like [`map`](Self::map), yielding results as they complete.
-    pub fn map_unordered<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
-    where
-        I: IntoIterator,
-        I::Item: Task,
-    {
-        Executor::map_unordered(self, tasks)
-    }
+    map_methods!();
 
     /// Stops the pool; see [`Shutdown`]. Blocks until every thread is gone
     /// (unless called from one of them); idempotent.

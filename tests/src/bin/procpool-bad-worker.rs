@@ -574,7 +574,7 @@ fn main() {
 
 /// Writes `records` at the start of the reply ring the pool passed
 /// (descriptor `PROCPOOL_WORKER_RING_FD`, reopened through `/proc/self/fd`)
-/// and publishes them. Layout (`procpool::process_pool::ring`): the u64
+/// and publishes them. Layout (`procpool`'s `link/ring.rs`): the u64
 /// `tail` at byte 0, records (u32 length, body) from byte 4096.
 fn write_ring(records: &[u8]) {
     use std::os::unix::fs::FileExt;

@@ -94,7 +94,7 @@ pub use transport::Transport;
 use crate::cost::PoolStats;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::future::{Core, TaskFuture};
-use crate::map::{ChunkResult, Map};
+use crate::map::ChunkResult;
 use crate::task::{Task, task_fingerprint};
 use crate::{Executor, Shutdown, sealed};
 use item::{Item, Meta, Refusal};
@@ -242,23 +242,7 @@ impl ProcessPool {
         Ok((item, core, encoded_at))
     }
 
-    /// Runs `tasks` lazily, one `Result` per input, in input order.
-    pub fn map<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
-    where
-        I: IntoIterator,
-        I::Item: Task,
-    {
-        Executor::map(self, tasks)
-    }
-
-    /// Like [`map`](Self::map), yielding results as they complete.
-    pub fn map_unordered<I>(&self, tasks: I) -> Map<'_, I::IntoIter>
-    where
-        I: IntoIterator,
-        I::Item: Task,
-    {
-        Executor::map_unordered(self, tasks)
-    }
+    map_methods!();
 
     /// Stops the pool; see [`Shutdown`]. Blocks until every worker is gone;
     /// idempotent.
