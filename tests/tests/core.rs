@@ -116,21 +116,16 @@ fn mismatched_type_shapes_are_a_decode_error_naming_both_types() {
             }
         }
         let pool = pool(1);
-        let err = pool
-            .submit(FakeSquare("hello".into()))
-            .unwrap()
-            .result()
-            .unwrap_err();
+        // The worker announced its tasks: refused at submit (SEMANTICS 28).
+        let err = pool.submit(FakeSquare("hello".into())).unwrap_err();
         match &err {
-            TaskError::Decode {
-                side: Side::Worker,
-                message,
-                ..
-            } => {
-                assert!(message.contains("FakeSquare"), "{message}");
-                assert!(message.contains("procpool_tasks::Square"), "{message}");
+            SubmitError::NoWorkerCanRun { name, reason, .. } => {
+                assert_eq!(*name, "square");
+                assert!(reason.contains("FakeSquare"), "{reason}");
+                assert!(reason.contains("procpool_tasks::Square"), "{reason}");
+                assert!(reason.contains("two task types share the name"), "{reason}");
             }
-            other => panic!("expected Decode, got {other:?}"),
+            other => panic!("expected NoWorkerCanRun, got {other:?}"),
         }
         still_works(&pool);
     });
@@ -220,12 +215,17 @@ fn unknown_task_name() {
             fn run(self, _: &mut procpool::WorkerContext) {}
         }
         let pool = pool(1);
-        let err = pool.submit(Nobody).unwrap().result().unwrap_err();
-        assert_eq!(
-            err,
-            TaskError::UnknownTask {
-                name: "nobody_registered_this".into()
-            }
+        // The worker announced its tasks: refused at submit (SEMANTICS 28).
+        let err = pool.submit(Nobody).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                SubmitError::NoWorkerCanRun {
+                    name: "nobody_registered_this",
+                    ..
+                }
+            ),
+            "{err:?}"
         );
         assert!(err.to_string().contains("register it"), "{err}");
         still_works(&pool);

@@ -191,6 +191,44 @@ fn two_types_with_one_name_are_refused_with_the_right_advice() {
     assert!(message.contains("another NAME"), "{message}");
 }
 
+fn a_map_reports_progress_and_passes_on_its_size_hint() {
+    let pool = pool(2);
+    let map = pool.map((0..500u64).map(|seed| Mix { seed })).chunksize(16);
+    assert_eq!(map.size_hint(), (500, Some(500)));
+    let mut seen = Vec::new();
+    let mut map = map.on_progress(|done, total| seen.push((done, total)));
+    let first = map.next().unwrap().unwrap();
+    assert_eq!(first, mix(0));
+    assert_eq!(map.size_hint(), (499, Some(499)));
+    let rest: Vec<u64> = map.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(rest.len(), 499);
+    assert_eq!(map.size_hint(), (0, Some(0)));
+    drop(map);
+    assert_eq!(seen.len(), 500);
+    assert!(
+        seen.iter()
+            .enumerate()
+            .all(|(i, &(d, t))| d == i as u64 + 1 && t == Some(500))
+    );
+
+    // An input of unknown length: no total, the count still right.
+    let mut last = (0, Some(0));
+    let n = pool
+        .map_unordered((0..100u64).filter(|x| x % 2 == 0).map(|seed| Mix { seed }))
+        .on_progress(|done, total| last = (done, total))
+        .count();
+    assert_eq!(n, 50);
+    assert_eq!(last, (50, None));
+
+    // The terminal bar (drawn only on a terminal) changes no result.
+    let sum: u64 = pool
+        .map((0..300u64).map(|seed| Mix { seed }))
+        .progress()
+        .map(|r| r.unwrap())
+        .fold(0, u64::wrapping_add);
+    assert_eq!(sum, (0..300).map(mix).fold(0, u64::wrapping_add));
+}
+
 fn main() {
     // In a worker process this serves the tasks and never returns.
     procpool::worker::run_if_worker(registry());
@@ -207,6 +245,10 @@ fn main() {
         (
             "attributed_tasks_run_on_a_thread_pool_too",
             attributed_tasks_run_on_a_thread_pool_too,
+        ),
+        (
+            "a_map_reports_progress_and_passes_on_its_size_hint",
+            a_map_reports_progress_and_passes_on_its_size_hint,
         ),
         (
             "two_types_with_one_name_are_refused_with_the_right_advice",

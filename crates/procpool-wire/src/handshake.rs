@@ -29,8 +29,9 @@ use sha2::Sha256;
 use crate::Generation;
 use crate::codec::{self, CodecError};
 
-/// Bumped on every incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped on every incompatible change to the messages (3: the hello
+/// announces the worker's program and tasks, and may refuse).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Length of the pool's secret and of each nonce.
 pub const SECRET_LEN: usize = 32;
@@ -64,6 +65,41 @@ pub struct Hello {
     /// empty for a worker on an inherited socket.
     #[serde(with = "serde_bytes")]
     pub nonce: Vec<u8>,
+    /// The worker's program (its executable's path), for messages.
+    pub program: String,
+    /// The tasks the worker can run, sorted by name.
+    pub tasks: Vec<TaskInfo>,
+    /// Whether `tasks` is every task the worker knows (a registry too large
+    /// for a handshake frame is announced in part, and the pool then does
+    /// not refuse unknown names at submit).
+    pub tasks_complete: bool,
+    /// `Some(why)`: this process was started as a worker but will not serve
+    /// (e.g. its `main()` reached `ProcessPool::build()` instead of
+    /// `run_if_worker`); the pool fails the start with this message.
+    pub refusal: Option<String>,
+}
+
+/// One task a worker can run, as its hello announces it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// The task's `NAME`.
+    pub name: String,
+    /// [`fingerprint`](crate::message::fingerprint) of its name and types.
+    pub fingerprint: u64,
+    /// Its input type (`std::any::type_name`).
+    pub input_type: String,
+}
+
+/// Room kept for a hello's fixed fields when its task list is cut to fit
+/// [`HANDSHAKE_MAX_FRAME`].
+const HELLO_ROOM: usize = 4096;
+
+/// The first fields of every hello, whatever its version: read first, so
+/// a peer of another protocol version gets a version error, not "garbled".
+#[derive(Deserialize)]
+struct HelloHead {
+    magic: [u8; 8],
+    protocol: u32,
 }
 
 impl Hello {
@@ -77,13 +113,51 @@ impl Hello {
             host,
             ticket,
             nonce,
+            program: String::new(),
+            tasks: Vec::new(),
+            tasks_complete: false,
+            refusal: None,
         }
     }
 
-    /// Decodes a hello frame; anything else is a typed error.
+    /// Announces `tasks` (sorted here), as many as fit a handshake frame;
+    /// `tasks_complete` says whether all did.
+    pub fn with_tasks(mut self, program: String, mut tasks: Vec<TaskInfo>) -> Hello {
+        tasks.sort_by(|a, b| a.name.cmp(&b.name));
+        let budget = HANDSHAKE_MAX_FRAME as usize - HELLO_ROOM - program.len().min(HELLO_ROOM);
+        let mut used = 0;
+        let mut kept = Vec::with_capacity(tasks.len());
+        let total = tasks.len();
+        for t in tasks {
+            // Two length prefixes, the fingerprint, and the text.
+            let size = 8 + 8 + 8 + t.name.len() + t.input_type.len();
+            if used + size > budget {
+                break;
+            }
+            used += size;
+            kept.push(t);
+        }
+        self.tasks_complete = kept.len() == total;
+        self.tasks = kept;
+        self.program = program.chars().take(HELLO_ROOM / 4).collect();
+        self
+    }
+
+    /// Decodes a hello frame; anything else is a typed error. A hello that
+    /// does not decode but starts like one of another protocol version is
+    /// a [`HandshakeError::Protocol`] (a stranger's bytes: `NotProcpool`).
     pub fn decode(body: &[u8]) -> Result<Hello, HandshakeError> {
-        codec::decode_limited::<Hello, { codec::HANDSHAKE_DECODE_LIMIT }>(body)
-            .map_err(HandshakeError::Garbled)
+        codec::decode_limited::<Hello, { codec::HANDSHAKE_DECODE_LIMIT }>(body).map_err(|e| {
+            match codec::decode_prefix_limited::<HelloHead, { codec::HANDSHAKE_DECODE_LIMIT }>(body)
+            {
+                Ok((head, _)) if head.magic != MAGIC => HandshakeError::NotProcpool,
+                Ok((head, _)) if head.protocol != PROTOCOL_VERSION => HandshakeError::Protocol {
+                    ours: PROTOCOL_VERSION,
+                    theirs: head.protocol,
+                },
+                _ => HandshakeError::Garbled(e),
+            }
+        })
     }
 
     /// Checks the hello against this build.
@@ -294,6 +368,49 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_of_another_version_is_a_version_error_not_garbage() {
+        // What a version-2 worker sent: the fields before `program`.
+        let mut h = Hello::ours(1, "n".into(), 0, vec![]);
+        h.protocol = 2;
+        let mut old = codec::encode(&h).unwrap();
+        let new_tail =
+            codec::encode(&(String::new(), Vec::<TaskInfo>::new(), false, None::<String>))
+                .unwrap()
+                .len();
+        old.truncate(old.len() - new_tail);
+        assert_eq!(
+            Hello::decode(&old),
+            Err(HandshakeError::Protocol {
+                ours: PROTOCOL_VERSION,
+                theirs: 2
+            })
+        );
+    }
+
+    #[test]
+    fn a_hello_announces_its_tasks_within_the_frame_cap() {
+        let task = |i: usize| TaskInfo {
+            name: format!("task_{i:05}"),
+            fingerprint: i as u64,
+            input_type: format!("my_crate::jobs::Task{i}"),
+        };
+        let small = Hello::ours(1, String::new(), 0, vec![])
+            .with_tasks("/bin/me".into(), vec![task(2), task(1)]);
+        assert!(small.tasks_complete);
+        assert_eq!(small.tasks, vec![task(1), task(2)]);
+        let back = Hello::decode(&codec::encode(&small).unwrap()).unwrap();
+        assert_eq!(back, small);
+
+        let huge = Hello::ours(1, String::new(), 0, vec![])
+            .with_tasks("/bin/me".into(), (0..10_000).map(task).collect());
+        assert!(!huge.tasks_complete);
+        assert!(!huge.tasks.is_empty());
+        let body = codec::encode(&huge).unwrap();
+        assert!(body.len() <= HANDSHAKE_MAX_FRAME as usize, "{}", body.len());
+        assert_eq!(Hello::decode(&body).unwrap(), huge);
+    }
+
+    #[test]
     fn wrong_build_is_refused() {
         let mut h = Hello::ours(1, String::new(), 0, vec![]);
         h.build_id = "procpool-wire 0.0.0-other".into();
@@ -305,8 +422,12 @@ mod tests {
         let mut h = Hello::ours(1, String::new(), 0, vec![]);
         h.magic = *b"notmine!";
         assert_eq!(h.check(), Err(HandshakeError::NotProcpool));
-        assert!(matches!(
+        assert_eq!(
             Hello::decode(b"GET / HTTP/1.1\r\n"),
+            Err(HandshakeError::NotProcpool)
+        );
+        assert!(matches!(
+            Hello::decode(b"GET"),
             Err(HandshakeError::Garbled(_))
         ));
     }

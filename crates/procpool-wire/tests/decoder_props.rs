@@ -411,6 +411,20 @@ fn gen_hello(rng: &mut Rng, small: bool) -> Hello {
     if rng.one_in(4) {
         h.build_id = gen_string(rng, small);
     }
+    if rng.one_in(2) {
+        let n = (rng.next() % 4) as usize;
+        let tasks = (0..n)
+            .map(|_| procpool_wire::handshake::TaskInfo {
+                name: gen_string(rng, small),
+                fingerprint: rng.next(),
+                input_type: gen_string(rng, small),
+            })
+            .collect();
+        h = h.with_tasks(gen_string(rng, small), tasks);
+    }
+    if rng.one_in(4) {
+        h.refusal = Some(gen_string(rng, small));
+    }
     h
 }
 
@@ -696,7 +710,13 @@ fn check_hello(body: &[u8]) -> Result<(), String> {
     check_usage("Hello::decode", usage)?;
     match r {
         Ok(h) => {
-            if MAGIC.len() + h.build_id.len() + h.host.len() + h.nonce.len() > body.len() {
+            let text: usize = h
+                .tasks
+                .iter()
+                .map(|t| t.name.len() + t.input_type.len())
+                .sum();
+            let sizes = MAGIC.len() + h.build_id.len() + h.host.len() + h.nonce.len();
+            if sizes + text + h.program.len() > body.len() {
                 return Err(format!(
                     "Hello::decode: {h:?} is larger than its {} bytes",
                     body.len()
@@ -715,6 +735,8 @@ fn check_hello(body: &[u8]) -> Result<(), String> {
                 Err(other) => Err(format!("Hello::check returned {other:?}")),
             }
         }
+        // A well-formed head of a stranger or another version.
+        Err(HandshakeError::NotProcpool | HandshakeError::Protocol { .. }) => Ok(()),
         Err(e) => check_handshake_error("Hello::decode", &e, body.len()),
     }
 }
@@ -1204,6 +1226,10 @@ fn arb_hello() -> impl Strategy<Value = Hello> {
                 host,
                 ticket,
                 nonce,
+                program: String::new(),
+                tasks: Vec::new(),
+                tasks_complete: true,
+                refusal: None,
             },
         )
 }
@@ -1392,7 +1418,8 @@ fn regression_huge_length_prefix_panics_in_bincode() {
     body.extend(u64::MAX.to_le_bytes());
     let r = codec::decode::<String>(&body);
     assert!(matches!(r, Err(CodecError::Decode(_))), "{r:?}");
-    let hello = [&MAGIC[..], &[1], &body[..]].concat();
+    let version = procpool_wire::PROTOCOL_VERSION as u8;
+    let hello = [&MAGIC[..], &[version], &body[..]].concat();
     let r = Hello::decode(&hello);
     assert!(
         matches!(r, Err(HandshakeError::Garbled(CodecError::Decode(_)))),

@@ -45,8 +45,13 @@ impl Registry {
     /// # Panics
     /// If two task types share one `NAME` (the message names both).
     pub fn collected() -> Registry {
+        Registry::collected_into(Registry::new())
+    }
+
+    /// `registry` plus every collected task (what a worker serves).
+    pub(crate) fn collected_into(registry: Registry) -> Registry {
         inventory::iter::<Collected>
             .into_iter()
-            .fold(Registry::new(), |registry, c| (c.add)(registry))
+            .fold(registry, |registry, c| (c.add)(registry))
     }
 }

@@ -132,6 +132,15 @@ pub enum TaskError {
     },
     /// The pool was shut down before the task could run.
     Shutdown,
+    /// No worker can run this task (its workers announced their tasks,
+    /// and this one is not among them or is another type): refused before
+    /// it was sent. See [`SubmitError::NoWorkerCanRun`].
+    NoWorkerCanRun {
+        /// The task's `NAME`.
+        name: String,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl TaskError {
@@ -196,7 +205,10 @@ impl fmt::Display for TaskError {
             } => write!(f, "the {side} could not encode `{type_name}`: {message}"),
             TaskError::UnknownTask { name } => write!(
                 f,
-                "the worker has no task named `{name}`: register it in the worker's Registry"
+                "the worker has no task named `{name}`: define it with #[procpool::task] (or \
+                 register it) in the program the workers run; the bundled `procpool-worker` \
+                 runs only built-in tasks (use WorkerCommand::current_exe() and call \
+                 procpool::worker::run_if_worker first thing in main)"
             ),
             TaskError::WaitTimedOut { after } => {
                 write!(f, "no result within the caller's {after:?} limit")
@@ -207,6 +219,9 @@ impl fmt::Display for TaskError {
             ),
             TaskError::Broken { reason } => write!(f, "the pool is broken: {reason}"),
             TaskError::Shutdown => f.write_str("the pool was shut down"),
+            TaskError::NoWorkerCanRun { name, reason } => {
+                write!(f, "no worker can run task `{name}`: {reason}")
+            }
         }
     }
 }
@@ -249,6 +264,21 @@ pub enum SubmitError<T> {
         /// Why the pool broke.
         reason: String,
     },
+    /// No worker of the pool can run this task: the workers announced
+    /// their tasks when they started, and this `NAME` is not among them
+    /// (or names another type).
+    NoWorkerCanRun {
+        /// The task, untouched.
+        task: T,
+        /// Its `NAME`.
+        name: &'static str,
+        /// The program the workers run.
+        program: String,
+        /// The task names the workers know, sorted.
+        known: Vec<String>,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl<T> SubmitError<T> {
@@ -257,7 +287,8 @@ impl<T> SubmitError<T> {
         match self {
             SubmitError::Encode { task, .. }
             | SubmitError::Shutdown { task }
-            | SubmitError::Broken { task, .. } => task,
+            | SubmitError::Broken { task, .. }
+            | SubmitError::NoWorkerCanRun { task, .. } => task,
         }
     }
 
@@ -273,6 +304,10 @@ impl<T> SubmitError<T> {
             },
             SubmitError::Shutdown { .. } => TaskError::Shutdown,
             SubmitError::Broken { reason, .. } => TaskError::Broken {
+                reason: reason.clone(),
+            },
+            SubmitError::NoWorkerCanRun { name, reason, .. } => TaskError::NoWorkerCanRun {
+                name: (*name).to_owned(),
                 reason: reason.clone(),
             },
         }
@@ -299,6 +334,19 @@ impl<T> fmt::Debug for SubmitError<T> {
                 .debug_struct("Broken")
                 .field("reason", reason)
                 .finish_non_exhaustive(),
+            SubmitError::NoWorkerCanRun {
+                name,
+                program,
+                known,
+                reason,
+                ..
+            } => f
+                .debug_struct("NoWorkerCanRun")
+                .field("name", name)
+                .field("program", program)
+                .field("known", known)
+                .field("reason", reason)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -316,6 +364,10 @@ impl<T> fmt::Display for SubmitError<T> {
                 f.write_str("the pool is shut down; submit to a new pool")
             }
             SubmitError::Broken { reason, .. } => write!(f, "the pool is broken: {reason}"),
+            SubmitError::NoWorkerCanRun { name, reason, .. } => write!(
+                f,
+                "no worker can run task `{name}` (the task is handed back): {reason}"
+            ),
         }
     }
 }
@@ -326,6 +378,14 @@ impl<T> std::error::Error for SubmitError<T> {}
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildError {
+    /// This process was started as a worker of another pool, but its
+    /// `main()` reached `build()` instead of calling
+    /// `procpool::worker::run_if_worker` first. The pool that started it
+    /// has been told.
+    StartedAsWorker {
+        /// What to do.
+        message: String,
+    },
     /// A builder setting is invalid (e.g. `workers(0)`).
     Config(String),
     /// The worker binary could not be found.
@@ -371,6 +431,7 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::Config(m) => write!(f, "invalid pool configuration: {m}"),
+            BuildError::StartedAsWorker { message } => f.write_str(message),
             BuildError::WorkerNotFound { looked } => {
                 write!(
                     f,

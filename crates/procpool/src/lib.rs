@@ -10,20 +10,37 @@
 //! * [`TaskFuture`], [`as_completed`], [`wait`] and [`Map`] work the same on
 //!   both, and through the [`Executor`] trait code can target either.
 //!
-//! ```no_run
-//! use procpool::{ProcessPool, Shutdown, WorkerCommand};
-//! use procpool_tasks::Square;
+//! A task is a plain function marked [`#[procpool::task]`](macro@task); the
+//! program is its own worker ([`worker::run_if_worker`] first in `main`),
+//! which is also the pool's default worker:
 //!
-//! let pool = ProcessPool::builder()
-//!     .worker(WorkerCommand::bundled()) // the `procpool-worker` binary
-//!     .workers(4)
-//!     .build()?;
-//! assert_eq!(pool.submit(Square(7))?.result()?, 49);
-//! let sum: u64 = pool.map((0..1000).map(Square)).chunksize(64).map(|r| r.unwrap()).sum();
-//! assert_eq!(sum, (0..1000u64).map(|i| i * i).sum());
-//! pool.shutdown(Shutdown::Wait);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```no_run
+//! use procpool::{ProcessPool, Registry};
+//!
+//! #[procpool::task]
+//! fn mix(seed: u64) -> u64 {
+//!     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // In a worker process this serves every #[procpool::task] and never returns.
+//!     procpool::worker::run_if_worker(Registry::collected());
+//!
+//!     let pool = ProcessPool::builder().workers(4).build()?; // workers: this program
+//!     assert_eq!(pool.submit(Mix { seed: 7 })?.result()?, mix(7));
+//!     let sum: u64 = pool
+//!         .map((0..1000).map(|seed| Mix { seed }))
+//!         .progress() // a bar on stderr
+//!         .map(|r| r.unwrap())
+//!         .sum();
+//!     assert_eq!(sum, (0..1000).map(mix).sum());
+//!     Ok(())
+//! }
 //! ```
+//!
+//! Without `run_if_worker` the default worker is the bundled
+//! `procpool-worker` (built-in tasks only); [`WorkerCommand::program`] runs
+//! a separate worker binary.
 // `deny`, not `forbid`: the one `sys` module below may opt out. Every other
 // module (and every other crate of the workspace) has no unsafe code.
 #![deny(unsafe_code)]
@@ -62,6 +79,7 @@ mod link;
 mod lock;
 pub mod map;
 pub mod process_pool;
+mod progress;
 pub mod task;
 pub mod thread_pool;
 pub mod waiting;
@@ -89,7 +107,7 @@ pub use waiting::{AsCompleted, ReturnWhen, as_completed, wait};
 /// it to [`Registry::collected`].
 ///
 /// ```no_run
-/// use procpool::{ProcessPool, Registry, WorkerCommand};
+/// use procpool::{ProcessPool, Registry};
 ///
 /// #[procpool::task]
 /// fn mix(seed: u64) -> u64 {
@@ -100,9 +118,7 @@ pub use waiting::{AsCompleted, ReturnWhen, as_completed, wait};
 ///     // In a worker process this serves every #[procpool::task] and never returns.
 ///     procpool::worker::run_if_worker(Registry::collected());
 ///
-///     let pool = ProcessPool::builder()
-///         .worker(WorkerCommand::current_exe()) // workers: this program
-///         .build()?;
+///     let pool = ProcessPool::builder().build()?; // workers: this program
 ///     assert_eq!(pool.submit(Mix { seed: 7 })?.result()?, mix(7));
 ///     for digest in pool.map((0..1000).map(|seed| Mix { seed })) {
 ///         println!("{}", digest?);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::TaskError;
 use crate::future::TaskFuture;
 use crate::idmap::IdMap;
+use crate::progress::Progress;
 use crate::task::Task;
 use crate::waiting::DoneQueue;
 
@@ -48,7 +49,7 @@ where
     I::Item: Task,
 {
     submit: SubmitFn<'a, I::Item>,
-    input: I,
+    pub(crate) input: I,
     input_done: bool,
     chunksize: usize,
     window_chunks: usize,
@@ -65,6 +66,8 @@ where
     refused: Option<TaskError>,
     done: Arc<DoneQueue>,
     next_key: usize,
+    /// Who hears of each item yielded (`progress.rs`).
+    pub(crate) progress: Progress<'a>,
 }
 
 impl<I> fmt::Debug for Map<'_, I>
@@ -108,6 +111,7 @@ where
             refused: None,
             done: DoneQueue::new(),
             next_key: 0,
+            progress: Progress::default(),
         }
     }
 
@@ -136,6 +140,26 @@ where
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
+    }
+
+    /// Items left, for [`Iterator::size_hint`]: one per input (in flight
+    /// or not pulled yet). Only a pool shut down midway, or a `timeout`
+    /// that expires, ends a map early, with one error in place of the
+    /// rest; with a `timeout` the lower bound is therefore at most 1.
+    fn remaining(&self) -> (usize, Option<usize>) {
+        let in_flight = self.in_flight() + usize::from(self.refused.is_some());
+        let (input_lo, input_hi) = if self.input_done {
+            (0, Some(0))
+        } else {
+            self.input.size_hint()
+        };
+        let lo = in_flight.saturating_add(input_lo);
+        let lo = if self.timeout.is_some() {
+            lo.min(1)
+        } else {
+            lo
+        };
+        (lo, input_hi.and_then(|hi| hi.checked_add(in_flight)))
     }
 
     fn in_flight(&self) -> usize {
@@ -222,6 +246,28 @@ where
     type Item = Result<<I::Item as Task>::Output, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let item = self.next_item();
+        match item {
+            Some(_) => self.progress.tick(),
+            None => self.progress.finish(),
+        }
+        item
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.ended {
+            return (0, Some(0));
+        }
+        self.remaining()
+    }
+}
+
+impl<I> Map<'_, I>
+where
+    I: Iterator,
+    I::Item: Task,
+{
+    fn next_item(&mut self) -> Option<<Self as Iterator>::Item> {
         if self.ended {
             return None;
         }
@@ -272,6 +318,7 @@ where
     I::Item: Task,
 {
     fn drop(&mut self) {
+        self.progress.finish();
         self.cancel_rest();
         // Keys of futures already dropped are harmless in the queue.
         while self.done.try_pop().is_some() {}

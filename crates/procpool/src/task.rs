@@ -267,6 +267,19 @@ impl Registry {
         v
     }
 
+    /// What a worker's hello announces: every task's name, fingerprint and
+    /// input type.
+    pub(crate) fn announce(&self) -> Vec<procpool_wire::handshake::TaskInfo> {
+        self.tasks
+            .iter()
+            .map(|(name, e)| procpool_wire::handshake::TaskInfo {
+                name: (*name).to_owned(),
+                fingerprint: e.fingerprint,
+                input_type: e.input_type.to_owned(),
+            })
+            .collect()
+    }
+
     /// Runs task `name` on `input`, appending the encoded output to `out`.
     pub(crate) fn run(
         &self,

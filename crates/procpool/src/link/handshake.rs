@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use procpool_wire::Generation;
 use procpool_wire::handshake::{
-    self, HANDSHAKE_MAX_FRAME, HandshakeError, Hello, Proof, SECRET_LEN, Welcome,
+    self, HANDSHAKE_MAX_FRAME, HandshakeError, Hello, Proof, SECRET_LEN, TaskInfo, Welcome,
 };
 
 use super::frames::{self, SocketReader};
@@ -73,12 +73,19 @@ pub(crate) fn read_hello(
 }
 
 /// Checks a hello against this build; a wrong one is answered with a
-/// `Reject`.
+/// `Reject`. A worker that refused to serve is an error with its reason.
 pub(crate) fn check_hello(stream: &Stream, hello: &Hello) -> Result<(), String> {
     hello.check().map_err(|e| {
         reject(stream, &e.to_string());
         e.to_string()
-    })
+    })?;
+    match &hello.refusal {
+        Some(why) => Err(format!(
+            "`{}` (pid {}) was started as a worker but will not serve: {why}",
+            hello.program, hello.pid
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The pool's side of the secret handshake with a worker that dialed in:
@@ -155,6 +162,25 @@ pub(crate) fn is_timeout(e: &procpool_wire::FrameError) -> bool {
 
 // ---- the worker's half ----
 
+/// This process's program, as a hello names it.
+pub(crate) fn this_program() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .or_else(|_| std::env::args().next().ok_or(()))
+        .unwrap_or_else(|()| "<unknown program>".to_owned())
+}
+
+/// Tells the pool at once that this process, started as its worker, will
+/// not serve (its hello carries `why`), then closes the connection.
+pub(crate) fn refuse(stream: &Stream, why: &str) -> io::Result<()> {
+    let mut hello = Hello::ours(std::process::id(), host_name(), 0, Vec::new())
+        .with_tasks(this_program(), Vec::new());
+    hello.refusal = Some(why.to_owned());
+    send_handshake(stream, &hello)?;
+    stream.shutdown();
+    Ok(())
+}
+
 /// The worker's side: says hello (with a nonce if it has a `secret`),
 /// answers the pool's challenge, and waits to be accepted. A worker that
 /// has the secret refuses a pool that does not prove it. Returns the
@@ -164,6 +190,7 @@ pub(crate) fn greet_pool(
     stream: &Stream,
     secret: Option<&[u8]>,
     ticket: u64,
+    tasks: Vec<TaskInfo>,
 ) -> Result<(SocketReader, Accepted), String> {
     let read_half = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = frames::reader(read_half, HANDSHAKE_MAX_FRAME);
@@ -171,7 +198,8 @@ pub(crate) fn greet_pool(
         Some(_) => random_bytes(SECRET_LEN).map_err(|e| format!("no randomness: {e}"))?,
         None => Vec::new(),
     };
-    let hello = Hello::ours(std::process::id(), host_name(), ticket, nonce.clone());
+    let hello = Hello::ours(std::process::id(), host_name(), ticket, nonce.clone())
+        .with_tasks(this_program(), tasks);
     send_handshake(stream, &hello).map_err(|e| format!("cannot greet the pool: {e}"))?;
     let mut proven = false;
     let accepted = loop {

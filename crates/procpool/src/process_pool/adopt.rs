@@ -54,7 +54,15 @@ pub(crate) fn adopt(shared: &Arc<Shared>, dialed: Dialed) {
     tracing::info!(target: "procpool::pool", { worker.id = idx, worker.pid = pid }, "worker joined: {who}");
     let s = shared.clone();
     guarded(shared, "attached worker", Some(idx), move || {
-        life_main(&s, idx, generation, stream, pid, Some(reader), None);
+        life_main(
+            &s,
+            idx,
+            generation,
+            stream,
+            pid,
+            Some((reader, hello)),
+            None,
+        );
     });
     // No waiter for a process we did not start: its connection closing is
     // its death.

@@ -32,6 +32,9 @@ pub struct WorkerCommand {
     looked: Vec<PathBuf>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    /// Made by [`WorkerCommand::bundled`] (messages then say how to run
+    /// one's own tasks).
+    bundled: bool,
 }
 
 impl WorkerCommand {
@@ -42,6 +45,7 @@ impl WorkerCommand {
             looked: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
+            bundled: false,
         }
     }
 
@@ -57,6 +61,19 @@ impl WorkerCommand {
             looked,
             args: Vec::new(),
             env: Vec::new(),
+            bundled: true,
+        }
+    }
+
+    /// The default worker: this program itself if its `main` called
+    /// [`procpool::worker::run_if_worker`](crate::worker::run_if_worker)
+    /// (the usual case: [`current_exe`](Self::current_exe)), else the
+    /// [`bundled`](Self::bundled) `procpool-worker`.
+    pub fn default_worker() -> WorkerCommand {
+        if crate::worker::serves_itself() {
+            WorkerCommand::current_exe()
+        } else {
+            WorkerCommand::bundled()
         }
     }
 
@@ -70,6 +87,7 @@ impl WorkerCommand {
                 looked: vec![PathBuf::from("/proc/self/exe")],
                 args: Vec::new(),
                 env: Vec::new(),
+                bundled: false,
             },
         }
     }
@@ -89,6 +107,11 @@ impl WorkerCommand {
     /// The program, if it was found.
     pub fn path(&self) -> Option<&Path> {
         self.program.as_deref()
+    }
+
+    /// Whether this is [`WorkerCommand::bundled`].
+    pub(crate) fn is_bundled(&self) -> bool {
+        self.bundled
     }
 
     pub(crate) fn args(&self) -> &[OsString] {
@@ -237,7 +260,7 @@ impl Default for ProcessPoolBuilder {
             lost_after: Duration::from_secs(10),
             retries: 0,
             launch_timeout: Duration::from_secs(120),
-            command: WorkerCommand::bundled(),
+            command: WorkerCommand::default_worker(),
             workers: None,
             init: None,
             task_timeout: None,
@@ -258,7 +281,10 @@ impl Default for ProcessPoolBuilder {
 }
 
 impl ProcessPoolBuilder {
-    /// The worker program (default: [`WorkerCommand::bundled`]).
+    /// The worker program. Default: [`WorkerCommand::default_worker`] —
+    /// this program itself when its `main` called
+    /// [`run_if_worker`](crate::worker::run_if_worker) first, else the
+    /// bundled `procpool-worker`.
     pub fn worker(mut self, command: WorkerCommand) -> Self {
         self.command = command;
         self
@@ -445,6 +471,9 @@ impl ProcessPoolBuilder {
     /// Starts the workers, runs the initializer in each, and returns the
     /// pool once every worker is ready. On error no worker is left running.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
+        if let Some(message) = crate::worker::refuse_to_build() {
+            return Err(BuildError::StartedAsWorker { message });
+        }
         ProcessPool::start(self.config()?)
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use procpool_wire::Generation;
 use procpool_wire::frame::write_all_frames;
+use procpool_wire::handshake::Hello;
 use procpool_wire::message::{ToParent, ToWorker, decode_message, encode_message};
 
 use super::builder::Config;
@@ -17,17 +18,18 @@ use crate::link::stream::Stream;
 
 /// The parent's side of the handshake with a worker on an inherited
 /// socket, then the initializer. Returns the reader for the worker's
-/// messages.
+/// messages and its hello.
 pub(crate) fn greet(
     stream: &Stream,
     cfg: &Config,
     index: usize,
     generation: Generation,
-) -> Result<SocketReader, StartError> {
+) -> Result<(SocketReader, Hello), StartError> {
     let (reader, hello) =
         handshake::read_hello(stream, cfg.handshake_timeout).map_err(StartError::Handshake)?;
     handshake::check_hello(stream, &hello).map_err(StartError::Handshake)?;
-    accept(stream, reader, cfg, index, generation)
+    let reader = accept(stream, reader, cfg, index, generation)?;
+    Ok((reader, hello))
 }
 
 /// Welcomes a worker whose hello was accepted into slot `index`, then runs

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use procpool_wire::Generation;
+use procpool_wire::handshake::Hello;
 use procpool_wire::message::ToWorker;
 
 use super::attach::Dialed;
@@ -111,7 +112,15 @@ fn await_dial(
                     st.slots[idx].link = Some(link);
                 }
             }
-            life_main(shared, idx, generation, d.stream, pid, Some(d.reader), None);
+            life_main(
+                shared,
+                idx,
+                generation,
+                d.stream,
+                pid,
+                Some((d.reader, d.hello)),
+                None,
+            );
         }
         Err(_) => {
             let e = StartError::Handshake(format!("the worker did not dial back within {limit:?}"));
@@ -126,15 +135,20 @@ pub(super) fn life_main(
     generation: Generation,
     stream: Stream,
     pid: u32,
-    hello_read: Option<SocketReader>,
+    hello_read: Option<(SocketReader, Hello)>,
     ring: Option<ring::Reader>,
 ) {
     let greeted = match hello_read {
         None => greet::greet(&stream, &shared.cfg, idx, generation),
-        Some(reader) => greet::accept(&stream, reader, &shared.cfg, idx, generation),
+        Some((reader, hello)) => {
+            greet::accept(&stream, reader, &shared.cfg, idx, generation).map(|r| (r, hello))
+        }
     };
     let reader = match greeted {
-        Ok(r) => r,
+        Ok((r, hello)) => {
+            shared.known.learn(&hello);
+            r
+        }
         Err(e) => return start_failed(shared, idx, generation, pid, e),
     };
     let conn = match stream.try_clone() {

@@ -65,6 +65,7 @@ mod greet;
 mod guard;
 mod handle;
 mod item;
+mod known;
 mod launch;
 mod life;
 mod outbox;
@@ -192,11 +193,30 @@ impl ProcessPool {
             Ok((item, core, _)) => (item, core),
             Err(message) => return Err(encode_refused(task, message)),
         };
+        // After encoding: an input that does not serialize says so first.
+        if let Err(no) = self.runnable::<T>(fingerprint) {
+            return Err(SubmitError::NoWorkerCanRun {
+                task,
+                name: T::NAME,
+                program: no.program,
+                known: no.known,
+                reason: no.reason,
+            });
+        }
         match dispatch::enqueue(&self.shared, vec![item]) {
             Ok(()) => Ok(TaskFuture::from_core(core)),
             Err(Refusal::Shutdown) => Err(SubmitError::Shutdown { task }),
             Err(Refusal::Broken(reason)) => Err(SubmitError::Broken { task, reason }),
         }
+    }
+
+    /// `Err` if the workers announced their tasks and none can run `T`
+    /// (SEMANTICS 28).
+    fn runnable<T: Task>(&self, fingerprint: u64) -> Result<(), known::Unrunnable> {
+        let bundled = self.shared.cfg.command.is_bundled();
+        self.shared
+            .known
+            .check(T::NAME, fingerprint, type_name::<T>(), bundled)
     }
 
     /// Encodes `task` into a queue item and creates its future; also hands
@@ -295,6 +315,13 @@ impl sealed::Sealed for ProcessPool {
         let mut out = Vec::with_capacity(items.len());
         let mut batch = Vec::with_capacity(items.len());
         let fingerprint = task_fingerprint::<T>();
+        if let Err(no) = self.runnable::<T>(fingerprint) {
+            let e = TaskError::NoWorkerCanRun {
+                name: T::NAME.to_owned(),
+                reason: no.reason,
+            };
+            return Ok(items.iter().map(|_| Err(e.clone())).collect());
+        }
         let (timeout, retries) = (self.shared.cfg.task_timeout, self.shared.cfg.retries);
         let mut submitted = Instant::now();
         for task in items {

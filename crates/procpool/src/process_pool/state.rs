@@ -48,6 +48,7 @@ use super::builder::Config;
 use super::cancel::CancelWait;
 use super::cancel::PoolControl;
 use super::item::{Batch, Meta};
+use super::known::KnownTasks;
 use super::outbox::{Conn, post_message};
 use super::procs::Processes;
 use super::spawn::StartError;
@@ -385,6 +386,8 @@ pub(crate) struct Shared {
     /// encode into (a fresh one costs a page fault per 4 KiB). Leaf lock:
     /// written by the reader, taken by `submit`.
     pub spare_input: Mutex<Option<Vec<u8>>>,
+    /// The tasks the workers announced in their hellos.
+    pub known: KnownTasks,
 }
 
 impl Shared {
@@ -426,6 +429,7 @@ impl Shared {
                 launch_failure: None,
             }),
             spare_input: Mutex::new(None),
+            known: Default::default(),
             changed: Condvar::new(),
             clock: Condvar::new(),
             next_id: AtomicU64::new(1),

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::{heartbeat, reader};
 use crate::link::env::{
     ENV_CONNECT, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN,
 };
-use crate::link::handshake::greet_pool;
+use crate::link::handshake::{greet_pool, refuse, this_program};
 use crate::link::ring;
 use crate::link::secret::unhex;
 use crate::link::stream::{Stream, dial, tune_tcp};
@@ -52,18 +53,72 @@ fn die_with_parent() -> Result<(), String> {
     Ok(())
 }
 
-/// For programs that are their own worker binary
-/// (`WorkerCommand::current_exe()`): call it first thing in `main`. In a
-/// worker it serves tasks and exits; otherwise it returns at once.
+/// Set once `run_if_worker` was called: this program is its own worker, so
+/// a pool's default worker is this program (`WorkerCommand::current_exe`).
+static SERVES_ITSELF: AtomicBool = AtomicBool::new(false);
+
+/// Set when this process starts serving (`run`): from then on a pool built
+/// here (by a task) is a pool of its own, not a forgotten `run_if_worker`.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// Makes this program its own worker: call it first thing in `main`. In a
+/// worker process it serves `registry` (plus every `#[procpool::task]` of
+/// the program) and exits; otherwise it returns at once, and the pools
+/// this program builds run this program as their workers by default.
 ///
 /// ```no_run
-/// procpool::worker::run_if_worker(procpool_tasks::registry());
-/// // ... the parent's own work: build a pool with WorkerCommand::current_exe()
+/// #[procpool::task]
+/// fn double(x: u64) -> u64 {
+///     2 * x
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     procpool::worker::run_if_worker(procpool::Registry::collected());
+///     let pool = procpool::ProcessPool::builder().build()?; // workers: this program
+///     assert_eq!(pool.submit(Double { x: 21 })?.result()?, 42);
+///     Ok(())
+/// }
 /// ```
+///
+/// A program that forgets it and builds a pool of itself fails at once:
+/// each worker refuses in `build()` and the parent's `build()` says so.
 pub fn run_if_worker(registry: Registry) {
+    SERVES_ITSELF.store(true, Ordering::Relaxed);
     if is_worker() {
         run(registry)
     }
+}
+
+/// Whether `run_if_worker` was called in this process.
+pub(crate) fn serves_itself() -> bool {
+    SERVES_ITSELF.load(Ordering::Relaxed)
+}
+
+/// What `ProcessPool::build()` says in a process that was started as a
+/// worker but did not call `run_if_worker` first; `None` anywhere else.
+/// The pool that started it is told at once (its hello refuses), so its
+/// `build()` fails within a moment instead of waiting for a hello, and no
+/// process builds a pool of its own: the process tree never multiplies.
+pub(crate) fn refuse_to_build() -> Option<String> {
+    if SERVING.load(Ordering::Relaxed) || !is_worker() {
+        return None;
+    }
+    let why = "its `main()` did not call `procpool::worker::run_if_worker` first and reached \
+               `ProcessPool::build()` (a worker building a pool of itself would start workers \
+               without end); add `procpool::worker::run_if_worker(procpool::Registry::collected());` \
+               as the first line of `main`"
+        .to_owned();
+    if let Some(fd) = std::env::var(ENV_FD)
+        .ok()
+        .and_then(|f| f.parse::<i32>().ok())
+        && let Ok(sock) = crate::sys::adopt_socket(fd)
+    {
+        let _ = refuse(&Stream::Unix(UnixStream::from(sock)), &why);
+    }
+    Some(format!(
+        "this process (`{}`) was started as a procpool worker, but {why}",
+        this_program()
+    ))
 }
 
 /// Serves tasks from `registry` for the pool that started this process, then
@@ -78,6 +133,8 @@ pub fn run_if_worker(registry: Registry) {
 /// path) with the pool's secret in `PROCPOOL_TOKEN`, it dials in instead;
 /// see [`Launcher`](crate::Launcher).
 pub fn run(registry: Registry) -> ! {
+    SERVING.store(true, Ordering::Relaxed);
+    let registry = Registry::collected_into(registry);
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let connect = args
         .iter()
@@ -170,7 +227,7 @@ pub(crate) fn serve(
     ring: Option<ring::Writer>,
 ) -> Result<(), String> {
     install_panic_hook();
-    let (reader, accepted) = greet_pool(&stream, secret.as_deref(), ticket)?;
+    let (reader, accepted) = greet_pool(&stream, secret.as_deref(), ticket, registry.announce())?;
     let (worker_id, generation, max_frame) =
         (accepted.worker_id, accepted.generation, accepted.max_frame);
     let spin = std::env::var(ENV_SPIN)

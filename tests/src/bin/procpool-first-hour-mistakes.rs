@@ -1,0 +1,76 @@
+//! A program that makes the first hour's setup mistakes on purpose, for
+//! `tests/tests/first_hour_mistakes.rs`. Prints one line starting `OK`,
+//! `BUILD ERROR` or `SUBMIT ERROR`, with the milliseconds it took.
+//!
+//! * `forgot` — `main()` builds a pool of itself without calling
+//!   `run_if_worker`. A safety net keeps the old behaviour (each worker
+//!   building its own pool, without end) from running away: a process two
+//!   levels down writes a mark file into `$MISTAKES_MARKS` and exits.
+//! * `bundled` — own tasks on the default bundled worker
+//!   (`PROCPOOL_WORKER` says where it is).
+#![forbid(unsafe_code)]
+
+use std::time::Instant;
+
+use procpool::{ProcessPool, WorkerCommand};
+
+/// A task of this program's own.
+#[procpool::task]
+fn checksum(bytes: Vec<u8>) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
+}
+
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let depth: u32 = std::env::var("MISTAKES_DEPTH")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    if depth >= 2 {
+        if let Ok(dir) = std::env::var("MISTAKES_MARKS") {
+            let _ = std::fs::write(format!("{dir}/{}", std::process::id()), b"");
+        }
+        std::process::exit(99);
+    }
+    let started = Instant::now();
+    match mode.as_str() {
+        "forgot" => {
+            // The mistake: no `procpool::worker::run_if_worker(..)` here.
+            let built = ProcessPool::builder()
+                .worker(
+                    WorkerCommand::current_exe()
+                        .arg("forgot")
+                        .env("MISTAKES_DEPTH", (depth + 1).to_string()),
+                )
+                .workers(2)
+                .build();
+            match built {
+                Ok(_) => println!("OK built after {} ms", started.elapsed().as_millis()),
+                Err(e) => {
+                    println!(
+                        "BUILD ERROR after {} ms: {e}",
+                        started.elapsed().as_millis()
+                    );
+                    std::process::exit(3);
+                }
+            }
+        }
+        "bundled" => {
+            procpool::worker::run_if_worker(procpool::Registry::collected());
+            let pool = ProcessPool::builder()
+                .worker(WorkerCommand::bundled())
+                .workers(1)
+                .build()
+                .expect("the bundled worker starts");
+            let t0 = Instant::now();
+            match pool.submit(Checksum { bytes: vec![1, 2] }) {
+                Ok(_) => println!("OK submitted"),
+                Err(e) => println!("SUBMIT ERROR after {} ms: {e}", t0.elapsed().as_millis()),
+            }
+        }
+        other => {
+            eprintln!("unknown mode `{other}`: forgot | bundled");
+            std::process::exit(2);
+        }
+    }
+}
