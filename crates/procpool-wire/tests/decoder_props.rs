@@ -825,10 +825,10 @@ fn body_decoders_survive_random_bytes() {
         let n = rng.len(12, 300);
         let mut body = rng.bytes(n);
         // Plausible first bytes (small enum tags) reach deeper.
-        if let Some(b) = body.first_mut() {
-            if rng.one_in(2) {
-                *b %= 6;
-            }
+        if let Some(b) = body.first_mut()
+            && rng.one_in(2)
+        {
+            *b %= 6;
         }
         mask(&mut body);
         check_body(&body).map_err(|e| (e, body))
@@ -1013,12 +1013,12 @@ fn frame_case(rng: &mut Rng) -> Result<(), (String, Vec<u8>)> {
                 usage.largest
             )));
         }
-        if let Step::Frame(body) = got {
-            if rng.one_in(4) {
-                let mut body = body;
-                mask(&mut body);
-                check_body(&body).map_err(|e| (e, body))?;
-            }
+        if let Step::Frame(body) = got
+            && rng.one_in(4)
+        {
+            let mut body = body;
+            mask(&mut body);
+            check_body(&body).map_err(|e| (e, body))?;
         }
     }
     Ok(())

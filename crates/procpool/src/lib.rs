@@ -10,11 +10,13 @@
 //! * [`TaskFuture`], [`as_completed`], [`wait`] and [`Map`] work the same on
 //!   both, and through the [`Executor`] trait code can target either.
 //!
+//! Linux only (see the crate's README for why).
+//!
 //! A task is a plain function marked [`#[procpool::task]`](macro@task); the
 //! program is its own worker ([`worker::run_if_worker`] first in `main`),
-//! which is also the pool's default worker:
+//! which is also the pool's default worker. This example runs as it is:
 //!
-//! ```no_run
+//! ```rust,standalone_crate
 //! use procpool::{ProcessPool, Registry};
 //!
 //! #[procpool::task]
