@@ -177,35 +177,33 @@ pub(super) fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: b
     let mut cancel: Option<Arc<dyn ResolveBytes>> = None;
     let mut conns = Vec::new();
     let mut next = None;
-    if withdrawn {
-        if let Some(a) = st.slots[idx].take_task(id) {
-            if a.started {
-                // Taken for running because the task before it in its chunk
-                // ended, but withdrawn first: the worker went on to the one
-                // after it.
-                next = begin_next(shared, &mut st.slots[idx], a.batch);
-            }
-            let requeue = wait.is_none()
-                && matches!(st.phase, Phase::Running | Phase::Draining)
-                && st.broken.is_none();
-            if requeue {
-                // The caller gave up waiting and was told `false`: keep the
-                // promise that it runs.
-                let batch = st.next_batch;
-                st.next_batch += 1;
-                st.queue.push_front(Batch {
-                    id: batch,
-                    items: vec![Item {
-                        meta: a.meta,
-                        payload: a.payload,
-                    }],
-                });
-            } else {
-                cancel = Some(a.meta.future);
-            }
-            st.retire_if_idle(idx);
-            conns = pump(&mut st, shared);
+    if withdrawn && let Some(a) = st.slots[idx].take_task(id) {
+        if a.started {
+            // Taken for running because the task before it in its chunk
+            // ended, but withdrawn first: the worker went on to the one
+            // after it.
+            next = begin_next(shared, &mut st.slots[idx], a.batch);
         }
+        let requeue = wait.is_none()
+            && matches!(st.phase, Phase::Running | Phase::Draining)
+            && st.broken.is_none();
+        if requeue {
+            // The caller gave up waiting and was told `false`: keep the
+            // promise that it runs.
+            let batch = st.next_batch;
+            st.next_batch += 1;
+            st.queue.push_front(Batch {
+                id: batch,
+                items: vec![Item {
+                    meta: a.meta,
+                    payload: a.payload,
+                }],
+            });
+        } else {
+            cancel = Some(a.meta.future);
+        }
+        st.retire_if_idle(idx);
+        conns = pump(&mut st, shared);
     }
     drop(st);
     shared.changed.notify_all();
