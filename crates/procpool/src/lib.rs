@@ -21,7 +21,7 @@
 //!
 //! #[procpool::task]
 //! fn mix(seed: u64) -> u64 {
-//!     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
+//!     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 24 // small enough to sum
 //! }
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
