@@ -75,8 +75,10 @@ macro_rules! map_methods {
 
 pub mod cost;
 pub mod error;
+mod expiry;
 pub mod future;
 mod idmap;
+mod indexed;
 mod link;
 mod lock;
 pub mod map;
@@ -92,7 +94,9 @@ mod sys;
 
 pub use cost::{Cost, PoolStats};
 pub use error::{BuildError, Exit, Side, SubmitError, TaskError, WaitError};
+pub use expiry::{AsCompletedDeadline, Expired};
 pub use future::{State, TaskFuture};
+pub use indexed::IndexedMap;
 pub use map::Map;
 pub use process_pool::{
     AttachInfo, Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, ProcessPool,

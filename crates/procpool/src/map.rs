@@ -17,6 +17,12 @@ use crate::progress::Progress;
 use crate::task::Task;
 use crate::waiting::DoneQueue;
 
+/// An item with the index of its input.
+pub(crate) type Indexed<I> = (
+    usize,
+    Result<<<I as Iterator>::Item as Task>::Output, TaskError>,
+);
+
 /// Per item: a future, or the error that kept it from being submitted.
 pub(crate) type ChunkResult<O> = Result<Vec<Result<TaskFuture<O>, TaskError>>, TaskError>;
 
@@ -55,17 +61,25 @@ where
     window_chunks: usize,
     ordered: bool,
     timeout: Option<Duration>,
+    /// The whole map's limit (`deadline`), and when it passes (set at the
+    /// first `next()`; `None` there: too far to count, no limit).
+    deadline: Option<Duration>,
+    deadline_at: Option<Instant>,
     ended: bool,
     /// Ordered mode: items in input order.
     pending: VecDeque<Entry<<I::Item as Task>::Output>>,
     /// Unordered mode: futures by key, and the keys as they finish.
+    /// Keyed by input index.
     by_key: IdMap<usize, TaskFuture<<I::Item as Task>::Output>>,
-    ready: VecDeque<Result<<I::Item as Task>::Output, TaskError>>,
-    /// Unordered mode: the pool's refusal, yielded once nothing else is
-    /// left in flight.
-    refused: Option<TaskError>,
+    ready: VecDeque<Indexed<I>>,
+    /// Unordered mode: the pool's refusal (at the index of the first input
+    /// it refused), yielded once nothing else is left in flight.
+    refused: Option<(usize, TaskError)>,
     done: Arc<DoneQueue>,
+    /// Index of the next input pulled.
     next_key: usize,
+    /// Ordered mode: index of the next item yielded.
+    yielded: usize,
     /// Who hears of each item yielded (`progress.rs`).
     pub(crate) progress: Progress<'a>,
 }
@@ -104,6 +118,8 @@ where
             window_chunks: window_chunks.max(1),
             ordered,
             timeout: None,
+            deadline: None,
+            deadline_at: None,
             ended: false,
             pending: VecDeque::new(),
             by_key: IdMap::default(),
@@ -111,6 +127,7 @@ where
             refused: None,
             done: DoneQueue::new(),
             next_key: 0,
+            yielded: 0,
             progress: Progress::default(),
         }
     }
@@ -135,10 +152,37 @@ where
         self
     }
 
-    /// Each `next()` waits at most `d`; then it yields
-    /// `Err(TaskError::WaitTimedOut)`, cancels the rest and ends.
+    /// Each `next()` waits at most `d` (Python's `map(timeout=)` is the
+    /// whole map's limit: that is [`deadline`](Self::deadline)); then it
+    /// yields `Err(TaskError::WaitTimedOut)`, cancels the rest and ends.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
+        self
+    }
+
+    /// The whole map may take at most `d` from its first `next()` (what
+    /// Python's `Executor.map(timeout=)` means): once it has passed, the
+    /// next item not already finished is `Err(TaskError::WaitTimedOut {
+    /// after: d })`, the rest is cancelled and the map ends. Items that
+    /// finished in time are still yielded first, in their order.
+    /// Combines with [`timeout`](Self::timeout) (whichever comes first).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use procpool::{TaskError, ThreadPool};
+    /// use procpool_tasks::Sleep;
+    ///
+    /// let pool = ThreadPool::builder().workers(1).build().unwrap();
+    /// let got: Vec<_> = pool
+    ///     .map([0, 0, 1_000].into_iter().map(|millis| Sleep { millis }))
+    ///     .deadline(Duration::from_millis(300))
+    ///     .collect();
+    /// assert_eq!(got.len(), 3);
+    /// assert!(got[0].is_ok() && got[1].is_ok());
+    /// assert!(matches!(got[2], Err(TaskError::WaitTimedOut { .. })));
+    /// ```
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
         self
     }
 
@@ -188,7 +232,7 @@ where
                     if self.ordered {
                         self.push(Err(refused));
                     } else {
-                        self.refused = Some(refused);
+                        self.refused = Some((self.next_key, refused));
                     }
                     self.input_done = true;
                 }
@@ -197,6 +241,8 @@ where
     }
 
     fn push(&mut self, item: Result<TaskFuture<<I::Item as Task>::Output>, TaskError>) {
+        let key = self.next_key;
+        self.next_key += 1;
         if self.ordered {
             self.pending.push_back(match item {
                 Ok(f) => Entry::Future(f),
@@ -205,20 +251,42 @@ where
         } else {
             match item {
                 Ok(f) => {
-                    let key = self.next_key;
-                    self.next_key += 1;
                     f.core().watch(self.done.clone(), key);
                     self.by_key.insert(key, f);
                 }
-                Err(e) => self.ready.push_back(Err(e)),
+                Err(e) => self.ready.push_back((key, Err(e))),
             }
         }
     }
 
-    fn give_up(&mut self, after: Duration) -> Option<Result<<I::Item as Task>::Output, TaskError>> {
+    /// The caller's limit passed while waiting for item `index`.
+    fn give_up(&mut self, index: usize, after: Duration) -> Option<Indexed<I>> {
         self.cancel_rest();
         self.ended = true;
-        Some(Err(TaskError::WaitTimedOut { after }))
+        Some((index, Err(TaskError::WaitTimedOut { after })))
+    }
+
+    /// How long this `next()` may wait, and the limit to report if it
+    /// runs out (`None`: no limit).
+    fn wait_limit(&mut self) -> Option<(Duration, Duration)> {
+        if self.timeout.is_none() && self.deadline.is_none() {
+            return None;
+        }
+        let now = Instant::now();
+        if let Some(d) = self.deadline
+            && self.deadline_at.is_none()
+        {
+            self.deadline_at = now.checked_add(d);
+        }
+        let overall = self
+            .deadline_at
+            .zip(self.deadline)
+            .map(|(at, d)| (at.saturating_duration_since(now), d));
+        let per_next = self.timeout.map(|d| (d, d));
+        match (per_next, overall) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
     }
 
     fn cancel_rest(&mut self) {
@@ -246,11 +314,8 @@ where
     type Item = Result<<I::Item as Task>::Output, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.next_item();
-        match item {
-            Some(_) => self.progress.tick(),
-            None => self.progress.finish(),
-        }
+        let item = self.next_indexed().map(|(_, r)| r);
+        self.tick(item.is_some());
         item
     }
 
@@ -267,44 +332,50 @@ where
     I: Iterator,
     I::Item: Task,
 {
-    fn next_item(&mut self) -> Option<<Self as Iterator>::Item> {
+    /// The next item with its input's index.
+    pub(crate) fn next_indexed(&mut self) -> Option<Indexed<I>> {
         if self.ended {
             return None;
         }
         self.refill();
-        let deadline = self.timeout.map(|d| Instant::now() + d);
+        let limit = self.wait_limit();
         if self.ordered {
-            match self.pending.pop_front() {
+            let index = self.yielded;
+            let item = match self.pending.pop_front() {
                 None => {
                     self.ended = true;
-                    None
+                    return None;
                 }
-                Some(Entry::Ready(r)) => Some(r),
+                Some(Entry::Ready(r)) => r,
                 Some(Entry::Future(f)) => {
-                    if let Some(d) = self.timeout
-                        && !f.wait_timeout(d)
+                    if let Some((wait, after)) = limit
+                        && !f.wait_timeout(wait)
                     {
                         f.cancel();
-                        return self.give_up(d);
+                        return self.give_up(index, after);
                     }
-                    Some(f.result())
+                    f.result()
                 }
-            }
+            };
+            self.yielded += 1;
+            Some((index, item))
         } else {
             if let Some(r) = self.ready.pop_front() {
                 return Some(r);
             }
+            let until = limit.map(|(wait, _)| Instant::now().checked_add(wait));
             while !self.by_key.is_empty() {
-                let Some(key) = self.done.pop(deadline) else {
-                    let d = self.timeout.unwrap_or_default();
-                    return self.give_up(d);
+                let Some(key) = self.done.pop(until.flatten()) else {
+                    let after = limit.map_or(Duration::ZERO, |(_, after)| after);
+                    let first = self.by_key.keys().min().copied().unwrap_or(self.next_key);
+                    return self.give_up(first, after);
                 };
                 if let Some(f) = self.by_key.remove(&key) {
-                    return Some(f.result());
+                    return Some((key, f.result()));
                 }
             }
-            if let Some(e) = self.refused.take() {
-                return Some(Err(e));
+            if let Some((index, e)) = self.refused.take() {
+                return Some((index, Err(e)));
             }
             self.ended = true;
             None

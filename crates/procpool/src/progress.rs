@@ -64,6 +64,15 @@ where
     I: Iterator,
     I::Item: Task,
 {
+    /// Reports one item yielded (`true`) or the map's end (`false`).
+    pub(crate) fn tick(&mut self, yielded: bool) {
+        if yielded {
+            self.progress.tick();
+        } else {
+            self.progress.finish();
+        }
+    }
+
     fn input_total(&mut self) -> Option<u64> {
         if self.progress.total.is_none() {
             let total = match self.input.size_hint() {

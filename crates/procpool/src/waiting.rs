@@ -143,6 +143,23 @@ impl<T: Send + 'static> AsCompleted<T> {
     /// Ends the iteration `d` after the first `next()` if futures are still
     /// unfinished; then [`timed_out`](Self::timed_out) is true and
     /// [`into_pending`](Self::into_pending) hands them back.
+    ///
+    /// **The loop just ends**: nothing in it says whether everything
+    /// finished or time ran out — ask `timed_out()` after it. To get the
+    /// expiry as an item you cannot miss (an `Err` holding the unfinished
+    /// futures), use [`deadline`](Self::deadline) instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use procpool::{ThreadPool, as_completed};
+    ///
+    /// let pool = ThreadPool::builder().workers(1).build().unwrap();
+    /// let slow = pool.spawn(|| std::thread::sleep(Duration::from_millis(300))).unwrap();
+    /// let mut it = as_completed([slow]).timeout(Duration::from_millis(50));
+    /// assert!(it.next().is_none());
+    /// assert!(it.timed_out()); // the only sign the limit passed
+    /// assert_eq!(it.into_pending().len(), 1);
+    /// ```
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
