@@ -84,6 +84,7 @@ mod lock;
 pub mod map;
 pub mod process_pool;
 mod progress;
+pub mod shared;
 pub mod task;
 pub mod thread_pool;
 pub mod waiting;
@@ -102,6 +103,7 @@ pub use process_pool::{
     AttachInfo, Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, ProcessPool,
     ProcessPoolBuilder, Srun, Transport, WorkerCommand,
 };
+pub use shared::{SharedBytes, SharedSlice};
 pub use task::{InitError, Initializer, Registry, Task, WorkerContext};
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use waiting::{AsCompleted, ReturnWhen, as_completed, wait};

@@ -230,3 +230,166 @@ impl Drop for SharedMap {
         }
     }
 }
+
+/// The seals a shared payload's memory file carries before it leaves this
+/// process, and that a received one must carry before it is mapped: its
+/// size and bytes are frozen and no seal can be added or removed.
+const PAYLOAD_SEALS: libc::c_int =
+    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+
+/// An immutable shared payload (`SharedBytes`, `SharedSlice`): a memory
+/// file sealed against every change (`PAYLOAD_SEALS`), mapped read-only
+/// here. Because of the seals, no process — the sender, the receiver, or
+/// anyone they pass the descriptor to — can change its size or its bytes
+/// once it exists, so handing out `&[u8]` into the mapping is sound.
+pub(crate) struct SealedFile {
+    fd: OwnedFd,
+    /// `None` for an empty file (nothing to map).
+    ptr: Option<NonNull<u8>>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only memory whose bytes no process can change
+// (sealed); reading it from any thread is sound.
+unsafe impl Send for SealedFile {}
+// SAFETY: as above; `&SealedFile` hands out only `&[u8]` and the descriptor.
+unsafe impl Sync for SealedFile {}
+
+impl std::fmt::Debug for SealedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedFile")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl SealedFile {
+    /// A new memory file holding a copy of `bytes`, sealed
+    /// (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL`) and
+    /// mapped read-only. Close-on-exec: programs a task starts do not
+    /// inherit it.
+    pub(crate) fn create(bytes: &[u8]) -> io::Result<SealedFile> {
+        // SAFETY: `memfd_create` takes a NUL-terminated name and flags; the
+        // returned descriptor, if valid, is ours alone.
+        let raw = unsafe {
+            libc::memfd_create(
+                c"procpool-shared".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` was just returned to us and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Written with `write`, never through a writable mapping: a
+        // writable shared mapping would make F_SEAL_WRITE fail.
+        let mut file = std::fs::File::from(fd);
+        file.set_len(bytes.len() as u64)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        let fd = OwnedFd::from(file);
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::from_bits_retain(
+                PAYLOAD_SEALS,
+            )),
+        )
+        .map_err(io::Error::from)?;
+        SealedFile::map(fd, bytes.len())
+    }
+
+    /// Adopts a memory file received from another process, which is
+    /// untrusted: it must be a regular memory file (`F_GET_SEALS` answers
+    /// only for those) carrying every seal of `PAYLOAD_SEALS`, and exactly
+    /// `len` bytes long, and `len` must not exceed `max`; otherwise it is
+    /// closed and nothing is mapped.
+    pub(crate) fn open(fd: OwnedFd, len: u64, max: u64) -> io::Result<SealedFile> {
+        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        if len > max {
+            return Err(bad(format!(
+                "a shared payload of {len} bytes exceeds the {max}-byte limit"
+            )));
+        }
+        let st = nix::sys::stat::fstat(&fd).map_err(io::Error::from)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(bad("the descriptor is not a memory file".into()));
+        }
+        let seals = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GET_SEALS)
+            .map_err(|_| bad("the descriptor is not a sealable memory file (memfd)".into()))?;
+        if seals & PAYLOAD_SEALS != PAYLOAD_SEALS {
+            return Err(bad(format!(
+                "the memory file is not sealed against changes (seals {seals:#x})"
+            )));
+        }
+        if u64::try_from(st.st_size).ok() != Some(len) {
+            return Err(bad(format!(
+                "the memory file holds {} bytes, the reference says {len}",
+                st.st_size
+            )));
+        }
+        let len = usize::try_from(len).map_err(|_| bad("shared payload too large".into()))?;
+        SealedFile::map(fd, len)
+    }
+
+    /// Maps `len` bytes of the sealed file `fd` read-only.
+    fn map(fd: OwnedFd, len: usize) -> io::Result<SealedFile> {
+        if len == 0 {
+            return Ok(SealedFile { fd, ptr: None, len });
+        }
+        // SAFETY: a fresh read-only shared mapping of a file we hold open;
+        // the kernel picks the address. The file is sealed (checked by the
+        // caller or set by us) against writes, growth and shrinking, so the
+        // bytes cannot change and no access can fault with SIGBUS. The
+        // kernel refuses a later `mprotect(PROT_WRITE)` on a read-only shared
+        // mapping of a write-sealed file. Failure is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(SealedFile {
+            fd,
+            ptr: Some(ptr),
+            len,
+        })
+    }
+
+    /// The bytes (page-aligned).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self.ptr {
+            None => &[],
+            // SAFETY: `ptr..ptr+len` is our read-only mapping, alive as long
+            // as `self`; its bytes are sealed, so no process can change them
+            // while the slice lives.
+            Some(p) => unsafe { std::slice::from_raw_parts(p.as_ptr(), self.len) },
+        }
+    }
+
+    /// The memory file (to pass to another process).
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for SealedFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.ptr {
+            // SAFETY: unmaps exactly the range `map` created; every `&[u8]`
+            // into it borrows `self`, so none outlives this.
+            unsafe {
+                libc::munmap(p.as_ptr().cast(), self.len);
+            }
+        }
+    }
+}

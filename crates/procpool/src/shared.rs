@@ -1,0 +1,679 @@
+//! [`SharedBytes`] and [`SharedSlice`]: immutable buffers that reach a
+//! locally spawned worker as a sealed memory file instead of as bytes.
+//!
+//! # Where the bytes go
+//!
+//! | where the value is serialized | what is written |
+//! | --- | --- |
+//! | a `ProcessPool` frame to or from a local worker (Unix socket) | a small reference: an index into the descriptors sent with the frame (`SCM_RIGHTS`) and the length; payloads under [`INLINE_MAX`] bytes travel inline |
+//! | a `ProcessPool` frame over TCP (remote workers) | the bytes, inline |
+//! | anywhere else (serde_json, plain bincode, …) | plain bytes (`SharedBytes`) or a sequence of numbers (`SharedSlice`) |
+//!
+//! A `ThreadPool` never serializes: the value moves to the worker thread
+//! and clones share one buffer (an `Arc`).
+//!
+//! # How a value knows where it is going: the descriptor sink and source
+//!
+//! Serde gives a `Serialize` impl no way to ask its serializer where the
+//! bytes go, so the pool tells it through a thread-local *context*, set only
+//! for the duration of one codec call on the calling thread
+//! ([`encode_with`], [`decode_with`]; restored on unwind):
+//!
+//! * **sink** (encoding a frame for a worker, or a result for the parent):
+//!   each shared value copies its bytes once into a memory file, seals it
+//!   (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL`) and keeps
+//!   it (clones share it, so an echo passes the same file again), pushes
+//!   the file on the sink and writes its index. The pool then sends the
+//!   sink's descriptors with the frame. A value that already lives in a
+//!   sealed file (received from the other side) is not copied at all.
+//! * **source** (decoding a frame that came with descriptors): each
+//!   reference takes the descriptor at its index, which must be a memory
+//!   file carrying all four seals and exactly the referenced length (checked
+//!   with `F_GET_SEALS` and `fstat` before anything is mapped), and maps it
+//!   read-only. A bad reference makes the decode fail and is reported to the
+//!   pool as a protocol error ([`SharedError::BadReference`]), not as a
+//!   decode error of the user's type.
+//!
+//! Both sides count the shared bytes of one payload against the pool's
+//! limit (its `max_frame_bytes`): a payload over it fails to encode (typed
+//! error at submit, or on the future for an output) and a reference over
+//! it is refused before anything is mapped.
+//!
+//! Because the file is sealed before it leaves the process, neither side
+//! can change the bytes after sending them (SEMANTICS 27): writes,
+//! `ftruncate` and writable mappings of the file are refused by the kernel.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, OnceLock};
+
+use bytemuck::Pod;
+use serde::de::{self, Deserializer};
+use serde::ser::{self, Serializer};
+use serde::{Deserialize, Serialize};
+
+use crate::sys::SealedFile;
+
+/// Shared payloads up to this many bytes travel inline even to a local
+/// worker: for them a memory file costs more syscalls than the copy.
+pub const INLINE_MAX: usize = 16 << 10;
+
+/// Immutable bytes that cross to a local worker process without being
+/// copied (a sealed memory file passed with the frame); see the
+/// [module docs](self) for where the bytes go.
+///
+/// `Clone` shares the buffer, `Debug` shows only the length, `==` compares
+/// the bytes, and outside a pool it serializes as plain bytes.
+///
+/// ```
+/// use procpool::SharedBytes;
+///
+/// let blob = SharedBytes::from(vec![7u8; 1 << 20]);
+/// let copy = blob.clone(); // shares, never copies
+/// assert_eq!(copy.len(), 1 << 20);
+/// assert_eq!(&blob[..3], &[7, 7, 7]);
+/// assert_eq!(format!("{blob:?}"), "SharedBytes { len: 1048576 }");
+/// // Outside a pool: plain bytes.
+/// let json = serde_json::to_string(&SharedBytes::copy_from_slice(b"hi")).unwrap();
+/// assert_eq!(json, "[104,105]");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedBytes(SharedSlice<u8>);
+
+/// An immutable array of plain numbers (`f64`, `u32`, … — any
+/// [`bytemuck::Pod`] type) that crosses to a local worker process without
+/// being copied, the counterpart of a NumPy array handed to a process pool;
+/// see the [module docs](self) for where the bytes go.
+///
+/// `Clone` shares the buffer, `Debug` shows only the length, `==` compares
+/// the elements, and outside a pool it serializes as a sequence of numbers.
+/// Over TCP the bytes travel in the sender's byte order.
+///
+/// ```
+/// use procpool::SharedSlice;
+///
+/// let xs = SharedSlice::<f64>::from(vec![1.5; 1 << 10]);
+/// let sum: f64 = xs.iter().sum();
+/// assert_eq!(sum, 1536.0);
+/// assert_eq!(format!("{xs:?}"), "SharedSlice<f64> { len: 1024 }");
+/// let json = serde_json::to_string(&SharedSlice::copy_from_slice(&[1u32, 2])).unwrap();
+/// assert_eq!(json, "[1,2]");
+/// ```
+pub struct SharedSlice<T: Pod> {
+    inner: Arc<Inner<T>>,
+}
+
+/// One buffer, shared by every clone. Immutable once made, except that the
+/// sealed copy of a heap buffer is made (once) on its first trip to a
+/// local worker.
+struct Inner<T> {
+    data: Data<T>,
+    /// The sealed memory file holding these bytes: set when the value was
+    /// received as one, or on the first send of a heap buffer.
+    sealed: OnceLock<Arc<SealedFile>>,
+}
+
+enum Data<T> {
+    Heap(Vec<T>),
+    /// A received, sealed, read-only mapping whose length is a multiple of
+    /// `size_of::<T>()` (checked when it was adopted).
+    File(Arc<SealedFile>, PhantomData<T>),
+}
+
+impl<T: Pod> SharedSlice<T> {
+    /// A shared array holding a copy of `items`.
+    ///
+    /// ```
+    /// let xs = procpool::SharedSlice::copy_from_slice(&[1u32, 2, 3]);
+    /// assert_eq!(&xs[..], &[1, 2, 3]);
+    /// ```
+    pub fn copy_from_slice(items: &[T]) -> Self {
+        Self::from(items.to_vec())
+    }
+
+    /// The number of elements.
+    ///
+    /// ```
+    /// assert_eq!(procpool::SharedSlice::from(vec![0.5f64; 3]).len(), 3);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Whether there are no elements.
+    ///
+    /// ```
+    /// assert!(procpool::SharedSlice::<f64>::from(vec![]).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn as_slice(&self) -> &[T] {
+        match &self.inner.data {
+            Data::Heap(v) => v,
+            Data::File(f, _) if f.bytes().is_empty() => &[],
+            // Checked when the file was adopted: page-aligned, whole
+            // elements.
+            Data::File(f, _) => bytemuck::cast_slice(f.bytes()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(self.as_slice())
+    }
+
+    /// The sealed memory file holding these bytes, made on first use.
+    fn sealed(&self) -> Result<Arc<SealedFile>, SharedError> {
+        if let Some(f) = self.inner.sealed.get() {
+            return Ok(f.clone());
+        }
+        let file = Arc::new(
+            SealedFile::create(self.as_bytes()).map_err(|e| SharedError::Io(e.to_string()))?,
+        );
+        // Two threads may race to seal one value: the loser's file is
+        // dropped and both use the winner's.
+        Ok(self.inner.sealed.get_or_init(|| file).clone())
+    }
+
+    fn from_file(file: Arc<SealedFile>) -> Result<Self, SharedError> {
+        let bytes = file.bytes();
+        if !bytes.is_empty() && bytemuck::try_cast_slice::<u8, T>(bytes).is_err() {
+            return Err(SharedError::BadReference(format!(
+                "a shared array of {} bytes is not a whole number of {}-byte elements",
+                bytes.len(),
+                std::mem::size_of::<T>()
+            )));
+        }
+        let sealed = OnceLock::new();
+        let _ = sealed.set(file.clone());
+        Ok(SharedSlice {
+            inner: Arc::new(Inner {
+                data: Data::File(file, PhantomData),
+                sealed,
+            }),
+        })
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let size = std::mem::size_of::<T>();
+        if size == 0 || bytes.len() % size != 0 {
+            return Err(format!(
+                "{} bytes are not a whole number of {size}-byte elements",
+                bytes.len()
+            ));
+        }
+        let mut v = vec![T::zeroed(); bytes.len() / size];
+        bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
+        Ok(Self::from(v))
+    }
+}
+
+impl<T: Pod> From<Vec<T>> for SharedSlice<T> {
+    fn from(v: Vec<T>) -> Self {
+        SharedSlice {
+            inner: Arc::new(Inner {
+                data: Data::Heap(v),
+                sealed: OnceLock::new(),
+            }),
+        }
+    }
+}
+
+impl<T: Pod> Clone for SharedSlice<T> {
+    fn clone(&self) -> Self {
+        SharedSlice {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Pod> std::ops::Deref for SharedSlice<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.as_slice()
+    }
+}
+
+impl<T: Pod> AsRef<[T]> for SharedSlice<T> {
+    fn as_ref(&self) -> &[T] {
+        self.as_slice()
+    }
+}
+
+impl<T: Pod> fmt::Debug for SharedSlice<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SharedSlice<{}> {{ len: {} }}",
+            std::any::type_name::<T>(),
+            self.len()
+        )
+    }
+}
+
+impl<T: Pod + PartialEq> PartialEq for SharedSlice<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.as_slice() == other.as_slice()
+    }
+}
+
+impl<T: Pod + Eq> Eq for SharedSlice<T> {}
+
+impl SharedBytes {
+    /// Shared bytes holding a copy of `bytes`.
+    ///
+    /// ```
+    /// let b = procpool::SharedBytes::copy_from_slice(b"abc");
+    /// assert_eq!(&b[..], b"abc");
+    /// ```
+    pub fn copy_from_slice(bytes: &[u8]) -> Self {
+        SharedBytes(SharedSlice::copy_from_slice(bytes))
+    }
+
+    /// The number of bytes.
+    ///
+    /// ```
+    /// assert_eq!(procpool::SharedBytes::from(vec![1, 2]).len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no bytes.
+    ///
+    /// ```
+    /// assert!(procpool::SharedBytes::from(Vec::new()).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<u8>> for SharedBytes {
+    fn from(v: Vec<u8>) -> Self {
+        SharedBytes(SharedSlice::from(v))
+    }
+}
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedBytes {{ len: {} }}", self.len())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The context: how the pool tells the serde impls where the bytes go.
+
+/// How shared values are written in the frame being encoded or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A local worker: references to sealed memory files passed with the
+    /// frame.
+    Descriptors,
+    /// A remote worker: the bytes, inline.
+    Inline,
+}
+
+/// Why shared values could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SharedError {
+    /// The payload's shared bytes exceed the pool's limit.
+    TooLarge {
+        /// Shared bytes in the payload (so far).
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The peer sent a reference that does not name a valid sealed memory
+    /// file of the right size: a protocol violation.
+    BadReference(String),
+    /// A memory file could not be made.
+    Io(String),
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SharedError::TooLarge { len, limit } => write!(
+                f,
+                "shared payloads of {len} bytes exceed the pool's {limit}-byte limit \
+                 (raise max_frame_bytes if this is a real payload)"
+            ),
+            SharedError::BadReference(m) => write!(f, "bad shared-payload reference: {m}"),
+            SharedError::Io(m) => write!(f, "cannot make a shared memory file: {m}"),
+        }
+    }
+}
+
+/// The encoding side's state: the sealed files the frame must carry.
+struct Sink {
+    mode: Mode,
+    files: Vec<Arc<SealedFile>>,
+    limit: u64,
+    total: u64,
+    error: Option<SharedError>,
+}
+
+/// The decoding side's state: the descriptors the frame carried.
+struct Source {
+    mode: Mode,
+    /// Descriptor `i`, until a reference adopts it.
+    fds: Vec<Option<OwnedFd>>,
+    /// The file adopted from descriptor `i` (a value may be referenced
+    /// twice).
+    opened: Vec<Option<Arc<SealedFile>>>,
+    limit: u64,
+    total: u64,
+    error: Option<SharedError>,
+}
+
+enum Context {
+    Encode(Sink),
+    Decode(Source),
+}
+
+thread_local! {
+    /// Set only inside `encode_with` / `decode_with` on this thread.
+    static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
+}
+
+/// Puts the previous context back, also on unwind.
+struct Restore(Option<Option<Context>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Some(prev) = self.0.take() {
+            CONTEXT.with(|c| *c.borrow_mut() = prev);
+        }
+    }
+}
+
+fn swap_in(cx: Context) -> Restore {
+    Restore(Some(CONTEXT.with(|c| c.borrow_mut().replace(cx))))
+}
+
+fn take_current(restore: &mut Restore) -> Option<Context> {
+    let prev = restore.0.take().unwrap_or(None);
+    CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev))
+}
+
+/// What an encode left behind: the sealed files to send with the frame,
+/// in index order, and why shared values failed, if they did.
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    pub(crate) files: Vec<Arc<SealedFile>>,
+    pub(crate) error: Option<SharedError>,
+}
+
+/// Runs `f` (a codec encode) with shared values written for `mode`,
+/// counting at most `limit` shared bytes.
+pub(crate) fn encode_with<R>(mode: Mode, limit: u64, f: impl FnOnce() -> R) -> (R, Encoded) {
+    let mut restore = swap_in(Context::Encode(Sink {
+        mode,
+        files: Vec::new(),
+        limit,
+        total: 0,
+        error: None,
+    }));
+    let r = f();
+    let encoded = match take_current(&mut restore) {
+        Some(Context::Encode(s)) => Encoded {
+            files: s.files,
+            error: s.error,
+        },
+        _ => Encoded::default(),
+    };
+    (r, encoded)
+}
+
+/// Runs `f` (a codec decode) with shared values read for `mode`, from
+/// `fds` (the descriptors that came with the payload), counting at most
+/// `limit` shared bytes. Descriptors no reference adopted are closed.
+pub(crate) fn decode_with<R>(
+    mode: Mode,
+    fds: Vec<OwnedFd>,
+    limit: u64,
+    f: impl FnOnce() -> R,
+) -> (R, Option<SharedError>) {
+    let n = fds.len();
+    let mut restore = swap_in(Context::Decode(Source {
+        mode,
+        fds: fds.into_iter().map(Some).collect(),
+        opened: (0..n).map(|_| None).collect(),
+        limit,
+        total: 0,
+        error: None,
+    }));
+    let r = f();
+    let error = match take_current(&mut restore) {
+        Some(Context::Decode(s)) => s.error,
+        _ => None,
+    };
+    (r, error)
+}
+
+/// The mode of the encode running on this thread, if any.
+fn encode_mode() -> Option<Mode> {
+    CONTEXT.with(|c| match &*c.borrow() {
+        Some(Context::Encode(s)) => Some(s.mode),
+        _ => None,
+    })
+}
+
+fn decode_mode() -> Option<Mode> {
+    CONTEXT.with(|c| match &*c.borrow() {
+        Some(Context::Decode(s)) => Some(s.mode),
+        _ => None,
+    })
+}
+
+/// Records `err` for the caller of `encode_with`/`decode_with` and turns
+/// it into serde's error.
+fn fail<E>(err: SharedError, custom: impl FnOnce(String) -> E) -> E {
+    let text = err.to_string();
+    CONTEXT.with(|c| match &mut *c.borrow_mut() {
+        Some(Context::Encode(s)) => s.error = s.error.take().or(Some(err)),
+        Some(Context::Decode(s)) => s.error = s.error.take().or(Some(err)),
+        None => {}
+    });
+    custom(text)
+}
+
+/// A shared value's reference in a frame to a local worker.
+#[derive(Serialize)]
+enum RefOut<'a> {
+    File {
+        index: u32,
+        len: u64,
+    },
+    Inline(#[serde(with = "serde_bytes")] &'a [u8]),
+}
+
+#[derive(Deserialize)]
+enum RefIn {
+    File {
+        index: u32,
+        len: u64,
+    },
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// What a shared value decoded as inside a pool frame.
+enum Got {
+    Bytes(Vec<u8>),
+    File(Arc<SealedFile>),
+}
+
+/// Writes a shared value inside a pool frame.
+fn serialize_in_pool<T: Pod, S: Serializer>(
+    mode: Mode,
+    v: &SharedSlice<T>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    let bytes = v.as_bytes();
+    match mode {
+        Mode::Inline => ser.serialize_bytes(bytes),
+        Mode::Descriptors if bytes.len() <= INLINE_MAX => {
+            RefOut::Inline(bytes).serialize(ser)
+        }
+        Mode::Descriptors => match push_file(v) {
+            Ok(index) => RefOut::File {
+                index,
+                len: bytes.len() as u64,
+            }
+            .serialize(ser),
+            Err(e) => Err(fail(e, <S::Error as ser::Error>::custom)),
+        },
+    }
+}
+
+/// Adds `v`'s sealed file to the sink (once per file) and returns its index.
+fn push_file<T: Pod>(v: &SharedSlice<T>) -> Result<u32, SharedError> {
+    let len = v.as_bytes().len() as u64;
+    let over = CONTEXT.with(|c| match &mut *c.borrow_mut() {
+        Some(Context::Encode(s)) => {
+            s.total = s.total.saturating_add(len);
+            (s.total > s.limit).then_some(SharedError::TooLarge {
+                len: s.total,
+                limit: s.limit,
+            })
+        }
+        _ => None,
+    });
+    if let Some(e) = over {
+        return Err(e);
+    }
+    let file = v.sealed()?;
+    CONTEXT.with(|c| match &mut *c.borrow_mut() {
+        Some(Context::Encode(s)) => {
+            if let Some(i) = s.files.iter().position(|f| Arc::ptr_eq(f, &file)) {
+                return Ok(i as u32);
+            }
+            s.files.push(file);
+            Ok((s.files.len() - 1) as u32)
+        }
+        _ => Err(SharedError::Io("no encode in progress".into())),
+    })
+}
+
+/// Reads a shared value inside a pool frame.
+fn deserialize_in_pool<'de, D: Deserializer<'de>>(mode: Mode, de: D) -> Result<Got, D::Error> {
+    match mode {
+        Mode::Inline => serde_bytes::ByteBuf::deserialize(de).map(|b| Got::Bytes(b.into_vec())),
+        Mode::Descriptors => match RefIn::deserialize(de) {
+            Err(e) => Err(e),
+            Ok(RefIn::Inline(b)) => Ok(Got::Bytes(b)),
+            Ok(RefIn::File { index, len }) => adopt(index, len)
+                .map(Got::File)
+                .map_err(|e| fail(e, <D::Error as de::Error>::custom)),
+        },
+    }
+}
+
+/// Adopts descriptor `index` of the frame being decoded as a sealed file of
+/// `len` bytes.
+fn adopt(index: u32, len: u64) -> Result<Arc<SealedFile>, SharedError> {
+    CONTEXT.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(Context::Decode(s)) = &mut *c else {
+            return Err(SharedError::Io("no decode in progress".into()));
+        };
+        let i = index as usize;
+        if let Some(Some(f)) = s.opened.get(i) {
+            if f.bytes().len() as u64 != len {
+                return Err(SharedError::BadReference(format!(
+                    "descriptor {index} referenced with two lengths"
+                )));
+            }
+            return Ok(f.clone());
+        }
+        let Some(fd) = s.fds.get_mut(i).and_then(Option::take) else {
+            return Err(SharedError::BadReference(format!(
+                "reference to descriptor {index}, but the frame carried {}",
+                s.fds.len()
+            )));
+        };
+        s.total = s.total.saturating_add(len);
+        if s.total > s.limit {
+            return Err(SharedError::TooLarge {
+                len: s.total,
+                limit: s.limit,
+            });
+        }
+        let file = Arc::new(
+            SealedFile::open(fd, len, s.limit)
+                .map_err(|e| SharedError::BadReference(e.to_string()))?,
+        );
+        s.opened[i] = Some(file.clone());
+        Ok(file)
+    })
+}
+
+impl Serialize for SharedBytes {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match encode_mode() {
+            Some(mode) => serialize_in_pool(mode, &self.0, ser),
+            None => ser.serialize_bytes(self),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedBytes {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let Some(mode) = decode_mode() else {
+            return Ok(SharedBytes::from(
+                serde_bytes::ByteBuf::deserialize(de)?.into_vec(),
+            ));
+        };
+        let got = deserialize_in_pool(mode, de)?;
+        match got {
+            Got::Bytes(b) => Ok(SharedBytes::from(b)),
+            Got::File(f) => SharedSlice::from_file(f)
+                .map(SharedBytes)
+                .map_err(|e| fail(e, <D::Error as de::Error>::custom)),
+        }
+    }
+}
+
+impl<T: Pod + Serialize> Serialize for SharedSlice<T> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match encode_mode() {
+            Some(mode) => serialize_in_pool(mode, self, ser),
+            None => self.as_slice().serialize(ser),
+        }
+    }
+}
+
+impl<'de, T: Pod + Deserialize<'de>> Deserialize<'de> for SharedSlice<T> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let Some(mode) = decode_mode() else {
+            return Ok(SharedSlice::from(Vec::<T>::deserialize(de)?));
+        };
+        let got = deserialize_in_pool(mode, de)?;
+        match got {
+            Got::Bytes(b) => SharedSlice::from_bytes(&b).map_err(<D::Error as de::Error>::custom),
+            Got::File(f) => SharedSlice::from_file(f)
+                .map_err(|e| fail(e, <D::Error as de::Error>::custom)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "shared_tests.rs"]
+mod tests;
