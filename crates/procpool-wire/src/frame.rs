@@ -7,7 +7,10 @@
 
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
+
+use crate::fds::{MAX_FDS, SendFd, SendFds};
 
 /// Bytes in the length prefix.
 pub const LEN_BYTES: usize = 4;
@@ -90,6 +93,12 @@ impl<R: Read> FrameReader<R> {
     /// The underlying stream.
     pub fn get_ref(&self) -> &R {
         &self.inner
+    }
+
+    /// The underlying stream, mutably (to take a frame's descriptors from
+    /// an [`FdReader`](crate::fds::FdReader)).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
     }
 
     /// Reads the next frame's body. `Ok(None)` is a clean end of stream at a
@@ -185,11 +194,23 @@ impl<R: Read> FrameReader<R> {
 pub type Payload = Arc<Vec<u8>>;
 
 /// One frame ready for the socket: a head (length prefix and header bytes)
-/// and payloads that follow it on the wire without being copied.
-#[derive(Debug, Default, Clone)]
+/// and payloads that follow it on the wire without being copied, and the
+/// descriptors that go with it (Unix sockets only, see [`crate::fds`]).
+#[derive(Default, Clone)]
 pub struct Outgoing {
     head: Vec<u8>,
     payloads: Vec<Payload>,
+    fds: Vec<SendFd>,
+}
+
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("head", &self.head.len())
+            .field("payloads", &self.payloads.len())
+            .field("fds", &self.fds.len())
+            .finish()
+    }
 }
 
 impl Outgoing {
@@ -219,7 +240,23 @@ impl Outgoing {
             )
         })?;
         head[..LEN_BYTES].copy_from_slice(&len.to_le_bytes());
-        Ok(Outgoing { head, payloads })
+        Ok(Outgoing {
+            head,
+            payloads,
+            fds: Vec::new(),
+        })
+    }
+
+    /// Attaches descriptors to send with the frame (at most
+    /// [`MAX_FDS`](crate::fds::MAX_FDS); checked when it is written).
+    pub fn with_fds(mut self, fds: Vec<SendFd>) -> Outgoing {
+        self.fds = fds;
+        self
+    }
+
+    /// The descriptors sent with the frame.
+    pub fn fds(&self) -> &[SendFd] {
+        &self.fds
     }
 
     /// The payloads, once the frame is written (to reuse their buffers).
@@ -250,29 +287,94 @@ impl Outgoing {
 /// The most slices handed to one `writev` (Linux's IOV_MAX is 1024).
 const MAX_SLICES: usize = 512;
 
-/// Writes every frame with as few vectored writes as possible.
+/// Writes every frame with as few vectored writes as possible. Frames
+/// with descriptors are refused: use [`write_all_frames_fds`].
 pub fn write_all_frames<W: Write + ?Sized>(w: &mut W, frames: &[Outgoing]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 2);
-    for f in frames {
-        f.slices(&mut slices);
+    if frames.iter().any(|f| !f.fds.is_empty()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptors can only be sent over a Unix socket",
+        ));
     }
-    for chunk in slices.chunks_mut(MAX_SLICES) {
-        let mut rest: &mut [IoSlice<'_>] = chunk;
-        while !rest.is_empty() {
-            match w.write_vectored(rest) {
+    write_slices(w, frames)?;
+    w.flush()
+}
+
+/// Writes every frame; a frame with descriptors goes with one `sendmsg`
+/// that starts at its length prefix and holds only its bytes (the promise
+/// of [`crate::fds`]); runs of frames without descriptors go with as few
+/// vectored writes as possible.
+pub fn write_all_frames_fds<W: Write + SendFds + ?Sized>(
+    w: &mut W,
+    frames: &[Outgoing],
+) -> io::Result<()> {
+    let mut rest = frames;
+    while !rest.is_empty() {
+        let plain = rest.iter().take_while(|f| f.fds.is_empty()).count();
+        write_slices(w, &rest[..plain])?;
+        rest = &rest[plain..];
+        let Some((f, after)) = rest.split_first() else {
+            break;
+        };
+        if f.fds.len() > MAX_FDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a frame can carry at most {MAX_FDS} descriptors, not {}",
+                    f.fds.len()
+                ),
+            ));
+        }
+        let fds: Vec<BorrowedFd<'_>> = f.fds.iter().map(|d| d.as_fd()).collect();
+        let mut slices = Vec::with_capacity(1 + f.payloads.len());
+        f.slices(&mut slices);
+        let mut parts: &mut [IoSlice<'_>] = &mut slices;
+        let sent = loop {
+            match w.send_fds(parts, &fds) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         "socket accepted no bytes",
                     ));
                 }
-                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-        }
+        };
+        IoSlice::advance_slices(&mut parts, sent);
+        write_vectored_all(w, parts)?;
+        rest = after;
     }
     w.flush()
+}
+
+fn write_slices<W: Write + ?Sized>(w: &mut W, frames: &[Outgoing]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 2);
+    for f in frames {
+        f.slices(&mut slices);
+    }
+    for chunk in slices.chunks_mut(MAX_SLICES) {
+        write_vectored_all(w, chunk)?;
+    }
+    Ok(())
+}
+
+fn write_vectored_all<W: Write + ?Sized>(w: &mut W, mut rest: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !rest.is_empty() {
+        match w.write_vectored(rest) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket accepted no bytes",
+                ));
+            }
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -30,8 +30,9 @@ use crate::Generation;
 use crate::codec::{self, CodecError};
 
 /// Bumped on every incompatible change to the messages (3: the hello
-/// announces the worker's program and tasks, and may refuse).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// announces the worker's program and tasks, and may refuse; 4: task
+/// headers and results declare the descriptors of their shared payloads).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Length of the pool's secret and of each nonce.
 pub const SECRET_LEN: usize = 32;

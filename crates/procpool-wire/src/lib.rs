@@ -1,5 +1,7 @@
 //! The bytes procpool puts on a socket, and nothing about pools.
 //!
+//! * [`fds`]: descriptors sent with a frame over a Unix socket, and which
+//!   frame each received descriptor belongs to.
 //! * [`frame`]: a u32 little-endian length prefix and a body; the length is
 //!   checked against a cap before anything is allocated.
 //! * [`codec`]: the one place where serde meets bincode 2.0.1.
@@ -15,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod fds;
 pub mod frame;
 pub mod handshake;
 pub mod message;

@@ -6,6 +6,7 @@
 //! write and read back as slices of the frame, never copied into the header.
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub struct TaskHeader {
     pub fingerprint: u64,
     /// Input payload bytes.
     pub len: u32,
+    /// Descriptors (sealed memory files of shared payloads) the frame
+    /// carries for this task, in order after the previous tasks' ones.
+    pub fds: u32,
 }
 
 /// Parent → worker.
@@ -83,6 +87,9 @@ pub enum Outcome {
     Ok {
         /// Output payload bytes.
         len: u32,
+        /// Descriptors (sealed memory files of shared payloads) the frame
+        /// carries for the output.
+        fds: u32,
     },
     /// The task panicked.
     Panicked {
@@ -190,6 +197,11 @@ impl ToParent {
 pub trait Header: Serialize + DeserializeOwned {
     /// Lengths of the payloads that follow, in order.
     fn payload_lens(&self) -> Vec<u32>;
+
+    /// Descriptors the frame carries for each payload, in order.
+    fn fd_counts(&self) -> Vec<u32> {
+        vec![0; self.payload_lens().len()]
+    }
 }
 
 impl Header for ToWorker {
@@ -200,15 +212,32 @@ impl Header for ToWorker {
             ToWorker::Cancel { .. } | ToWorker::Shutdown { .. } => Vec::new(),
         }
     }
+
+    fn fd_counts(&self) -> Vec<u32> {
+        match self {
+            ToWorker::Run { items } => items.iter().map(|i| i.fds).collect(),
+            other => vec![0; other.payload_lens().len()],
+        }
+    }
 }
 
 impl Header for ToParent {
     fn payload_lens(&self) -> Vec<u32> {
         match self {
             ToParent::Finished {
-                outcome: Outcome::Ok { len },
+                outcome: Outcome::Ok { len, .. },
                 ..
             } => vec![*len],
+            _ => Vec::new(),
+        }
+    }
+
+    fn fd_counts(&self) -> Vec<u32> {
+        match self {
+            ToParent::Finished {
+                outcome: Outcome::Ok { fds, .. },
+                ..
+            } => vec![*fds],
             _ => Vec::new(),
         }
     }
@@ -227,6 +256,17 @@ pub enum MessageError {
         /// Bytes present.
         actual: u64,
     },
+    /// The header declared a different number of descriptors than came
+    /// with the frame (or descriptors came where none can go).
+    Descriptors {
+        /// Descriptors the header declared.
+        declared: u64,
+        /// Descriptors that came with the frame.
+        actual: u64,
+    },
+    /// Descriptors arrived outside the frame they belong to
+    /// (see [`crate::fds`]).
+    Fds(crate::fds::FdError),
 }
 
 impl fmt::Display for MessageError {
@@ -237,6 +277,11 @@ impl fmt::Display for MessageError {
                 f,
                 "message declares {declared} payload bytes but carries {actual}"
             ),
+            MessageError::Descriptors { declared, actual } => write!(
+                f,
+                "message declares {declared} descriptors but carries {actual}"
+            ),
+            MessageError::Fds(e) => write!(f, "{e}"),
         }
     }
 }
@@ -282,6 +327,34 @@ pub fn decode_message<H: Header>(body: &[u8]) -> Result<(H, Vec<&[u8]>), Message
     Ok((header, payloads))
 }
 
+/// One payload of a frame and the descriptors the frame carried for it.
+pub type PayloadFds<'a> = (&'a [u8], Vec<OwnedFd>);
+
+/// [`decode_message`] for a frame that came with descriptors: each payload
+/// gets the descriptors its header declares, in order. A count that does
+/// not match is an error and every descriptor is closed.
+pub fn decode_message_fds<H: Header>(
+    body: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<(H, Vec<PayloadFds<'_>>), MessageError> {
+    let (header, payloads) = decode_message::<H>(body)?;
+    let counts = header.fd_counts();
+    let declared: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    if declared != fds.len() as u64 || counts.len() != payloads.len() {
+        return Err(MessageError::Descriptors {
+            declared,
+            actual: fds.len() as u64,
+        });
+    }
+    let mut fds = fds.into_iter();
+    let paired = payloads
+        .into_iter()
+        .zip(counts)
+        .map(|(p, c)| (p, fds.by_ref().take(c as usize).collect()))
+        .collect();
+    Ok((header, paired))
+}
+
 /// Fingerprint of a task or initializer: FNV-1a over its name and the names
 /// of its input and output types.
 pub fn fingerprint(name: &str, input_type: &str, output_type: &str) -> u64 {
@@ -318,18 +391,21 @@ mod tests {
                     name: "a".into(),
                     fingerprint: 9,
                     len: 3,
+                    fds: 0,
                 },
                 TaskHeader {
                     id: 2,
                     name: "b".into(),
                     fingerprint: 8,
                     len: 0,
+                    fds: 0,
                 },
                 TaskHeader {
                     id: 3,
                     name: "c".into(),
                     fingerprint: 7,
                     len: 2,
+                    fds: 0,
                 },
             ],
         };
@@ -344,7 +420,7 @@ mod tests {
         let msg = ToParent::Finished {
             generation: 4,
             id: 77,
-            outcome: Outcome::Ok { len: 5 },
+            outcome: Outcome::Ok { len: 5, fds: 0 },
             timing: WorkerTiming {
                 queue_ns: 1,
                 decode_ns: 2,
@@ -388,6 +464,48 @@ mod tests {
         assert!(matches!(
             decode_message::<ToWorker>(&[]),
             Err(MessageError::Header(_))
+        ));
+    }
+
+    fn null_fds(n: usize) -> Vec<OwnedFd> {
+        (0..n)
+            .map(|_| OwnedFd::from(std::fs::File::open("/dev/null").unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn descriptors_are_split_by_the_declared_counts() {
+        let item = |id, len, fds| TaskHeader {
+            id,
+            name: "t".into(),
+            fingerprint: 1,
+            len,
+            fds,
+        };
+        let msg = ToWorker::Run {
+            items: vec![item(1, 1, 2), item(2, 1, 0), item(3, 1, 1)],
+        };
+        let body = through_wire(&msg, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        let (_, parts) = decode_message_fds::<ToWorker>(&body, null_fds(3)).unwrap();
+        let counts: Vec<_> = parts.iter().map(|(p, f)| (p.to_vec(), f.len())).collect();
+        assert_eq!(
+            counts,
+            vec![(b"a".to_vec(), 2), (b"b".to_vec(), 0), (b"c".to_vec(), 1)]
+        );
+        for wrong in [2, 4] {
+            assert_eq!(
+                decode_message_fds::<ToWorker>(&body, null_fds(wrong)).unwrap_err(),
+                MessageError::Descriptors {
+                    declared: 3,
+                    actual: wrong as u64
+                }
+            );
+        }
+        // A message that can carry none.
+        let cancel = through_wire(&ToWorker::Cancel { id: 1 }, vec![]);
+        assert!(matches!(
+            decode_message_fds::<ToWorker>(&cancel, null_fds(1)),
+            Err(MessageError::Descriptors { declared: 0, actual: 1 })
         ));
     }
 

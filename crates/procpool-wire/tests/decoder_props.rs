@@ -263,6 +263,7 @@ fn gen_to_worker(rng: &mut Rng, small: bool) -> (ToWorker, Vec<Vec<u8>>) {
                     name: gen_string(rng, small).into(),
                     fingerprint: gen_u64(rng, small),
                     len: p.len() as u32,
+                    fds: 0,
                 });
                 payloads.push(p);
             }
@@ -290,6 +291,7 @@ fn gen_outcome(rng: &mut Rng, small: bool) -> (Outcome, Vec<Vec<u8>>) {
             (
                 Outcome::Ok {
                     len: p.len() as u32,
+                    fds: 0,
                 },
                 vec![p],
             )
@@ -1124,6 +1126,7 @@ fn arb_to_worker() -> impl Strategy<Value = (ToWorker, Vec<Vec<u8>>)> {
                     name: name.into(),
                     fingerprint,
                     len: p.len() as u32,
+                    fds: 0,
                 });
                 payloads.push(p);
             }
@@ -1138,7 +1141,8 @@ fn arb_outcome() -> impl Strategy<Value = (Outcome, Vec<Vec<u8>>)> {
     prop_oneof![
         arb_payload().prop_map(|p| (
             Outcome::Ok {
-                len: p.len() as u32
+                len: p.len() as u32,
+                fds: 0,
             },
             vec![p]
         )),
