@@ -13,6 +13,8 @@ mod core;
 mod faults;
 #[path = "futures.rs"]
 mod futures;
+#[path = "shared.rs"]
+mod shared;
 #[path = "supervision.rs"]
 mod supervision;
 #[path = "waiting.rs"]

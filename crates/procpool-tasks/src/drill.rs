@@ -291,9 +291,66 @@ impl Initializer for SlowInit {
     }
 }
 
+/// Tries to change the shared bytes it was given, through every memory
+/// file of this process that holds them (`/proc/self/fd`): writing,
+/// reopening for writing, shrinking, growing. Returns one line per
+/// attempt, `"refused: …"` or `"ALLOWED: …"`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct TamperShared(pub procpool::SharedBytes);
+
+impl Task for TamperShared {
+    const NAME: &'static str = "drill_tamper_shared";
+    type Output = Vec<String>;
+    fn run(self, _: &mut WorkerContext) -> Vec<String> {
+        use std::io::Write;
+        let mut out = Vec::new();
+        let mut note = |what: &str, r: std::io::Result<()>| {
+            out.push(match r {
+                Ok(()) => format!("ALLOWED: {what}"),
+                Err(e) => format!("refused: {what} ({e})"),
+            })
+        };
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return vec!["ALLOWED: no /proc/self/fd to look in".into()];
+        };
+        for entry in dir.flatten() {
+            let link = std::fs::read_link(entry.path()).unwrap_or_default();
+            if !link.to_string_lossy().contains("procpool-shared") {
+                continue;
+            }
+            let path = entry.path();
+            match std::fs::OpenOptions::new().write(true).open(&path) {
+                Err(e) => note("open for writing", Err(e)),
+                Ok(mut f) => {
+                    note("write", f.write_all(b"tampered"));
+                    note("shrink", f.set_len(1));
+                    note("grow", f.set_len(1 << 40));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Aborts while it holds shared payloads (their memory files are open in
+/// the worker when it dies).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AbortHoldingShared(pub procpool::SharedBytes);
+
+impl Task for AbortHoldingShared {
+    const NAME: &'static str = "drill_abort_holding_shared";
+    type Output = ();
+    fn run(self, _: &mut WorkerContext) {
+        let _held = self.0;
+        std::process::abort()
+    }
+}
+
 /// Every drill.
 pub fn registry() -> Registry {
     Registry::new()
+        .task::<TamperShared>()
+        .task::<AbortHoldingShared>()
         .task::<Panic>()
         .task::<Abort>()
         .task::<Exit>()

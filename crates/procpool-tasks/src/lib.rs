@@ -2,7 +2,8 @@
 //! benches and the CLI.
 //!
 //! * Work: [`Echo`] (bytes through `serde_bytes`), [`EchoVec`] (bytes through
-//!   plain serde), [`EchoRecords`] (a struct of numbers and strings),
+//!   plain serde), [`EchoShared`], [`SumShared`] and [`MakeShared`] (shared
+//!   payloads), [`EchoRecords`] (a struct of numbers and strings),
 //!   [`Square`], [`Sleep`], [`Spin`] (CPU), [`WhoAmI`], [`CountCalls`],
 //!   [`Checked`] (a fallible task).
 //! * Fault drills ([`drill`]): tasks that panic, abort, exit, hang,
@@ -15,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use procpool::{InitError, Initializer, Registry, Task, WorkerContext};
+use procpool::{InitError, Initializer, Registry, SharedBytes, SharedSlice, Task, WorkerContext};
 
 pub mod drill;
 
@@ -28,6 +29,44 @@ impl Task for Echo {
     type Output = ByteBuf;
     fn run(self, _: &mut WorkerContext) -> ByteBuf {
         ByteBuf::from(self.0)
+    }
+}
+
+/// Returns its shared bytes: to a local worker and back, the same sealed
+/// memory file crosses the socket twice and no byte is copied.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EchoShared(pub SharedBytes);
+
+impl Task for EchoShared {
+    const NAME: &'static str = "echo_shared";
+    type Output = SharedBytes;
+    fn run(self, _: &mut WorkerContext) -> SharedBytes {
+        self.0
+    }
+}
+
+/// Sums a shared array of `f64` in the worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SumShared(pub SharedSlice<f64>);
+
+impl Task for SumShared {
+    const NAME: &'static str = "sum_shared";
+    type Output = f64;
+    fn run(self, _: &mut WorkerContext) -> f64 {
+        self.0.iter().sum()
+    }
+}
+
+/// Makes a shared array of `n` values `0.0, 1.0, …` in the worker and
+/// sends it back (an output that is a shared payload).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MakeShared(pub u64);
+
+impl Task for MakeShared {
+    const NAME: &'static str = "make_shared";
+    type Output = SharedSlice<f64>;
+    fn run(self, _: &mut WorkerContext) -> SharedSlice<f64> {
+        SharedSlice::from((0..self.0).map(|i| i as f64).collect::<Vec<_>>())
     }
 }
 
@@ -262,6 +301,9 @@ pub fn registry() -> Registry {
     Registry::new()
         .task::<Echo>()
         .task::<EchoVec>()
+        .task::<EchoShared>()
+        .task::<SumShared>()
+        .task::<MakeShared>()
         .task::<EchoRecords>()
         .task::<Square>()
         .task::<Sleep>()

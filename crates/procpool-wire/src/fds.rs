@@ -139,6 +139,11 @@ impl<S: RecvFds> FdReader<S> {
         &self.inner
     }
 
+    /// Bytes received and not yet read.
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
     /// The stream offset of the next byte [`read`](Read::read) returns.
     pub fn position(&self) -> u64 {
         self.pos
@@ -257,10 +262,8 @@ mod tests {
     }
 
     fn frames(reads: Vec<(Vec<u8>, usize)>) -> Vec<(Vec<u8>, Result<usize, FdError>)> {
-        let mut r = crate::FrameReader::new(
-            FdReader::with_capacity(64, Script(reads.into())),
-            1 << 20,
-        );
+        let mut r =
+            crate::FrameReader::new(FdReader::with_capacity(64, Script(reads.into())), 1 << 20);
         let mut out = Vec::new();
         loop {
             let start = r.get_ref().position();

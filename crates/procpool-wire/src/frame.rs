@@ -160,6 +160,12 @@ impl<R: Read> FrameReader<R> {
         Ok(Some(&self.buf[..]))
     }
 
+    /// The body of the frame the last `next_frame*` call read (empty after
+    /// an owned read).
+    pub fn last_frame(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Keeps `buf` for the next frame if it is larger than the current
     /// buffer.
     fn give_buffer(&mut self, mut buf: Vec<u8>) {
@@ -360,7 +366,10 @@ fn write_slices<W: Write + ?Sized>(w: &mut W, frames: &[Outgoing]) -> io::Result
     Ok(())
 }
 
-fn write_vectored_all<W: Write + ?Sized>(w: &mut W, mut rest: &mut [IoSlice<'_>]) -> io::Result<()> {
+fn write_vectored_all<W: Write + ?Sized>(
+    w: &mut W,
+    mut rest: &mut [IoSlice<'_>],
+) -> io::Result<()> {
     while !rest.is_empty() {
         match w.write_vectored(rest) {
             Ok(0) => {

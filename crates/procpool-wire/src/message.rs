@@ -505,7 +505,10 @@ mod tests {
         let cancel = through_wire(&ToWorker::Cancel { id: 1 }, vec![]);
         assert!(matches!(
             decode_message_fds::<ToWorker>(&cancel, null_fds(1)),
-            Err(MessageError::Descriptors { declared: 0, actual: 1 })
+            Err(MessageError::Descriptors {
+                declared: 0,
+                actual: 1
+            })
         ));
     }
 

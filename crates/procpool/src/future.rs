@@ -112,10 +112,20 @@ pub(crate) trait Resolve: Send + Sync {
 
 /// A future whose output arrives as bytes (the process pool's).
 pub(crate) trait ResolveBytes: Resolve {
-    /// Decodes the output and ends the future with it (or with a `Decode`
-    /// error). Fills in `decode_output`, `total` and `ipc`, and records the
-    /// outcome in `stats` before anyone waiting can see it.
-    fn complete_bytes(&self, bytes: &[u8], cost: Cost, submitted: Instant, stats: &StatsCollector);
+    /// Decodes the output (its bytes and the descriptors of its shared
+    /// payloads, from worker slot `worker`) and ends the future with it (or
+    /// with a `Decode` error, or `Protocol` if the worker sent a bad
+    /// shared-payload reference). Fills in `decode_output`, `total` and
+    /// `ipc`, and records the outcome in `stats` before anyone waiting can
+    /// see it.
+    fn complete_bytes(
+        &self,
+        input: crate::task::Input<'_>,
+        worker: usize,
+        cost: Cost,
+        submitted: Instant,
+        stats: &StatsCollector,
+    );
 }
 
 /// Who to tell when a future is done. Nearly always one (`map_unordered`,
@@ -294,13 +304,18 @@ impl<T: Send + 'static> Resolve for Core<T> {
 impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
     fn complete_bytes(
         &self,
-        bytes: &[u8],
+        input: crate::task::Input<'_>,
+        worker: usize,
         mut cost: Cost,
         submitted: Instant,
         stats: &StatsCollector,
     ) {
         let t = Instant::now();
-        let decoded = codec::decode::<T>(bytes);
+        let bytes = input.bytes;
+        let (decoded, shared_error) =
+            crate::shared::decode_with(input.mode, input.fds, input.limit, || {
+                codec::decode::<T>(bytes)
+            });
         let decoded_at = Instant::now();
         cost.decode_output = decoded_at.saturating_duration_since(t);
         cost.total = decoded_at.saturating_duration_since(submitted);
@@ -312,14 +327,25 @@ impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
             }
             Err(e) => {
                 stats.record(None);
-                self.finish(
-                    Err(TaskError::Decode {
+                let err = match shared_error {
+                    Some(crate::shared::SharedError::BadReference(message)) => {
+                        TaskError::Protocol {
+                            worker,
+                            message: format!("bad shared-payload reference: {message}"),
+                        }
+                    }
+                    Some(other) => TaskError::Decode {
+                        side: Side::Parent,
+                        type_name: std::any::type_name::<T>().to_owned(),
+                        message: other.to_string(),
+                    },
+                    None => TaskError::Decode {
                         side: Side::Parent,
                         type_name: std::any::type_name::<T>().to_owned(),
                         message: e.to_string(),
-                    }),
-                    None,
-                );
+                    },
+                };
+                self.finish(Err(err), None);
             }
         }
     }

@@ -17,7 +17,7 @@
 //! Serde gives a `Serialize` impl no way to ask its serializer where the
 //! bytes go, so the pool tells it through a thread-local *context*, set only
 //! for the duration of one codec call on the calling thread
-//! ([`encode_with`], [`decode_with`]; restored on unwind):
+//! (`encode_with`, `decode_with`; restored on unwind):
 //!
 //! * **sink** (encoding a frame for a worker, or a result for the parent):
 //!   each shared value copies its bytes once into a memory file, seals it
@@ -31,7 +31,7 @@
 //!   file carrying all four seals and exactly the referenced length (checked
 //!   with `F_GET_SEALS` and `fstat` before anything is mapped), and maps it
 //!   read-only. A bad reference makes the decode fail and is reported to the
-//!   pool as a protocol error ([`SharedError::BadReference`]), not as a
+//!   pool as a protocol error (`TaskError::Protocol`), not as a
 //!   decode error of the user's type.
 //!
 //! Both sides count the shared bytes of one payload against the pool's
@@ -199,7 +199,7 @@ impl<T: Pod> SharedSlice<T> {
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         let size = std::mem::size_of::<T>();
-        if size == 0 || bytes.len() % size != 0 {
+        if size == 0 || !bytes.len().is_multiple_of(size) {
             return Err(format!(
                 "{} bytes are not a whole number of {size}-byte elements",
                 bytes.len()
@@ -498,19 +498,13 @@ fn fail<E>(err: SharedError, custom: impl FnOnce(String) -> E) -> E {
 /// A shared value's reference in a frame to a local worker.
 #[derive(Serialize)]
 enum RefOut<'a> {
-    File {
-        index: u32,
-        len: u64,
-    },
+    File { index: u32, len: u64 },
     Inline(#[serde(with = "serde_bytes")] &'a [u8]),
 }
 
 #[derive(Deserialize)]
 enum RefIn {
-    File {
-        index: u32,
-        len: u64,
-    },
+    File { index: u32, len: u64 },
     Inline(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
@@ -529,9 +523,7 @@ fn serialize_in_pool<T: Pod, S: Serializer>(
     let bytes = v.as_bytes();
     match mode {
         Mode::Inline => ser.serialize_bytes(bytes),
-        Mode::Descriptors if bytes.len() <= INLINE_MAX => {
-            RefOut::Inline(bytes).serialize(ser)
-        }
+        Mode::Descriptors if bytes.len() <= INLINE_MAX => RefOut::Inline(bytes).serialize(ser),
         Mode::Descriptors => match push_file(v) {
             Ok(index) => RefOut::File {
                 index,
@@ -668,8 +660,9 @@ impl<'de, T: Pod + Deserialize<'de>> Deserialize<'de> for SharedSlice<T> {
         let got = deserialize_in_pool(mode, de)?;
         match got {
             Got::Bytes(b) => SharedSlice::from_bytes(&b).map_err(<D::Error as de::Error>::custom),
-            Got::File(f) => SharedSlice::from_file(f)
-                .map_err(|e| fail(e, <D::Error as de::Error>::custom)),
+            Got::File(f) => {
+                SharedSlice::from_file(f).map_err(|e| fail(e, <D::Error as de::Error>::custom))
+            }
         }
     }
 }

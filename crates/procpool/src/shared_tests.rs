@@ -145,7 +145,10 @@ fn the_same_value_twice_is_one_file() {
 
 #[test]
 fn small_and_empty_values_travel_inline() {
-    let v = (SharedBytes::from(vec![]), SharedSlice::<u32>::from(vec![1, 2]));
+    let v = (
+        SharedBytes::from(vec![]),
+        SharedSlice::<u32>::from(vec![1, 2]),
+    );
     let (bytes, enc) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&v));
     assert!(enc.files.is_empty());
     let (back, _) = decode_with(Mode::Descriptors, Vec::new(), u64::MAX, || {

@@ -382,6 +382,12 @@ impl SealedFile {
     }
 }
 
+impl std::os::fd::AsFd for SealedFile {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd()
+    }
+}
+
 impl Drop for SealedFile {
     fn drop(&mut self) {
         if let Some(p) = self.ptr {
@@ -392,4 +398,95 @@ impl Drop for SealedFile {
             }
         }
     }
+}
+
+/// Room for the most descriptors one frame may carry
+/// (`procpool_wire::fds::MAX_FDS`).
+const FD_SPACE: usize = procpool_wire::fds::MAX_FDS;
+
+/// `recvmsg` on the Unix socket `sock` into `buf`, adopting every
+/// descriptor that came with the bytes (close-on-exec) into `fds`. Returns
+/// the bytes read and whether the kernel dropped descriptors for lack of
+/// room (`MSG_CTRUNC`; those it dropped, it closed).
+pub(crate) fn recv_with_fds(
+    sock: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<(usize, bool)> {
+    // `u64` words keep the control buffer aligned for `cmsghdr`.
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    let space = unsafe { libc::CMSG_SPACE((FD_SPACE * std::mem::size_of::<RawFd>()) as u32) };
+    let mut control = vec![0u64; (space as usize).div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid "no name, no control" header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() * 8;
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (our `buf`, writable for its length)
+        // and at `control` (writable for `msg_controllen` bytes), all alive
+        // across the call. The kernel writes at most those lengths,
+        // whatever the peer sent.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    // Adopt every descriptor the kernel installed, even when the control
+    // data was truncated: each is ours now and must be closed.
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control buffer the kernel
+    // filled, bounded by `msg_controllen` (which the kernel set to what it
+    // wrote, at most our buffer's size); they return null past the end.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` is non-null and inside the control buffer (above);
+        // the header fields are plain integers the kernel wrote.
+        let (level, kind, len) =
+            unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_DATA points just past the header, inside the
+            // buffer; CMSG_LEN(0) is the header's size.
+            let (data, head) = unsafe { (libc::CMSG_DATA(cmsg), libc::CMSG_LEN(0) as usize) };
+            // `cmsg_len` is a `size_t` on glibc, a `socklen_t` on musl.
+            #[allow(clippy::unnecessary_cast)]
+            let len = len as usize;
+            let count = len.saturating_sub(head) / std::mem::size_of::<RawFd>();
+            for i in 0..count {
+                // SAFETY: `count` ints fit between CMSG_DATA and the end of
+                // this message (cmsg_len, set by the kernel within our
+                // buffer); read unaligned, as the data need not be aligned.
+                let raw = unsafe { data.cast::<RawFd>().add(i).read_unaligned() };
+                // SAFETY: SCM_RIGHTS installed `raw` in this process for us
+                // alone; nothing else knows the number yet.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+        // SAFETY: as for CMSG_FIRSTHDR above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok((n, msg.msg_flags & libc::MSG_CTRUNC != 0))
+}
+
+/// `sendmsg` of `bufs` on the Unix socket `sock` with `fds` attached
+/// (`SCM_RIGHTS`); returns the bytes written.
+pub(crate) fn send_with_fds(
+    sock: std::os::fd::BorrowedFd<'_>,
+    bufs: &[std::io::IoSlice<'_>],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+    let raws: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let cmsgs = [ControlMessage::ScmRights(&raws)];
+    let cmsgs: &[ControlMessage<'_>] = if raws.is_empty() { &[] } else { &cmsgs };
+    sendmsg::<UnixAddr>(sock.as_raw_fd(), bufs, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(io::Error::from)
 }

@@ -8,13 +8,18 @@
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
 use std::error::Error;
+use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Instant;
 
 use procpool_wire::codec;
 use procpool_wire::message::{Outcome, fingerprint};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::shared::{self, Mode};
+use crate::sys::SealedFile;
 
 /// A unit of work: a value that is sent to a worker and run there.
 ///
@@ -141,11 +146,24 @@ pub(crate) struct Ran {
     pub decode_ns: u64,
     pub run_ns: u64,
     pub encode_ns: u64,
+    /// The sealed memory files of the output's shared payloads, sent with
+    /// the result (see `shared`).
+    pub files: Vec<Arc<SealedFile>>,
+}
+
+/// The input of one task in the worker: its bytes, the descriptors that
+/// came with them, and how shared payloads travel on this connection.
+pub(crate) struct Input<'a> {
+    pub bytes: &'a [u8],
+    pub fds: Vec<OwnedFd>,
+    pub mode: Mode,
+    /// Most shared bytes one payload may hold (the pool's frame cap).
+    pub limit: u64,
 }
 
 /// Runs a task from its encoded input; `start` is when the worker took it
 /// (the decode is timed from there: one clock read fewer per task).
-type RunFn = fn(&[u8], &mut WorkerContext, &mut Vec<u8>, Instant) -> Ran;
+type RunFn = fn(Input<'_>, &mut WorkerContext, &mut Vec<u8>, Instant) -> Ran;
 type InitFn = fn(&[u8], &mut WorkerContext) -> Result<(), String>;
 
 struct TaskEntry {
@@ -285,7 +303,7 @@ impl Registry {
         &self,
         name: &str,
         fp: u64,
-        input: &[u8],
+        input: Input<'_>,
         ctx: &mut WorkerContext,
         out: &mut Vec<u8>,
         start: Instant,
@@ -295,6 +313,7 @@ impl Registry {
             decode_ns: 0,
             run_ns: 0,
             encode_ns: 0,
+            files: Vec::new(),
         };
         match self.tasks.get(name) {
             None => zero(Outcome::UnknownTask {
@@ -341,18 +360,27 @@ pub(crate) fn nanos_between(a: Instant, b: Instant) -> u64 {
         .min(u128::from(u64::MAX)) as u64
 }
 
-fn run_task<T: Task>(input: &[u8], ctx: &mut WorkerContext, out: &mut Vec<u8>, t0: Instant) -> Ran {
-    let task = match codec::decode::<T>(input) {
+fn run_task<T: Task>(
+    input: Input<'_>,
+    ctx: &mut WorkerContext,
+    out: &mut Vec<u8>,
+    t0: Instant,
+) -> Ran {
+    let (mode, limit) = (input.mode, input.limit);
+    let (decoded, shared_error) =
+        shared::decode_with(mode, input.fds, limit, || codec::decode::<T>(input.bytes));
+    let task = match decoded {
         Ok(t) => t,
         Err(e) => {
             return Ran {
                 outcome: Outcome::Decode {
-                    message: e.to_string(),
+                    message: shared_error.map_or_else(|| e.to_string(), |s| s.to_string()),
                     worker_type: type_name::<T>().to_owned(),
                 },
                 decode_ns: nanos_since(t0),
                 run_ns: 0,
                 encode_ns: 0,
+                files: Vec::new(),
             };
         }
     };
@@ -374,27 +402,44 @@ fn run_task<T: Task>(input: &[u8], ctx: &mut WorkerContext, out: &mut Vec<u8>, t
                 decode_ns,
                 run_ns,
                 encode_ns: 0,
+                files: Vec::new(),
             };
         }
     };
     let start = out.len();
-    let encoded = codec::encode_into(&output, out);
+    let (encoded, shared) = shared::encode_with(mode, limit, || codec::encode_into(&output, out));
     drop(output);
     let encode_ns = nanos_since(t2);
-    let outcome = match encoded {
-        Ok(()) => Outcome::Ok {
-            len: (out.len() - start) as u32,
-        },
-        Err(e) => Outcome::Encode {
-            message: e.to_string(),
-            worker_type: type_name::<T::Output>().to_owned(),
-        },
+    let (outcome, files) = match (encoded, shared.error) {
+        (Ok(()), None) => (
+            Outcome::Ok {
+                len: (out.len() - start) as u32,
+                fds: shared.files.len() as u32,
+            },
+            shared.files,
+        ),
+        (result, error) => {
+            out.truncate(start);
+            let message = match (error, result) {
+                (Some(e), _) => e.to_string(),
+                (None, Err(e)) => e.to_string(),
+                (None, Ok(())) => "shared payloads failed to encode".to_owned(),
+            };
+            (
+                Outcome::Encode {
+                    message,
+                    worker_type: type_name::<T::Output>().to_owned(),
+                },
+                Vec::new(),
+            )
+        }
     };
     Ran {
         outcome,
         decode_ns,
         run_ns,
         encode_ns,
+        files,
     }
 }
 

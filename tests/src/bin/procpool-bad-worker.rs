@@ -297,6 +297,7 @@ impl Worker {
             id,
             outcome: Outcome::Ok {
                 len: bytes.len() as u32,
+                fds: 0,
             },
             timing: WorkerTiming::default(),
         };
@@ -397,6 +398,7 @@ impl Worker {
                         id: header.id,
                         outcome: Outcome::Ok {
                             len: value.len() as u32,
+                            fds: 0,
                         },
                         timing: WorkerTiming::default(),
                     },

@@ -5,13 +5,18 @@
 
 use std::sync::Arc;
 
+use std::os::fd::OwnedFd;
+
 use procpool_wire::FrameReader;
+use procpool_wire::fds::FdReader;
 
 use super::stream::Stream;
 
 /// The reading end of a connection: buffered, so the small frames a peer
-/// writes back to back ("result k-1", "started k") cost one read.
-pub(crate) type SocketReader = FrameReader<std::io::BufReader<Stream>>;
+/// writes back to back ("result k-1", "started k") cost one read, and
+/// keeping the descriptors that arrive with a frame (shared payloads,
+/// `procpool_wire::fds`) until the frame is read.
+pub(crate) type SocketReader = FrameReader<FdReader<Stream>>;
 
 /// Read buffer of a connection; larger frames bypass it.
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
@@ -19,10 +24,64 @@ pub(crate) const READ_BUFFER: usize = 64 * 1024;
 /// A reader on `read_half` that takes frames up to `max` bytes (the
 /// handshake's small cap until the peer is accepted).
 pub(crate) fn reader(read_half: Stream, max: u32) -> SocketReader {
-    FrameReader::new(
-        std::io::BufReader::with_capacity(READ_BUFFER, read_half),
-        max,
-    )
+    FrameReader::new(FdReader::with_capacity(READ_BUFFER, read_half), max)
+}
+
+/// A frame read with its descriptors, or the end of the stream (`None`).
+pub(crate) type FrameWithFds<B> = Result<Option<(B, Vec<OwnedFd>)>, FrameFdError>;
+
+/// Reads the next frame (into a buffer from `spare`, see
+/// `FrameReader::next_frame_owned_reusing`) with the descriptors that came
+/// with it. Descriptors that came where the protocol puts none are an
+/// error (they are closed).
+pub(crate) fn next_owned_frame_fds(
+    reader: &mut SocketReader,
+    spare: impl FnOnce() -> Option<Vec<u8>>,
+) -> FrameWithFds<Vec<u8>> {
+    let start = reader.get_ref().position();
+    let Some(body) = reader
+        .next_frame_owned_reusing(spare)
+        .map_err(FrameFdError::Frame)?
+    else {
+        return Ok(None);
+    };
+    let fds = frame_fds(reader, start)?;
+    Ok(Some((body, fds)))
+}
+
+/// [`next_owned_frame_fds`] into the reader's own buffer.
+pub(crate) fn next_frame_fds(reader: &mut SocketReader) -> FrameWithFds<&[u8]> {
+    let start = reader.get_ref().position();
+    if reader.next_frame().map_err(FrameFdError::Frame)?.is_none() {
+        return Ok(None);
+    }
+    let fds = frame_fds(reader, start)?;
+    Ok(Some((reader.last_frame(), fds)))
+}
+
+/// The descriptors of the frame just read, which began at `start`.
+fn frame_fds(reader: &mut SocketReader, start: u64) -> Result<Vec<OwnedFd>, FrameFdError> {
+    let end = reader.get_ref().position();
+    reader
+        .get_mut()
+        .take_fds(start, end)
+        .map_err(FrameFdError::Fds)
+}
+
+/// Why [`next_frame_fds`] failed.
+#[derive(Debug)]
+pub(crate) enum FrameFdError {
+    Frame(procpool_wire::FrameError),
+    Fds(procpool_wire::fds::FdError),
+}
+
+impl std::fmt::Display for FrameFdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameFdError::Frame(e) => e.fmt(f),
+            FrameFdError::Fds(e) => e.fmt(f),
+        }
+    }
 }
 
 /// A finished buffer back for reuse, if it is worth keeping and no one

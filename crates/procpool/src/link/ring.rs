@@ -199,7 +199,9 @@ impl Writer {
     /// room.
     pub(crate) fn push(&mut self, frame: &Outgoing, wake: &dyn Fn()) -> Pushed {
         let n = frame.wire_len();
-        if n > LARGEST {
+        // A frame with descriptors (shared payloads) must cross the
+        // socket: the ring carries bytes only.
+        if n > LARGEST || !frame.fds().is_empty() {
             self.room(LEN, wake);
             self.put(&MARKER.to_le_bytes());
             self.publish();

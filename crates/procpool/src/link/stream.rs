@@ -6,6 +6,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -81,6 +82,47 @@ pub(crate) fn dial(address: &str) -> io::Result<Stream> {
         _ => return Err(io::Error::other("not a Unix-domain socket")),
     };
     Ok(Stream::Unix(stream))
+}
+
+/// Descriptors come only over a Unix socket; over TCP this is a plain read.
+impl procpool_wire::fds::RecvFds for Stream {
+    fn recv_fds(
+        &mut self,
+        buf: &mut [u8],
+        fds: &mut Vec<std::os::fd::OwnedFd>,
+    ) -> io::Result<(usize, bool)> {
+        match self {
+            Stream::Unix(s) => crate::sys::recv_with_fds(s.as_fd(), buf, fds),
+            Stream::Tcp(s) => Ok((s.read(buf)?, false)),
+        }
+    }
+}
+
+/// Descriptors go only over a Unix socket; over TCP sending one is refused.
+impl procpool_wire::fds::SendFds for &Stream {
+    fn send_fds(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        match *self {
+            Stream::Unix(s) => crate::sys::send_with_fds(s.as_fd(), bufs, fds),
+            Stream::Tcp(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "descriptors cannot cross a TCP connection",
+            )),
+        }
+    }
+}
+
+impl procpool_wire::fds::SendFds for Stream {
+    fn send_fds(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        (&*self).send_fds(bufs, fds)
+    }
 }
 
 impl Read for &Stream {

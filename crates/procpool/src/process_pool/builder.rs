@@ -203,6 +203,17 @@ pub(crate) struct Config {
     pub max_restarts: u32,
 }
 
+impl Config {
+    /// How shared payloads travel to this pool's workers: descriptors over
+    /// Unix sockets, inline bytes over TCP.
+    pub(crate) fn shared_mode(&self) -> crate::shared::Mode {
+        match self.transport {
+            Transport::Local => crate::shared::Mode::Descriptors,
+            Transport::Tcp => crate::shared::Mode::Inline,
+        }
+    }
+}
+
 /// Configures a [`ProcessPool`]; see [`ProcessPool::builder`].
 ///
 /// ```no_run

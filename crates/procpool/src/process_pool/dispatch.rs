@@ -62,12 +62,15 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         let slot = &mut st.slots[idx];
         let mut headers = Vec::with_capacity(batch.items.len());
         let mut payloads = Vec::with_capacity(batch.items.len());
+        let mut fds = Vec::new();
         for item in batch.items {
+            fds.extend(item.meta.files.iter().cloned());
             headers.push(TaskHeader {
                 id: item.meta.id,
                 name: std::borrow::Cow::Borrowed(item.meta.name),
                 fingerprint: item.meta.fingerprint,
                 len: item.payload.len() as u32,
+                fds: item.meta.files.len() as u32,
             });
             payloads.push(item.payload.clone());
             st.seq += 1;
@@ -95,7 +98,8 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
                 "worker took {} tasks (max_tasks_per_worker {max}); recycling", slot.taken);
         }
         let frame = encode_message(&ToWorker::Run { items: headers }, payloads)
-            .expect("procpool's own messages always encode");
+            .expect("procpool's own messages always encode")
+            .with_fds(fds);
         let conn = slot.conn.clone().expect("a ready slot has a connection");
         conn.post(frame);
         if !touched.iter().any(|c| Arc::ptr_eq(c, &conn)) {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use procpool_wire::TaskId;
+use procpool_wire::fds::SendFd;
 use procpool_wire::frame::Payload;
 
 use crate::future::ResolveBytes;
@@ -36,6 +37,9 @@ pub(crate) struct Meta {
     pub timeout: Option<Duration>,
     /// Runs left if its worker dies under it.
     pub retries: u32,
+    /// The sealed memory files of the input's shared payloads, sent with
+    /// its frame (each time it is sent: a retry sends them again).
+    pub files: Vec<SendFd>,
 }
 
 /// A task waiting in the parent's queue.

@@ -86,6 +86,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use procpool_wire::codec;
+use procpool_wire::fds::SendFd;
 
 pub use attach::{AttachInfo, ENV_TOKEN};
 pub use builder::{ENV_WORKER_PATH, ProcessPoolBuilder, WorkerCommand};
@@ -231,7 +232,15 @@ impl ProcessPool {
         submitted: Instant,
     ) -> Result<Prepared<T::Output>, String> {
         let mut payload = self.shared.input_buffer();
-        codec::encode_into(task, &mut payload).map_err(|e| e.to_string())?;
+        let (encoded, shared) = crate::shared::encode_with(
+            self.shared.cfg.shared_mode(),
+            u64::from(self.shared.cfg.max_frame),
+            || codec::encode_into(task, &mut payload),
+        );
+        if let Some(e) = shared.error {
+            return Err(e.to_string());
+        }
+        encoded.map_err(|e| e.to_string())?;
         let encoded_at = Instant::now();
         let encode = encoded_at.saturating_duration_since(submitted);
         if payload.len() + HEADER_ROOM > self.shared.cfg.max_frame as usize {
@@ -256,6 +265,7 @@ impl ProcessPool {
                 bytes_out: payload.len() as u64,
                 timeout,
                 retries,
+                files: shared.files.into_iter().map(|f| f as SendFd).collect(),
             },
             payload: Arc::new(payload),
         };

@@ -16,7 +16,7 @@
 
 use std::sync::{Arc, Mutex, TryLockError};
 
-use procpool_wire::frame::{Outgoing, Payload, write_all_frames};
+use procpool_wire::frame::{Outgoing, Payload, write_all_frames_fds};
 use procpool_wire::message::{ToWorker, encode_message};
 
 use crate::link::stream::Stream;
@@ -63,7 +63,7 @@ impl Conn {
                 if frames.is_empty() {
                     break;
                 }
-                if let Err(e) = write_all_frames(&mut &self.stream, &frames) {
+                if let Err(e) = write_all_frames_fds(&mut &self.stream, &frames) {
                     tracing::debug!(target: "procpool::wire", "write to worker failed: {e}");
                     self.stream.shutdown();
                     lock(&self.outbox).clear();

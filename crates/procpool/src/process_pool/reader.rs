@@ -7,15 +7,16 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use procpool_wire::Generation;
-use procpool_wire::message::{Outcome, ToParent, decode_message};
+use procpool_wire::message::{Outcome, PayloadFds, ToParent, decode_message_fds};
 
 use super::handle::{lost, on_finished, on_started, on_withdrawn, protocol_error, task_error};
 use super::outbox::flush_all;
 use super::state::Shared;
 use crate::cost::Cost;
 use crate::error::TaskError;
-use crate::link::frames::SocketReader;
+use crate::link::frames::{FrameFdError, SocketReader, next_frame_fds};
 use crate::link::ring;
+use crate::task::Input;
 
 /// What to do after a message.
 enum Flow {
@@ -66,19 +67,19 @@ pub(super) fn read_loop(
                 spin.parked();
             }
         }
-        let read = reader.next_frame();
+        let read = next_frame_fds(&mut reader);
         if let Some(r) = &ring {
             r.unpark();
             spin.woken();
         }
-        let body = match read {
+        let (body, fds) = match read {
             Ok(Some(b)) => b,
             Ok(None) => {
                 me.last_drain(ring.as_mut(), at_marker);
                 return;
             }
             Err(e) => {
-                if let procpool_wire::FrameError::Io(io) = &e {
+                if let FrameFdError::Frame(procpool_wire::FrameError::Io(io)) = &e {
                     match io.kind() {
                         io::ErrorKind::ConnectionReset
                         | io::ErrorKind::BrokenPipe
@@ -101,7 +102,7 @@ pub(super) fn read_loop(
                 return;
             }
         };
-        let (msg, payloads) = match decode_message::<ToParent>(body) {
+        let (msg, payloads) = match decode_message_fds::<ToParent>(body, fds) {
             Ok(pair) => pair,
             Err(e) => {
                 protocol_error(shared, idx, generation, pid, e.to_string());
@@ -127,7 +128,7 @@ pub(super) fn read_loop(
                 at_marker = false;
             }
         }
-        if let Flow::Stop = me.act(msg, &payloads) {
+        if let Flow::Stop = me.act(msg, payloads) {
             // A socket frame broke the protocol: the worker is being
             // killed, but what it published before still counts.
             me.last_drain(ring.as_mut(), at_marker);
@@ -227,10 +228,11 @@ impl Reading<'_> {
         }
     }
 
-    /// Decodes and acts on one message from the ring.
+    /// Decodes and acts on one message from the ring (which carries no
+    /// descriptors: a note that declares some is a protocol error).
     fn handle(&self, body: &[u8]) -> Flow {
-        match decode_message::<ToParent>(body) {
-            Ok((msg, payloads)) => self.act(msg, &payloads),
+        match decode_message_fds::<ToParent>(body, Vec::new()) {
+            Ok((msg, payloads)) => self.act(msg, payloads),
             Err(e) => {
                 protocol_error(
                     self.shared,
@@ -245,7 +247,7 @@ impl Reading<'_> {
     }
 
     /// Acts on one decoded message.
-    fn act(&self, msg: ToParent, payloads: &[&[u8]]) -> Flow {
+    fn act(&self, msg: ToParent, payloads: Vec<PayloadFds<'_>>) -> Flow {
         let Reading {
             shared,
             idx,
@@ -281,7 +283,7 @@ impl Reading<'_> {
                 let meta = a.meta;
                 match outcome {
                     Outcome::Ok { .. } => {
-                        let bytes = payloads.first().copied().unwrap_or(&[]);
+                        let (bytes, fds) = payloads.into_iter().next().unwrap_or((&[], Vec::new()));
                         let parent_queue = a
                             .assigned_at
                             .saturating_duration_since(meta.submitted + meta.encode);
@@ -295,8 +297,19 @@ impl Reading<'_> {
                             bytes_back: bytes.len() as u64,
                             ..Cost::default()
                         };
-                        meta.future
-                            .complete_bytes(bytes, cost, meta.submitted, &shared.stats);
+                        let output = Input {
+                            bytes,
+                            fds,
+                            mode: shared.cfg.shared_mode(),
+                            limit: u64::from(shared.cfg.max_frame),
+                        };
+                        meta.future.complete_bytes(
+                            output,
+                            idx,
+                            cost,
+                            meta.submitted,
+                            &shared.stats,
+                        );
                     }
                     other => {
                         let mut err = task_error(other, &meta);

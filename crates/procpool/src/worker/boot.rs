@@ -242,7 +242,13 @@ pub(crate) fn serve(
         // heartbeats go unacknowledged this long.
         let _ = tune_tcp(t, heartbeat.saturating_mul(10));
     }
+    let shared_mode = if stream.is_tcp() {
+        crate::shared::Mode::Inline
+    } else {
+        crate::shared::Mode::Descriptors
+    };
     let shared = Arc::new(WorkerShared {
+        shared_mode,
         spin,
         local: Mutex::new(Local {
             queue: VecDeque::new(),

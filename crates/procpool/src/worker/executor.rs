@@ -7,13 +7,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use procpool_wire::fds::SendFd;
 use procpool_wire::frame::Outgoing;
 use procpool_wire::message::{Outcome, ToParent, WorkerTiming, encode_message};
 
 use super::shared::{Notes, Work, WorkerShared};
 use crate::link::frames::reusable;
 use crate::lock::lock;
-use crate::task::{Registry, WorkerContext};
+use crate::task::{Input, Registry, WorkerContext};
 
 /// Peak resident memory of this process, read with `getrusage` at most
 /// every few milliseconds (a syscall per task would cost more than a
@@ -178,6 +179,7 @@ pub(super) fn execute(
                 frame,
                 range,
                 arrived,
+                fds,
             }) => {
                 if current_batch != Some(batch) {
                     current_batch = Some(batch);
@@ -193,10 +195,16 @@ pub(super) fn execute(
                 let queue_ns = crate::task::nanos_between(arrived, start);
                 let mut out = std::mem::take(&mut spare);
                 out.clear();
+                let input = Input {
+                    bytes: &frame[range],
+                    fds,
+                    mode: shared.shared_mode,
+                    limit: u64::from(max_frame),
+                };
                 let ran = registry.run(
                     &header.name,
                     header.fingerprint,
-                    &frame[range],
+                    input,
                     &mut ctx,
                     &mut out,
                     start,
@@ -208,7 +216,7 @@ pub(super) fn execute(
                 {
                     outcome = Outcome::Encode {
                         message: format!(
-                            "output of {} bytes exceeds the pool's {max_frame}-byte frame cap",
+                            "output of {} bytes exceeds the pool's {max_frame}-byte frame cap (raise max_frame_bytes)",
                             out.len()
                         ),
                         worker_type: header.name.to_string(),
@@ -233,8 +241,18 @@ pub(super) fn execute(
                         peak_rss_bytes: rss.peak(ran.run_ns > 1_000_000),
                     },
                 };
+                // Only a result carries its output's memory files.
+                let files: Vec<SendFd> = match msg {
+                    ToParent::Finished {
+                        outcome: Outcome::Ok { .. },
+                        ..
+                    } => ran.files.into_iter().map(|f| f as SendFd).collect(),
+                    _ => Vec::new(),
+                };
                 pending = Some(
-                    encode_message(&msg, payloads).expect("procpool's own messages always encode"),
+                    encode_message(&msg, payloads)
+                        .expect("procpool's own messages always encode")
+                        .with_fds(files),
                 );
             }
         }

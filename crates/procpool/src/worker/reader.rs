@@ -10,47 +10,49 @@ use std::time::Instant;
 
 use procpool_wire::TaskId;
 use procpool_wire::frame::Outgoing;
-use procpool_wire::message::{MessageError, ToParent, ToWorker, decode_message};
+use procpool_wire::message::{MessageError, ToParent, ToWorker, decode_message_fds};
 
 use super::shared::{Work, WorkerShared, exit_parent_gone};
-use crate::link::frames::SocketReader;
+use crate::link::frames::{SocketReader, next_owned_frame_fds};
 use crate::lock::lock;
 
 pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
     loop {
-        let frame = match reader.next_frame_owned_reusing(|| lock(&shared.spare_frame).take()) {
-            Ok(Some(f)) => Arc::new(f),
-            Ok(None) => exit_parent_gone(&io::Error::from(io::ErrorKind::UnexpectedEof)),
-            Err(e) => {
-                eprintln!("procpool-worker: bad frame from the pool: {e}");
-                std::process::exit(3);
-            }
-        };
+        let (frame, fds) =
+            match next_owned_frame_fds(&mut reader, || lock(&shared.spare_frame).take()) {
+                Ok(Some((f, fds))) => (Arc::new(f), fds),
+                Ok(None) => exit_parent_gone(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Err(e) => {
+                    eprintln!("procpool-worker: bad frame from the pool: {e}");
+                    std::process::exit(3);
+                }
+            };
         let arrived = Instant::now();
-        let (msg, payloads) = match decode_message::<ToWorker>(&frame) {
+        let (msg, payloads) = match decode_message_fds::<ToWorker>(&frame, fds) {
             Ok(pair) => pair,
             Err(e) => bad_message(&e),
         };
         let base = frame.as_ptr() as usize;
-        let ranges: Vec<_> = payloads
-            .iter()
-            .map(|p| {
+        let (ranges, fds): (Vec<_>, Vec<_>) = payloads
+            .into_iter()
+            .map(|(p, fds)| {
                 let start = p.as_ptr() as usize - base;
-                start..start + p.len()
+                (start..start + p.len(), fds)
             })
-            .collect();
+            .unzip();
         match msg {
             ToWorker::Run { items } => {
                 let mut local = lock(&shared.local);
                 local.batches += 1;
                 let batch = local.batches;
-                for (header, range) in items.into_iter().zip(ranges) {
+                for ((header, range), fds) in items.into_iter().zip(ranges).zip(fds) {
                     local.queue.push_back(Work::Task {
                         header,
                         batch,
                         frame: frame.clone(),
                         range,
                         arrived,
+                        fds,
                     });
                 }
                 drop(local);

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use procpool_wire::Generation;
-use procpool_wire::frame::{Outgoing, write_all_frames};
+use procpool_wire::frame::{Outgoing, write_all_frames_fds};
 use procpool_wire::message::{TaskHeader, ToParent, encode_message};
 
 use crate::link::ring;
@@ -46,6 +46,8 @@ pub(super) enum Work {
         range: std::ops::Range<usize>,
         /// When the reader queued it (its queue time starts here).
         arrived: Instant,
+        /// The descriptors the frame carried for it (shared payloads).
+        fds: Vec<std::os::fd::OwnedFd>,
     },
 }
 
@@ -79,6 +81,9 @@ pub(super) struct WorkerShared {
     /// A large frame buffer the executor is done with, for the reader's
     /// next frame. Written by the executor, taken by the reader.
     pub spare_frame: Mutex<Option<Vec<u8>>>,
+    /// How shared payloads travel on this connection (descriptors over a
+    /// Unix socket, inline over TCP). Set once.
+    pub shared_mode: crate::shared::Mode,
 }
 
 impl WorkerShared {
@@ -93,7 +98,7 @@ impl WorkerShared {
     /// ~100 k/s instead of ~250–350 k/s; chunksize 1 and latency unchanged).
     pub(super) fn send(&self, frames: &[Outgoing]) {
         let mut w = lock(&self.writer);
-        if let Err(e) = write_all_frames(&mut *w, frames) {
+        if let Err(e) = write_all_frames_fds(&mut *w, frames) {
             drop(w);
             exit_parent_gone(&e);
         }
@@ -109,7 +114,9 @@ impl WorkerShared {
 }
 
 /// Where the executor's notes (`Started`, `Finished`) go: the reply ring if
-/// the pool gave one, else the socket.
+/// the pool gave one, else the socket. A note with descriptors (a result
+/// with shared payloads) always goes on the socket, the ring holding a
+/// marker in its place.
 pub(super) struct Notes {
     /// The reply ring's writing end (the executor's alone; no lock).
     pub ring: Option<ring::Writer>,
