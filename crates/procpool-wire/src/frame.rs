@@ -254,7 +254,7 @@ impl Outgoing {
     }
 
     /// Attaches descriptors to send with the frame (at most
-    /// [`MAX_FDS`](crate::fds::MAX_FDS); checked when it is written).
+    /// [`MAX_FDS`]; checked when it is written).
     pub fn with_fds(mut self, fds: Vec<SendFd>) -> Outgoing {
         self.fds = fds;
         self
