@@ -564,7 +564,9 @@ impl<T: Send + 'static> std::future::Future for TaskFuture<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut s = lock(&self.core.slot);
+        let Some(mut s) = crate::lock::try_lock_or_wake(&self.core.slot, cx) else {
+            return Poll::Pending; // never wait for a lock in `poll`
+        };
         if s.state == State::Done {
             return Poll::Ready(
                 s.outcome

@@ -70,6 +70,31 @@ macro_rules! map_methods {
         {
             $crate::map_on(self, tasks, false)
         }
+
+        /// Like [`map`](Self::map), with inputs from an async
+        /// [`Stream`](crate::Stream) and the results as a
+        /// [`MapStream`](crate::MapStream); see
+        /// [`Executor::map_stream`](crate::Executor::map_stream).
+        pub fn map_stream<S>(&self, tasks: S) -> $crate::MapStream<'_, $crate::StreamInput<S>>
+        where
+            S: $crate::Stream + Unpin,
+            S::Item: $crate::Task,
+        {
+            $crate::map_stream_on(self, tasks, true)
+        }
+
+        /// Like [`map_stream`](Self::map_stream), yielding results as they
+        /// complete.
+        pub fn map_stream_unordered<S>(
+            &self,
+            tasks: S,
+        ) -> $crate::MapStream<'_, $crate::StreamInput<S>>
+        where
+            S: $crate::Stream + Unpin,
+            S::Item: $crate::Task,
+        {
+            $crate::map_stream_on(self, tasks, false)
+        }
     };
 }
 
@@ -77,16 +102,19 @@ pub mod cost;
 pub mod error;
 mod expiry;
 pub mod future;
+mod guard;
 mod idmap;
 mod indexed;
 mod link;
 mod lock;
 pub mod map;
+mod offload;
 pub mod process_pool;
 mod progress;
 pub mod shared;
 pub mod task;
 pub mod thread_pool;
+mod timer;
 pub mod waiting;
 pub mod worker;
 
@@ -97,8 +125,10 @@ pub use cost::{Cost, PoolStats};
 pub use error::{BuildError, Exit, Side, SubmitError, TaskError, WaitError};
 pub use expiry::{AsCompletedDeadline, Expired};
 pub use future::{State, TaskFuture};
+pub use guard::PoolGuard;
 pub use indexed::IndexedMap;
-pub use map::Map;
+pub use map::{Map, MapStream, StreamInput};
+pub use offload::OffThread;
 pub use process_pool::{
     AttachInfo, Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, ProcessPool,
     ProcessPoolBuilder, Srun, Transport, WorkerCommand,
@@ -106,7 +136,7 @@ pub use process_pool::{
 pub use shared::{SharedBytes, SharedSlice};
 pub use task::{InitError, Initializer, Registry, Task, WorkerContext};
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
-pub use waiting::{AsCompleted, ReturnWhen, as_completed, wait};
+pub use waiting::{AsCompleted, ReturnWhen, WaitFuture, as_completed, wait, wait_async};
 
 /// Makes a task from a plain function, registered for this program's
 /// workers: `#[procpool::task] fn mix(seed: u64) -> u64` generates
@@ -166,7 +196,9 @@ pub mod __private {
 pub use futures_core::Stream;
 
 /// How [`Executor::shutdown`] treats work that has not finished. Every mode
-/// blocks until the pool's workers are gone, and is idempotent.
+/// blocks until the pool's workers are gone, and is idempotent; in async
+/// code, [`Executor::shutdown_async`] waits for the same without blocking
+/// the runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Shutdown {
     /// Run everything already submitted (what `Drop` does).
@@ -181,7 +213,7 @@ pub enum Shutdown {
 }
 
 mod sealed {
-    use crate::map::ChunkResult;
+    use crate::map::{ChunkResult, Submitter};
     use crate::task::Task;
 
     pub trait Sealed {
@@ -189,6 +221,9 @@ mod sealed {
         fn submit_chunk<T: Task>(&self, items: Vec<T>) -> ChunkResult<T::Output>;
         /// Default number of chunks a `Map` keeps in flight.
         fn map_window(&self) -> usize;
+        /// `submit_chunk` on a handle of its own (callable from any
+        /// thread; dropping it does not shut the pool down).
+        fn chunk_submitter<T: Task>(&self) -> Submitter<T>;
     }
 }
 
@@ -210,6 +245,11 @@ pub trait Executor: sealed::Sealed {
 
     /// Stops the pool; see [`Shutdown`].
     fn shutdown(&self, how: Shutdown);
+
+    /// [`shutdown`](Self::shutdown) for async code: starts at once on a
+    /// thread of its own; the future resolves when the pool is down,
+    /// without blocking the runtime.
+    fn shutdown_async(&self, how: Shutdown) -> OffThread<()>;
 
     /// How many workers (processes or threads) the pool runs.
     fn workers(&self) -> usize;
@@ -236,6 +276,64 @@ pub trait Executor: sealed::Sealed {
     {
         map_on(self, tasks, false)
     }
+
+    /// Like [`map`](Self::map), with inputs from an async [`Stream`] and
+    /// the results as a [`MapStream`] (`while let Some(r) =
+    /// results.next().await`). A chunk is sent when it is full, when the
+    /// input ends, or when the input has nothing ready: with an async input
+    /// `chunksize(n)` is a maximum. (Box-pin a stream that is not `Unpin`.)
+    ///
+    /// ```
+    /// use procpool::{Executor, ThreadPool};
+    /// use procpool_tasks::Square;
+    ///
+    /// let pool = ThreadPool::builder().workers(2).build().unwrap();
+    /// # struct Numbers(u64);
+    /// # impl procpool::Stream for Numbers {
+    /// #     type Item = Square;
+    /// #     fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>)
+    /// #         -> std::task::Poll<Option<Square>> {
+    /// #         self.0 += 1;
+    /// #         std::task::Poll::Ready((self.0 <= 3).then(|| Square(self.0)))
+    /// #     }
+    /// # }
+    /// let inputs = Numbers(0); // any `Stream<Item = Square> + Unpin`: 1, 2, 3
+    /// futures_executor::block_on(async {
+    ///     let mut squares = pool.map_stream(inputs);
+    ///     while let Some(r) = squares.next().await {
+    ///         println!("{}", r.unwrap());
+    ///     }
+    /// });
+    /// ```
+    fn map_stream<S>(&self, tasks: S) -> MapStream<'_, StreamInput<S>>
+    where
+        S: Stream + Unpin,
+        S::Item: Task,
+        Self: Sized,
+    {
+        map_stream_on(self, tasks, true)
+    }
+
+    /// Like [`map_stream`](Self::map_stream), yielding results as they
+    /// complete.
+    fn map_stream_unordered<S>(&self, tasks: S) -> MapStream<'_, StreamInput<S>>
+    where
+        S: Stream + Unpin,
+        S::Item: Task,
+        Self: Sized,
+    {
+        map_stream_on(self, tasks, false)
+    }
+}
+
+/// A `MapStream` whose inputs come from `tasks`, submitting to `pool`.
+fn map_stream_on<P, S>(pool: &P, tasks: S, ordered: bool) -> MapStream<'_, StreamInput<S>>
+where
+    P: sealed::Sealed,
+    S: Stream + Unpin,
+    S::Item: Task,
+{
+    MapStream::from_stream(map_on(pool, StreamInput::new(tasks), ordered))
 }
 
 /// A `Map` that submits its chunks to `pool`.
@@ -246,7 +344,7 @@ where
     I::Item: Task,
 {
     Map::new(
-        Box::new(move |chunk| pool.submit_chunk(chunk)),
+        pool.chunk_submitter(),
         pool.map_window(),
         tasks.into_iter(),
         ordered,

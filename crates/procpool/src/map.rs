@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,10 @@ use crate::progress::Progress;
 use crate::task::Task;
 use crate::waiting::DoneQueue;
 
+mod stream;
+mod submit;
+pub use stream::{MapStream, StreamInput};
+
 /// An item with the index of its input.
 pub(crate) type Indexed<I> = (
     usize,
@@ -26,7 +31,11 @@ pub(crate) type Indexed<I> = (
 /// Per item: a future, or the error that kept it from being submitted.
 pub(crate) type ChunkResult<O> = Result<Vec<Result<TaskFuture<O>, TaskError>>, TaskError>;
 
-type SubmitFn<'a, T> = Box<dyn Fn(Vec<T>) -> ChunkResult<<T as Task>::Output> + 'a>;
+/// Submits one chunk to a pool, from any thread: a `Map` sends its chunks
+/// through it (a `MapStream` from the submit thread), on a handle of its own
+/// whose drop leaves the pool alone.
+pub(crate) type Submitter<T> =
+    Arc<dyn Fn(Vec<T>) -> ChunkResult<<T as Task>::Output> + Send + Sync>;
 
 enum Entry<O> {
     Future(TaskFuture<O>),
@@ -54,7 +63,9 @@ where
     I: Iterator,
     I::Item: Task,
 {
-    submit: SubmitFn<'a, I::Item>,
+    submit: Submitter<I::Item>,
+    /// The pool this map borrows (its submitter holds a handle of its own).
+    pool: PhantomData<&'a ()>,
     pub(crate) input: I,
     input_done: bool,
     chunksize: usize,
@@ -105,13 +116,14 @@ where
     I::Item: Task,
 {
     pub(crate) fn new(
-        submit: SubmitFn<'a, I::Item>,
+        submit: Submitter<I::Item>,
         window_chunks: usize,
         input: I,
         ordered: bool,
     ) -> Self {
         Map {
             submit,
+            pool: PhantomData,
             input,
             input_done: false,
             chunksize: 1,
@@ -220,22 +232,28 @@ where
             if chunk.is_empty() {
                 break;
             }
-            match (self.submit)(chunk) {
-                Ok(items) => {
-                    for item in items {
-                        self.push(item);
-                    }
+            let sent = (self.submit)(chunk);
+            self.accept(sent);
+        }
+    }
+
+    /// Keeps a submitted chunk's futures in flight.
+    fn accept(&mut self, sent: ChunkResult<<I::Item as Task>::Output>) {
+        match sent {
+            Ok(items) => {
+                for item in items {
+                    self.push(item);
                 }
-                Err(refused) => {
-                    // Shut down or broken: yield what is in flight, then this
-                    // one error, and stop pulling inputs.
-                    if self.ordered {
-                        self.push(Err(refused));
-                    } else {
-                        self.refused = Some((self.next_key, refused));
-                    }
-                    self.input_done = true;
+            }
+            Err(refused) => {
+                // Shut down or broken: yield what is in flight, then this
+                // one error, and stop pulling inputs.
+                if self.ordered {
+                    self.push(Err(refused));
+                } else {
+                    self.refused = Some((self.next_key, refused));
                 }
+                self.input_done = true;
             }
         }
     }

@@ -7,7 +7,9 @@
 use crate::map::Map;
 use crate::task::Task;
 
-type Hook<'a> = Box<dyn FnMut(u64, Option<u64>) + 'a>;
+// `Send`: a `Map` (and a `MapStream` held across an `.await` in a task
+// that may move threads) is `Send`.
+type Hook<'a> = Box<dyn FnMut(u64, Option<u64>) + Send + 'a>;
 
 /// What a `Map` reports its progress to. Owned by the `Map` (no lock: only
 /// the thread iterating it touches it).
@@ -137,7 +139,7 @@ where
     /// assert_eq!(n, 4);
     /// assert_eq!(seen, [(1, Some(4)), (2, Some(4)), (3, Some(4)), (4, Some(4))]);
     /// ```
-    pub fn on_progress(mut self, f: impl FnMut(u64, Option<u64>) + 'a) -> Self {
+    pub fn on_progress(mut self, f: impl FnMut(u64, Option<u64>) + Send + 'a) -> Self {
         self.input_total();
         self.progress.hooks.push(Box::new(f));
         self

@@ -23,7 +23,8 @@ use crate::cost::{Cost, PoolStats, StatsCollector};
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::future::{Core, Resolve, TaskFuture};
 use crate::lock::lock;
-use crate::map::ChunkResult;
+use crate::map::{ChunkResult, Submitter};
+use crate::offload::OffThread;
 use crate::task::{InitError, Initializer, Task, WorkerContext};
 use crate::{Executor, Shutdown, sealed};
 
@@ -138,7 +139,7 @@ impl ThreadPoolBuilder {
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    let pool = ThreadPool { shared };
+                    let pool = ThreadPool { shared, owns: true };
                     *lock(&pool.shared.threads) = handles;
                     pool.shutdown(Shutdown::Wait);
                     return Err(BuildError::Spawn {
@@ -151,7 +152,7 @@ impl ThreadPoolBuilder {
         }
         drop(ready_tx);
         *lock(&shared.threads) = handles;
-        let pool = ThreadPool { shared };
+        let pool = ThreadPool { shared, owns: true };
         for _ in 0..workers {
             match ready_rx.recv() {
                 Ok((_, Ok(()))) => {}
@@ -222,8 +223,17 @@ fn thread_main(
 /// let f = pool.spawn(|| 6 * 7).unwrap();
 /// assert_eq!(f.result().unwrap(), 42);
 /// ```
+///
+/// Dropping the pool runs [`Shutdown::Wait`] and blocks until the queue is
+/// done: inside an async runtime, await
+/// [`shutdown_async`](Self::shutdown_async) first, or hold the pool in a
+/// [`PoolGuard`](crate::PoolGuard).
 pub struct ThreadPool {
     shared: Arc<Shared>,
+    /// `false` for the crate's internal handles on the same pool (a
+    /// `Map`'s submitter, `shutdown_async`'s thread): their drop does not
+    /// shut the pool down.
+    owns: bool,
 }
 
 impl std::fmt::Debug for ThreadPool {
@@ -281,6 +291,14 @@ impl ThreadPool {
             workers: None,
             name_prefix: "procpool-thread".into(),
             init: None,
+        }
+    }
+
+    /// Another handle on this pool, whose drop leaves the pool alone.
+    fn handle(&self) -> ThreadPool {
+        ThreadPool {
+            shared: self.shared.clone(),
+            owns: false,
         }
     }
 
@@ -382,6 +400,16 @@ impl ThreadPool {
         self.shared.stats.snapshot()
     }
 
+    /// [`shutdown`](Executor::shutdown) without blocking: the shutdown starts
+    /// at once on a thread of its own, and the returned future resolves when
+    /// every pool thread is gone. After it, dropping the pool returns at
+    /// once. For async code (see [`OffThread`] and
+    /// [`PoolGuard`](crate::PoolGuard)).
+    pub fn shutdown_async(&self, how: Shutdown) -> OffThread<()> {
+        let handle = self.handle();
+        OffThread::spawn("procpool-shutdown", move || handle.stop(how))
+    }
+
     fn stop(&self, how: Shutdown) {
         let cancelled: Vec<Job> = {
             let mut q = lock(&self.shared.queue);
@@ -459,6 +487,11 @@ impl sealed::Sealed for ThreadPool {
     fn map_window(&self) -> usize {
         self.shared.workers * 4
     }
+
+    fn chunk_submitter<T: Task>(&self) -> Submitter<T> {
+        let pool = self.handle();
+        Arc::new(move |items| pool.submit_chunk(items))
+    }
 }
 
 impl Executor for ThreadPool {
@@ -468,6 +501,10 @@ impl Executor for ThreadPool {
 
     fn shutdown(&self, how: Shutdown) {
         ThreadPool::shutdown(self, how);
+    }
+
+    fn shutdown_async(&self, how: Shutdown) -> OffThread<()> {
+        ThreadPool::shutdown_async(self, how)
     }
 
     fn workers(&self) -> usize {
@@ -481,6 +518,8 @@ impl Executor for ThreadPool {
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.stop(Shutdown::Wait);
+        if self.owns {
+            self.stop(Shutdown::Wait);
+        }
     }
 }

@@ -10,6 +10,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::future::{TaskFuture, Watch};
+use crate::timer::{Sleep, deadline_after};
+
+mod wait_async;
+pub use wait_async::{WaitFuture, wait_async};
 
 /// Keys of futures that are done, in the order they finished.
 #[derive(Default)]
@@ -86,8 +90,10 @@ impl DoneQueue {
         self.lock().keys.pop_front()
     }
 
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<usize> {
-        let mut g = self.lock();
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<usize> {
+        let Some(mut g) = crate::lock::try_lock_or_wake(&self.inner, cx) else {
+            return Poll::Pending; // never wait for a lock in `poll`
+        };
         if let Some(k) = g.keys.pop_front() {
             return Poll::Ready(k);
         }
@@ -104,6 +110,8 @@ pub struct AsCompleted<T> {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     timed_out: bool,
+    /// The `Stream` form's wake-up at `deadline`.
+    sleep: Option<Sleep>,
 }
 
 /// Yields `futures` in completion order: already-finished ones first,
@@ -136,6 +144,7 @@ where
         timeout: None,
         deadline: None,
         timed_out: false,
+        sleep: None,
     }
 }
 
@@ -216,9 +225,16 @@ impl<T: Send + 'static> futures_core::Stream for AsCompleted<T> {
     type Item = TaskFuture<T>;
 
     /// The async form: yields futures as they complete without blocking the
-    /// runtime. (The `timeout` applies to the blocking iterator only; use
-    /// your runtime's timer around the stream.)
+    /// runtime. The [`timeout`](AsCompleted::timeout) holds here too (its
+    /// clock starts at the first poll; the shared timer thread wakes the
+    /// task): the stream then ends and `timed_out()` is true.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskFuture<T>>> {
+        if self.timed_out {
+            return Poll::Ready(None);
+        }
+        if self.deadline.is_none() {
+            self.deadline = self.timeout.and_then(deadline_after);
+        }
         loop {
             if self.remaining == 0 {
                 return Poll::Ready(None);
@@ -229,9 +245,22 @@ impl<T: Send + 'static> futures_core::Stream for AsCompleted<T> {
                         return Poll::Ready(Some(f));
                     }
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => break,
             }
         }
+        let Some(at) = self.deadline else {
+            return Poll::Pending;
+        };
+        if self
+            .sleep
+            .get_or_insert_with(|| Sleep::until(at))
+            .poll(cx)
+            .is_ready()
+        {
+            self.timed_out = true;
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 

@@ -96,7 +96,8 @@ pub use transport::Transport;
 use crate::cost::PoolStats;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::future::{Core, TaskFuture};
-use crate::map::ChunkResult;
+use crate::map::{ChunkResult, Submitter};
+use crate::offload::OffThread;
 use crate::task::{Task, task_fingerprint};
 use crate::{Executor, Shutdown, sealed};
 use item::{Item, Meta, Refusal};
@@ -130,9 +131,15 @@ const HEADER_ROOM: usize = 4096;
 /// ```
 ///
 /// Dropping the pool runs [`Shutdown::Wait`]: work already submitted
-/// completes and every future resolves.
+/// completes and every future resolves. That blocks the dropping thread
+/// until the queue is done: inside an async runtime, await
+/// [`shutdown_async`](Self::shutdown_async) first (the drop is then
+/// instant), or hold the pool in a [`PoolGuard`](crate::PoolGuard).
 pub struct ProcessPool {
     shared: Arc<Shared>,
+    /// `false` for the crate's internal handles on the same pool (a
+    /// `Map`'s submitter): their drop does not shut the pool down.
+    owns: bool,
 }
 
 impl std::fmt::Debug for ProcessPool {
@@ -152,7 +159,7 @@ impl ProcessPool {
 
     pub(crate) fn start(cfg: builder::Config) -> Result<ProcessPool, BuildError> {
         let shared = start::start(cfg)?;
-        Ok(ProcessPool { shared })
+        Ok(ProcessPool { shared, owns: true })
     }
 
     /// Queues `task`. Fails (handing the task back) if its input does not
@@ -280,6 +287,25 @@ impl ProcessPool {
         shutdown::shutdown(&self.shared, how);
     }
 
+    /// [`shutdown`](Self::shutdown) without blocking, for async code: the
+    /// shutdown starts at once on a thread of its own and the returned
+    /// future resolves when every worker is gone. After it, dropping the
+    /// pool returns at once (the pool's `Drop` blocks otherwise; see
+    /// [`PoolGuard`](crate::PoolGuard)).
+    ///
+    /// ```no_run
+    /// # async fn f(pool: procpool::ProcessPool) {
+    /// pool.shutdown_async(procpool::Shutdown::Wait).await;
+    /// drop(pool); // at once
+    /// # }
+    /// ```
+    pub fn shutdown_async(&self, how: Shutdown) -> OffThread<()> {
+        let shared = self.shared.clone();
+        OffThread::spawn("procpool-shutdown", move || {
+            shutdown::shutdown(&shared, how);
+        })
+    }
+
     /// Totals over every finished task.
     pub fn stats(&self) -> PoolStats {
         self.shared.stats.snapshot()
@@ -360,6 +386,14 @@ impl sealed::Sealed for ProcessPool {
     fn map_window(&self) -> usize {
         self.shared.cfg.workers * (self.shared.cfg.prefetch + 1) * 2
     }
+
+    fn chunk_submitter<T: Task>(&self) -> Submitter<T> {
+        let pool = ProcessPool {
+            shared: self.shared.clone(),
+            owns: false,
+        };
+        Arc::new(move |items| pool.submit_chunk(items))
+    }
 }
 
 impl Executor for ProcessPool {
@@ -369,6 +403,10 @@ impl Executor for ProcessPool {
 
     fn shutdown(&self, how: Shutdown) {
         ProcessPool::shutdown(self, how);
+    }
+
+    fn shutdown_async(&self, how: Shutdown) -> OffThread<()> {
+        ProcessPool::shutdown_async(self, how)
     }
 
     fn workers(&self) -> usize {
@@ -382,6 +420,8 @@ impl Executor for ProcessPool {
 
 impl Drop for ProcessPool {
     fn drop(&mut self) {
-        shutdown::shutdown(&self.shared, Shutdown::Wait);
+        if self.owns {
+            shutdown::shutdown(&self.shared, Shutdown::Wait);
+        }
     }
 }
