@@ -819,6 +819,38 @@ fn stream_timeout(pool: &impl Executor) {
 }
 both_pools!(stream_timeout_yields_wait_timed_out_once, 2, stream_timeout);
 
+/// `.deadline(d)`: the whole stream's limit (Python's `map(timeout=)`):
+/// the items done in time, then `WaitTimedOut { after: d }`, then the end.
+fn stream_deadline(pool: &impl Executor) {
+    let _serial = serial();
+    let t = Instant::now();
+    let got = block_on(collect(
+        pool.map([0, 0, 2_000].into_iter().map(|millis| Sleep { millis }))
+            .into_stream()
+            .deadline(Duration::from_millis(300)),
+    ));
+    let took = t.elapsed();
+    assert_eq!(
+        got,
+        vec![
+            Ok(0),
+            Ok(0),
+            Err(TaskError::WaitTimedOut {
+                after: Duration::from_millis(300)
+            })
+        ]
+    );
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
+both_pools!(
+    stream_deadline_is_the_whole_streams_limit,
+    2,
+    stream_deadline
+);
+
 /// An async `Stream` that yields `Square(0..n)`, pausing (`Pending`, then
 /// woken by a thread) every `every` items.
 struct Trickle {
