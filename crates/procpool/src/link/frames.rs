@@ -88,6 +88,7 @@ impl std::fmt::Display for FrameFdError {
 /// else holds it: a fresh large buffer costs a page fault per 4 KiB on
 /// first touch. Above 64 MiB the memory held would cost more than the
 /// faults (and at most one buffer of each kind is kept anyway).
+#[inline]
 pub(crate) fn reusable(buf: Arc<Vec<u8>>) -> Option<Vec<u8>> {
     if (256 * 1024..=64 * 1024 * 1024).contains(&buf.capacity()) {
         Arc::try_unwrap(buf).ok()
