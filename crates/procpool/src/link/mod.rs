@@ -9,6 +9,7 @@
 //! * [`frames`] — reading frames off a connection; the buffer-reuse rule.
 //! * [`handshake`] — both halves of the handshake that opens a connection.
 //! * [`secret`] — the secret's hex form, randomness, tickets, host name.
+//! * [`role`] — is this process a worker, its own worker, serving.
 //! * [`ring`] — the reply ring (shared memory) a spawned worker's notes
 //!   travel in: the worker's writer and the pool's reader.
 //!
@@ -20,5 +21,6 @@ pub(crate) mod env;
 pub(crate) mod frames;
 pub(crate) mod handshake;
 pub(crate) mod ring;
+pub(crate) mod role;
 pub(crate) mod secret;
 pub(crate) mod stream;

@@ -70,7 +70,7 @@ impl WorkerCommand {
     /// (the usual case: [`current_exe`](Self::current_exe)), else the
     /// [`bundled`](Self::bundled) `procpool-worker`.
     pub fn default_worker() -> WorkerCommand {
-        if crate::worker::serves_itself() {
+        if crate::link::role::serves_itself() {
             WorkerCommand::current_exe()
         } else {
             WorkerCommand::bundled()
@@ -482,7 +482,7 @@ impl ProcessPoolBuilder {
     /// Starts the workers, runs the initializer in each, and returns the
     /// pool once every worker is ready. On error no worker is left running.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
-        if let Some(message) = crate::worker::refuse_to_build() {
+        if let Some(message) = crate::link::role::refuse_to_build() {
             return Err(BuildError::StartedAsWorker { message });
         }
         ProcessPool::start(self.config()?)

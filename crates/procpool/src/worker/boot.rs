@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -18,27 +17,12 @@ use super::{heartbeat, reader};
 use crate::link::env::{
     ENV_CONNECT, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN,
 };
-use crate::link::handshake::{greet_pool, refuse, this_program};
+use crate::link::handshake::greet_pool;
 use crate::link::ring;
+use crate::link::role::{self, is_worker, spawned_by_parent};
 use crate::link::secret::unhex;
 use crate::link::stream::{Stream, dial, tune_tcp};
 use crate::task::Registry;
-
-/// Whether this process was started by a `ProcessPool` as a worker.
-pub fn is_worker() -> bool {
-    let connected = std::env::var_os(ENV_FD).is_some() || std::env::var_os(ENV_CONNECT).is_some();
-    // Started by a launcher (`srun`, `mpirun`) or by hand to dial in.
-    let dialing = std::env::args_os().nth(1).is_some_and(|a| a == "--connect");
-    dialing || (connected && spawned_by_parent())
-}
-
-/// Whether `PROCPOOL_PARENT_PID` names this process's parent.
-fn spawned_by_parent() -> bool {
-    std::env::var(ENV_PARENT)
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        == Some(std::os::unix::process::parent_id())
-}
 
 /// A worker the pool spawned dies with it. Set first, then check, so a
 /// parent that died in between is not missed.
@@ -52,14 +36,6 @@ fn die_with_parent() -> Result<(), String> {
     }
     Ok(())
 }
-
-/// Set once `run_if_worker` was called: this program is its own worker, so
-/// a pool's default worker is this program (`WorkerCommand::current_exe`).
-static SERVES_ITSELF: AtomicBool = AtomicBool::new(false);
-
-/// Set when this process starts serving (`run`): from then on a pool built
-/// here (by a task) is a pool of its own, not a forgotten `run_if_worker`.
-static SERVING: AtomicBool = AtomicBool::new(false);
 
 /// Makes this program its own worker: call it first thing in `main`. In a
 /// worker process it serves `registry` (plus every `#[procpool::task]` of
@@ -83,42 +59,10 @@ static SERVING: AtomicBool = AtomicBool::new(false);
 /// A program that forgets it and builds a pool of itself fails at once:
 /// each worker refuses in `build()` and the parent's `build()` says so.
 pub fn run_if_worker(registry: Registry) {
-    SERVES_ITSELF.store(true, Ordering::Relaxed);
+    role::mark_serves_itself();
     if is_worker() {
         run(registry)
     }
-}
-
-/// Whether `run_if_worker` was called in this process.
-pub(crate) fn serves_itself() -> bool {
-    SERVES_ITSELF.load(Ordering::Relaxed)
-}
-
-/// What `ProcessPool::build()` says in a process that was started as a
-/// worker but did not call `run_if_worker` first; `None` anywhere else.
-/// The pool that started it is told at once (its hello refuses), so its
-/// `build()` fails within a moment instead of waiting for a hello, and no
-/// process builds a pool of its own: the process tree never multiplies.
-pub(crate) fn refuse_to_build() -> Option<String> {
-    if SERVING.load(Ordering::Relaxed) || !is_worker() {
-        return None;
-    }
-    let why = "its `main()` did not call `procpool::worker::run_if_worker` first and reached \
-               `ProcessPool::build()` (a worker building a pool of itself would start workers \
-               without end); add `procpool::worker::run_if_worker(procpool::Registry::collected());` \
-               as the first line of `main`"
-        .to_owned();
-    if let Some(fd) = std::env::var(ENV_FD)
-        .ok()
-        .and_then(|f| f.parse::<i32>().ok())
-        && let Ok(sock) = crate::sys::adopt_socket(fd)
-    {
-        let _ = refuse(&Stream::Unix(UnixStream::from(sock)), &why);
-    }
-    Some(format!(
-        "this process (`{}`) was started as a procpool worker, but {why}",
-        this_program()
-    ))
 }
 
 /// Serves tasks from `registry` for the pool that started this process, then
@@ -133,7 +77,7 @@ pub(crate) fn refuse_to_build() -> Option<String> {
 /// path) with the pool's secret in `PROCPOOL_TOKEN`, it dials in instead;
 /// see [`Launcher`](crate::Launcher).
 pub fn run(registry: Registry) -> ! {
-    SERVING.store(true, Ordering::Relaxed);
+    role::mark_serving();
     let registry = Registry::collected_into(registry);
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let connect = args

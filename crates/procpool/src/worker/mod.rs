@@ -30,6 +30,6 @@ mod reader;
 mod shared;
 
 pub use crate::link::env::{ENV_FD, ENV_PARENT, ENV_SPIN};
-pub use boot::{is_worker, run, run_if_worker};
-pub(crate) use boot::{refuse_to_build, serves_itself};
+pub use crate::link::role::is_worker;
+pub use boot::{run, run_if_worker};
 pub(crate) use panic::{clear_panic_location, take_panic_location};
