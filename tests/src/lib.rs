@@ -171,3 +171,47 @@ pub fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Open descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Runs the test at `path` (`module_path!()` and the test's name, as
+/// `concat!(module_path!(), "::name")`) alone in a child process (this
+/// test binary again, `--exact`), for a test that counts the process's
+/// descriptors while other tests open and close their own. Returns `true`
+/// in that child (run the body there); in the parent, checks that the
+/// child passed within a minute and returns `false`.
+pub fn in_own_process(path: &str) -> bool {
+    const ENV: &str = "PROCPOOL_E2E_OWN_PROCESS";
+    if std::env::var_os(ENV).is_some() {
+        return true;
+    }
+    // Test names leave out the crate (the first path segment).
+    let name = path.split_once("::").map_or(path, |(_, rest)| rest);
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(ENV, "1")
+        .spawn()
+        .expect("the test binary starts again");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} did not finish within a minute in its own process");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "{name} failed in its own process: {status}"
+    );
+    false
+}

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use procpool::{Executor, SharedBytes, SharedSlice, SubmitError, TaskError, Transport};
-use procpool_e2e::{both_pools, builder, still_works, test_worker, transport, watchdog};
+use procpool_e2e::{
+    both_pools, builder, fd_count, in_own_process, still_works, test_worker, transport, watchdog,
+};
 use procpool_tasks::drill::{AbortHoldingShared, TamperShared};
 use procpool_tasks::{Echo, EchoShared, MakeShared, SumShared};
 
@@ -62,49 +64,6 @@ fn results(pool: &impl Executor) {
 }
 both_pools!(same_results_on_both_pools, 2, results);
 
-/// Runs the test `name` of this file alone in a child process (this test
-/// binary again, `--exact`), because it counts the process's descriptors
-/// and other tests running in parallel open and close their own. Returns
-/// `true` in that child (run the body there); in the parent, checks the
-/// child passed within a minute.
-fn in_own_process(name: &str) -> bool {
-    const ENV: &str = "PROCPOOL_SHARED_TEST_CHILD";
-    if std::env::var_os(ENV).is_some() {
-        return true;
-    }
-    // The test's path inside this binary (this file is a module of
-    // `over_tcp`).
-    let path = module_path!()
-        .split_once("::")
-        .map_or(name.to_owned(), |(_, m)| format!("{m}::{name}"));
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", &path, "--nocapture", "--test-threads=1"])
-        .env(ENV, "1")
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{path} did not finish within a minute in its own process");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(
-        status.success(),
-        "{path} failed in its own process: {status}"
-    );
-    false
-}
-
-/// Open descriptors of this process.
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 /// The system's shared memory (`Shmem` of /proc/meminfo), in KiB.
 fn shmem_kib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -150,7 +109,11 @@ fn a_worker_cannot_change_what_it_was_sent() {
 
 #[test]
 fn payloads_over_the_limit_are_refused_before_anything_is_made() {
-    if !in_own_process("payloads_over_the_limit_are_refused_before_anything_is_made") {
+    // It counts this process's descriptors: other tests must not run.
+    if !in_own_process(concat!(
+        module_path!(),
+        "::payloads_over_the_limit_are_refused_before_anything_is_made"
+    )) {
         return;
     }
     watchdog(Duration::from_secs(60), || {
@@ -192,7 +155,10 @@ fn payloads_over_the_limit_are_refused_before_anything_is_made() {
 
 #[test]
 fn a_worker_dying_with_shared_payloads_leaks_nothing() {
-    if !in_own_process("a_worker_dying_with_shared_payloads_leaks_nothing") {
+    if !in_own_process(concat!(
+        module_path!(),
+        "::a_worker_dying_with_shared_payloads_leaks_nothing"
+    )) {
         return;
     }
     watchdog(Duration::from_secs(60), || {

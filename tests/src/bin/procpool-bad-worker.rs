@@ -85,6 +85,19 @@ enum Mode {
     /// `Wake`): the square plus `RING_MARK`, so the test can tell it from a
     /// second run; then garbage on the socket; hang.
     RingThenGarbage,
+    /// First task: `Started`, then its right result with a descriptor
+    /// attached that the result does not declare; then behave.
+    SharedExtraFd,
+    /// First task: `Started`, then a result whose bytes are a shared
+    /// payload reference to a descriptor the frame does not carry.
+    SharedBogusRef,
+    /// First task: `Started`, then a result referencing the one descriptor
+    /// it carries, which is `/dev/null` (not a memory file).
+    SharedNotMemfd,
+    /// First task: `Started`, then a result referencing the one descriptor
+    /// it carries: a tmpfs file of the right size but without seals (its
+    /// path in `BAD_PIDFILE`, so the test can look for its mapping).
+    SharedUnsealed,
 }
 
 impl Mode {
@@ -103,6 +116,10 @@ impl Mode {
             "hang_grandchild" => Mode::HangGrandchild,
             "ring_garbage" => Mode::RingGarbage,
             "ring_then_garbage" => Mode::RingThenGarbage,
+            "shared_extra_fd" => Mode::SharedExtraFd,
+            "shared_bogus_ref" => Mode::SharedBogusRef,
+            "shared_not_memfd" => Mode::SharedNotMemfd,
+            "shared_unsealed" => Mode::SharedUnsealed,
             other => die(&format!("unknown BAD_MODE `{other}`")),
         }
     }
@@ -280,6 +297,50 @@ impl Worker {
         }
     }
 
+    /// Sends `msg` and its payloads with `fds` attached (`SCM_RIGHTS`),
+    /// whatever the message declares.
+    fn send_with_fds(&self, msg: &ToParent, payloads: Vec<Vec<u8>>, fds: &[OwnedFd]) {
+        use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+        use std::os::fd::AsRawFd;
+        let Sock::Unix(sock) = &self.stream else {
+            die("descriptors need a Unix socket")
+        };
+        let frame = encode_message(msg, payloads).unwrap_or_else(|e| die(&e.to_string()));
+        let bytes: Vec<u8> = frame.parts().flatten().copied().collect();
+        let raws: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let sent = sendmsg::<UnixAddr>(
+            sock.as_raw_fd(),
+            &[io::IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&raws)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap_or_else(|e| die(&format!("sendmsg: {e}")));
+        self.raw(&bytes[sent..]);
+    }
+
+    /// A result whose bytes are a reference to shared payload descriptor
+    /// `index` of `len` bytes (the encoding `procpool::shared` writes to a
+    /// local worker), declaring `fds` descriptors, sent with `attached`.
+    fn shared_reference(&self, id: u64, index: u32, len: u64, fds: u32, attached: &[OwnedFd]) {
+        #[derive(serde::Serialize)]
+        enum Ref {
+            File { index: u32, len: u64 },
+        }
+        let bytes =
+            codec::encode(&Ref::File { index, len }).unwrap_or_else(|e| die(&e.to_string()));
+        let msg = ToParent::Finished {
+            generation: self.generation,
+            id,
+            outcome: Outcome::Ok {
+                len: bytes.len() as u32,
+                fds,
+            },
+            timing: WorkerTiming::default(),
+        };
+        self.send_with_fds(&msg, vec![bytes], attached);
+    }
+
     fn raw(&self, bytes: &[u8]) {
         if (&self.stream).write_all(bytes).is_err() {
             std::process::exit(0);
@@ -429,6 +490,50 @@ impl Worker {
                 // A duplicate of it, with a wrong value.
                 self.finished(g, header.id, WRONG);
                 self.started(g, header.id);
+            }
+            Mode::SharedExtraFd => {
+                let x = codec::decode::<Square>(input).map_or(0, |s| s.0);
+                self.started(g, header.id);
+                let value =
+                    codec::encode(&x.wrapping_mul(x)).unwrap_or_else(|e| die(&e.to_string()));
+                let msg = ToParent::Finished {
+                    generation: g,
+                    id: header.id,
+                    outcome: Outcome::Ok {
+                        len: value.len() as u32,
+                        fds: 0,
+                    },
+                    timing: WorkerTiming::default(),
+                };
+                let null = OwnedFd::from(
+                    fs::File::open("/dev/null").unwrap_or_else(|e| die(&e.to_string())),
+                );
+                self.send_with_fds(&msg, vec![value], &[null]);
+            }
+            Mode::SharedBogusRef => {
+                self.started(g, header.id);
+                self.shared_reference(header.id, 0, 1 << 20, 0, &[]);
+            }
+            Mode::SharedNotMemfd => {
+                self.started(g, header.id);
+                let null = OwnedFd::from(
+                    fs::File::open("/dev/null").unwrap_or_else(|e| die(&e.to_string())),
+                );
+                self.shared_reference(header.id, 0, 1 << 20, 1, &[null]);
+            }
+            Mode::SharedUnsealed => {
+                self.started(g, header.id);
+                let path = var("BAD_PIDFILE").unwrap_or_else(|| die("BAD_PIDFILE is not set"));
+                let file = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .unwrap_or_else(|e| die(&e.to_string()));
+                file.set_len(1 << 20)
+                    .unwrap_or_else(|e| die(&e.to_string()));
+                self.shared_reference(header.id, 0, 1 << 20, 1, &[OwnedFd::from(file)]);
             }
             _ => self.answer(header, input),
         }

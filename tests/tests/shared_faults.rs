@@ -1,0 +1,165 @@
+//! Workers that misuse shared payloads (the scriptable bad worker): a
+//! result with a descriptor it does not declare, a reference to a
+//! descriptor the frame does not carry, a descriptor that is not a memory
+//! file, a memory file without seals. Each fails only its task with
+//! `TaskError::Protocol`, closes every descriptor, maps nothing, and the
+//! pool goes on. Local sockets only (descriptors cannot cross TCP), so
+//! `over_tcp.rs` does not include this file.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use procpool::{ProcessPool, SharedBytes, TaskError, WorkerCommand};
+use procpool_e2e::{fd_count, in_own_process, watchdog};
+use procpool_tasks::{EchoShared, Square};
+
+/// A fresh directory for the bad worker's spawn ordinals, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "procpool-shared-faults-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The pool's only worker misbehaves on its first task in `mode`; later
+/// spawns are the real test worker.
+fn bad_pool(mode: &str, scratch: &Scratch, file: &str) -> ProcessPool {
+    let worker = WorkerCommand::program(env!("CARGO_BIN_EXE_procpool-bad-worker"))
+        .env("BAD_MODE", mode)
+        .env(
+            "BAD_GOOD_WORKER",
+            env!("CARGO_BIN_EXE_procpool-test-worker"),
+        )
+        .env("BAD_DIR", &scratch.0)
+        .env("BAD_FIRST_BAD", "1")
+        .env("BAD_PIDFILE", file);
+    procpool_e2e::builder()
+        .worker(worker)
+        .workers(1)
+        .build()
+        .unwrap()
+}
+
+/// Runs the first task (`square` or a small `echo_shared`) on a bad worker
+/// in `mode`, expects `Protocol` mentioning `expect`, then checks that the
+/// pool still works, that this process's descriptors are back where they
+/// were and that nothing of the worker's is mapped here.
+fn misuse(mode: &str, square: bool, expect: &str) {
+    let scratch = Scratch::new(mode);
+    let file = format!("/dev/shm/procpool-bad-{}-{mode}", std::process::id());
+    let pool = bad_pool(mode, &scratch, &file);
+    let fds = fd_count();
+    let err = if square {
+        pool.submit(Square(7)).unwrap().result().unwrap_err()
+    } else {
+        let small = SharedBytes::from(vec![5; 100]);
+        pool.submit(EchoShared(small))
+            .unwrap()
+            .result()
+            .unwrap_err()
+    };
+    match &err {
+        TaskError::Protocol { message, .. } => {
+            assert!(message.contains(expect), "`{message}` lacks `{expect}`")
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+    // The pool goes on (the same worker, or its replacement).
+    for i in 0..4u64 {
+        assert_eq!(pool.submit(Square(i)).unwrap().result().unwrap(), i * i);
+    }
+    let blob = SharedBytes::from(vec![9; 1 << 20]);
+    {
+        let back = pool.submit(EchoShared(blob.clone())).unwrap().result();
+        if square {
+            // The bad worker was replaced by a real one.
+            assert_eq!(back.unwrap(), blob);
+        } else {
+            // The bad worker answers only `square` after its first task.
+            assert!(back.is_err());
+        }
+    }
+    // Its sealed copy is ours until it is dropped.
+    drop(blob);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fd_count() != fds {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors: {fds} before, {} after: {:?}",
+            fd_count(),
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .map(|e| std::fs::read_link(e.unwrap().path()).unwrap_or_default())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(
+        !maps.contains(&file) && !maps.contains("/dev/null"),
+        "the worker's descriptor was mapped"
+    );
+    let _ = std::fs::remove_file(&file);
+    procpool_e2e::still_works(&pool);
+}
+
+#[test]
+fn a_result_with_an_undeclared_descriptor_is_a_protocol_error() {
+    if in_own_process(concat!(
+        module_path!(),
+        "::a_result_with_an_undeclared_descriptor_is_a_protocol_error"
+    )) {
+        watchdog(Duration::from_secs(60), || {
+            misuse("shared_extra_fd", true, "descriptors")
+        });
+    }
+}
+
+#[test]
+fn a_reference_to_a_missing_descriptor_is_a_protocol_error() {
+    if in_own_process(concat!(
+        module_path!(),
+        "::a_reference_to_a_missing_descriptor_is_a_protocol_error"
+    )) {
+        watchdog(Duration::from_secs(60), || {
+            misuse("shared_bogus_ref", false, "bad shared-payload reference")
+        });
+    }
+}
+
+#[test]
+fn a_descriptor_that_is_not_a_memory_file_is_a_protocol_error() {
+    if in_own_process(concat!(
+        module_path!(),
+        "::a_descriptor_that_is_not_a_memory_file_is_a_protocol_error"
+    )) {
+        watchdog(Duration::from_secs(60), || {
+            misuse("shared_not_memfd", false, "not a memory file")
+        });
+    }
+}
+
+#[test]
+fn a_memory_file_without_seals_is_a_protocol_error() {
+    if in_own_process(concat!(
+        module_path!(),
+        "::a_memory_file_without_seals_is_a_protocol_error"
+    )) {
+        watchdog(Duration::from_secs(60), || {
+            misuse("shared_unsealed", false, "not sealed")
+        });
+    }
+}
