@@ -34,6 +34,15 @@ impl Drop for Scratch {
     }
 }
 
+/// The bad worker's tmpfs file, removed on drop (also when the test fails).
+struct Removed(String);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The pool's only worker misbehaves on its first task in `mode`; later
 /// spawns are the real test worker.
 fn bad_pool(mode: &str, scratch: &Scratch, file: &str) -> ProcessPool {
@@ -60,6 +69,7 @@ fn bad_pool(mode: &str, scratch: &Scratch, file: &str) -> ProcessPool {
 fn misuse(mode: &str, square: bool, expect: &str) {
     let scratch = Scratch::new(mode);
     let file = format!("/dev/shm/procpool-bad-{}-{mode}", std::process::id());
+    let _removed = Removed(file.clone());
     let pool = bad_pool(mode, &scratch, &file);
     let fds = fd_count();
     let err = if square {
@@ -112,7 +122,6 @@ fn misuse(mode: &str, square: bool, expect: &str) {
         !maps.contains(&file) && !maps.contains("/dev/null"),
         "the worker's descriptor was mapped"
     );
-    let _ = std::fs::remove_file(&file);
     procpool_e2e::still_works(&pool);
 }
 
