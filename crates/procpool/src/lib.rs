@@ -49,6 +49,37 @@
 #![warn(missing_docs)]
 
 mod collected;
+/// `impl Executor for $pool`: every method is the pool's inherent one of
+/// the same name (both pools have them all, so no caller needs the trait).
+macro_rules! executor_by_inherent_methods {
+    ($pool:ty) => {
+        impl $crate::Executor for $pool {
+            fn submit<T: $crate::Task>(
+                &self,
+                task: T,
+            ) -> Result<$crate::TaskFuture<T::Output>, $crate::SubmitError<T>> {
+                <$pool>::submit(self, task)
+            }
+
+            fn shutdown(&self, how: $crate::Shutdown) {
+                <$pool>::shutdown(self, how);
+            }
+
+            fn shutdown_async(&self, how: $crate::Shutdown) -> $crate::OffThread<()> {
+                <$pool>::shutdown_async(self, how)
+            }
+
+            fn workers(&self) -> usize {
+                <$pool>::workers(self)
+            }
+
+            fn stats(&self) -> $crate::PoolStats {
+                <$pool>::stats(self)
+            }
+        }
+    };
+}
+
 /// The inherent `map` and `map_unordered` of both pools: the same code on
 /// each, so that a caller needs no trait import.
 macro_rules! map_methods {

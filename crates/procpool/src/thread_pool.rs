@@ -26,7 +26,7 @@ use crate::lock::lock;
 use crate::map::{ChunkResult, Submitter};
 use crate::offload::OffThread;
 use crate::task::{InitError, Initializer, Task, WorkerContext};
-use crate::{Executor, Shutdown, sealed};
+use crate::{Shutdown, sealed};
 
 type InitFn = Arc<dyn Fn(&mut WorkerContext) -> Result<(), InitError> + Send + Sync>;
 
@@ -400,7 +400,7 @@ impl ThreadPool {
         self.shared.stats.snapshot()
     }
 
-    /// [`shutdown`](Executor::shutdown) without blocking: the shutdown starts
+    /// [`shutdown`](Self::shutdown) without blocking: the shutdown starts
     /// at once on a thread of its own, and the returned future resolves when
     /// every pool thread is gone. After it, dropping the pool returns at
     /// once. For async code (see [`OffThread`] and
@@ -494,27 +494,7 @@ impl sealed::Sealed for ThreadPool {
     }
 }
 
-impl Executor for ThreadPool {
-    fn submit<T: Task>(&self, task: T) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
-        ThreadPool::submit(self, task)
-    }
-
-    fn shutdown(&self, how: Shutdown) {
-        ThreadPool::shutdown(self, how);
-    }
-
-    fn shutdown_async(&self, how: Shutdown) -> OffThread<()> {
-        ThreadPool::shutdown_async(self, how)
-    }
-
-    fn workers(&self) -> usize {
-        ThreadPool::workers(self)
-    }
-
-    fn stats(&self) -> PoolStats {
-        ThreadPool::stats(self)
-    }
-}
+executor_by_inherent_methods!(ThreadPool);
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {

@@ -99,7 +99,7 @@ use crate::future::{Core, TaskFuture};
 use crate::map::{ChunkResult, Submitter};
 use crate::offload::OffThread;
 use crate::task::{Task, task_fingerprint};
-use crate::{Executor, Shutdown, sealed};
+use crate::{Shutdown, sealed};
 use item::{Item, Meta, Refusal};
 use state::Shared;
 
@@ -396,27 +396,7 @@ impl sealed::Sealed for ProcessPool {
     }
 }
 
-impl Executor for ProcessPool {
-    fn submit<T: Task>(&self, task: T) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
-        ProcessPool::submit(self, task)
-    }
-
-    fn shutdown(&self, how: Shutdown) {
-        ProcessPool::shutdown(self, how);
-    }
-
-    fn shutdown_async(&self, how: Shutdown) -> OffThread<()> {
-        ProcessPool::shutdown_async(self, how)
-    }
-
-    fn workers(&self) -> usize {
-        ProcessPool::workers(self)
-    }
-
-    fn stats(&self) -> PoolStats {
-        ProcessPool::stats(self)
-    }
-}
+executor_by_inherent_methods!(ProcessPool);
 
 impl Drop for ProcessPool {
     fn drop(&mut self) {
