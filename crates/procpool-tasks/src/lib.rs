@@ -19,6 +19,7 @@ use serde_bytes::ByteBuf;
 use procpool::{InitError, Initializer, Registry, SharedBytes, SharedSlice, Task, WorkerContext};
 
 pub mod drill;
+pub mod probe;
 
 /// Returns its bytes (`serde_bytes`: one length prefix and a copy).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -315,4 +316,5 @@ pub fn registry() -> Registry {
         .task::<Greet>()
         .initializer::<SetGreeting>()
         .merge(drill::registry())
+        .merge(probe::registry())
 }

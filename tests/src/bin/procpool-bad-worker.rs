@@ -16,6 +16,7 @@
 //! * `BAD_SLOT=i` — only a worker in slot `i` (`PROCPOOL_WORKER_ID`)
 //!   misbehaves.
 //! * `BAD_PIDFILE` — where `hang_grandchild` writes its grandchild's pid.
+//! * `BAD_OUT` — where `truncate_ring` and `redial` write what they saw.
 //!
 //! With `PROCPOOL_CONNECT` set (a pool over TCP) it dials the pool and
 //! answers the secret challenge like the real worker, then misbehaves the
@@ -98,6 +99,26 @@ enum Mode {
     /// it carries: a tmpfs file of the right size but without seals (its
     /// path in `BAD_PIDFILE`, so the test can look for its mapping).
     SharedUnsealed,
+    /// After the handshake never read the socket again (the pool's writes
+    /// to it fill the socket buffer and then block); hang.
+    StopReading,
+    /// By slot (`PROCPOOL_WORKER_ID`): slot 0 holds its tasks unstarted,
+    /// answers a `Cancel` with "not withdrawn" after 300 ms and then runs
+    /// them; every other slot claims, every 2 ms, to have withdrawn tasks
+    /// 0..=64 (tasks it never had).
+    ForgeWithdrawn,
+    /// After the handshake try to shrink and to grow its reply ring
+    /// (`ftruncate`), write what happened to `BAD_OUT`, then use the ring
+    /// for its first task's notes.
+    TruncateRing,
+    /// Takes tasks and never starts or answers them (answers an
+    /// initializer, so the pool accepts it).
+    Silent,
+    /// A compromised worker: dials the pool again over TCP with its own
+    /// `PROCPOOL_TOKEN`, once with no ticket and once with its own, and
+    /// writes to `BAD_OUT` whether the pool proved knowing that key and how
+    /// the handshake ended; then behaves.
+    Redial,
 }
 
 impl Mode {
@@ -120,6 +141,11 @@ impl Mode {
             "shared_bogus_ref" => Mode::SharedBogusRef,
             "shared_not_memfd" => Mode::SharedNotMemfd,
             "shared_unsealed" => Mode::SharedUnsealed,
+            "stop_reading" => Mode::StopReading,
+            "forge_withdrawn" => Mode::ForgeWithdrawn,
+            "truncate_ring" => Mode::TruncateRing,
+            "silent" => Mode::Silent,
+            "redial" => Mode::Redial,
             other => die(&format!("unknown BAD_MODE `{other}`")),
         }
     }
@@ -590,6 +616,15 @@ fn main() {
 
     match mode {
         Mode::ExitAfterHandshake => std::process::exit(7),
+        Mode::StopReading => hang(),
+        Mode::TruncateRing => out(&truncate_ring()),
+        Mode::Redial => {
+            let report = [0, ticket]
+                .iter()
+                .map(|&t| format!("ticket {t}: {}\n", redial(t, &nonce)))
+                .collect::<String>();
+            out(&report);
+        }
         Mode::ExitWhileReading => {
             let mut s = &stream;
             let mut prefix = [0u8; 4];
@@ -630,6 +665,13 @@ fn main() {
     };
 
     let worker = Worker { stream, generation };
+    let forger = mode == Mode::ForgeWithdrawn && num("PROCPOOL_WORKER_ID") != Some(0);
+    if forger {
+        let s = worker.stream.try_clone().unwrap_or_else(|e| die(&e.to_string()));
+        std::thread::spawn(move || forge_withdrawn(&Worker { stream: s, generation }));
+    }
+    // Slot 0 of `forge_withdrawn`: tasks held unstarted.
+    let mut held: Vec<(TaskHeader, Vec<u8>)> = Vec::new();
     let mut first = true;
     loop {
         let frame = match reader.next_frame_owned() {
@@ -656,6 +698,24 @@ fn main() {
                 };
                 worker.send(&msg, Vec::new());
             }
+            ToWorker::Run { .. } if mode == Mode::Silent => {}
+            ToWorker::Run { items } if mode == Mode::ForgeWithdrawn && !forger => {
+                for (header, input) in items.into_iter().zip(payloads) {
+                    held.push((header, input.to_vec()));
+                }
+            }
+            ToWorker::Cancel { id } if mode == Mode::ForgeWithdrawn && !forger => {
+                std::thread::sleep(Duration::from_millis(300));
+                let msg = ToParent::Withdrawn {
+                    generation,
+                    id,
+                    withdrawn: false,
+                };
+                worker.send(&msg, Vec::new());
+                for (header, input) in held.drain(..) {
+                    worker.answer(&header, &input);
+                }
+            }
             ToWorker::Run { items } => {
                 for (header, input) in items.iter().zip(payloads) {
                     if std::mem::take(&mut first) {
@@ -677,6 +737,103 @@ fn main() {
             other => die(&format!("unexpected message {other:?}")),
         }
     }
+}
+
+/// Writes `text` to the file `BAD_OUT` (atomically: a temporary, then a
+/// rename).
+fn out(text: &str) {
+    let Some(path) = var("BAD_OUT") else {
+        die("BAD_OUT is not set")
+    };
+    let tmp = format!("{path}.tmp");
+    fs::write(&tmp, text).unwrap_or_else(|e| die(&e.to_string()));
+    fs::rename(&tmp, &path).unwrap_or_else(|e| die(&e.to_string()));
+}
+
+/// Tries to shrink and to grow the reply ring; says what happened.
+fn truncate_ring() -> String {
+    let fd = var("PROCPOOL_WORKER_RING_FD").unwrap_or_else(|| die("no reply ring was passed"));
+    let ring = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .unwrap_or_else(|e| die(&format!("cannot open the reply ring: {e}")));
+    let len = ring.metadata().map(|m| m.len()).unwrap_or(0);
+    let shrink = ring.set_len(0);
+    let grow = ring.set_len(len.max(4096) * 4);
+    let _ = ring.set_len(len); // undo, if either worked
+    format!("shrink: {shrink:?}\ngrow: {grow:?}\n")
+}
+
+/// `forge_withdrawn` (slots other than 0): claim, every 2 ms, to have
+/// withdrawn tasks 0..=64, which this worker never had.
+fn forge_withdrawn(w: &Worker) -> ! {
+    loop {
+        for id in 0..=64 {
+            let msg = ToParent::Withdrawn {
+                generation: w.generation,
+                id,
+                withdrawn: true,
+            };
+            w.send(&msg, Vec::new());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Dials the pool again with our own token and `ticket`: whether the pool
+/// proved it knows that key, and how the handshake ended.
+fn redial(ticket: u64, _first_nonce: &[u8]) -> String {
+    let Some(address) = var("PROCPOOL_CONNECT") else {
+        return "not a dial-in worker".into();
+    };
+    let hostport = address.strip_prefix("tcp://").unwrap_or(&address);
+    let stream = match TcpStream::connect(hostport) {
+        Ok(s) => s,
+        Err(e) => return format!("cannot connect: {e}"),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = FrameReader::new(
+        stream.try_clone().unwrap_or_else(|e| die(&e.to_string())),
+        HANDSHAKE_MAX_FRAME,
+    );
+    let nonce: Vec<u8> = (0..32u8).map(|i| i ^ 0x5a).collect();
+    let hello = Hello::ours(std::process::id(), String::new(), ticket, nonce.clone());
+    let send = |body: Vec<u8>| {
+        let frame = Outgoing::new(body, Vec::<Payload>::new()).unwrap_or_else(|e| die(&e.to_string()));
+        write_all_frames(&mut &stream, &[frame])
+    };
+    if let Err(e) = send(codec::encode(&hello).unwrap_or_else(|e| die(&e.to_string()))) {
+        return format!("cannot send hello: {e}");
+    }
+    let first = match reader.next_frame() {
+        Ok(Some(b)) => Welcome::decode(b),
+        Ok(None) => return "closed before a challenge".into(),
+        Err(e) => return format!("no challenge: {e}"),
+    };
+    let (proof, theirs) = match first {
+        Ok(Welcome::Challenge { proof, nonce }) => (proof, nonce),
+        Ok(Welcome::Reject { reason }) => return format!("refused before a challenge: {reason}"),
+        Ok(other) => return format!("unexpected {other:?}"),
+        Err(e) => return format!("bad welcome: {e}"),
+    };
+    let pool_knows_key =
+        procpool_wire::handshake::check_pool_proof(&secret(), &nonce, &theirs, &proof);
+    let mac = worker_proof(&secret(), &theirs, &nonce);
+    if let Err(e) = send(codec::encode(&Proof { mac }).unwrap_or_else(|e| die(&e.to_string()))) {
+        return format!("pool proved key: {pool_knows_key}; cannot send proof: {e}");
+    }
+    let end = match reader.next_frame() {
+        Ok(Some(b)) => match Welcome::decode(b) {
+            Ok(Welcome::Accept { .. }) => "ACCEPTED".to_owned(),
+            Ok(Welcome::Reject { reason }) => format!("refused: {reason}"),
+            Ok(other) => format!("unexpected {other:?}"),
+            Err(e) => format!("bad welcome: {e}"),
+        },
+        Ok(None) => "closed".into(),
+        Err(e) => format!("no answer: {e}"),
+    };
+    format!("pool proved key: {pool_knows_key}; {end}")
 }
 
 /// Writes `records` at the start of the reply ring the pool passed

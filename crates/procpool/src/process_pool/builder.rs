@@ -201,6 +201,9 @@ pub(crate) struct Config {
     pub cancel_timeout: Duration,
     pub kill_grace: Duration,
     pub max_restarts: u32,
+    pub write_timeout: Duration,
+    pub start_timeout: Duration,
+    pub dumpable: bool,
 }
 
 impl Config {
@@ -258,6 +261,9 @@ pub struct ProcessPoolBuilder {
     cancel_timeout: Duration,
     kill_grace: Duration,
     max_restarts: u32,
+    write_timeout: Duration,
+    start_timeout: Duration,
+    dumpable: bool,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -287,6 +293,9 @@ impl Default for ProcessPoolBuilder {
             cancel_timeout: Duration::from_millis(250),
             kill_grace: Duration::from_millis(500),
             max_restarts: 10,
+            write_timeout: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(30),
+            dumpable: false,
         }
     }
 }
@@ -479,6 +488,38 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// How long a worker may leave the pool's input to it unread (default
+    /// 30 s). A worker that takes none of a pending write for this long is
+    /// killed and replaced; the tasks it had not begun go to other workers.
+    /// Writes to workers never block `submit`, `cancel` or another
+    /// worker's results, whatever this is.
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.write_timeout = d;
+        self
+    }
+
+    /// How long a worker that holds tasks and runs none may take to begin
+    /// one (default 30 s). A worker that neither starts nor answers within
+    /// it is treated as hung: killed and replaced, and the tasks it had not
+    /// begun go to other workers. (`task_timeout` starts when a task
+    /// begins; this covers a worker that never begins.)
+    pub fn start_timeout(mut self, d: Duration) -> Self {
+        self.start_timeout = d;
+        self
+    }
+
+    /// Whether the pool's processes stay *dumpable* (default `false`). By
+    /// default the parent (at `build()`) and every worker make themselves
+    /// non-dumpable (`PR_SET_DUMPABLE` 0): other processes of the same user
+    /// (a compromised worker among them) cannot read their memory,
+    /// `/proc/PID/environ` or `/proc/PID/mem`, nor attach a debugger, and
+    /// they leave no core dump. `true` leaves both as they were, for
+    /// debugging with `gdb -p` or collecting core dumps.
+    pub fn dumpable(mut self, on: bool) -> Self {
+        self.dumpable = on;
+        self
+    }
+
     /// Starts the workers, runs the initializer in each, and returns the
     /// pool once every worker is ready. On error no worker is left running.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
@@ -564,6 +605,9 @@ impl ProcessPoolBuilder {
             cancel_timeout: self.cancel_timeout,
             kill_grace: self.kill_grace,
             max_restarts: self.max_restarts,
+            write_timeout: self.write_timeout,
+            start_timeout: self.start_timeout,
+            dumpable: self.dumpable,
         };
         Ok(config)
     }
