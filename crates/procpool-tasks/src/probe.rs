@@ -34,7 +34,8 @@ pub struct Print {
 }
 
 /// The bytes [`PrintStyle::Control`] writes (before its newline).
-pub const CONTROL_SAMPLE: &[u8] = b"\x1b[2J\x1b[31mred\x1b[0m\x07bell\x08\x00nul\x7fdel\x1b]0;title\x07";
+pub const CONTROL_SAMPLE: &[u8] =
+    b"\x1b[2J\x1b[31mred\x1b[0m\x07bell\x08\x00nul\x7fdel\x1b]0;title\x07";
 
 impl Task for Print {
     const NAME: &'static str = "probe_print";

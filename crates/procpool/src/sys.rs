@@ -124,11 +124,19 @@ unsafe impl Sync for SharedMap {}
 
 impl SharedMap {
     /// A new zeroed memory file of `len` bytes (close-on-exec, at a
-    /// descriptor number >= `HIGH_FD`), mapped here.
+    /// descriptor number >= `HIGH_FD`), mapped here. Its size is sealed
+    /// (`F_SEAL_SHRINK`, `F_SEAL_GROW`, `F_SEAL_SEAL`): whoever holds the
+    /// descriptor can write the bytes but never change the length, so the
+    /// mapping can never lose its pages under us.
     pub(crate) fn create(len: usize) -> io::Result<(SharedMap, OwnedFd)> {
         // SAFETY: `memfd_create` takes a NUL-terminated name and flags; the
         // returned descriptor, if valid, is ours alone.
-        let raw = unsafe { libc::memfd_create(c"procpool-ring".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe {
+            libc::memfd_create(
+                c"procpool-ring".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -140,6 +148,12 @@ impl SharedMap {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         drop(first);
         nix::unistd::ftruncate(&fd, len as libc::off_t).map_err(io::Error::from)?;
+        // The size is final before any worker sees the file: a worker that
+        // shrank it would make our next look at the ring a SIGBUS.
+        use nix::fcntl::SealFlag;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_ADD_SEALS(seals))
+            .map_err(io::Error::from)?;
         let map = SharedMap::map(&fd, len)?;
         Ok((map, fd))
     }
@@ -489,4 +503,59 @@ pub(crate) fn send_with_fds(
     let cmsgs: &[ControlMessage<'_>] = if raws.is_empty() { &[] } else { &cmsgs };
     sendmsg::<UnixAddr>(sock.as_raw_fd(), bufs, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
         .map_err(io::Error::from)
+}
+
+/// Removes the variable `name` from this process's environment and
+/// overwrites its `NAME=value` bytes in the block the kernel shows as
+/// `/proc/self/environ` (the environment the process was started with,
+/// which removing the variable alone leaves in place). Call it before the
+/// process starts threads of its own: see the SAFETY notes.
+pub(crate) fn scrub_env(name: &std::ffi::CStr) {
+    let key = name.to_bytes();
+    // Where the kernel put the initial environment (`env_start`, `env_end`:
+    // fields 50 and 51 of /proc/self/stat, after the parenthesised name).
+    let block = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // `rest` starts at field 3 (state).
+            let start: usize = fields.get(50 - 3)?.parse().ok()?;
+            let end: usize = fields.get(51 - 3)?.parse().ok()?;
+            (start < end).then_some((start, end))
+        });
+    // SAFETY: `getenv` returns NULL or a pointer to the NUL-terminated value
+    // of `name` inside its `NAME=value` entry; `name` is a valid C string.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    // The entry's bytes, if they lie inside the kernel's environment block,
+    // which is ordinary writable memory of this process (the top of its
+    // initial stack); a variable set later lives elsewhere and is only
+    // removed.
+    let in_block = (!value.is_null()).then(|| {
+        // SAFETY: `value` points at a NUL-terminated string (above).
+        let len = unsafe { libc::strlen(value) };
+        let entry = (value as usize).wrapping_sub(key.len() + 1);
+        (entry, key.len() + 1 + len)
+    });
+    let in_block = in_block.filter(|&(entry, n)| {
+        block.is_some_and(|(start, end)| entry >= start && entry.saturating_add(n) <= end)
+    });
+    if let Ok(name) = name.to_str() {
+        // SAFETY: `remove_var` is unsafe because another thread could read
+        // the environment through libc at the same moment. A worker calls
+        // this while booting, before it starts its reader, heartbeat and
+        // executor threads and before any task runs; the program's `main`
+        // calls `worker::run` (or `run_if_worker`) first thing, as
+        // documented there, so no other thread of its own is running.
+        unsafe { std::env::remove_var(name) };
+    }
+    if let Some((entry, n)) = in_block {
+        // SAFETY: `entry..entry + n` lies inside the initial environment
+        // block of this process (checked against the kernel's own bounds),
+        // which stays mapped and writable for the life of the process, and
+        // held the `NAME=value` string `getenv` found. The environment no
+        // longer points at it (removed above), so nothing reads it; it is
+        // overwritten with zero bytes in place.
+        unsafe { std::ptr::write_bytes(entry as *mut u8, 0, n) };
+    }
 }

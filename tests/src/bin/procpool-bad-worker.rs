@@ -667,8 +667,16 @@ fn main() {
     let worker = Worker { stream, generation };
     let forger = mode == Mode::ForgeWithdrawn && num("PROCPOOL_WORKER_ID") != Some(0);
     if forger {
-        let s = worker.stream.try_clone().unwrap_or_else(|e| die(&e.to_string()));
-        std::thread::spawn(move || forge_withdrawn(&Worker { stream: s, generation }));
+        let s = worker
+            .stream
+            .try_clone()
+            .unwrap_or_else(|e| die(&e.to_string()));
+        std::thread::spawn(move || {
+            forge_withdrawn(&Worker {
+                stream: s,
+                generation,
+            })
+        });
     }
     // Slot 0 of `forge_withdrawn`: tasks held unstarted.
     let mut held: Vec<(TaskHeader, Vec<u8>)> = Vec::new();
@@ -800,7 +808,8 @@ fn redial(ticket: u64, _first_nonce: &[u8]) -> String {
     let nonce: Vec<u8> = (0..32u8).map(|i| i ^ 0x5a).collect();
     let hello = Hello::ours(std::process::id(), String::new(), ticket, nonce.clone());
     let send = |body: Vec<u8>| {
-        let frame = Outgoing::new(body, Vec::<Payload>::new()).unwrap_or_else(|e| die(&e.to_string()));
+        let frame =
+            Outgoing::new(body, Vec::<Payload>::new()).unwrap_or_else(|e| die(&e.to_string()));
         write_all_frames(&mut &stream, &[frame])
     };
     if let Err(e) = send(codec::encode(&hello).unwrap_or_else(|e| die(&e.to_string()))) {

@@ -31,6 +31,14 @@ pub(crate) const ENV_WORKER_ID: &str = "PROCPOOL_WORKER_ID";
 /// the secret, never anything else.)
 pub const ENV_TOKEN: &str = "PROCPOOL_TOKEN";
 
+/// [`ENV_TOKEN`] as a C string, for removing it from the environment.
+pub(crate) const ENV_TOKEN_C: &std::ffi::CStr = c"PROCPOOL_TOKEN";
+
+/// Environment variable that, set to `1`, leaves a worker dumpable
+/// (`ProcessPoolBuilder::dumpable(true)`); by default a worker makes itself
+/// non-dumpable while it boots.
+pub(crate) const ENV_DUMPABLE: &str = "PROCPOOL_DUMPABLE";
+
 /// Environment variable with the address a spawned worker dials
 /// (`tcp://HOST:PORT` or a socket path); `--connect` does the same.
 pub const ENV_CONNECT: &str = "PROCPOOL_CONNECT";
@@ -48,3 +56,11 @@ pub(crate) const WORKER_FD: RawFd = 3;
 
 /// The descriptor number a spawned worker finds its reply ring on.
 pub(crate) const RING_FD: RawFd = 4;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_c_name_of_the_token_is_the_name() {
+        assert_eq!(super::ENV_TOKEN_C.to_str(), Ok(super::ENV_TOKEN));
+    }
+}

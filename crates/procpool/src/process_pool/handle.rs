@@ -171,8 +171,19 @@ fn begin_next(shared: &Shared, slot: &mut WorkerSlot, batch: u64) -> Option<Arc<
     Some(next.meta.future.clone())
 }
 
+/// A worker's answer to a `Cancel`. It counts only from the worker that
+/// holds the task: any other worker's answer (a bug, or a hostile worker
+/// guessing the sequential ids) is dropped, so it can neither make
+/// `cancel()` return `true` for a task running elsewhere nor take a task
+/// away from its worker.
 pub(super) fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: bool) {
     let mut st = lock(&shared.state);
+    if !st.slots[idx].inflight.contains_key(&id) {
+        drop(st);
+        tracing::warn!(target: "procpool::pool", { worker.id = idx, task.id = id },
+            "an answer to a cancel of a task this worker does not hold; dropped");
+        return;
+    }
     let wait = st.cancels.remove(&id);
     let mut cancel: Option<Arc<dyn ResolveBytes>> = None;
     let mut conns = Vec::new();

@@ -16,8 +16,8 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use super::attach::Dialed;
 use super::builder::Config;
 use crate::link::env::{
-    ENV_CONNECT, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN, ENV_WORKER_ID,
-    RING_FD, WORKER_FD,
+    ENV_CONNECT, ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN,
+    ENV_WORKER_ID, RING_FD, WORKER_FD,
 };
 use crate::link::ring;
 use crate::link::stream::Stream;
@@ -66,6 +66,9 @@ pub(crate) fn spawn_process(
         .env(ENV_PARENT, std::process::id().to_string())
         .env(ENV_WORKER_ID, index.to_string())
         .env(ENV_SPIN, cfg.worker_spin.as_micros().to_string());
+    if cfg.dumpable {
+        cmd.env(ENV_DUMPABLE, "1");
+    }
     let mut child_end = None;
     let mut ring_end = None;
     let arrival = match dial {

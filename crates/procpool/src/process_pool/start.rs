@@ -23,6 +23,13 @@ use crate::lock::lock;
 
 /// Starts the pool's threads and workers; returns once all are ready.
 pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
+    if !cfg.dumpable {
+        // Workers run as our user: without this, a compromised one could
+        // read our memory (the secret, every task) through /proc or ptrace.
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(target: "procpool::pool", "cannot make this process non-dumpable: {e}");
+        }
+    }
     let workers = cfg.workers;
     let dials_in = cfg.launcher.dials_in() || cfg.transport == Transport::Tcp;
     let attach = if dials_in {

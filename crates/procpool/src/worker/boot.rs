@@ -15,7 +15,8 @@ use super::panic::install_panic_hook;
 use super::shared::{Local, Notes, WorkerShared};
 use super::{heartbeat, reader};
 use crate::link::env::{
-    ENV_CONNECT, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN,
+    ENV_CONNECT, ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN,
+    ENV_TOKEN_C,
 };
 use crate::link::handshake::greet_pool;
 use crate::link::ring;
@@ -76,9 +77,19 @@ pub fn run_if_worker(registry: Registry) {
 /// `PROGRAM --connect ADDRESS` (`tcp://HOST:PORT` or a local socket's
 /// path) with the pool's secret in `PROCPOOL_TOKEN`, it dials in instead;
 /// see [`Launcher`](crate::Launcher).
+///
+/// Before anything else it takes the secret out of its environment (tasks
+/// and the programs they start never see `PROCPOOL_TOKEN`, not even in
+/// `/proc/self/environ`) and makes itself non-dumpable (other processes of
+/// the same user cannot read its memory or attach a debugger; see
+/// `ProcessPoolBuilder::dumpable`). Call it first thing in `main`, before
+/// the program starts threads of its own.
 pub fn run(registry: Registry) -> ! {
     role::mark_serving();
     let registry = Registry::collected_into(registry);
+    if std::env::var_os(ENV_DUMPABLE).is_none_or(|v| v != "1") {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let connect = args
         .iter()
@@ -103,6 +114,8 @@ pub fn run(registry: Registry) -> ! {
 }
 
 fn serve_inherited(registry: Registry) -> Result<(), String> {
+    // A spawned worker has no secret, but one set by hand goes too.
+    crate::sys::scrub_env(ENV_TOKEN_C);
     let fd: i32 = std::env::var(ENV_FD)
         .map_err(|_| {
             format!(
@@ -149,7 +162,10 @@ fn serve_dialed(address: &str, registry: Registry) -> Result<(), String> {
         .filter(|t| t.len() == SECRET_LEN)
         .ok_or_else(|| {
             format!("{ENV_TOKEN} must hold the pool's secret ({SECRET_LEN} bytes, hex)")
-        })?;
+        });
+    // Read once, then gone: nothing this process runs inherits it.
+    crate::sys::scrub_env(ENV_TOKEN_C);
+    let token = token?;
     let ticket = std::env::var(ENV_TICKET)
         .ok()
         .and_then(|t| t.parse::<u64>().ok())
