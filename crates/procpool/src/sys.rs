@@ -559,3 +559,14 @@ pub(crate) fn scrub_env(name: &std::ffi::CStr) {
         unsafe { std::ptr::write_bytes(entry as *mut u8, 0, n) };
     }
 }
+
+/// Overwrites `bytes` with zeros in a way the compiler may not remove (a
+/// secret about to be freed).
+pub(crate) fn zeroize(bytes: &mut [u8]) {
+    for b in bytes.iter_mut() {
+        // SAFETY: `b` is a valid, exclusive reference to one byte; a volatile
+        // write through it is a plain store the optimiser must keep.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}

@@ -28,6 +28,7 @@ use procpool_wire::handshake::{Hello, SECRET_LEN};
 
 use super::adopt::adopt;
 use super::builder::Config;
+use super::launch::Launcher;
 use super::spawn::StartError;
 use super::state::{Shared, stopped};
 use super::transport::Transport;
@@ -47,8 +48,16 @@ const MAX_PENDING: usize = 16;
 pub struct AttachInfo {
     address: String,
     socket: Option<PathBuf>,
-    secret_file: PathBuf,
+    /// Only where a person or a script reads it (`Attach`, `External`).
+    secret_file: Option<PathBuf>,
+    /// Zeroed when dropped.
     secret: Vec<u8>,
+}
+
+impl Drop for AttachInfo {
+    fn drop(&mut self) {
+        crate::sys::zeroize(&mut self.secret);
+    }
 }
 
 impl std::fmt::Debug for AttachInfo {
@@ -98,15 +107,27 @@ impl AttachInfo {
     }
 
     /// The command as a person would type it. The secret is read from a
-    /// file only this user can read, so it is in no log and on no command
-    /// line.
+    /// file only this user can read (written for `Launcher::Attach` and
+    /// `Launcher::External` pools only, and removed when the pool stops),
+    /// so it is in no log and on no command line. Other pools keep their
+    /// secret in memory: the line then says to set it from
+    /// [`secret_hex`](Self::secret_hex).
     pub fn command_line(&self, program: &Path) -> String {
+        let secret = match &self.secret_file {
+            Some(f) => format!("\"$(cat {})\"", f.display()),
+            None => "<attach_info().secret_hex()>".to_owned(),
+        };
         format!(
-            "{ENV_TOKEN}=\"$(cat {})\" {} --connect {}",
-            self.secret_file.display(),
+            "{ENV_TOKEN}={secret} {} --connect {}",
             program.display(),
             self.address
         )
+    }
+
+    /// The file holding the secret (hex), for `Launcher::Attach` and
+    /// `Launcher::External` pools; `None` for the others.
+    pub fn secret_file(&self) -> Option<&Path> {
+        self.secret_file.as_deref()
     }
 }
 
@@ -128,13 +149,14 @@ enum Listening {
     Tcp(TcpListener),
 }
 
-/// The listening side. Its 0700 directory (socket, secret file) is removed
-/// when the pool stops.
+/// The listening side. Its 0700 directory (socket, secret file), if it
+/// needs one, is removed when the pool stops, or by the next pool that
+/// starts if this process was killed (see [`clean_stale_dirs`]).
 pub(crate) struct AttachPoint {
     /// Where and how workers dial in (public via `attach_info`). Set once.
     pub info: AttachInfo,
-    /// The 0700 directory. Set once.
-    dir: PathBuf,
+    /// The 0700 directory, if anything goes in it. Set once.
+    dir: Option<PathBuf>,
     /// The TCP address bound, if listening on TCP. Set once.
     tcp: Option<SocketAddr>,
     /// The listener, until the accept loop takes it (leaf lock).
@@ -146,26 +168,48 @@ pub(crate) struct AttachPoint {
 }
 
 impl AttachPoint {
-    /// Creates the 0700 directory, the secret, and the listener.
+    /// Creates the secret, the 0700 directory if anything goes in it (a
+    /// local socket; the secret file for `Attach` and `External`), and the
+    /// listener. First removes the directories of pools whose process is
+    /// gone.
     pub(crate) fn open(cfg: &Config) -> io::Result<AttachPoint> {
-        let tag = hex(&random_bytes(6)?);
-        let dir = std::env::temp_dir().join(format!("procpool-{}-{tag}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        clean_stale_dirs(&std::env::temp_dir());
         let secret = random_bytes(SECRET_LEN)?;
-        let secret_file = dir.join("secret");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&secret_file)?;
-            f.write_all(hex(&secret).as_bytes())?;
-        }
+        let wants_file = matches!(cfg.launcher, Launcher::Attach | Launcher::External);
+        let dir = if wants_file || cfg.transport == Transport::Local {
+            let tag = hex(&random_bytes(6)?);
+            let dir =
+                std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{tag}", std::process::id()));
+            std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+            Some(dir)
+        } else {
+            None
+        };
+        let secret_file = match &dir {
+            Some(dir) if wants_file => {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let file = dir.join(SECRET_FILE);
+                let mut hex_secret = hex(&secret).into_bytes();
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&file)
+                    .and_then(|mut f| f.write_all(&hex_secret));
+                crate::sys::zeroize(&mut hex_secret);
+                written?;
+                Some(file)
+            }
+            _ => None,
+        };
+        let dir_or_err = || {
+            dir.clone()
+                .ok_or_else(|| io::Error::other("a local socket needs a directory"))
+        };
         let (address, socket, tcp, listening) = match cfg.transport {
             Transport::Local => {
-                let socket = dir.join("pool.sock");
+                let socket = dir_or_err()?.join(SOCKET_FILE);
                 let name = socket.as_path().to_fs_name::<GenericFilePath>()?;
                 let listener = ListenerOptions::new().name(name).create_sync()?;
                 let address = socket.display().to_string();
@@ -239,8 +283,76 @@ impl AttachPoint {
                 }
             }
         }
-        let _ = std::fs::remove_file(&self.info.secret_file);
-        let _ = std::fs::remove_dir(&self.dir);
+        if let Some(f) = &self.info.secret_file {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// How a pool's directory in the temp dir is named: `procpool-PID-TAG`.
+const DIR_PREFIX: &str = "procpool-";
+const SECRET_FILE: &str = "secret";
+const SOCKET_FILE: &str = "pool.sock";
+
+/// Removes what pools whose process is gone (SIGKILLed, say) left in `tmp`:
+/// directories `procpool-PID-TAG` of this user, mode 0700, whose PID no
+/// longer exists, holding nothing but a secret file and a socket. A live
+/// pool's directory (its PID exists, whoever that is) and anything else are
+/// never touched.
+pub(crate) fn clean_stale_dirs(tmp: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, tag)| {
+                let tag_ok = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_hexdigit());
+                pid.parse::<i32>().ok().filter(|&p| p > 0 && tag_ok)
+            })
+        else {
+            continue;
+        };
+        // `symlink_metadata`: a link planted under that name is not followed.
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o777 != 0o700 {
+            continue;
+        }
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if !gone {
+            continue;
+        }
+        let dir = e.path();
+        let only_ours = std::fs::read_dir(&dir).is_ok_and(|inside| {
+            inside
+                .flatten()
+                .all(|f| matches!(f.file_name().to_str(), Some(SECRET_FILE | SOCKET_FILE)))
+        });
+        if !only_ours {
+            continue;
+        }
+        for f in [SECRET_FILE, SOCKET_FILE] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => tracing::info!(target: "procpool::pool",
+                "removed {} left by pool process {pid}, which is gone", dir.display()),
+            Err(e) => tracing::debug!(target: "procpool::pool",
+                "cannot remove {}: {e}", dir.display()),
+        }
     }
 }
 

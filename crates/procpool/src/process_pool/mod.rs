@@ -10,7 +10,8 @@
 //! | `state` | the shared state, worker slots and their state diagram |
 //! | `start` | building: threads, first workers, waiting until ready |
 //! | `spawner` | the spawner thread: forking workers, running launchers |
-//! | `spawn` | starting one process and forwarding its output |
+//! | `spawn` | starting one process |
+//! | `output` | forwarding a worker's or launcher's output in bounded, escaped pieces |
 //! | `procs` | process control (spawn, signal, wait) behind a trait, for fakes |
 //! | `greet` | the pool's handshake with this pool's settings, the initializer |
 //! | [`attach`], `adopt` | dial-in workers: listening, the secret handshake, taking a slot |
@@ -69,6 +70,7 @@ mod known;
 mod launch;
 mod life;
 mod outbox;
+mod output;
 mod policy;
 mod procs;
 mod reader;

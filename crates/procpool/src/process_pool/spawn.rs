@@ -6,7 +6,7 @@
 //! processes it forked. Its stdout and stderr go through one pipe whose
 //! lines are forwarded to the parent's stderr, prefixed with the worker id.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -121,7 +121,7 @@ pub(crate) fn spawn_process(
     drop(child_end);
     drop(ring_end);
     let pid = child.id();
-    forward_output(out_r, format!("worker {index}"));
+    super::output::forward_output(out_r, format!("worker {index}"));
     Ok(Spawned {
         child,
         arrival,
@@ -139,37 +139,6 @@ pub(crate) fn start_forwarded(cmd: &mut Command) -> io::Result<(Child, io::PipeR
         .process_group(0);
     let child = cmd.spawn()?;
     Ok((child, out_r))
-}
-
-/// Forwards a pipe's lines to our stderr as `[procpool WHO] line`, on a
-/// thread of its own.
-pub(crate) fn forward_output(r: io::PipeReader, who: String) {
-    let name = format!("procpool-out-{who}");
-    let spawned = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || forward_lines(r, &who));
-    if let Err(e) = spawned {
-        tracing::warn!(target: "procpool::pool", "cannot forward worker output: {e}");
-    }
-}
-
-fn forward_lines(r: io::PipeReader, who: &str) {
-    let mut r = BufReader::new(r);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match r.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if !line.ends_with(b"\n") {
-                    line.push(b'\n');
-                }
-                let mut err = io::stderr().lock();
-                let _ = write!(err, "[procpool {who}] ");
-                let _ = err.write_all(&line);
-            }
-        }
-    }
 }
 
 /// Why a new worker did not become ready.

@@ -113,7 +113,7 @@ fn run_launcher(shared: &Arc<Shared>, workers: usize, first: bool) {
     };
     let pid = child.id();
     tracing::info!(target: "procpool::pool", "{name} (pid {pid}) launching {workers} worker(s)");
-    spawn::forward_output(out, name.clone());
+    super::output::forward_output(out, name.clone());
     lock(&shared.launched).push((ticket, pid));
     let s = shared.clone();
     let watcher = std::thread::Builder::new()
