@@ -242,6 +242,23 @@ fn mac(secret: &[u8], role: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> 
     m
 }
 
+/// The key of one launch (a spawned worker, or one `srun`/`mpirun` run):
+/// derived from the pool's secret and the launch's ticket, and the only
+/// key that launch's workers are given (as `PROCPOOL_TOKEN`). The pool
+/// derives it again from the ticket a hello names, so a worker (or a
+/// program its task starts) that leaks its key cannot dial in under any
+/// other ticket, and never learns the pool's secret. Ticket 0 (a worker
+/// attached by hand) uses the secret itself.
+pub fn launch_key(secret: &[u8], ticket: u64) -> Vec<u8> {
+    if ticket == 0 {
+        return secret.to_vec();
+    }
+    mac(secret, b"procpool launch key", &ticket.to_le_bytes(), &[])
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
 /// What the pool sends to prove it knows `secret`.
 pub fn pool_proof(secret: &[u8], worker_nonce: &[u8], pool_nonce: &[u8]) -> Vec<u8> {
     mac(secret, b"procpool pool", worker_nonce, pool_nonce)
@@ -460,6 +477,10 @@ mod tests {
         let p = pool_proof(&secret, &wn, &pn);
         assert_eq!(p.len(), 32);
         assert!(check_pool_proof(&secret, &wn, &pn, &p));
+        let (k1, k2) = (launch_key(&secret, 1), launch_key(&secret, 2));
+        assert_eq!(k1.len(), SECRET_LEN);
+        assert!(k1 != k2 && k1 != secret && k1 == launch_key(&secret, 1));
+        assert_eq!(launch_key(&secret, 0), secret);
         assert!(!check_pool_proof(&[8u8; 32], &wn, &pn, &p), "other secret");
         assert!(!check_pool_proof(&secret, &pn, &wn, &p), "nonces swapped");
         assert!(!check_pool_proof(&secret, &wn, &pn, &p[..31]), "truncated");

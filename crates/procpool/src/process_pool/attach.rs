@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use interprocess::local_socket::prelude::*;
 use interprocess::local_socket::{GenericFilePath, Listener, ListenerOptions};
 use nix::sys::socket::{getsockopt, sockopt};
-use procpool_wire::handshake::{Hello, SECRET_LEN};
+use procpool_wire::handshake::{Hello, SECRET_LEN, launch_key};
 
 use super::adopt::adopt;
 use super::builder::Config;
@@ -94,6 +94,15 @@ impl AttachInfo {
 
     pub(crate) fn secret_bytes(&self) -> &[u8] {
         &self.secret
+    }
+
+    /// The key of the launch with `ticket`, hex-encoded, for that launch's
+    /// `PROCPOOL_TOKEN` (see `procpool_wire::handshake::launch_key`).
+    pub(crate) fn launch_key_hex(&self, ticket: u64) -> String {
+        let mut key = launch_key(&self.secret, ticket);
+        let text = hex(&key);
+        crate::sys::zeroize(&mut key);
+        text
     }
 
     /// The command that attaches a worker: `program --connect ADDRESS`,
@@ -451,11 +460,27 @@ fn attach_one(shared: &Arc<Shared>, stream: Stream, peer: &str, local_pid: Optio
             return;
         }
     };
-    // The secret first: a stranger learns nothing, not even our build.
-    let secret = point.info.secret_bytes();
-    let checked = handshake::challenge(&stream, reader, &hello, secret, timeout)
+    // A pool that starts its own workers takes only those: a dial-in whose
+    // ticket names no worker it is waiting for is refused before anything
+    // else (it may hold a key a worker or one of its tasks leaked).
+    let spawn_only = matches!(shared.cfg.launcher, Launcher::Spawn);
+    if spawn_only && !lock(&point.awaited).contains_key(&hello.ticket) {
+        tracing::warn!(target: "procpool::pool",
+            "attach: refused {peer}: not a worker this pool started (Launcher::Spawn)");
+        handshake::reject(
+            &stream,
+            "this pool did not start this worker: a pool with Launcher::Spawn takes only the \
+             workers it started",
+        );
+        return;
+    }
+    // The secret first: a stranger learns nothing, not even our build. Each
+    // launch proves its own key (derived from the secret and its ticket).
+    let mut key = launch_key(point.info.secret_bytes(), hello.ticket);
+    let checked = handshake::challenge(&stream, reader, &hello, &key, timeout)
         .and_then(|r| handshake::check_hello(&stream, &hello).map(|()| r))
         .map_err(StartError::Handshake);
+    crate::sys::zeroize(&mut key);
     let reader = match checked {
         Ok(r) => r,
         Err(e) => {

@@ -42,7 +42,7 @@ fn spawn_worker(shared: &Arc<Shared>, idx: usize) {
     let ticket = random_ticket();
     let dial = shared.attach.as_ref().map(|a| spawn::DialBack {
         address: a.local_address(),
-        secret_hex: a.info.secret_hex(),
+        secret_hex: a.info.launch_key_hex(ticket),
         ticket,
         rx: a.expect(ticket),
     });
@@ -85,7 +85,7 @@ fn run_launcher(shared: &Arc<Shared>, workers: usize, first: bool) {
     argv.extend(shared.cfg.command.args().iter().cloned());
     argv.extend(["--connect".into(), point.info.address().into()]);
     let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = shared.cfg.command.envs().to_vec();
-    env.push((ENV_TOKEN.into(), point.info.secret_hex().into()));
+    env.push((ENV_TOKEN.into(), point.info.launch_key_hex(ticket).into()));
     env.push((ENV_TICKET.into(), ticket.to_string().into()));
     let mut cmd = launcher.command(&LaunchRequest {
         workers,
