@@ -1,7 +1,11 @@
 //! The timeout clock thread: a task past its timeout gets its worker's
-//! process group SIGTERM, then SIGKILL after `kill_grace`. Sleeps on
-//! `Shared::clock` under `Shared::state` until the next deadline; signals
-//! outside the lock.
+//! process group SIGTERM, then SIGKILL after `kill_grace`; a worker that
+//! holds tasks, runs none and has said nothing for `start_timeout` is hung
+//! (a task's own timeout starts only when it begins, so without this a
+//! silent worker would keep its prefetched futures pending for ever): it
+//! is killed at once and the tasks it had not begun go to other workers.
+//! Sleeps on `Shared::clock` under `Shared::state` until the next
+//! deadline; signals outside the lock.
 
 use std::time::{Duration, Instant};
 
@@ -39,12 +43,31 @@ pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
                     continue;
                 }
                 let Some((id, since)) = slot.running else {
+                    // Holding tasks and running none: it must begin one.
+                    let limit = shared.cfg.start_timeout;
+                    let Some(deadline) = slot.heard.checked_add(limit) else {
+                        continue; // no limit (Duration::MAX)
+                    };
+                    let holds = !slot.inflight.is_empty() && slot.kill.is_none();
+                    if holds && now >= deadline {
+                        tracing::warn!(target: "procpool::pool", { worker.pid = slot.pid.unwrap_or(0) },
+                            "a worker holding {} tasks began none within {limit:?} (start_timeout); killing it",
+                            slot.inflight.len());
+                        slot.kill = Some(KillReason::Protocol(format!(
+                            "the worker took tasks and began none within {limit:?} (start_timeout)"
+                        )));
+                        force.extend(slot.target());
+                    } else if holds {
+                        next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    }
                     continue;
                 };
                 let Some(limit) = slot.inflight.get(&id).and_then(|a| a.meta.timeout) else {
                     continue;
                 };
-                let deadline = since + limit;
+                let Some(deadline) = since.checked_add(limit) else {
+                    continue; // no limit (Duration::MAX)
+                };
                 if now >= deadline && slot.kill.is_none() {
                     slot.kill = Some(KillReason::TimedOut { id, after: limit });
                     slot.kill_at = Some(now + grace);

@@ -60,6 +60,10 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         };
         let now = Instant::now();
         let slot = &mut st.slots[idx];
+        if slot.inflight.is_empty() {
+            // Idle until now: its start clock begins here.
+            slot.heard = now;
+        }
         let mut headers = Vec::with_capacity(batch.items.len());
         let mut payloads = Vec::with_capacity(batch.items.len());
         let mut fds = Vec::new();

@@ -106,7 +106,9 @@ pub(super) fn on_started(shared: &Shared, idx: usize, id: TaskId) {
         a.started = true;
         let future = a.meta.future.clone();
         let timed = a.meta.timeout.is_some();
-        slot.running = Some((id, Instant::now()));
+        let now = Instant::now();
+        slot.running = Some((id, now));
+        slot.heard = now;
         (future, timed)
     };
     if timed {

@@ -152,6 +152,11 @@ pub(crate) struct WorkerSlot {
     pub taken: u64,
     /// The task it runs now, and since when (for the timeout clock).
     pub running: Option<(TaskId, Instant)>,
+    /// When the worker last began or ended a task (or answered a cancel),
+    /// or was given work while it held none. A worker that holds tasks and
+    /// runs none must begin one within `start_timeout` of this (the clock
+    /// checks), or it is treated as hung.
+    pub heard: Instant,
     /// Why the pool is ending this process, if it is (the first reason
     /// wins; `settle` reads it to decide its tasks' fate).
     pub kill: Option<KillReason>,
@@ -195,6 +200,7 @@ impl WorkerSlot {
             batches: IdMap::default(),
             taken: 0,
             running: None,
+            heard: Instant::now(),
             kill: None,
             start_error: None,
             last_exit: None,
@@ -225,7 +231,9 @@ impl WorkerSlot {
             return None;
         }
         a.started = true;
-        self.running = Some((next, Instant::now()));
+        let now = Instant::now();
+        self.running = Some((next, now));
+        self.heard = now;
         Some(a)
     }
 
@@ -243,6 +251,7 @@ impl WorkerSlot {
         if self.running.is_some_and(|(r, _)| r == id) {
             self.running = None;
         }
+        self.heard = Instant::now();
         Some(a)
     }
 
