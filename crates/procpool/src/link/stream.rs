@@ -40,6 +40,49 @@ impl Stream {
         }
     }
 
+    /// Bounds how long a blocking write may go without the peer taking a
+    /// byte (`SO_SNDTIMEO`; `None`: no bound). Such a write then fails
+    /// with `WouldBlock`.
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(t),
+            Stream::Tcp(s) => s.set_write_timeout(t),
+        }
+    }
+
+    /// One vectored send of `slices` (with `fds` attached to its first
+    /// byte, Unix sockets only), never raising SIGPIPE. `wait: false`
+    /// returns `WouldBlock` at once when the socket buffer is full
+    /// (whatever the write timeout); `wait: true` blocks up to the write
+    /// timeout.
+    pub(crate) fn send(
+        &self,
+        slices: &[IoSlice<'_>],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+        wait: bool,
+    ) -> io::Result<usize> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+        use std::os::fd::AsRawFd;
+        let sock = match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(_) if !fds.is_empty() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "descriptors cannot cross a TCP connection",
+                ));
+            }
+            Stream::Tcp(s) => s.as_raw_fd(),
+        };
+        let raws: Vec<std::os::fd::RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let cmsgs = [ControlMessage::ScmRights(&raws)];
+        let cmsgs: &[ControlMessage<'_>] = if raws.is_empty() { &[] } else { &cmsgs };
+        let mut flags = MsgFlags::MSG_NOSIGNAL;
+        if !wait {
+            flags |= MsgFlags::MSG_DONTWAIT;
+        }
+        sendmsg::<UnixAddr>(sock, slices, cmsgs, flags, None).map_err(io::Error::from)
+    }
+
     /// Whether the peer is across a network (TCP), where it can vanish
     /// without closing the connection.
     pub(crate) fn is_tcp(&self) -> bool {

@@ -4,7 +4,7 @@
 //! it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use procpool_wire::message::Outcome;
 use procpool_wire::{Generation, TaskId};
@@ -74,6 +74,26 @@ pub(super) fn lost(shared: &Shared, idx: usize, generation: Generation, pid: u32
     tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
 "worker lost: no heartbeat for {after:?}");
     end_worker(shared, idx, generation, KillReason::Lost);
+}
+
+/// A worker took none of its input for `after` (`write_timeout`).
+pub(super) fn stalled(
+    shared: &Shared,
+    idx: usize,
+    generation: Generation,
+    pid: u32,
+    after: Duration,
+) {
+    tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"the worker stopped reading its input: nothing taken for {after:?} (write_timeout); replacing it");
+    end_worker(
+        shared,
+        idx,
+        generation,
+        KillReason::Protocol(format!(
+            "the worker stopped reading its input (nothing taken for {after:?}, write_timeout)"
+        )),
+    );
 }
 
 /// Records why worker `idx` ends and kills it.

@@ -138,6 +138,13 @@ pub(super) fn life_main(
     hello_read: Option<(SocketReader, Hello)>,
     ring: Option<ring::Reader>,
 ) {
+    // No write to this worker waits longer than the write timeout for it
+    // to take a byte (the handshake's, the initializer's, every task's).
+    let limit = Some(shared.cfg.write_timeout.max(Duration::from_millis(1)))
+        .filter(|d| *d < Duration::from_secs(u32::MAX as u64));
+    if let Err(e) = stream.set_write_timeout(limit) {
+        tracing::warn!(target: "procpool::pool", { worker.id = idx }, "cannot bound writes to the worker: {e}");
+    }
     let greeted = match hello_read {
         None => greet::greet(&stream, &shared.cfg, idx, generation),
         Some((reader, hello)) => {
@@ -152,7 +159,16 @@ pub(super) fn life_main(
         Err(e) => return start_failed(shared, idx, generation, pid, e),
     };
     let conn = match stream.try_clone() {
-        Ok(w) => Arc::new(Conn::new(w)),
+        Ok(w) => {
+            let weak = shared.me.clone();
+            let after = shared.cfg.write_timeout;
+            let stalled = Box::new(move || {
+                if let Some(s) = weak.upgrade() {
+                    super::handle::stalled(&s, idx, generation, pid, after);
+                }
+            });
+            Arc::new(Conn::new(w, stalled))
+        }
         Err(e) => {
             let e = StartError::Handshake(format!("cannot clone the socket: {e}"));
             return start_failed(shared, idx, generation, pid, e);

@@ -32,6 +32,7 @@
 //! | caller (`submit`, `map`, `cancel`, `shutdown`) | any | `dispatch`, `cancel`, `shutdown` | `state`, then (released) `Conn` write |
 //! | **spawner** `procpool-spawner` | one, as long as the pool (`PR_SET_PDEATHSIG` follows the thread that forked) | `spawner` | `state`, `spawn_tx`, `launched`, `threads` (one at a time) |
 //! | **life** `procpool-worker-N` | one per process | `life` (greeting, initializer), then `reader` | `state` per message, `Conn` write |
+//! | **slow writer** `procpool-slow-writer` | per connection, while a worker's socket buffer is full | `outbox` (sends bounded by `write_timeout`; a stall ends the worker) | `Conn::out`, then `state` (to end a stalled worker) |
 //! | **waiter** `procpool-waiter-N` | one per spawned process | `life` (`waitpid`), then `settle` | `state`, then `spawn_tx` |
 //! | **clock** `procpool-clock` | one | `clock` | `state` (sleeps on `Shared::clock`) |
 //! | accept `procpool-attach-accept` (+ one per handshake) | dial-in pools | `attach`, then `adopt` + `life` | `AttachPoint::awaited`, `state` |
@@ -45,9 +46,11 @@
 //! * `Shared::state` — all of `PoolState` (slots, queue, phase, cancels);
 //!   condvars `changed` (slot status, phase, work finished while stopping)
 //!   and `clock` (a timed task began; shutdown).
-//! * `Conn::writing` → `Conn::outbox` — one worker's socket writes; frames
-//!   are posted under `state` and written after it is released (except a
-//!   retiring worker's tiny `Shutdown`, written under it).
+//! * `Conn::out` — one worker's outbox and writer role; frames are posted
+//!   under `state` and sent after it is released (except a retiring
+//!   worker's tiny `Shutdown`, sent under it), never blocking: what the
+//!   socket cannot take goes to that connection's slow writer thread
+//!   (`outbox`). Never held across a send.
 //! * leaves (nothing is taken while one is held): `Shared::{spawn_tx,
 //!   threads, launched, spare_input}`, `AttachPoint::{listening, awaited}`,
 //!   `CancelWait::answer`.

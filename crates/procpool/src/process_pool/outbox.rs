@@ -1,80 +1,236 @@
 //! The parent's writing end of one worker connection ([`Conn`]).
 //!
-//! # Writing without a dispatcher thread
+//! # Writing without a dispatcher thread, and without ever blocking
 //!
 //! Work is assigned under the pool lock (so assignment order is frame
 //! order), and each assignment's frame is *posted* to the worker's
 //! [`Conn`] outbox. After the lock is released, whoever posted calls
-//! [`Conn::flush`]: the first thread to get the write lock writes every
-//! posted frame in one vectored write; others return at once. No thread hop
-//! between `submit` and the socket, and frames queued together leave
-//! together.
+//! [`Conn::flush`]: the first thread to find the connection idle becomes
+//! its writer and sends every posted frame in one vectored, non-blocking
+//! send; others return at once (the writer sends their frames too: it
+//! looks at the outbox again before it lets go). No thread hop between
+//! `submit` and the socket, and frames queued together leave together.
 //!
-//! Locks: `Conn::outbox` (taken under `Shared::state` to post, and alone
-//! to take the frames), `Conn::writing` (held across the write; the outbox
-//! is taken briefly inside it). Order: state → writing → outbox.
+//! A worker is untrusted: it may stop reading. So no caller ever blocks on
+//! a socket (not `submit`, not `cancel`, not another worker's reader that
+//! dispatched more work): when the socket buffer is full, the rest is
+//! handed to a *slow writer* thread of this connection, which waits for the
+//! worker with blocking sends bounded by `write_timeout` (`SO_SNDTIMEO`).
+//! A worker that takes no byte for that long is stalled: the connection
+//! calls its `stalled` hook (which kills the worker; its unstarted tasks go
+//! to other workers) and drops everything still posted.
+//!
+//! Locks: `Conn::out` only, taken under `Shared::state` to post and alone
+//! to take frames or hand over the writer role; never held across a send.
 
-use std::sync::{Arc, Mutex, TryLockError};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
 
-use procpool_wire::frame::{Outgoing, Payload, write_all_frames_fds};
+use procpool_wire::fds::MAX_FDS;
+use procpool_wire::frame::{Outgoing, Payload};
 use procpool_wire::message::{ToWorker, encode_message};
 
 use crate::link::stream::Stream;
 use crate::lock::lock;
 
+/// Most slices handed to one send (Linux's IOV_MAX is 1024).
+const MAX_SLICES: usize = 512;
+
 /// The parent's end of one worker's socket, for writing.
 pub(crate) struct Conn {
-    /// The socket (a clone of the reader's). Written only under `writing`.
+    /// The socket (a clone of the reader's). Sent on only by the thread
+    /// that holds the writer role (`Out::busy`).
     pub stream: Stream,
-    /// Frames posted and not yet written. Pushed under `Shared::state` (so
-    /// order is assignment order), taken by whoever holds `writing`.
-    outbox: Mutex<Vec<Outgoing>>,
-    /// Held by the one thread writing to `stream`.
-    writing: Mutex<()>,
+    /// The outbox and the writer role.
+    out: Mutex<Out>,
+    /// Called (once, from the slow writer) when the worker took no byte of
+    /// a pending write for the write timeout.
+    stalled: Box<dyn Fn() + Send + Sync>,
+}
+
+/// Under `Conn::out`.
+#[derive(Default)]
+struct Out {
+    /// Frames posted and not yet taken by a writer.
+    posted: Vec<Outgoing>,
+    /// Some thread is the writer (it owns the frames it took).
+    busy: bool,
+    /// The connection failed or stalled: posts are dropped.
+    dead: bool,
+}
+
+/// How far a writer got with the frames it holds.
+enum Sent {
+    /// All of them.
+    All,
+    /// The socket buffer is full; `usize` bytes of them are sent.
+    Partly(usize),
 }
 
 impl Conn {
-    pub(crate) fn new(stream: Stream) -> Conn {
+    /// `stalled` is called if the worker stops taking its input; see the
+    /// module docs.
+    pub(crate) fn new(stream: Stream, stalled: Box<dyn Fn() + Send + Sync>) -> Conn {
         Conn {
             stream,
-            outbox: Mutex::new(Vec::new()),
-            writing: Mutex::new(()),
+            out: Mutex::new(Out::default()),
+            stalled,
         }
     }
 
     /// Queues a frame; call under the pool lock to keep assignment order.
     pub(crate) fn post(&self, frame: Outgoing) {
-        lock(&self.outbox).push(frame);
+        let mut out = lock(&self.out);
+        if !out.dead {
+            out.posted.push(frame);
+        }
     }
 
-    /// Writes everything posted, unless another thread is already writing
-    /// (it then writes ours too: it re-checks the outbox after releasing
-    /// the write lock). A failed write shuts the socket; the worker's
-    /// supervisor notices.
-    pub(crate) fn flush(&self) {
-        loop {
-            let guard = match self.writing.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::WouldBlock) => return,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            };
-            loop {
-                let frames = std::mem::take(&mut *lock(&self.outbox));
-                if frames.is_empty() {
-                    break;
-                }
-                if let Err(e) = write_all_frames_fds(&mut &self.stream, &frames) {
-                    tracing::debug!(target: "procpool::wire", "write to worker failed: {e}");
-                    self.stream.shutdown();
-                    lock(&self.outbox).clear();
-                    return;
-                }
-            }
-            drop(guard);
-            if lock(&self.outbox).is_empty() {
+    /// Sends everything posted without blocking, unless another thread is
+    /// the writer (it sends ours too). What the socket cannot take now goes
+    /// to this connection's slow writer thread.
+    pub(crate) fn flush(self: &Arc<Self>) {
+        let mut frames = {
+            let mut out = lock(&self.out);
+            if out.busy || out.posted.is_empty() {
                 return;
             }
+            out.busy = true;
+            std::mem::take(&mut out.posted)
+        };
+        loop {
+            match self.send(&frames, 0, false) {
+                Ok(Sent::All) => {}
+                Ok(Sent::Partly(done)) => return self.hand_over(frames, done),
+                Err(e) => return self.fail(&e),
+            }
+            let mut out = lock(&self.out);
+            if out.posted.is_empty() {
+                out.busy = false;
+                return;
+            }
+            frames = std::mem::take(&mut out.posted);
         }
+    }
+
+    /// Sends `frames` from byte `skip` on: all of it, or (`wait: false`)
+    /// until the socket buffer is full. `wait: true` blocks up to the write
+    /// timeout for each send and fails with `WouldBlock` past it. A frame
+    /// with descriptors starts a send of its own that carries them and
+    /// holds only its bytes (the promise of `procpool_wire::fds`); runs of
+    /// frames without go together.
+    fn send(&self, frames: &[Outgoing], skip: usize, wait: bool) -> io::Result<Sent> {
+        let lens: Vec<usize> = frames
+            .iter()
+            .map(|f| f.parts().map(<[u8]>::len).sum())
+            .collect();
+        // Where `skip` is: frame `i`, byte `o` of it.
+        let (mut i, mut o) = (0, skip);
+        while i < frames.len() && o >= lens[i] {
+            o -= lens[i];
+            i += 1;
+        }
+        let mut done = skip;
+        while i < frames.len() {
+            let with_fds = o == 0 && !frames[i].fds().is_empty();
+            let end = if with_fds || !frames[i].fds().is_empty() {
+                i + 1
+            } else {
+                i + 1
+                    + frames[i + 1..]
+                        .iter()
+                        .take_while(|f| f.fds().is_empty())
+                        .count()
+            };
+            let mut slices: Vec<IoSlice<'_>> = frames[i..end]
+                .iter()
+                .flat_map(Outgoing::parts)
+                .filter(|p| !p.is_empty())
+                .map(IoSlice::new)
+                .collect();
+            let mut rest: &mut [IoSlice<'_>] = &mut slices;
+            IoSlice::advance_slices(&mut rest, o);
+            let fds: Vec<BorrowedFd<'_>> = if with_fds {
+                if frames[i].fds().len() > MAX_FDS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("a frame can carry at most {MAX_FDS} descriptors"),
+                    ));
+                }
+                frames[i].fds().iter().map(AsFd::as_fd).collect()
+            } else {
+                Vec::new()
+            };
+            let n = rest.len().min(MAX_SLICES);
+            match self.stream.send(&rest[..n], &fds, wait) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "socket took no bytes",
+                    ));
+                }
+                Ok(k) => {
+                    done += k;
+                    o += k;
+                    while i < frames.len() && o >= lens[i] {
+                        o -= lens[i];
+                        i += 1;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !wait => {
+                    return Ok(Sent::Partly(done));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Sent::All)
+    }
+
+    /// The socket is full: a thread of this connection goes on with
+    /// `frames` (from byte `done`) and whatever is posted meanwhile, waiting
+    /// for the worker at most the write timeout per send.
+    fn hand_over(self: &Arc<Self>, frames: Vec<Outgoing>, done: usize) {
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("procpool-slow-writer".into())
+            .spawn(move || me.write_slowly(frames, done));
+        if let Err(e) = spawned {
+            self.fail(&e);
+        }
+    }
+
+    fn write_slowly(&self, mut frames: Vec<Outgoing>, mut skip: usize) {
+        loop {
+            match self.send(&frames, skip, true) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tracing::warn!(target: "procpool::wire",
+                        "a worker took none of its input within the write timeout; ending it");
+                    (self.stalled)();
+                    return self.fail(&e);
+                }
+                Err(e) => return self.fail(&e),
+            }
+            skip = 0;
+            let mut out = lock(&self.out);
+            if out.posted.is_empty() {
+                out.busy = false;
+                return;
+            }
+            frames = std::mem::take(&mut out.posted);
+        }
+    }
+
+    /// A failed write shuts the socket (the worker's reader and supervisor
+    /// notice) and drops what is posted; the writer role stays taken.
+    fn fail(&self, e: &io::Error) {
+        tracing::debug!(target: "procpool::wire", "write to worker failed: {e}");
+        self.stream.shutdown();
+        let mut out = lock(&self.out);
+        out.dead = true;
+        out.posted.clear();
     }
 }
 

@@ -35,7 +35,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, Weak, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -382,6 +382,9 @@ pub(crate) struct Shared {
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     /// `cancel()`/`kill()` for this pool's futures. Set once.
     pub control: Arc<dyn Control>,
+    /// A weak handle on this `Shared`, for hooks that must not keep the
+    /// pool alive (a connection's stall hook). Written once.
+    pub me: Weak<Shared>,
     /// Starting, signalling and reaping processes (the OS, or a test's
     /// fake). Set once.
     pub procs: Arc<dyn Processes>,
@@ -446,6 +449,7 @@ impl Shared {
             spawn_tx: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             control: Arc::new(PoolControl(me.clone())),
+            me: me.clone(),
             attach,
             procs,
             launched: Mutex::new(Vec::new()),
