@@ -25,7 +25,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak, mpsc};
 
 use procpool_wire::fds::MAX_FDS;
 use procpool_wire::frame::{Outgoing, Payload};
@@ -47,6 +47,11 @@ pub(crate) struct Conn {
     /// Called (once, from the slow writer) when the worker took no byte of
     /// a pending write for the write timeout.
     stalled: Box<dyn Fn() + Send + Sync>,
+    /// Hands frames (and how many of their bytes are sent) to this
+    /// connection's slow writer thread, started at the first hand-over. It
+    /// holds only a `Weak` of the connection between jobs and ends when
+    /// the connection is dropped (this sender with it).
+    slow: Mutex<Option<mpsc::Sender<(Vec<Outgoing>, usize)>>>,
 }
 
 /// Under `Conn::out`.
@@ -76,6 +81,7 @@ impl Conn {
             stream,
             out: Mutex::new(Out::default()),
             stalled,
+            slow: Mutex::new(None),
         }
     }
 
@@ -188,16 +194,33 @@ impl Conn {
         Ok(Sent::All)
     }
 
-    /// The socket is full: a thread of this connection goes on with
+    /// The socket is full: this connection's slow writer goes on with
     /// `frames` (from byte `done`) and whatever is posted meanwhile, waiting
     /// for the worker at most the write timeout per send.
     fn hand_over(self: &Arc<Self>, frames: Vec<Outgoing>, done: usize) {
-        let me = self.clone();
+        let mut slow = lock(&self.slow);
+        let job = match slow.as_ref() {
+            Some(tx) => tx.send((frames, done)).err().map(|e| e.0),
+            None => Some((frames, done)),
+        };
+        let Some(job) = job else {
+            return;
+        };
+        // Not started yet (or gone): start it with this job.
+        let (tx, rx) = mpsc::channel();
+        let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("procpool-slow-writer".into())
-            .spawn(move || me.write_slowly(frames, done));
-        if let Err(e) = spawned {
-            self.fail(&e);
+            .spawn(move || slow_writer(&weak, &rx));
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send(job);
+                *slow = Some(tx);
+            }
+            Err(e) => {
+                drop(slow);
+                self.fail(&e);
+            }
         }
     }
 
@@ -231,6 +254,17 @@ impl Conn {
         let mut out = lock(&self.out);
         out.dead = true;
         out.posted.clear();
+    }
+}
+
+/// The slow writer thread of one connection: runs the jobs handed over
+/// until the connection is dropped.
+fn slow_writer(conn: &Weak<Conn>, jobs: &mpsc::Receiver<(Vec<Outgoing>, usize)>) {
+    while let Ok((frames, done)) = jobs.recv() {
+        let Some(conn) = conn.upgrade() else {
+            return;
+        };
+        conn.write_slowly(frames, done);
     }
 }
 
