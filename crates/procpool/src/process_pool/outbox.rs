@@ -51,8 +51,11 @@ pub(crate) struct Conn {
     /// connection's slow writer thread, started at the first hand-over. It
     /// holds only a `Weak` of the connection between jobs and ends when
     /// the connection is dropped (this sender with it).
-    slow: Mutex<Option<mpsc::Sender<(Vec<Outgoing>, usize)>>>,
+    slow: Mutex<Option<mpsc::Sender<SlowJob>>>,
 }
+
+/// Frames for the slow writer, and how many of their bytes are sent.
+type SlowJob = (Vec<Outgoing>, usize);
 
 /// Under `Conn::out`.
 #[derive(Default)]
@@ -259,7 +262,7 @@ impl Conn {
 
 /// The slow writer thread of one connection: runs the jobs handed over
 /// until the connection is dropped.
-fn slow_writer(conn: &Weak<Conn>, jobs: &mpsc::Receiver<(Vec<Outgoing>, usize)>) {
+fn slow_writer(conn: &Weak<Conn>, jobs: &mpsc::Receiver<SlowJob>) {
     while let Ok((frames, done)) = jobs.recv() {
         let Some(conn) = conn.upgrade() else {
             return;
