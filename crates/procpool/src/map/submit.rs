@@ -10,7 +10,10 @@
 //! process-wide thread, `procpool-submit`, started at the first post and
 //! never stopped (it sleeps in `recv` when idle), runs the jobs one at a
 //! time in the order they were posted. One thread for every stream keeps
-//! each stream's chunks in order without any bookkeeping.
+//! each stream's chunks in order without any bookkeeping; the price is
+//! that one slow job delays the others (a cancel waits for workers'
+//! answers, at most the pool's `cancel_timeout`, 250 ms by default, when
+//! a worker does not answer).
 //!
 //! The queue is an `mpsc` channel, whose `send` takes no lock. A panicking
 //! job is caught and logged (a pool turns its own panics into errors; this
