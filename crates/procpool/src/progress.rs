@@ -57,6 +57,10 @@ impl Progress<'_> {
         #[cfg(feature = "progress")]
         if let Some(bar) = self.bar.take() {
             bar.finish();
+            // Keep the bar's last line; what is printed next starts below.
+            if !bar.is_hidden() {
+                eprintln!();
+            }
         }
     }
 }
@@ -104,14 +108,14 @@ where
         let bar = match self.input_total() {
             Some(n) => ProgressBar::new(n).with_style(
                 ProgressStyle::with_template(
-                    "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} ({per_sec}, ETA {eta})",
+                    "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} ({per_sec:0}, ETA {eta})",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             ),
             None => ProgressBar::no_length().with_style(
                 ProgressStyle::with_template(
-                    "{elapsed_precise} {spinner} {human_pos} done ({per_sec})",
+                    "{elapsed_precise} {spinner} {human_pos} done ({per_sec:0})",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             ),
