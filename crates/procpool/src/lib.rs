@@ -162,7 +162,7 @@ pub use map::{Map, MapStream, StreamInput};
 pub use offload::OffThread;
 pub use process_pool::{
     AttachInfo, Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, ProcessPool,
-    ProcessPoolBuilder, Srun, Transport, WorkerCommand,
+    ProcessPoolBuilder, Srun, Transport, WorkerCommand, WorkerOutput,
 };
 pub use shared::{SharedBytes, SharedSlice};
 pub use task::{InitError, Initializer, Registry, Task, WorkerContext};

@@ -13,6 +13,7 @@ use crate::task::{Initializer, init_fingerprint};
 
 use super::ProcessPool;
 use super::launch::Launcher;
+use super::output::WorkerOutput;
 use super::transport::Transport;
 
 pub use crate::link::env::ENV_WORKER_PATH;
@@ -193,6 +194,7 @@ pub(crate) struct Config {
     pub max_worker_memory: Option<u64>,
     pub worker_spin: Duration,
     pub reply_ring: bool,
+    pub worker_output: WorkerOutput,
     pub ring_spin: Duration,
     pub prefetch: usize,
     pub max_frame: u32,
@@ -253,6 +255,7 @@ pub struct ProcessPoolBuilder {
     max_worker_memory: Option<u64>,
     worker_spin: Duration,
     reply_ring: bool,
+    worker_output: WorkerOutput,
     ring_spin: Duration,
     prefetch: usize,
     max_frame: u32,
@@ -285,6 +288,7 @@ impl Default for ProcessPoolBuilder {
             max_worker_memory: None,
             worker_spin: Duration::ZERO,
             reply_ring: true,
+            worker_output: WorkerOutput::default(),
             ring_spin: Duration::from_micros(50),
             prefetch: 4,
             max_frame: DEFAULT_MAX_FRAME,
@@ -429,6 +433,15 @@ impl ProcessPoolBuilder {
     /// dial in (TCP, attach, launchers) always use the socket.
     pub fn reply_ring(mut self, on: bool) -> Self {
         self.reply_ring = on;
+        self
+    }
+
+    /// Where the stdout and stderr of the workers the pool spawns go
+    /// (default: [`WorkerOutput::Prefixed`], each line on the parent's
+    /// stderr after `[procpool worker N]`). Workers that dial in keep
+    /// their own.
+    pub fn worker_output(mut self, output: WorkerOutput) -> Self {
+        self.worker_output = output;
         self
     }
 
@@ -597,6 +610,7 @@ impl ProcessPoolBuilder {
             max_worker_memory: self.max_worker_memory,
             worker_spin: self.worker_spin,
             reply_ring: self.reply_ring,
+            worker_output: self.worker_output,
             ring_spin: self.ring_spin,
             prefetch: self.prefetch,
             max_frame: self.max_frame,

@@ -77,6 +77,10 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
                 fds: item.meta.files.len() as u32,
             });
             payloads.push(item.payload.clone());
+            if !item.meta.span.is_disabled() {
+                item.meta.span.record("worker.id", idx);
+                item.meta.span.record("worker.pid", slot.pid.unwrap_or(0));
+            }
             st.seq += 1;
             slot.inflight.insert(
                 item.meta.id,

@@ -40,6 +40,11 @@ pub(crate) struct Meta {
     /// The sealed memory files of the input's shared payloads, sent with
     /// its frame (each time it is sent: a retry sends them again).
     pub files: Vec<SendFd>,
+    /// The task's `tracing` span in the parent (target `procpool::task`,
+    /// DEBUG): from submit until its future resolves; `worker.*` recorded
+    /// when it is sent, `cost.*` when it finishes. A disabled span costs
+    /// nothing.
+    pub span: tracing::Span,
 }
 
 /// A task waiting in the parent's queue.

@@ -96,6 +96,7 @@ use procpool_wire::fds::SendFd;
 pub use attach::{AttachInfo, ENV_TOKEN};
 pub use builder::{ENV_WORKER_PATH, ProcessPoolBuilder, WorkerCommand};
 pub use launch::{Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, Srun};
+pub use output::WorkerOutput;
 pub use transport::Transport;
 
 use crate::cost::PoolStats;
@@ -278,6 +279,19 @@ impl ProcessPool {
                 timeout,
                 retries,
                 files: shared.files.into_iter().map(|f| f as SendFd).collect(),
+                span: tracing::debug_span!(
+                    target: "procpool::task",
+                    "task",
+                    task.id = id,
+                    task.name = T::NAME,
+                    worker.id = tracing::field::Empty,
+                    worker.pid = tracing::field::Empty,
+                    cost.total_us = tracing::field::Empty,
+                    cost.run_us = tracing::field::Empty,
+                    cost.serde_us = tracing::field::Empty,
+                    bytes.out = payload.len() as u64,
+                    bytes.back = tracing::field::Empty,
+                ),
             },
             payload: Arc::new(payload),
         };

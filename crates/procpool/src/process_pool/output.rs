@@ -1,18 +1,21 @@
-//! Forwarding a worker's (or a launcher's) stdout and stderr to the
-//! parent's stderr, as `[procpool WHO] line`.
+//! Where a spawned worker's stdout and stderr go ([`WorkerOutput`]): the
+//! parent's stderr as `[procpool WHO] line` (the default; launchers' output
+//! too), the parent's own stdout and stderr unchanged, nowhere, or
+//! `tracing` events.
 //!
 //! What a worker prints is untrusted and unbounded: a task may write a
 //! gigabyte without a newline, redraw a progress bar with `\r`, or emit
 //! terminal escape sequences. So the forwarder holds at most one piece of
 //! [`MAX_PIECE`] bytes: a longer line is cut into pieces, each forwarded
-//! on a line of its own and marked ` [cut]` except the last; and every
-//! control character (C0, DEL, C1, but not a tab) and every byte that is
-//! not UTF-8 is shown escaped (`\x1b`, `\r`, `\u{9b}`), so nothing a worker
-//! prints can move the cursor, clear the screen or retitle the terminal.
-//! One thread per process; it owns its buffers and takes only the stderr
-//! lock, once per piece.
+//! on a line (or event) of its own and marked ` [cut]` except the last; and
+//! every control character (C0, DEL, C1, but not a tab) and every byte that
+//! is not UTF-8 is shown escaped (`\x1b`, `\r`, `\u{9b}`), so nothing a
+//! worker prints can move the cursor, clear the screen or retitle the
+//! terminal. One thread per process; it owns its buffers and takes only the
+//! stderr lock, once per piece.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 
 /// Longest piece of a line forwarded at once (bytes as the worker wrote
 /// them; escaping may make the forwarded line up to four times longer).
@@ -20,6 +23,77 @@ pub(crate) const MAX_PIECE: usize = 4096;
 
 /// What a cut piece ends with.
 const CUT: &str = " [cut]";
+
+/// What happens to the output (stdout and stderr) of a worker the pool
+/// spawns; [`ProcessPoolBuilder::worker_output`](crate::ProcessPoolBuilder::worker_output).
+///
+/// ```no_run
+/// use procpool::{ProcessPool, WorkerOutput};
+///
+/// let pool = ProcessPool::builder().worker_output(WorkerOutput::Tracing).build()?;
+/// # Ok::<(), procpool::BuildError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WorkerOutput {
+    /// Each line to the parent's stderr as `[procpool worker N] line` (the
+    /// default), cut and escaped as the module docs say: output of several
+    /// workers stays readable and cannot drive the terminal.
+    #[default]
+    Prefixed,
+    /// The worker writes straight to the parent's stdout and stderr, as
+    /// is (lines of several workers may interleave; escapes pass).
+    Inherit,
+    /// Thrown away (`/dev/null`).
+    Discard,
+    /// Each line (or piece) becomes a `tracing` event: target
+    /// `procpool::worker::output`, level INFO, the escaped line as its
+    /// message, fields `worker.id` and `cut`.
+    Tracing,
+}
+
+/// Sets `cmd`'s stdin (closed), stdout and stderr for `mode`; returns the
+/// read end of the pipe to forward, if any.
+pub(crate) fn wire(cmd: &mut Command, mode: WorkerOutput) -> io::Result<Option<io::PipeReader>> {
+    cmd.stdin(Stdio::null());
+    match mode {
+        WorkerOutput::Inherit => {
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            Ok(None)
+        }
+        WorkerOutput::Discard => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            Ok(None)
+        }
+        WorkerOutput::Prefixed | WorkerOutput::Tracing => {
+            let (out_r, out_w) = io::pipe()?;
+            cmd.stdout(out_w.try_clone()?).stderr(out_w);
+            Ok(Some(out_r))
+        }
+    }
+}
+
+/// Forwards worker `index`'s pipe as `mode` says, on a thread of its own.
+pub(crate) fn forward_worker(r: io::PipeReader, index: usize, mode: WorkerOutput) {
+    let who = format!("worker {index}");
+    if mode != WorkerOutput::Tracing {
+        forward_output(r, who);
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name(format!("procpool-out-{who}"))
+        .spawn(move || {
+            let mut line = String::with_capacity(4 * MAX_PIECE + 64);
+            pieces(r, |piece, cut| {
+                line.clear();
+                escape_into(&mut line, piece);
+                tracing::info!(target: "procpool::worker::output", { worker.id = index, cut }, "{line}");
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(target: "procpool::pool", "cannot forward worker output: {e}");
+    }
+}
 
 /// Forwards a pipe's output to our stderr as `[procpool WHO] piece`, on a
 /// thread of its own.
@@ -36,14 +110,21 @@ pub(crate) fn forward_output(r: io::PipeReader, who: String) {
 /// Copies `r` to `out` in pieces; see the module docs. Returns at the end
 /// of `r` (or a read error); a write error drops that piece.
 fn forward(r: impl io::Read, who: &str, out: &mut impl Write) {
+    let mut line = String::with_capacity(4 * MAX_PIECE + 64);
+    pieces(r, |piece, cut| emit(&mut line, who, piece, cut, out));
+}
+
+/// Calls `each(piece, cut)` for every line of `r`, or every piece of at
+/// most [`MAX_PIECE`] bytes of a longer one (`cut`: more of the line
+/// follows). Returns at the end of `r` (or a read error).
+fn pieces(r: impl io::Read, mut each: impl FnMut(&[u8], bool)) {
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut piece: Vec<u8> = Vec::with_capacity(MAX_PIECE);
-    let mut line = String::with_capacity(4 * MAX_PIECE + 64);
     loop {
         let buf = match r.fill_buf() {
             Ok([]) | Err(_) => {
                 if !piece.is_empty() {
-                    emit(&mut line, who, &piece, false, out);
+                    each(&piece, false);
                 }
                 return;
             }
@@ -54,7 +135,7 @@ fn forward(r: impl io::Read, who: &str, out: &mut impl Write) {
             Some(i) => {
                 piece.extend_from_slice(&buf[..i]);
                 r.consume(i + 1);
-                emit(&mut line, who, &piece, false, out);
+                each(&piece, false);
                 piece.clear();
             }
             None => {
@@ -66,7 +147,7 @@ fn forward(r: impl io::Read, who: &str, out: &mut impl Write) {
                     if ends_here {
                         r.consume(1);
                     }
-                    emit(&mut line, who, &piece, !ends_here, out);
+                    each(&piece, !ends_here);
                     piece.clear();
                 }
             }

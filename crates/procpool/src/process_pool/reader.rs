@@ -297,6 +297,15 @@ impl Reading<'_> {
                             bytes_back: bytes.len() as u64,
                             ..Cost::default()
                         };
+                        if !meta.span.is_disabled() {
+                            let s = &meta.span;
+                            s.record("cost.total_us", micros(meta.submitted.elapsed()));
+                            s.record("cost.run_us", micros(cost.run));
+                            let serde = cost.encode_input + cost.decode_input + cost.encode_output;
+                            s.record("cost.serde_us", micros(serde));
+                            s.record("bytes.back", cost.bytes_back);
+                            tracing::debug!(target: "procpool::task", parent: s, "task done");
+                        }
                         let output = Input {
                             bytes,
                             fds,
@@ -316,6 +325,7 @@ impl Reading<'_> {
                         if let TaskError::Protocol { worker, .. } = &mut err {
                             *worker = idx;
                         }
+                        tracing::debug!(target: "procpool::task", parent: &meta.span, error = %err, "task failed");
                         shared.stats.record(None);
                         meta.future.fail(err);
                     }
@@ -336,4 +346,9 @@ impl Reading<'_> {
         }
         Flow::Go
     }
+}
+
+/// Whole microseconds, as span fields carry them.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

@@ -3,8 +3,8 @@
 //! The worker gets its end of a `socketpair` as descriptor 3 (no name on the
 //! filesystem, nothing to hijack); every other descriptor stays
 //! close-on-exec. It runs in its own process group so a kill reaches the
-//! processes it forked. Its stdout and stderr go through one pipe whose
-//! lines are forwarded to the parent's stderr, prefixed with the worker id.
+//! processes it forked. Its stdout and stderr go where the pool's
+//! `WorkerOutput` says (`output`).
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -114,14 +114,18 @@ pub(crate) fn spawn_process(
             Arrival::Inherited(Stream::Unix(parent_end.into()), reader)
         }
     };
-    let (child, out_r) = start_forwarded(&mut cmd)?;
+    let out_r = super::output::wire(&mut cmd, cfg.worker_output)?;
+    cmd.process_group(0);
+    let child = cmd.spawn()?;
     // Close our copies of the child's ends: the pipe then ends when the
     // worker (and everything it started) is gone.
     drop(cmd);
     drop(child_end);
     drop(ring_end);
     let pid = child.id();
-    super::output::forward_output(out_r, format!("worker {index}"));
+    if let Some(out_r) = out_r {
+        super::output::forward_worker(out_r, index, cfg.worker_output);
+    }
     Ok(Spawned {
         child,
         arrival,

@@ -191,6 +191,15 @@ pub(super) fn execute(
                 } else {
                     send_pending(shared, notes, &mut pending, None, &mut spare);
                 }
+                let span = tracing::debug_span!(
+                    target: "procpool::worker",
+                    "task",
+                    task.id = header.id,
+                    task.name = &*header.name,
+                    worker.id = worker_id,
+                    worker.pid = std::process::id(),
+                );
+                let _in_span = span.enter();
                 let start = Instant::now();
                 let queue_ns = crate::task::nanos_between(arrived, start);
                 let mut out = std::mem::take(&mut spare);
@@ -222,6 +231,14 @@ pub(super) fn execute(
                         worker_type: header.name.to_string(),
                     };
                 }
+                tracing::debug!(
+                    target: "procpool::worker",
+                    { cost.decode_us = ran.decode_ns / 1000,
+                      cost.run_us = ran.run_ns / 1000,
+                      cost.encode_us = ran.encode_ns / 1000,
+                      ok = matches!(outcome, Outcome::Ok { .. }) },
+                    "task done"
+                );
                 let payloads = match outcome {
                     Outcome::Ok { .. } => vec![out],
                     _ => {
