@@ -229,6 +229,70 @@ fn a_map_reports_progress_and_passes_on_its_size_hint() {
     assert_eq!(sum, (0..300).map(mix).fold(0, u64::wrapping_add));
 }
 
+fn stats_keep_waiting_in_a_map_apart_from_the_pools_overhead() {
+    let pool = pool(2);
+    let n = pool
+        .map((0..4_000u64).map(|seed| Mix { seed }))
+        .chunksize(256)
+        .collect::<Result<Vec<u64>, _>>()
+        .unwrap()
+        .len();
+    assert_eq!(n, 4_000);
+    let stats = pool.stats();
+    let mean = stats.mean();
+    // An item of a chunk of 256 waits behind the items before it: on
+    // average far longer than it runs. That is waiting, not overhead, and
+    // the parts add up to the round trip.
+    assert!(
+        mean.queue_wait > mean.run * 10,
+        "waiting {:?} vs run {:?}",
+        mean.queue_wait,
+        mean.run
+    );
+    let parts = mean.run + mean.queue_wait + mean.overhead();
+    let slack = Duration::from_micros(5);
+    assert!(
+        parts <= mean.total + slack && mean.total <= parts + slack,
+        "{parts:?} vs {:?}",
+        mean.total
+    );
+    assert!(stats.p50_overhead <= stats.p50_total, "{stats:?}");
+    let text = stats.to_string();
+    assert!(text.contains("4000 tasks done"), "{text}");
+    assert!(text.contains("waiting for a worker"), "{text}");
+    assert!(text.contains("pool overhead per task: p50"), "{text}");
+    assert!(text.contains("it is not the pool's overhead"), "{text}");
+}
+
+fn overhead_report_measures_a_task_of_this_program() {
+    let pool = pool(1);
+    let r = procpool::overhead::report(&pool, |i| Mix { seed: i as u64 }, 40).unwrap();
+    assert_eq!(r.name, "first_hour::mix");
+    assert_eq!(r.runs, 40);
+    assert!(r.process.total > r.in_process, "{r:?}");
+    assert!(r.process.run > Duration::ZERO, "{r:?}");
+    assert!(r.process.bytes_out > 0 && r.process.bytes_back > 0, "{r:?}");
+    let text = r.to_string();
+    assert!(text.contains("task `first_hour::mix`: 40 runs"), "{text}");
+    assert!(text.contains("serialization"), "{text}");
+    // A task no worker has is an error, not a hang.
+    let err = procpool::overhead::report(&pool, |_| NotServed, 5).unwrap_err();
+    assert!(
+        matches!(err, procpool::TaskError::NoWorkerCanRun { .. }),
+        "{err:?}"
+    );
+}
+
+/// Not registered anywhere: no worker can run it.
+#[derive(Serialize, Deserialize)]
+struct NotServed;
+
+impl Task for NotServed {
+    const NAME: &'static str = "first_hour_not_served";
+    type Output = ();
+    fn run(self, _: &mut WorkerContext) {}
+}
+
 fn main() {
     // In a worker process this serves the tasks and never returns.
     procpool::worker::run_if_worker(registry());
@@ -249,6 +313,14 @@ fn main() {
         (
             "a_map_reports_progress_and_passes_on_its_size_hint",
             a_map_reports_progress_and_passes_on_its_size_hint,
+        ),
+        (
+            "stats_keep_waiting_in_a_map_apart_from_the_pools_overhead",
+            stats_keep_waiting_in_a_map_apart_from_the_pools_overhead,
+        ),
+        (
+            "overhead_report_measures_a_task_of_this_program",
+            overhead_report_measures_a_task_of_this_program,
         ),
         (
             "two_types_with_one_name_are_refused_with_the_right_advice",

@@ -3,6 +3,7 @@
 //! pools start it again with `WorkerCommand::current_exe()`.
 #![forbid(unsafe_code)]
 
+mod html;
 mod overhead;
 mod raw;
 mod report;
@@ -32,6 +33,10 @@ enum Command {
         /// Print one JSON object on stdout instead of the tables.
         #[arg(long)]
         json: bool,
+        /// Also write the report as one self-contained HTML page with
+        /// charts (inline SVG, no script) to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
         /// A shorter run with fewer repetitions.
         #[arg(long)]
         quick: bool,
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
         },
         Command::Overhead {
             json,
+            html,
             quick,
             workers,
             transport,
@@ -140,7 +146,15 @@ fn main() -> ExitCode {
                 srun_nodes: srun,
                 advertise,
             };
-            match overhead::run(&opts, command_line()) {
+            let result = overhead::run(&opts, command_line());
+            if let (Ok(r), Some(path)) = (&result, &html) {
+                if let Err(e) = std::fs::write(path, html::render(r)) {
+                    eprintln!("procpool overhead: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                eprintln!("procpool overhead: wrote {}", path.display());
+            }
+            match result {
                 Ok(r) if json => match serde_json::to_string_pretty(&r) {
                     Ok(s) => {
                         print_out(&s);

@@ -91,8 +91,62 @@ pub struct PoolStats {
     pub p50_total: Duration,
     /// 99th percentile round trip.
     pub p99_total: Duration,
+    /// Median of the pool's own overhead per completed task
+    /// ([`Cost::overhead`]: serialization and IPC, not running and not
+    /// waiting for a worker).
+    pub p50_overhead: Duration,
+    /// 99th percentile of the pool's own overhead per task.
+    pub p99_overhead: Duration,
     /// Workers started after the first ones (replacements and recycling).
     pub respawns: u64,
+}
+
+/// What the pool did and what it cost, with waiting and overhead apart:
+///
+/// ```text
+/// 20000 tasks done, 0 failed, 0 workers replaced
+/// per task (mean): run 151.2µs · pool overhead 23.1µs (serialization 2.0µs, IPC 21.1µs) · waiting for a worker 96.4ms
+/// pool overhead per task: p50 18.0µs, p99 64.0µs
+/// submit to result: p50 100.7ms, p99 180.2ms (includes the waiting)
+/// waiting for a worker = queued behind other tasks (in a map: behind the items of its window and chunk); it is not the pool's overhead
+/// ```
+impl std::fmt::Display for PoolStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.mean();
+        writeln!(
+            f,
+            "{} tasks done, {} failed, {} workers replaced",
+            self.completed, self.failed, self.respawns
+        )?;
+        if self.completed == 0 {
+            return Ok(());
+        }
+        writeln!(
+            f,
+            "per task (mean): run {:.1?} · pool overhead {:.1?} (serialization {:.1?}, IPC {:.1?}) · \
+             waiting for a worker {:.1?}",
+            m.run,
+            m.overhead(),
+            m.serialization(),
+            m.ipc,
+            m.queue_wait
+        )?;
+        writeln!(
+            f,
+            "pool overhead per task: p50 {:.1?}, p99 {:.1?}",
+            self.p50_overhead, self.p99_overhead
+        )?;
+        writeln!(
+            f,
+            "submit to result: p50 {:.1?}, p99 {:.1?} (includes the waiting)",
+            self.p50_total, self.p99_total
+        )?;
+        write!(
+            f,
+            "waiting for a worker = queued behind other tasks (in a map: behind the items of its \
+             window and chunk); it is not the pool's overhead"
+        )
+    }
 }
 
 impl PoolStats {
@@ -149,7 +203,10 @@ struct Acc {
     completed: u64,
     failed: u64,
     sum: Cost,
+    /// Round trips (`Cost::total`).
     hist: Vec<u64>,
+    /// The pool's own overhead per task (`Cost::overhead`).
+    hist_overhead: Vec<u64>,
     respawns: u64,
 }
 
@@ -161,6 +218,7 @@ impl StatsCollector {
                 failed: 0,
                 sum: Cost::default(),
                 hist: vec![0; BUCKETS],
+                hist_overhead: vec![0; BUCKETS],
                 respawns: 0,
             }),
         }
@@ -174,6 +232,8 @@ impl StatsCollector {
                 acc.sum.add(c);
                 let b = bucket_of(c.total.as_nanos().min(u128::from(u64::MAX)) as u64);
                 acc.hist[b.min(BUCKETS - 1)] += 1;
+                let o = c.overhead().as_nanos().min(u128::from(u64::MAX)) as u64;
+                acc.hist_overhead[bucket_of(o).min(BUCKETS - 1)] += 1;
             }
             None => acc.failed += 1,
         }
@@ -188,13 +248,13 @@ impl StatsCollector {
 
     pub(crate) fn snapshot(&self) -> PoolStats {
         let acc = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let quantile = |q: f64| -> Duration {
+        let quantile = |hist: &[u64], q: f64| -> Duration {
             if acc.completed == 0 {
                 return Duration::ZERO;
             }
             let rank = ((acc.completed as f64) * q).ceil().max(1.0) as u64;
             let mut seen = 0;
-            for (b, &n) in acc.hist.iter().enumerate() {
+            for (b, &n) in hist.iter().enumerate() {
                 seen += n;
                 if seen >= rank {
                     return Duration::from_nanos(bucket_floor(b));
@@ -206,8 +266,10 @@ impl StatsCollector {
             completed: acc.completed,
             failed: acc.failed,
             sum: acc.sum,
-            p50_total: quantile(0.5),
-            p99_total: quantile(0.99),
+            p50_total: quantile(&acc.hist, 0.5),
+            p99_total: quantile(&acc.hist, 0.99),
+            p50_overhead: quantile(&acc.hist_overhead, 0.5),
+            p99_overhead: quantile(&acc.hist_overhead, 0.99),
             respawns: acc.respawns,
         }
     }
@@ -271,5 +333,32 @@ mod tests {
             snap.p99_total >= Duration::from_micros(88)
                 && snap.p99_total <= Duration::from_micros(99)
         );
+    }
+
+    #[test]
+    fn stats_keep_waiting_apart_from_the_pools_overhead() {
+        let s = StatsCollector::new();
+        for _ in 0..10 {
+            s.record(Some(
+                &Cost {
+                    encode_input: Duration::from_micros(2),
+                    queue_wait: Duration::from_millis(90),
+                    run: Duration::from_micros(150),
+                    total: Duration::from_micros(90_000 + 150 + 2 + 20),
+                    ..Cost::default()
+                }
+                .with_remainder(),
+            ));
+        }
+        let snap = s.snapshot();
+        // Overhead is serialization + IPC (~22 µs), not the 90 ms of waiting.
+        assert!(snap.p50_overhead >= Duration::from_micros(19), "{snap:?}");
+        assert!(snap.p50_overhead <= Duration::from_micros(22), "{snap:?}");
+        assert!(snap.p50_total >= Duration::from_millis(80), "{snap:?}");
+        let text = snap.to_string();
+        assert!(text.contains("10 tasks done"), "{text}");
+        assert!(text.contains("waiting for a worker 90.0ms"), "{text}");
+        assert!(text.contains("pool overhead 22.0µs"), "{text}");
+        assert!(text.contains("it is not the pool's overhead"), "{text}");
     }
 }

@@ -140,6 +140,7 @@ mod link;
 mod lock;
 pub mod map;
 mod offload;
+pub mod overhead;
 pub mod process_pool;
 mod progress;
 pub mod shared;
