@@ -14,8 +14,18 @@ if grep -qiE '<script|https?://' "$out/report.html"; then
     echo "report.html is not self-contained (script or URL)" >&2
     exit 1
 fi
+page="file://$(realpath "$out/report.html")"
+# What the browser parsed: the three charts, with their bars.
+chromium --headless --no-sandbox --disable-gpu --dump-dom "$page" > "$out/dom.html"
+for id in stacked latency throughput; do
+    grep -q "<svg id=\"$id\"" "$out/dom.html" || { echo "chart $id not in the rendered page" >&2; exit 1; }
+done
+bars=$(grep -o '<rect' "$out/dom.html" | wc -l)
+echo "rendered page: $bars bars"
+test "$bars" -ge 20
+# What it looks like: a screenshot that is not blank.
 rm -f "$out/report.png"
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-    --window-size=1000,1400 --screenshot="$out/report.png" "file://$PWD/$out/report.html"
+    --window-size=1000,2000 --screenshot="$out/report.png" "$page"
 test -s "$out/report.png"
 python3 .ci/png_nonblank.py "$out/report.png"
