@@ -30,6 +30,7 @@ use super::adopt::adopt;
 use super::builder::Config;
 use super::launch::Launcher;
 use super::spawn::StartError;
+use super::stale::{DIR_PREFIX, SECRET_FILE, SOCKET_FILE, clean_stale_dirs};
 use super::state::{Shared, stopped};
 use super::transport::Transport;
 pub use crate::link::env::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
@@ -160,7 +161,7 @@ enum Listening {
 
 /// The listening side. Its 0700 directory (socket, secret file), if it
 /// needs one, is removed when the pool stops, or by the next pool that
-/// starts if this process was killed (see [`clean_stale_dirs`]).
+/// starts if this process was killed (see `stale.rs`).
 pub(crate) struct AttachPoint {
     /// Where and how workers dial in (public via `attach_info`). Set once.
     pub info: AttachInfo,
@@ -297,70 +298,6 @@ impl AttachPoint {
         }
         if let Some(d) = &self.dir {
             let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
-/// How a pool's directory in the temp dir is named: `procpool-PID-TAG`.
-const DIR_PREFIX: &str = "procpool-";
-const SECRET_FILE: &str = "secret";
-const SOCKET_FILE: &str = "pool.sock";
-
-/// Removes what pools whose process is gone (SIGKILLed, say) left in `tmp`:
-/// directories `procpool-PID-TAG` of this user, mode 0700, whose PID no
-/// longer exists, holding nothing but a secret file and a socket. A live
-/// pool's directory (its PID exists, whoever that is) and anything else are
-/// never touched.
-pub(crate) fn clean_stale_dirs(tmp: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    let me = nix::unistd::geteuid().as_raw();
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, tag)| {
-                let tag_ok = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_hexdigit());
-                pid.parse::<i32>().ok().filter(|&p| p > 0 && tag_ok)
-            })
-        else {
-            continue;
-        };
-        // `symlink_metadata`: a link planted under that name is not followed.
-        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
-            continue;
-        };
-        if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o777 != 0o700 {
-            continue;
-        }
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if !gone {
-            continue;
-        }
-        let dir = e.path();
-        let only_ours = std::fs::read_dir(&dir).is_ok_and(|inside| {
-            inside
-                .flatten()
-                .all(|f| matches!(f.file_name().to_str(), Some(SECRET_FILE | SOCKET_FILE)))
-        });
-        if !only_ours {
-            continue;
-        }
-        for f in [SECRET_FILE, SOCKET_FILE] {
-            let _ = std::fs::remove_file(dir.join(f));
-        }
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => tracing::info!(target: "procpool::pool",
-                "removed {} left by pool process {pid}, which is gone", dir.display()),
-            Err(e) => tracing::debug!(target: "procpool::pool",
-                "cannot remove {}: {e}", dir.display()),
         }
     }
 }

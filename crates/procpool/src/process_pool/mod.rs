@@ -14,6 +14,7 @@
 //! | `output` | forwarding a worker's or launcher's output in bounded, escaped pieces |
 //! | `procs` | process control (spawn, signal, wait) behind a trait, for fakes |
 //! | `greet` | the pool's handshake with this pool's settings, the initializer |
+//! | `stale` | removing the directories of pools that were killed |
 //! | [`attach`], `adopt` | dial-in workers: listening, the secret handshake, taking a slot |
 //! | `life` | one process's life and waiter threads |
 //! | `settle` | a dead worker: its tasks; carries out the restart policy |
@@ -81,6 +82,7 @@ mod settle;
 mod shutdown;
 mod spawn;
 mod spawner;
+mod stale;
 mod start;
 mod state;
 mod transport;
