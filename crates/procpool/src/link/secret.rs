@@ -1,8 +1,9 @@
 //! The pool's secret and the tickets that name spawned workers: hex
-//! encoding (the secret travels in `PROCPOOL_TOKEN` as hex), randomness,
-//! and this host's name (a worker's hello carries it). Takes no lock.
+//! encoding (the secret travels in `PROCPOOL_TOKEN` as hex), randomness
+//! (`getrandom`: the kernel's `getrandom(2)`), and this host's name (a
+//! worker's hello carries it). Takes no lock.
 
-use std::io::{self, Read};
+use std::io;
 
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -20,24 +21,29 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// `n` bytes from the kernel's random source.
+/// `n` bytes from the kernel's random source. An error (no randomness to
+/// be had) is passed on, never replaced by something guessable.
 pub(crate) fn random_bytes(n: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0; n];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    getrandom::fill(&mut buf).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
     Ok(buf)
 }
 
-/// A random nonzero ticket.
-pub(crate) fn random_ticket() -> u64 {
-    let b = random_bytes(8).unwrap_or_else(|_| std::process::id().to_le_bytes().repeat(2));
-    u64::from_le_bytes(b.try_into().expect("8 bytes")) | 1
+/// A random nonzero ticket (0 means "no ticket" on the wire).
+pub(crate) fn random_ticket() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+    Ok(u64::from_le_bytes(b) | 1)
 }
 
-/// This host's name (as `hostname` prints it).
+/// This host's name (as `hostname` prints it); only ever shown to people
+/// and used as an address to advertise, so an unreadable name is
+/// `localhost`.
 pub(crate) fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]
@@ -56,7 +62,14 @@ mod tests {
 
     #[test]
     fn tickets_are_nonzero_and_differ() {
-        let (a, b) = (random_ticket(), random_ticket());
+        let (a, b) = (random_ticket().unwrap(), random_ticket().unwrap());
         assert!(a != 0 && b != 0 && a != b);
+        assert!(a & 1 == 1 && b & 1 == 1);
+    }
+
+    #[test]
+    fn host_name_is_the_kernels() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(host_name(), kernel.trim());
     }
 }

@@ -3,6 +3,15 @@
 //! local socket in attach mode) or a TCP connection. Everything above this
 //! module reads and writes a [`Stream`] and does not care which. Takes no
 //! lock.
+//!
+//! `interprocess` does what it is for: naming, binding and listening on
+//! the attach mode's local socket (`ListenerOptions`, `to_fs_name`) and
+//! dialing it. Once connected, the standard `UnixStream` inside is what
+//! this module keeps, because the pool needs what `interprocess`' stream
+//! does not expose: descriptors with `SCM_RIGHTS` (`sendmsg`/`recvmsg`),
+//! the peer's credentials (`SO_PEERCRED`), vectored non-blocking writes and
+//! read timeouts — and the same type as a spawned worker's `socketpair`
+//! end, so both paths share one reader and writer.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};

@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -165,8 +164,10 @@ enum Listening {
 pub(crate) struct AttachPoint {
     /// Where and how workers dial in (public via `attach_info`). Set once.
     pub info: AttachInfo,
-    /// The 0700 directory, if anything goes in it. Set once.
-    dir: Option<PathBuf>,
+    /// The 0700 directory, if anything goes in it: set at open, taken
+    /// (and so removed with whatever is in it) by `close`, or removed when
+    /// the point is dropped, on a panic's unwinding too (leaf lock).
+    dir: Mutex<Option<tempfile::TempDir>>,
     /// The TCP address bound, if listening on TCP. Set once.
     tcp: Option<SocketAddr>,
     /// The listener, until the accept loop takes it (leaf lock).
@@ -187,15 +188,18 @@ impl AttachPoint {
         let secret = random_bytes(SECRET_LEN)?;
         let wants_file = matches!(cfg.launcher, Launcher::Attach | Launcher::External);
         let dir = if wants_file || cfg.transport == Transport::Local {
-            let tag = hex(&random_bytes(6)?);
-            let dir =
-                std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{tag}", std::process::id()));
-            std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+            // `procpool-PID-RANDOM`: the PID lets a later pool tell a dead
+            // pool's directory (see `clean_stale_dirs`).
+            use std::os::unix::fs::PermissionsExt;
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()?;
             Some(dir)
         } else {
             None
         };
-        let secret_file = match &dir {
+        let secret_file = match dir.as_ref().map(tempfile::TempDir::path) {
             Some(dir) if wants_file => {
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;
@@ -214,7 +218,8 @@ impl AttachPoint {
             _ => None,
         };
         let dir_or_err = || {
-            dir.clone()
+            dir.as_ref()
+                .map(|d| d.path().to_path_buf())
                 .ok_or_else(|| io::Error::other("a local socket needs a directory"))
         };
         let (address, socket, tcp, listening) = match cfg.transport {
@@ -248,7 +253,7 @@ impl AttachPoint {
                 secret_file,
                 secret,
             },
-            dir,
+            dir: Mutex::new(dir),
             tcp,
             listening: Mutex::new(Some(listening)),
             awaited: Mutex::new(HashMap::new()),
@@ -296,8 +301,10 @@ impl AttachPoint {
         if let Some(f) = &self.info.secret_file {
             let _ = std::fs::remove_file(f);
         }
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir(d);
+        if let Some(d) = lock(&self.dir).take()
+            && let Err(e) = d.close()
+        {
+            tracing::debug!(target: "procpool::pool", "cannot remove the pool's directory: {e}");
         }
     }
 }

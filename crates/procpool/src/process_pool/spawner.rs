@@ -39,17 +39,23 @@ fn spawn_worker(shared: &Arc<Shared>, idx: usize) {
         st.claim_slot(idx)
     };
     // Over TCP the worker dials back with a ticket that names this slot.
-    let ticket = random_ticket();
-    let dial = shared.attach.as_ref().map(|a| spawn::DialBack {
-        address: a.local_address(),
-        secret_hex: a.info.launch_key_hex(ticket),
-        ticket,
-        rx: a.expect(ticket),
-    });
-    match shared.procs.spawn(&shared.cfg, idx, dial) {
+    // No randomness for it: the spawn fails (loudly), nothing guessable.
+    let (spawned, ticket) = match random_ticket() {
+        Ok(ticket) => {
+            let dial = shared.attach.as_ref().map(|a| spawn::DialBack {
+                address: a.local_address(),
+                secret_hex: a.info.launch_key_hex(ticket),
+                ticket,
+                rx: a.expect(ticket),
+            });
+            (shared.procs.spawn(&shared.cfg, idx, dial), Some(ticket))
+        }
+        Err(e) => (Err(e), None),
+    };
+    match spawned {
         Ok(spawned) => start_threads(shared, idx, generation, spawned),
         Err(e) => {
-            if let Some(a) = &shared.attach {
+            if let (Some(a), Some(ticket)) = (&shared.attach, ticket) {
                 a.forget(ticket);
             }
             tracing::warn!(
@@ -80,7 +86,23 @@ fn run_launcher(shared: &Arc<Shared>, workers: usize, first: bool) {
     if matches!(lock(&shared.state).phase, Phase::Stopping | Phase::Stopped) {
         return;
     }
-    let ticket = random_ticket();
+    let ticket = match random_ticket() {
+        Ok(t) => t,
+        Err(e) => {
+            // Fail like a launcher that could not run: recorded under ticket
+            // 0, which no worker can name (real tickets are odd), and
+            // settled at once.
+            lock(&shared.state).launches.insert(
+                0,
+                LaunchRecord {
+                    expected: workers,
+                    joined: 0,
+                },
+            );
+            launcher_gone(shared, 0, format!("cannot launch workers: {e}"));
+            return;
+        }
+    };
     let mut argv: Vec<std::ffi::OsString> = vec![shared.cfg.program.clone().into()];
     argv.extend(shared.cfg.command.args().iter().cloned());
     argv.extend(["--connect".into(), point.info.address().into()]);

@@ -27,7 +27,7 @@ pub(crate) fn clean_stale_dirs(tmp: &Path) {
             .and_then(|n| n.strip_prefix(DIR_PREFIX))
             .and_then(|rest| rest.split_once('-'))
             .and_then(|(pid, tag)| {
-                let tag_ok = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_hexdigit());
+                let tag_ok = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphanumeric());
                 pid.parse::<i32>().ok().filter(|&p| p > 0 && tag_ok)
             })
         else {
