@@ -1,6 +1,7 @@
-//! `procpool`: the overhead report (`procpool overhead`) and demos of the
-//! built-in tasks (`procpool run TASK ...`). The binary is its own worker:
-//! pools start it again with `WorkerCommand::current_exe()`.
+//! `procpool`: the overhead report (`procpool overhead`), demos of the
+//! built-in tasks (`procpool run TASK ...`) and the chaos soak (`procpool
+//! soak`). The binary is its own worker: pools start it again with
+//! `WorkerCommand::current_exe()`.
 #![forbid(unsafe_code)]
 
 mod html;
@@ -72,9 +73,43 @@ enum Command {
         #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Chaos soak: random tasks, crashes, cancels, maps and pool shutdowns
+    /// from several threads; then checks that every input got exactly one
+    /// allowed outcome and nothing leaked. Exit status 1 on any violation.
+    Soak {
+        /// How long, in minutes.
+        #[arg(long, value_name = "N", conflicts_with = "seconds")]
+        minutes: Option<u64>,
+        /// How long, in seconds (default: 60 s).
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+        /// Replay the choices of an earlier run (printed at the start).
+        #[arg(long, value_parser = parse_seed)]
+        seed: Option<u64>,
+        /// Submitting threads (one drives a thread pool).
+        #[arg(long, default_value_t = 4, value_name = "N", value_parser = at_least_one)]
+        threads: usize,
+        /// Workers per pool.
+        #[arg(long, default_value_t = 2, value_name = "N", value_parser = at_least_one)]
+        workers: usize,
+        /// Largest allowed growth of resident memory after the warm-up.
+        #[arg(long, default_value_t = 64, value_name = "MIB")]
+        max_rss_growth: u64,
+        /// Plant a fault (leak-fd, lose-outcome) to see the verdict fail.
+        #[arg(long, hide = true)]
+        inject: Option<procpool_cli::soak::Fault>,
+    },
     /// The child side of the raw socket baseline.
     #[command(name = "__echo-peer", hide = true)]
     EchoPeer { socket: PathBuf },
+}
+
+fn parse_seed(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("`{s}` is not a seed (a number, or hex with 0x)"))
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -103,8 +138,13 @@ fn command_line() -> String {
 }
 
 fn init_logging() {
+    init_logging_at("warn");
+}
+
+/// Logging to stderr at `level` unless `RUST_LOG` says otherwise.
+fn init_logging_at(level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -119,7 +159,9 @@ fn print_out(text: &str) {
 }
 
 fn main() -> ExitCode {
-    procpool::worker::run_if_worker(procpool_tasks::registry());
+    procpool::worker::run_if_worker(
+        procpool_tasks::registry().merge(procpool_cli::soak::registry()),
+    );
     let cli = Cli::parse();
     match cli.command {
         Command::EchoPeer { socket } => match raw::serve_peer(&socket) {
@@ -176,6 +218,42 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Soak {
+            minutes,
+            seconds,
+            seed,
+            threads,
+            workers,
+            max_rss_growth,
+            inject,
+        } => {
+            init_logging_at("error");
+            let secs = minutes.map_or(seconds.unwrap_or(60), |m| m * 60);
+            let mut opts = procpool_cli::soak::Options::new(
+                Duration::from_secs(secs),
+                procpool::WorkerCommand::current_exe(),
+            );
+            if let Some(s) = seed {
+                opts.seed = s;
+            }
+            opts.threads = threads;
+            opts.workers = workers;
+            opts.rss_growth_limit = max_rss_growth << 20;
+            opts.inject = inject;
+            opts.progress = Some(Duration::from_secs(10));
+            eprintln!(
+                "soak: {secs} s, {threads} threads, pools of {workers}, seed {:#x} (replay: --seed {:#x})",
+                opts.seed, opts.seed
+            );
+            let report = procpool_cli::soak::run(&opts);
+            print_out(&format!("{report}\n"));
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                // A hung thread must not keep the process alive.
+                std::process::exit(1)
+            }
+        }
         Command::Run {
             workers,
             timeout,
@@ -226,6 +304,27 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["procpool", "overhead", "--workers", "0"]).is_err());
+    }
+
+    #[test]
+    fn soak_takes_minutes_or_seconds_and_a_seed() {
+        let cli =
+            Cli::try_parse_from(["procpool", "soak", "--minutes", "2", "--seed", "0x2a"]).unwrap();
+        match cli.command {
+            Command::Soak {
+                minutes,
+                seconds,
+                seed,
+                ..
+            } => {
+                assert_eq!((minutes, seconds, seed), (Some(2), None, Some(42)));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["procpool", "soak", "--minutes", "1", "--seconds", "5"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["procpool", "soak", "--seed", "x"]).is_err());
     }
 
     #[test]
