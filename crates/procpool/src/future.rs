@@ -23,11 +23,7 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-
-// A panic never happens while a slot is locked (callbacks run outside),
-// but a poisoned lock must not turn into a second panic.
-use crate::lock::lock;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -35,6 +31,9 @@ use procpool_wire::codec;
 use serde::de::DeserializeOwned;
 
 use crate::cost::{Cost, StatsCollector};
+// A panic never happens while a slot is locked (callbacks run outside),
+// but a poisoned lock must not turn into a second panic.
+use crate::sync::{Condvar, Mutex, MutexGuard, lock};
 use crate::error::{Side, TaskError, WaitError};
 
 /// Where a task is in its life.

@@ -144,6 +144,7 @@ pub mod overhead;
 pub mod process_pool;
 mod progress;
 pub mod shared;
+mod sync;
 pub mod task;
 pub mod thread_pool;
 mod timer;
@@ -152,6 +153,9 @@ pub mod worker;
 
 #[allow(unsafe_code)]
 mod sys;
+
+#[cfg(all(test, procpool_loom))]
+mod models;
 
 pub use cost::{Cost, PoolStats};
 pub use error::{BuildError, Exit, Side, SubmitError, TaskError, WaitError};
