@@ -21,11 +21,28 @@
 //! `RUSTFLAGS="--cfg procpool_loom" CARGO_TARGET_DIR=target/loom cargo test -p procpool --lib --release models`.
 
 #[cfg(not(procpool_loom))]
+pub(crate) use std::sync::atomic::fence;
+#[cfg(not(procpool_loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// The one lock helper (`lock.rs`), for this module's `Mutex`.
 #[cfg(not(procpool_loom))]
 pub(crate) use crate::lock::lock;
+
+/// A short pause in a wait loop (the ring's writer waiting for room): a
+/// 20 µs sleep; under loom a yield, which loom needs to see a spin loop.
+#[cfg(not(procpool_loom))]
+pub(crate) fn backoff() {
+    std::thread::sleep(std::time::Duration::from_micros(20));
+}
+
+#[cfg(procpool_loom)]
+pub(crate) use loom::sync::atomic::fence;
+
+#[cfg(procpool_loom)]
+pub(crate) fn backoff() {
+    loom::thread::yield_now();
+}
 
 #[cfg(procpool_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};

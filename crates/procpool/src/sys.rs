@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::ptr::NonNull;
+#[cfg(not(procpool_loom))]
 use std::sync::atomic::AtomicU64;
 
 use crate::link::env::{RING_FD, WORKER_FD};
@@ -107,9 +108,10 @@ pub(crate) fn tcp_unsent(sock: &impl AsRawFd) -> io::Result<usize> {
 }
 
 /// A `MAP_SHARED` mapping of a memory file, seen by the parent and one
-/// worker. Its bytes are plain data the other side may change at any time:
+/// worker (under `cfg(procpool_loom)`, the heap stand-in below). Its bytes are plain data the other side may change at any time:
 /// every read is a copy into our own memory, checked by the caller, and the
 /// only shared words the two sides synchronise on are [`AtomicU64`]s.
+#[cfg(not(procpool_loom))]
 pub(crate) struct SharedMap {
     ptr: NonNull<u8>,
     len: usize,
@@ -118,10 +120,13 @@ pub(crate) struct SharedMap {
 // SAFETY: the mapping is plain memory with no thread affinity; all access
 // goes through `atomic` (atomics) or `read`/`write` (byte copies of
 // untrusted data), which are sound from any thread.
+#[cfg(not(procpool_loom))]
 unsafe impl Send for SharedMap {}
 // SAFETY: as above; `&SharedMap` hands out only atomics and copies.
+#[cfg(not(procpool_loom))]
 unsafe impl Sync for SharedMap {}
 
+#[cfg(not(procpool_loom))]
 impl SharedMap {
     /// A new zeroed memory file of `len` bytes (close-on-exec, at a
     /// descriptor number >= `HIGH_FD`), mapped here. Its size is sealed
@@ -235,6 +240,7 @@ impl SharedMap {
     }
 }
 
+#[cfg(not(procpool_loom))]
 impl Drop for SharedMap {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the range `map` created; no reference into
@@ -569,4 +575,97 @@ pub(crate) fn zeroize(bytes: &mut [u8]) {
         unsafe { std::ptr::write_volatile(b, 0) };
     }
     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+#[cfg(procpool_loom)]
+pub(crate) use loom_map::SharedMap;
+
+/// The model checker's [`SharedMap`] (`cfg(procpool_loom)`; see `sync.rs`):
+/// the same interface over heap memory loom can see. The first
+/// [`loom_map::HEADER`] bytes are shared words, one loom `AtomicU64` at the
+/// start of each 64-byte line (where the ring keeps its words); the rest
+/// are data bytes, one loom cell each, so loom reports a read of bytes the
+/// other side has not published (no happens-before) as a data race.
+/// `create` hands out a real descriptor (of `/dev/null`) as the key by
+/// which `open` finds the same memory, as a memfd would be.
+#[cfg(procpool_loom)]
+mod loom_map {
+    use std::io;
+    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+    use std::sync::{Arc, Mutex};
+
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::AtomicU64;
+
+    /// Bytes of shared words before the data.
+    pub(crate) const HEADER: usize = 4096;
+    const LINE: usize = 64;
+
+    struct Memory {
+        words: Vec<AtomicU64>,
+        data: Vec<UnsafeCell<u8>>,
+        len: usize,
+    }
+
+    // SAFETY: `words` are atomics; each data byte is reached only through
+    // loom's cell accessors, which check (and report) unsynchronised
+    // access instead of allowing it.
+    unsafe impl Send for Memory {}
+    // SAFETY: as above.
+    unsafe impl Sync for Memory {}
+
+    /// Maps made by `create` and not yet `open`ed, by descriptor.
+    static MADE: Mutex<Vec<(RawFd, Arc<Memory>)>> = Mutex::new(Vec::new());
+
+    pub(crate) struct SharedMap(Arc<Memory>);
+
+    impl SharedMap {
+        pub(crate) fn create(len: usize) -> io::Result<(SharedMap, OwnedFd)> {
+            assert!(len > HEADER, "a shared map has a header and data");
+            let mem = Arc::new(Memory {
+                words: (0..HEADER / LINE).map(|_| AtomicU64::new(0)).collect(),
+                data: (HEADER..len).map(|_| UnsafeCell::new(0)).collect(),
+                len,
+            });
+            let fd = OwnedFd::from(std::fs::File::open("/dev/null")?);
+            let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+            made.push((fd.as_raw_fd(), mem.clone()));
+            Ok((SharedMap(mem), fd))
+        }
+
+        pub(crate) fn open(fd: OwnedFd, expected_len: usize) -> io::Result<SharedMap> {
+            let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+            let at = made
+                .iter()
+                .position(|(raw, _)| *raw == fd.as_raw_fd())
+                .ok_or_else(|| io::Error::other("not a map made by create"))?;
+            let (_, mem) = made.swap_remove(at);
+            if mem.len != expected_len {
+                return Err(io::Error::other("wrong length"));
+            }
+            Ok(SharedMap(mem))
+        }
+
+        pub(crate) fn atomic(&self, offset: usize) -> &AtomicU64 {
+            assert!(
+                offset.is_multiple_of(LINE) && offset < HEADER,
+                "atomic at {offset}"
+            );
+            &self.0.words[offset / LINE]
+        }
+
+        pub(crate) fn write(&self, offset: usize, data: &[u8]) {
+            for (i, b) in data.iter().enumerate() {
+                // SAFETY: loom checks that no other access to this byte is
+                // concurrent with this one (and fails the model if it is).
+                self.0.data[offset + i - HEADER].with_mut(|p| unsafe { *p = *b });
+            }
+        }
+
+        pub(crate) fn read(&self, offset: usize, out: &mut [u8]) {
+            for (i, b) in out.iter_mut().enumerate() {
+                // SAFETY: as in `write`.
+                *b = self.0.data[offset + i - HEADER].with(|p| unsafe { *p });
+            }
+        }
+    }
 }

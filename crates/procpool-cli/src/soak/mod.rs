@@ -372,7 +372,7 @@ pub fn run(opts: &Options) -> Report {
             seed: opts.seed,
             ran,
             rebuilds: sh.rebuilds.load(Ordering::Relaxed),
-            tally: ledger.tally(),
+            tally: ledger.tally_after(false),
             hangs,
             leaks: Vec::new(),
             rss_warm: rss_warm.unwrap_or(0),

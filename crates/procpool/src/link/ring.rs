@@ -18,8 +18,13 @@
 //! **Waking the parent.** Before blocking on its socket, the reader sets
 //! `parked` and looks at `tail` once more; after publishing, the worker
 //! looks at `parked` and, if it was set, clears it and writes a tiny `Wake`
-//! frame on the socket. Both sides use sequentially consistent operations,
-//! so at least one sees the other (a spare wake-up is harmless).
+//! frame on the socket. Each side puts a sequentially consistent fence
+//! between its store and its load (Dekker's handshake), so at least one
+//! sees the other: the reader does not block while a note is published,
+//! or the worker wakes it (a spare wake-up is harmless). Fences rather
+//! than `SeqCst` loads and stores: they promise the same here, and the
+//! model checker (loom, `models.rs`) can check fences but treats `SeqCst`
+//! accesses as acquire/release, under which this handshake looks broken.
 //!
 //! **Order.** Notes too large for the ring (over a quarter of it) go on the
 //! socket; a *marker* record takes their place in the ring, and the reader
@@ -34,15 +39,18 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
-use std::time::Duration;
-
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use procpool_wire::frame::Outgoing;
 
+use crate::sync::fence;
 use crate::sys::SharedMap;
 
-/// Bytes of record space.
+/// Bytes of record space (a few records' worth under the model checker,
+/// so that its models reach the wrap-around and a full ring).
+#[cfg(not(procpool_loom))]
 pub(crate) const CAPACITY: usize = 256 * 1024;
+#[cfg(procpool_loom)]
+pub(crate) const CAPACITY: usize = 32;
 /// Notes larger than this go on the socket behind a marker.
 const LARGEST: usize = CAPACITY / 4;
 /// Byte offsets of the shared words (each on its own cache line) and of
@@ -155,8 +163,9 @@ impl Reader {
     /// Call before blocking on the socket: `true` if the ring is still
     /// empty, and the worker will wake us when it publishes.
     pub(crate) fn park(&self) -> bool {
-        self.map.atomic(PARKED).store(1, SeqCst);
-        if self.map.atomic(TAIL).load(SeqCst) != self.head {
+        self.map.atomic(PARKED).store(1, Relaxed);
+        fence(SeqCst);
+        if self.map.atomic(TAIL).load(Acquire) != self.head {
             self.unpark();
             return false;
         }
@@ -230,7 +239,7 @@ impl Writer {
             if self.map.atomic(PARKED).swap(0, SeqCst) == 1 {
                 wake();
             }
-            std::thread::sleep(Duration::from_micros(20));
+            crate::sync::backoff();
         }
     }
 
@@ -244,14 +253,16 @@ impl Writer {
 
     /// Makes what was put visible; `true` if the parent was parked.
     fn publish(&mut self) -> bool {
-        self.map.atomic(TAIL).store(self.tail, SeqCst);
-        self.map.atomic(PARKED).load(SeqCst) == 1 && self.map.atomic(PARKED).swap(0, SeqCst) == 1
+        self.map.atomic(TAIL).store(self.tail, Release);
+        fence(SeqCst);
+        self.map.atomic(PARKED).load(Relaxed) == 1 && self.map.atomic(PARKED).swap(0, SeqCst) == 1
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn frame(body: &[u8]) -> Outgoing {
         Outgoing::new(body.to_vec(), Vec::<Vec<u8>>::new()).unwrap()
