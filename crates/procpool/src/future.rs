@@ -31,10 +31,10 @@ use procpool_wire::codec;
 use serde::de::DeserializeOwned;
 
 use crate::cost::{Cost, StatsCollector};
+use crate::error::{Side, TaskError, WaitError};
 // A panic never happens while a slot is locked (callbacks run outside),
 // but a poisoned lock must not turn into a second panic.
 use crate::sync::{Condvar, Mutex, MutexGuard, lock};
-use crate::error::{Side, TaskError, WaitError};
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -66,10 +66,15 @@ mod future {
             let finished = finisher.join().unwrap();
             let cancelled = canceller.join().unwrap();
             let waiter_saw_cancelled = waiter.join().unwrap();
-            assert!(finished != cancelled, "finish {finished}, cancel {cancelled}");
+            assert!(
+                finished != cancelled,
+                "finish {finished}, cancel {cancelled}"
+            );
             assert_eq!(waiter_saw_cancelled, cancelled);
             assert_eq!(calls.load(SeqCst), 1, "the callback runs exactly once");
-            let f = Arc::try_unwrap(f).ok().expect("all threads joined");
+            let Ok(f) = Arc::try_unwrap(f) else {
+                panic!("every thread was joined")
+            };
             match f.result() {
                 Ok(v) => assert!(finished && v == 7),
                 Err(e) => assert!(cancelled && e.is_cancelled(), "{e:?}"),
@@ -167,7 +172,10 @@ mod future {
             });
             let cancelled = f.cancel();
             let started = starter.join().unwrap();
-            assert!(cancelled != started, "cancel {cancelled}, started {started}");
+            assert!(
+                cancelled != started,
+                "cancel {cancelled}, started {started}"
+            );
             assert_eq!(f.result().is_ok(), started);
         });
     }
@@ -307,5 +315,3 @@ mod ring {
         loom::model(|| run_polling((0..5u8).map(|i| vec![i; 4]).collect()));
     }
 }
-
-

@@ -37,10 +37,10 @@
 //! cap and against what was published; a worker that breaks the format is a
 //! protocol error, like a garbage frame.
 
+use procpool_wire::frame::Outgoing;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use procpool_wire::frame::Outgoing;
 
 use crate::sync::fence;
 use crate::sys::SharedMap;
