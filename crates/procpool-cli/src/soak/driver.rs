@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use procpool::{
-    Executor, ProcessPool, ReturnWhen, Shutdown, SubmitError, TaskError, TaskFuture, ThreadPool,
+    ProcessPool, ReturnWhen, Shutdown, SubmitError, TaskError, TaskFuture, ThreadPool,
     WorkerCommand, as_completed, wait,
 };
 
