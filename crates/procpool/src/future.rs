@@ -34,7 +34,8 @@ use crate::cost::{Cost, StatsCollector};
 use crate::error::{Side, TaskError, WaitError};
 // A panic never happens while a slot is locked (callbacks run outside),
 // but a poisoned lock must not turn into a second panic.
-use crate::sync::{Condvar, Mutex, MutexGuard, lock};
+use crate::lock::lock;
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

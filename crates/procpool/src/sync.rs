@@ -25,10 +25,6 @@ pub(crate) use std::sync::atomic::fence;
 #[cfg(not(procpool_loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
-/// The one lock helper (`lock.rs`), for this module's `Mutex`.
-#[cfg(not(procpool_loom))]
-pub(crate) use crate::lock::lock;
-
 /// A short pause in a wait loop (the ring's writer waiting for room): a
 /// 20 µs sleep; under loom a yield, which loom needs to see a spin loop.
 #[cfg(not(procpool_loom))]
@@ -49,12 +45,6 @@ pub(crate) use loom::sync::{Mutex, MutexGuard};
 
 #[cfg(procpool_loom)]
 pub(crate) use self::loom_condvar::Condvar;
-
-/// `lock.rs`'s helper for loom's `Mutex`: poison ignored.
-#[cfg(procpool_loom)]
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 #[cfg(procpool_loom)]
 mod loom_condvar {
