@@ -25,7 +25,6 @@ mod future {
         (core.clone(), TaskFuture::from_core(core))
     }
 
-
     /// The task finishes while another thread cancels it and a third waits:
     /// exactly one of finish and cancel wins, the waiter is released (loom
     /// fails a model whose thread blocks forever), the callback runs once,
@@ -114,8 +113,6 @@ mod future {
             assert!(f.cancel() && f.is_cancelled());
         });
     }
-
-
 }
 
 mod ring {
