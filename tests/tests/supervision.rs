@@ -287,3 +287,46 @@ fn spawned_workers_share_a_reply_ring_unless_it_is_off() {
         assert!(!maps_the_ring(pool.worker_pids()[0]));
     });
 }
+
+/// A task with its own timeout that hangs while the pool shuts down
+/// gracefully (`CancelPending`, `Wait`) or retires its worker: its timeout
+/// still holds, so the task ends `TimedOut` and shutdown returns (it used
+/// to wait forever: a slot asked to stop was skipped by the timeout
+/// clock). Found by `procpool soak`. In its own process: a hang here would
+/// leave a stuck shutdown and a worker behind.
+#[test]
+fn a_graceful_shutdown_still_enforces_a_running_tasks_timeout() {
+    if !procpool_e2e::in_own_process(concat!(
+        module_path!(),
+        "::a_graceful_shutdown_still_enforces_a_running_tasks_timeout"
+    )) {
+        return;
+    }
+    watchdog(Duration::from_secs(20), || {
+        for how in [procpool::Shutdown::CancelPending, procpool::Shutdown::Wait] {
+            let pool = procpool_e2e::builder()
+                .worker(worker())
+                .workers(1)
+                .build()
+                .unwrap();
+            let limit = Duration::from_millis(300);
+            let f = pool
+                .submit_with_timeout(procpool_tasks::drill::Hang, Some(limit))
+                .unwrap();
+            wait_running(&f);
+            let pids = pool.worker_pids();
+            let t = std::time::Instant::now();
+            pool.shutdown(how);
+            let took = t.elapsed();
+            assert!(
+                matches!(f.result(), Err(TaskError::TimedOut { after }) if after == limit),
+                "{how:?}"
+            );
+            assert!(took < Duration::from_secs(5), "{how:?} took {took:?}");
+            assert!(wait_gone(&pids, Duration::from_secs(5)).is_empty());
+            println!(
+                "FIGURE graceful_shutdown_timeout: {how:?} returned {took:.2?} after it began (limit {limit:?})"
+            );
+        }
+    });
+}

@@ -68,7 +68,7 @@ pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
                 let Some(deadline) = since.checked_add(limit) else {
                     continue; // no limit (Duration::MAX)
                 };
-                if now >= deadline && slot.kill.is_none() {
+                if now >= deadline && still_timed(slot.kill.as_ref()) {
                     slot.kill = Some(KillReason::TimedOut { id, after: limit });
                     slot.kill_at = Some(now + grace);
                     next = Some(next.map_or(now + grace, |n| n.min(now + grace)));
@@ -99,4 +99,13 @@ pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
             shared.signal(&t, Signal::SIGKILL);
         }
     }
+}
+
+/// Whether a slot's running task is still held to its timeout, given why
+/// the slot is being stopped: yes if it is not, or only asked to stop
+/// after its task (a graceful shutdown, retiring); a task that hangs then
+/// would otherwise hold the shutdown forever. No if it is already being
+/// killed for another reason.
+fn still_timed(kill: Option<&KillReason>) -> bool {
+    matches!(kill, None | Some(KillReason::Shutdown | KillReason::Retire))
 }
