@@ -184,3 +184,18 @@ fn two_task_types_sharing_a_name_say_so_at_submit() {
         procpool_e2e::still_works(&pool);
     });
 }
+
+#[test]
+fn worker_output_inherited_or_discarded() {
+    let (stdout, stderr, code, _) = mistakes("inherit", vec![]);
+    assert_eq!((code, stdout.trim()), (0, "OK inherit"), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("output-check-inherit"))
+        .unwrap_or_else(|| panic!("the worker's line is missing: {stderr}"));
+    assert_eq!(line, "output-check-inherit", "passed as is, no prefix");
+
+    let (stdout, stderr, code, _) = mistakes("discard", vec![]);
+    assert_eq!((code, stdout.trim()), (0, "OK discard"), "{stderr}");
+    assert!(!stderr.contains("output-check-discard"), "{stderr}");
+}

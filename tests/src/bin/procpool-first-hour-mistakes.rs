@@ -6,8 +6,10 @@
 //!   `run_if_worker`. A safety net keeps the old behaviour (each worker
 //!   building its own pool, without end) from running away: a process two
 //!   levels down writes a mark file into `$MISTAKES_MARKS` and exits.
-//! * `bundled` — own tasks on the default bundled worker
-//!   (`PROCPOOL_WORKER` says where it is).
+//! * `bundled` — own tasks on the bundled worker (`PROCPOOL_WORKER` says
+//!   where it is).
+//! * `inherit`, `discard` — not mistakes: a worker's output passed as is,
+//!   or thrown away (`WorkerOutput`).
 #![forbid(unsafe_code)]
 
 use std::time::Instant;
@@ -20,8 +22,18 @@ fn checksum(bytes: Vec<u8>) -> u64 {
     bytes.iter().map(|&b| u64::from(b)).sum()
 }
 
+/// Prints a line on stderr (in the worker).
+#[procpool::task]
+fn say(words: String) {
+    eprintln!("{words}");
+}
+
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
+    // Every mode but `forgot` is its own worker (a worker gets no mode).
+    if mode != "forgot" {
+        procpool::worker::run_if_worker(procpool::Registry::collected());
+    }
     let depth: u32 = std::env::var("MISTAKES_DEPTH")
         .ok()
         .and_then(|d| d.parse().ok())
@@ -56,7 +68,6 @@ fn main() {
             }
         }
         "bundled" => {
-            procpool::worker::run_if_worker(procpool::Registry::collected());
             let pool = ProcessPool::builder()
                 .worker(WorkerCommand::bundled())
                 .workers(1)
@@ -68,8 +79,29 @@ fn main() {
                 Err(e) => println!("SUBMIT ERROR after {} ms: {e}", t0.elapsed().as_millis()),
             }
         }
+        "inherit" | "discard" => {
+            // Not a mistake: where the workers' output goes.
+            let output = if mode == "inherit" {
+                procpool::WorkerOutput::Inherit
+            } else {
+                procpool::WorkerOutput::Discard
+            };
+            let pool = ProcessPool::builder()
+                .worker_output(output)
+                .workers(1)
+                .build()
+                .expect("a pool of this program starts");
+            pool.submit(Say {
+                words: format!("output-check-{mode}"),
+            })
+            .expect("submitted")
+            .result()
+            .expect("said");
+            drop(pool);
+            println!("OK {mode}");
+        }
         other => {
-            eprintln!("unknown mode `{other}`: forgot | bundled");
+            eprintln!("unknown mode `{other}`: forgot | bundled | inherit | discard");
             std::process::exit(2);
         }
     }
