@@ -175,10 +175,22 @@ impl<T: Send + 'static> Core<T> {
     /// Moves to `Done` with `outcome`; runs wakers, watchers and callbacks
     /// outside the lock. `false` if already done.
     pub(crate) fn finish(&self, outcome: Result<T, TaskError>, cost: Option<Cost>) -> bool {
+        self.finish_from(outcome, cost, false)
+    }
+
+    /// [`finish`](Self::finish); with `pending_only`, only a future that
+    /// has not started (checked under the same lock that ends it, so a
+    /// worker's `mark_running` cannot slip in between).
+    fn finish_from(
+        &self,
+        outcome: Result<T, TaskError>,
+        cost: Option<Cost>,
+        pending_only: bool,
+    ) -> bool {
         let cancelled = matches!(outcome, Err(TaskError::Cancelled));
         let (callbacks, waker, watchers, waiters) = {
             let mut s = lock(&self.slot);
-            if s.state == State::Done {
+            if s.state == State::Done || (pending_only && s.state == State::Running) {
                 return false;
             }
             s.state = State::Done;
@@ -295,9 +307,10 @@ impl<T: Send + 'static> Resolve for Core<T> {
                 State::Pending => {}
             }
         }
-        // Another thread may finish it between the check and here; `finish`
-        // then returns false and the state tells which won.
-        self.finish(Err(TaskError::Cancelled), None) || lock(&self.slot).cancelled
+        // Another thread may finish or start it between the check and
+        // here; `finish_from` then does nothing and the state tells which
+        // won (a task that started is not cancelled: SEMANTICS.md 2).
+        self.finish_from(Err(TaskError::Cancelled), None, true) || lock(&self.slot).cancelled
     }
 }
 

@@ -18,7 +18,7 @@ mod future {
     use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use loom::thread;
 
-    use crate::future::{Core, TaskFuture};
+    use crate::future::{Core, Resolve, TaskFuture};
 
     fn pending() -> (Arc<Core<u32>>, TaskFuture<u32>) {
         let core = Core::<u32>::new(1, "model", None);
@@ -111,6 +111,30 @@ mod future {
                 .collect();
             assert_eq!(all, [true, true, true]);
             assert!(f.cancel() && f.is_cancelled());
+        });
+    }
+
+    /// SEMANTICS.md 2: `cancel()` returning `true` means the task never
+    /// runs: the worker's `mark_running` then fails, and the other way
+    /// round a started task cannot be cancelled.
+    #[test]
+    fn cancel_true_means_the_task_never_starts() {
+        loom::model(|| {
+            let (core, f) = pending();
+            let starter = thread::spawn(move || {
+                let started = core.mark_running();
+                if started {
+                    core.finish(Ok(3), None);
+                }
+                started
+            });
+            let cancelled = f.cancel();
+            let started = starter.join().unwrap();
+            assert!(
+                cancelled != started,
+                "cancel {cancelled}, started {started}"
+            );
+            assert_eq!(f.result().is_ok(), started);
         });
     }
 }
