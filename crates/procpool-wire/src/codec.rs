@@ -135,37 +135,93 @@ fn decode_error_text(e: bincode::error::DecodeError) -> String {
 /// one byte per byte of a string or byte string.
 pub const CLAIM_FACTOR: usize = 16;
 
+/// Most bytes a message header may claim while it is decoded, whatever the
+/// size of the frame it opens: a header is small (names, ids, lengths, an
+/// error message), and the payloads after it are never decoded with it.
+pub const HEADER_DECODE_LIMIT: usize = 64 << 20;
+
+/// The smallest claim limit [`decode_prefix`] uses (small inputs).
+pub const MIN_CLAIM_LIMIT: usize = 1 << 16;
+
+/// The largest claim limit [`decode_prefix`] uses: [`CLAIM_FACTOR`] times
+/// the largest frame a u32 length prefix can announce. Larger inputs are
+/// refused with [`CodecError::Decode`].
+pub const MAX_CLAIM_LIMIT: usize = 1 << 36;
+
+/// The claim limit [`decode_prefix`] sets for an input of `len` bytes: the
+/// smallest power of two (at least [`MIN_CLAIM_LIMIT`]) not below
+/// `CLAIM_FACTOR * len`, so never more than `2 * CLAIM_FACTOR * len` for an
+/// input above 2 KiB, and never unlimited. `None` above
+/// [`MAX_CLAIM_LIMIT`].
+pub fn claim_limit(len: usize) -> Option<usize> {
+    let claim = len.checked_mul(CLAIM_FACTOR)?.max(MIN_CLAIM_LIMIT);
+    let limit = claim.checked_next_power_of_two()?;
+    (limit <= MAX_CLAIM_LIMIT).then_some(limit)
+}
+
 /// Decodes a `T` from the start of `bytes` and returns it with the number of
 /// bytes it used.
 ///
 /// bincode allocates a string's or byte string's length before it reads the
 /// bytes, so a few garbage bytes claiming a 4 GiB string would allocate
 /// 4 GiB. No valid value claims more than [`CLAIM_FACTOR`] times its
-/// encoded size, so the decode runs with a claim limit of the smallest power
-/// of four (at least 64 KiB) not below that: a string length that the input
-/// could never back is refused before anything is allocated.
+/// encoded size (a value decoded from `len` bytes may need that much
+/// memory), so the decode runs with the [`claim_limit`] of its input: a
+/// string length that the input could never back is refused before
+/// anything is allocated, and what hostile bytes can make the decoder
+/// reserve is at most twice what a valid value of the same size could
+/// hold.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
-    let claim = bytes.len().saturating_mul(CLAIM_FACTOR);
+    decode_scaled(bytes, MAX_CLAIM_LIMIT)
+}
+
+/// [`decode_prefix`] for a message header at the start of a frame body:
+/// the limit scales with the body but never exceeds
+/// [`HEADER_DECODE_LIMIT`], however large the payloads after it.
+pub fn decode_header_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    decode_scaled(bytes, HEADER_DECODE_LIMIT)
+}
+
+fn decode_scaled<T: DeserializeOwned>(bytes: &[u8], cap: usize) -> Result<(T, usize), CodecError> {
+    let Some(limit) = claim_limit(bytes.len()) else {
+        return Err(CodecError::Decode(format!(
+            "an input of {} bytes is larger than procpool decodes (at most {} bytes)",
+            bytes.len(),
+            MAX_CLAIM_LIMIT / CLAIM_FACTOR
+        )));
+    };
+    let limit = limit.min(cap);
     macro_rules! by_size {
         ($($limit:expr),*) => {
-            $(if claim <= $limit {
+            $(if limit <= $limit {
                 return decode_prefix_limited::<T, { $limit }>(bytes);
             })*
         };
     }
     by_size!(
         1 << 16,
+        1 << 17,
         1 << 18,
+        1 << 19,
         1 << 20,
+        1 << 21,
         1 << 22,
+        1 << 23,
         1 << 24,
+        1 << 25,
         1 << 26,
+        1 << 27,
         1 << 28,
+        1 << 29,
         1 << 30,
+        1 << 31,
         1 << 32,
-        1 << 34
+        1 << 33,
+        1 << 34,
+        1 << 35,
+        1 << 36
     );
-    decode_prefix_limited::<T, { usize::MAX }>(bytes)
+    unreachable!("claim_limit never exceeds MAX_CLAIM_LIMIT")
 }
 
 /// Like [`decode_prefix`] with a fixed limit of `LIMIT` claimed bytes.
@@ -350,5 +406,64 @@ mod tests {
             matches!(&err, CodecError::Panicked { encoding: true, message } if message == "boom in serialize"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn claim_limit_is_a_small_multiple_and_never_unlimited() {
+        assert_eq!(claim_limit(0), Some(MIN_CLAIM_LIMIT));
+        for len in (0..40).map(|k| 1usize << k).flat_map(|l| [l - 1, l, l + 1]) {
+            match claim_limit(len) {
+                Some(limit) => {
+                    assert!(limit >= len * CLAIM_FACTOR, "{len}: {limit}");
+                    assert!(
+                        limit <= (2 * CLAIM_FACTOR * len).max(MIN_CLAIM_LIMIT),
+                        "{len}: {limit} is more than twice the claim"
+                    );
+                    assert!(limit <= MAX_CLAIM_LIMIT);
+                }
+                None => assert!(len * CLAIM_FACTOR > MAX_CLAIM_LIMIT, "{len}"),
+            }
+        }
+        // Every frame a u32 prefix can announce has a limit.
+        assert_eq!(claim_limit(u32::MAX as usize), Some(MAX_CLAIM_LIMIT));
+        assert_eq!(claim_limit(usize::MAX), None);
+    }
+
+    /// A byte string whose length prefix claims `claim` bytes, padded with
+    /// zeros to `len` bytes of input.
+    fn claiming(claim: u64, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0xfd];
+        bytes.extend_from_slice(&claim.to_le_bytes());
+        bytes.resize(len, 0);
+        bytes
+    }
+
+    #[test]
+    fn a_claim_over_twice_the_scaled_input_is_refused_before_allocating() {
+        // 1 MiB + 1 of input: the limit is 32 MiB (it was 64 MiB, a power
+        // of four), so a 48 MiB claim is refused by the limit, not by the
+        // reader after a 48 MiB allocation.
+        let bytes = claiming(48 << 20, (1 << 20) + 1);
+        match decode::<serde_bytes::ByteBuf>(&bytes) {
+            Err(CodecError::Decode(m)) => assert!(m.contains("claims more memory"), "{m}"),
+            other => panic!("expected the claim limit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn headers_claim_at_most_the_header_limit_whatever_follows() {
+        // A header claiming 100 MiB at the start of a 16 MiB body (the
+        // body's own limit would be 256 MiB).
+        let body = claiming(100 << 20, 16 << 20);
+        match decode_header_prefix::<String>(&body) {
+            Err(CodecError::Decode(m)) => assert!(m.contains("claims more memory"), "{m}"),
+            other => panic!("expected the header limit, got {other:?}"),
+        }
+        assert!(decode_prefix::<String>(&body).is_err());
+        // A real header still decodes.
+        let mut body = encode(&"a header".to_string()).unwrap();
+        body.extend_from_slice(&[0; 1000]);
+        let (h, used) = decode_header_prefix::<String>(&body).unwrap();
+        assert_eq!((h.as_str(), used), ("a header", 9));
     }
 }

@@ -46,6 +46,35 @@ pub const MAGIC: [u8; 8] = *b"procpool";
 /// Cap on a handshake frame: a stranger cannot make the pool allocate more.
 pub const HANDSHAKE_MAX_FRAME: u32 = 64 * 1024;
 
+/// Most characters of a peer's host name shown in a log line.
+pub const HOST_LOG_CHARS: usize = 64;
+
+/// Text a peer sent, made safe for one log line: control characters
+/// (newlines, escape sequences, NUL), backslashes and quotes are escaped,
+/// and it is cut after `max_chars` characters, marked with `…(N bytes)`.
+///
+/// ```
+/// use procpool_wire::handshake::printable;
+/// assert_eq!(printable("node1", 64), "node1");
+/// assert_eq!(printable("a\nb\u{1b}[31m", 64), "a\\nb\\u{1b}[31m");
+/// assert_eq!(printable("abcdef", 3), "abc…(6 bytes)");
+/// ```
+pub fn printable(s: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max_chars * 2) + 16);
+    let mut chars = s.chars();
+    for c in chars.by_ref().take(max_chars) {
+        if c.is_control() || c == '\\' || c == '"' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if chars.next().is_some() {
+        out.push_str(&format!("…({} bytes)", s.len()));
+    }
+    out
+}
+
 /// A worker's first frame.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
@@ -159,6 +188,12 @@ impl Hello {
                 _ => HandshakeError::Garbled(e),
             }
         })
+    }
+
+    /// The host name as a log line may show it (see [`printable`]): it
+    /// comes from the peer, before or without authentication.
+    pub fn host_for_log(&self) -> String {
+        printable(&self.host, HOST_LOG_CHARS)
     }
 
     /// Checks the hello against this build.
@@ -490,5 +525,29 @@ mod tests {
         assert!(!check_worker_proof(&secret, &pn, &wn, &p));
         let back = Proof::decode(&codec::encode(&Proof { mac: w.clone() }).unwrap()).unwrap();
         assert_eq!(back.mac, w);
+    }
+
+    #[test]
+    fn hostile_host_names_are_escaped_and_cut_for_logs() {
+        let evil = format!("a\nFAKE LOG LINE\r\u{1b}[2J\0{}", "x".repeat(64 * 1024));
+        let h = Hello::ours(1, evil.clone(), 0, vec![]);
+        let shown = h.host_for_log();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(
+            shown.starts_with("a\\nFAKE LOG LINE\\r\\u{1b}[2J\\u{0}"),
+            "{shown}"
+        );
+        assert!(shown.len() < 200, "{} bytes", shown.len());
+        assert!(
+            shown.ends_with(&format!("…({} bytes)", evil.len())),
+            "{shown}"
+        );
+        assert_eq!(
+            printable("node-1.cluster", HOST_LOG_CHARS),
+            "node-1.cluster"
+        );
+        assert_eq!(printable("q\"b\\", 10), "q\\\"b\\\\");
+        // Multibyte characters are never split.
+        assert_eq!(printable("ééé", 2), "éé…(6 bytes)");
     }
 }

@@ -10,6 +10,8 @@
 //!   header as raw bytes so a large input is never copied into the header.
 //! * [`handshake`]: the first frame each way (magic, protocol version, build
 //!   id, pid, optional secret token).
+//! * [`seal`]: after the handshake on a network link, every frame's tag
+//!   (HMAC-SHA256 over direction, sequence number and bytes).
 //!
 //! Every decoder in this crate returns a typed error on bad input; none
 //! panics and none allocates past the frame cap.
@@ -21,9 +23,12 @@ pub mod fds;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod seal;
 
 pub use codec::CodecError;
-pub use frame::{FrameError, FrameReader, Outgoing, Payload, write_all_frames};
+pub use frame::{
+    FrameError, FrameReader, Outgoing, Payload, write_all_frames, write_sealed_frames,
+};
 pub use handshake::{HandshakeError, Hello, PROTOCOL_VERSION, Welcome};
 pub use message::{Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming};
 

@@ -308,7 +308,7 @@ pub fn encode_message<H: Header, P: Into<Payload>>(
 
 /// Splits a frame body into its header and the payload slices it declares.
 pub fn decode_message<H: Header>(body: &[u8]) -> Result<(H, Vec<&[u8]>), MessageError> {
-    let (header, used) = codec::decode_prefix::<H>(body).map_err(MessageError::Header)?;
+    let (header, used) = codec::decode_header_prefix::<H>(body).map_err(MessageError::Header)?;
     let mut rest = &body[used..];
     let lens = header.payload_lens();
     let declared: u64 = lens.iter().map(|&l| u64::from(l)).sum();
