@@ -263,6 +263,24 @@ impl Outgoing {
         Outgoing::from_prefixed(head, payloads)
     }
 
+    /// This frame sealed by `sealer` (the next tag in its order): the tag
+    /// follows the body as one more piece, and the length prefix counts it.
+    /// Frames with descriptors cannot be sealed (they cross only Unix
+    /// sockets, which are not sealed).
+    pub fn sealed(self, sealer: &mut Sealer) -> io::Result<Outgoing> {
+        if !self.fds.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "descriptors can only be sent over a Unix socket",
+            ));
+        }
+        let body = self.wire_len() - LEN_BYTES;
+        let tag = sealer.seal(body, self.parts_after_prefix());
+        let mut payloads = self.payloads;
+        payloads.push(Arc::new(tag.to_vec()));
+        Outgoing::from_prefixed(self.head, payloads)
+    }
+
     /// Builds a frame from a head whose first [`LEN_BYTES`] bytes are room
     /// for the length prefix (filled in here) and payloads: the header is
     /// encoded straight into the buffer that goes on the wire.
@@ -616,5 +634,19 @@ mod tests {
         let mut r = FrameReader::new(Cursor::new(plain_bytes), 1024);
         r.set_opener(sealed_pair().1);
         assert!(matches!(r.next_frame(), Err(FrameError::Forged(_))));
+    }
+
+    #[test]
+    fn a_sealed_outgoing_reads_like_write_sealed_frames() {
+        let frame =
+            || Outgoing::new(b"head".to_vec(), vec![b"pay".to_vec(), b"load".to_vec()]).unwrap();
+        let (mut a, _) = sealed_pair();
+        let sealed = frame().sealed(&mut a).unwrap();
+        let mut one = Vec::new();
+        write_all_frames(&mut one, &[sealed]).unwrap();
+        assert_eq!(one, sealed_wire(&[frame()]));
+        let mut r = FrameReader::new(Cursor::new(one), 64);
+        r.set_opener(sealed_pair().1);
+        assert_eq!(r.next_frame().unwrap().unwrap(), b"headpayload");
     }
 }

@@ -8,15 +8,20 @@
 //!
 //! A worker that *dialed in* (attach mode, TCP) must prove it knows the
 //! pool's 32-byte secret, and the pool proves it too, so neither side talks
-//! to a stranger. The secret never crosses the wire:
+//! to a stranger. The secret never crosses the wire. The dialer proves
+//! first: the pool proves nothing to a peer that has not proved the
+//! secret, so it is no oracle for a relay.
 //!
 //! ```text
 //! worker ── Hello { nonce: wn } ───────────────────────────▶ pool
-//! worker ◀── Welcome::Challenge { nonce: pn,
-//!                 proof: HMAC(secret, "pool"   ‖ wn ‖ pn) } ── pool
+//! worker ◀── Welcome::Challenge { nonce: pn } ─────────────── pool
 //! worker ── Proof { mac: HMAC(secret, "worker" ‖ pn ‖ wn) } ▶ pool
-//! worker ◀── Welcome::Accept / Reject ─────────────────────── pool
+//! worker ◀── Welcome::Accept { …, proof: HMAC(secret, "pool"
+//!                 ‖ wn ‖ pn ‖ the Accept's fields) } / Reject ── pool
 //! ```
+//!
+//! On TCP every later frame is authenticated with keys derived from the
+//! secret and both nonces (see [`crate::seal`]).
 //!
 //! Every handshake frame is capped at [`HANDSHAKE_MAX_FRAME`].
 
@@ -31,8 +36,10 @@ use crate::codec::{self, CodecError};
 
 /// Bumped on every incompatible change to the messages (3: the hello
 /// announces the worker's program and tasks, and may refuse; 4: task
-/// headers and results declare the descriptors of their shared payloads).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// headers and results declare the descriptors of their shared payloads;
+/// 5: the dialer proves the secret first, the pool's proof comes in the
+/// `Accept`, and every later frame on TCP is sealed).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Length of the pool's secret and of each nonce.
 pub const SECRET_LEN: usize = 32;
@@ -233,21 +240,23 @@ pub enum Welcome {
         ///
         /// [`ToParent::Heartbeat`]: crate::message::ToParent::Heartbeat
         heartbeat_ms: u32,
+        /// For a worker that proved the secret: [`pool_proof`] of both
+        /// nonces and the fields above. Empty for a worker on an inherited
+        /// socket.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
     },
     /// Refused; the parent closes the connection.
     Reject {
         /// Why, for the worker's log.
         reason: String,
     },
-    /// The pool's proof and its challenge to a worker that dialed in; the
-    /// worker answers with a [`Proof`].
+    /// The pool's challenge to a worker that dialed in (and nothing that
+    /// depends on the secret); the worker answers with a [`Proof`].
     Challenge {
         /// The pool's nonce ([`SECRET_LEN`] random bytes).
         #[serde(with = "serde_bytes")]
         nonce: Vec<u8>,
-        /// [`pool_proof`] of the worker's nonce and this one.
-        #[serde(with = "serde_bytes")]
-        proof: Vec<u8>,
     },
 }
 
@@ -267,9 +276,9 @@ impl Proof {
     }
 }
 
-fn mac(secret: &[u8], role: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
+fn mac(secret: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    for part in [role, first, second] {
+    for part in parts {
         // Length-prefixed, so the parts cannot be shifted into each other.
         m.update(&(part.len() as u32).to_le_bytes());
         m.update(part);
@@ -288,23 +297,53 @@ pub fn launch_key(secret: &[u8], ticket: u64) -> Vec<u8> {
     if ticket == 0 {
         return secret.to_vec();
     }
-    mac(secret, b"procpool launch key", &ticket.to_le_bytes(), &[])
-        .finalize()
-        .into_bytes()
-        .to_vec()
+    mac(
+        secret,
+        &[b"procpool launch key", &ticket.to_le_bytes(), &[]],
+    )
+    .finalize()
+    .into_bytes()
+    .to_vec()
 }
 
-/// What the pool sends to prove it knows `secret`.
-pub fn pool_proof(secret: &[u8], worker_nonce: &[u8], pool_nonce: &[u8]) -> Vec<u8> {
-    mac(secret, b"procpool pool", worker_nonce, pool_nonce)
-        .finalize()
-        .into_bytes()
-        .to_vec()
+/// The fields of a [`Welcome::Accept`] its proof covers, as bytes.
+pub fn accept_fields(
+    worker_id: u32,
+    generation: Generation,
+    max_frame: u32,
+    heartbeat_ms: u32,
+) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, v) in [worker_id, generation, max_frame, heartbeat_ms]
+        .into_iter()
+        .enumerate()
+    {
+        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// What the pool sends, in its `Accept` and only once the worker proved
+/// the secret, to prove it knows `secret` too; it covers the `Accept`'s
+/// fields ([`accept_fields`]).
+pub fn pool_proof(
+    secret: &[u8],
+    worker_nonce: &[u8],
+    pool_nonce: &[u8],
+    accepted: &[u8],
+) -> Vec<u8> {
+    mac(
+        secret,
+        &[b"procpool pool", worker_nonce, pool_nonce, accepted],
+    )
+    .finalize()
+    .into_bytes()
+    .to_vec()
 }
 
 /// What a worker sends to prove it knows `secret`.
 pub fn worker_proof(secret: &[u8], pool_nonce: &[u8], worker_nonce: &[u8]) -> Vec<u8> {
-    mac(secret, b"procpool worker", pool_nonce, worker_nonce)
+    mac(secret, &[b"procpool worker", pool_nonce, worker_nonce])
         .finalize()
         .into_bytes()
         .to_vec()
@@ -315,11 +354,15 @@ pub fn check_pool_proof(
     secret: &[u8],
     worker_nonce: &[u8],
     pool_nonce: &[u8],
+    accepted: &[u8],
     proof: &[u8],
 ) -> bool {
-    mac(secret, b"procpool pool", worker_nonce, pool_nonce)
-        .verify_slice(proof)
-        .is_ok()
+    mac(
+        secret,
+        &[b"procpool pool", worker_nonce, pool_nonce, accepted],
+    )
+    .verify_slice(proof)
+    .is_ok()
 }
 
 /// Checks a worker's proof in constant time.
@@ -329,7 +372,7 @@ pub fn check_worker_proof(
     worker_nonce: &[u8],
     proof: &[u8],
 ) -> bool {
-    mac(secret, b"procpool worker", pool_nonce, worker_nonce)
+    mac(secret, &[b"procpool worker", pool_nonce, worker_nonce])
         .verify_slice(proof)
         .is_ok()
 }
@@ -493,13 +536,13 @@ mod tests {
                 generation: 9,
                 max_frame: 1024,
                 heartbeat_ms: 500,
+                proof: vec![4; 32],
             },
             Welcome::Reject {
                 reason: "no".into(),
             },
             Welcome::Challenge {
                 nonce: vec![1; SECRET_LEN],
-                proof: vec![2; 32],
             },
         ] {
             assert_eq!(Welcome::decode(&codec::encode(&w).unwrap()).unwrap(), w);
@@ -507,24 +550,48 @@ mod tests {
     }
 
     #[test]
-    fn proofs_bind_secret_role_and_both_nonces() {
+    fn proofs_bind_secret_role_both_nonces_and_the_accept() {
         let (secret, wn, pn) = ([7u8; 32], [1u8; 32], [2u8; 32]);
-        let p = pool_proof(&secret, &wn, &pn);
+        let fields = accept_fields(1, 2, 3, 4);
+        let p = pool_proof(&secret, &wn, &pn, &fields);
         assert_eq!(p.len(), 32);
-        assert!(check_pool_proof(&secret, &wn, &pn, &p));
+        assert!(check_pool_proof(&secret, &wn, &pn, &fields, &p));
+        assert!(
+            !check_pool_proof(&[8u8; 32], &wn, &pn, &fields, &p),
+            "other secret"
+        );
+        assert!(
+            !check_pool_proof(&secret, &pn, &wn, &fields, &p),
+            "nonces swapped"
+        );
+        assert!(
+            !check_pool_proof(&secret, &wn, &pn, &fields, &p[..31]),
+            "truncated"
+        );
+        let other = accept_fields(1, 3, 3, 4);
+        assert!(
+            !check_pool_proof(&secret, &wn, &pn, &other, &p),
+            "another generation"
+        );
         let (k1, k2) = (launch_key(&secret, 1), launch_key(&secret, 2));
         assert_eq!(k1.len(), SECRET_LEN);
         assert!(k1 != k2 && k1 != secret && k1 == launch_key(&secret, 1));
         assert_eq!(launch_key(&secret, 0), secret);
-        assert!(!check_pool_proof(&[8u8; 32], &wn, &pn, &p), "other secret");
-        assert!(!check_pool_proof(&secret, &pn, &wn, &p), "nonces swapped");
-        assert!(!check_pool_proof(&secret, &wn, &pn, &p[..31]), "truncated");
         let w = worker_proof(&secret, &pn, &wn);
         assert_ne!(w, p, "a pool proof cannot be replayed as a worker's");
         assert!(check_worker_proof(&secret, &pn, &wn, &w));
         assert!(!check_worker_proof(&secret, &pn, &wn, &p));
         let back = Proof::decode(&codec::encode(&Proof { mac: w.clone() }).unwrap()).unwrap();
         assert_eq!(back.mac, w);
+    }
+
+    #[test]
+    fn a_challenge_carries_only_the_nonce() {
+        let c = codec::encode(&Welcome::Challenge {
+            nonce: vec![9; SECRET_LEN],
+        })
+        .unwrap();
+        assert!(c.len() <= SECRET_LEN + 2, "{} bytes", c.len());
     }
 
     #[test]

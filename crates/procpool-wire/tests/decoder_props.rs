@@ -437,11 +437,11 @@ fn gen_welcome(rng: &mut Rng, small: bool) -> Welcome {
             generation: gen_u32(rng, small),
             max_frame: gen_u32(rng, small),
             heartbeat_ms: gen_u32(rng, small),
+            proof: gen_payload(rng),
         }
     } else if rng.one_in(2) {
         Welcome::Challenge {
             nonce: gen_payload(rng),
-            proof: gen_payload(rng),
         }
     } else {
         Welcome::Reject {
@@ -1240,16 +1240,23 @@ fn arb_hello() -> impl Strategy<Value = Hello> {
 
 fn arb_welcome() -> impl Strategy<Value = Welcome> {
     prop_oneof![
-        (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
-            |(worker_id, generation, max_frame, heartbeat_ms)| Welcome::Accept {
-                worker_id,
-                generation,
-                max_frame,
-                heartbeat_ms,
-            }
-        ),
-        (arb_payload(), arb_payload())
-            .prop_map(|(nonce, proof)| Welcome::Challenge { nonce, proof }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            arb_payload()
+        )
+            .prop_map(|(worker_id, generation, max_frame, heartbeat_ms, proof)| {
+                Welcome::Accept {
+                    worker_id,
+                    generation,
+                    max_frame,
+                    heartbeat_ms,
+                    proof,
+                }
+            }),
+        arb_payload().prop_map(|nonce| Welcome::Challenge { nonce }),
         arb_string().prop_map(|reason| Welcome::Reject { reason }),
     ]
 }

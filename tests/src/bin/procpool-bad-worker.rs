@@ -15,12 +15,14 @@
 //! * `BAD_FIRST_GOOD=n` — spawns `0..n` are good, later ones misbehave.
 //! * `BAD_SLOT=i` — only a worker in slot `i` (`PROCPOOL_WORKER_ID`)
 //!   misbehaves.
-//! * `BAD_PIDFILE` — where `hang_grandchild` writes its grandchild's pid.
+//! * `BAD_PIDFILE` — where `hang_grandchild` writes its grandchild's pid,
+//!   and `slow_hello` its ticket and address.
 //! * `BAD_OUT` — where `truncate_ring` and `redial` write what they saw.
 //!
 //! With `PROCPOOL_CONNECT` set (a pool over TCP) it dials the pool and
-//! answers the secret challenge like the real worker, then misbehaves the
-//! same way.
+//! answers the secret challenge like the real worker, seals its frames like
+//! it (garbage included: it is a buggy worker with the keys, not a relay),
+//! then misbehaves the same way.
 //!
 //! A misbehaving spawn that gets tasks it is not asked to break answers
 //! `square` correctly and anything else with `UnknownTask`.
@@ -39,11 +41,12 @@ use std::time::Duration;
 use procpool_tasks::Square;
 use procpool_wire::Generation;
 use procpool_wire::codec;
-use procpool_wire::frame::{FrameReader, Outgoing, Payload, write_all_frames};
+use procpool_wire::frame::{FrameReader, Outgoing, Payload, write_all_frames, write_sealed_frames};
 use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Proof, Welcome, worker_proof};
 use procpool_wire::message::{
     Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming, decode_message, encode_message,
 };
+use procpool_wire::seal::{LinkKeys, Sealer, TAG_LEN};
 
 /// A value no correct answer in the tests ever has.
 const WRONG: u64 = 999_999_999;
@@ -119,6 +122,13 @@ enum Mode {
     /// writes to `BAD_OUT` whether the pool proved knowing that key and how
     /// the handshake ended; then behaves.
     Redial,
+    /// Before the handshake: write `TICKET ADDRESS` (from
+    /// `PROCPOOL_TICKET`, `PROCPOOL_CONNECT`) to `BAD_PIDFILE`, wait
+    /// `BAD_DELAY_MS`, then behave (exec the real worker).
+    SlowHello,
+    /// First task: `Started`, then a `Finished` whose 64 MiB + 1 output
+    /// payload opens with a byte-string length claiming 3.5 GiB; hang.
+    HugeClaim,
 }
 
 impl Mode {
@@ -146,6 +156,8 @@ impl Mode {
             "truncate_ring" => Mode::TruncateRing,
             "silent" => Mode::Silent,
             "redial" => Mode::Redial,
+            "slow_hello" => Mode::SlowHello,
+            "huge_claim" => Mode::HugeClaim,
             other => die(&format!("unknown BAD_MODE `{other}`")),
         }
     }
@@ -313,12 +325,18 @@ fn hang() -> ! {
 struct Worker {
     stream: Sock,
     generation: Generation,
+    /// Over TCP: seals every frame sent.
+    sealer: std::cell::RefCell<Option<Sealer>>,
 }
 
 impl Worker {
     fn send(&self, msg: &ToParent, payloads: Vec<Vec<u8>>) {
         let frame = encode_message(msg, payloads).unwrap_or_else(|e| die(&e.to_string()));
-        if write_all_frames(&mut &self.stream, &[frame]).is_err() {
+        let sent = match self.sealer.borrow_mut().as_mut() {
+            Some(s) => write_sealed_frames(&mut &self.stream, &[frame], s),
+            None => write_all_frames(&mut &self.stream, &[frame]),
+        };
+        if sent.is_err() {
             std::process::exit(0); // the pool is gone
         }
     }
@@ -367,8 +385,22 @@ impl Worker {
         self.send_with_fds(&msg, vec![bytes], attached);
     }
 
+    /// Writes `bytes` as they are; over TCP a whole frame among them
+    /// (prefix and all its body) is sealed first.
     fn raw(&self, bytes: &[u8]) {
-        if (&self.stream).write_all(bytes).is_err() {
+        let mut out = bytes.to_vec();
+        if let Some(s) = self.sealer.borrow_mut().as_mut()
+            && bytes.len() >= 4
+            && u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize
+                == bytes.len() - 4
+        {
+            let body = &bytes[4..];
+            let tag = s.seal(body.len(), [body]);
+            out = ((body.len() + TAG_LEN) as u32).to_le_bytes().to_vec();
+            out.extend_from_slice(body);
+            out.extend_from_slice(&tag);
+        }
+        if (&self.stream).write_all(&out).is_err() {
             std::process::exit(0);
         }
     }
@@ -449,6 +481,25 @@ impl Worker {
             }
             Mode::HangGrandchild => {
                 self.started(g, header.id);
+                hang()
+            }
+            Mode::HugeClaim => {
+                self.started(g, header.id);
+                // bincode's wide-varint marker and a u64 length, then
+                // zeros: no valid value of this size claims that much.
+                let mut payload = vec![0xfd];
+                payload.extend_from_slice(&(7u64 << 29).to_le_bytes());
+                payload.resize((64 << 20) + 1, 0);
+                let msg = ToParent::Finished {
+                    generation: g,
+                    id: header.id,
+                    outcome: Outcome::Ok {
+                        len: payload.len() as u32,
+                        fds: 0,
+                    },
+                    timing: WorkerTiming::default(),
+                };
+                self.send(&msg, vec![payload]);
                 hang()
             }
             Mode::RingGarbage => {
@@ -572,6 +623,21 @@ fn main() {
     if !misbehaves(mode, ordinal) {
         become_good();
     }
+    if mode == Mode::SlowHello {
+        let Some(pidfile) = var("BAD_PIDFILE") else {
+            die("BAD_PIDFILE is not set")
+        };
+        let line = format!(
+            "{} {}",
+            var("PROCPOOL_TICKET").unwrap_or_default(),
+            var("PROCPOOL_CONNECT").unwrap_or_default()
+        );
+        let tmp = format!("{pidfile}.tmp");
+        fs::write(&tmp, line).unwrap_or_else(|e| die(&e.to_string()));
+        fs::rename(&tmp, &pidfile).unwrap_or_else(|e| die(&e.to_string()));
+        std::thread::sleep(Duration::from_millis(num("BAD_DELAY_MS").unwrap_or(1000)));
+        become_good();
+    }
     let stream = connect();
     let dialed = matches!(stream, Sock::Tcp(_));
 
@@ -594,8 +660,10 @@ fn main() {
     let frame = Outgoing::new(body, Vec::<Payload>::new()).unwrap_or_else(|e| die(&e.to_string()));
     write_all_frames(&mut &stream, &[frame]).unwrap_or_else(|e| die(&e.to_string()));
     let mut welcome = next_welcome(&mut reader);
-    if let Welcome::Challenge { nonce: theirs, .. } = &welcome {
+    let mut pool_nonce = None;
+    if let Welcome::Challenge { nonce: theirs } = &welcome {
         // A test double: it trusts the pool and only proves itself.
+        pool_nonce = Some(theirs.clone());
         let mac = worker_proof(&secret(), theirs, &nonce);
         let body = codec::encode(&Proof { mac }).unwrap_or_else(|e| die(&e.to_string()));
         let frame =
@@ -613,6 +681,15 @@ fn main() {
         other => die(&format!("unexpected {other:?}")),
     };
     reader.set_max(max_frame);
+    let mut sealer = None;
+    if dialed {
+        let Some(theirs) = pool_nonce else {
+            die("a pool over TCP did not challenge this worker")
+        };
+        let (s, opener) = LinkKeys::derive(&secret(), &nonce, &theirs).worker_side();
+        reader.set_opener(opener);
+        sealer = Some(s);
+    }
 
     match mode {
         Mode::ExitAfterHandshake => std::process::exit(7),
@@ -664,7 +741,11 @@ fn main() {
         None
     };
 
-    let worker = Worker { stream, generation };
+    let worker = Worker {
+        stream,
+        generation,
+        sealer: std::cell::RefCell::new(sealer),
+    };
     let forger = mode == Mode::ForgeWithdrawn && num("PROCPOOL_WORKER_ID") != Some(0);
     if forger {
         let s = worker
@@ -672,9 +753,11 @@ fn main() {
             .try_clone()
             .unwrap_or_else(|e| die(&e.to_string()));
         std::thread::spawn(move || {
+            // Unsealed: this mode runs on a local socket.
             forge_withdrawn(&Worker {
                 stream: s,
                 generation,
+                sealer: std::cell::RefCell::new(None),
             })
         });
     }
@@ -820,27 +903,47 @@ fn redial(ticket: u64, _first_nonce: &[u8]) -> String {
         Ok(None) => return "closed before a challenge".into(),
         Err(e) => return format!("no challenge: {e}"),
     };
-    let (proof, theirs) = match first {
-        Ok(Welcome::Challenge { proof, nonce }) => (proof, nonce),
+    let theirs = match first {
+        Ok(Welcome::Challenge { nonce }) => nonce,
         Ok(Welcome::Reject { reason }) => return format!("refused before a challenge: {reason}"),
         Ok(other) => return format!("unexpected {other:?}"),
         Err(e) => return format!("bad welcome: {e}"),
     };
-    let pool_knows_key =
-        procpool_wire::handshake::check_pool_proof(&secret(), &nonce, &theirs, &proof);
+    // The dialer proves first; the pool's proof comes in its `Accept`.
     let mac = worker_proof(&secret(), &theirs, &nonce);
     if let Err(e) = send(codec::encode(&Proof { mac }).unwrap_or_else(|e| die(&e.to_string()))) {
-        return format!("pool proved key: {pool_knows_key}; cannot send proof: {e}");
+        return format!("pool proved key: false; cannot send proof: {e}");
     }
-    let end = match reader.next_frame() {
+    let (pool_knows_key, end) = match reader.next_frame() {
         Ok(Some(b)) => match Welcome::decode(b) {
-            Ok(Welcome::Accept { .. }) => "ACCEPTED".to_owned(),
-            Ok(Welcome::Reject { reason }) => format!("refused: {reason}"),
-            Ok(other) => format!("unexpected {other:?}"),
-            Err(e) => format!("bad welcome: {e}"),
+            Ok(Welcome::Accept {
+                worker_id,
+                generation,
+                max_frame,
+                heartbeat_ms,
+                proof,
+            }) => {
+                let fields = procpool_wire::handshake::accept_fields(
+                    worker_id,
+                    generation,
+                    max_frame,
+                    heartbeat_ms,
+                );
+                let proved = procpool_wire::handshake::check_pool_proof(
+                    &secret(),
+                    &nonce,
+                    &theirs,
+                    &fields,
+                    &proof,
+                );
+                (proved, "ACCEPTED".to_owned())
+            }
+            Ok(Welcome::Reject { reason }) => (false, format!("refused: {reason}")),
+            Ok(other) => (false, format!("unexpected {other:?}")),
+            Err(e) => (false, format!("bad welcome: {e}")),
         },
-        Ok(None) => "closed".into(),
-        Err(e) => format!("no answer: {e}"),
+        Ok(None) => (false, "closed".into()),
+        Err(e) => (false, format!("no answer: {e}")),
     };
     format!("pool proved key: {pool_knows_key}; {end}")
 }

@@ -1,14 +1,18 @@
-//! Reading frames off a connection, and the one rule for reusing a frame's
-//! buffer. Both sides read with a [`SocketReader`]; the wire format itself
-//! (length prefix, cap checked before allocating) is `procpool_wire::frame`.
+//! Reading and writing frames on a connection, and the one rule for
+//! reusing a frame's buffer. Both sides read with a [`SocketReader`] and
+//! write with [`write_frames`]; the wire format itself (length prefix, cap
+//! checked before allocating, tags on a TCP link) is `procpool_wire`.
 //! Takes no lock.
 
+use std::io;
 use std::sync::Arc;
 
 use std::os::fd::OwnedFd;
 
 use procpool_wire::FrameReader;
 use procpool_wire::fds::FdReader;
+use procpool_wire::frame::{Outgoing, write_all_frames_fds, write_sealed_frames};
+use procpool_wire::seal::Sealer;
 
 use super::stream::Stream;
 
@@ -81,6 +85,20 @@ impl std::fmt::Display for FrameFdError {
             FrameFdError::Frame(e) => e.fmt(f),
             FrameFdError::Fds(e) => e.fmt(f),
         }
+    }
+}
+
+/// Writes `frames` in one vectored write; on an authenticated (TCP) link
+/// each is sealed by `sealer`. The caller holds the lock that orders this
+/// connection's writes (the sealer lives under it).
+pub(crate) fn write_frames(
+    stream: &Stream,
+    frames: &[Outgoing],
+    sealer: Option<&mut Sealer>,
+) -> io::Result<()> {
+    match sealer {
+        Some(s) => write_sealed_frames(&mut &*stream, frames, s),
+        None => write_all_frames_fds(&mut &*stream, frames),
     }
 }
 

@@ -3,28 +3,40 @@
 //!
 //! ```text
 //! worker                                   pool
-//!   Hello {protocol, build, pid, host,  ─▶   check it (read_hello, check_hello)
-//!          ticket, nonce}
-//!                                       ◀─   Challenge {nonce, proof}   (dialed-in
-//!   check the pool's proof; Proof {mac} ─▶   check the worker's proof    workers only)
+//!   Hello {protocol, build, pid, host,  ─▶   read it (read_hello)
+//!          ticket, nonce wn}
+//!                                       ◀─   Challenge {nonce pn}      (dialed-in
+//!   Proof {mac over pn, wn}             ─▶   check it (challenge)       workers only)
+//!                                            check the build (check_hello)
 //!                                       ◀─   Accept {worker_id, generation, max_frame,
-//!                                                   heartbeat_ms} | Reject {reason}
+//!   check the pool's proof                          heartbeat_ms, proof} | Reject {reason}
 //! ```
 //!
-//! A worker that dialed in brings the pool's secret: each side proves it
-//! knows it (HMAC over both nonces), and it never crosses the wire. A
+//! A worker that dialed in brings the pool's secret: it proves it first,
+//! then the pool proves it in its `Accept` (so the pool proves nothing to
+//! a peer that proved nothing); the secret never crosses the wire. A
 //! spawned worker on an inherited `socketpair` end brings no nonce and gets
-//! no challenge. Handshake frames are capped at `HANDSHAKE_MAX_FRAME` until
-//! the worker is accepted. What happens after `Accept` (the initializer,
-//! tasks) is not the handshake's business. Takes no lock.
+//! no challenge.
+//!
+//! The pool reads a handshake under **one deadline for the whole of it**
+//! (not one per read: a peer dribbling a byte at a time cannot stretch it),
+//! and under the small `HANDSHAKE_MAX_FRAME` cap, without buffering past a
+//! frame. On **TCP**, every frame after the `Accept`, both ways, is
+//! authenticated (`procpool_wire::seal`) with keys derived from the secret
+//! and both nonces: [`accept`] and [`greet_pool`] hand back the reader (set
+//! to open tags) and the [`Sealer`] for the writing side. What happens
+//! after `Accept` (the initializer, tasks) is not the handshake's business.
+//! Takes no lock.
 
-use std::io;
-use std::time::Duration;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
 
-use procpool_wire::Generation;
+use procpool_wire::frame::FrameReader;
 use procpool_wire::handshake::{
     self, HANDSHAKE_MAX_FRAME, HandshakeError, Hello, Proof, SECRET_LEN, TaskInfo, Welcome,
 };
+use procpool_wire::seal::{LinkKeys, Sealer};
+use procpool_wire::{FrameError, Generation};
 
 use super::frames::{self, SocketReader};
 use super::secret::{host_name, random_bytes};
@@ -38,6 +50,43 @@ pub(crate) fn send_handshake<T: serde::Serialize>(stream: &Stream, msg: &T) -> i
     procpool_wire::frame::write_all_frames(&mut &*stream, &[frame])
 }
 
+/// A connection read against a deadline: every read gets what is left of
+/// it as its timeout, and none starts after it.
+struct Deadlined<'a> {
+    stream: &'a Stream,
+    deadline: Option<Instant>,
+}
+
+impl Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        let mut s = self.stream;
+        s.read(buf)
+    }
+}
+
+/// Reads one handshake frame (unbuffered: nothing past it is taken off
+/// the connection) before `deadline` (`None`: no limit).
+fn read_handshake_frame(
+    stream: &Stream,
+    deadline: Option<Instant>,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    FrameReader::new(Deadlined { stream, deadline }, HANDSHAKE_MAX_FRAME).next_frame_owned()
+}
+
+/// The deadline of a handshake that starts now and may take `timeout`.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
 // ---- the pool's half ----
 
 /// Sends a `Reject` with `reason` (best effort).
@@ -48,28 +97,17 @@ pub(crate) fn reject(stream: &Stream, reason: &str) {
     let _ = send_handshake(stream, &reject);
 }
 
-/// Reads a worker's hello (within `timeout`, under the small handshake
-/// frame cap); see [`check_hello`].
-pub(crate) fn read_hello(
-    stream: &Stream,
-    timeout: Duration,
-) -> Result<(SocketReader, Hello), String> {
-    let read_half = stream.try_clone().map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let mut reader = frames::reader(read_half, HANDSHAKE_MAX_FRAME);
-    let hello = match reader.next_frame() {
-        Ok(Some(body)) => Hello::decode(body).map_err(|e| e.to_string())?,
-        Ok(None) => return Err("the worker exited before saying hello".into()),
+/// Reads a worker's hello before `deadline`, under the small handshake
+/// frame cap; see [`check_hello`].
+pub(crate) fn read_hello(stream: &Stream, deadline: Instant) -> Result<Hello, String> {
+    match read_handshake_frame(stream, Some(deadline)) {
+        Ok(Some(body)) => Hello::decode(&body).map_err(|e| e.to_string()),
+        Ok(None) => Err("the worker exited before saying hello".into()),
         Err(e) if is_timeout(&e) => {
-            return Err(format!(
-                "no hello within {timeout:?} (is the program a procpool worker?)"
-            ));
+            Err("no hello in time (is the program a procpool worker?)".into())
         }
-        Err(e) => return Err(e.to_string()),
-    };
-    Ok((reader, hello))
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Checks a hello against this build; a wrong one is answered with a
@@ -88,16 +126,37 @@ pub(crate) fn check_hello(stream: &Stream, hello: &Hello) -> Result<(), String> 
     }
 }
 
+/// What a worker that dialed in proved: the key it knows (its launch's)
+/// and the two nonces of its handshake, which key the pool's proof and
+/// the link. The key is zeroed on drop.
+pub(crate) struct Proven {
+    key: Vec<u8>,
+    worker_nonce: Vec<u8>,
+    pool_nonce: Vec<u8>,
+}
+
+impl Drop for Proven {
+    fn drop(&mut self) {
+        crate::sys::zeroize(&mut self.key);
+    }
+}
+
 /// The pool's side of the secret handshake with a worker that dialed in:
-/// prove the secret, then check the worker's proof (both within
-/// `timeout`). A wrong proof is answered with a `Reject`.
+/// challenge it, and check its proof before `deadline`. The pool proves
+/// nothing here: its proof goes in the `Accept`, to a worker that proved
+/// the secret. A wrong proof is answered with a `Reject`.
 pub(crate) fn challenge(
     stream: &Stream,
-    mut reader: SocketReader,
     hello: &Hello,
-    secret: &[u8],
-    timeout: Duration,
-) -> Result<SocketReader, String> {
+    key: Vec<u8>,
+    deadline: Instant,
+) -> Result<Proven, String> {
+    let mut proven = Proven {
+        key,
+        worker_nonce: hello.nonce.clone(),
+        pool_nonce: Vec::new(),
+    };
+    let secret = &proven.key[..];
     if hello.nonce.len() != SECRET_LEN {
         reject(stream, "no secret: set PROCPOOL_TOKEN");
         return Err(format!(
@@ -106,16 +165,13 @@ pub(crate) fn challenge(
     }
     let nonce = random_bytes(SECRET_LEN).map_err(|e| e.to_string())?;
     let challenge = Welcome::Challenge {
-        proof: handshake::pool_proof(secret, &hello.nonce, &nonce),
         nonce: nonce.clone(),
     };
     send_handshake(stream, &challenge).map_err(|e| format!("cannot send the challenge: {e}"))?;
-    let proof = match reader.next_frame() {
-        Ok(Some(body)) => Proof::decode(body).map_err(|e| e.to_string())?,
+    let proof = match read_handshake_frame(stream, Some(deadline)) {
+        Ok(Some(body)) => Proof::decode(&body).map_err(|e| e.to_string())?,
         Ok(None) => return Err("the worker hung up during the handshake".into()),
-        Err(e) if is_timeout(&e) => {
-            return Err(format!("no proof within {timeout:?}"));
-        }
+        Err(e) if is_timeout(&e) => return Err("no proof in time".into()),
         Err(e) => return Err(e.to_string()),
     };
     if !handshake::check_worker_proof(secret, &nonce, &hello.nonce, &proof.mac) {
@@ -123,7 +179,8 @@ pub(crate) fn challenge(
         reject(stream, &refused);
         return Err(refused);
     }
-    Ok(reader)
+    proven.pool_nonce = nonce;
+    Ok(proven)
 }
 
 /// What the pool tells a worker it accepts.
@@ -137,22 +194,61 @@ pub(crate) struct Accepted {
     pub heartbeat_ms: u32,
 }
 
-/// Accepts a worker whose hello passed: sends the `Accept` and lifts the
-/// reader's frame cap to `accepted.max_frame`.
+impl Accepted {
+    fn fields(&self) -> [u8; 16] {
+        handshake::accept_fields(
+            self.worker_id,
+            self.generation,
+            self.max_frame,
+            self.heartbeat_ms,
+        )
+    }
+}
+
+/// What opens a connection after the handshake: the reader for the peer's
+/// frames (its cap lifted to the pool's `max_frame`, and on TCP checking
+/// every tag) and, on TCP, the sealer for ours.
+pub(crate) type Opened = (SocketReader, Option<Sealer>);
+
+/// Accepts a worker whose hello passed: sends the `Accept` (with the
+/// pool's proof, for a worker that `proven` the secret) and opens the
+/// connection. On TCP the worker must have proven the secret: the link is
+/// keyed from it.
 pub(crate) fn accept(
     stream: &Stream,
-    reader: &mut SocketReader,
     accepted: Accepted,
-) -> Result<(), String> {
+    proven: Option<&Proven>,
+) -> Result<Opened, String> {
+    if stream.is_tcp() && proven.is_none() {
+        reject(stream, "a worker over TCP must prove the secret");
+        return Err("a worker over TCP did not prove the secret".into());
+    }
+    let proof = match proven {
+        Some(p) => {
+            handshake::pool_proof(&p.key, &p.worker_nonce, &p.pool_nonce, &accepted.fields())
+        }
+        None => Vec::new(),
+    };
     let welcome = Welcome::Accept {
         worker_id: accepted.worker_id,
         generation: accepted.generation,
         max_frame: accepted.max_frame,
         heartbeat_ms: accepted.heartbeat_ms,
+        proof,
     };
     send_handshake(stream, &welcome).map_err(|e| format!("cannot send welcome: {e}"))?;
-    reader.set_max(accepted.max_frame);
-    Ok(())
+    let read_half = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = frames::reader(read_half, accepted.max_frame);
+    let sealer = match proven {
+        Some(p) if stream.is_tcp() => {
+            let (sealer, opener) =
+                LinkKeys::derive(&p.key, &p.worker_nonce, &p.pool_nonce).pool_side();
+            reader.set_opener(opener);
+            Some(sealer)
+        }
+        _ => None,
+    };
+    Ok((reader, sealer))
 }
 
 /// Whether a read failed because its timeout passed.
@@ -183,17 +279,18 @@ pub(crate) fn refuse(stream: &Stream, why: &str) -> io::Result<()> {
 
 /// The worker's side: says hello (with a nonce if it has a `secret`),
 /// answers the pool's challenge, and waits to be accepted. A worker that
-/// has the secret refuses a pool that does not prove it. Returns the
-/// reader for the pool's messages (its cap lifted to the pool's
-/// `max_frame`) and what the pool said.
+/// has the secret refuses a pool that does not prove it; a worker on TCP
+/// must have it. Returns the opened connection (the reader, its cap lifted
+/// to the pool's `max_frame`; on TCP the sealer) and what the pool said.
 pub(crate) fn greet_pool(
     stream: &Stream,
     secret: Option<&[u8]>,
     ticket: u64,
     tasks: Vec<TaskInfo>,
-) -> Result<(SocketReader, Accepted), String> {
-    let read_half = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut reader = frames::reader(read_half, HANDSHAKE_MAX_FRAME);
+) -> Result<(Opened, Accepted), String> {
+    if stream.is_tcp() && secret.is_none() {
+        return Err("a worker over TCP needs the pool's secret: set PROCPOOL_TOKEN".into());
+    }
     let nonce = match &secret {
         Some(_) => random_bytes(SECRET_LEN).map_err(|e| format!("no randomness: {e}"))?,
         None => Vec::new(),
@@ -201,52 +298,69 @@ pub(crate) fn greet_pool(
     let hello = Hello::ours(std::process::id(), host_name(), ticket, nonce.clone())
         .with_tasks(this_program(), tasks);
     send_handshake(stream, &hello).map_err(|e| format!("cannot greet the pool: {e}"))?;
-    let mut proven = false;
-    let accepted = loop {
-        let body = match reader.next_frame() {
+    let mut challenged: Option<Vec<u8>> = None;
+    let (accepted, proof) = loop {
+        let body = match read_handshake_frame(stream, None) {
             Ok(Some(b)) => b,
             Ok(None) => return Err("the pool closed the connection during the handshake".into()),
             Err(e) => return Err(format!("handshake: {e}")),
         };
-        match Welcome::decode(body).map_err(|e| e.to_string())? {
-            Welcome::Challenge {
-                nonce: theirs,
-                proof,
-            } => {
+        match Welcome::decode(&body).map_err(|e| e.to_string())? {
+            Welcome::Challenge { nonce: theirs } => {
                 let Some(secret) = &secret else {
                     return Err("the pool asked for a secret this worker does not have".into());
                 };
-                if !handshake::check_pool_proof(secret, &nonce, &theirs, &proof) {
-                    return Err("wrong secret token: the pool's proof does not match PROCPOOL_TOKEN (or it is not our pool)".into());
+                if challenged.is_some() {
+                    return Err("the pool challenged this worker twice".into());
                 }
-                proven = true;
                 let mac = handshake::worker_proof(secret, &theirs, &nonce);
                 send_handshake(stream, &Proof { mac })
                     .map_err(|e| format!("cannot answer the challenge: {e}"))?;
+                challenged = Some(theirs);
             }
             Welcome::Accept {
                 worker_id,
                 generation,
                 max_frame,
                 heartbeat_ms,
+                proof,
             } => {
-                break Accepted {
+                let accepted = Accepted {
                     worker_id,
                     generation,
                     max_frame,
                     heartbeat_ms,
                 };
+                break (accepted, proof);
             }
             Welcome::Reject { reason } => {
                 return Err(HandshakeError::Rejected(reason).to_string());
             }
         }
     };
-    if secret.is_some() && !proven {
-        return Err(
-            "the pool accepted this worker without proving the secret; not serving it".into(),
-        );
-    }
-    reader.set_max(accepted.max_frame);
-    Ok((reader, accepted))
+    let keys = match (secret, &challenged) {
+        (Some(secret), Some(theirs)) => {
+            if !handshake::check_pool_proof(secret, &nonce, theirs, &accepted.fields(), &proof) {
+                return Err("wrong secret token: the pool's proof does not match PROCPOOL_TOKEN (or it is not our pool)".into());
+            }
+            Some(LinkKeys::derive(secret, &nonce, theirs))
+        }
+        (Some(_), None) => {
+            return Err(
+                "the pool accepted this worker without proving the secret; not serving it".into(),
+            );
+        }
+        (None, _) => None,
+    };
+    let read_half = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = frames::reader(read_half, accepted.max_frame);
+    let sealer = match keys {
+        Some(k) if stream.is_tcp() => {
+            let (sealer, opener) = k.worker_side();
+            reader.set_opener(opener);
+            Some(sealer)
+        }
+        _ => None,
+    };
+    Ok(((reader, sealer), accepted))
 }

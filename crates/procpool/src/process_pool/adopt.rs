@@ -18,12 +18,12 @@ use crate::lock::lock;
 pub(crate) fn adopt(shared: &Arc<Shared>, dialed: Dialed) {
     let Dialed {
         stream,
-        reader,
+        proven,
         hello,
         local_pid,
     } = dialed;
     let pid = local_pid.unwrap_or(hello.pid);
-    let who = format!("pid {} on {}", hello.pid, hello.host);
+    let who = format!("pid {} on {}", hello.pid, hello.host_for_log());
     let link = stream.try_clone().ok();
     let claimed = {
         let mut st = lock(&shared.state);
@@ -60,7 +60,7 @@ pub(crate) fn adopt(shared: &Arc<Shared>, dialed: Dialed) {
             generation,
             stream,
             pid,
-            Some((reader, hello)),
+            Some((proven, hello)),
             None,
         );
     });

@@ -9,15 +9,16 @@
 //! HMAC-SHA256 challenge–response over the pool's 32-byte secret, which
 //! reaches workers in their environment (`PROCPOOL_TOKEN`), never on a
 //! command line, and never crosses the wire. A stranger, a wrong secret or
-//! a slow hello is refused and logged; handshake frames are capped at
-//! `HANDSHAKE_MAX_FRAME`, and at most `MAX_PENDING` handshakes run at once.
+//! a slow handshake (one deadline for all of it) is refused and logged,
+//! with what it said escaped and cut; nothing it said is acted on.
+//! Handshake frames are capped at `HANDSHAKE_MAX_FRAME`, and the handshakes
+//! in progress are capped in all and per address (`admission`).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use interprocess::local_socket::prelude::*;
@@ -25,6 +26,7 @@ use interprocess::local_socket::{GenericFilePath, Listener, ListenerOptions};
 use nix::sys::socket::{getsockopt, sockopt};
 use procpool_wire::handshake::{Hello, SECRET_LEN, launch_key};
 
+use super::admission::Admission;
 use super::adopt::adopt;
 use super::builder::Config;
 use super::launch::Launcher;
@@ -33,14 +35,10 @@ use super::stale::{DIR_PREFIX, SECRET_FILE, SOCKET_FILE, clean_stale_dirs};
 use super::state::{Shared, stopped};
 use super::transport::Transport;
 pub use crate::link::env::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
-use crate::link::frames::SocketReader;
-use crate::link::handshake;
+use crate::link::handshake::{self, Proven};
 use crate::link::secret::{hex, host_name, random_bytes};
 use crate::link::stream::{Stream, tune_tcp};
 use crate::lock::lock;
-
-/// Most handshakes in progress at once; more connections are dropped.
-const MAX_PENDING: usize = 16;
 
 /// Where and how a worker dials in; see
 /// [`ProcessPool::attach_info`](super::ProcessPool::attach_info).
@@ -140,12 +138,13 @@ impl AttachInfo {
     }
 }
 
-/// A worker that passed the handshake.
+/// A worker that passed the handshake (up to the `Accept`, which its
+/// slot sends).
 pub(crate) struct Dialed {
     /// The connection.
     pub stream: Stream,
-    /// Its reading end, past the handshake.
-    pub reader: SocketReader,
+    /// What it proved: the nonces that key the pool's proof and the link.
+    pub proven: Proven,
     /// What the worker said of itself.
     pub hello: Hello,
     /// Proven to be this user's process on this host (`SO_PEERCRED`), so
@@ -309,13 +308,26 @@ impl AttachPoint {
     }
 }
 
-/// Takes the next connection: the stream, who it is (for logs), and the
-/// peer's pid if it is proven local.
-fn next_conn(l: &Listening) -> io::Result<(Stream, String, Option<u32>)> {
+/// A connection taken off the listener.
+struct Conn {
+    stream: Stream,
+    /// Who it is, for logs.
+    peer: String,
+    /// The peer's pid, if it is proven local.
+    local_pid: Option<u32>,
+    /// The peer's network address (`None`: a local socket).
+    ip: Option<std::net::IpAddr>,
+}
+
+/// Takes the next connection.
+fn next_conn(l: &Listening) -> io::Result<Conn> {
     match l {
-        Listening::Tcp(t) => t
-            .accept()
-            .map(|(s, a)| (Stream::Tcp(s), a.to_string(), None)),
+        Listening::Tcp(t) => t.accept().map(|(s, a)| Conn {
+            stream: Stream::Tcp(s),
+            peer: a.to_string(),
+            local_pid: None,
+            ip: Some(a.ip()),
+        }),
         Listening::Local(l) => {
             let conn = l.accept()?;
             #[allow(unreachable_patterns)]
@@ -336,11 +348,12 @@ fn next_conn(l: &Listening) -> io::Result<(Stream, String, Option<u32>)> {
                         ),
                     ));
                 }
-                Ok((
-                    Stream::Unix(u),
-                    format!("pid {}", creds.pid()),
-                    Some(creds.pid() as u32),
-                ))
+                Ok(Conn {
+                    stream: Stream::Unix(u),
+                    peer: format!("pid {}", creds.pid()),
+                    local_pid: Some(creds.pid() as u32),
+                    ip: None,
+                })
             })
         }
     }
@@ -354,13 +367,18 @@ pub(crate) fn accept_loop(shared: &Arc<Shared>) {
     let Some(listening) = lock(&point.listening).take() else {
         return;
     };
-    let pending = Arc::new(AtomicUsize::new(0));
+    let admission = Admission::default();
     loop {
         let conn = next_conn(&listening);
         if stopped(shared) {
             return;
         }
-        let (stream, peer, local_pid) = match conn {
+        let Conn {
+            stream,
+            peer,
+            local_pid,
+            ip,
+        } = match conn {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(target: "procpool::pool", "attach: refused a connection: {e}");
@@ -369,44 +387,55 @@ pub(crate) fn accept_loop(shared: &Arc<Shared>) {
                 continue;
             }
         };
+        // The whole handshake, from now, has one deadline.
+        let deadline = handshake::deadline_after(shared.cfg.handshake_timeout);
         if let Stream::Tcp(t) = &stream
             && let Err(e) = tune_tcp(t, shared.cfg.lost_after)
         {
             tracing::warn!(target: "procpool::pool", "attach: {peer}: cannot set TCP options: {e}");
         }
-        if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
-            pending.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(target: "procpool::pool", "attach: too many handshakes in progress; dropped {peer}");
-            continue;
-        }
-        let (s, p) = (shared.clone(), pending.clone());
+        let admitted = match admission.admit(ip) {
+            Ok(a) => a,
+            Err(why) => {
+                tracing::warn!(target: "procpool::pool", "attach: dropped {peer}: {why}");
+                continue;
+            }
+        };
+        let s = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("procpool-attach".into())
             .spawn(move || {
-                attach_one(&s, stream, &peer, local_pid);
-                p.fetch_sub(1, Ordering::SeqCst);
+                attach_one(&s, stream, &peer, local_pid, deadline);
+                drop(admitted);
             });
-        if spawned.is_err() {
-            pending.fetch_sub(1, Ordering::SeqCst);
+        if let Err(e) = spawned {
+            tracing::warn!(target: "procpool::pool", "attach: cannot start a handshake thread: {e}");
         }
     }
 }
 
-fn attach_one(shared: &Arc<Shared>, stream: Stream, peer: &str, local_pid: Option<u32>) {
+fn attach_one(
+    shared: &Arc<Shared>,
+    stream: Stream,
+    peer: &str,
+    local_pid: Option<u32>,
+    deadline: std::time::Instant,
+) {
     let Some(point) = shared.attach.as_ref() else {
         return;
     };
-    let timeout = shared.cfg.handshake_timeout;
-    let (reader, hello) = match handshake::read_hello(&stream, timeout) {
-        Ok(pair) => pair,
+    let limit = shared.cfg.handshake_timeout;
+    let hello = match handshake::read_hello(&stream, deadline) {
+        Ok(h) => h,
         Err(e) => {
-            tracing::warn!(target: "procpool::pool", "attach: refused {peer}: {e}");
+            tracing::warn!(target: "procpool::pool", "attach: refused {peer}: {e} (handshake limit {limit:?})");
             return;
         }
     };
     // A pool that starts its own workers takes only those: a dial-in whose
     // ticket names no worker it is waiting for is refused before anything
-    // else (it may hold a key a worker or one of its tasks leaked).
+    // else (it may hold a key a worker or one of its tasks leaked). This
+    // refuses; it changes nothing.
     let spawn_only = matches!(shared.cfg.launcher, Launcher::Spawn);
     if spawn_only && !lock(&point.awaited).contains_key(&hello.ticket) {
         tracing::warn!(target: "procpool::pool",
@@ -418,32 +447,39 @@ fn attach_one(shared: &Arc<Shared>, stream: Stream, peer: &str, local_pid: Optio
         );
         return;
     }
-    // The secret first: a stranger learns nothing, not even our build. Each
-    // launch proves its own key (derived from the secret and its ticket).
-    let mut key = launch_key(point.info.secret_bytes(), hello.ticket);
-    let checked = handshake::challenge(&stream, reader, &hello, &key, timeout)
-        .and_then(|r| handshake::check_hello(&stream, &hello).map(|()| r))
-        .map_err(StartError::Handshake);
-    crate::sys::zeroize(&mut key);
-    let reader = match checked {
-        Ok(r) => r,
+    // The secret first: a stranger learns nothing, not even our build, and
+    // nothing it said (its ticket, its host) is acted on. Each launch
+    // proves its own key (derived from the secret and its ticket).
+    let key = launch_key(point.info.secret_bytes(), hello.ticket);
+    let proven = match handshake::challenge(&stream, &hello, key, deadline) {
+        Ok(p) => p,
         Err(e) => {
             tracing::warn!(
                 target: "procpool::pool",
-                "attach: refused {peer} (pid {} on {}): {e}",
+                "attach: refused {peer} (says pid {} on {}): {e} (handshake limit {limit:?})",
                 hello.pid,
-                hello.host
+                hello.host_for_log()
             );
-            // A worker the pool spawned: its slot learns why at once.
-            if let Some(tx) = lock(&point.awaited).remove(&hello.ticket) {
-                let _ = tx.send(Err(e));
-            }
             return;
         }
     };
+    if let Err(e) = handshake::check_hello(&stream, &hello) {
+        tracing::warn!(
+            target: "procpool::pool",
+            "attach: refused {peer} (pid {} on {}): {e}",
+            hello.pid,
+            hello.host_for_log()
+        );
+        // It proved the secret: a worker the pool spawned, whose slot
+        // learns why at once.
+        if let Some(tx) = lock(&point.awaited).remove(&hello.ticket) {
+            let _ = tx.send(Err(StartError::Handshake(e)));
+        }
+        return;
+    }
     let dialed = Dialed {
         stream,
-        reader,
+        proven,
         hello,
         local_pid,
     };

@@ -6,41 +6,43 @@
 use std::time::Duration;
 
 use procpool_wire::Generation;
-use procpool_wire::frame::write_all_frames;
 use procpool_wire::handshake::Hello;
 use procpool_wire::message::{ToParent, ToWorker, decode_message, encode_message};
 
 use super::builder::Config;
 use super::spawn::StartError;
-use crate::link::frames::SocketReader;
-use crate::link::handshake::{self, Accepted, is_timeout};
+use crate::link::frames::write_frames;
+use crate::link::handshake::{self, Accepted, Opened, Proven, is_timeout};
 use crate::link::stream::Stream;
 
 /// The parent's side of the handshake with a worker on an inherited
-/// socket, then the initializer. Returns the reader for the worker's
-/// messages and its hello.
+/// socket, then the initializer. Returns the opened connection and the
+/// worker's hello.
 pub(crate) fn greet(
     stream: &Stream,
     cfg: &Config,
     index: usize,
     generation: Generation,
-) -> Result<(SocketReader, Hello), StartError> {
-    let (reader, hello) =
-        handshake::read_hello(stream, cfg.handshake_timeout).map_err(StartError::Handshake)?;
+) -> Result<(Opened, Hello), StartError> {
+    let deadline = handshake::deadline_after(cfg.handshake_timeout);
+    let hello = handshake::read_hello(stream, deadline)
+        .map_err(|e| StartError::Handshake(format!("{e} (within {:?})", cfg.handshake_timeout)))?;
     handshake::check_hello(stream, &hello).map_err(StartError::Handshake)?;
-    let reader = accept(stream, reader, cfg, index, generation)?;
-    Ok((reader, hello))
+    let opened = accept(stream, cfg, index, generation, None)?;
+    Ok((opened, hello))
 }
 
-/// Welcomes a worker whose hello was accepted into slot `index`, then runs
-/// the initializer. Returns the reader for its messages.
+/// Welcomes a worker whose hello was accepted into slot `index` (one that
+/// dialed in brings what it `proven` and the pool's secret), then runs the
+/// initializer. Returns the opened connection: the reader for its
+/// messages and, on TCP, the sealer for the pool's.
 pub(crate) fn accept(
     stream: &Stream,
-    mut reader: SocketReader,
     cfg: &Config,
     index: usize,
     generation: Generation,
-) -> Result<SocketReader, StartError> {
+    proven: Option<&Proven>,
+) -> Result<Opened, StartError> {
     let hs = |m: String| StartError::Handshake(m);
     let accepted = Accepted {
         worker_id: index as u32,
@@ -52,7 +54,7 @@ pub(crate) fn accept(
             0
         },
     };
-    handshake::accept(stream, &mut reader, accepted).map_err(hs)?;
+    let (mut reader, mut sealer) = handshake::accept(stream, accepted, proven).map_err(hs)?;
     if let Some(init) = &cfg.init {
         let msg = ToWorker::Init {
             name: init.name.to_owned(),
@@ -61,7 +63,7 @@ pub(crate) fn accept(
         };
         let frame =
             encode_message(&msg, vec![init.payload.clone()]).map_err(|e| hs(e.to_string()))?;
-        write_all_frames(&mut &*stream, &[frame])
+        write_frames(stream, &[frame], sealer.as_mut())
             .map_err(|e| hs(format!("cannot send initializer: {e}")))?;
         stream
             .set_read_timeout(Some(cfg.init_timeout.max(Duration::from_millis(1))))
@@ -96,5 +98,5 @@ pub(crate) fn accept(
     stream
         .set_read_timeout(stream.is_tcp().then_some(cfg.lost_after))
         .map_err(|e| hs(e.to_string()))?;
-    Ok(reader)
+    Ok((reader, sealer))
 }

@@ -96,6 +96,16 @@ pub(super) fn stalled(
     );
 }
 
+/// A frame on a TCP link did not open (altered, replayed, reordered,
+/// dropped before, or injected on the network): the connection ends, and
+/// its running task fails as a lost worker (run again if it has retries
+/// left). Nothing of the frame was used.
+pub(super) fn tampered(shared: &Shared, idx: usize, generation: Generation, pid: u32, why: &str) {
+    tracing::warn!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"connection closed: {why}");
+    end_worker(shared, idx, generation, KillReason::Lost);
+}
+
 /// Records why worker `idx` ends and kills it.
 fn end_worker(shared: &Shared, idx: usize, generation: Generation, why: KillReason) {
     let target = {

@@ -23,7 +23,7 @@ use super::reader;
 use super::settle::settle;
 use super::spawn::{self, StartError};
 use super::state::{KillReason, Phase, Shared, SlotStatus};
-use crate::link::frames::SocketReader;
+use crate::link::handshake::Proven;
 use crate::link::ring;
 use crate::link::stream::Stream;
 use crate::lock::lock;
@@ -118,7 +118,7 @@ fn await_dial(
                 generation,
                 d.stream,
                 pid,
-                Some((d.reader, d.hello)),
+                Some((d.proven, d.hello)),
                 None,
             );
         }
@@ -135,7 +135,7 @@ pub(super) fn life_main(
     generation: Generation,
     stream: Stream,
     pid: u32,
-    hello_read: Option<(SocketReader, Hello)>,
+    dialed: Option<(Proven, Hello)>,
     ring: Option<ring::Reader>,
 ) {
     // No write to this worker waits longer than the write timeout for it
@@ -145,16 +145,15 @@ pub(super) fn life_main(
     if let Err(e) = stream.set_write_timeout(limit) {
         tracing::warn!(target: "procpool::pool", { worker.id = idx }, "cannot bound writes to the worker: {e}");
     }
-    let greeted = match hello_read {
+    let greeted = match dialed {
         None => greet::greet(&stream, &shared.cfg, idx, generation),
-        Some((reader, hello)) => {
-            greet::accept(&stream, reader, &shared.cfg, idx, generation).map(|r| (r, hello))
-        }
+        Some((p, hello)) => greet::accept(&stream, &shared.cfg, idx, generation, Some(&p))
+            .map(|opened| (opened, hello)),
     };
-    let reader = match greeted {
-        Ok((r, hello)) => {
+    let (reader, sealer) = match greeted {
+        Ok((opened, hello)) => {
             shared.known.learn(&hello);
-            r
+            opened
         }
         Err(e) => return start_failed(shared, idx, generation, pid, e),
     };
@@ -167,7 +166,7 @@ pub(super) fn life_main(
                     super::handle::stalled(&s, idx, generation, pid, after);
                 }
             });
-            Arc::new(Conn::new(w, stalled))
+            Arc::new(Conn::new(w, stalled, sealer))
         }
         Err(e) => {
             let e = StartError::Handshake(format!("cannot clone the socket: {e}"));

@@ -60,6 +60,7 @@
 //! resolved outside the pool lock, since their callbacks may call back into
 //! the pool.
 
+mod admission;
 mod adopt;
 pub mod attach;
 pub mod builder;

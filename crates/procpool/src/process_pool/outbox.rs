@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, Weak, mpsc};
 use procpool_wire::fds::MAX_FDS;
 use procpool_wire::frame::{Outgoing, Payload};
 use procpool_wire::message::{ToWorker, encode_message};
+use procpool_wire::seal::Sealer;
 
 use crate::link::stream::Stream;
 use crate::lock::lock;
@@ -66,6 +67,20 @@ struct Out {
     busy: bool,
     /// The connection failed or stalled: posts are dropped.
     dead: bool,
+    /// On a TCP link, seals each frame as a writer takes it: under this
+    /// lock, in the order frames go on the wire.
+    sealer: Option<Sealer>,
+}
+
+impl Out {
+    /// Takes every posted frame for the writer, sealed on a TCP link.
+    fn take(&mut self) -> io::Result<Vec<Outgoing>> {
+        let frames = std::mem::take(&mut self.posted);
+        match self.sealer.as_mut() {
+            None => Ok(frames),
+            Some(s) => frames.into_iter().map(|f| f.sealed(s)).collect(),
+        }
+    }
 }
 
 /// How far a writer got with the frames it holds.
@@ -78,11 +93,19 @@ enum Sent {
 
 impl Conn {
     /// `stalled` is called if the worker stops taking its input; see the
-    /// module docs.
-    pub(crate) fn new(stream: Stream, stalled: Box<dyn Fn() + Send + Sync>) -> Conn {
+    /// module docs. `sealer`: on an authenticated (TCP) link, what seals
+    /// every frame.
+    pub(crate) fn new(
+        stream: Stream,
+        stalled: Box<dyn Fn() + Send + Sync>,
+        sealer: Option<Sealer>,
+    ) -> Conn {
         Conn {
             stream,
-            out: Mutex::new(Out::default()),
+            out: Mutex::new(Out {
+                sealer,
+                ..Out::default()
+            }),
             stalled,
             slow: Mutex::new(None),
         }
@@ -100,13 +123,17 @@ impl Conn {
     /// the writer (it sends ours too). What the socket cannot take now goes
     /// to this connection's slow writer thread.
     pub(crate) fn flush(self: &Arc<Self>) {
-        let mut frames = {
+        let taken = {
             let mut out = lock(&self.out);
             if out.busy || out.posted.is_empty() {
                 return;
             }
             out.busy = true;
-            std::mem::take(&mut out.posted)
+            out.take()
+        };
+        let mut frames = match taken {
+            Ok(f) => f,
+            Err(e) => return self.fail(&e),
         };
         loop {
             match self.send(&frames, 0, false) {
@@ -119,7 +146,13 @@ impl Conn {
                 out.busy = false;
                 return;
             }
-            frames = std::mem::take(&mut out.posted);
+            frames = match out.take() {
+                Ok(f) => f,
+                Err(e) => {
+                    drop(out);
+                    return self.fail(&e);
+                }
+            };
         }
     }
 
@@ -245,7 +278,13 @@ impl Conn {
                 out.busy = false;
                 return;
             }
-            frames = std::mem::take(&mut out.posted);
+            frames = match out.take() {
+                Ok(f) => f,
+                Err(e) => {
+                    drop(out);
+                    return self.fail(&e);
+                }
+            };
         }
     }
 

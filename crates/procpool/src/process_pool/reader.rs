@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use procpool_wire::Generation;
 use procpool_wire::message::{Outcome, PayloadFds, ToParent, decode_message_fds};
 
-use super::handle::{lost, on_finished, on_started, on_withdrawn, protocol_error, task_error};
+use super::handle::{
+    lost, on_finished, on_started, on_withdrawn, protocol_error, tampered, task_error,
+};
 use super::outbox::flush_all;
 use super::state::Shared;
 use crate::cost::Cost;
@@ -79,6 +81,10 @@ pub(super) fn read_loop(
                 return;
             }
             Err(e) => {
+                if let FrameFdError::Frame(procpool_wire::FrameError::Forged(_)) = &e {
+                    tampered(shared, idx, generation, pid, &e.to_string());
+                    return;
+                }
                 if let FrameFdError::Frame(procpool_wire::FrameError::Io(io)) = &e {
                     match io.kind() {
                         io::ErrorKind::ConnectionReset

@@ -12,7 +12,7 @@ use procpool_wire::handshake::SECRET_LEN;
 
 use super::executor::execute;
 use super::panic::install_panic_hook;
-use super::shared::{Local, Notes, WorkerShared};
+use super::shared::{Local, Notes, WorkerShared, Writer};
 use super::{heartbeat, reader};
 use crate::link::env::{
     ENV_CONNECT, ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN,
@@ -187,7 +187,8 @@ pub(crate) fn serve(
     ring: Option<ring::Writer>,
 ) -> Result<(), String> {
     install_panic_hook();
-    let (reader, accepted) = greet_pool(&stream, secret.as_deref(), ticket, registry.announce())?;
+    let ((reader, sealer), accepted) =
+        greet_pool(&stream, secret.as_deref(), ticket, registry.announce())?;
     let (worker_id, generation, max_frame) =
         (accepted.worker_id, accepted.generation, accepted.max_frame);
     let spin = std::env::var(ENV_SPIN)
@@ -216,7 +217,7 @@ pub(crate) fn serve(
             batches: 0,
         }),
         cond: Condvar::new(),
-        writer: Mutex::new(stream),
+        writer: Mutex::new(Writer { stream, sealer }),
         generation,
         spare_frame: Mutex::new(None),
     });

@@ -19,9 +19,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use procpool_wire::Generation;
-use procpool_wire::frame::{Outgoing, write_all_frames_fds};
+use procpool_wire::frame::Outgoing;
 use procpool_wire::message::{TaskHeader, ToParent, encode_message};
+use procpool_wire::seal::Sealer;
 
+use crate::link::frames::write_frames;
 use crate::link::ring;
 use crate::link::stream::Stream;
 use crate::lock::lock;
@@ -74,8 +76,9 @@ pub(super) struct WorkerShared {
     /// See `local`.
     pub cond: Condvar,
     /// The socket's writing end. Every thread that writes takes it for one
-    /// whole write, so frames never interleave.
-    pub writer: Mutex<Stream>,
+    /// whole write, so frames never interleave (and, on TCP, are sealed in
+    /// the order they go on the wire).
+    pub writer: Mutex<Writer>,
     /// This process's generation, stamped on every message. Set once.
     pub generation: Generation,
     /// A large frame buffer the executor is done with, for the reader's
@@ -84,6 +87,13 @@ pub(super) struct WorkerShared {
     /// How shared payloads travel on this connection (descriptors over a
     /// Unix socket, inline over TCP). Set once.
     pub shared_mode: crate::shared::Mode,
+}
+
+/// The socket's writing end, under `WorkerShared::writer`.
+pub(super) struct Writer {
+    pub stream: Stream,
+    /// On a TCP link, seals every frame.
+    pub sealer: Option<Sealer>,
 }
 
 impl WorkerShared {
@@ -98,11 +108,12 @@ impl WorkerShared {
     /// ~100 k/s instead of ~250–350 k/s; chunksize 1 and latency unchanged).
     pub(super) fn send(&self, frames: &[Outgoing]) {
         let mut w = lock(&self.writer);
-        if let Err(e) = write_all_frames_fds(&mut *w, frames) {
+        let Writer { stream, sealer } = &mut *w;
+        if let Err(e) = write_frames(stream, frames, sealer.as_mut()) {
             drop(w);
             exit_parent_gone(&e);
         }
-        if let Stream::Tcp(t) = &*w {
+        if let Stream::Tcp(t) = &w.stream {
             wait_sent(t);
         }
     }
