@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use procpool::{
-    Cost, Executor, Launcher, ProcessPool, Shutdown, Task, ThreadPool, Transport, WorkerCommand,
+    Cost, Executor, Launcher, ProcessPool, SharedBytes, Shutdown, Task, ThreadPool, Transport,
+    WorkerCommand,
 };
-use procpool_tasks::{Echo, EchoRecords, EchoVec, Record, Square};
+use procpool_tasks::{Echo, EchoRecords, EchoShared, EchoVec, Record, Square};
 use serde::Serialize;
 
 use crate::raw;
@@ -30,11 +31,19 @@ pub enum Kind {
     EchoVec,
     /// `procpool_tasks::EchoRecords`: structs of numbers and strings.
     EchoRecords,
+    /// `procpool_tasks::EchoShared`: a `SharedBytes` (a sealed memory file
+    /// passed with the frame to a local worker; inline over TCP).
+    EchoShared,
 }
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 3] = [Kind::Echo, Kind::EchoVec, Kind::EchoRecords];
+    pub const ALL: [Kind; 4] = [
+        Kind::Echo,
+        Kind::EchoVec,
+        Kind::EchoRecords,
+        Kind::EchoShared,
+    ];
 
     /// The task's type name.
     pub fn label(self) -> &'static str {
@@ -42,6 +51,7 @@ impl Kind {
             Kind::Echo => "Echo",
             Kind::EchoVec => "EchoVec",
             Kind::EchoRecords => "EchoRecords",
+            Kind::EchoShared => "EchoShared",
         }
     }
 }
@@ -396,6 +406,17 @@ fn time_kind<E: Executor>(
         }
         (Kind::EchoVec, Payload::Bytes(b)) => {
             time_tasks(pool, plan, || EchoVec(b.clone()), |o| o.len() == b.len())
+        }
+        (Kind::EchoShared, Payload::Bytes(b)) => {
+            // Made once: every round trip sends the same value (the first
+            // send seals it into a memory file, the echo brings that back).
+            let shared = SharedBytes::from(b.clone());
+            time_tasks(
+                pool,
+                plan,
+                || EchoShared(shared.clone()),
+                |o| o.len() == b.len(),
+            )
         }
         (Kind::EchoRecords, Payload::Records(r)) => time_tasks(
             pool,

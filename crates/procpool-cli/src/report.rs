@@ -352,9 +352,20 @@ pub fn advice(r: &Report) -> Vec<String> {
         && let (Some(p), Some(x)) = (row.process.as_ref(), row.process_vs_raw)
     {
         let per_mib = p.median_ns as f64 / (row.size as f64 / mib as f64);
+        let shared = find(r, row.size, Kind::EchoShared)
+            .and_then(|s| Some((s.process.as_ref()?, s.process_vs_raw?)))
+            .map(|(s, ratio)| {
+                format!(
+                    " (measured here: {}, {} the raw round trip)",
+                    d(s.median_ns),
+                    fmt_ratio(ratio)
+                )
+            })
+            .unwrap_or_default();
         out.push(format!(
             "At {} a task costs {} ({} the raw socket round trip, ~{} per MiB): for payloads this \
-             big, pass a path or shared memory instead of the bytes.",
+             big, use procpool::SharedBytes (or SharedSlice<T> for numbers), which reaches a \
+             local worker as a sealed memory file instead of the bytes{shared}.",
             fmt_bytes(row.size),
             d(p.median_ns),
             fmt_ratio(x),
