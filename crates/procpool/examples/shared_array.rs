@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(sum, expected);
         println!(
             "process pool, round {round}: sum of {} MiB in 16 stripes = {sum} in {:.1?}",
-            n * 8 >> 20,
+            (n * 8) >> 20,
             t.elapsed()
         );
     }
