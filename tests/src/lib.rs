@@ -215,3 +215,71 @@ pub fn in_own_process(path: &str) -> bool {
     );
     false
 }
+
+/// The environment variable that tells a re-run test binary which test to
+/// run for real (see [`in_child`]).
+pub const CHILD_ENV: &str = "PROCPOOL_E2E_CHILD";
+
+/// Runs `body` in a child process, for a test whose hang (a deadlock in
+/// `shutdown` or `Drop`) would otherwise take the whole test binary down.
+///
+/// In the test process this re-runs the test binary with `--exact name`
+/// and [`CHILD_ENV`] set, kills it if it has not finished within `limit`,
+/// and fails (with the child's output) unless it exited successfully. In
+/// that child, it runs `body`. `name` is the test's path as libtest names
+/// it (`module::test` for a test in a module).
+pub fn in_child(name: &str, limit: Duration, body: impl FnOnce()) {
+    use std::os::unix::process::CommandExt;
+    if std::env::var(CHILD_ENV).as_deref() == Ok(name) {
+        body();
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let log_path = std::env::temp_dir().join(format!(
+        "procpool-e2e-child-{}-{}.log",
+        std::process::id(),
+        name.replace("::", "-")
+    ));
+    let log = std::fs::File::create(&log_path).expect("a log file for the child test");
+    let err = log.try_clone().expect("a second handle on the log file");
+    let t = Instant::now();
+    let mut child = std::process::Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, name)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .expect("the test binary re-runs itself");
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for the child test") {
+            break Some(s);
+        }
+        if t.elapsed() > limit {
+            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
+    // Show what the child printed (FIGURE lines, panics) in our output.
+    println!("{output}");
+    match status {
+        None => panic!(
+            "watchdog: the child test `{name}` did not finish within {limit:?} (a hang); its output is above"
+        ),
+        Some(s) if !s.success() => {
+            panic!("the child test `{name}` failed ({s}); its output is above")
+        }
+        Some(_) => {
+            assert!(
+                output.contains("1 passed"),
+                "the child test `{name}` did not run (wrong name?); its output is above"
+            );
+        }
+    }
+}
