@@ -10,9 +10,24 @@
 //!   `Pending → Done`. The pool writes it; anyone reads it.
 //! * `outcome` is `Some` from the moment the state is `Done` until the value
 //!   is taken by `result()` or `.await`.
+//! * `released` is set once the state is `Done` *and* every callback
+//!   registered before that has run: only then are waiters (`result()`,
+//!   `wait_timeout`, `.await`, watchers for `as_completed`/`wait`/`Map`)
+//!   let go, so a callback sees the outcome before anyone can take it
+//!   (SEMANTICS point 7). A callback itself does not wait for `released`
+//!   (see `callbacks::in_callback`): it may wait on a future whose own
+//!   callbacks are queued behind it.
 //! * `callbacks`, `waker` and `watchers` are taken out, under the lock, by
-//!   the one thread that moves the state to `Done`, and run after the lock is
-//!   released: a callback may read its own future.
+//!   the one [`Release`] of the future, and run after the lock is
+//!   released: a callback may read its own future. Callbacks registered
+//!   while the release runs are run by it too, before `released` is set.
+//!
+//! Completing is two steps: [`Core::complete`] moves the state to `Done`
+//! (cheap, under the slot lock only, so a pool may do it under its own
+//! lock and every later `cancel()` sees the result at once), and the
+//! [`Release`] it returns runs the callbacks and lets waiters go, outside
+//! every lock — on this thread, or on the pool's callback thread when this
+//! is one of the pool's own threads (see `callbacks.rs`).
 //!
 //! Lock order: a pool's own lock may be held while taking a slot lock, never
 //! the other way round, and no callback runs under either.
@@ -21,7 +36,6 @@
 //! waker, `as_completed`/`wait`/`map_unordered` a `Watch`.
 
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
@@ -30,6 +44,7 @@ use std::time::{Duration, Instant};
 use procpool_wire::codec;
 use serde::de::DeserializeOwned;
 
+use crate::callbacks;
 use crate::cost::{Cost, StatsCollector};
 use crate::error::{Side, TaskError, WaitError};
 // A panic never happens while a slot is locked (callbacks run outside),
@@ -82,6 +97,8 @@ struct Slot<T> {
     /// nobody waits.
     waiters: u32,
     cancelled: bool,
+    /// `Done` and its callbacks have run: waiters may go.
+    released: bool,
     outcome: Option<Result<T, TaskError>>,
     cost: Option<Cost>,
     callbacks: Vec<Callback<T>>,
@@ -107,7 +124,56 @@ pub(crate) trait Resolve: Send + Sync {
     fn fail(&self, err: TaskError) -> bool;
     /// `Pending → Done(Cancelled)`: `true` if it is cancelled now or was
     /// already.
-    fn cancel_local(&self) -> bool;
+    fn cancel_local(&self) -> bool {
+        let (cancelled, release) = self.cancel_begin();
+        if let Some(r) = release {
+            r.run();
+        }
+        cancelled
+    }
+    /// The first step of [`cancel_local`](Self::cancel_local): the state
+    /// moves to `Done(Cancelled)` now (a pool may call this under its own
+    /// lock); the [`Release`] must be run once every lock is released.
+    fn cancel_begin(&self) -> (bool, Option<Release>);
+}
+
+/// The second step of completing a future: runs its callbacks, then lets
+/// its waiters go. Run it outside every lock (see the module docs);
+/// dropping it runs it too, so that no future can stay unreleased.
+#[must_use = "a future's waiters are released only when its Release runs"]
+pub(crate) struct Release(Option<Arc<dyn Settle>>);
+
+/// A future that is `Done` but not yet released.
+pub(crate) trait Settle: Send + Sync {
+    /// Runs the callbacks and releases the waiters.
+    fn release(&self);
+    /// Whether it has callbacks to run.
+    fn has_callbacks(&self) -> bool;
+}
+
+impl Release {
+    /// Releases the future: here, or — with callbacks, on a pool's own
+    /// thread — on the pool's callback thread.
+    pub(crate) fn run(mut self) {
+        if let Some(core) = self.0.take() {
+            if core.has_callbacks() {
+                let c = core.clone();
+                if let Some(job) = callbacks::defer(Box::new(move || c.release())) {
+                    job();
+                }
+            } else {
+                core.release();
+            }
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            Release(self.0.take()).run();
+        }
+    }
 }
 
 /// A future whose output arrives as bytes (the process pool's).
@@ -161,6 +227,7 @@ impl<T: Send + 'static> Core<T> {
                 state: State::Pending,
                 waiters: 0,
                 cancelled: false,
+                released: false,
                 outcome: None,
                 cost: None,
                 callbacks: Vec::new(),
@@ -172,56 +239,62 @@ impl<T: Send + 'static> Core<T> {
         })
     }
 
-    /// Moves to `Done` with `outcome`; runs wakers, watchers and callbacks
-    /// outside the lock. `false` if already done.
+    /// Moves to `Done` with `outcome` and releases it (callbacks, then
+    /// waiters, outside the lock). `false` if already done.
     pub(crate) fn finish(&self, outcome: Result<T, TaskError>, cost: Option<Cost>) -> bool {
-        self.finish_from(outcome, cost, false)
+        match self.complete(outcome, cost) {
+            Some(release) => {
+                release.run();
+                true
+            }
+            None => false,
+        }
     }
 
-    /// [`finish`](Self::finish); with `pending_only`, only a future that
-    /// has not started (checked under the same lock that ends it, so a
-    /// worker's `mark_running` cannot slip in between).
-    fn finish_from(
+    /// The first step of [`finish`](Self::finish): moves to `Done` under the
+    /// slot lock only; `None` if already done. Run the `Release` outside
+    /// every lock.
+    pub(crate) fn complete(
+        &self,
+        outcome: Result<T, TaskError>,
+        cost: Option<Cost>,
+    ) -> Option<Release> {
+        self.complete_from(outcome, cost, false)
+    }
+
+    /// [`complete`](Self::complete); with `pending_only`, only a future
+    /// that has not started (checked under the same lock that ends it, so
+    /// a worker's `mark_running` cannot slip in between).
+    fn complete_from(
         &self,
         outcome: Result<T, TaskError>,
         cost: Option<Cost>,
         pending_only: bool,
-    ) -> bool {
+    ) -> Option<Release> {
         let cancelled = matches!(outcome, Err(TaskError::Cancelled));
-        let (callbacks, waker, watchers, waiters) = {
+        {
             let mut s = lock(&self.slot);
             if s.state == State::Done || (pending_only && s.state == State::Running) {
-                return false;
+                return None;
             }
             s.state = State::Done;
             s.cancelled = cancelled;
             s.outcome = Some(outcome);
             s.cost = cost;
-            (
-                std::mem::take(&mut s.callbacks),
-                s.waker.take(),
-                std::mem::take(&mut s.watchers),
-                s.waiters,
-            )
-        };
-        if waiters > 0 {
-            self.cond.notify_all();
         }
-        if let Some(w) = waker {
-            w.wake();
+        // The caller holds a strong reference, so this upgrade succeeds.
+        let me: Option<Arc<dyn Settle>> = self.me.upgrade().map(|c| c as Arc<dyn Settle>);
+        if me.is_none() {
+            self.release();
         }
-        for (w, key) in watchers.first.into_iter().chain(watchers.more) {
-            w.done(key);
-        }
-        if !callbacks.is_empty()
-            && let Some(me) = self.me.upgrade()
-        {
-            let handle = TaskFuture { core: me };
-            for cb in callbacks {
-                run_callback(cb, &handle);
-            }
-        }
-        true
+        Some(Release(me))
+    }
+
+    /// Whether this thread may see the future as finished: it is released,
+    /// or it is `Done` and this thread is running a callback (which must
+    /// not wait for callbacks queued behind it).
+    fn ready(s: &Slot<T>) -> bool {
+        s.released || (s.state == State::Done && callbacks::in_callback())
     }
 
     /// Registers `w` to be told (with `key`) when this future is done;
@@ -229,7 +302,7 @@ impl<T: Send + 'static> Core<T> {
     pub(crate) fn watch(&self, w: Arc<dyn Watch>, key: usize) {
         {
             let mut s = lock(&self.slot);
-            if s.state != State::Done {
+            if !s.released {
                 s.watchers.push(w, key);
                 return;
             }
@@ -271,8 +344,43 @@ pub(crate) fn cancel_all<'a, T: Send + 'static>(
     }
 }
 
+impl<T: Send + 'static> Settle for Core<T> {
+    fn release(&self) {
+        let handle = self.me.upgrade().map(|core| TaskFuture { core });
+        let (waker, watchers, waiters) = loop {
+            let callbacks = {
+                let mut s = lock(&self.slot);
+                if s.callbacks.is_empty() || handle.is_none() {
+                    s.released = true;
+                    s.callbacks.clear();
+                    break (s.waker.take(), std::mem::take(&mut s.watchers), s.waiters);
+                }
+                std::mem::take(&mut s.callbacks)
+            };
+            if let Some(h) = &handle {
+                for cb in callbacks {
+                    run_callback(cb, h);
+                }
+            }
+        };
+        if waiters > 0 {
+            self.cond.notify_all();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        for (w, key) in watchers.first.into_iter().chain(watchers.more) {
+            w.done(key);
+        }
+    }
+
+    fn has_callbacks(&self) -> bool {
+        !lock(&self.slot).callbacks.is_empty()
+    }
+}
+
 fn run_callback<T>(cb: Callback<T>, handle: &TaskFuture<T>) {
-    if let Err(p) = catch_unwind(AssertUnwindSafe(|| cb(handle))) {
+    if let Err(p) = callbacks::as_callback(|| cb(handle)) {
         tracing::error!(
             target: "procpool::pool",
             { task.id = handle.core.id,
@@ -298,19 +406,22 @@ impl<T: Send + 'static> Resolve for Core<T> {
     fn fail(&self, err: TaskError) -> bool {
         self.finish(Err(err), None)
     }
-    fn cancel_local(&self) -> bool {
+    fn cancel_begin(&self) -> (bool, Option<Release>) {
         {
             let s = lock(&self.slot);
             match s.state {
-                State::Done => return s.cancelled,
-                State::Running => return false,
+                State::Done => return (s.cancelled, None),
+                State::Running => return (false, None),
                 State::Pending => {}
             }
         }
         // Another thread may finish or start it between the check and
-        // here; `finish_from` then does nothing and the state tells which
+        // here; `complete_from` then does nothing and the state tells which
         // won (a task that started is not cancelled: SEMANTICS.md 2).
-        self.finish_from(Err(TaskError::Cancelled), None, true) || lock(&self.slot).cancelled
+        match self.complete_from(Err(TaskError::Cancelled), None, true) {
+            Some(r) => (true, Some(r)),
+            None => (lock(&self.slot).cancelled, None),
+        }
     }
 }
 
@@ -454,7 +565,9 @@ impl<T: Send + 'static> TaskFuture<T> {
             }
         }
         match &self.core.control {
-            Some(c) => c.cancel(self.core.id),
+            // Another thread's cancel may have won the race: once the
+            // future is cancelled, every cancel() is `true` (SEMANTICS 30).
+            Some(c) => c.cancel(self.core.id) || self.is_cancelled(),
             None => self.core.cancel_local(),
         }
     }
@@ -485,34 +598,43 @@ impl<T: Send + 'static> TaskFuture<T> {
         }
     }
 
-    /// Blocks until done or `timeout` passes; returns the locked slot.
+    /// Blocks until released (see the module docs) or `timeout` passes
+    /// (`None`, or a timeout too large for the clock: no limit); returns
+    /// the locked slot.
     fn wait_done(&self, timeout: Option<Duration>) -> MutexGuard<'_, Slot<T>> {
         let mut s = lock(&self.core.slot);
-        if s.state == State::Done {
+        if Core::ready(&s) {
             return s;
         }
+        let deadline = timeout.and_then(crate::deadline::after);
         s.waiters += 1;
-        let mut s = match timeout {
-            None => self
-                .core
-                .cond
-                .wait_while(s, |s| s.state != State::Done)
-                .unwrap_or_else(|p| p.into_inner()),
-            Some(t) => {
-                self.core
-                    .cond
-                    .wait_timeout_while(s, t, |s| s.state != State::Done)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0
+        loop {
+            if Core::ready(&s) {
+                break;
             }
-        };
+            match crate::deadline::left(deadline) {
+                // No timeout, or one too large for the clock: no limit.
+                None => s = self.core.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(left) if left.is_zero() => break,
+                Some(left) => {
+                    s = self
+                        .core
+                        .cond
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
         s.waiters -= 1;
         s
     }
 
     /// Waits up to `timeout` for the task to be done; returns whether it is.
+    /// `Duration::MAX` (or any duration too large for the clock) waits
+    /// without limit.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_done(Some(timeout)).state == State::Done
+        Core::ready(&self.wait_done(Some(timeout)))
     }
 
     /// Blocks until the task is done.
@@ -533,6 +655,7 @@ impl<T: Send + 'static> TaskFuture<T> {
 
     /// Like [`result`](Self::result) but waits at most `timeout`; on time-out
     /// the future is handed back untouched (nothing is cancelled).
+    /// `Duration::MAX` waits without limit.
     pub fn result_timeout(self, timeout: Duration) -> Result<T, WaitError<T>> {
         if self.wait_timeout(timeout) {
             self.result().map_err(WaitError::Failed)
@@ -556,15 +679,21 @@ impl<T: Send + 'static> TaskFuture<T> {
     }
 
     /// Runs `f` once the task is done: now, on this thread, if it already
-    /// is; otherwise on the thread that completes it (keep it short). A
-    /// panicking callback is logged; other callbacks still run.
+    /// is; otherwise on the thread that completes it, or — for a process
+    /// pool — on the pool's callback thread (keep it short). Callbacks
+    /// registered before completion have run before any waiter
+    /// (`result()`, `wait`, `as_completed`, `.await`) is released, so a
+    /// callback sees the outcome (`error()` of a failed task is `Some`).
+    /// Inside a callback the pool may be used freely: `cancel()`,
+    /// `shutdown()`, dropping the pool. A panicking callback is logged;
+    /// other callbacks still run.
     pub fn add_done_callback<F>(&self, f: F)
     where
         F: FnOnce(&TaskFuture<T>) + Send + 'static,
     {
         {
             let mut s = lock(&self.core.slot);
-            if s.state != State::Done {
+            if !s.released {
                 s.callbacks.push(Box::new(f));
                 return;
             }
@@ -580,7 +709,7 @@ impl<T: Send + 'static> std::future::Future for TaskFuture<T> {
         let Some(mut s) = crate::lock::try_lock_or_wake(&self.core.slot, cx) else {
             return Poll::Pending; // never wait for a lock in `poll`
         };
-        if s.state == State::Done {
+        if Core::ready(&s) {
             return Poll::Ready(
                 s.outcome
                     .take()

@@ -48,6 +48,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod callbacks;
 mod collected;
 /// `impl Executor for $pool`: every method is the pool's inherent one of
 /// the same name (both pools have them all, so no caller needs the trait).
@@ -130,6 +131,7 @@ macro_rules! map_methods {
 }
 
 pub mod cost;
+mod deadline;
 pub mod error;
 mod expiry;
 pub mod future;

@@ -167,6 +167,7 @@ where
     /// Each `next()` waits at most `d` (Python's `map(timeout=)` is the
     /// whole map's limit: that is [`deadline`](Self::deadline)); then it
     /// yields `Err(TaskError::WaitTimedOut)`, cancels the rest and ends.
+    /// `Duration::MAX` means no limit.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
@@ -294,7 +295,7 @@ where
         if let Some(d) = self.deadline
             && self.deadline_at.is_none()
         {
-            self.deadline_at = now.checked_add(d);
+            self.deadline_at = crate::deadline::from(now, d);
         }
         let overall = self
             .deadline_at
@@ -381,7 +382,7 @@ where
             if let Some(r) = self.ready.pop_front() {
                 return Some(r);
             }
-            let until = limit.map(|(wait, _)| Instant::now().checked_add(wait));
+            let until = limit.map(|(wait, _)| crate::deadline::after(wait));
             while !self.by_key.is_empty() {
                 let Some(key) = self.done.pop(until.flatten()) else {
                     let after = limit.map_or(Duration::ZERO, |(_, after)| after);

@@ -108,7 +108,9 @@ pub struct AsCompleted<T> {
     queue: Arc<DoneQueue>,
     remaining: usize,
     timeout: Option<Duration>,
-    deadline: Option<Instant>,
+    /// Set at the first `next()`: `Some(None)` is a timeout too large for
+    /// the clock (no limit).
+    deadline: Option<Option<Instant>>,
     timed_out: bool,
     /// The `Stream` form's wake-up at `deadline`.
     sleep: Option<Sleep>,
@@ -152,6 +154,7 @@ impl<T: Send + 'static> AsCompleted<T> {
     /// Ends the iteration `d` after the first `next()` if futures are still
     /// unfinished; then [`timed_out`](Self::timed_out) is true and
     /// [`into_pending`](Self::into_pending) hands them back.
+    /// `Duration::MAX` means no limit.
     ///
     /// **The loop just ends**: nothing in it says whether everything
     /// finished or time ran out — ask `timed_out()` after it. To get the
@@ -198,11 +201,11 @@ impl<T: Send + 'static> Iterator for AsCompleted<T> {
         if self.timed_out || self.remaining == 0 {
             return None;
         }
-        if self.deadline.is_none() {
-            self.deadline = self.timeout.map(|d| Instant::now() + d);
-        }
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| self.timeout.and_then(crate::deadline::after));
         loop {
-            match self.queue.pop(self.deadline) {
+            match self.queue.pop(deadline) {
                 Some(k) => {
                     if let Some(f) = self.take_key(k) {
                         return Some(f);
@@ -279,7 +282,8 @@ pub enum ReturnWhen {
 }
 
 /// Waits for `futures` per `mode`, at most `timeout` (`Some(ZERO)` is a
-/// snapshot), and returns `(done, not_done)` in the original order.
+/// snapshot; `None` or `Some(Duration::MAX)` is no limit), and returns
+/// `(done, not_done)` in the original order.
 ///
 /// ```
 /// # use procpool::{ThreadPool, ReturnWhen, wait};
@@ -298,7 +302,7 @@ where
     I: IntoIterator<Item = TaskFuture<T>>,
 {
     let futures: Vec<TaskFuture<T>> = futures.into_iter().collect();
-    let deadline = timeout.map(|d| Instant::now() + d);
+    let deadline = timeout.and_then(crate::deadline::after);
     let queue = DoneQueue::new();
     for (i, f) in futures.iter().enumerate() {
         f.core().watch(queue.clone(), i);
