@@ -1,19 +1,18 @@
 //! `cancel()`, `cancel_many()` and `kill()` of a process-pool future: a
-//! task still in the parent's queue is taken out at once; one a worker
+//! task still in the parent's queue is taken out at once (by id); one a worker
 //! prefetched is asked back (`Cancel` → `Withdrawn`) under a deadline; a
 //! running one is killed with its worker. Takes `Shared::state`, then
 //! (released) each [`CancelWait`]'s own lock.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use procpool_wire::TaskId;
 use procpool_wire::message::ToWorker;
 
 use super::outbox::{Conn, flush_all, post_message};
 use super::state::{KillReason, Shared};
-use crate::future::{Control, ResolveBytes};
+use crate::future::Control;
 use crate::lock::lock;
 
 /// A pending `cancel()` waiting for the worker's answer.
@@ -32,12 +31,21 @@ impl CancelWait {
         self.cond.notify_all();
     }
 
-    fn wait(&self, timeout: Duration) -> Option<bool> {
+    /// The answer, waiting at most `timeout` (`None`: no limit).
+    fn wait(&self, timeout: Option<Duration>) -> Option<bool> {
         let g = lock(&self.answer);
-        let (g, _) = self
-            .cond
-            .wait_timeout_while(g, timeout, |a| a.is_none())
-            .unwrap_or_else(|p| p.into_inner());
+        let g = match timeout {
+            Some(t) => {
+                self.cond
+                    .wait_timeout_while(g, t, |a| a.is_none())
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            None => self
+                .cond
+                .wait_while(g, |a| a.is_none())
+                .unwrap_or_else(|p| p.into_inner()),
+        };
         *g
     }
 }
@@ -51,13 +59,14 @@ impl Control for PoolControl {
     }
 
     /// Withdraws many tasks with one message round per worker: tasks still
-    /// in the parent's queue are taken out at once; prefetched ones are
-    /// asked back from their workers all together, and the answers are
-    /// awaited under one deadline.
+    /// in the parent's queue are taken out at once (found by id, whatever
+    /// the queue's length); prefetched ones are asked back from their
+    /// workers all together, and the answers are awaited under one
+    /// deadline. A task another `cancel()` is already asking back shares
+    /// that answer, so concurrent cancels agree (SEMANTICS 30).
     fn cancel_many(&self, ids: &[TaskId]) -> Vec<bool> {
         enum Plan {
             Answer(bool),
-            Local(Arc<dyn ResolveBytes>),
             Ask(Arc<CancelWait>),
         }
         let Some(shared) = self.0.upgrade() else {
@@ -65,39 +74,32 @@ impl Control for PoolControl {
         };
         let mut plans = Vec::with_capacity(ids.len());
         let mut conns: Vec<Arc<Conn>> = Vec::new();
+        let mut releases = Vec::new();
         {
             let mut st = lock(&shared.state);
-            // Still in the parent's queue: take them out, so nothing can
-            // send them.
-            let wanted: HashSet<TaskId> = ids.iter().copied().collect();
-            let mut queued: HashMap<TaskId, Arc<dyn ResolveBytes>> = HashMap::new();
-            for batch in st.queue.iter_mut() {
-                batch.items.retain(|i| {
-                    if wanted.contains(&i.meta.id) {
-                        queued.insert(i.meta.id, i.meta.future.clone());
-                        false
-                    } else {
-                        true
-                    }
-                });
-            }
-            st.queue.retain(|b| !b.items.is_empty());
             for &id in ids {
-                if let Some(f) = queued.remove(&id) {
-                    plans.push(Plan::Local(f));
+                // Still in the parent's queue: take it out, so nothing can
+                // send it, and end its future now (the release runs below,
+                // outside the lock), so any later cancel() sees it cancelled.
+                if let Some(f) = st.queue.withdraw(id) {
+                    let (cancelled, release) = f.cancel_begin();
+                    releases.extend(release);
+                    plans.push(Plan::Answer(cancelled));
+                    continue;
+                }
+                // Another cancel() is asking for it back: share its answer.
+                if let Some(w) = st.cancels.get(&id) {
+                    plans.push(Plan::Ask(w.clone()));
                     continue;
                 }
                 // Prefetched by a worker and not begun: ask for it back.
-                let conn = st
+                let held = st
                     .slots
                     .iter()
                     .find_map(|s| s.inflight.get(&id).map(|a| (a.started, s.conn.clone())));
-                let conn = match conn {
-                    Some((false, Some(conn))) if !st.cancels.contains_key(&id) => conn,
-                    _ => {
-                        plans.push(Plan::Answer(false)); // running, finished, or not ours
-                        continue;
-                    }
+                let Some((false, Some(conn))) = held else {
+                    plans.push(Plan::Answer(false)); // running, finished, or not ours
+                    continue;
                 };
                 let wait = Arc::new(CancelWait::default());
                 st.cancels.insert(id, wait.clone());
@@ -109,26 +111,38 @@ impl Control for PoolControl {
             }
         }
         shared.changed.notify_all();
+        for r in releases {
+            r.run();
+        }
         flush_all(conns);
-        let deadline = Instant::now() + shared.cfg.cancel_timeout;
+        // `cancel_timeout(Duration::MAX)`: no deadline.
+        let deadline = crate::deadline::after(shared.cfg.cancel_timeout);
         plans
             .into_iter()
             .zip(ids)
             .map(|(plan, &id)| match plan {
                 Plan::Answer(a) => a,
-                Plan::Local(f) => f.cancel_local(),
                 Plan::Ask(wait) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if let Some(answer) = wait.wait(left) {
+                    if let Some(answer) = wait.wait(crate::deadline::left(deadline)) {
                         return answer;
                     }
-                    if lock(&shared.state).cancels.remove(&id).is_some() {
-                        // No answer in time: the task stays with the worker.
-                        // A late "withdrawn" re-queues it, so `false` holds.
+                    let gave_up = {
+                        let mut st = lock(&shared.state);
+                        let ours = st.cancels.get(&id).is_some_and(|w| Arc::ptr_eq(w, &wait));
+                        if ours {
+                            st.cancels.remove(&id);
+                        }
+                        ours
+                    };
+                    if gave_up {
+                        // No answer in time: the task stays with the worker
+                        // (a late "withdrawn" re-queues it, so `false`
+                        // holds); cancels sharing this wait learn it too.
+                        wait.answer(false);
                         return false;
                     }
                     // The answer is being delivered right now.
-                    wait.wait(Duration::from_secs(5)).unwrap_or(false)
+                    wait.wait(Some(Duration::from_secs(5))).unwrap_or(false)
                 }
             })
             .collect()

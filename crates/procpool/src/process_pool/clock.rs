@@ -11,20 +11,37 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use std::sync::{Arc, Weak};
+
+use super::guard::guarded;
 use super::state::{KillReason, Phase, Shared};
 use crate::lock::lock;
 
-pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
+pub(super) fn clock_main(weak: &Weak<Shared>) {
     loop {
-        let Some(shared) = shared.upgrade() else {
+        let Some(shared) = weak.upgrade() else {
             return;
         };
+        // A panic here (a bug) breaks the pool rather than silently ending
+        // every task timeout.
+        let mut go_on = false;
+        guarded(&shared, "clock", None, || go_on = tick(&shared));
+        if !go_on {
+            return;
+        }
+    }
+}
+
+/// One round: signals what is due, or sleeps until the next deadline.
+/// `false` once the pool has stopped.
+fn tick(shared: &Arc<Shared>) -> bool {
+    {
         let mut term = Vec::new();
         let mut force = Vec::new();
         {
             let mut st = lock(&shared.state);
             if st.phase == Phase::Stopped {
-                return;
+                return false;
             }
             let now = Instant::now();
             let grace = shared.cfg.kill_grace;
@@ -45,7 +62,7 @@ pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
                 let Some((id, since)) = slot.running else {
                     // Holding tasks and running none: it must begin one.
                     let limit = shared.cfg.start_timeout;
-                    let Some(deadline) = slot.heard.checked_add(limit) else {
+                    let Some(deadline) = crate::deadline::from(slot.heard, limit) else {
                         continue; // no limit (Duration::MAX)
                     };
                     let holds = !slot.inflight.is_empty() && slot.kill.is_none();
@@ -65,13 +82,17 @@ pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
                 let Some(limit) = slot.inflight.get(&id).and_then(|a| a.meta.timeout) else {
                     continue;
                 };
-                let Some(deadline) = since.checked_add(limit) else {
-                    continue; // no limit (Duration::MAX)
+                // `Duration::MAX` (or any limit past the clock's end): none.
+                let Some(deadline) = crate::deadline::from(since, limit) else {
+                    continue;
                 };
                 if now >= deadline && still_timed(slot.kill.as_ref()) {
                     slot.kill = Some(KillReason::TimedOut { id, after: limit });
-                    slot.kill_at = Some(now + grace);
-                    next = Some(next.map_or(now + grace, |n| n.min(now + grace)));
+                    // `kill_grace(Duration::MAX)`: SIGTERM only, no SIGKILL.
+                    slot.kill_at = crate::deadline::from(now, grace);
+                    if let Some(at) = slot.kill_at {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                    }
                     term.extend(slot.target());
                 } else if now < deadline {
                     next = Some(next.map_or(deadline, |n| n.min(deadline)));
@@ -99,6 +120,7 @@ pub(super) fn clock_main(shared: &std::sync::Weak<Shared>) {
             shared.signal(&t, Signal::SIGKILL);
         }
     }
+    true
 }
 
 /// Whether a slot's running task is still held to its timeout, given why

@@ -17,6 +17,11 @@ use crate::lock::lock;
 
 /// Adds a batch to the queue and dispatches what it can.
 pub(crate) fn enqueue(shared: &Shared, items: Vec<Item>) -> Result<(), Refusal> {
+    enqueue_all(shared, vec![items])
+}
+
+/// Adds batches to the queue, all or none, and dispatches what it can.
+pub(crate) fn enqueue_all(shared: &Shared, batches: Vec<Vec<Item>>) -> Result<(), Refusal> {
     let conns = {
         let mut st = lock(&shared.state);
         if let Some(reason) = &st.broken {
@@ -25,9 +30,11 @@ pub(crate) fn enqueue(shared: &Shared, items: Vec<Item>) -> Result<(), Refusal> 
         if st.phase != Phase::Running {
             return Err(Refusal::Shutdown);
         }
-        let id = st.next_batch;
-        st.next_batch += 1;
-        st.queue.push_back(Batch { id, items });
+        for items in batches {
+            let id = st.next_batch;
+            st.next_batch += 1;
+            st.queue.push_back(Batch { id, items });
+        }
         pump(&mut st, shared)
     };
     flush_all(conns);

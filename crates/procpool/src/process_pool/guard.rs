@@ -15,13 +15,17 @@ use crate::lock::lock;
 /// Runs a supervisor thread's body. A panic there (a bug in procpool) must
 /// not leave a future pending: the pool is declared broken, every queued
 /// and in-flight future fails, and the workers are killed. `dead_slot` is
-/// the slot whose settling the panic interrupted.
+/// the slot whose settling the panic interrupted. The thread is marked as
+/// the pool's own: callbacks of futures it completes run on the pool's
+/// callback thread.
 pub(super) fn guarded(
     shared: &Arc<Shared>,
     what: &str,
     dead_slot: Option<usize>,
     body: impl FnOnce(),
 ) {
+    // A pool thread never runs user callbacks itself (see `callbacks.rs`).
+    crate::callbacks::defer_here(&shared.callbacks);
     let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) else {
         return;
     };
@@ -36,9 +40,7 @@ pub(super) fn guarded(
     {
         let mut st = lock(&shared.state);
         st.broken.get_or_insert_with(|| reason.clone());
-        for batch in st.queue.drain(..) {
-            futures.extend(batch.items.into_iter().map(|i| i.meta.future));
-        }
+        futures.extend(st.queue.drain_futures());
         for (i, s) in st.slots.iter_mut().enumerate() {
             futures.extend(s.inflight.drain().map(|(_, a)| a.meta.future));
             s.batches.clear();

@@ -217,7 +217,7 @@ pub(super) fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: b
         return;
     }
     let wait = st.cancels.remove(&id);
-    let mut cancel: Option<Arc<dyn ResolveBytes>> = None;
+    let mut cancel = None;
     let mut conns = Vec::new();
     let mut next = None;
     if withdrawn && let Some(a) = st.slots[idx].take_task(id) {
@@ -243,7 +243,9 @@ pub(super) fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: b
                 }],
             });
         } else {
-            cancel = Some(a.meta.future);
+            // Ended now, under the lock, so that a cancel() racing this
+            // answer already sees it cancelled; released below.
+            cancel = a.meta.future.cancel_begin().1;
         }
         st.retire_if_idle(idx);
         conns = pump(&mut st, shared);
@@ -254,8 +256,8 @@ pub(super) fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: b
     if let Some(n) = next {
         n.mark_running();
     }
-    if let Some(f) = cancel {
-        f.cancel_local();
+    if let Some(r) = cancel {
+        r.run();
     }
     if let Some(w) = wait {
         w.answer(withdrawn);

@@ -43,8 +43,9 @@ pub(super) fn start_threads(
     } = spawned;
     tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
 "worker spawned");
-    {
+    let doomed = {
         let mut st = lock(&shared.state);
+        let broken = st.broken.is_some();
         let slot = &mut st.slots[idx];
         slot.pid = Some(pid);
         slot.remote = false;
@@ -52,6 +53,16 @@ pub(super) fn start_threads(
             spawn::Arrival::Inherited(s, _) => s.try_clone().ok(),
             spawn::Arrival::DialBack { .. } => None, // set when it arrives
         };
+        // A spawn in flight is part of the pool: told to stop (shutdown
+        // with `Kill`, a broken pool) while it was being forked, when it
+        // had no pid to signal yet, it is stopped now. Its waiter settles
+        // the slot as for any death.
+        slot.generation == generation && (slot.kill.is_some() || broken)
+    };
+    if doomed {
+        tracing::debug!(target: "procpool::pool", { worker.id = idx, worker.pid = pid },
+"worker spawned while the pool stops: killed");
+        shared.procs.signal(pid, Signal::SIGKILL);
     }
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let s = shared.clone();
@@ -177,7 +188,17 @@ pub(super) fn life_main(
         let mut st = lock(&shared.state);
         let phase = st.phase;
         let slot = &mut st.slots[idx];
-        if slot.generation != generation || slot.kill.is_some() {
+        if slot.generation != generation {
+            return;
+        }
+        if slot.kill.is_some() {
+            // Told to stop while it greeted: make sure it does (the
+            // socket stays open through `link`, so it would not notice).
+            let target = slot.target();
+            drop(st);
+            if let Some(t) = target {
+                shared.signal(&t, Signal::SIGKILL);
+            }
             return;
         }
         slot.conn = Some(conn.clone());

@@ -78,6 +78,7 @@ mod outbox;
 mod output;
 mod policy;
 mod procs;
+mod queue;
 mod reader;
 mod settle;
 mod shutdown;
@@ -127,6 +128,11 @@ fn encode_refused<T: Task>(task: T, message: String) -> SubmitError<T> {
 
 /// Room for a task header in a frame, beyond the payload.
 const HEADER_ROOM: usize = 4096;
+
+/// Room for one more task's header in a chunk's frame, beyond its payload
+/// and name (id, fingerprint, length: at most 9 + 9 + 5 bytes, and the
+/// name's length prefix).
+const ITEM_ROOM: usize = 32;
 
 /// A pool of worker processes.
 ///
@@ -371,7 +377,13 @@ impl ProcessPool {
 impl sealed::Sealed for ProcessPool {
     fn submit_chunk<T: Task>(&self, items: Vec<T>) -> ChunkResult<T::Output> {
         let mut out = Vec::with_capacity(items.len());
+        // A chunk is one frame: cut it where the next input would take the
+        // frame past the cap (SEMANTICS 26). An input too large on its own
+        // has already failed in `prepare`.
+        let budget = (self.shared.cfg.max_frame as usize).saturating_sub(HEADER_ROOM);
+        let mut batches: Vec<Vec<Item>> = Vec::new();
         let mut batch = Vec::with_capacity(items.len());
+        let mut used = 0usize;
         let fingerprint = task_fingerprint::<T>();
         if let Err(no) = self.runnable::<T>(fingerprint) {
             let e = TaskError::NoWorkerCanRun {
@@ -386,6 +398,12 @@ impl sealed::Sealed for ProcessPool {
             match self.prepare(&task, timeout, retries, fingerprint, submitted) {
                 Ok((item, core, encoded_at)) => {
                     submitted = encoded_at;
+                    let cost = item.payload.len() + T::NAME.len() + ITEM_ROOM;
+                    if !batch.is_empty() && used + cost > budget {
+                        batches.push(std::mem::take(&mut batch));
+                        used = 0;
+                    }
+                    used += cost;
                     batch.push(item);
                     out.push(Ok(TaskFuture::from_core(core)));
                 }
@@ -395,10 +413,13 @@ impl sealed::Sealed for ProcessPool {
                 }
             }
         }
-        if batch.is_empty() {
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        if batches.is_empty() {
             return Ok(out);
         }
-        match dispatch::enqueue(&self.shared, batch) {
+        match dispatch::enqueue_all(&self.shared, batches) {
             Ok(()) => Ok(out),
             Err(Refusal::Shutdown) => Err(TaskError::Shutdown),
             Err(Refusal::Broken(reason)) => Err(TaskError::Broken { reason }),

@@ -17,7 +17,7 @@ use super::outbox::flush_all;
 use super::policy::{Death, Decision, Policy, PoolNow, Streaks, is_crash, jitter};
 use super::state::{Assigned, KillReason, Phase, PoolState, Shared, SlotStatus, SpawnJob, Target};
 use crate::error::{Exit, TaskError};
-use crate::future::ResolveBytes;
+use crate::future::{Release, ResolveBytes};
 use crate::lock::lock;
 
 /// The pool's restart policy.
@@ -139,8 +139,8 @@ pub(super) fn settle(
     shared.changed.notify_all();
     flush_all(conns);
     finish_breaking(shared, out.failures, kill_others);
-    for f in out.cancelled {
-        f.cancel_local();
+    for r in out.cancelled {
+        r.run();
     }
     for w in out.answers {
         w.answer(true);
@@ -170,15 +170,13 @@ pub(super) fn break_pool(
 ) {
     tracing::error!(target: "procpool::pool", "pool broken: {reason}");
     st.broken = Some(reason.clone());
-    for batch in st.queue.drain(..) {
-        for item in batch.items {
-            failures.push((
-                item.meta.future,
-                TaskError::Broken {
-                    reason: reason.clone(),
-                },
-            ));
-        }
+    for future in st.queue.drain_futures() {
+        failures.push((
+            future,
+            TaskError::Broken {
+                reason: reason.clone(),
+            },
+        ));
     }
     for s in st.slots.iter_mut().filter(|s| s.alive()) {
         if let Some(t) = s.target() {
@@ -206,7 +204,9 @@ pub(super) fn finish_breaking(
 #[derive(Default)]
 struct Resolved {
     failures: Vec<(Arc<dyn ResolveBytes>, TaskError)>,
-    cancelled: Vec<Arc<dyn ResolveBytes>>,
+    /// Cancelled under the lock (so a racing `cancel()` sees it),
+    /// released after it.
+    cancelled: Vec<Release>,
     /// `cancel()` calls to answer "withdrawn".
     answers: Vec<Arc<CancelWait>>,
 }
@@ -274,13 +274,13 @@ fn settle_tasks(
             out.failures.push((a.meta.future, err));
         } else if let Some(w) = st.cancels.remove(&a.meta.id) {
             // A withdrawn-but-unconfirmed task never ran: the cancel stands.
-            out.cancelled.push(a.meta.future);
+            out.cancelled.extend(a.meta.future.cancel_begin().1);
             out.answers.push(w);
         } else if let Some(r) = &broken_now {
             out.failures
                 .push((a.meta.future, TaskError::Broken { reason: r.clone() }));
         } else if stopping {
-            out.cancelled.push(a.meta.future);
+            out.cancelled.extend(a.meta.future.cancel_begin().1);
         } else {
             let item = Item {
                 meta: a.meta,

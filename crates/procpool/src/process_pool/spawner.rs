@@ -7,6 +7,7 @@ use std::sync::{Arc, mpsc};
 
 use nix::sys::signal::Signal;
 
+use super::guard::guarded;
 use super::launch::LaunchRequest;
 use super::life::start_threads;
 use super::policy::{Decision, jitter};
@@ -141,9 +142,12 @@ fn run_launcher(shared: &Arc<Shared>, workers: usize, first: bool) {
     let watcher = std::thread::Builder::new()
         .name(format!("procpool-{name}"))
         .spawn(move || {
-            let exit = s.procs.wait(&mut child);
-            lock(&s.launched).retain(|(t, _)| *t != ticket);
-            launcher_gone(&s, ticket, format!("{name} (pid {pid}) {exit}"));
+            let s2 = s.clone();
+            guarded(&s, "launcher watcher", None, move || {
+                let exit = s2.procs.wait(&mut child);
+                lock(&s2.launched).retain(|(t, _)| *t != ticket);
+                launcher_gone(&s2, ticket, format!("{name} (pid {pid}) {exit}"));
+            });
         });
     match watcher {
         Ok(h) => lock(&shared.threads).push(h),

@@ -4,7 +4,7 @@
 //! `Shared::threads`.
 
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::attach::AttachPoint;
 use super::builder::Config;
@@ -63,7 +63,12 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     let accept = dials_in.then(|| {
         std::thread::Builder::new()
             .name("procpool-attach-accept".into())
-            .spawn(move || super::attach::accept_loop(&s3))
+            .spawn(move || {
+                let s = s3.clone();
+                guarded(&s3, "attach accept", None, move || {
+                    super::attach::accept_loop(&s);
+                });
+            })
     });
     let mut started = vec![spawner, clock];
     started.extend(accept);
@@ -106,7 +111,8 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
         }
     }
     drop(tx);
-    let deadline = Instant::now() + shared.cfg.launch_timeout;
+    // `launch_timeout(Duration::MAX)`: no deadline.
+    let deadline = crate::deadline::after(shared.cfg.launch_timeout);
     // Wait until every slot is ready, or one failed.
     let failure = {
         let mut st = lock(&shared.state);
@@ -125,7 +131,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
                 if let Some(m) = st.launch_failure.take() {
                     break Some((0, Some(StartError::Launch(m)), None));
                 }
-                if Instant::now() >= deadline {
+                if crate::deadline::passed(deadline) {
                     let ready = st
                         .slots
                         .iter()

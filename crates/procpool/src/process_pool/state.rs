@@ -47,11 +47,14 @@ use super::attach::AttachPoint;
 use super::builder::Config;
 use super::cancel::CancelWait;
 use super::cancel::PoolControl;
-use super::item::{Batch, Meta};
+use super::item::Meta;
 use super::known::KnownTasks;
 use super::outbox::{Conn, post_message};
 use super::procs::Processes;
+use super::queue::TaskQueue;
 use super::spawn::StartError;
+use crate::Shutdown;
+use crate::callbacks::CompletionThread;
 use crate::cost::StatsCollector;
 use crate::error::Exit;
 use crate::future::Control;
@@ -267,10 +270,11 @@ pub(crate) struct PoolState {
     pub phase: Phase,
     /// Set once; the pool then refuses work and fails what is queued.
     pub broken: Option<String>,
-    /// Batches not yet sent to a worker, in order. Pushed by `enqueue`,
+    /// Batches not yet sent to a worker, in order, indexed by task id (see
+    /// `queue.rs`). Pushed by `enqueue`,
     /// re-queued at the front by `settle` and the withdrawn handler, popped
     /// by `pump`, drained by `shutdown` and `break_pool`.
-    pub queue: VecDeque<Batch>,
+    pub queue: TaskQueue,
     /// One per worker; fixed in number.
     pub slots: Vec<WorkerSlot>,
     /// Unexpected deaths since the last task finished anywhere (the
@@ -287,8 +291,10 @@ pub(crate) struct PoolState {
     pub seq: u64,
     /// `build()` is still waiting: failures end the build, not respawn.
     pub building: bool,
-    /// Some thread is running `shutdown`.
-    pub shutting_down: bool,
+    /// The strongest mode a `shutdown` call asked for, once one has
+    /// started (written by `shutdown` only). A stronger later call raises
+    /// it, and the thread stopping the pool follows it at once.
+    pub stop_mode: Option<Shutdown>,
     /// Test hook: the next `settle` panics (see
     /// `ProcessPool::debug_inject_supervisor_panic`).
     pub inject_panic: bool,
@@ -400,6 +406,9 @@ pub(crate) struct Shared {
     pub spare_input: Mutex<Option<Vec<u8>>>,
     /// The tasks the workers announced in their hellos.
     pub known: KnownTasks,
+    /// Where done callbacks of futures completed on the pool's own threads
+    /// run (see `callbacks.rs`); closed by shutdown.
+    pub callbacks: Arc<CompletionThread>,
 }
 
 impl Shared {
@@ -419,7 +428,7 @@ impl Shared {
             state: Mutex::new(PoolState {
                 phase: Phase::Running,
                 broken: None,
-                queue: VecDeque::new(),
+                queue: TaskQueue::default(),
                 slots: (0..workers)
                     .map(|_| {
                         let mut s = WorkerSlot::new();
@@ -435,7 +444,7 @@ impl Shared {
                 next_batch: 1,
                 seq: 0,
                 building: waits,
-                shutting_down: false,
+                stop_mode: None,
                 inject_panic: false,
                 launches: HashMap::new(),
                 launch_failure: None,
@@ -453,6 +462,7 @@ impl Shared {
             attach,
             procs,
             launched: Mutex::new(Vec::new()),
+            callbacks: CompletionThread::new(),
         })
     }
 
