@@ -89,7 +89,7 @@ impl CompletionThread {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.inner)
     }
 
     /// Queues `job`, starting the thread on first use. Hands the job back

@@ -145,25 +145,17 @@ pub(crate) struct Release(Option<Arc<dyn Settle>>);
 
 /// A future that is `Done` but not yet released.
 pub(crate) trait Settle: Send + Sync {
-    /// Runs the callbacks and releases the waiters.
-    fn release(&self);
-    /// Whether it has callbacks to run.
-    fn has_callbacks(&self) -> bool;
+    /// Runs the callbacks and releases the waiters. With `may_defer`, on a
+    /// pool's own thread, callbacks go to the pool's callback thread (which
+    /// then finishes the release).
+    fn release(&self, may_defer: bool);
 }
 
 impl Release {
-    /// Releases the future: here, or — with callbacks, on a pool's own
-    /// thread — on the pool's callback thread.
+    /// Releases the future (see [`Settle::release`]).
     pub(crate) fn run(mut self) {
         if let Some(core) = self.0.take() {
-            if core.has_callbacks() {
-                let c = core.clone();
-                if let Some(job) = callbacks::defer(Box::new(move || c.release())) {
-                    job();
-                }
-            } else {
-                core.release();
-            }
+            core.release(true);
         }
     }
 }
@@ -285,7 +277,7 @@ impl<T: Send + 'static> Core<T> {
         // The caller holds a strong reference, so this upgrade succeeds.
         let me: Option<Arc<dyn Settle>> = self.me.upgrade().map(|c| c as Arc<dyn Settle>);
         if me.is_none() {
-            self.release();
+            self.release(true);
         }
         Some(Release(me))
     }
@@ -345,7 +337,7 @@ pub(crate) fn cancel_all<'a, T: Send + 'static>(
 }
 
 impl<T: Send + 'static> Settle for Core<T> {
-    fn release(&self) {
+    fn release(&self, may_defer: bool) {
         let handle = self.me.upgrade().map(|core| TaskFuture { core });
         let (waker, watchers, waiters) = loop {
             let callbacks = {
@@ -354,6 +346,14 @@ impl<T: Send + 'static> Settle for Core<T> {
                     s.released = true;
                     s.callbacks.clear();
                     break (s.waker.take(), std::mem::take(&mut s.watchers), s.waiters);
+                }
+                if may_defer && let Some(h) = &handle {
+                    drop(s);
+                    let core = h.core.clone();
+                    if let Some(job) = callbacks::defer(Box::new(move || core.release(false))) {
+                        job(); // not a pool thread, or no callback thread: here
+                    }
+                    return;
                 }
                 std::mem::take(&mut s.callbacks)
             };
@@ -372,10 +372,6 @@ impl<T: Send + 'static> Settle for Core<T> {
         for (w, key) in watchers.first.into_iter().chain(watchers.more) {
             w.done(key);
         }
-    }
-
-    fn has_callbacks(&self) -> bool {
-        !lock(&self.slot).callbacks.is_empty()
     }
 }
 
@@ -725,92 +721,5 @@ impl<T: Send + 'static> std::future::Future for TaskFuture<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn pending(id: u64) -> (Arc<Core<u32>>, TaskFuture<u32>) {
-        let core = Core::<u32>::new(id, "t", None);
-        (core.clone(), TaskFuture::from_core(core))
-    }
-
-    #[test]
-    fn pending_running_done() {
-        let (core, f) = pending(1);
-        assert_eq!(f.state(), State::Pending);
-        assert!(core.mark_running());
-        assert_eq!(f.state(), State::Running);
-        assert!(!f.cancel(), "a running task cannot be cancelled");
-        assert!(core.finish(Ok(7), None));
-        assert!(!core.finish(Ok(8), None), "second finish is ignored");
-        assert!(f.done() && !f.is_cancelled());
-        assert_eq!(f.error(), None);
-        assert_eq!(f.result().unwrap(), 7);
-    }
-
-    #[test]
-    fn cancel_pending_then_mark_running_fails() {
-        let (core, f) = pending(2);
-        assert!(f.cancel());
-        assert!(f.cancel(), "cancel of a cancelled future is true");
-        assert!(!core.mark_running());
-        assert!(f.is_cancelled() && f.done());
-        assert_eq!(f.error(), Some(TaskError::Cancelled));
-    }
-
-    #[test]
-    fn callbacks_run_once_and_survive_panics() {
-        let (core, f) = pending(3);
-        let count = Arc::new(AtomicUsize::new(0));
-        let c1 = count.clone();
-        f.add_done_callback(move |_| panic!("callback boom"));
-        f.add_done_callback(move |fut| {
-            assert!(fut.done(), "callback sees its own future done");
-            c1.fetch_add(1, Ordering::SeqCst);
-        });
-        core.finish(Ok(1), None);
-        assert_eq!(count.load(Ordering::SeqCst), 1);
-        let c2 = count.clone();
-        f.add_done_callback(move |_| {
-            c2.fetch_add(10, Ordering::SeqCst);
-        });
-        assert_eq!(count.load(Ordering::SeqCst), 11, "runs at once when done");
-        assert_eq!(
-            f.result().unwrap(),
-            1,
-            "value kept despite a panicking callback"
-        );
-    }
-
-    #[test]
-    fn result_timeout_hands_back_the_future() {
-        let (core, f) = pending(4);
-        let f = match f.result_timeout(Duration::from_millis(20)) {
-            Err(WaitError::TimedOut(f)) => f,
-            other => panic!("expected TimedOut, got {other:?}"),
-        };
-        assert_eq!(f.state(), State::Pending, "nothing was cancelled");
-        core.finish(Err(TaskError::Shutdown), None);
-        assert!(matches!(
-            f.result_timeout(Duration::from_secs(5)),
-            Err(WaitError::Failed(TaskError::Shutdown))
-        ));
-    }
-
-    #[test]
-    fn many_waiters_on_one_future() {
-        let (core, f) = pending(5);
-        let f = Arc::new(f);
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let f = f.clone();
-                std::thread::spawn(move || f.wait_timeout(Duration::from_secs(10)))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(20));
-        core.finish(Ok(3), None);
-        for h in handles {
-            assert!(h.join().unwrap());
-        }
-    }
-}
+#[path = "future_tests.rs"]
+mod tests;

@@ -236,7 +236,12 @@ pub use futures_core::Stream;
 /// How [`Executor::shutdown`] treats work that has not finished. Every mode
 /// blocks until the pool's workers are gone, and is idempotent; in async
 /// code, [`Executor::shutdown_async`] waits for the same without blocking
-/// the runtime.
+/// the runtime. A stronger mode (`Wait` < `CancelPending` < `Kill`) called
+/// while a weaker one is in progress on another thread takes over at once.
+/// Called inside a done callback, or by dropping the last handle on the
+/// pool there, it returns too: a process pool runs such callbacks on a
+/// thread of its own that it does not wait for, a thread pool does not
+/// wait for the calling thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Shutdown {
     /// Run everything already submitted (what `Drop` does).

@@ -145,6 +145,10 @@ where
     }
 
     /// Sends inputs in chunks of `n`: one frame and one worker per chunk.
+    /// A process pool cuts a chunk whose inputs together would exceed its
+    /// `max_frame_bytes` into several frames, so every input that fits on
+    /// its own is delivered; only an input over the cap alone fails
+    /// (`TaskError::Encode`).
     ///
     /// # Panics
     /// If `n` is 0 (as `slice::chunks(0)` does).

@@ -362,7 +362,8 @@ impl ProcessPoolBuilder {
     }
 
     /// How long `build()` waits for launched workers to join
-    /// ([`Launcher::Command`]; default 120 s).
+    /// ([`Launcher::Command`]; default 120 s). `Duration::MAX` means no
+    /// limit.
     pub fn launch_timeout(mut self, d: Duration) -> Self {
         self.launch_timeout = d;
         self
@@ -392,7 +393,8 @@ impl ProcessPoolBuilder {
     }
 
     /// Kills a worker whose task runs longer than `d` (the future ends
-    /// [`crate::TaskError::TimedOut`]) and replaces it.
+    /// [`crate::TaskError::TimedOut`]) and replaces it. `Duration::MAX`
+    /// means no limit (other tasks' own timeouts are still enforced).
     pub fn task_timeout(mut self, d: Duration) -> Self {
         self.task_timeout = Some(d);
         self
@@ -458,12 +460,14 @@ impl ProcessPoolBuilder {
 
     /// How long `cancel()` waits for a worker to confirm it withdrew a
     /// prefetched task (default 250 ms); no answer in time means `false`.
+    /// `Duration::MAX` means no limit.
     pub fn cancel_timeout(mut self, d: Duration) -> Self {
         self.cancel_timeout = d;
         self
     }
 
     /// Between SIGTERM and SIGKILL when a task times out (default 500 ms).
+    /// `Duration::MAX`: SIGTERM only, never SIGKILL.
     pub fn kill_grace(mut self, d: Duration) -> Self {
         self.kill_grace = d;
         self
