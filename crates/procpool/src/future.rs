@@ -18,14 +18,14 @@
 //!   (see `callbacks::in_callback`): it may wait on a future whose own
 //!   callbacks are queued behind it.
 //! * `callbacks`, `waker` and `watchers` are taken out, under the lock, by
-//!   the one [`Release`] of the future, and run after the lock is
+//!   the one `Release` of the future, and run after the lock is
 //!   released: a callback may read its own future. Callbacks registered
 //!   while the release runs are run by it too, before `released` is set.
 //!
-//! Completing is two steps: [`Core::complete`] moves the state to `Done`
+//! Completing is two steps: `Core::complete` moves the state to `Done`
 //! (cheap, under the slot lock only, so a pool may do it under its own
 //! lock and every later `cancel()` sees the result at once), and the
-//! [`Release`] it returns runs the callbacks and lets waiters go, outside
+//! `Release` it returns runs the callbacks and lets waiters go, outside
 //! every lock — on this thread, or on the pool's callback thread when this
 //! is one of the pool's own threads (see `callbacks.rs`).
 //!
@@ -133,7 +133,7 @@ pub(crate) trait Resolve: Send + Sync {
     }
     /// The first step of [`cancel_local`](Self::cancel_local): the state
     /// moves to `Done(Cancelled)` now (a pool may call this under its own
-    /// lock); the [`Release`] must be run once every lock is released.
+    /// lock); the `Release` must be run once every lock is released.
     fn cancel_begin(&self) -> (bool, Option<Release>);
 }
 
