@@ -6,12 +6,13 @@
 //! is killed at once and the tasks it had not begun go to other workers.
 //! Sleeps on `Shared::clock` under `Shared::state` until the next
 //! deadline; signals outside the lock.
+//! A limit too large for the clock (`Duration::MAX`) is no limit; the
+//! thread runs under the panic guard like the others.
 
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-
-use std::sync::{Arc, Weak};
 
 use super::guard::guarded;
 use super::state::{KillReason, Phase, Shared};
