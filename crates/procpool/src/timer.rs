@@ -37,13 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
 use crate::lock::{lock, try_lock_or_wake};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
-
-/// `now + d`, or `None` ("no limit") when `d` is too large to add
-/// (`Duration::MAX`, `../SEMANTICS.md` 29).
-pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
-    Instant::now().checked_add(d)
-}
+use std::time::Instant;
 
 /// What the timer thread wakes: the waker of the latest poll.
 struct Entry {
@@ -217,6 +211,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
     use std::task::Wake;
+    use std::time::Duration;
 
     /// Counts its wake-ups and unparks the test thread.
     struct Count {
@@ -300,7 +295,7 @@ mod tests {
         assert!(s.poll(&mut cx).is_ready());
         assert_eq!(count.woken.load(AtomicOrdering::SeqCst), 0);
         assert!(
-            deadline_after(Duration::MAX).is_none(),
+            crate::deadline::after(Duration::MAX).is_none(),
             "no limit, no panic"
         );
     }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::future::{TaskFuture, Watch};
-use crate::timer::{Sleep, deadline_after};
+use crate::timer::Sleep;
 
 mod wait_async;
 pub use wait_async::{WaitFuture, wait_async};
@@ -235,9 +235,10 @@ impl<T: Send + 'static> futures_core::Stream for AsCompleted<T> {
         if self.timed_out {
             return Poll::Ready(None);
         }
-        if self.deadline.is_none() {
-            self.deadline = self.timeout.and_then(deadline_after);
-        }
+        let timeout = self.timeout;
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| timeout.and_then(crate::deadline::after));
         loop {
             if self.remaining == 0 {
                 return Poll::Ready(None);
@@ -251,8 +252,8 @@ impl<T: Send + 'static> futures_core::Stream for AsCompleted<T> {
                 Poll::Pending => break,
             }
         }
-        let Some(at) = self.deadline else {
-            return Poll::Pending;
+        let Some(at) = deadline else {
+            return Poll::Pending; // no timeout, or one too large for the clock
         };
         if self
             .sleep

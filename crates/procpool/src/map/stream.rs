@@ -43,7 +43,7 @@ use crate::error::TaskError;
 use crate::future::{TaskFuture, cancel_all};
 use crate::lock::{lock, try_lock_or_wake};
 use crate::task::Task;
-use crate::timer::{Sleep, deadline_after};
+use crate::timer::Sleep;
 
 /// How long a `MapStream`'s task may run without returning `Pending`
 /// (its items were all done already): then it yields once (waking itself
@@ -484,7 +484,7 @@ where
                 if !self.armed {
                     self.armed = true;
                     self.sleep = self.map.wait_limit().and_then(|(wait, after)| {
-                        deadline_after(wait).map(|at| (Sleep::until(at), after))
+                        crate::deadline::after(wait).map(|at| (Sleep::until(at), after))
                     });
                 }
                 let Some((sleep, after)) = &mut self.sleep else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::{DoneQueue, ReturnWhen};
 use crate::future::TaskFuture;
-use crate::timer::{Sleep, deadline_after};
+use crate::timer::Sleep;
 
 /// The future returned by [`wait_async`]: resolves to `(done, not_done)`.
 #[must_use = "a WaitFuture does nothing until it is awaited"]
@@ -102,7 +102,7 @@ impl<T: Send + 'static> Future for WaitFuture<T> {
             let timeout = this.timeout;
             let sleep = this
                 .sleep
-                .get_or_insert_with(|| timeout.and_then(deadline_after).map(Sleep::until));
+                .get_or_insert_with(|| timeout.and_then(crate::deadline::after).map(Sleep::until));
             stop = sleep.as_mut().is_some_and(|s| s.poll(cx).is_ready());
         }
         if !stop {
