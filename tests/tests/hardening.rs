@@ -362,8 +362,10 @@ fn four_cancels(f: TaskFuture<u64>) -> Vec<bool> {
 fn four_threads_cancelling_one_not_started_future_all_get_true() {
     run("four_cancels", LIMIT, || {
         let pool = builder(1).prefetch(2).build().unwrap();
-        for round in 0..20 {
-            let running = pool.submit(sleep(100)).unwrap();
+        // The running task lasts long enough that, even on a busy machine,
+        // the cancels are answered before the worker could begin the next.
+        for round in 0..8 {
+            let running = pool.submit(sleep(500)).unwrap();
             let prefetched = pool.submit(Square(3)).unwrap();
             let queued = pool.submit(Square(4)).unwrap();
             while running.state() != State::Running {
@@ -375,12 +377,12 @@ fn four_threads_cancelling_one_not_started_future_all_get_true() {
                 "prefetched, round {round}"
             );
             assert_eq!(four_cancels(queued), vec![true; 4], "queued, round {round}");
-            assert_eq!(running.result().unwrap(), 100);
+            assert_eq!(running.result().unwrap(), 500);
         }
         let threads = ThreadPool::builder().workers(1).build().unwrap();
-        for round in 0..20 {
+        for round in 0..8 {
             let running = threads
-                .spawn(|| std::thread::sleep(Duration::from_millis(20)))
+                .spawn(|| std::thread::sleep(Duration::from_millis(300)))
                 .unwrap();
             let queued = threads.submit(Square(4)).unwrap();
             assert_eq!(

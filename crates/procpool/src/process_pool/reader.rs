@@ -167,12 +167,12 @@ impl Spin {
         if !self.pays {
             return false;
         }
-        let until = Instant::now() + self.limit;
+        let until = crate::deadline::after(self.limit);
         loop {
             if r.has_data() {
                 return true;
             }
-            if Instant::now() >= until {
+            if crate::deadline::passed(until) {
                 self.pays = false;
                 return false;
             }

@@ -511,9 +511,9 @@ pub(crate) fn stopped(shared: &Shared) -> bool {
     lock(&shared.state).phase == Phase::Stopped
 }
 
-/// Waits until at least `n` slots are ready.
+/// Waits until at least `n` slots are ready (`Duration::MAX`: no limit).
 pub(crate) fn wait_ready(shared: &Shared, n: usize, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::deadline::after(timeout);
     let mut st = lock(&shared.state);
     loop {
         let ready = st
@@ -524,15 +524,17 @@ pub(crate) fn wait_ready(shared: &Shared, n: usize, timeout: Duration) -> bool {
         if ready >= n {
             return true;
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        st = shared
-            .changed
-            .wait_timeout(st, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        st = match crate::deadline::left(deadline) {
+            Some(left) if left.is_zero() => return false,
+            Some(left) => {
+                shared
+                    .changed
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            None => shared.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+        };
     }
 }
 

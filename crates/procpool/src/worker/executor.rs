@@ -48,8 +48,8 @@ impl PeakRss {
 /// Yields the CPU in a loop (so a peer on the same CPU runs) until work is
 /// queued or the spin time passes.
 fn spin_for_work(shared: &WorkerShared) {
-    let until = Instant::now() + shared.spin;
-    while Instant::now() < until {
+    let until = crate::deadline::after(shared.spin);
+    while !crate::deadline::passed(until) {
         std::thread::yield_now();
         if let Ok(local) = shared.local.try_lock()
             && (!local.queue.is_empty() || local.closing)
