@@ -15,11 +15,19 @@
 mod future {
     use std::sync::Arc;
 
+    use loom::sync::Mutex;
     use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use loom::thread;
 
+    use crate::error::TaskError;
     use crate::future::{Core, Resolve, TaskFuture};
 
+    fn panicked() -> TaskError {
+        TaskError::Panicked {
+            message: "boom".into(),
+            location: None,
+        }
+    }
     fn pending() -> (Arc<Core<u32>>, TaskFuture<u32>) {
         let core = Core::<u32>::new(1, "model", None);
         (core.clone(), TaskFuture::from_core(core))
@@ -70,6 +78,39 @@ mod future {
                 Ok(v) => assert!(finished && v == 7),
                 Err(e) => assert!(cancelled && e.is_cancelled(), "{e:?}"),
             }
+        });
+    }
+
+    /// SEMANTICS.md 7: a callback registered before completion has run
+    /// before any waiter is released, and it sees the outcome (`error()`
+    /// of a failed task is `Some` inside it), however the waiter races.
+    #[test]
+    fn callbacks_run_before_waiters_are_released() {
+        loom::model(|| {
+            let (core, f) = pending();
+            let seen: Arc<Mutex<Option<Option<TaskError>>>> = Arc::default();
+            let s = seen.clone();
+            f.add_done_callback(move |f| {
+                *s.lock().unwrap() = Some(f.error());
+            });
+            let s = seen.clone();
+            let waiter = thread::spawn(move || {
+                let r = f.result();
+                let callback_ran = s.lock().unwrap().is_some();
+                (r, callback_ran)
+            });
+            assert!(core.finish(Err(panicked()), None));
+            let (r, callback_ran_first) = waiter.join().unwrap();
+            assert_eq!(r, Err(panicked()));
+            assert!(
+                callback_ran_first,
+                "result() returned before the done-callback ran"
+            );
+            assert_eq!(
+                *seen.lock().unwrap(),
+                Some(Some(panicked())),
+                "the callback must see the task's error"
+            );
         });
     }
 
