@@ -34,9 +34,19 @@ use std::thread::JoinHandle;
 /// release its waiters.
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
+#[cfg(not(procpool_loom))]
 thread_local! {
     static DEFER: RefCell<Option<Arc<CompletionThread>>> = const { RefCell::new(None) };
     static IN_CALLBACK: Cell<u32> = const { Cell::new(0) };
+}
+
+// Under the model checker every model thread shares one OS thread, so a
+// std thread-local would be shared by all of them: loom's is per model
+// thread.
+#[cfg(procpool_loom)]
+loom::thread_local! {
+    static DEFER: RefCell<Option<Arc<CompletionThread>>> = RefCell::new(None);
+    static IN_CALLBACK: Cell<u32> = Cell::new(0);
 }
 
 /// Marks this thread as a pool thread: callbacks of futures it completes
