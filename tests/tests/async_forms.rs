@@ -343,9 +343,11 @@ fn blocked(what: &str, g: Gaps) {
 
 const N: u64 = 100_000;
 /// Work per input, so that the blocking form takes well over a second in
-/// either build (a debug build's per-item overhead alone takes seconds; a
-/// release build needs some work per input: 4,000 rounds, ~25 µs).
-const SPIN: u64 = if cfg!(debug_assertions) { 100 } else { 4_000 };
+/// either build, also on an idle machine (with 100 rounds a debug build's
+/// blocking map took only 1.2 s there, 0.8 s of it not waiting for a CPU,
+/// under the control's 1 s: 8,000 rounds make it ~5 s; a release build:
+/// 4,000 rounds, ~25 µs).
+const SPIN: u64 = if cfg!(debug_assertions) { 8_000 } else { 4_000 };
 
 fn spin_input(i: u64) -> Spin {
     Spin {
