@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use procpool::{
-    InitError, Initializer, ProcessPool, Registry, Shutdown, Task, TaskError, WorkerCommand,
+    InitError, Initializer, ProcessPool, Registry, Shutdown, SubmitError, Task, WorkerCommand,
     WorkerContext,
 };
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,8 @@ impl Initializer for LoadStopWords {
     }
 }
 
-/// A task this worker does NOT register: asking for it is a typed error.
+/// A task this worker does NOT register: asking for it is a typed error
+/// at submit.
 #[derive(Serialize, Deserialize, Debug)]
 struct NotRegistered;
 
@@ -130,8 +131,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    match pool.submit(NotRegistered)?.result() {
-        Err(e @ TaskError::UnknownTask { .. }) => println!("as expected: {e}"),
+    // The workers said in their hello which tasks they know, so a task none
+    // of them can run is refused at submit, handed back (SEMANTICS 28).
+    match pool.submit(NotRegistered) {
+        Err(e @ SubmitError::NoWorkerCanRun { .. }) => println!("as expected: {e}"),
         other => println!("unexpected: {other:?}"),
     }
 
