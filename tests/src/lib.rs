@@ -283,3 +283,19 @@ pub fn in_child(name: &str, limit: Duration, body: impl FnOnce()) {
         }
     }
 }
+
+/// Runs a test body with `serial` held (one such test at a time in its
+/// binary), under a watchdog of `limit`, and prints its wall time as a
+/// `FIGURE` line.
+pub fn run_alone<T: Send + 'static>(
+    serial: &std::sync::Mutex<()>,
+    name: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let _alone = serial.lock().unwrap_or_else(|p| p.into_inner());
+    let t = Instant::now();
+    let out = watchdog(limit, f);
+    println!("FIGURE {name}: wall {:.2?}", t.elapsed());
+    out
+}

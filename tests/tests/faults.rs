@@ -24,7 +24,7 @@ use procpool::{
     BuildError, Exit, ProcessPool, ProcessPoolBuilder, Shutdown, SubmitError, TaskError,
     WorkerCommand,
 };
-use procpool_e2e::{alive, no_children_left, wait_gone, watchdog};
+use procpool_e2e::{alive, no_children_left, wait_gone};
 use procpool_tasks::drill::{self, SquareOrDie};
 use procpool_tasks::{CountCalls, Echo, SetGreeting, Sleep, Square};
 
@@ -41,11 +41,7 @@ fn run<T: Send + 'static>(
     limit: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let _alone = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let t = Instant::now();
-    let out = watchdog(limit, f);
-    println!("FIGURE {name}: wall {:.2?}", t.elapsed());
-    out
+    procpool_e2e::run_alone(&SERIAL, name, limit, f)
 }
 
 fn worker() -> WorkerCommand {

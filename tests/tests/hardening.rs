@@ -33,11 +33,7 @@ fn run<T: Send + 'static>(
     limit: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let _alone = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let t = Instant::now();
-    let out = watchdog(limit, f);
-    println!("FIGURE {name}: wall {:.2?}", t.elapsed());
-    out
+    procpool_e2e::run_alone(&SERIAL, name, limit, f)
 }
 
 /// Runs a test body alone, in a child process with a time limit, and
