@@ -179,43 +179,6 @@ pub fn fd_count() -> usize {
         .unwrap_or(0)
 }
 
-/// Runs the test at `path` (`module_path!()` and the test's name, as
-/// `concat!(module_path!(), "::name")`) alone in a child process (this
-/// test binary again, `--exact`), for a test that counts the process's
-/// descriptors while other tests open and close their own. Returns `true`
-/// in that child (run the body there); in the parent, checks that the
-/// child passed within a minute and returns `false`.
-pub fn in_own_process(path: &str) -> bool {
-    const ENV: &str = "PROCPOOL_E2E_OWN_PROCESS";
-    if std::env::var_os(ENV).is_some() {
-        return true;
-    }
-    // Test names leave out the crate (the first path segment).
-    let name = path.split_once("::").map_or(path, |(_, rest)| rest);
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(ENV, "1")
-        .spawn()
-        .expect("the test binary starts again");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for the child") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name} did not finish within a minute in its own process");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(
-        status.success(),
-        "{name} failed in its own process: {status}"
-    );
-    false
-}
-
 /// The environment variable that tells a re-run test binary which test to
 /// run for real (see [`in_child`]).
 pub const CHILD_ENV: &str = "PROCPOOL_E2E_CHILD";
@@ -284,18 +247,42 @@ pub fn in_child(name: &str, limit: Duration, body: impl FnOnce()) {
     }
 }
 
-/// Runs a test body with `serial` held (one such test at a time in its
-/// binary), under a watchdog of `limit`, and prints its wall time as a
+/// The running test's name as libtest gives it (`module::test` for a test
+/// in a module): libtest runs each test on a thread of that name.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .expect("libtest names the thread of each test")
+        .to_owned()
+}
+
+/// Runs the current test's `body` alone in a child process (this test
+/// binary again, `--exact`), under a watchdog of `limit` there and a kill
+/// a little later from here: for a test that counts its process's
+/// children or descriptors (other tests' workers and sockets must not be
+/// counted; over TCP, 130 other tests run beside it) or whose hang would
+/// take the whole binary down.
+pub fn in_own_process(limit: Duration, body: impl FnOnce() + Send + 'static) {
+    in_child(&test_name(), limit + Duration::from_secs(5), move || {
+        watchdog(limit, body)
+    });
+}
+
+/// Runs a test body in its own process (see [`in_own_process`]) with
+/// `serial` held (one such test at a time in its binary: they count
+/// processes and time recoveries), and prints its wall time as a
 /// `FIGURE` line.
-pub fn run_alone<T: Send + 'static>(
+pub fn run_alone(
     serial: &std::sync::Mutex<()>,
     name: &str,
     limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+    f: impl FnOnce() + Send + 'static,
+) {
     let _alone = serial.lock().unwrap_or_else(|p| p.into_inner());
-    let t = Instant::now();
-    let out = watchdog(limit, f);
-    println!("FIGURE {name}: wall {:.2?}", t.elapsed());
-    out
+    let name = name.to_owned();
+    in_own_process(limit, move || {
+        let t = Instant::now();
+        f();
+        println!("FIGURE {name}: wall {:.2?}", t.elapsed());
+    });
 }

@@ -264,13 +264,7 @@ fn initializer_runs_in_every_worker() {
 fn failing_initializer_fails_build_and_leaves_nothing_running() {
     // It counts this process's children: other tests' workers must not be
     // among them (over TCP, 130 other tests run beside it).
-    if !procpool_e2e::in_own_process(concat!(
-        module_path!(),
-        "::failing_initializer_fails_build_and_leaves_nothing_running"
-    )) {
-        return;
-    }
-    watchdog(LIMIT, || {
+    procpool_e2e::in_own_process(LIMIT, || {
         let err = procpool_e2e::builder()
             .worker(worker())
             .workers(2)

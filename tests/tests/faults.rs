@@ -35,12 +35,9 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// One fault test at a time (see the module docs).
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Runs a test body alone, under a watchdog, and prints its wall time.
-fn run<T: Send + 'static>(
-    name: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+/// Runs a test body alone in its own process, under a watchdog, and
+/// prints its wall time.
+fn run(name: &str, limit: Duration, f: impl FnOnce() + Send + 'static) {
     procpool_e2e::run_alone(&SERIAL, name, limit, f)
 }
 

@@ -4,11 +4,11 @@
 //! a 50,000-task queue, chunks over the frame cap, `Duration::MAX` as "no
 //! limit" — each against real worker processes.
 //!
-//! Every test has a watchdog; a test whose hang would be a deadlock in
-//! `shutdown` or `Drop` (one that would take this whole binary down) runs
-//! in a child process of its own ([`in_child`]) with a time limit. The
-//! tests take one lock, so they run one at a time (they count processes
-//! and time things). Figures for the README are printed as
+//! Every test runs in a child process of its own
+//! ([`procpool_e2e::in_own_process`]) under a watchdog: a hang (a deadlock
+//! in `shutdown` or `Drop`) cannot take this whole binary down, and the
+//! children it counts are its own. The tests take one lock, so they run
+//! one at a time (they count processes and time things). Figures for the README are printed as
 //! `FIGURE <test>: ...` lines (run with `--nocapture`).
 
 use std::sync::mpsc;
@@ -19,7 +19,7 @@ use procpool::{
     Executor, ProcessPool, ProcessPoolBuilder, ReturnWhen, Shutdown, State, TaskError, TaskFuture,
     ThreadPool, WaitError, as_completed, wait,
 };
-use procpool_e2e::{in_child, no_children_left, watchdog};
+use procpool_e2e::no_children_left;
 use procpool_tasks::{Echo, Sleep, Square, drill};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -27,20 +27,10 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// One test at a time (see the module docs).
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Runs a test body alone, under a watchdog, and prints its wall time.
-fn run<T: Send + 'static>(
-    name: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+/// Runs a test body alone in its own process, under a watchdog, and
+/// prints its wall time.
+fn run(name: &str, limit: Duration, f: impl FnOnce() + Send + 'static) {
     procpool_e2e::run_alone(&SERIAL, name, limit, f)
-}
-
-/// Runs a test body alone, in a child process with a time limit, and
-/// under a watchdog inside that child.
-fn run_in_child(name: &str, limit: Duration, f: impl FnOnce() + Send + 'static) {
-    let _alone = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    in_child(name, limit, move || watchdog(limit, f));
 }
 
 fn builder(n: usize) -> ProcessPoolBuilder {
@@ -87,7 +77,7 @@ fn within<T: Send + 'static>(
 /// back-off (10 ms ± 25 %) so that some shutdowns land during the fork.
 #[test]
 fn shutdown_kill_while_a_replacement_is_being_spawned_returns_and_leaves_nothing() {
-    run_in_child(
+    run(
         "shutdown_kill_while_a_replacement_is_being_spawned_returns_and_leaves_nothing",
         Duration::from_secs(120),
         || {
@@ -128,7 +118,7 @@ fn shutdown_kill_while_a_replacement_is_being_spawned_returns_and_leaves_nothing
 /// running.
 #[test]
 fn build_running_out_of_descriptors_part_way_is_a_clean_err() {
-    run_in_child(
+    run(
         "build_running_out_of_descriptors_part_way_is_a_clean_err",
         Duration::from_secs(240),
         || {
@@ -228,7 +218,7 @@ fn shutdown_kill_takes_over_a_shutdown_wait_in_progress() {
 /// resolves, in every mode.
 #[test]
 fn shutdown_inside_a_done_callback_returns_and_every_future_resolves() {
-    run_in_child(
+    run(
         "shutdown_inside_a_done_callback_returns_and_every_future_resolves",
         Duration::from_secs(90),
         || {
@@ -274,7 +264,7 @@ fn shutdown_inside_a_done_callback_returns_and_every_future_resolves() {
 /// `shutdown(Wait)`) returns; every future resolves with its value.
 #[test]
 fn dropping_the_last_pool_handle_inside_a_done_callback_returns() {
-    run_in_child(
+    run(
         "dropping_the_last_pool_handle_inside_a_done_callback_returns",
         Duration::from_secs(60),
         || {

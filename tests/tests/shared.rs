@@ -110,13 +110,7 @@ fn a_worker_cannot_change_what_it_was_sent() {
 #[test]
 fn payloads_over_the_limit_are_refused_before_anything_is_made() {
     // It counts this process's descriptors: other tests must not run.
-    if !in_own_process(concat!(
-        module_path!(),
-        "::payloads_over_the_limit_are_refused_before_anything_is_made"
-    )) {
-        return;
-    }
-    watchdog(Duration::from_secs(60), || {
+    in_own_process(Duration::from_secs(60), || {
         let pool = builder()
             .worker(test_worker!())
             .workers(1)
@@ -155,13 +149,7 @@ fn payloads_over_the_limit_are_refused_before_anything_is_made() {
 
 #[test]
 fn a_worker_dying_with_shared_payloads_leaks_nothing() {
-    if !in_own_process(concat!(
-        module_path!(),
-        "::a_worker_dying_with_shared_payloads_leaks_nothing"
-    )) {
-        return;
-    }
-    watchdog(Duration::from_secs(60), || {
+    in_own_process(Duration::from_secs(60), || {
         let pool = builder().worker(test_worker!()).workers(1).build().unwrap();
         // Warm up: the worker and its ring exist before the baseline.
         let warm = SharedBytes::from(vec![1; 1 << 20]);

@@ -127,48 +127,28 @@ fn misuse(mode: &str, square: bool, expect: &str) {
 
 #[test]
 fn a_result_with_an_undeclared_descriptor_is_a_protocol_error() {
-    if in_own_process(concat!(
-        module_path!(),
-        "::a_result_with_an_undeclared_descriptor_is_a_protocol_error"
-    )) {
-        watchdog(Duration::from_secs(60), || {
-            misuse("shared_extra_fd", true, "descriptors")
-        });
-    }
+    in_own_process(Duration::from_secs(60), || {
+        misuse("shared_extra_fd", true, "descriptors")
+    });
 }
 
 #[test]
 fn a_reference_to_a_missing_descriptor_is_a_protocol_error() {
-    if in_own_process(concat!(
-        module_path!(),
-        "::a_reference_to_a_missing_descriptor_is_a_protocol_error"
-    )) {
-        watchdog(Duration::from_secs(60), || {
-            misuse("shared_bogus_ref", false, "bad shared-payload reference")
-        });
-    }
+    in_own_process(Duration::from_secs(60), || {
+        misuse("shared_bogus_ref", false, "bad shared-payload reference")
+    });
 }
 
 #[test]
 fn a_descriptor_that_is_not_a_memory_file_is_a_protocol_error() {
-    if in_own_process(concat!(
-        module_path!(),
-        "::a_descriptor_that_is_not_a_memory_file_is_a_protocol_error"
-    )) {
-        watchdog(Duration::from_secs(60), || {
-            misuse("shared_not_memfd", false, "not a memory file")
-        });
-    }
+    in_own_process(Duration::from_secs(60), || {
+        misuse("shared_not_memfd", false, "not a memory file")
+    });
 }
 
 #[test]
 fn a_memory_file_without_seals_is_a_protocol_error() {
-    if in_own_process(concat!(
-        module_path!(),
-        "::a_memory_file_without_seals_is_a_protocol_error"
-    )) {
-        watchdog(Duration::from_secs(60), || {
-            misuse("shared_unsealed", false, "not sealed")
-        });
-    }
+    in_own_process(Duration::from_secs(60), || {
+        misuse("shared_unsealed", false, "not sealed")
+    });
 }

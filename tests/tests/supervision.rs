@@ -296,13 +296,7 @@ fn spawned_workers_share_a_reply_ring_unless_it_is_off() {
 /// leave a stuck shutdown and a worker behind.
 #[test]
 fn a_graceful_shutdown_still_enforces_a_running_tasks_timeout() {
-    if !procpool_e2e::in_own_process(concat!(
-        module_path!(),
-        "::a_graceful_shutdown_still_enforces_a_running_tasks_timeout"
-    )) {
-        return;
-    }
-    watchdog(Duration::from_secs(20), || {
+    procpool_e2e::in_own_process(Duration::from_secs(20), || {
         for how in [procpool::Shutdown::CancelPending, procpool::Shutdown::Wait] {
             let pool = procpool_e2e::builder()
                 .worker(worker())
