@@ -9,7 +9,7 @@ use procpool::{Executor, SharedBytes, SharedSlice, SubmitError, TaskError, Trans
 use procpool_e2e::{
     both_pools, builder, fd_count, in_own_process, still_works, test_worker, transport, watchdog,
 };
-use procpool_tasks::drill::{AbortHoldingShared, TamperShared};
+use procpool_tasks::drill::{AbortHoldingShared, EchoSharedMany, MakeSharedMany, TamperShared};
 use procpool_tasks::{Echo, EchoShared, MakeShared, SumShared};
 
 fn results(pool: &impl Executor) {
@@ -211,5 +211,102 @@ fn a_plain_serde_bytes_echo_is_unchanged() {
                 .into_vec(),
             v
         );
+    });
+}
+
+/// `n` shared payloads of 20 KiB (over `INLINE_MAX`: each is a memory
+/// file with a descriptor of its own), payload `k` filled with `k + seed`.
+fn many(n: usize, seed: u8) -> Vec<SharedBytes> {
+    (0..n)
+        .map(|k| SharedBytes::from(vec![(k as u8).wrapping_add(seed); 20 << 10]))
+        .collect()
+}
+
+/// One `sendmsg` carries at most 253 descriptors (Linux's `SCM_MAX_FD`):
+/// a chunk whose inputs hold more is cut into frames that fit, a single
+/// input that holds more is refused at submit, a result that holds more
+/// fails only its future, and the worker goes on. Over TCP the bytes
+/// travel inline and every one of these just works.
+#[test]
+fn more_shared_payloads_than_one_frame_can_carry() {
+    watchdog(Duration::from_secs(120), || {
+        let local = transport() == Transport::Local;
+        let pool = builder().worker(test_worker!()).workers(1).build().unwrap();
+        still_works(&pool);
+        let pids = pool.worker_pids();
+        // A chunk of 300 inputs with one payload each.
+        let tasks: Vec<_> = many(300, 0).into_iter().map(EchoShared).collect();
+        let expected: Vec<_> = tasks.iter().map(|t| t.0.clone()).collect();
+        let got: Vec<_> = pool.map(tasks).chunksize(300).map(|r| r.unwrap()).collect();
+        assert!(got == expected, "the 300-input chunk came back different");
+        // Two inputs of 200 payloads each in one chunk.
+        let pair = vec![EchoSharedMany(many(200, 1)), EchoSharedMany(many(200, 2))];
+        let expected: Vec<_> = pair.iter().map(|t| t.0.clone()).collect();
+        let got: Vec<_> = pool.map(pair).chunksize(2).map(|r| r.unwrap()).collect();
+        assert!(
+            got == expected,
+            "the two 200-payload inputs came back different"
+        );
+        // Exactly the limit in one input.
+        let at_limit = many(253, 3);
+        let back = pool
+            .submit(EchoSharedMany(at_limit.clone()))
+            .unwrap()
+            .result()
+            .unwrap();
+        assert!(back == at_limit, "253 payloads came back different");
+        // One input over the limit.
+        let over = many(254, 4);
+        match pool.submit(EchoSharedMany(over.clone())) {
+            Err(e @ SubmitError::Encode { .. }) if local => {
+                assert!(e.to_string().contains("253"), "{e}")
+            }
+            Ok(f) if !local => assert!(f.result().unwrap() == over),
+            other => panic!("254 payloads in one input: got {other:?}"),
+        }
+        // ... and inside a map: that item fails, the others run.
+        let mixed = vec![
+            EchoSharedMany(many(2, 5)),
+            EchoSharedMany(over.clone()),
+            EchoSharedMany(many(2, 6)),
+        ];
+        let got: Vec<_> = pool.map(mixed).chunksize(3).collect();
+        assert!(got[0].as_ref().unwrap() == &many(2, 5));
+        assert!(got[2].as_ref().unwrap() == &many(2, 6));
+        match &got[1] {
+            Err(TaskError::Encode { message, .. }) if local => {
+                assert!(message.contains("253"), "{message}")
+            }
+            Ok(v) if !local => assert!(v == &over),
+            other => panic!("254 payloads in a map item: got {other:?}"),
+        }
+        // A result over the limit: a typed error on that future only.
+        let made = pool
+            .submit(MakeSharedMany {
+                count: 300,
+                len: 20 << 10,
+            })
+            .unwrap()
+            .result();
+        match made {
+            Err(TaskError::Encode { message, .. }) if local => {
+                assert!(message.contains("253"), "{message}")
+            }
+            Ok(v) if !local => assert_eq!(v.len(), 300),
+            other => panic!("a result of 300 payloads: got {other:?}"),
+        }
+        let made = pool
+            .submit(MakeSharedMany {
+                count: 253,
+                len: 20 << 10,
+            })
+            .unwrap()
+            .result()
+            .unwrap();
+        assert_eq!(made.len(), 253);
+        assert!(made[252].iter().all(|&b| b == 252));
+        // The same worker throughout.
+        assert_eq!(pool.worker_pids(), pids);
+        still_works(&pool);
     });
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use procpool::{ProcessPool, SharedBytes, TaskError, WorkerCommand};
-use procpool_e2e::{fd_count, in_own_process, watchdog};
+use procpool_e2e::{fd_count, in_own_process};
 use procpool_tasks::{EchoShared, Square};
 
 /// A fresh directory for the bad worker's spawn ordinals, removed on drop.

@@ -346,11 +346,48 @@ impl Task for AbortHoldingShared {
     }
 }
 
+/// Returns its shared payloads: one frame carries a descriptor for each
+/// (over 16 KiB), so more than 253 of them exceed what one `sendmsg` can
+/// carry (Linux's `SCM_MAX_FD`).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct EchoSharedMany(pub Vec<procpool::SharedBytes>);
+
+impl Task for EchoSharedMany {
+    const NAME: &'static str = "drill_echo_shared_many";
+    type Output = Vec<procpool::SharedBytes>;
+    fn run(self, _: &mut WorkerContext) -> Vec<procpool::SharedBytes> {
+        self.0
+    }
+}
+
+/// Makes `count` shared payloads of `len` bytes each (byte `i` of payload
+/// `k` is `k as u8`) in the worker and returns them: a result with `count`
+/// descriptors.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MakeSharedMany {
+    /// How many payloads.
+    pub count: u32,
+    /// Bytes in each.
+    pub len: u32,
+}
+
+impl Task for MakeSharedMany {
+    const NAME: &'static str = "drill_make_shared_many";
+    type Output = Vec<procpool::SharedBytes>;
+    fn run(self, _: &mut WorkerContext) -> Vec<procpool::SharedBytes> {
+        (0..self.count)
+            .map(|k| procpool::SharedBytes::from(vec![k as u8; self.len as usize]))
+            .collect()
+    }
+}
+
 /// Every drill.
 pub fn registry() -> Registry {
     Registry::new()
         .task::<TamperShared>()
         .task::<AbortHoldingShared>()
+        .task::<EchoSharedMany>()
+        .task::<MakeSharedMany>()
         .task::<Panic>()
         .task::<Abort>()
         .task::<Exit>()

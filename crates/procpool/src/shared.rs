@@ -54,6 +54,8 @@ use serde::de::{self, Deserializer};
 use serde::ser::{self, Serializer};
 use serde::{Deserialize, Serialize};
 
+use procpool_wire::fds::MAX_FDS;
+
 use crate::sys::SealedFile;
 
 /// Shared payloads up to this many bytes travel inline even to a local
@@ -340,6 +342,12 @@ pub(crate) enum SharedError {
         /// The limit.
         limit: u64,
     },
+    /// The payload holds more shared values in memory files than one
+    /// frame can carry descriptors for.
+    TooMany {
+        /// The most one frame carries.
+        limit: usize,
+    },
     /// The peer sent a reference that does not name a valid sealed memory
     /// file of the right size: a protocol violation.
     BadReference(String),
@@ -354,6 +362,12 @@ impl fmt::Display for SharedError {
                 f,
                 "shared payloads of {len} bytes exceed the pool's {limit}-byte limit \
                  (raise max_frame_bytes if this is a real payload)"
+            ),
+            SharedError::TooMany { limit } => write!(
+                f,
+                "more than {limit} shared payloads over {INLINE_MAX} bytes in one task's input or \
+                 output: each needs a descriptor and one frame carries at most {limit} (Linux's \
+                 SCM_MAX_FD); send fewer, larger ones"
             ),
             SharedError::BadReference(m) => write!(f, "bad shared-payload reference: {m}"),
             SharedError::Io(m) => write!(f, "cannot make a shared memory file: {m}"),
@@ -550,6 +564,21 @@ fn push_file<T: Pod>(v: &SharedSlice<T>) -> Result<u32, SharedError> {
     });
     if let Some(e) = over {
         return Err(e);
+    }
+    // One frame carries at most `MAX_FDS` descriptors: refuse the next
+    // file before making it (a value already in the sink is no new one).
+    let full = CONTEXT.with(|c| match &*c.borrow() {
+        Some(Context::Encode(s)) => {
+            s.files.len() >= MAX_FDS
+                && v.inner
+                    .sealed
+                    .get()
+                    .is_none_or(|f| !s.files.iter().any(|g| Arc::ptr_eq(f, g)))
+        }
+        _ => false,
+    });
+    if full {
+        return Err(SharedError::TooMany { limit: MAX_FDS });
     }
     let file = v.sealed()?;
     CONTEXT.with(|c| match &mut *c.borrow_mut() {

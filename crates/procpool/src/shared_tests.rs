@@ -267,3 +267,32 @@ fn the_context_ends_with_the_call() {
     assert!(r.is_err());
     assert!(encode_mode().is_none());
 }
+
+#[test]
+fn one_frame_holds_at_most_max_fds_files() {
+    let blobs: Vec<SharedBytes> = (0..=MAX_FDS)
+        .map(|k| SharedBytes::from(vec![k as u8; BIG]))
+        .collect();
+    // The limit exactly, and the same value many times over (one file).
+    let at_limit = &blobs[..MAX_FDS];
+    let (r, enc) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&at_limit));
+    assert!(r.is_ok() && enc.error.is_none());
+    assert_eq!(enc.files.len(), MAX_FDS);
+    let same = vec![blobs[0].clone(); 2 * MAX_FDS];
+    let (r, enc) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&same));
+    assert!(r.is_ok() && enc.files.len() == 1);
+    // One more: refused before its file is made.
+    let (r, enc) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&blobs));
+    assert!(r.is_err());
+    assert_eq!(enc.error, Some(SharedError::TooMany { limit: MAX_FDS }));
+    assert!(enc.error.unwrap().to_string().contains("253"));
+    assert!(
+        blobs[MAX_FDS].0.inner.sealed.get().is_none(),
+        "the 254th file was not made"
+    );
+    // A value already in the frame still fits when the frame is full.
+    let mut again = at_limit.to_vec();
+    again.push(blobs[7].clone());
+    let (r, enc) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&again));
+    assert!(r.is_ok() && enc.files.len() == MAX_FDS);
+}

@@ -95,7 +95,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use procpool_wire::codec;
-use procpool_wire::fds::SendFd;
+use procpool_wire::fds::{MAX_FDS, SendFd};
 
 pub use attach::{AttachInfo, ENV_TOKEN};
 pub use builder::{ENV_WORKER_PATH, ProcessPoolBuilder, WorkerCommand};
@@ -378,12 +378,14 @@ impl sealed::Sealed for ProcessPool {
     fn submit_chunk<T: Task>(&self, items: Vec<T>) -> ChunkResult<T::Output> {
         let mut out = Vec::with_capacity(items.len());
         // A chunk is one frame: cut it where the next input would take the
-        // frame past the cap (SEMANTICS 26). An input too large on its own
-        // has already failed in `prepare`.
+        // frame past the cap (SEMANTICS 26) or its descriptors past what one
+        // `sendmsg` carries. An input too large (or holding too many
+        // descriptors) on its own has already failed in `prepare`.
         let budget = (self.shared.cfg.max_frame as usize).saturating_sub(HEADER_ROOM);
         let mut batches: Vec<Vec<Item>> = Vec::new();
         let mut batch = Vec::with_capacity(items.len());
         let mut used = 0usize;
+        let mut fds = 0usize;
         let fingerprint = task_fingerprint::<T>();
         if let Err(no) = self.runnable::<T>(fingerprint) {
             let e = TaskError::NoWorkerCanRun {
@@ -399,11 +401,14 @@ impl sealed::Sealed for ProcessPool {
                 Ok((item, core, encoded_at)) => {
                     submitted = encoded_at;
                     let cost = item.payload.len() + T::NAME.len() + ITEM_ROOM;
-                    if !batch.is_empty() && used + cost > budget {
+                    let files = item.meta.files.len();
+                    if !batch.is_empty() && (used + cost > budget || fds + files > MAX_FDS) {
                         batches.push(std::mem::take(&mut batch));
                         used = 0;
+                        fds = 0;
                     }
                     used += cost;
+                    fds += files;
                     batch.push(item);
                     out.push(Ok(TaskFuture::from_core(core)));
                 }
