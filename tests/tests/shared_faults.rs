@@ -2,8 +2,8 @@
 //! result with a descriptor it does not declare, a reference to a
 //! descriptor the frame does not carry, a descriptor that is not a memory
 //! file, a memory file without seals. Each fails only its task with
-//! `TaskError::Protocol`, closes every descriptor, maps nothing, and the
-//! pool goes on. Local sockets only (descriptors cannot cross TCP), so
+//! `TaskError::Protocol`, closes every descriptor, maps nothing, gets the
+//! worker killed and replaced (as `Protocol` says), and the pool goes on. Local sockets only (descriptors cannot cross TCP), so
 //! `over_tcp.rs` does not include this file.
 
 use std::path::PathBuf;
@@ -64,13 +64,14 @@ fn bad_pool(mode: &str, scratch: &Scratch, file: &str) -> ProcessPool {
 
 /// Runs the first task (`square` or a small `echo_shared`) on a bad worker
 /// in `mode`, expects `Protocol` mentioning `expect`, then checks that the
-/// pool still works, that this process's descriptors are back where they
+/// bad worker is gone, that the pool still works, that this process's descriptors are back where they
 /// were and that nothing of the worker's is mapped here.
 fn misuse(mode: &str, square: bool, expect: &str) {
     let scratch = Scratch::new(mode);
     let file = format!("/dev/shm/procpool-bad-{}-{mode}", std::process::id());
     let _removed = Removed(file.clone());
     let pool = bad_pool(mode, &scratch, &file);
+    let bad = pool.worker_pids();
     let fds = fd_count();
     let err = if square {
         pool.submit(Square(7)).unwrap().result().unwrap_err()
@@ -87,21 +88,24 @@ fn misuse(mode: &str, square: bool, expect: &str) {
         }
         other => panic!("expected Protocol, got {other:?}"),
     }
-    // The pool goes on (the same worker, or its replacement).
+    // A worker that broke the protocol is killed and replaced (as
+    // `TaskError::Protocol` says), by a real one here.
+    assert_eq!(
+        procpool_e2e::wait_gone(&bad, Duration::from_secs(10)),
+        Vec::<u32>::new(),
+        "the bad worker still runs"
+    );
     for i in 0..4u64 {
         assert_eq!(pool.submit(Square(i)).unwrap().result().unwrap(), i * i);
     }
     let blob = SharedBytes::from(vec![9; 1 << 20]);
-    {
-        let back = pool.submit(EchoShared(blob.clone())).unwrap().result();
-        if square {
-            // The bad worker was replaced by a real one.
-            assert_eq!(back.unwrap(), blob);
-        } else {
-            // The bad worker answers only `square` after its first task.
-            assert!(back.is_err());
-        }
-    }
+    assert_eq!(
+        pool.submit(EchoShared(blob.clone()))
+            .unwrap()
+            .result()
+            .unwrap(),
+        blob
+    );
     // Its sealed copy is ours until it is dropped.
     drop(blob);
     let deadline = Instant::now() + Duration::from_secs(5);

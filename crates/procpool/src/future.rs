@@ -175,7 +175,8 @@ pub(crate) trait ResolveBytes: Resolve {
     /// with a `Decode` error, or `Protocol` if the worker sent a bad
     /// shared-payload reference). Fills in `decode_output`, `total` and
     /// `ipc`, and records the outcome in `stats` before anyone waiting can
-    /// see it.
+    /// see it. Returns the protocol violation, if it was one: the caller
+    /// ends the worker.
     fn complete_bytes(
         &self,
         input: crate::task::Input<'_>,
@@ -183,7 +184,7 @@ pub(crate) trait ResolveBytes: Resolve {
         cost: Cost,
         submitted: Instant,
         stats: &StatsCollector,
-    );
+    ) -> Option<String>;
 }
 
 /// Who to tell when a future is done. Nearly always one (`map_unordered`,
@@ -429,7 +430,7 @@ impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
         mut cost: Cost,
         submitted: Instant,
         stats: &StatsCollector,
-    ) {
+    ) -> Option<String> {
         let t = Instant::now();
         let bytes = input.bytes;
         let (decoded, shared_error) =
@@ -444,15 +445,16 @@ impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
             Ok(v) => {
                 stats.record(Some(&cost));
                 self.finish(Ok(v), Some(cost));
+                None
             }
             Err(e) => {
                 stats.record(None);
+                let mut violation = None;
                 let err = match shared_error {
                     Some(crate::shared::SharedError::BadReference(message)) => {
-                        TaskError::Protocol {
-                            worker,
-                            message: format!("bad shared-payload reference: {message}"),
-                        }
+                        let message = format!("bad shared-payload reference: {message}");
+                        violation = Some(message.clone());
+                        TaskError::Protocol { worker, message }
                     }
                     Some(other) => TaskError::Decode {
                         side: Side::Parent,
@@ -466,6 +468,7 @@ impl<T: DeserializeOwned + Send + 'static> ResolveBytes for Core<T> {
                     },
                 };
                 self.finish(Err(err), None);
+                violation
             }
         }
     }

@@ -318,13 +318,20 @@ impl Reading<'_> {
                             mode: shared.cfg.shared_mode(),
                             limit: u64::from(shared.cfg.max_frame),
                         };
-                        meta.future.complete_bytes(
+                        // A bad shared-payload reference fails that
+                        // future with `Protocol`, and the worker that sent
+                        // it is ended like any other that broke the
+                        // protocol.
+                        if let Some(message) = meta.future.complete_bytes(
                             output,
                             idx,
                             cost,
                             meta.submitted,
                             &shared.stats,
-                        );
+                        ) {
+                            protocol_error(shared, idx, generation, pid, message);
+                            return Flow::Stop;
+                        }
                     }
                     other => {
                         let mut err = task_error(other, &meta);
