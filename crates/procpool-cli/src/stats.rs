@@ -83,10 +83,15 @@ pub fn fmt_rate(per_sec: f64) -> String {
     }
 }
 
-/// A ratio: `3.4×`, `0.21×`, `120×`.
+/// A ratio: `3.4×`, `0.21×`, `120×`; below 0.1 with two significant
+/// digits (`0.0039×`, not `0.00×`).
 pub fn fmt_ratio(r: f64) -> String {
     if !r.is_finite() {
         return "-".into();
+    }
+    if r > 0.0 && r < 0.1 {
+        let decimals = (1 - r.log10().floor() as i32).clamp(2, 8) as usize;
+        return format!("{r:.decimals$}×");
     }
     format!("{}×", sig3(r))
 }
@@ -144,6 +149,10 @@ mod tests {
         assert_eq!(fmt_rate(1_200_000.0), "1.20 M/s");
         assert_eq!(fmt_ratio(3.44), "3.44×");
         assert_eq!(fmt_ratio(120.4), "120×");
+        assert_eq!(fmt_ratio(0.25), "0.25×");
+        assert_eq!(fmt_ratio(0.0039), "0.0039×");
+        assert_eq!(fmt_ratio(0.05), "0.050×");
+        assert_eq!(fmt_ratio(0.0), "0.00×");
         assert_eq!(fmt_ratio(f64::NAN), "-");
         assert_eq!(fmt_percent(0.41), "41 %");
         assert_eq!(fmt_percent(0.004), "0.4 %");
