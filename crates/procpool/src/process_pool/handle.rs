@@ -11,8 +11,8 @@ use procpool_wire::{Generation, TaskId};
 
 use super::dispatch::pump;
 use super::item::{Batch, Item, Meta};
-use super::outbox::{Conn, flush_all};
-use super::state::{Assigned, KillReason, Phase, Shared, SlotStatus, WorkerSlot};
+use super::outbox::flush_all;
+use super::state::{Assigned, KillReason, Phase, PoolState, Shared, SlotStatus, WorkerSlot};
 use crate::error::{Side, TaskError};
 use crate::future::ResolveBytes;
 use crate::lock::lock;
@@ -124,73 +124,108 @@ fn end_worker(shared: &Shared, idx: usize, generation: Generation, why: KillReas
     }
 }
 
-pub(super) fn on_started(shared: &Shared, idx: usize, id: TaskId) {
-    let (future, timed) = {
+/// An executor's note about one task, as the reader collects them from a
+/// run of ring records (or one socket frame).
+#[derive(Clone, Copy)]
+pub(super) enum Note {
+    Started(TaskId),
+    Finished { id: TaskId, peak_rss: u64 },
+}
+
+/// What the pool lock handed back for one [`Note`], to act on once the
+/// lock is released, in the notes' order.
+pub(super) enum Noted {
+    /// A task began: its future, to mark `Running`.
+    Started(Arc<dyn ResolveBytes>),
+    /// See [`Finished`].
+    Finished(Assigned, Option<Arc<dyn ResolveBytes>>),
+    /// Late, duplicate or unknown: dropped (and logged).
+    Dropped,
+}
+
+/// Acts on a run of notes from worker `idx` under one acquisition of the
+/// pool lock (a chunk's results arrive many at a time: per note, the lock,
+/// the clock read and the dispatch would cost more than the note), then
+/// flushes the connections `pump` touched and wakes whoever must know.
+/// Returns, per note, what to do outside the lock; the caller does it in
+/// order (a task's `Running` always before its result).
+pub(super) fn on_notes(shared: &Shared, idx: usize, notes: &[Note], out: &mut Vec<Noted>) {
+    let mut timed = false;
+    let (conns, notify) = {
         let mut st = lock(&shared.state);
-        let slot = &mut st.slots[idx];
-        let Some(a) = slot.inflight.get_mut(&id) else {
-            tracing::warn!(target: "procpool::pool", { worker.id = idx, task.id = id },
-"start of an unknown task dropped");
-            return;
-        };
-        a.started = true;
-        let future = a.meta.future.clone();
-        let timed = a.meta.timeout.is_some();
         let now = Instant::now();
-        slot.running = Some((id, now));
-        slot.heard = now;
-        (future, timed)
+        for &note in notes {
+            out.push(match note {
+                Note::Started(id) => started(&mut st.slots[idx], idx, id, now, &mut timed),
+                Note::Finished { id, peak_rss } => {
+                    finished(shared, &mut st, idx, id, peak_rss, now, &mut timed)
+                }
+            });
+        }
+        st.retire_if_idle(idx);
+        let conns = pump(&mut st, shared);
+        (conns, st.phase != Phase::Running)
     };
     if timed {
         shared.clock.notify_all();
     }
-    future.mark_running();
+    if notify {
+        shared.changed.notify_all();
+    }
+    flush_all(conns);
 }
 
-/// What finishing a task hands back: the task, the connections to flush,
-/// and the next task of its chunk (which the worker begins now).
-type Finished = (Assigned, Vec<Arc<Conn>>, Option<Arc<dyn ResolveBytes>>);
+fn started(slot: &mut WorkerSlot, idx: usize, id: TaskId, now: Instant, timed: &mut bool) -> Noted {
+    let Some(a) = slot.inflight.get_mut(&id) else {
+        tracing::warn!(target: "procpool::pool", { worker.id = idx, task.id = id },
+"start of an unknown task dropped");
+        return Noted::Dropped;
+    };
+    a.started = true;
+    *timed |= a.meta.timeout.is_some();
+    let future = a.meta.future.clone();
+    slot.running = Some((id, now));
+    slot.heard = now;
+    Noted::Started(future)
+}
 
-/// Removes a finished task from its worker, dispatches more work, and
-/// hands back the task, the connections to flush, and the chunk's next
-/// task, which is now `Running` (a chunk's later tasks have no note of
+/// Removes a finished task from its worker and begins the next of its
+/// chunk, which is now `Running` (a chunk's later tasks have no note of
 /// their own: each begins when the one before it ends).
-pub(super) fn on_finished(
+fn finished(
     shared: &Shared,
+    st: &mut PoolState,
     idx: usize,
     id: TaskId,
     peak_rss: u64,
-) -> Option<Finished> {
-    let mut st = lock(&shared.state);
-    let Some(a) = st.slots[idx].take_task(id) else {
+    now: Instant,
+    timed: &mut bool,
+) -> Noted {
+    let Some(a) = st.slots[idx].take_task_at(id, now) else {
         tracing::warn!(
             target: "procpool::pool",
             { worker.id = idx,
             task.id = id },
         "late or duplicate result dropped"
         );
-        return None;
+        return Noted::Dropped;
     };
     st.crash_streak = 0;
     let slot = &mut st.slots[idx];
     slot.finished += 1;
     slot.failures = 0;
-    let next = begin_next(shared, slot, a.batch);
+    let next = slot.begin_next_at(a.batch, now).map(|n| {
+        *timed |= n.meta.timeout.is_some();
+        n.meta.future.clone()
+    });
     if let Some(max) = shared.cfg.max_worker_memory
         && peak_rss > max
-        && st.slots[idx].status == SlotStatus::Ready
+        && slot.status == SlotStatus::Ready
     {
         tracing::debug!(target: "procpool::pool", { worker.id = idx }, "worker peak memory {peak_rss} B passed {max} B; recycling");
-        st.slots[idx].status = SlotStatus::Retiring;
+        slot.status = SlotStatus::Retiring;
     }
-    st.retire_if_idle(idx);
-    let conns = pump(&mut st, shared);
-    let notify = st.phase != Phase::Running;
-    drop(st);
-    if notify {
-        shared.changed.notify_all();
-    }
-    Some((a, conns, next))
+    Noted::Finished(a, next)
 }
 
 /// The worker has begun the next task of `batch`: mark it, and hand back

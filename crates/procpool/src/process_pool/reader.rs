@@ -7,13 +7,12 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use procpool_wire::Generation;
-use procpool_wire::message::{Outcome, PayloadFds, ToParent, decode_message_fds};
+use procpool_wire::message::{Outcome, PayloadFds, ToParent, WorkerTiming, decode_message_fds};
 
 use super::handle::{
-    lost, on_finished, on_started, on_withdrawn, protocol_error, tampered, task_error,
+    Note, Noted, lost, on_notes, on_withdrawn, protocol_error, tampered, task_error,
 };
-use super::outbox::flush_all;
-use super::state::Shared;
+use super::state::{Assigned, Shared};
 use crate::cost::Cost;
 use crate::error::TaskError;
 use crate::link::frames::{FrameFdError, SocketReader, next_frame_fds};
@@ -48,6 +47,7 @@ pub(super) fn read_loop(
         idx,
         generation,
         pid,
+        run: Default::default(),
     };
     // Stopped at a marker: the note it stands for is on the socket.
     let mut at_marker = false;
@@ -201,22 +201,41 @@ struct Reading<'a> {
     idx: usize,
     generation: Generation,
     pid: u32,
+    /// The run of ring records being acted on (kept for its buffers).
+    run: std::cell::RefCell<Bodies>,
 }
 
 impl Reading<'_> {
     /// Handles the ring's records up to a marker (`Ok(true)`, the marker
     /// left in place) or until it is empty (`Ok(false)`). `Err`: the worker
-    /// broke the protocol and is being ended.
+    /// broke the protocol and is being ended. Records are taken out of the
+    /// ring in runs (up to [`RUN`]) and each run is acted on at once (one
+    /// pool lock for its notes); a run ends early at a broken record, after
+    /// the records before it are acted on.
     fn drain(&self, r: &mut ring::Reader) -> Result<bool, ()> {
+        let mut run = self.run.borrow_mut();
         loop {
-            match r.next(self.shared.cfg.max_frame) {
-                Ok(None) => return Ok(false),
-                Ok(Some(ring::Record::Marker)) => return Ok(true),
-                Ok(Some(ring::Record::Frame)) => {
-                    if let Flow::Stop = self.handle(r.body()) {
-                        return Err(());
+            let found = loop {
+                match r.next(self.shared.cfg.max_frame) {
+                    Ok(None) => break Ok(false),
+                    Ok(Some(ring::Record::Marker)) => break Ok(true),
+                    Ok(Some(ring::Record::Frame)) => {
+                        run.push(r.body());
+                        if run.len() == RUN {
+                            break Ok(false);
+                        }
                     }
+                    Err(message) => break Err(message),
                 }
+            };
+            let full = run.len() == RUN;
+            if let Flow::Stop = self.handle_run(&run) {
+                return Err(());
+            }
+            run.clear();
+            match found {
+                Ok(false) if full => continue,
+                Ok(marker) => return Ok(marker),
                 Err(message) => {
                     protocol_error(self.shared, self.idx, self.generation, self.pid, message);
                     return Err(());
@@ -234,19 +253,93 @@ impl Reading<'_> {
         }
     }
 
-    /// Decodes and acts on one message from the ring (which carries no
-    /// descriptors: a note that declares some is a protocol error).
-    fn handle(&self, body: &[u8]) -> Flow {
-        match decode_message_fds::<ToParent>(body, Vec::new()) {
-            Ok((msg, payloads)) => self.act(msg, payloads),
-            Err(e) => {
-                protocol_error(
-                    self.shared,
-                    self.idx,
-                    self.generation,
-                    self.pid,
-                    e.to_string(),
-                );
+    /// Decodes and acts on a run of messages from the ring (which carries
+    /// no descriptors: a note that declares some is a protocol error).
+    /// Consecutive notes are acted on together (see [`Reading::notes`]).
+    fn handle_run(&self, run: &Bodies) -> Flow {
+        let mut held = Vec::new();
+        for body in run.iter() {
+            match decode_message_fds::<ToParent>(body, Vec::new()) {
+                Ok((msg, payloads)) => {
+                    let note = matches!(msg, ToParent::Started { .. } | ToParent::Finished { .. });
+                    if note && msg.generation() == self.generation {
+                        held.push((msg, payloads));
+                        continue;
+                    }
+                    if let Flow::Stop = self.notes(std::mem::take(&mut held)) {
+                        return Flow::Stop;
+                    }
+                    if let Flow::Stop = self.act(msg, payloads) {
+                        return Flow::Stop;
+                    }
+                }
+                Err(e) => {
+                    if let Flow::Stop = self.notes(held) {
+                        return Flow::Stop;
+                    }
+                    protocol_error(
+                        self.shared,
+                        self.idx,
+                        self.generation,
+                        self.pid,
+                        e.to_string(),
+                    );
+                    return Flow::Stop;
+                }
+            }
+        }
+        self.notes(held)
+    }
+
+    /// Acts on a run of `Started` / `Finished` notes of this generation:
+    /// the pool's bookkeeping for all of them under one lock, then, in
+    /// order, each future marked running or resolved.
+    ///
+    /// `Flow::Stop` if a result broke the protocol (every note of the run
+    /// is still acted on: the pool's books already count them done).
+    fn notes(&self, held: Vec<(ToParent, Vec<PayloadFds<'_>>)>) -> Flow {
+        if held.is_empty() {
+            return Flow::Go;
+        }
+        let notes: Vec<Note> = held
+            .iter()
+            .map(|(msg, _)| match msg {
+                ToParent::Finished { id, timing, .. } => Note::Finished {
+                    id: *id,
+                    peak_rss: timing.peak_rss_bytes,
+                },
+                ToParent::Started { id, .. } => Note::Started(*id),
+                _ => unreachable!("only notes are held"),
+            })
+            .collect();
+        let mut noted = Vec::with_capacity(notes.len());
+        on_notes(self.shared, self.idx, &notes, &mut noted);
+        let mut broke = None;
+        for ((msg, payloads), done) in held.into_iter().zip(noted) {
+            match (msg, done) {
+                (_, Noted::Started(future)) => {
+                    future.mark_running();
+                }
+                (
+                    ToParent::Finished {
+                        outcome, timing, ..
+                    },
+                    Noted::Finished(a, next),
+                ) => {
+                    if let Some(n) = next {
+                        n.mark_running();
+                    }
+                    if let Err(message) = self.deliver(a, outcome, timing, payloads) {
+                        broke.get_or_insert(message);
+                    }
+                }
+                _ => {}
+            }
+        }
+        match broke {
+            None => Flow::Go,
+            Some(message) => {
+                protocol_error(self.shared, self.idx, self.generation, self.pid, message);
                 Flow::Stop
             }
         }
@@ -259,6 +352,7 @@ impl Reading<'_> {
             idx,
             generation,
             pid,
+            ..
         } = *self;
         if msg.generation() != generation {
             tracing::warn!(
@@ -270,79 +364,8 @@ impl Reading<'_> {
             return Flow::Go;
         }
         match msg {
-            ToParent::Started { id, .. } => on_started(shared, idx, id),
-            ToParent::Finished {
-                id,
-                outcome,
-                timing,
-                ..
-            } => {
-                let Some((a, conns, next)) = on_finished(shared, idx, id, timing.peak_rss_bytes)
-                else {
-                    return Flow::Go;
-                };
-                flush_all(conns);
-                if let Some(n) = next {
-                    n.mark_running();
-                }
-                shared.recycle_input(a.payload);
-                let meta = a.meta;
-                match outcome {
-                    Outcome::Ok { .. } => {
-                        let (bytes, fds) = payloads.into_iter().next().unwrap_or((&[], Vec::new()));
-                        let parent_queue = a
-                            .assigned_at
-                            .saturating_duration_since(meta.submitted + meta.encode);
-                        let cost = Cost {
-                            encode_input: meta.encode,
-                            bytes_out: meta.bytes_out,
-                            queue_wait: parent_queue + Duration::from_nanos(timing.queue_ns),
-                            decode_input: Duration::from_nanos(timing.decode_ns),
-                            run: Duration::from_nanos(timing.run_ns),
-                            encode_output: Duration::from_nanos(timing.encode_ns),
-                            bytes_back: bytes.len() as u64,
-                            ..Cost::default()
-                        };
-                        if !meta.span.is_disabled() {
-                            let s = &meta.span;
-                            s.record("cost.total_us", micros(meta.submitted.elapsed()));
-                            s.record("cost.run_us", micros(cost.run));
-                            let serde = cost.encode_input + cost.decode_input + cost.encode_output;
-                            s.record("cost.serde_us", micros(serde));
-                            s.record("bytes.back", cost.bytes_back);
-                            tracing::debug!(target: "procpool::task", parent: s, "task done");
-                        }
-                        let output = Input {
-                            bytes,
-                            fds,
-                            mode: shared.cfg.shared_mode(),
-                            limit: u64::from(shared.cfg.max_frame),
-                        };
-                        // A bad shared-payload reference fails that
-                        // future with `Protocol`, and the worker that sent
-                        // it is ended like any other that broke the
-                        // protocol.
-                        if let Some(message) = meta.future.complete_bytes(
-                            output,
-                            idx,
-                            cost,
-                            meta.submitted,
-                            &shared.stats,
-                        ) {
-                            protocol_error(shared, idx, generation, pid, message);
-                            return Flow::Stop;
-                        }
-                    }
-                    other => {
-                        let mut err = task_error(other, &meta);
-                        if let TaskError::Protocol { worker, .. } = &mut err {
-                            *worker = idx;
-                        }
-                        tracing::debug!(target: "procpool::task", parent: &meta.span, error = %err, "task failed");
-                        shared.stats.record(None);
-                        meta.future.fail(err);
-                    }
-                }
+            ToParent::Started { .. } | ToParent::Finished { .. } => {
+                return self.notes(vec![(msg, payloads)]);
             }
             ToParent::Withdrawn { id, withdrawn, .. } => on_withdrawn(shared, idx, id, withdrawn),
             ToParent::Heartbeat { .. } | ToParent::Wake { .. } => {}
@@ -358,6 +381,112 @@ impl Reading<'_> {
             }
         }
         Flow::Go
+    }
+}
+
+impl Reading<'_> {
+    /// Resolves a finished task's future with its outcome (the output is
+    /// decoded here, on the reader) and records its cost.
+    /// `Err`: the output held a bad shared-payload reference (its future
+    /// failed with `Protocol`); the worker that sent it must be ended.
+    fn deliver(
+        &self,
+        a: Assigned,
+        outcome: Outcome,
+        timing: WorkerTiming,
+        payloads: Vec<PayloadFds<'_>>,
+    ) -> Result<(), String> {
+        let shared = self.shared;
+        shared.recycle_input(a.payload);
+        let meta = a.meta;
+        match outcome {
+            Outcome::Ok { .. } => {
+                let (bytes, fds) = payloads.into_iter().next().unwrap_or((&[], Vec::new()));
+                let parent_queue = a
+                    .assigned_at
+                    .saturating_duration_since(meta.submitted + meta.encode);
+                let cost = Cost {
+                    encode_input: meta.encode,
+                    bytes_out: meta.bytes_out,
+                    queue_wait: parent_queue + Duration::from_nanos(timing.queue_ns),
+                    decode_input: Duration::from_nanos(timing.decode_ns),
+                    run: Duration::from_nanos(timing.run_ns),
+                    encode_output: Duration::from_nanos(timing.encode_ns),
+                    bytes_back: bytes.len() as u64,
+                    ..Cost::default()
+                };
+                if !meta.span.is_disabled() {
+                    let s = &meta.span;
+                    s.record("cost.total_us", micros(meta.submitted.elapsed()));
+                    s.record("cost.run_us", micros(cost.run));
+                    let serde = cost.encode_input + cost.decode_input + cost.encode_output;
+                    s.record("cost.serde_us", micros(serde));
+                    s.record("bytes.back", cost.bytes_back);
+                    tracing::debug!(target: "procpool::task", parent: s, "task done");
+                }
+                let output = Input {
+                    bytes,
+                    fds,
+                    mode: shared.cfg.shared_mode(),
+                    limit: u64::from(shared.cfg.max_frame),
+                };
+                // A bad shared-payload reference fails that future with
+                // `Protocol`, and the worker that sent it is ended like any
+                // other that broke the protocol.
+                if let Some(message) = meta.future.complete_bytes(
+                    output,
+                    self.idx,
+                    cost,
+                    meta.submitted,
+                    &shared.stats,
+                ) {
+                    return Err(message);
+                }
+            }
+            other => {
+                let mut err = task_error(other, &meta);
+                if let TaskError::Protocol { worker, .. } = &mut err {
+                    *worker = self.idx;
+                }
+                tracing::debug!(target: "procpool::task", parent: &meta.span, error = %err, "task failed");
+                shared.stats.record(None);
+                meta.future.fail(err);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most ring records acted on as one run.
+const RUN: usize = 256;
+
+/// Ring records taken out but not acted on yet: their bodies end to end.
+#[derive(Default)]
+struct Bodies {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Bodies {
+    fn push(&mut self, body: &[u8]) {
+        self.bytes.extend_from_slice(body);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| &self.bytes[a..b])
     }
 }
 

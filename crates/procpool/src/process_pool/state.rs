@@ -228,13 +228,18 @@ impl WorkerSlot {
     /// Marks the first unfinished task of `batch` as begun (the worker runs
     /// a chunk's tasks back to back) and returns it.
     pub(crate) fn begin_next(&mut self, batch: u64) -> Option<&Assigned> {
+        self.begin_next_at(batch, Instant::now())
+    }
+
+    /// [`begin_next`](Self::begin_next), at `now` (read once for a run of
+    /// notes).
+    pub(crate) fn begin_next_at(&mut self, batch: u64, now: Instant) -> Option<&Assigned> {
         let next = *self.batches.get(&batch)?.front()?;
         let a = self.inflight.get_mut(&next)?;
         if a.started {
             return None;
         }
         a.started = true;
-        let now = Instant::now();
         self.running = Some((next, now));
         self.heard = now;
         Some(a)
@@ -242,6 +247,12 @@ impl WorkerSlot {
 
     /// Removes a task that ended (or was withdrawn) from this slot.
     pub(crate) fn take_task(&mut self, id: TaskId) -> Option<Assigned> {
+        self.take_task_at(id, Instant::now())
+    }
+
+    /// [`take_task`](Self::take_task), at `now` (read once for a run of
+    /// notes).
+    pub(crate) fn take_task_at(&mut self, id: TaskId, now: Instant) -> Option<Assigned> {
         let a = self.inflight.remove(&id)?;
         if let Some(ids) = self.batches.get_mut(&a.batch) {
             if let Some(pos) = ids.iter().position(|&x| x == id) {
@@ -254,7 +265,7 @@ impl WorkerSlot {
         if self.running.is_some_and(|(r, _)| r == id) {
             self.running = None;
         }
-        self.heard = Instant::now();
+        self.heard = now;
         Some(a)
     }
 
