@@ -133,11 +133,14 @@ pub(super) enum Note {
 }
 
 /// What the pool lock handed back for one [`Note`], to act on once the
-/// lock is released, in the notes' order.
+/// lock is released, in the notes' order. (Unboxed on purpose: a run's
+/// `Vec<Noted>` is made once per run, and a box per finished task is the
+/// allocation this path avoids.)
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Noted {
     /// A task began: its future, to mark `Running`.
     Started(Arc<dyn ResolveBytes>),
-    /// See [`Finished`].
+    /// A task ended: it, and the next task of its chunk, now `Running`.
     Finished(Assigned, Option<Arc<dyn ResolveBytes>>),
     /// Late, duplicate or unknown: dropped (and logged).
     Dropped,
