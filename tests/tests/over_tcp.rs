@@ -7,6 +7,8 @@
 
 #[path = "async_tokio.rs"]
 mod async_tokio;
+#[path = "auto_chunks.rs"]
+mod auto_chunks;
 #[path = "core.rs"]
 mod core;
 #[path = "faults.rs"]

@@ -151,6 +151,23 @@ impl Task for Sleep {
     }
 }
 
+/// Sleeps, then returns the pid of the process that ran it: which worker
+/// ran which of several long tasks (load balance).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SleepWho {
+    /// How long.
+    pub millis: u64,
+}
+
+impl Task for SleepWho {
+    const NAME: &'static str = "sleep_who";
+    type Output = u32;
+    fn run(self, _: &mut WorkerContext) -> u32 {
+        std::thread::sleep(std::time::Duration::from_millis(self.millis));
+        std::process::id()
+    }
+}
+
 /// Burns CPU for `iterations` rounds of a xorshift; returns the state.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spin {
@@ -308,6 +325,7 @@ pub fn registry() -> Registry {
         .task::<EchoRecords>()
         .task::<Square>()
         .task::<Sleep>()
+        .task::<SleepWho>()
         .task::<Spin>()
         .task::<WhoAmI>()
         .task::<WhereAmI>()

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 
-use super::{ChunkResult, Entry, Indexed, Map, submit};
+use super::{ChunkResult, Chunking, Entry, Indexed, Map, submit};
 use crate::error::TaskError;
 use crate::future::{TaskFuture, cancel_all};
 use crate::lock::{lock, try_lock_or_wake};
@@ -175,10 +175,7 @@ where
     I: Iterator,
     I::Item: Task,
 {
-    let chunk: Vec<I::Item> = map.input.by_ref().take(map.chunksize).collect();
-    if chunk.len() < map.chunksize {
-        map.input_done = true;
-    }
+    let chunk = map.pull_chunk();
     (chunk, !map.input_done)
 }
 
@@ -192,8 +189,9 @@ where
     S: Stream + Unpin,
     S::Item: Task,
 {
-    let mut chunk = Vec::with_capacity(map.chunksize.min(1024));
-    while chunk.len() < map.chunksize {
+    let n = map.current_chunksize();
+    let mut chunk = Vec::with_capacity(n.min(1024));
+    while chunk.len() < n {
         match Pin::new(&mut map.input.stream).poll_next(cx) {
             Poll::Ready(Some(task)) => chunk.push(task),
             Poll::Ready(None) => {
@@ -203,7 +201,8 @@ where
             Poll::Pending => break,
         }
     }
-    let more = chunk.len() == map.chunksize && !map.input_done;
+    map.pulled(chunk.len());
+    let more = chunk.len() == n && !map.input_done;
     (chunk, more)
 }
 
@@ -231,7 +230,9 @@ where
             },
             Some(Entry::Future(f)) => match Pin::new(f).poll(cx) {
                 Poll::Ready(r) => {
-                    self.pending.pop_front();
+                    if let Some(Entry::Future(f)) = self.pending.pop_front() {
+                        self.measure(self.yielded, &f);
+                    }
                     r
                 }
                 Poll::Pending => return Poll::Pending,
@@ -251,7 +252,8 @@ where
             match self.done.poll_pop(cx) {
                 Poll::Ready(key) => {
                     if let Some(f) = self.by_key.remove(&key) {
-                        // Done: `result` does not wait.
+                        // Done: `measure` and `result` do not wait.
+                        self.measure(key, &f);
                         return Poll::Ready(Some((key, f.result())));
                     }
                 }
@@ -322,8 +324,13 @@ where
     /// If `n` is 0.
     pub fn chunksize(mut self, n: usize) -> Self {
         assert!(n != 0, "chunksize must be at least 1 (got 0)");
-        self.map.chunksize = n;
+        self.map.chunking = Chunking::Fixed(n);
         self
+    }
+
+    /// The size of the next chunk (see [`Map::current_chunksize`]).
+    pub fn current_chunksize(&self) -> usize {
+        self.map.current_chunksize()
     }
 
     /// How many chunks may be in flight at once (see [`Map::window`]).
@@ -445,9 +452,9 @@ where
             return self.yield_now(cx);
         }
         // Fill the window (what is out counts), then take in what is back.
-        let window = self.map.window_chunks.saturating_mul(self.map.chunksize);
         let mut unfilled = false;
-        while !self.map.input_done && self.map.in_flight() + self.sending < window {
+        while !self.map.input_done && self.map.in_flight() + self.sending < self.map.window_inputs()
+        {
             let (chunk, more) = (self.pull)(&mut self.map, cx);
             if !chunk.is_empty() {
                 self.send(chunk);
