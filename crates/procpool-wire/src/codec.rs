@@ -229,7 +229,13 @@ pub fn decode_prefix_limited<T: DeserializeOwned, const LIMIT: usize>(
     bytes: &[u8],
 ) -> Result<(T, usize), CodecError> {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        bincode::serde::decode_from_slice::<T, _>(bytes, config().with_limit::<LIMIT>())
+        // Byte buffers and strings decoded borrowed, then copied once
+        // (`owned_bytes`): bincode's own path zero-fills them first.
+        bincode::serde::seed_decode_from_slice(
+            crate::owned_bytes::Seed(std::marker::PhantomData::<T>),
+            bytes,
+            config().with_limit::<LIMIT>(),
+        )
     }));
     match result {
         Ok(Ok(pair)) => Ok(pair),

@@ -81,10 +81,16 @@ impl std::error::Error for FrameError {
 }
 
 /// Reads frames from a byte stream into one reused buffer.
+///
+/// The buffer keeps its length between frames (its bytes stay
+/// initialized), so a body is read straight into it: only bytes it never
+/// held are zeroed, once, instead of the whole body per frame.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
     buf: Vec<u8>,
+    /// The last frame's body is `buf[..len]`.
+    len: usize,
     max: u32,
     /// Set once the link is authenticated: every later frame must open.
     opener: Option<Opener>,
@@ -96,6 +102,7 @@ impl<R: Read> FrameReader<R> {
         FrameReader {
             inner,
             buf: Vec::new(),
+            len: 0,
             max,
             opener: None,
         }
@@ -171,38 +178,50 @@ impl<R: Read> FrameReader<R> {
         if let Some(buf) = spare() {
             self.give_buffer(buf);
         }
-        self.buf.clear();
+        self.len = 0;
         if self.buf.capacity() < len {
-            self.buf.reserve_exact(len);
+            self.buf.reserve_exact(len - self.buf.len());
         }
-        let read = (&mut self.inner)
-            .take(len as u64)
-            .read_to_end(&mut self.buf)
-            .map_err(FrameError::Io)?;
-        if read != len {
-            return Err(FrameError::Truncated {
-                expected: (LEN_BYTES + len) as u64,
-                got: (LEN_BYTES + read) as u64,
-            });
+        let mut read = 0;
+        while read < len {
+            // Zero only bytes the buffer never held, and no more than
+            // twice what has arrived: a peer that announces a large frame
+            // and sends little makes us touch little.
+            let end = len.min(self.buf.len().max(read + read.max(64 << 10)));
+            if self.buf.len() < end {
+                self.buf.resize(end, 0);
+            }
+            match self.inner.read(&mut self.buf[read..end]) {
+                Ok(0) => {
+                    return Err(FrameError::Truncated {
+                        expected: (LEN_BYTES + len) as u64,
+                        got: (LEN_BYTES + read) as u64,
+                    });
+                }
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
         }
-        if let Some(opener) = self.opener.as_mut() {
-            let body = opener.open(&self.buf).map_err(FrameError::Forged)?;
-            self.buf.truncate(body);
-        }
-        Ok(Some(&self.buf[..]))
+        let body = match self.opener.as_mut() {
+            Some(opener) => opener.open(&self.buf[..len]).map_err(FrameError::Forged)?,
+            None => len,
+        };
+        self.len = body;
+        Ok(Some(&self.buf[..body]))
     }
 
     /// The body of the frame the last `next_frame*` call read (empty after
     /// an owned read).
     pub fn last_frame(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..self.len]
     }
 
     /// Keeps `buf` for the next frame if it is larger than the current
-    /// buffer.
-    fn give_buffer(&mut self, mut buf: Vec<u8>) {
+    /// buffer (with its length: its bytes are initialized and need no
+    /// zeroing).
+    fn give_buffer(&mut self, buf: Vec<u8>) {
         if buf.capacity() > self.buf.capacity() {
-            buf.clear();
             self.buf = buf;
         }
     }
@@ -222,7 +241,11 @@ impl<R: Read> FrameReader<R> {
     ) -> Result<Option<Vec<u8>>, FrameError> {
         match self.next_frame_reusing(spare)? {
             None => Ok(None),
-            Some(_) => Ok(Some(std::mem::take(&mut self.buf))),
+            Some(_) => {
+                let mut frame = std::mem::take(&mut self.buf);
+                frame.truncate(std::mem::take(&mut self.len));
+                Ok(Some(frame))
+            }
         }
     }
 }
@@ -512,6 +535,35 @@ mod tests {
         assert_eq!(r.next_frame().unwrap().unwrap(), b"abcde");
         assert_eq!(r.next_frame().unwrap().unwrap(), b"");
         assert_eq!(r.next_frame().unwrap().unwrap(), &vec![7; 100_000][..]);
+        assert!(r.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_exactly_each_frame() {
+        let sizes = [300_000usize, 5, 0, 70_000, 300_001, 1];
+        let frames: Vec<Outgoing> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Outgoing::new::<Vec<u8>>(vec![i as u8 + 1; n], vec![]).unwrap())
+            .collect();
+        let mut r = FrameReader::new(Cursor::new(wire(&frames)), 1 << 20);
+        for (i, &n) in sizes.iter().enumerate() {
+            if i == 3 {
+                // An owned read, its buffer handed back for the next one.
+                let owned = r.next_frame_owned().unwrap().unwrap();
+                assert_eq!(owned, vec![i as u8 + 1; n]);
+                assert!(r.last_frame().is_empty());
+                let next = r.next_frame_reusing(|| Some(owned)).unwrap().unwrap();
+                assert_eq!(next, &vec![i as u8 + 2; sizes[i + 1]][..]);
+                continue;
+            }
+            if i == 4 {
+                assert_eq!(r.last_frame(), &vec![5u8; n][..]);
+                continue;
+            }
+            assert_eq!(r.next_frame().unwrap().unwrap(), &vec![i as u8 + 1; n][..]);
+            assert_eq!(r.last_frame(), &vec![i as u8 + 1; n][..]);
+        }
         assert!(r.next_frame().unwrap().is_none());
     }
 

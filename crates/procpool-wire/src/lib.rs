@@ -23,6 +23,7 @@ pub mod fds;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+mod owned_bytes;
 pub mod seal;
 
 pub use codec::CodecError;
