@@ -8,13 +8,15 @@
 //! On an authenticated link (see [`crate::seal`]) each body is followed by
 //! its tag, inside the length prefix: the reader opens every frame before
 //! handing it out ([`FrameReader::set_opener`]) and the writer seals every
-//! frame as it goes on the wire ([`write_sealed_frames`]).
+//! frame as it goes on the wire ([`write_sealed_frames`]). Sealing is the
+//! `seal` feature (on by default).
 
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
+#[cfg(feature = "seal")]
 use crate::seal::{Opener, SealError, Sealer, TAG_LEN};
 
 use crate::fds::{MAX_FDS, SendFd, SendFds};
@@ -48,6 +50,8 @@ pub enum FrameError {
     /// On an authenticated link, the frame did not open: it was altered,
     /// replayed, reordered, dropped before or injected. Nothing of it was
     /// used; the connection must end.
+    #[cfg(feature = "seal")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
     Forged(SealError),
 }
 
@@ -65,6 +69,7 @@ impl fmt::Display for FrameError {
                 )
             }
             FrameError::Io(e) => write!(f, "socket error: {e}"),
+            #[cfg(feature = "seal")]
             FrameError::Forged(e) => e.fmt(f),
         }
     }
@@ -74,6 +79,7 @@ impl std::error::Error for FrameError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             FrameError::Io(e) => Some(e),
+            #[cfg(feature = "seal")]
             FrameError::Forged(e) => Some(e),
             _ => None,
         }
@@ -93,6 +99,7 @@ pub struct FrameReader<R> {
     len: usize,
     max: u32,
     /// Set once the link is authenticated: every later frame must open.
+    #[cfg(feature = "seal")]
     opener: Option<Opener>,
 }
 
@@ -104,19 +111,26 @@ impl<R: Read> FrameReader<R> {
             buf: Vec::new(),
             len: 0,
             max,
+            #[cfg(feature = "seal")]
             opener: None,
         }
     }
 
     /// From the next frame on, every frame must carry a tag that `opener`
     /// accepts (the cap then counts the body without its tag).
+    #[cfg(feature = "seal")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
     pub fn set_opener(&mut self, opener: Opener) {
         self.opener = Some(opener);
     }
 
-    /// Whether frames are authenticated.
+    /// Whether frames are authenticated (never without the `seal`
+    /// feature).
     pub fn is_sealed(&self) -> bool {
-        self.opener.is_some()
+        #[cfg(feature = "seal")]
+        return self.opener.is_some();
+        #[cfg(not(feature = "seal"))]
+        false
     }
 
     /// Changes the cap (e.g. from the small handshake cap to the pool's).
@@ -167,7 +181,10 @@ impl<R: Read> FrameReader<R> {
             }
         }
         let len = u32::from_le_bytes(len_buf);
-        let tag = if self.opener.is_some() { TAG_LEN } else { 0 };
+        #[cfg(feature = "seal")]
+        let tag = if self.is_sealed() { TAG_LEN } else { 0 };
+        #[cfg(not(feature = "seal"))]
+        let tag = 0;
         if u64::from(len) > u64::from(self.max) + tag as u64 {
             return Err(FrameError::TooLarge {
                 len: len.into(),
@@ -203,10 +220,13 @@ impl<R: Read> FrameReader<R> {
                 Err(e) => return Err(FrameError::Io(e)),
             }
         }
+        #[cfg(feature = "seal")]
         let body = match self.opener.as_mut() {
             Some(opener) => opener.open(&self.buf[..len]).map_err(FrameError::Forged)?,
             None => len,
         };
+        #[cfg(not(feature = "seal"))]
+        let body = len;
         self.len = body;
         Ok(Some(&self.buf[..body]))
     }
@@ -290,6 +310,8 @@ impl Outgoing {
     /// follows the body as one more piece, and the length prefix counts it.
     /// Frames with descriptors cannot be sealed (they cross only Unix
     /// sockets, which are not sealed).
+    #[cfg(feature = "seal")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
     pub fn sealed(self, sealer: &mut Sealer) -> io::Result<Outgoing> {
         if !self.fds.is_empty() {
             return Err(io::Error::new(
@@ -354,6 +376,7 @@ impl Outgoing {
     }
 
     /// The body's bytes (after the length prefix), in pieces.
+    #[cfg(feature = "seal")]
     fn parts_after_prefix(&self) -> impl Iterator<Item = &[u8]> {
         std::iter::once(&self.head[LEN_BYTES..]).chain(self.payloads.iter().map(|p| &p[..]))
     }
@@ -375,6 +398,8 @@ impl Outgoing {
 ///
 /// Hold the lock that orders writes on this connection while calling it:
 /// tags are numbered in the order they are made.
+#[cfg(feature = "seal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
 pub fn write_sealed_frames<W: Write + ?Sized>(
     w: &mut W,
     frames: &[Outgoing],
@@ -627,78 +652,85 @@ mod tests {
         assert!(r.next_frame().unwrap().is_none());
     }
 
-    fn sealed_pair() -> (Sealer, Opener) {
-        let keys = crate::seal::LinkKeys::derive(&[9; 32], &[1; 32], &[2; 32]);
-        let (sealer, _) = keys.pool_side();
-        let (_, opener) = keys.worker_side();
-        (sealer, opener)
-    }
+    /// Sealed links (the `seal` feature).
+    #[cfg(feature = "seal")]
+    mod sealed {
+        use super::*;
 
-    fn sealed_wire(frames: &[Outgoing]) -> Vec<u8> {
-        let (mut sealer, _) = sealed_pair();
-        let mut out = Vec::new();
-        write_sealed_frames(&mut out, frames, &mut sealer).unwrap();
-        out
-    }
+        fn sealed_pair() -> (Sealer, Opener) {
+            let keys = crate::seal::LinkKeys::derive(&[9; 32], &[1; 32], &[2; 32]);
+            let (sealer, _) = keys.pool_side();
+            let (_, opener) = keys.worker_side();
+            (sealer, opener)
+        }
 
-    #[test]
-    fn sealed_frames_round_trip_at_the_cap() {
-        let frames = vec![
-            Outgoing::new(b"ab".to_vec(), vec![b"cd".to_vec(), vec![], b"e".to_vec()]).unwrap(),
-            Outgoing::new::<Vec<u8>>(vec![], vec![]).unwrap(),
-            Outgoing::new::<Vec<u8>>(vec![7; 16], vec![]).unwrap(),
-        ];
-        let bytes = sealed_wire(&frames);
-        assert_eq!(bytes.len(), 3 * (LEN_BYTES + TAG_LEN) + 5 + 16);
-        let mut r = FrameReader::new(Cursor::new(bytes), 16);
-        r.set_opener(sealed_pair().1);
-        assert!(r.is_sealed());
-        assert_eq!(r.next_frame().unwrap().unwrap(), b"abcde");
-        assert_eq!(r.next_frame_owned().unwrap().unwrap(), b"");
-        assert_eq!(r.next_frame().unwrap().unwrap(), &[7; 16][..]);
-        assert!(r.next_frame().unwrap().is_none());
-    }
+        fn sealed_wire(frames: &[Outgoing]) -> Vec<u8> {
+            let (mut sealer, _) = sealed_pair();
+            let mut out = Vec::new();
+            write_sealed_frames(&mut out, frames, &mut sealer).unwrap();
+            out
+        }
 
-    #[test]
-    fn a_tampered_sealed_stream_is_forged() {
-        let frames = vec![
-            Outgoing::new(b"first".to_vec(), Vec::<Vec<u8>>::new()).unwrap(),
-            Outgoing::new(b"second".to_vec(), Vec::<Vec<u8>>::new()).unwrap(),
-        ];
-        let bytes = sealed_wire(&frames);
-        // A flipped bit in the second frame's body.
-        let mut bad = bytes.clone();
-        let second = LEN_BYTES + 5 + TAG_LEN + LEN_BYTES;
-        bad[second] ^= 0x20;
-        let mut r = FrameReader::new(Cursor::new(bad), 1024);
-        r.set_opener(sealed_pair().1);
-        assert_eq!(r.next_frame().unwrap().unwrap(), b"first");
-        assert!(matches!(
-            r.next_frame(),
-            Err(FrameError::Forged(SealError::BadTag { seq: 1 }))
-        ));
-        // The plain reader of a sealed stream sees the tags (and so would a
-        // decoder: trailing bytes), never a clean message.
-        let mut plain = FrameReader::new(Cursor::new(bytes.clone()), 1024);
-        assert_eq!(plain.next_frame().unwrap().unwrap().len(), 5 + TAG_LEN);
-        // A plain frame where a sealed one is due does not open.
-        let plain_bytes = wire(&frames);
-        let mut r = FrameReader::new(Cursor::new(plain_bytes), 1024);
-        r.set_opener(sealed_pair().1);
-        assert!(matches!(r.next_frame(), Err(FrameError::Forged(_))));
-    }
+        #[test]
+        fn sealed_frames_round_trip_at_the_cap() {
+            let frames = vec![
+                Outgoing::new(b"ab".to_vec(), vec![b"cd".to_vec(), vec![], b"e".to_vec()]).unwrap(),
+                Outgoing::new::<Vec<u8>>(vec![], vec![]).unwrap(),
+                Outgoing::new::<Vec<u8>>(vec![7; 16], vec![]).unwrap(),
+            ];
+            let bytes = sealed_wire(&frames);
+            assert_eq!(bytes.len(), 3 * (LEN_BYTES + TAG_LEN) + 5 + 16);
+            let mut r = FrameReader::new(Cursor::new(bytes), 16);
+            r.set_opener(sealed_pair().1);
+            assert!(r.is_sealed());
+            assert_eq!(r.next_frame().unwrap().unwrap(), b"abcde");
+            assert_eq!(r.next_frame_owned().unwrap().unwrap(), b"");
+            assert_eq!(r.next_frame().unwrap().unwrap(), &[7; 16][..]);
+            assert!(r.next_frame().unwrap().is_none());
+        }
 
-    #[test]
-    fn a_sealed_outgoing_reads_like_write_sealed_frames() {
-        let frame =
-            || Outgoing::new(b"head".to_vec(), vec![b"pay".to_vec(), b"load".to_vec()]).unwrap();
-        let (mut a, _) = sealed_pair();
-        let sealed = frame().sealed(&mut a).unwrap();
-        let mut one = Vec::new();
-        write_all_frames(&mut one, &[sealed]).unwrap();
-        assert_eq!(one, sealed_wire(&[frame()]));
-        let mut r = FrameReader::new(Cursor::new(one), 64);
-        r.set_opener(sealed_pair().1);
-        assert_eq!(r.next_frame().unwrap().unwrap(), b"headpayload");
+        #[test]
+        fn a_tampered_sealed_stream_is_forged() {
+            let frames = vec![
+                Outgoing::new(b"first".to_vec(), Vec::<Vec<u8>>::new()).unwrap(),
+                Outgoing::new(b"second".to_vec(), Vec::<Vec<u8>>::new()).unwrap(),
+            ];
+            let bytes = sealed_wire(&frames);
+            // A flipped bit in the second frame's body.
+            let mut bad = bytes.clone();
+            let second = LEN_BYTES + 5 + TAG_LEN + LEN_BYTES;
+            bad[second] ^= 0x20;
+            let mut r = FrameReader::new(Cursor::new(bad), 1024);
+            r.set_opener(sealed_pair().1);
+            assert_eq!(r.next_frame().unwrap().unwrap(), b"first");
+            assert!(matches!(
+                r.next_frame(),
+                Err(FrameError::Forged(SealError::BadTag { seq: 1 }))
+            ));
+            // The plain reader of a sealed stream sees the tags (and so would a
+            // decoder: trailing bytes), never a clean message.
+            let mut plain = FrameReader::new(Cursor::new(bytes.clone()), 1024);
+            assert_eq!(plain.next_frame().unwrap().unwrap().len(), 5 + TAG_LEN);
+            // A plain frame where a sealed one is due does not open.
+            let plain_bytes = wire(&frames);
+            let mut r = FrameReader::new(Cursor::new(plain_bytes), 1024);
+            r.set_opener(sealed_pair().1);
+            assert!(matches!(r.next_frame(), Err(FrameError::Forged(_))));
+        }
+
+        #[test]
+        fn a_sealed_outgoing_reads_like_write_sealed_frames() {
+            let frame = || {
+                Outgoing::new(b"head".to_vec(), vec![b"pay".to_vec(), b"load".to_vec()]).unwrap()
+            };
+            let (mut a, _) = sealed_pair();
+            let sealed = frame().sealed(&mut a).unwrap();
+            let mut one = Vec::new();
+            write_all_frames(&mut one, &[sealed]).unwrap();
+            assert_eq!(one, sealed_wire(&[frame()]));
+            let mut r = FrameReader::new(Cursor::new(one), 64);
+            r.set_opener(sealed_pair().1);
+            assert_eq!(r.next_frame().unwrap().unwrap(), b"headpayload");
+        }
     }
 }

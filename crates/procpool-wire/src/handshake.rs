@@ -24,11 +24,17 @@
 //! secret and both nonces (see [`crate::seal`]).
 //!
 //! Every handshake frame is capped at [`HANDSHAKE_MAX_FRAME`].
+//!
+//! The messages are always here; the proofs (HMAC-SHA256) are the `seal`
+//! feature (on by default). Without it only the first exchange above, a
+//! worker on an inherited socket, can be carried out.
 
 use std::fmt;
 
+#[cfg(feature = "seal")]
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "seal")]
 use sha2::Sha256;
 
 use crate::Generation;
@@ -276,6 +282,7 @@ impl Proof {
     }
 }
 
+#[cfg(feature = "seal")]
 fn mac(secret: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
     for part in parts {
@@ -293,6 +300,8 @@ fn mac(secret: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
 /// program its task starts) that leaks its key cannot dial in under any
 /// other ticket, and never learns the pool's secret. Ticket 0 (a worker
 /// attached by hand) uses the secret itself.
+#[cfg(feature = "seal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
 pub fn launch_key(secret: &[u8], ticket: u64) -> Vec<u8> {
     if ticket == 0 {
         return secret.to_vec();
@@ -326,6 +335,8 @@ pub fn accept_fields(
 /// What the pool sends, in its `Accept` and only once the worker proved
 /// the secret, to prove it knows `secret` too; it covers the `Accept`'s
 /// fields ([`accept_fields`]).
+#[cfg(feature = "seal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
 pub fn pool_proof(
     secret: &[u8],
     worker_nonce: &[u8],
@@ -342,6 +353,8 @@ pub fn pool_proof(
 }
 
 /// What a worker sends to prove it knows `secret`.
+#[cfg(feature = "seal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
 pub fn worker_proof(secret: &[u8], pool_nonce: &[u8], worker_nonce: &[u8]) -> Vec<u8> {
     mac(secret, &[b"procpool worker", pool_nonce, worker_nonce])
         .finalize()
@@ -350,6 +363,8 @@ pub fn worker_proof(secret: &[u8], pool_nonce: &[u8], worker_nonce: &[u8]) -> Ve
 }
 
 /// Checks the pool's proof in constant time.
+#[cfg(feature = "seal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
 pub fn check_pool_proof(
     secret: &[u8],
     worker_nonce: &[u8],
@@ -366,6 +381,8 @@ pub fn check_pool_proof(
 }
 
 /// Checks a worker's proof in constant time.
+#[cfg(feature = "seal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
 pub fn check_worker_proof(
     secret: &[u8],
     pool_nonce: &[u8],
@@ -550,6 +567,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "seal")]
     fn proofs_bind_secret_role_both_nonces_and_the_accept() {
         let (secret, wn, pn) = ([7u8; 32], [1u8; 32], [2u8; 32]);
         let fields = accept_fields(1, 2, 3, 4);

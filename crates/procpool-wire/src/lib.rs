@@ -13,10 +13,18 @@
 //! * [`seal`]: after the handshake on a network link, every frame's tag
 //!   (HMAC-SHA256 over direction, sequence number and bytes).
 //!
+//! # Cargo features
+//!
+//! * `seal` (default): [`seal`], sealed frames and the handshake's proofs
+//!   of the secret (HMAC-SHA256: the `hmac` and `sha2` crates). Without it
+//!   frames travel unsealed and no secret can be proven: enough for a
+//!   worker on an inherited socket, not for one that dials in.
+//!
 //! Every decoder in this crate returns a typed error on bad input; none
 //! panics and none allocates past the frame cap.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod codec;
 pub mod fds;
@@ -24,12 +32,14 @@ pub mod frame;
 pub mod handshake;
 pub mod message;
 mod owned_bytes;
+#[cfg(feature = "seal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
 pub mod seal;
 
 pub use codec::CodecError;
-pub use frame::{
-    FrameError, FrameReader, Outgoing, Payload, write_all_frames, write_sealed_frames,
-};
+#[cfg(feature = "seal")]
+pub use frame::write_sealed_frames;
+pub use frame::{FrameError, FrameReader, Outgoing, Payload, write_all_frames};
 pub use handshake::{HandshakeError, Hello, PROTOCOL_VERSION, Welcome};
 pub use message::{Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming};
 

@@ -30,11 +30,10 @@
 //!
 //!     let pool = ProcessPool::builder().workers(4).build()?; // workers: this program
 //!     assert_eq!(pool.submit(Mix { seed: 7 })?.result()?, mix(7));
-//!     let sum: u64 = pool
-//!         .map((0..1000).map(|seed| Mix { seed }))
-//!         .progress() // a bar on stderr
-//!         .map(|r| r.unwrap())
-//!         .sum();
+//!     let results = pool.map((0..1000).map(|seed| Mix { seed }));
+//!     # #[cfg(feature = "progress")]
+//!     let results = results.progress(); // a bar on stderr
+//!     let sum: u64 = results.map(|r| r.unwrap()).sum();
 //!     assert_eq!(sum, (0..1000).map(mix).sum());
 //!     Ok(())
 //! }
@@ -43,10 +42,27 @@
 //! Without `run_if_worker` the default worker is the bundled
 //! `procpool-worker` (built-in tasks only); [`WorkerCommand::program`] runs
 //! a separate worker binary.
+//!
+//! # Cargo features
+//!
+//! All on by default. Without any, a pool spawns its workers on this host
+//! over socketpairs, and every std `Future` ([`TaskFuture`],
+//! [`wait_async`], [`OffThread`], ...) is still there.
+//!
+//! * `remote`: workers that dial in — TCP (`Transport::Tcp`), attach
+//!   (`Launcher::Attach`, `External`, `ProcessPool::attach_info`),
+//!   launchers (`Srun`, `Mpirun`, your own `Launch`), heartbeats, a
+//!   worker's `--connect` — and the secret handshake and sealed frames
+//!   they need (HMAC-SHA256). Attach over a local socket is part of it: its
+//!   workers prove the secret the same way.
+//! * `stream`: the `futures_core::Stream` forms (`map_stream`,
+//!   `MapStream`, `AsCompleted` as a stream, the `Stream` re-export).
+//! * `progress`: `Map::progress()`, a terminal bar.
 // `deny`, not `forbid`: the one `sys` module below may opt out. Every other
 // module (and every other crate of the workspace) has no unsafe code.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod callbacks;
 mod collected;
@@ -103,6 +119,8 @@ macro_rules! map_methods {
             $crate::map_on(self, tasks, false)
         }
 
+        #[cfg(feature = "stream")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
         /// Like [`map`](Self::map), with inputs from an async
         /// [`Stream`](crate::Stream) and the results as a
         /// [`MapStream`](crate::MapStream); see
@@ -115,6 +133,8 @@ macro_rules! map_methods {
             $crate::map_stream_on(self, tasks, true)
         }
 
+        #[cfg(feature = "stream")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
         /// Like [`map_stream`](Self::map_stream), yielding results as they
         /// complete.
         pub fn map_stream_unordered<S>(
@@ -165,11 +185,15 @@ pub use expiry::{AsCompletedDeadline, Expired};
 pub use future::{State, TaskFuture};
 pub use guard::PoolGuard;
 pub use indexed::IndexedMap;
-pub use map::{Map, MapStream, StreamInput};
+pub use map::Map;
+#[cfg(feature = "stream")]
+pub use map::{MapStream, StreamInput};
 pub use offload::OffThread;
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub use process_pool::{AttachInfo, Launch, LaunchRequest, MpiFlavor, Mpirun, Srun};
 pub use process_pool::{
-    AttachInfo, Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, ProcessPool,
-    ProcessPoolBuilder, Srun, Transport, WorkerCommand, WorkerOutput,
+    Launcher, ProcessPool, ProcessPoolBuilder, Transport, WorkerCommand, WorkerOutput,
 };
 pub use shared::{SharedBytes, SharedSlice};
 pub use task::{InitError, Initializer, Registry, Task, WorkerContext};
@@ -231,6 +255,8 @@ pub mod __private {
 
 /// The `Stream` trait that [`AsCompleted`] implements for async users
 /// (re-exported from `futures-core`).
+#[cfg(feature = "stream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
 pub use futures_core::Stream;
 
 /// How [`Executor::shutdown`] treats work that has not finished. Every mode
@@ -348,6 +374,8 @@ pub trait Executor: sealed::Sealed {
     ///     }
     /// });
     /// ```
+    #[cfg(feature = "stream")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
     fn map_stream<S>(&self, tasks: S) -> MapStream<'_, StreamInput<S>>
     where
         S: Stream + Unpin,
@@ -359,6 +387,8 @@ pub trait Executor: sealed::Sealed {
 
     /// Like [`map_stream`](Self::map_stream), yielding results as they
     /// complete.
+    #[cfg(feature = "stream")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
     fn map_stream_unordered<S>(&self, tasks: S) -> MapStream<'_, StreamInput<S>>
     where
         S: Stream + Unpin,
@@ -370,6 +400,7 @@ pub trait Executor: sealed::Sealed {
 }
 
 /// A `MapStream` whose inputs come from `tasks`, submitting to `pool`.
+#[cfg(feature = "stream")]
 fn map_stream_on<P, S>(pool: &P, tasks: S, ordered: bool) -> MapStream<'_, StreamInput<S>>
 where
     P: sealed::Sealed,

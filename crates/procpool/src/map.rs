@@ -19,8 +19,11 @@ use crate::task::Task;
 use crate::waiting::DoneQueue;
 
 mod auto;
+#[cfg(feature = "stream")]
 mod stream;
+#[cfg(feature = "stream")]
 mod submit;
+#[cfg(feature = "stream")]
 pub use stream::{MapStream, StreamInput};
 
 /// An item with the index of its input.

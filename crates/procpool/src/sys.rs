@@ -95,6 +95,7 @@ fn adopt(fd: RawFd, kind: libc::mode_t, what: &str) -> io::Result<OwnedFd> {
 
 /// Bytes written to a TCP socket that the kernel has not sent yet
 /// (`SIOCOUTQNSD`, Linux ≥ 2.6.38).
+#[cfg(feature = "remote")]
 pub(crate) fn tcp_unsent(sock: &impl AsRawFd) -> io::Result<usize> {
     const SIOCOUTQNSD: libc::Ioctl = 0x894B;
     let mut n: libc::c_int = 0;
@@ -568,6 +569,7 @@ pub(crate) fn scrub_env(name: &std::ffi::CStr) {
 
 /// Overwrites `bytes` with zeros in a way the compiler may not remove (a
 /// secret about to be freed).
+#[cfg(feature = "remote")]
 pub(crate) fn zeroize(bytes: &mut [u8]) {
     for b in bytes.iter_mut() {
         // SAFETY: `b` is a valid, exclusive reference to one byte; a volatile

@@ -4,12 +4,14 @@
 //! spin: each future tells a shared `DoneQueue` when it is done.
 
 use std::collections::VecDeque;
+#[cfg(feature = "stream")]
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::future::{TaskFuture, Watch};
+#[cfg(feature = "stream")]
 use crate::timer::Sleep;
 
 mod wait_async;
@@ -113,6 +115,7 @@ pub struct AsCompleted<T> {
     deadline: Option<Option<Instant>>,
     timed_out: bool,
     /// The `Stream` form's wake-up at `deadline`.
+    #[cfg(feature = "stream")]
     sleep: Option<Sleep>,
 }
 
@@ -146,6 +149,7 @@ where
         timeout: None,
         deadline: None,
         timed_out: false,
+        #[cfg(feature = "stream")]
         sleep: None,
     }
 }
@@ -224,6 +228,8 @@ impl<T: Send + 'static> Iterator for AsCompleted<T> {
     }
 }
 
+#[cfg(feature = "stream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
 impl<T: Send + 'static> futures_core::Stream for AsCompleted<T> {
     type Item = TaskFuture<T>;
 

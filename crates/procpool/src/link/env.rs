@@ -29,9 +29,11 @@ pub(crate) const ENV_WORKER_ID: &str = "PROCPOOL_WORKER_ID";
 /// Environment variable that carries the pool's secret (hex) to a worker
 /// that dials in. (The variable's name predates the word "secret"; it holds
 /// the secret, never anything else.)
+#[cfg(feature = "remote")]
 pub const ENV_TOKEN: &str = "PROCPOOL_TOKEN";
 
-/// [`ENV_TOKEN`] as a C string, for removing it from the environment.
+/// `PROCPOOL_TOKEN` as a C string, for removing it from the environment
+/// (a spawned worker scrubs one set by hand, `remote` or not).
 pub(crate) const ENV_TOKEN_C: &std::ffi::CStr = c"PROCPOOL_TOKEN";
 
 /// Environment variable that, set to `1`, leaves a worker dumpable
@@ -45,6 +47,7 @@ pub const ENV_CONNECT: &str = "PROCPOOL_CONNECT";
 
 /// Environment variable with the ticket that matches a dialing worker to
 /// the process (or launch) the pool started it as.
+#[cfg(feature = "remote")]
 pub const ENV_TICKET: &str = "PROCPOOL_TICKET";
 
 /// Environment variable that overrides where `WorkerCommand::bundled`
@@ -60,6 +63,7 @@ pub(crate) const RING_FD: RawFd = 4;
 #[cfg(test)]
 mod tests {
     #[test]
+    #[cfg(feature = "remote")]
     fn the_c_name_of_the_token_is_the_name() {
         assert_eq!(super::ENV_TOKEN_C.to_str(), Ok(super::ENV_TOKEN));
     }

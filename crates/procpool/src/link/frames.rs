@@ -11,8 +11,19 @@ use std::os::fd::OwnedFd;
 
 use procpool_wire::FrameReader;
 use procpool_wire::fds::FdReader;
-use procpool_wire::frame::{Outgoing, write_all_frames_fds, write_sealed_frames};
-use procpool_wire::seal::Sealer;
+#[cfg(feature = "remote")]
+use procpool_wire::frame::write_sealed_frames;
+use procpool_wire::frame::{Outgoing, write_all_frames_fds};
+
+/// What seals a TCP link's frames (`procpool_wire::seal`).
+#[cfg(feature = "remote")]
+pub(crate) use procpool_wire::seal::Sealer;
+
+/// Without the `remote` feature no link is sealed (no TCP, no secret):
+/// this stands for the sealer, and has no values.
+#[cfg(not(feature = "remote"))]
+#[derive(Debug)]
+pub(crate) enum Sealer {}
 
 use super::stream::Stream;
 
@@ -79,6 +90,20 @@ pub(crate) enum FrameFdError {
     Fds(procpool_wire::fds::FdError),
 }
 
+impl FrameFdError {
+    /// Whether a frame on a sealed (TCP) link did not open: altered,
+    /// replayed, reordered or injected (never without `remote`).
+    pub(crate) fn is_forged(&self) -> bool {
+        #[cfg(feature = "remote")]
+        return matches!(
+            self,
+            FrameFdError::Frame(procpool_wire::FrameError::Forged(_))
+        );
+        #[cfg(not(feature = "remote"))]
+        false
+    }
+}
+
 impl std::fmt::Display for FrameFdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -97,7 +122,10 @@ pub(crate) fn write_frames(
     sealer: Option<&mut Sealer>,
 ) -> io::Result<()> {
     match sealer {
+        #[cfg(feature = "remote")]
         Some(s) => write_sealed_frames(&mut &*stream, frames, s),
+        #[cfg(not(feature = "remote"))]
+        Some(s) => match *s {},
         None => write_all_frames_fds(&mut &*stream, frames),
     }
 }

@@ -27,19 +27,28 @@
 //! to open tags) and the [`Sealer`] for the writing side. What happens
 //! after `Accept` (the initializer, tasks) is not the handshake's business.
 //! Takes no lock.
+//!
+//! The secret's part (the challenge, both proofs, keying the link) is the
+//! `remote` feature: without it only spawned workers exist, which bring no
+//! secret, and a pool's challenge is refused.
 
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use procpool_wire::frame::FrameReader;
-use procpool_wire::handshake::{
-    self, HANDSHAKE_MAX_FRAME, HandshakeError, Hello, Proof, SECRET_LEN, TaskInfo, Welcome,
-};
-use procpool_wire::seal::{LinkKeys, Sealer};
+#[cfg(feature = "remote")]
+use procpool_wire::handshake;
+use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, HandshakeError, Hello, TaskInfo, Welcome};
+#[cfg(feature = "remote")]
+use procpool_wire::handshake::{Proof, SECRET_LEN};
+#[cfg(feature = "remote")]
+use procpool_wire::seal::LinkKeys;
 use procpool_wire::{FrameError, Generation};
 
-use super::frames::{self, SocketReader};
-use super::secret::{host_name, random_bytes};
+use super::frames::{self, Sealer, SocketReader};
+use super::secret::host_name;
+#[cfg(feature = "remote")]
+use super::secret::random_bytes;
 use super::stream::Stream;
 
 /// Writes one handshake message (hello, welcome, challenge, proof) as a
@@ -129,12 +138,14 @@ pub(crate) fn check_hello(stream: &Stream, hello: &Hello) -> Result<(), String> 
 /// What a worker that dialed in proved: the key it knows (its launch's)
 /// and the two nonces of its handshake, which key the pool's proof and
 /// the link. The key is zeroed on drop.
+#[cfg(feature = "remote")]
 pub(crate) struct Proven {
     key: Vec<u8>,
     worker_nonce: Vec<u8>,
     pool_nonce: Vec<u8>,
 }
 
+#[cfg(feature = "remote")]
 impl Drop for Proven {
     fn drop(&mut self) {
         crate::sys::zeroize(&mut self.key);
@@ -145,6 +156,7 @@ impl Drop for Proven {
 /// challenge it, and check its proof before `deadline`. The pool proves
 /// nothing here: its proof goes in the `Accept`, to a worker that proved
 /// the secret. A wrong proof is answered with a `Reject`.
+#[cfg(feature = "remote")]
 pub(crate) fn challenge(
     stream: &Stream,
     hello: &Hello,
@@ -195,6 +207,7 @@ pub(crate) struct Accepted {
 }
 
 impl Accepted {
+    #[cfg(feature = "remote")]
     fn fields(&self) -> [u8; 16] {
         handshake::accept_fields(
             self.worker_id,
@@ -210,6 +223,11 @@ impl Accepted {
 /// every tag) and, on TCP, the sealer for ours.
 pub(crate) type Opened = (SocketReader, Option<Sealer>);
 
+/// Without the `remote` feature no worker dials in, so none proves the
+/// secret: this stands for what one proved, and has no values.
+#[cfg(not(feature = "remote"))]
+pub(crate) enum Proven {}
+
 /// Accepts a worker whose hello passed: sends the `Accept` (with the
 /// pool's proof, for a worker that `proven` the secret) and opens the
 /// connection. On TCP the worker must have proven the secret: the link is
@@ -224,9 +242,12 @@ pub(crate) fn accept(
         return Err("a worker over TCP did not prove the secret".into());
     }
     let proof = match proven {
+        #[cfg(feature = "remote")]
         Some(p) => {
             handshake::pool_proof(&p.key, &p.worker_nonce, &p.pool_nonce, &accepted.fields())
         }
+        #[cfg(not(feature = "remote"))]
+        Some(p) => match *p {},
         None => Vec::new(),
     };
     let welcome = Welcome::Accept {
@@ -238,17 +259,18 @@ pub(crate) fn accept(
     };
     send_handshake(stream, &welcome).map_err(|e| format!("cannot send welcome: {e}"))?;
     let read_half = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut reader = frames::reader(read_half, accepted.max_frame);
-    let sealer = match proven {
+    let reader = frames::reader(read_half, accepted.max_frame);
+    Ok(match proven {
+        #[cfg(feature = "remote")]
         Some(p) if stream.is_tcp() => {
+            let mut reader = reader;
             let (sealer, opener) =
                 LinkKeys::derive(&p.key, &p.worker_nonce, &p.pool_nonce).pool_side();
             reader.set_opener(opener);
-            Some(sealer)
+            (reader, Some(sealer))
         }
-        _ => None,
-    };
-    Ok((reader, sealer))
+        _ => (reader, None),
+    })
 }
 
 /// Whether a read failed because its timeout passed.
@@ -282,6 +304,8 @@ pub(crate) fn refuse(stream: &Stream, why: &str) -> io::Result<()> {
 /// has the secret refuses a pool that does not prove it; a worker on TCP
 /// must have it. Returns the opened connection (the reader, its cap lifted
 /// to the pool's `max_frame`; on TCP the sealer) and what the pool said.
+/// Without the `remote` feature a worker has no secret (it is always
+/// `None`) and refuses a challenge.
 pub(crate) fn greet_pool(
     stream: &Stream,
     secret: Option<&[u8]>,
@@ -292,7 +316,10 @@ pub(crate) fn greet_pool(
         return Err("a worker over TCP needs the pool's secret: set PROCPOOL_TOKEN".into());
     }
     let nonce = match &secret {
+        #[cfg(feature = "remote")]
         Some(_) => random_bytes(SECRET_LEN).map_err(|e| format!("no randomness: {e}"))?,
+        #[cfg(not(feature = "remote"))]
+        Some(_) => return Err(NO_REMOTE.into()),
         None => Vec::new(),
     };
     let hello = Hello::ours(std::process::id(), host_name(), ticket, nonce.clone())
@@ -307,16 +334,7 @@ pub(crate) fn greet_pool(
         };
         match Welcome::decode(&body).map_err(|e| e.to_string())? {
             Welcome::Challenge { nonce: theirs } => {
-                let Some(secret) = &secret else {
-                    return Err("the pool asked for a secret this worker does not have".into());
-                };
-                if challenged.is_some() {
-                    return Err("the pool challenged this worker twice".into());
-                }
-                let mac = handshake::worker_proof(secret, &theirs, &nonce);
-                send_handshake(stream, &Proof { mac })
-                    .map_err(|e| format!("cannot answer the challenge: {e}"))?;
-                challenged = Some(theirs);
+                answer_challenge(stream, secret, &nonce, theirs, &mut challenged)?;
             }
             Welcome::Accept {
                 worker_id,
@@ -338,12 +356,72 @@ pub(crate) fn greet_pool(
             }
         }
     };
+    let read_half = stream.try_clone().map_err(|e| e.to_string())?;
+    let reader = frames::reader(read_half, accepted.max_frame);
+    let opened = open_worker_link(
+        stream, reader, secret, &nonce, challenged, &accepted, &proof,
+    )?;
+    Ok((opened, accepted))
+}
+
+/// Why a worker built without the `remote` feature cannot prove a secret.
+#[cfg(not(feature = "remote"))]
+const NO_REMOTE: &str =
+    "this worker was built without procpool's `remote` feature: it cannot prove the pool's secret";
+
+/// The worker's answer to the pool's challenge `theirs` (once): its proof
+/// of the secret, over both nonces.
+#[cfg(feature = "remote")]
+fn answer_challenge(
+    stream: &Stream,
+    secret: Option<&[u8]>,
+    nonce: &[u8],
+    theirs: Vec<u8>,
+    challenged: &mut Option<Vec<u8>>,
+) -> Result<(), String> {
+    let Some(secret) = secret else {
+        return Err("the pool asked for a secret this worker does not have".into());
+    };
+    if challenged.is_some() {
+        return Err("the pool challenged this worker twice".into());
+    }
+    let mac = handshake::worker_proof(secret, &theirs, nonce);
+    send_handshake(stream, &Proof { mac })
+        .map_err(|e| format!("cannot answer the challenge: {e}"))?;
+    *challenged = Some(theirs);
+    Ok(())
+}
+
+/// Without the `remote` feature a worker has no secret to prove.
+#[cfg(not(feature = "remote"))]
+fn answer_challenge(
+    _: &Stream,
+    _: Option<&[u8]>,
+    _: &[u8],
+    _: Vec<u8>,
+    _: &mut Option<Vec<u8>>,
+) -> Result<(), String> {
+    Err(NO_REMOTE.into())
+}
+
+/// After the `Accept`: a worker that has the secret checks the pool's
+/// proof, and on TCP keys the link (the reader opens, the sealer seals).
+#[cfg(feature = "remote")]
+fn open_worker_link(
+    stream: &Stream,
+    mut reader: SocketReader,
+    secret: Option<&[u8]>,
+    nonce: &[u8],
+    challenged: Option<Vec<u8>>,
+    accepted: &Accepted,
+    proof: &[u8],
+) -> Result<Opened, String> {
     let keys = match (secret, &challenged) {
         (Some(secret), Some(theirs)) => {
-            if !handshake::check_pool_proof(secret, &nonce, theirs, &accepted.fields(), &proof) {
+            if !handshake::check_pool_proof(secret, nonce, theirs, &accepted.fields(), proof) {
                 return Err("wrong secret token: the pool's proof does not match PROCPOOL_TOKEN (or it is not our pool)".into());
             }
-            Some(LinkKeys::derive(secret, &nonce, theirs))
+            Some(LinkKeys::derive(secret, nonce, theirs))
         }
         (Some(_), None) => {
             return Err(
@@ -352,8 +430,6 @@ pub(crate) fn greet_pool(
         }
         (None, _) => None,
     };
-    let read_half = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut reader = frames::reader(read_half, accepted.max_frame);
     let sealer = match keys {
         Some(k) if stream.is_tcp() => {
             let (sealer, opener) = k.worker_side();
@@ -362,5 +438,20 @@ pub(crate) fn greet_pool(
         }
         _ => None,
     };
-    Ok(((reader, sealer), accepted))
+    Ok((reader, sealer))
+}
+
+/// Without the `remote` feature nothing was proven (no secret, no
+/// challenge answered), and nothing is sealed.
+#[cfg(not(feature = "remote"))]
+fn open_worker_link(
+    _: &Stream,
+    reader: SocketReader,
+    _: Option<&[u8]>,
+    _: &[u8],
+    _: Option<Vec<u8>>,
+    _: &Accepted,
+    _: &[u8],
+) -> Result<Opened, String> {
+    Ok((reader, None))
 }

@@ -1,16 +1,20 @@
 //! The pool's secret and the tickets that name spawned workers: hex
 //! encoding (the secret travels in `PROCPOOL_TOKEN` as hex), randomness
 //! (`getrandom`: the kernel's `getrandom(2)`), and this host's name (a
-//! worker's hello carries it). Takes no lock.
+//! worker's hello carries it). Takes no lock. Only the host name is
+//! needed without the `remote` feature (no secret, no ticket).
 
+#[cfg(feature = "remote")]
 use std::io;
 
 /// Lowercase hex of `bytes`.
+#[cfg(feature = "remote")]
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Decodes lowercase or uppercase hex.
+#[cfg(feature = "remote")]
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
@@ -23,6 +27,7 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// `n` bytes from the kernel's random source. An error (no randomness to
 /// be had) is passed on, never replaced by something guessable.
+#[cfg(feature = "remote")]
 pub(crate) fn random_bytes(n: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0; n];
     getrandom::fill(&mut buf).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
@@ -30,6 +35,7 @@ pub(crate) fn random_bytes(n: usize) -> io::Result<Vec<u8>> {
 }
 
 /// A random nonzero ticket (0 means "no ticket" on the wire).
+#[cfg(feature = "remote")]
 pub(crate) fn random_ticket() -> io::Result<u64> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
@@ -51,6 +57,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "remote")]
     fn hex_round_trip() {
         let b = vec![0u8, 1, 0xab, 0xff];
         assert_eq!(hex(&b), "0001abff");
@@ -61,6 +68,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "remote")]
     fn tickets_are_nonzero_and_differ() {
         let (a, b) = (random_ticket().unwrap(), random_ticket().unwrap());
         assert!(a != 0 && b != 0 && a != b);

@@ -12,9 +12,14 @@
 //! the peer's credentials (`SO_PEERCRED`), vectored non-blocking writes and
 //! read timeouts — and the same type as a spawned worker's `socketpair`
 //! end, so both paths share one reader and writer.
+//!
+//! TCP and dialing are the `remote` feature; without it every connection
+//! is a spawned worker's `socketpair` end.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
+#[cfg(feature = "remote")]
+use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -23,6 +28,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub(crate) enum Stream {
     Unix(UnixStream),
+    #[cfg(feature = "remote")]
     Tcp(TcpStream),
 }
 
@@ -30,6 +36,7 @@ impl Stream {
     pub(crate) fn try_clone(&self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            #[cfg(feature = "remote")]
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
         })
     }
@@ -38,6 +45,7 @@ impl Stream {
     pub(crate) fn shutdown(&self) {
         let _ = match self {
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            #[cfg(feature = "remote")]
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
         };
     }
@@ -45,6 +53,7 @@ impl Stream {
     pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Unix(s) => s.set_read_timeout(t),
+            #[cfg(feature = "remote")]
             Stream::Tcp(s) => s.set_read_timeout(t),
         }
     }
@@ -55,6 +64,7 @@ impl Stream {
     pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Unix(s) => s.set_write_timeout(t),
+            #[cfg(feature = "remote")]
             Stream::Tcp(s) => s.set_write_timeout(t),
         }
     }
@@ -74,12 +84,14 @@ impl Stream {
         use std::os::fd::AsRawFd;
         let sock = match self {
             Stream::Unix(s) => s.as_raw_fd(),
+            #[cfg(feature = "remote")]
             Stream::Tcp(_) if !fds.is_empty() => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "descriptors cannot cross a TCP connection",
                 ));
             }
+            #[cfg(feature = "remote")]
             Stream::Tcp(s) => s.as_raw_fd(),
         };
         let raws: Vec<std::os::fd::RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
@@ -93,15 +105,19 @@ impl Stream {
     }
 
     /// Whether the peer is across a network (TCP), where it can vanish
-    /// without closing the connection.
+    /// without closing the connection (never without `remote`).
     pub(crate) fn is_tcp(&self) -> bool {
-        matches!(self, Stream::Tcp(_))
+        #[cfg(feature = "remote")]
+        return matches!(self, Stream::Tcp(_));
+        #[cfg(not(feature = "remote"))]
+        false
     }
 }
 
 /// Sets what every procpool TCP connection needs: no Nagle delay (frames
 /// are written whole), and a bound on how long unacknowledged data may sit
 /// before the kernel gives up on a vanished peer.
+#[cfg(feature = "remote")]
 pub(crate) fn tune_tcp(s: &TcpStream, lost_after: Duration) -> io::Result<()> {
     use nix::sys::socket::{setsockopt, sockopt};
     s.set_nodelay(true)?;
@@ -118,6 +134,7 @@ pub(crate) fn tune_tcp(s: &TcpStream, lost_after: Duration) -> io::Result<()> {
 }
 
 /// Where a worker dials: `tcp://HOST:PORT`, or a local socket's path.
+#[cfg(feature = "remote")]
 pub(crate) fn dial(address: &str) -> io::Result<Stream> {
     if let Some(hostport) = address.strip_prefix("tcp://") {
         let s = TcpStream::connect(hostport)?;
@@ -145,6 +162,7 @@ impl procpool_wire::fds::RecvFds for Stream {
     ) -> io::Result<(usize, bool)> {
         match self {
             Stream::Unix(s) => crate::sys::recv_with_fds(s.as_fd(), buf, fds),
+            #[cfg(feature = "remote")]
             Stream::Tcp(s) => Ok((s.read(buf)?, false)),
         }
     }
@@ -159,6 +177,7 @@ impl procpool_wire::fds::SendFds for &Stream {
     ) -> io::Result<usize> {
         match *self {
             Stream::Unix(s) => crate::sys::send_with_fds(s.as_fd(), bufs, fds),
+            #[cfg(feature = "remote")]
             Stream::Tcp(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "descriptors cannot cross a TCP connection",
@@ -181,6 +200,7 @@ impl Read for &Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match *self {
             Stream::Unix(s) => (&*s).read(buf),
+            #[cfg(feature = "remote")]
             Stream::Tcp(s) => (&*s).read(buf),
         }
     }
@@ -196,6 +216,7 @@ impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match *self {
             Stream::Unix(s) => (&*s).write(buf),
+            #[cfg(feature = "remote")]
             Stream::Tcp(s) => (&*s).write(buf),
         }
     }
@@ -203,6 +224,7 @@ impl Write for &Stream {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match *self {
             Stream::Unix(s) => (&*s).write_vectored(bufs),
+            #[cfg(feature = "remote")]
             Stream::Tcp(s) => (&*s).write_vectored(bufs),
         }
     }

@@ -179,11 +179,15 @@ pub(crate) struct InitSpec {
 pub(crate) struct Config {
     pub launcher: Launcher,
     pub transport: Transport,
+    #[cfg(feature = "remote")]
     pub listen: std::net::SocketAddr,
+    #[cfg(feature = "remote")]
     pub advertise: Option<String>,
+    #[cfg(feature = "remote")]
     pub heartbeat: Duration,
     pub lost_after: Duration,
     pub retries: u32,
+    #[cfg(feature = "remote")]
     pub launch_timeout: Duration,
     pub program: PathBuf,
     pub command: WorkerCommand,
@@ -214,6 +218,7 @@ impl Config {
     pub(crate) fn shared_mode(&self) -> crate::shared::Mode {
         match self.transport {
             Transport::Local => crate::shared::Mode::Descriptors,
+            #[cfg(feature = "remote")]
             Transport::Tcp => crate::shared::Mode::Inline,
         }
     }
@@ -241,11 +246,15 @@ impl Config {
 pub struct ProcessPoolBuilder {
     launcher: Launcher,
     transport: Transport,
+    #[cfg(feature = "remote")]
     listen: std::net::SocketAddr,
+    #[cfg(feature = "remote")]
     advertise: Option<String>,
+    #[cfg(feature = "remote")]
     heartbeat: Duration,
     lost_after: Duration,
     retries: u32,
+    #[cfg(feature = "remote")]
     launch_timeout: Duration,
     command: WorkerCommand,
     workers: Option<usize>,
@@ -274,11 +283,15 @@ impl Default for ProcessPoolBuilder {
         ProcessPoolBuilder {
             launcher: Launcher::Spawn,
             transport: Transport::Local,
+            #[cfg(feature = "remote")]
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            #[cfg(feature = "remote")]
             advertise: None,
+            #[cfg(feature = "remote")]
             heartbeat: Duration::from_secs(1),
             lost_after: Duration::from_secs(10),
             retries: 0,
+            #[cfg(feature = "remote")]
             launch_timeout: Duration::from_secs(120),
             command: WorkerCommand::default_worker(),
             workers: None,
@@ -330,6 +343,8 @@ impl ProcessPoolBuilder {
 
     /// Where the pool listens for TCP workers (default `0.0.0.0:0`: every
     /// interface, an ephemeral port).
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn listen(mut self, addr: std::net::SocketAddr) -> Self {
         self.listen = addr;
         self
@@ -337,6 +352,8 @@ impl ProcessPoolBuilder {
 
     /// The host name or address workers dial (default: the listening
     /// address if it is a specific one, else this host's name).
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn advertise(mut self, host: impl Into<String>) -> Self {
         self.advertise = Some(host.into());
         self
@@ -346,6 +363,8 @@ impl ProcessPoolBuilder {
     /// `lost_after` (or whose connection's unacknowledged data sits that
     /// long) is lost: its running task fails with `WorkerDied` (defaults
     /// 1 s and 10 s).
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn heartbeat(mut self, every: Duration, lost_after: Duration) -> Self {
         self.heartbeat = every;
         self.lost_after = lost_after;
@@ -364,6 +383,8 @@ impl ProcessPoolBuilder {
     /// How long `build()` waits for launched workers to join
     /// ([`Launcher::Command`]; default 120 s). `Duration::MAX` means no
     /// limit.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn launch_timeout(mut self, d: Duration) -> Self {
         self.launch_timeout = d;
         self
@@ -548,7 +569,10 @@ impl ProcessPoolBuilder {
 
     /// The settings, validated; no process or thread is started.
     pub(crate) fn config(self) -> Result<Config, BuildError> {
+        #[cfg(feature = "remote")]
         let implied = self.launcher.command().and_then(|l| l.default_workers());
+        #[cfg(not(feature = "remote"))]
+        let implied = None;
         let workers = match self.workers.or(implied) {
             Some(0) => {
                 return Err(BuildError::Config(
@@ -558,6 +582,7 @@ impl ProcessPoolBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        #[cfg(feature = "remote")]
         if self.heartbeat.is_zero() || self.lost_after <= self.heartbeat {
             return Err(BuildError::Config(format!(
                 "heartbeat: lost_after ({:?}) must be longer than the interval ({:?}), which must not be 0",
@@ -565,11 +590,14 @@ impl ProcessPoolBuilder {
             )));
         }
         // Workers launched elsewhere can only dial back over TCP.
+        #[cfg(feature = "remote")]
         let transport = if self.launcher.command().is_some() {
             Transport::Tcp
         } else {
             self.transport
         };
+        #[cfg(not(feature = "remote"))]
+        let transport = self.transport;
         if self.prefetch == 0 {
             return Err(BuildError::Config(
                 "prefetch must be at least 1 (got 0)".into(),
@@ -588,8 +616,10 @@ impl ProcessPoolBuilder {
         }
         let init = self.init.transpose()?;
         let program = match self.launcher {
+            #[cfg(feature = "remote")]
             Launcher::Attach => PathBuf::new(),
             // Only printed: a person may have the program elsewhere.
+            #[cfg(feature = "remote")]
             Launcher::External => self
                 .command
                 .resolve()
@@ -599,11 +629,15 @@ impl ProcessPoolBuilder {
         let config = Config {
             launcher: self.launcher,
             transport,
+            #[cfg(feature = "remote")]
             listen: self.listen,
+            #[cfg(feature = "remote")]
             advertise: self.advertise,
+            #[cfg(feature = "remote")]
             heartbeat: self.heartbeat,
             lost_after: self.lost_after,
             retries: self.retries,
+            #[cfg(feature = "remote")]
             launch_timeout: self.launch_timeout,
             program,
             command: self.command,

@@ -48,11 +48,15 @@ pub(crate) fn accept(
         worker_id: index as u32,
         generation,
         max_frame: cfg.max_frame,
+        #[cfg(feature = "remote")]
         heartbeat_ms: if stream.is_tcp() {
             u32::try_from(cfg.heartbeat.as_millis()).unwrap_or(u32::MAX)
         } else {
             0
         },
+        // Only TCP workers beat.
+        #[cfg(not(feature = "remote"))]
+        heartbeat_ms: 0,
     };
     let (mut reader, mut sealer) = handshake::accept(stream, accepted, proven).map_err(hs)?;
     if let Some(init) = &cfg.init {

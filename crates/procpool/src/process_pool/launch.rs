@@ -8,29 +8,26 @@
 //! pool's secret, which travels in their environment (`PROCPOOL_TOKEN`),
 //! never on a command line. The pool never signals a process it did not
 //! start: a remote worker is stopped by closing its connection.
+//!
+//! Every launcher but `Spawn` is the `remote` feature.
 
+#[cfg(feature = "remote")]
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+#[cfg(feature = "remote")]
 use std::process::Command;
+#[cfg(feature = "remote")]
 use std::sync::Arc;
 
-/// How the pool gets its workers; see the module docs.
-///
-/// ```no_run
-/// use procpool::{Launcher, ProcessPool};
-///
-/// // Four workers over two Slurm nodes, dialing back over TCP.
-/// let pool = ProcessPool::builder()
-///     .launcher(Launcher::srun().nodes(2).tasks_per_node(2))
-///     .build()?;
-/// # Ok::<(), procpool::BuildError>(())
-/// ```
+/// How the pool gets its workers; see the module docs. Without the
+/// `remote` feature, only [`Launcher::Spawn`]; with it also attach,
+/// `srun`, `mpirun` and your own (`Launcher::srun` has an example).
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum Launcher {
     /// The pool starts every worker itself (the default): on an inherited
     /// `socketpair` end, or dialing back over TCP loopback with
-    /// [`Transport::Tcp`](super::Transport::Tcp).
+    /// `Transport::Tcp` (the `remote` feature).
     #[default]
     Spawn,
     /// Workers started by someone else attach over the pool's socket (a
@@ -39,13 +36,19 @@ pub enum Launcher {
     /// [`ProcessPool::attach_info`](super::ProcessPool::attach_info).
     /// `workers(n)` is then the most that may attach at once, and `build()`
     /// returns without waiting for any.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     Attach,
     /// As [`Launcher::Attach`], and `build()` prints to stderr the exact
     /// command a person or another scheduler should run.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     External,
     /// A launcher program (`srun`, `mpirun`, or one of yours) starts the
     /// workers, which dial back over TCP. `build()` waits until all have
     /// joined, and replacements are launched for workers that die.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     Command(Arc<dyn Launch>),
 }
 
@@ -53,15 +56,29 @@ impl fmt::Debug for Launcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Launcher::Spawn => f.write_str("Spawn"),
+            #[cfg(feature = "remote")]
             Launcher::Attach => f.write_str("Attach"),
+            #[cfg(feature = "remote")]
             Launcher::External => f.write_str("External"),
+            #[cfg(feature = "remote")]
             Launcher::Command(l) => f.debug_tuple("Command").field(l).finish(),
         }
     }
 }
 
+#[cfg(feature = "remote")]
 impl Launcher {
     /// Slurm's `srun`; see [`Srun`].
+    ///
+    /// ```no_run
+    /// use procpool::{Launcher, ProcessPool};
+    ///
+    /// // Four workers over two Slurm nodes, dialing back over TCP.
+    /// let pool = ProcessPool::builder()
+    ///     .launcher(Launcher::srun().nodes(2).tasks_per_node(2))
+    ///     .build()?;
+    /// # Ok::<(), procpool::BuildError>(())
+    /// ```
     pub fn srun() -> Srun {
         Srun::default()
     }
@@ -84,12 +101,16 @@ impl Launcher {
     }
 }
 
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 impl From<Srun> for Launcher {
     fn from(s: Srun) -> Launcher {
         Launcher::Command(Arc::new(s))
     }
 }
 
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 impl From<Mpirun> for Launcher {
     fn from(m: Mpirun) -> Launcher {
         Launcher::Command(Arc::new(m))
@@ -97,6 +118,8 @@ impl From<Mpirun> for Launcher {
 }
 
 /// What a [`Launch`] is asked to start.
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 #[derive(Debug)]
 pub struct LaunchRequest<'a> {
     /// How many workers.
@@ -116,6 +139,8 @@ pub struct LaunchRequest<'a> {
 /// A program that starts workers somewhere (Slurm, MPI, your scheduler).
 /// The pool runs [`Launch::command`] as its child, forwards its output to
 /// stderr, and stops it when the pool shuts down.
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub trait Launch: Send + Sync + fmt::Debug {
     /// A short name for logs (`"srun"`).
     fn name(&self) -> &str;
@@ -134,6 +159,8 @@ pub trait Launch: Send + Sync + fmt::Debug {
 /// Each worker is a task of the step. Replacements are new steps of one
 /// task. `srun` passes its whole environment to the tasks
 /// (`--export=ALL`), so the secret reaches them without a command line.
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct Srun {
@@ -146,6 +173,7 @@ pub struct Srun {
     args: Vec<OsString>,
 }
 
+#[cfg(feature = "remote")]
 impl Srun {
     /// The `srun` to run (default: `srun` on `PATH`).
     pub fn program(mut self, p: impl Into<OsString>) -> Self {
@@ -184,6 +212,7 @@ impl Srun {
     }
 }
 
+#[cfg(feature = "remote")]
 impl Launch for Srun {
     fn name(&self) -> &str {
         "srun"
@@ -223,6 +252,8 @@ impl Launch for Srun {
 }
 
 /// Which `mpirun` speaks: they forward environment variables differently.
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MpiFlavor {
@@ -237,6 +268,8 @@ pub enum MpiFlavor {
 /// themselves; MPI only places and starts them). Replacements are new
 /// `mpirun -n 1` jobs. The secret is forwarded by name (`-x` or
 /// `-genvlist`).
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct Mpirun {
@@ -248,6 +281,7 @@ pub struct Mpirun {
     args: Vec<OsString>,
 }
 
+#[cfg(feature = "remote")]
 impl Mpirun {
     /// The `mpirun` to run (default: `mpirun` on `PATH`).
     pub fn program(mut self, p: impl Into<OsString>) -> Self {
@@ -281,6 +315,7 @@ impl Mpirun {
     }
 }
 
+#[cfg(feature = "remote")]
 impl Launch for Mpirun {
     fn name(&self) -> &str {
         "mpirun"
@@ -320,7 +355,7 @@ impl Launch for Mpirun {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "remote"))]
 mod tests {
     use super::*;
 

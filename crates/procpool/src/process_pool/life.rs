@@ -14,6 +14,7 @@ use procpool_wire::Generation;
 use procpool_wire::handshake::Hello;
 use procpool_wire::message::ToWorker;
 
+#[cfg(feature = "remote")]
 use super::attach::Dialed;
 use super::dispatch;
 use super::greet;
@@ -51,6 +52,7 @@ pub(super) fn start_threads(
         slot.remote = false;
         slot.link = match &arrival {
             spawn::Arrival::Inherited(s, _) => s.try_clone().ok(),
+            #[cfg(feature = "remote")]
             spawn::Arrival::DialBack { .. } => None, // set when it arrives
         };
         // A spawn in flight is part of the pool: told to stop (shutdown
@@ -74,6 +76,7 @@ pub(super) fn start_threads(
                 spawn::Arrival::Inherited(stream, ring) => {
                     life_main(&s2, idx, generation, stream, pid, None, ring);
                 }
+                #[cfg(feature = "remote")]
                 spawn::Arrival::DialBack { ticket, rx } => {
                     await_dial(&s2, idx, generation, pid, ticket, &rx);
                 }
@@ -99,6 +102,7 @@ pub(super) fn start_threads(
 
 /// A spawned worker dialing back over TCP: wait for its connection (by
 /// ticket), then serve it.
+#[cfg(feature = "remote")]
 fn await_dial(
     shared: &Shared,
     idx: usize,

@@ -15,7 +15,7 @@
 //! | `procs` | process control (spawn, signal, wait) behind a trait, for fakes |
 //! | `greet` | the pool's handshake with this pool's settings, the initializer |
 //! | `stale` | removing the directories of pools that were killed |
-//! | [`attach`], `adopt` | dial-in workers: listening, the secret handshake, taking a slot |
+//! | `attach`, `admission`, `adopt`, `stale` | dial-in workers (the `remote` feature): listening, the secret handshake, taking a slot |
 //! | `life` | one process's life and waiter threads |
 //! | `settle` | a dead worker: its tasks; carries out the restart policy |
 //! | `policy` | the restart policy: crash counting, back-off, `Broken` (a pure function) |
@@ -60,8 +60,12 @@
 //! resolved outside the pool lock, since their callbacks may call back into
 //! the pool.
 
+#[cfg(feature = "remote")]
 mod admission;
+#[cfg(feature = "remote")]
 mod adopt;
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub mod attach;
 pub mod builder;
 mod cancel;
@@ -84,6 +88,7 @@ mod settle;
 mod shutdown;
 mod spawn;
 mod spawner;
+#[cfg(feature = "remote")]
 mod stale;
 mod start;
 mod state;
@@ -97,9 +102,14 @@ use std::time::{Duration, Instant};
 use procpool_wire::codec;
 use procpool_wire::fds::{MAX_FDS, SendFd};
 
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use attach::{AttachInfo, ENV_TOKEN};
 pub use builder::{ENV_WORKER_PATH, ProcessPoolBuilder, WorkerCommand};
-pub use launch::{Launch, LaunchRequest, Launcher, MpiFlavor, Mpirun, Srun};
+pub use launch::Launcher;
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub use launch::{Launch, LaunchRequest, MpiFlavor, Mpirun, Srun};
 pub use output::WorkerOutput;
 pub use transport::Transport;
 
@@ -358,6 +368,8 @@ impl ProcessPool {
 
     /// Where and how workers dial in (every launcher but a `Spawn` over
     /// local sockets): `info.command("procpool-worker").spawn()` starts one.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn attach_info(&self) -> Option<AttachInfo> {
         self.shared.attach.as_ref().map(|a| a.info.clone())
     }

@@ -136,6 +136,7 @@ impl Policy {
     /// A launcher run ended with `missing` of its workers never joined
     /// (`cause` says how): counts as one crash of the pool. Only asked once
     /// the pool is built and neither stopping nor broken.
+    #[cfg(feature = "remote")]
     pub(crate) fn after_failed_launch(
         &self,
         cause: &str,
@@ -412,6 +413,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "remote")]
     fn failed_launches_count_against_the_pool_and_back_off() {
         let p = Policy { max_restarts: 2 };
         let mut streak = 0;

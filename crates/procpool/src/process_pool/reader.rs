@@ -81,7 +81,7 @@ pub(super) fn read_loop(
                 return;
             }
             Err(e) => {
-                if let FrameFdError::Frame(procpool_wire::FrameError::Forged(_)) = &e {
+                if e.is_forged() {
                     tampered(shared, idx, generation, pid, &e.to_string());
                     return;
                 }

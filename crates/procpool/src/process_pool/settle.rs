@@ -92,10 +92,12 @@ pub(super) fn settle(
         // new launch, whose worker takes any vacant slot.
         let job = match &shared.cfg.launcher {
             Launcher::Spawn => Some(SpawnJob::Worker(idx)),
+            #[cfg(feature = "remote")]
             Launcher::Command(_) => Some(SpawnJob::Launch {
                 workers: 1,
                 first: false,
             }),
+            #[cfg(feature = "remote")]
             _ => None,
         };
         let death = Death {
@@ -354,7 +356,10 @@ mod tests {
                 .config()
                 .expect("valid settings");
             let fake = Arc::new(Fake::default());
+            #[cfg(feature = "remote")]
             let shared = Shared::new(cfg, None, true, false, fake.clone());
+            #[cfg(not(feature = "remote"))]
+            let shared = Shared::new(cfg, true, false, fake.clone());
             let (tx, spawns) = mpsc::channel();
             *lock(&shared.spawn_tx) = Some(tx);
             let pool = Pool {

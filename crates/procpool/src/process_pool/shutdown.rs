@@ -89,9 +89,12 @@ pub(crate) fn shutdown(shared: &Arc<Shared>, how: Shutdown) {
     shared.changed.notify_all();
     shared.clock.notify_all();
     lock(&shared.spawn_tx).take();
-    stop_launchers(shared);
-    if let Some(a) = &shared.attach {
-        a.close();
+    #[cfg(feature = "remote")]
+    {
+        stop_launchers(shared);
+        if let Some(a) = &shared.attach {
+            a.close();
+        }
     }
     let me = std::thread::current().id();
     let handles: Vec<_> = lock(&shared.threads).drain(..).collect();
@@ -160,6 +163,7 @@ fn finish_stopping_calls(
 /// Waits (briefly) for launcher programs to end now that their workers
 /// are gone, then stops those that do not: SIGTERM (which `srun` and
 /// `mpirun` pass to their tasks), then SIGKILL.
+#[cfg(feature = "remote")]
 fn stop_launchers(shared: &Shared) {
     let settle_for = |d: Duration| {
         let until = crate::deadline::after(d);

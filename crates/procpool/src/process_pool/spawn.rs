@@ -8,16 +8,19 @@
 
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+#[cfg(feature = "remote")]
 use std::sync::mpsc;
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 
+#[cfg(feature = "remote")]
 use super::attach::Dialed;
 use super::builder::Config;
+#[cfg(feature = "remote")]
+use crate::link::env::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
 use crate::link::env::{
-    ENV_CONNECT, ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN,
-    ENV_WORKER_ID, RING_FD, WORKER_FD,
+    ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_WORKER_ID, RING_FD, WORKER_FD,
 };
 use crate::link::ring;
 use crate::link::stream::Stream;
@@ -37,6 +40,7 @@ pub(crate) enum Arrival {
     Inherited(Stream, Option<ring::Reader>),
     /// It dials back (TCP); the accept loop hands its connection over,
     /// once it passed the handshake, on `rx`.
+    #[cfg(feature = "remote")]
     DialBack {
         ticket: u64,
         rx: mpsc::Receiver<Result<Dialed, StartError>>,
@@ -46,12 +50,18 @@ pub(crate) enum Arrival {
 /// Where a spawned worker dials back, with what secret and ticket, and
 /// where its connection will be handed over (`None`: it inherits a
 /// `socketpair` end instead).
+#[cfg(feature = "remote")]
 pub(crate) struct DialBack {
     pub address: String,
     pub secret_hex: String,
     pub ticket: u64,
     pub rx: mpsc::Receiver<Result<Dialed, StartError>>,
 }
+
+/// Without the `remote` feature every spawned worker inherits its socket:
+/// this stands for a dial-back, and has no values.
+#[cfg(not(feature = "remote"))]
+pub(crate) enum DialBack {}
 
 /// Starts worker `index` (fork + exec; call from the long-lived spawner
 /// thread, since `PR_SET_PDEATHSIG` follows the thread that forked).
@@ -69,17 +79,20 @@ pub(crate) fn spawn_process(
     if cfg.dumpable {
         cmd.env(ENV_DUMPABLE, "1");
     }
-    let mut child_end = None;
-    let mut ring_end = None;
-    let arrival = match dial {
+    // The child's ends of its socket and ring, closed here once it runs.
+    let (arrival, child_end, ring_end) = match dial {
+        #[cfg(not(feature = "remote"))]
+        Some(d) => match d {},
+        #[cfg(feature = "remote")]
         Some(d) => {
             cmd.env(ENV_CONNECT, d.address)
                 .env(ENV_TOKEN, d.secret_hex)
                 .env(ENV_TICKET, d.ticket.to_string());
-            Arrival::DialBack {
+            let arrival = Arrival::DialBack {
                 ticket: d.ticket,
                 rx: d.rx,
-            }
+            };
+            (arrival, None, None)
         }
         None => {
             let (parent_end, theirs) = socketpair(
@@ -108,10 +121,9 @@ pub(crate) fn spawn_process(
                 None
             };
             sys::pass_fds(&mut cmd, &theirs, ring.as_ref().map(|(_, fd)| fd));
-            child_end = Some(theirs);
             let (reader, ring_fd) = ring.unzip();
-            ring_end = ring_fd;
-            Arrival::Inherited(Stream::Unix(parent_end.into()), reader)
+            let arrival = Arrival::Inherited(Stream::Unix(parent_end.into()), reader);
+            (arrival, Some(theirs), ring_fd)
         }
     };
     let out_r = super::output::wire(&mut cmd, cfg.worker_output)?;
@@ -135,9 +147,10 @@ pub(crate) fn spawn_process(
 
 /// Starts `cmd` in its own process group, stdin closed, its stdout and
 /// stderr on one pipe (returned, for [`forward_output`]).
+#[cfg(feature = "remote")]
 pub(crate) fn start_forwarded(cmd: &mut Command) -> io::Result<(Child, io::PipeReader)> {
     let (out_r, out_w) = io::pipe()?;
-    cmd.stdin(Stdio::null())
+    cmd.stdin(std::process::Stdio::null())
         .stdout(out_w.try_clone()?)
         .stderr(out_w)
         .process_group(0);
@@ -155,6 +168,7 @@ pub(crate) enum StartError {
     Handshake(String),
     /// Launched workers did not join: the launcher program gave up, or the
     /// launch timeout passed.
+    #[cfg(feature = "remote")]
     Launch(String),
     /// The initializer failed, panicked or timed out.
     Init(String),
@@ -165,6 +179,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Spawn(e) => write!(f, "could not start: {e}"),
             StartError::Handshake(m) => write!(f, "handshake failed: {m}"),
+            #[cfg(feature = "remote")]
             StartError::Launch(m) => write!(f, "launch failed: {m}"),
             StartError::Init(m) => write!(f, "initializer failed: {m}"),
         }

@@ -5,17 +5,29 @@
 
 use std::sync::{Arc, mpsc};
 
+#[cfg(feature = "remote")]
 use nix::sys::signal::Signal;
 
+#[cfg(feature = "remote")]
 use super::guard::guarded;
+#[cfg(feature = "remote")]
 use super::launch::LaunchRequest;
 use super::life::start_threads;
+#[cfg(feature = "remote")]
 use super::policy::{Decision, jitter};
-use super::settle::{break_pool, finish_breaking, policy, settle};
-use super::spawn::{self, StartError};
-use super::state::{KillReason, LaunchRecord, Phase, Shared, SlotStatus, SpawnJob};
+use super::settle::settle;
+#[cfg(feature = "remote")]
+use super::settle::{break_pool, finish_breaking, policy};
+#[cfg(feature = "remote")]
+use super::spawn;
+use super::spawn::StartError;
+#[cfg(feature = "remote")]
+use super::state::LaunchRecord;
+use super::state::{KillReason, Phase, Shared, SlotStatus, SpawnJob};
 use crate::error::Exit;
+#[cfg(feature = "remote")]
 use crate::link::env::{ENV_TICKET, ENV_TOKEN};
+#[cfg(feature = "remote")]
 use crate::link::secret::random_ticket;
 use crate::lock::lock;
 
@@ -23,6 +35,7 @@ pub(super) fn spawner_main(shared: &Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
     while let Ok(job) = rx.recv() {
         match job {
             SpawnJob::Worker(idx) => spawn_worker(shared, idx),
+            #[cfg(feature = "remote")]
             SpawnJob::Launch { workers, first } => run_launcher(shared, workers, first),
         }
     }
@@ -41,6 +54,7 @@ fn spawn_worker(shared: &Arc<Shared>, idx: usize) {
     };
     // Over TCP the worker dials back with a ticket that names this slot.
     // No randomness for it: the spawn fails (loudly), nothing guessable.
+    #[cfg(feature = "remote")]
     let (spawned, ticket) = match random_ticket() {
         Ok(ticket) => {
             let dial = shared.attach.as_ref().map(|a| spawn::DialBack {
@@ -53,9 +67,12 @@ fn spawn_worker(shared: &Arc<Shared>, idx: usize) {
         }
         Err(e) => (Err(e), None),
     };
+    #[cfg(not(feature = "remote"))]
+    let spawned = shared.procs.spawn(&shared.cfg, idx, None);
     match spawned {
         Ok(spawned) => start_threads(shared, idx, generation, spawned),
         Err(e) => {
+            #[cfg(feature = "remote")]
             if let (Some(a), Some(ticket)) = (&shared.attach, ticket) {
                 a.forget(ticket);
             }
@@ -79,6 +96,7 @@ fn spawn_worker(shared: &Arc<Shared>, idx: usize) {
 /// Runs the launcher program for `workers` more workers; they join by
 /// dialing in. A watcher thread notices a launcher that exits before all
 /// its workers joined.
+#[cfg(feature = "remote")]
 fn run_launcher(shared: &Arc<Shared>, workers: usize, first: bool) {
     let (Some(launcher), Some(point)) = (shared.cfg.launcher.command(), shared.attach.as_ref())
     else {
@@ -165,6 +183,7 @@ fn run_launcher(shared: &Arc<Shared>, workers: usize, first: bool) {
 /// A launcher run ended. Workers it started that never joined are a
 /// failure: the build fails, or (later) they count as crashes and are
 /// launched again, until the pool breaks.
+#[cfg(feature = "remote")]
 fn launcher_gone(shared: &Arc<Shared>, ticket: u64, how: String) {
     let mut failures = Vec::new();
     let mut kill_others = Vec::new();

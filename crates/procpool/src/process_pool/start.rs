@@ -6,6 +6,7 @@
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+#[cfg(feature = "remote")]
 use super::attach::AttachPoint;
 use super::builder::Config;
 use super::clock::clock_main;
@@ -16,6 +17,7 @@ use super::shutdown::shutdown;
 use super::spawn::StartError;
 use super::spawner::spawner_main;
 use super::state::{Shared, SlotStatus, SpawnJob};
+#[cfg(feature = "remote")]
 use super::transport::Transport;
 use crate::Shutdown;
 use crate::error::BuildError;
@@ -31,7 +33,9 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
         }
     }
     let workers = cfg.workers;
+    #[cfg(feature = "remote")]
     let dials_in = cfg.launcher.dials_in() || cfg.transport == Transport::Tcp;
+    #[cfg(feature = "remote")]
     let attach = if dials_in {
         Some(AttachPoint::open(&cfg).map_err(|source| BuildError::Spawn {
             worker: 0,
@@ -43,9 +47,16 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     };
     // Spawned workers are started here; all others join by dialing in,
     // into vacant slots.
-    let spawned = matches!(cfg.launcher, Launcher::Spawn);
-    let waits = !matches!(cfg.launcher, Launcher::Attach | Launcher::External);
+    #[cfg(feature = "remote")]
+    let (spawned, waits) = (
+        matches!(cfg.launcher, Launcher::Spawn),
+        !matches!(cfg.launcher, Launcher::Attach | Launcher::External),
+    );
+    #[cfg(feature = "remote")]
     let shared = Shared::new(cfg, attach, spawned, waits, Arc::new(Os));
+    // Without `remote` every worker is spawned, and waited for.
+    #[cfg(not(feature = "remote"))]
+    let (spawned, shared) = (true, Shared::new(cfg, true, true, Arc::new(Os)));
     let (tx, rx) = mpsc::channel::<SpawnJob>();
     *lock(&shared.spawn_tx) = Some(tx.clone());
     let s1 = shared.clone();
@@ -59,7 +70,9 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     let clock = std::thread::Builder::new()
         .name("procpool-clock".into())
         .spawn(move || clock_main(&s2));
+    #[cfg(feature = "remote")]
     let s3 = shared.clone();
+    #[cfg(feature = "remote")]
     let accept = dials_in.then(|| {
         std::thread::Builder::new()
             .name("procpool-attach-accept".into())
@@ -70,8 +83,10 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
                 });
             })
     });
-    let mut started = vec![spawner, clock];
-    started.extend(accept);
+    #[cfg(feature = "remote")]
+    let started = [spawner, clock].into_iter().chain(accept);
+    #[cfg(not(feature = "remote"))]
+    let started = [spawner, clock];
     let mut failed = None;
     for t in started {
         match t {
@@ -88,7 +103,9 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
         });
     }
     match &shared.cfg.launcher {
+        #[cfg(feature = "remote")]
         Launcher::Attach => return Ok(shared),
+        #[cfg(feature = "remote")]
         Launcher::External => {
             if let Some(a) = &shared.attach {
                 eprintln!(
@@ -98,6 +115,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
             }
             return Ok(shared);
         }
+        #[cfg(feature = "remote")]
         Launcher::Command(_) => {
             let _ = tx.send(SpawnJob::Launch {
                 workers,
@@ -112,6 +130,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
     }
     drop(tx);
     // `launch_timeout(Duration::MAX)`: no deadline.
+    #[cfg(feature = "remote")]
     let deadline = crate::deadline::after(shared.cfg.launch_timeout);
     // Wait until every slot is ready, or one failed.
     let failure = {
@@ -121,6 +140,7 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
                 let slot = &mut st.slots[i];
                 break Some((i, slot.start_error.take(), slot.last_exit));
             }
+            #[cfg(feature = "remote")]
             if !spawned {
                 // Launched workers: any start failure, the launcher giving
                 // up, or the launch timeout ends the build.
@@ -183,9 +203,9 @@ pub(crate) fn start(cfg: Config) -> Result<Arc<Shared>, BuildError> {
         },
         // A launch that failed is reported as the handshake that never
         // happened (`BuildError` has no variant of its own for it).
-        Some(StartError::Handshake(message) | StartError::Launch(message)) => {
-            BuildError::Handshake { worker, message }
-        }
+        Some(StartError::Handshake(message)) => BuildError::Handshake { worker, message },
+        #[cfg(feature = "remote")]
+        Some(StartError::Launch(message)) => BuildError::Handshake { worker, message },
         None => BuildError::Handshake {
             worker,
             message: match exit {

@@ -33,7 +33,9 @@
 //! when a slot changes status, and when the phase changes. The other locks
 //! of [`Shared`] are leaves: nothing else is taken while one is held.
 
-use std::collections::{HashMap, VecDeque};
+#[cfg(feature = "remote")]
+use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, Weak, mpsc};
 use std::thread::JoinHandle;
@@ -43,6 +45,7 @@ use nix::sys::signal::Signal;
 use procpool_wire::message::ToWorker;
 use procpool_wire::{Generation, Payload, TaskId};
 
+#[cfg(feature = "remote")]
 use super::attach::AttachPoint;
 use super::builder::Config;
 use super::cancel::CancelWait;
@@ -311,13 +314,16 @@ pub(crate) struct PoolState {
     pub inject_panic: bool,
     /// Launcher runs (`srun`, `mpirun`) by ticket: workers asked for and
     /// workers that joined.
+    #[cfg(feature = "remote")]
     pub launches: HashMap<u64, LaunchRecord>,
     /// Why `build()` must fail (a launcher exited before its workers
     /// joined).
+    #[cfg(feature = "remote")]
     pub launch_failure: Option<String>,
 }
 
 /// One run of a launcher program (in `PoolState::launches`).
+#[cfg(feature = "remote")]
 pub(crate) struct LaunchRecord {
     /// Workers it was asked to start.
     pub expected: usize,
@@ -330,6 +336,7 @@ pub(crate) enum SpawnJob {
     /// Start a process for this slot.
     Worker(usize),
     /// Run the launcher for this many workers.
+    #[cfg(feature = "remote")]
     Launch { workers: usize, first: bool },
 }
 
@@ -407,9 +414,11 @@ pub(crate) struct Shared {
     pub procs: Arc<dyn Processes>,
     /// Where workers dial in (every launcher but a `Spawn` over local
     /// sockets).
+    #[cfg(feature = "remote")]
     pub attach: Option<AttachPoint>,
     /// Launcher processes still running (ticket, pid), stopped at
     /// shutdown (leaf lock; written by the spawner and launcher watchers).
+    #[cfg(feature = "remote")]
     pub launched: Mutex<Vec<(u64, u32)>>,
     /// A large input buffer whose task is done, for the next `submit` to
     /// encode into (a fresh one costs a page fault per 4 KiB). Leaf lock:
@@ -428,7 +437,7 @@ impl Shared {
     /// workers join); `waits`: `build()` waits for them.
     pub(crate) fn new(
         cfg: Config,
-        attach: Option<AttachPoint>,
+        #[cfg(feature = "remote")] attach: Option<AttachPoint>,
         spawned: bool,
         waits: bool,
         procs: Arc<dyn Processes>,
@@ -457,7 +466,9 @@ impl Shared {
                 building: waits,
                 stop_mode: None,
                 inject_panic: false,
+                #[cfg(feature = "remote")]
                 launches: HashMap::new(),
+                #[cfg(feature = "remote")]
                 launch_failure: None,
             }),
             spare_input: Mutex::new(None),
@@ -470,8 +481,10 @@ impl Shared {
             threads: Mutex::new(Vec::new()),
             control: Arc::new(PoolControl(me.clone())),
             me: me.clone(),
+            #[cfg(feature = "remote")]
             attach,
             procs,
+            #[cfg(feature = "remote")]
             launched: Mutex::new(Vec::new()),
             callbacks: CompletionThread::new(),
         })
@@ -518,6 +531,7 @@ pub(crate) fn worker_pids(shared: &Shared) -> Vec<u32> {
 }
 
 /// Whether the pool has stopped.
+#[cfg(feature = "remote")]
 pub(crate) fn stopped(shared: &Shared) -> bool {
     lock(&shared.state).phase == Phase::Stopped
 }

@@ -1,28 +1,35 @@
 //! Booting a worker process: is this process a worker, how does it reach
 //! its pool (an inherited `socketpair` end and reply ring, or dialing in
 //! with the secret from its environment), the handshake, and starting its
-//! threads. Takes no lock of its own.
+//! threads. Takes no lock of its own. Dialing in is the `remote` feature.
 
 use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+#[cfg(feature = "remote")]
 use procpool_wire::handshake::SECRET_LEN;
 
 use super::executor::execute;
+#[cfg(feature = "remote")]
+use super::heartbeat;
 use super::panic::install_panic_hook;
+use super::reader;
 use super::shared::{Local, Notes, WorkerShared, Writer};
-use super::{heartbeat, reader};
 use crate::link::env::{
-    ENV_CONNECT, ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TICKET, ENV_TOKEN,
-    ENV_TOKEN_C,
+    ENV_CONNECT, ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TOKEN_C,
 };
+#[cfg(feature = "remote")]
+use crate::link::env::{ENV_TICKET, ENV_TOKEN};
 use crate::link::handshake::greet_pool;
 use crate::link::ring;
 use crate::link::role::{self, is_worker, spawned_by_parent};
+#[cfg(feature = "remote")]
 use crate::link::secret::unhex;
-use crate::link::stream::{Stream, dial, tune_tcp};
+use crate::link::stream::Stream;
+#[cfg(feature = "remote")]
+use crate::link::stream::{dial, tune_tcp};
 use crate::task::Registry;
 
 /// A worker the pool spawned dies with it. Set first, then check, so a
@@ -76,7 +83,8 @@ pub fn run_if_worker(registry: Registry) {
 /// Started by hand or by a launcher (`srun`, `mpirun`) as
 /// `PROGRAM --connect ADDRESS` (`tcp://HOST:PORT` or a local socket's
 /// path) with the pool's secret in `PROCPOOL_TOKEN`, it dials in instead;
-/// see [`Launcher`](crate::Launcher).
+/// see [`Launcher`](crate::Launcher). (That is the `remote` feature:
+/// without it such a worker exits at once, saying why.)
 ///
 /// Before anything else it takes the secret out of its environment (tasks
 /// and the programs they start never see `PROCPOOL_TOKEN`, not even in
@@ -97,7 +105,12 @@ pub fn run(registry: Registry) -> ! {
         .map(|i| args.get(i + 1).and_then(|a| a.to_str()).map(str::to_owned))
         .or_else(|| std::env::var(ENV_CONNECT).ok().map(Some));
     let served = match connect {
+        #[cfg(feature = "remote")]
         Some(Some(address)) => serve_dialed(&address, registry),
+        #[cfg(not(feature = "remote"))]
+        Some(Some(address)) => Err(format!(
+            "cannot dial {address}: this worker was built without procpool's `remote` feature"
+        )),
         Some(None) => {
             Err("--connect needs the pool's address (tcp://HOST:PORT or a socket path)".to_owned())
         }
@@ -155,6 +168,7 @@ fn serve_inherited(registry: Registry) -> Result<(), String> {
 
 /// Dial the pool (TCP or a local socket) and prove the secret from the
 /// environment (never from the command line).
+#[cfg(feature = "remote")]
 fn serve_dialed(address: &str, registry: Registry) -> Result<(), String> {
     let token = std::env::var(ENV_TOKEN)
         .ok()
@@ -195,7 +209,9 @@ pub(crate) fn serve(
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .map_or(Duration::ZERO, Duration::from_micros);
+    #[cfg(feature = "remote")]
     let heartbeat = Duration::from_millis(u64::from(accepted.heartbeat_ms));
+    #[cfg(feature = "remote")]
     if let Stream::Tcp(t) = &stream
         && !heartbeat.is_zero()
     {
@@ -226,6 +242,8 @@ pub(crate) fn serve(
         .name("procpool-worker-reader".into())
         .spawn(move || reader::read_loop(reader, &reader_shared))
         .map_err(|e| format!("cannot start the reader thread: {e}"))?;
+    // Only a TCP worker is asked to beat.
+    #[cfg(feature = "remote")]
     if !heartbeat.is_zero() {
         heartbeat::start(shared.clone(), heartbeat)
             .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;

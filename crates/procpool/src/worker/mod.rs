@@ -24,6 +24,7 @@
 
 mod boot;
 mod executor;
+#[cfg(feature = "remote")]
 mod heartbeat;
 mod panic;
 mod reader;

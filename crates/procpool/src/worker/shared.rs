@@ -16,14 +16,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+#[cfg(feature = "remote")]
+use std::time::Duration;
+use std::time::Instant;
 
 use procpool_wire::Generation;
 use procpool_wire::frame::Outgoing;
 use procpool_wire::message::{TaskHeader, ToParent, encode_message};
-use procpool_wire::seal::Sealer;
 
-use crate::link::frames::write_frames;
+use crate::link::frames::{Sealer, write_frames};
 use crate::link::ring;
 use crate::link::stream::Stream;
 use crate::lock::lock;
@@ -113,6 +114,7 @@ impl WorkerShared {
             drop(w);
             exit_parent_gone(&e);
         }
+        #[cfg(feature = "remote")]
         if let Stream::Tcp(t) = &w.stream {
             wait_sent(t);
         }
@@ -163,6 +165,7 @@ impl Notes {
 
 /// Waits until the kernel has sent everything written to `t`, at most a
 /// few milliseconds (a congested network is not waited out).
+#[cfg(feature = "remote")]
 fn wait_sent(t: &std::net::TcpStream) {
     let until = Instant::now() + Duration::from_millis(5);
     while crate::sys::tcp_unsent(t).is_ok_and(|n| n > 0) && Instant::now() < until {
