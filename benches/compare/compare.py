@@ -6,7 +6,9 @@ CPython side (standard library only): concurrent.futures.ProcessPoolExecutor
 flight, a 1 MiB bytes echo round trip) and multiprocessing.Pool.imap_unordered
 (chunksize 1 and 256), 2 workers each. The procpool side is the
 `procpool-compare` binary (benches/src/bin/procpool-compare.rs), which runs
-the same workloads on a ProcessPool of 2 workers and prints JSON.
+the same workloads on a ProcessPool of 2 workers, plus `map` and
+`map_unordered` with no chunksize (auto chunking, as many inputs as the
+chunksize-256 maps), and prints JSON.
 
 Usage: benches/compare/run.sh (builds the Rust side in release, then runs
 this file). Direct: compare.py --procpool PATH/TO/procpool-compare.
@@ -174,6 +176,17 @@ def main():
             "map_unordered",
             "rate",
         ),
+        # procpool with no chunksize (auto chunking) against CPython's best
+        # fixed chunksize here, 256.
+        ("map, auto vs CPython 256", "ppe_map_c256", "ProcessPoolExecutor.map", "map_auto", "map", "rate"),
+        (
+            "unordered, auto vs CPy 256",
+            "mp_imap_unordered_c256",
+            "Pool.imap_unordered",
+            "map_unordered_auto",
+            "map_unordered",
+            "rate",
+        ),
         ("submit→result, 1 in flight", "ppe_latency", "ProcessPoolExecutor", "latency", "submit", "time"),
         ("1 MiB bytes echo round trip", "ppe_echo_1mib", "ProcessPoolExecutor", "echo_1mib", "submit(Echo)", "time"),
     ]
@@ -190,6 +203,13 @@ def main():
             speedup = a["median_s"] / b["median_s"]
         verdict = f"{speedup:.2f}× faster" if speedup >= 1 else f"{1 / speedup:.2f}× slower"
         print(f"{label:<28} {papi:<24} {pv:>14}   {rapi:<14} {rv:>14}   {verdict}")
+    print(
+        "# procpool with no chunksize (auto) vs its own chunksize 256, same run: "
+        f"map {rs['map_auto']['tasks_per_s'] / rs['map_c256']['tasks_per_s']:.2f}×, "
+        f"map_unordered {rs['map_unordered_auto']['tasks_per_s'] / rs['map_unordered_c256']['tasks_per_s']:.2f}× "
+        f"(chunks of {rs['map_auto']['last_chunksize']} and "
+        f"{rs['map_unordered_auto']['last_chunksize']} at the end)"
+    )
     print(
         f"# wall: CPython side {py_wall:.1f} s, procpool side {rs_wall:.1f} s, total {wall:.1f} s"
     )

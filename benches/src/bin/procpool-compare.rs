@@ -2,9 +2,11 @@
 //! CPython, run on procpool, printed as one line of JSON.
 //!
 //! Usage: `procpool-compare N_C1 N_C256 LATENCY_ROUNDS ECHO_ROUNDS REPEATS`.
-//! Each map workload runs `REPEATS` times (median kept); latency and echo are
-//! medians of single round trips. The binary is its own worker
-//! (`WorkerCommand::current_exe()`).
+//! Each map workload runs `REPEATS` times (median kept), the workloads taking
+//! turns so that a noisy spell on a shared machine hits them alike; latency
+//! and echo are medians of single round trips. The `auto` maps set no
+//! chunksize (the map picks its chunk sizes) and run `N_C256` inputs. The
+//! binary is its own worker (`WorkerCommand::current_exe()`).
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -25,8 +27,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Seconds for one map of `n` squares (ordered or not), checked.
-fn time_map(pool: &ProcessPool, n: u64, chunksize: usize, ordered: bool) -> f64 {
+/// A map's chunksize meaning "none set: auto chunking".
+const AUTO: usize = 0;
+
+/// Seconds for one map of `n` squares (ordered or not), checked, and the
+/// chunk size it used last.
+fn time_map(pool: &ProcessPool, n: u64, chunksize: usize, ordered: bool) -> (f64, usize) {
     let start = Instant::now();
     let tasks = (0..n).map(Square);
     let results = if ordered {
@@ -34,13 +40,18 @@ fn time_map(pool: &ProcessPool, n: u64, chunksize: usize, ordered: bool) -> f64 
     } else {
         pool.map_unordered(tasks)
     };
+    let mut results = if chunksize == AUTO {
+        results
+    } else {
+        results.chunksize(chunksize)
+    };
     let sum = results
-        .chunksize(chunksize)
+        .by_ref()
         .map(|r| r.expect("square"))
         .fold(0u64, u64::wrapping_add);
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(sum, (0..n).map(|i| i * i).sum::<u64>());
-    secs
+    (secs, results.current_chunksize())
 }
 
 fn arg(args: &[String], i: usize, default: u64) -> u64 {
@@ -65,22 +76,31 @@ fn main() {
         .build()
         .unwrap_or_else(|e| panic!("cannot start the pool: {e}"));
     // Warm up: both workers started and have served a map.
-    time_map(&pool, 1_000, 1, true);
+    let _ = time_map(&pool, 1_000, 1, true);
 
     let mut fields = Vec::new();
-    for (key, n, chunksize, ordered) in [
+    let workloads = [
         ("map_c1", n_c1, 1, true),
         ("map_c256", n_c256, 256, true),
+        ("map_auto", n_c256, AUTO, true),
         ("map_unordered_c1", n_c1, 1, false),
         ("map_unordered_c256", n_c256, 256, false),
-    ] {
-        let secs = median(
-            (0..repeats)
-                .map(|_| time_map(&pool, n, chunksize, ordered))
-                .collect(),
-        );
+        ("map_unordered_auto", n_c256, AUTO, false),
+    ];
+    let mut times = vec![Vec::with_capacity(repeats); workloads.len()];
+    let mut last_chunk = vec![0; workloads.len()];
+    for _ in 0..repeats {
+        for (w, &(_, n, chunksize, ordered)) in workloads.iter().enumerate() {
+            let (secs, chunk) = time_map(&pool, n, chunksize, ordered);
+            times[w].push(secs);
+            last_chunk[w] = chunk;
+        }
+    }
+    for (((key, n, _, _), t), chunk) in workloads.into_iter().zip(times).zip(last_chunk) {
+        let secs = median(t);
         fields.push(format!(
-            "\"{key}\": {{\"n\": {n}, \"seconds\": {secs:.6}, \"tasks_per_s\": {:.1}}}",
+            "\"{key}\": {{\"n\": {n}, \"seconds\": {secs:.6}, \"tasks_per_s\": {:.1}, \
+             \"last_chunksize\": {chunk}}}",
             n as f64 / secs
         ));
     }

@@ -273,7 +273,8 @@ fn latency(r: &Report) -> String {
 fn throughput(r: &Report) -> String {
     let mut s = String::from(
         "<h2>map throughput by chunk size</h2>\
-         <p class=\"note\">Tasks per second of <code>map(Square).chunksize(c)</code>.</p>",
+         <p class=\"note\">Tasks per second of <code>map(Square).chunksize(c)</code>; \
+         <i>auto</i>: <code>map(Square)</code> with no chunksize, the map picks.</p>",
     );
     if r.chunksize.is_empty() {
         s.push_str("<p>No chunk size sweep in this run.</p>");
@@ -337,11 +338,7 @@ fn throughput(r: &Report) -> String {
                 fmt_rate(v)
             );
         }
-        let label = if c.chunksize == 0 {
-            "auto".to_owned()
-        } else {
-            c.chunksize.to_string()
-        };
+        let label = crate::overhead::chunk_label(c.chunksize);
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
@@ -429,6 +426,12 @@ mod tests {
                     process: tp(500_000.0),
                     process_vs_thread: 0.55,
                 },
+                ChunkRow {
+                    chunksize: crate::overhead::AUTO,
+                    thread: tp(950_000.0),
+                    process: tp(480_000.0),
+                    process_vs_thread: 0.5,
+                },
             ],
             advice: vec!["mark byte fields with serde_bytes".into()],
             known_issues: vec![],
@@ -474,6 +477,9 @@ mod tests {
         assert!((widths - 2.0 * 560.0).abs() < 1.0, "{widths}");
         // Throughput: the larger rate is the full plot height.
         assert!(page.contains("height=\"240.0\""), "tallest bar");
+        // The auto row is a group of its own, labelled.
+        let throughput = &page[page.find("id=\"throughput\"").unwrap()..];
+        assert!(throughput.contains(">auto</text>"), "{throughput}");
         assert!(page.contains("mark byte fields"));
     }
 }

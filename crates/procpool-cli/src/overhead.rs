@@ -18,8 +18,10 @@ use crate::stats::{median, median_duration};
 
 /// Payload sizes of the sweep.
 pub const SIZES: [u64; 5] = [16, 1 << 10, 64 << 10, 1 << 20, 16 << 20];
-/// Chunk sizes of the `map` sweep.
-pub const CHUNKSIZES: [usize; 4] = [1, 16, 256, 1024];
+/// Chunk sizes of the `map` sweep; [`AUTO`] last.
+pub const CHUNKSIZES: [usize; 5] = [1, 16, 256, 1024, AUTO];
+/// The sweep's row for a `map` given no chunksize (auto chunking).
+pub const AUTO: usize = 0;
 
 /// What the payload is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -193,10 +195,11 @@ pub struct ProcessLatency {
     pub serialization_share: f64,
 }
 
-/// Throughput of `map(Square).chunksize(c)`.
+/// Throughput of `map(Square).chunksize(c)`, or of `map(Square)` with no
+/// chunksize (auto chunking).
 #[derive(Debug, Clone, Serialize)]
 pub struct ChunkRow {
-    /// The chunk size.
+    /// The chunk size; [`AUTO`] (0): none set, the map picks.
     pub chunksize: usize,
     /// On the thread pool.
     pub thread: Throughput,
@@ -484,7 +487,17 @@ fn progress(steps: u64) -> ProgressBar {
     bar
 }
 
-/// Runs `map(Square)` until `budget` has passed; counts what came back.
+/// `c` as the sweep's label: the number, or `auto`.
+pub fn chunk_label(c: usize) -> String {
+    if c == AUTO {
+        "auto".to_owned()
+    } else {
+        c.to_string()
+    }
+}
+
+/// Runs `map(Square)` until `budget` has passed (with `.chunksize(c)`, or
+/// none for [`AUTO`]); counts what came back.
 fn throughput<E: Executor>(
     pool: &E,
     chunksize: usize,
@@ -497,7 +510,13 @@ fn throughput<E: Executor>(
         .take_while(move |i| i % 64 != 0 || Instant::now() < deadline)
         .map(Square);
     let mut tasks = 0u64;
-    for r in pool.map(inputs).chunksize(chunksize) {
+    let map = pool.map(inputs);
+    let map = if chunksize == AUTO {
+        map
+    } else {
+        map.chunksize(chunksize)
+    };
+    for r in map {
         let v = r.map_err(|e| e.to_string())?;
         if v != tasks.wrapping_mul(tasks) {
             return Err(format!("square({tasks}) came back as {v}"));
@@ -691,10 +710,15 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
 
     let mut chunk_rows = Vec::new();
     for &c in &CHUNKSIZES {
-        bar.set_message(format!("map(Square) chunksize {c} on the thread pool"));
+        let c_label = chunk_label(c);
+        bar.set_message(format!(
+            "map(Square) chunksize {c_label} on the thread pool"
+        ));
         let thread = throughput(&threads, c, chunk_budget(opts.quick))?;
         bar.inc(1);
-        bar.set_message(format!("map(Square) chunksize {c} on the process pool"));
+        bar.set_message(format!(
+            "map(Square) chunksize {c_label} on the process pool"
+        ));
         let process = throughput(&procs, c, chunk_budget(opts.quick))?;
         bar.inc(1);
         chunk_rows.push(ChunkRow {

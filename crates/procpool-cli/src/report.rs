@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::overhead::{Kind, PayloadRow, ProcessLatency, Report};
+use crate::overhead::{AUTO, Kind, PayloadRow, ProcessLatency, Report};
 use crate::stats::{fmt_bytes, fmt_duration, fmt_percent, fmt_rate, fmt_ratio};
 
 /// Width of wrapped prose.
@@ -223,7 +223,7 @@ pub fn render(r: &Report) -> String {
     let mut t = Table::new(&["chunksize", "thread", "process", "process/thread"]);
     for c in &r.chunksize {
         t.row(vec![
-            c.chunksize.to_string(),
+            crate::overhead::chunk_label(c.chunksize),
             fmt_rate(c.thread.tasks_per_sec),
             fmt_rate(c.process.tasks_per_sec),
             fmt_ratio(c.process_vs_thread),
@@ -387,13 +387,27 @@ pub fn advice(r: &Report) -> Vec<String> {
         ));
     }
 
-    // Chunk size.
-    if let (Some(one), Some(best)) = (
-        r.chunksize.iter().find(|c| c.chunksize == 1),
-        r.chunksize
-            .iter()
-            .max_by(|a, b| a.process.tasks_per_sec.total_cmp(&b.process.tasks_per_sec)),
-    ) && best.chunksize != 1
+    // Chunk size (the best fixed one; auto is compared with it below).
+    let best_fixed = r
+        .chunksize
+        .iter()
+        .filter(|c| c.chunksize != AUTO)
+        .max_by(|a, b| a.process.tasks_per_sec.total_cmp(&b.process.tasks_per_sec));
+    if let (Some(auto), Some(best)) = (r.chunksize.iter().find(|c| c.chunksize == AUTO), best_fixed)
+    {
+        let vs = |a: f64, b: f64| a / b.max(1e-9);
+        out.push(format!(
+            "With no chunksize (auto chunking) the process pool ran at {} of the best fixed \
+             chunksize ({}, {} vs {}); the thread pool at {}.",
+            fmt_ratio(vs(auto.process.tasks_per_sec, best.process.tasks_per_sec)),
+            best.chunksize,
+            fmt_rate(auto.process.tasks_per_sec),
+            fmt_rate(best.process.tasks_per_sec),
+            fmt_ratio(vs(auto.thread.tasks_per_sec, best_thread_rate(r))),
+        ));
+    }
+    if let (Some(one), Some(best)) = (r.chunksize.iter().find(|c| c.chunksize == 1), best_fixed)
+        && best.chunksize != 1
     {
         out.push(format!(
             "chunksize {} gives {} the throughput of chunksize 1 on the process pool ({} vs {}); \
@@ -416,6 +430,15 @@ pub fn advice(r: &Report) -> Vec<String> {
         ));
     }
     out
+}
+
+/// The thread pool's best rate at a fixed chunksize.
+fn best_thread_rate(r: &Report) -> f64 {
+    r.chunksize
+        .iter()
+        .filter(|c| c.chunksize != AUTO)
+        .map(|c| c.thread.tasks_per_sec)
+        .fold(0.0, f64::max)
 }
 
 #[cfg(test)]
@@ -533,6 +556,12 @@ mod tests {
                     process: tp(1_000_000.0),
                     process_vs_thread: 0.5,
                 },
+                ChunkRow {
+                    chunksize: AUTO,
+                    thread: tp(3_000_000.0),
+                    process: tp(900_000.0),
+                    process_vs_thread: 0.3,
+                },
             ],
             advice: Vec::new(),
             known_issues: Vec::new(),
@@ -555,6 +584,13 @@ mod tests {
             a.contains("chunksize 256 gives 20.0× the throughput of chunksize 1"),
             "{a}"
         );
+        assert!(
+            a.contains(
+                "auto chunking) the process pool ran at 0.90× of the best fixed chunksize (256"
+            ),
+            "{a}"
+        );
+        assert!(a.contains("the thread pool at 1.50×"), "{a}");
         assert!(a.contains("Structured records cost 9.00×"), "{a}");
         assert!(a.contains("EchoVec at 16 MiB"), "{a}");
     }
