@@ -7,6 +7,9 @@
 //! and echo are medians of single round trips. The `auto` maps set no
 //! chunksize (the map picks its chunk sizes) and run `N_C256` inputs. The
 //! binary is its own worker (`WorkerCommand::current_exe()`).
+//!
+//! `PROCPOOL_COMPARE_ONLY=map_auto,map_c256` runs only those map workloads
+//! (for `valgrind --tool=callgrind`, one workload per run).
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -87,6 +90,11 @@ fn main() {
         ("map_unordered_c256", n_c256, 256, false),
         ("map_unordered_auto", n_c256, AUTO, false),
     ];
+    let only = std::env::var("PROCPOOL_COMPARE_ONLY").ok();
+    let workloads: Vec<_> = workloads
+        .into_iter()
+        .filter(|w| only.as_ref().is_none_or(|o| o.split(',').any(|k| k == w.0)))
+        .collect();
     let mut times = vec![Vec::with_capacity(repeats); workloads.len()];
     let mut last_chunk = vec![0; workloads.len()];
     for _ in 0..repeats {
