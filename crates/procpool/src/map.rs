@@ -175,11 +175,11 @@ where
     /// Without it, the map picks its chunk sizes as it goes (SEMANTICS 25,
     /// joblib's `batch_size="auto"`): it starts at 1, measures what items
     /// cost (the pool's [`Cost`](crate::Cost): run plus serialization, for
-    /// a few items of each chunk) and grows the chunks, at most 4× a step,
+    /// a few items of each chunk) and grows the chunks, at most 16× a step,
     /// toward 2 ms of work each, up to 1024 inputs and about 1 MiB of
     /// payload; it shrinks them at once when items get slower. Tasks of 2 ms
     /// or more go one per chunk, so long tasks stay balanced across the
-    /// workers; trivial tasks reach 1024 after five steps. Laziness,
+    /// workers; trivial tasks reach 1024 in three steps. Laziness,
     /// cancel-on-drop and crash isolation are the same in both modes.
     /// [`current_chunksize`](Self::current_chunksize) tells the size picked.
     ///
