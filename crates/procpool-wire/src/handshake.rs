@@ -45,7 +45,7 @@ use crate::codec::{self, CodecError};
 /// headers and results declare the descriptors of their shared payloads;
 /// 5: the dialer proves the secret first, the pool's proof comes in the
 /// `Accept`, and every later frame on TCP is sealed).
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Length of the pool's secret and of each nonce.
 pub const SECRET_LEN: usize = 32;

@@ -31,6 +31,46 @@ pub struct TaskHeader {
     /// Descriptors (sealed memory files of shared payloads) the frame
     /// carries for this task, in order after the previous tasks' ones.
     pub fds: u32,
+    /// `0`: the payload is one task's input. `n > 0`: a packed chunk of a
+    /// `map`, `n` inputs of this task, each a little-endian `u32` length
+    /// and its bytes ([`pack_input`] / [`unpack_inputs`]); the worker
+    /// reports each with [`ToParent::Item`] (in order, each before the next
+    /// begins), then the chunk with `Finished`.
+    pub items: u32,
+}
+
+/// Appends one input to a packed chunk's payload (see
+/// [`TaskHeader::items`]).
+pub fn pack_input(payload: &mut Vec<u8>, input: &[u8]) {
+    payload.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    payload.extend_from_slice(input);
+}
+
+/// The ranges of a packed chunk's `n` inputs within `payload`, or why it
+/// is not one (a length past the end, or other than `n` inputs).
+pub fn unpack_inputs(payload: &[u8], n: u32) -> Result<Vec<std::ops::Range<usize>>, String> {
+    let mut out = Vec::with_capacity(n as usize);
+    let mut at = 0usize;
+    while at < payload.len() {
+        let Some(len) = payload.get(at..at + 4) else {
+            return Err(format!("packed chunk: a cut length at byte {at}"));
+        };
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let start = at + 4;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= payload.len())
+            .ok_or_else(|| format!("packed chunk: an input of {len} bytes past the end"))?;
+        out.push(start..end);
+        at = end;
+    }
+    if out.len() != n as usize {
+        return Err(format!(
+            "packed chunk: {} inputs where the header says {n}",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 /// Parent → worker.
@@ -177,6 +217,21 @@ pub enum ToParent {
         /// Generation of the sender.
         generation: Generation,
     },
+    /// Input `index` of the packed chunk `id` (see [`TaskHeader::items`])
+    /// ended; an `Ok` outcome's payload follows. Sent before the next input
+    /// begins, so a crash costs only the input that was running.
+    Item {
+        /// Generation of the sender.
+        generation: Generation,
+        /// The chunk.
+        id: TaskId,
+        /// Which of its inputs, from 0.
+        index: u32,
+        /// How it ended.
+        outcome: Outcome,
+        /// Where its time went in the worker.
+        timing: WorkerTiming,
+    },
 }
 
 impl ToParent {
@@ -186,6 +241,7 @@ impl ToParent {
             ToParent::InitDone { generation, .. }
             | ToParent::Started { generation, .. }
             | ToParent::Finished { generation, .. }
+            | ToParent::Item { generation, .. }
             | ToParent::Withdrawn { generation, .. }
             | ToParent::Heartbeat { generation }
             | ToParent::Wake { generation } => *generation,
@@ -227,6 +283,10 @@ impl Header for ToParent {
             ToParent::Finished {
                 outcome: Outcome::Ok { len, .. },
                 ..
+            }
+            | ToParent::Item {
+                outcome: Outcome::Ok { len, .. },
+                ..
             } => vec![*len],
             _ => Vec::new(),
         }
@@ -235,6 +295,10 @@ impl Header for ToParent {
     fn fd_counts(&self) -> Vec<u32> {
         match self {
             ToParent::Finished {
+                outcome: Outcome::Ok { fds, .. },
+                ..
+            }
+            | ToParent::Item {
                 outcome: Outcome::Ok { fds, .. },
                 ..
             } => vec![*fds],
@@ -392,6 +456,7 @@ mod tests {
                     fingerprint: 9,
                     len: 3,
                     fds: 0,
+                    items: 0,
                 },
                 TaskHeader {
                     id: 2,
@@ -399,6 +464,7 @@ mod tests {
                     fingerprint: 8,
                     len: 0,
                     fds: 0,
+                    items: 0,
                 },
                 TaskHeader {
                     id: 3,
@@ -406,6 +472,7 @@ mod tests {
                     fingerprint: 7,
                     len: 2,
                     fds: 0,
+                    items: 0,
                 },
             ],
         };
@@ -481,6 +548,7 @@ mod tests {
             fingerprint: 1,
             len,
             fds,
+            items: 0,
         };
         let msg = ToWorker::Run {
             items: vec![item(1, 1, 2), item(2, 1, 0), item(3, 1, 1)],

@@ -264,6 +264,7 @@ fn gen_to_worker(rng: &mut Rng, small: bool) -> (ToWorker, Vec<Vec<u8>>) {
                     fingerprint: gen_u64(rng, small),
                     len: p.len() as u32,
                     fds: 0,
+                    items: 0,
                 });
                 payloads.push(p);
             }
@@ -1127,6 +1128,7 @@ fn arb_to_worker() -> impl Strategy<Value = (ToWorker, Vec<Vec<u8>>)> {
                     fingerprint,
                     len: p.len() as u32,
                     fds: 0,
+                    items: 0,
                 });
                 payloads.push(p);
             }

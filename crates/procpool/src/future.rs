@@ -69,6 +69,13 @@ type Callback<T> = Box<dyn FnOnce(&TaskFuture<T>) + Send>;
 /// Told when a future is done, with the key it was registered with.
 pub(crate) trait Watch: Send + Sync {
     fn done(&self, key: usize);
+
+    /// [`done`](Self::done) for many keys at once.
+    fn done_many(&self, keys: &mut dyn Iterator<Item = usize>) {
+        for key in keys {
+            self.done(key);
+        }
+    }
 }
 
 /// The pool side of `cancel()`, for pools that cannot decide it from the
@@ -185,6 +192,11 @@ pub(crate) trait ResolveBytes: Resolve {
         submitted: Instant,
         stats: &StatsCollector,
     ) -> Option<String>;
+
+    /// A packed chunk of a `map` (see `map::chunk`), not one task.
+    fn as_chunk(&self) -> Option<&dyn crate::map::chunk::Chunk> {
+        None
+    }
 }
 
 /// Who to tell when a future is done. Nearly always one (`map_unordered`,

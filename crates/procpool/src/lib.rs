@@ -282,7 +282,7 @@ pub enum Shutdown {
 }
 
 mod sealed {
-    use crate::map::{ChunkResult, Submitter};
+    use crate::map::{ChunkResult, Packer, Submitter};
     use crate::task::Task;
 
     pub trait Sealed {
@@ -293,6 +293,11 @@ mod sealed {
         /// `submit_chunk` on a handle of its own (callable from any
         /// thread; dropping it does not shut the pool down).
         fn chunk_submitter<T: Task>(&self) -> Submitter<T>;
+        /// Submits chunks as packed tasks (one record per chunk), where
+        /// the pool can (`None`: a future per input).
+        fn chunk_packer<T: Task>(&self) -> Option<Packer<T>> {
+            None
+        }
     }
 }
 
@@ -417,10 +422,12 @@ where
     I: IntoIterator,
     I::Item: Task,
 {
-    Map::new(
+    let mut map = Map::new(
         pool.chunk_submitter(),
         pool.map_window(),
         tasks.into_iter(),
         ordered,
-    )
+    );
+    map.packer = pool.chunk_packer();
+    map
 }

@@ -17,8 +17,10 @@ use crate::idmap::IdMap;
 use crate::progress::Progress;
 use crate::task::Task;
 use crate::waiting::DoneQueue;
+use chunk::{Sent, Sink};
 
 mod auto;
+pub(crate) mod chunk;
 #[cfg(feature = "stream")]
 mod stream;
 #[cfg(feature = "stream")]
@@ -62,7 +64,17 @@ impl fmt::Debug for Chunking {
 enum Entry<O> {
     Future(TaskFuture<O>),
     Ready(Result<O, TaskError>),
+    /// Input `.1` of a packed chunk (`map::chunk`).
+    Slot(Arc<Sink<O>>, usize),
 }
+
+/// An input of a packed chunk: its sink and its index there.
+type SlotOf<O> = (Arc<Sink<O>>, usize);
+
+/// Submits one chunk as a packed task (`map::chunk`), for the pools and
+/// settings where that holds the same meaning as a future per input.
+pub(crate) type Packer<T> =
+    Arc<dyn Fn(Vec<T>) -> Result<Sent<<T as Task>::Output>, TaskError> + Send + Sync>;
 
 /// The iterator returned by `map` and `map_unordered`.
 ///
@@ -86,6 +98,9 @@ where
     I::Item: Task,
 {
     submit: Submitter<I::Item>,
+    /// Packs chunks of more than one input (a process pool without per-task
+    /// timeouts or retries); `None`: a future per input.
+    pub(crate) packer: Option<Packer<I::Item>>,
     /// The pool this map borrows (its submitter holds a handle of its own).
     pool: PhantomData<&'a ()>,
     pub(crate) input: I,
@@ -104,6 +119,8 @@ where
     /// Unordered mode: futures by key, and the keys as they finish.
     /// Keyed by input index.
     by_key: IdMap<usize, TaskFuture<<I::Item as Task>::Output>>,
+    /// Unordered mode: inputs of packed chunks by key.
+    slots: IdMap<usize, SlotOf<<I::Item as Task>::Output>>,
     ready: VecDeque<Indexed<I>>,
     /// Unordered mode: the pool's refusal (at the index of the first input
     /// it refused), yielded once nothing else is left in flight.
@@ -145,6 +162,7 @@ where
     ) -> Self {
         Map {
             submit,
+            packer: None,
             pool: PhantomData,
             input,
             input_done: false,
@@ -157,6 +175,7 @@ where
             ended: false,
             pending: VecDeque::new(),
             by_key: IdMap::default(),
+            slots: IdMap::default(),
             ready: VecDeque::new(),
             refused: None,
             done: DoneQueue::new(),
@@ -251,6 +270,26 @@ where
         }
     }
 
+    /// Takes the ended input `i` of a packed chunk (at input `index` of the
+    /// map), measuring it if auto chunking samples it.
+    fn take_slot(
+        &mut self,
+        index: usize,
+        sink: &Sink<<I::Item as Task>::Output>,
+        i: usize,
+    ) -> Result<<I::Item as Task>::Output, TaskError> {
+        let (r, cost) = sink
+            .take_with_cost(i)
+            .unwrap_or((Err(TaskError::Cancelled), None));
+        if let Chunking::Auto(a) = &mut self.chunking
+            && a.wants(index)
+            && let Some(c) = cost
+        {
+            a.observe(index, c.run + c.serialization(), c.bytes_out + c.bytes_back);
+        }
+        r
+    }
+
     /// Inputs that may be in flight at once.
     fn window_inputs(&self) -> usize {
         self.window_chunks.saturating_mul(self.current_chunksize())
@@ -322,7 +361,7 @@ where
     }
 
     fn in_flight(&self) -> usize {
-        self.pending.len() + self.by_key.len() + self.ready.len()
+        self.pending.len() + self.by_key.len() + self.slots.len() + self.ready.len()
     }
 
     fn refill(&mut self) {
@@ -331,8 +370,16 @@ where
             if chunk.is_empty() {
                 break;
             }
-            let sent = (self.submit)(chunk);
-            self.accept(sent);
+            match &self.packer {
+                Some(pack) if chunk.len() > 1 => {
+                    let sent = pack(chunk);
+                    self.accept_packed(sent);
+                }
+                _ => {
+                    let sent = (self.submit)(chunk);
+                    self.accept(sent);
+                }
+            }
         }
     }
 
@@ -353,6 +400,28 @@ where
                     self.refused = Some((self.next_key, refused));
                 }
                 self.input_done = true;
+            }
+        }
+    }
+
+    /// Keeps a packed chunk's inputs in flight.
+    fn accept_packed(&mut self, sent: Result<Sent<<I::Item as Task>::Output>, TaskError>) {
+        match sent {
+            Ok(Sent::Futures(items)) => self.accept(Ok(items)),
+            Err(refused) => self.accept(Err(refused)),
+            Ok(Sent::Chunk(sink)) => {
+                let n = sink.len();
+                let base = self.next_key;
+                self.next_key += n;
+                if self.ordered {
+                    self.pending
+                        .extend((0..n).map(|i| Entry::Slot(sink.clone(), i)));
+                } else {
+                    for i in 0..n {
+                        self.slots.insert(base + i, (sink.clone(), i));
+                    }
+                    sink.watch(self.done.clone(), base);
+                }
             }
         }
     }
@@ -408,16 +477,30 @@ where
 
     fn cancel_rest(&mut self) {
         self.input_done = true;
-        let futures: Vec<_> = self
-            .pending
-            .drain(..)
-            .filter_map(|e| match e {
-                Entry::Future(f) => Some(f),
-                Entry::Ready(_) => None,
-            })
-            .chain(self.by_key.drain().map(|(_, f)| f))
-            .collect();
+        let mut sinks: Vec<Arc<Sink<_>>> = Vec::new();
+        let mut keep = |sink: Arc<Sink<_>>| {
+            if !sinks.last().is_some_and(|s| Arc::ptr_eq(s, &sink)) {
+                sinks.push(sink);
+            }
+        };
+        let mut futures = Vec::new();
+        for e in self.pending.drain(..) {
+            match e {
+                Entry::Future(f) => futures.push(f),
+                Entry::Ready(_) => {}
+                Entry::Slot(sink, _) => keep(sink),
+            }
+        }
+        let mut unordered: Vec<_> = self.slots.drain().map(|(_, (s, _))| s).collect();
+        unordered.sort_by_key(|s| Arc::as_ptr(s) as usize);
+        for sink in unordered {
+            keep(sink);
+        }
+        futures.extend(self.by_key.drain().map(|(_, f)| f));
         crate::future::cancel_all(&futures);
+        for sink in sinks {
+            sink.cancel();
+        }
         self.ready.clear();
         self.refused = None;
     }
@@ -464,6 +547,15 @@ where
                     return None;
                 }
                 Some(Entry::Ready(r)) => r,
+                Some(Entry::Slot(sink, i)) => {
+                    // `None`: no limit, or one too far to count.
+                    let until = limit.and_then(|(wait, _)| crate::deadline::after(wait));
+                    if !sink.wait(i, until) {
+                        sink.cancel();
+                        return self.give_up(index, limit.map_or(Duration::ZERO, |l| l.1));
+                    }
+                    self.take_slot(index, &sink, i)
+                }
                 Some(Entry::Future(f)) => {
                     if let Some((wait, after)) = limit
                         && !f.wait_timeout(wait)
@@ -482,15 +574,25 @@ where
                 return Some(r);
             }
             let until = limit.map(|(wait, _)| crate::deadline::after(wait));
-            while !self.by_key.is_empty() {
+            while !self.by_key.is_empty() || !self.slots.is_empty() {
                 let Some(key) = self.done.pop(until.flatten()) else {
                     let after = limit.map_or(Duration::ZERO, |(_, after)| after);
-                    let first = self.by_key.keys().min().copied().unwrap_or(self.next_key);
+                    let first = self
+                        .by_key
+                        .keys()
+                        .chain(self.slots.keys())
+                        .min()
+                        .copied()
+                        .unwrap_or(self.next_key);
                     return self.give_up(first, after);
                 };
                 if let Some(f) = self.by_key.remove(&key) {
                     self.measure(key, &f);
                     return Some((key, f.result()));
+                }
+                if let Some((sink, i)) = self.slots.remove(&key) {
+                    let r = self.take_slot(key, &sink, i);
+                    return Some((key, r));
                 }
             }
             if let Some((index, e)) = self.refused.take() {

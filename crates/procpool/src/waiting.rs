@@ -34,9 +34,13 @@ struct Done {
 
 impl Watch for DoneQueue {
     fn done(&self, key: usize) {
+        self.done_many(&mut std::iter::once(key));
+    }
+
+    fn done_many(&self, keys: &mut dyn Iterator<Item = usize>) {
         let (waker, waiters) = {
             let mut g = self.lock();
-            g.keys.push_back(key);
+            g.keys.extend(keys);
             (g.waker.take(), g.waiters)
         };
         if waiters > 0 {

@@ -228,6 +228,7 @@ where
                 Some(Entry::Ready(r)) => r,
                 _ => unreachable!("the front entry was Ready"),
             },
+            Some(Entry::Slot(..)) => unreachable!("a stream's chunks are not packed"),
             Some(Entry::Future(f)) => match Pin::new(f).poll(cx) {
                 Poll::Ready(r) => {
                     if let Some(Entry::Future(f)) = self.pending.pop_front() {
@@ -276,7 +277,7 @@ where
             .drain(..)
             .filter_map(|e| match e {
                 Entry::Future(f) => Some(f),
-                Entry::Ready(_) => None,
+                Entry::Ready(_) | Entry::Slot(..) => None,
             })
             .collect();
         futures.extend(self.by_key.drain().map(|(_, f)| f));
@@ -299,7 +300,9 @@ where
     I: Iterator,
     I::Item: Task,
 {
-    fn new(map: Map<'a, I>, pull: Pull<'a, I>) -> Self {
+    fn new(mut map: Map<'a, I>, pull: Pull<'a, I>) -> Self {
+        // A stream takes its chunks back as futures (`poll` them).
+        map.packer = None;
         MapStream {
             map,
             pull,

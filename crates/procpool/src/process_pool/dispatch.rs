@@ -74,7 +74,10 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         let mut headers = Vec::with_capacity(batch.items.len());
         let mut payloads = Vec::with_capacity(batch.items.len());
         let mut fds = Vec::new();
+        // Tasks, counting each input of a packed chunk.
+        let mut tasks = 0u64;
         for item in batch.items {
+            tasks += u64::from(item.meta.items.max(1));
             fds.extend(item.meta.files.iter().cloned());
             headers.push(TaskHeader {
                 id: item.meta.id,
@@ -82,6 +85,7 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
                 fingerprint: item.meta.fingerprint,
                 len: item.payload.len() as u32,
                 fds: item.meta.files.len() as u32,
+                items: item.meta.items,
             });
             payloads.push(item.payload.clone());
             if !item.meta.span.is_disabled() {
@@ -101,10 +105,9 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
                 },
             );
         }
-        let n = headers.len();
         let ids: VecDeque<TaskId> = headers.iter().map(|h| h.id).collect();
         slot.batches.insert(batch.id, ids);
-        slot.taken += n as u64;
+        slot.taken += tasks;
         if let Some(max) = cfg.max_tasks_per_worker
             && slot.taken >= max
         {

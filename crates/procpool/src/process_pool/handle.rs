@@ -18,6 +18,16 @@ use crate::future::ResolveBytes;
 use crate::lock::lock;
 
 pub(super) fn task_error(outcome: Outcome, meta: &Meta) -> TaskError {
+    task_error_named(outcome, meta.name, meta.input_type, meta.output_type)
+}
+
+/// [`task_error`] for a task known by its name and types.
+pub(super) fn task_error_named(
+    outcome: Outcome,
+    name: &str,
+    input_type: &str,
+    output_type: &str,
+) -> TaskError {
     match outcome {
         Outcome::Panicked { message, location } => TaskError::Panicked { message, location },
         Outcome::Decode {
@@ -44,9 +54,8 @@ pub(super) fn task_error(outcome: Outcome, meta: &Meta) -> TaskError {
             side: Side::Worker,
             type_name: worker_input.clone(),
             message: format!(
-                "task `{}` is `{} -> {}` in the parent but `{worker_input} -> {worker_output}` in the \
+                "task `{name}` is `{input_type} -> {output_type}` in the parent but `{worker_input} -> {worker_output}` in the \
                  worker: rebuild both from the same definition",
-                meta.name, meta.input_type, meta.output_type
             ),
         },
         other => TaskError::Protocol {

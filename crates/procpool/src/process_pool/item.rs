@@ -37,6 +37,9 @@ pub(crate) struct Meta {
     pub timeout: Option<Duration>,
     /// Runs left if its worker dies under it.
     pub retries: u32,
+    /// `0` for one task; `n`: a packed chunk of `n` inputs of a `map`
+    /// (its future is a `map::chunk::Part`).
+    pub items: u32,
     /// The sealed memory files of the input's shared payloads, sent with
     /// its frame (each time it is sent: a retry sends them again).
     pub files: Vec<SendFd>,

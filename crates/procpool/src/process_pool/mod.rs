@@ -116,7 +116,8 @@ pub use transport::Transport;
 use crate::cost::PoolStats;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::future::{Core, TaskFuture};
-use crate::map::{ChunkResult, Submitter};
+use crate::map::chunk::{Part, Sent, Sink};
+use crate::map::{ChunkResult, Packer, Submitter};
 use crate::offload::OffThread;
 use crate::task::{Task, task_fingerprint};
 use crate::{Shutdown, sealed};
@@ -297,6 +298,7 @@ impl ProcessPool {
                 bytes_out: payload.len() as u64,
                 timeout,
                 retries,
+                items: 0,
                 files: shared.files.into_iter().map(|f| f as SendFd).collect(),
                 span: tracing::debug_span!(
                     target: "procpool::task",
@@ -453,6 +455,144 @@ impl sealed::Sealed for ProcessPool {
             owns: false,
         };
         Arc::new(move |items| pool.submit_chunk(items))
+    }
+
+    fn chunk_packer<T: Task>(&self) -> Option<Packer<T>> {
+        // A packed chunk is one task to the pool: a per-task timeout or
+        // retry would apply to the whole chunk, not to each input.
+        let cfg = &self.shared.cfg;
+        if cfg.task_timeout.is_some() || cfg.retries > 0 {
+            return None;
+        }
+        let pool = ProcessPool {
+            shared: self.shared.clone(),
+            owns: false,
+        };
+        Some(Arc::new(move |items| pool.submit_packed(items)))
+    }
+}
+
+impl ProcessPool {
+    /// A `map` chunk as packed tasks (`map::chunk`): its inputs encoded end
+    /// to end, cut where the next would pass the frame cap (SEMANTICS 26),
+    /// one record (`Sink`) for their outcomes. An input that does not
+    /// encode fails on its own; a chunk whose inputs carry shared payloads
+    /// goes as a task per input instead (a packed chunk carries no
+    /// descriptors).
+    fn submit_packed<T: Task>(&self, items: Vec<T>) -> Result<Sent<T::Output>, TaskError> {
+        let fingerprint = task_fingerprint::<T>();
+        if let Err(no) = self.runnable::<T>(fingerprint) {
+            let e = TaskError::NoWorkerCanRun {
+                name: T::NAME.to_owned(),
+                reason: no.reason,
+            };
+            return Ok(Sent::Futures(
+                items.iter().map(|_| Err(e.clone())).collect(),
+            ));
+        }
+        let cfg = &self.shared.cfg;
+        let max_frame = cfg.max_frame as usize;
+        let budget = max_frame.saturating_sub(HEADER_ROOM);
+        let n = items.len();
+        let sink = Sink::<T::Output>::new(n, self.shared.control());
+        let submitted = Instant::now();
+        let mut parts: Vec<(Vec<u8>, Vec<u32>)> = Vec::new();
+        let mut payload = Vec::new();
+        let mut slots = Vec::with_capacity(n);
+        let mut one = Vec::new();
+        for (i, task) in items.iter().enumerate() {
+            one.clear();
+            let (encoded, shared) =
+                crate::shared::encode_with(cfg.shared_mode(), cfg.max_frame.into(), || {
+                    codec::encode_into(task, &mut one)
+                });
+            if !shared.files.is_empty() {
+                return sealed::Sealed::submit_chunk(self, items).map(Sent::Futures);
+            }
+            let failed = match (shared.error, encoded) {
+                (Some(e), _) => Some(e.to_string()),
+                (None, Err(e)) => Some(e.to_string()),
+                (None, Ok(_)) if one.len() + HEADER_ROOM > max_frame => Some(format!(
+                    "input of {} bytes does not fit the pool's {max_frame}-byte frame cap (raise max_frame_bytes)",
+                    one.len()
+                )),
+                (None, Ok(_)) => None,
+            };
+            if let Some(message) = failed {
+                sink.put(
+                    i,
+                    Err(TaskError::Encode {
+                        side: crate::error::Side::Parent,
+                        type_name: type_name::<T>().to_owned(),
+                        message,
+                    }),
+                );
+                continue;
+            }
+            if !slots.is_empty() && payload.len() + 4 + one.len() > budget {
+                parts.push((std::mem::take(&mut payload), std::mem::take(&mut slots)));
+            }
+            if payload.is_empty() {
+                payload.reserve((n - i) * (one.len() + 4));
+            }
+            procpool_wire::message::pack_input(&mut payload, &one);
+            slots.push(i as u32);
+        }
+        if !slots.is_empty() {
+            parts.push((payload, slots));
+        }
+        if parts.is_empty() {
+            return Ok(Sent::Chunk(sink));
+        }
+        let encode = submitted.elapsed();
+        let batches = parts
+            .into_iter()
+            .map(|(payload, slots)| {
+                let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+                let k = slots.len();
+                let part = Part::new(
+                    sink.clone(),
+                    slots,
+                    id,
+                    T::NAME,
+                    type_name::<T>(),
+                    type_name::<T::Output>(),
+                );
+                vec![Item {
+                    meta: Meta {
+                        id,
+                        name: T::NAME,
+                        fingerprint,
+                        input_type: type_name::<T>(),
+                        output_type: type_name::<T::Output>(),
+                        future: part,
+                        submitted,
+                        encode: encode.mul_f64(k as f64 / n as f64),
+                        bytes_out: payload.len() as u64,
+                        timeout: None,
+                        retries: 0,
+                        items: k as u32,
+                        files: Vec::new(),
+                        span: tracing::debug_span!(
+                            target: "procpool::task",
+                            "chunk",
+                            task.id = id,
+                            task.name = T::NAME,
+                            items = k,
+                            worker.id = tracing::field::Empty,
+                            worker.pid = tracing::field::Empty,
+                            bytes.out = payload.len() as u64,
+                        ),
+                    },
+                    payload: Arc::new(payload),
+                }]
+            })
+            .collect();
+        match dispatch::enqueue_all(&self.shared, batches) {
+            Ok(()) => Ok(Sent::Chunk(sink)),
+            Err(Refusal::Shutdown) => Err(TaskError::Shutdown),
+            Err(Refusal::Broken(reason)) => Err(TaskError::Broken { reason }),
+        }
     }
 }
 

@@ -11,12 +11,14 @@ use procpool_wire::message::{Outcome, PayloadFds, ToParent, WorkerTiming, decode
 
 use super::handle::{
     Note, Noted, lost, on_notes, on_withdrawn, protocol_error, tampered, task_error,
+    task_error_named,
 };
 use super::state::{Assigned, Shared};
 use crate::cost::Cost;
 use crate::error::TaskError;
 use crate::link::frames::{FrameFdError, SocketReader, next_frame_fds};
 use crate::link::ring;
+use crate::lock::lock;
 use crate::task::Input;
 
 /// What to do after a message.
@@ -48,6 +50,8 @@ pub(super) fn read_loop(
         generation,
         pid,
         run: Default::default(),
+        chunk: Default::default(),
+        now: std::cell::Cell::new(Instant::now()),
     };
     // Stopped at a marker: the note it stands for is on the socket.
     let mut at_marker = false;
@@ -168,11 +172,14 @@ impl Spin {
             return false;
         }
         let until = crate::deadline::after(self.limit);
+        let mut look = 0u32;
         loop {
+            look = look.wrapping_add(1);
             if r.has_data() {
                 return true;
             }
-            if crate::deadline::passed(until) {
+            // The clock every few looks: a read of it costs more than a look.
+            if look.is_multiple_of(8) && crate::deadline::passed(until) {
                 self.pays = false;
                 return false;
             }
@@ -203,6 +210,22 @@ struct Reading<'a> {
     pid: u32,
     /// The run of ring records being acted on (kept for its buffers).
     run: std::cell::RefCell<Bodies>,
+    /// The packed chunk the last `Item` note was for (its notes come one
+    /// after another: the pool lock is taken once per chunk to find it).
+    chunk: std::cell::RefCell<Option<Held>>,
+    /// When the run being handled was taken out of the ring (one clock
+    /// read per run: a packed chunk's inputs' `total` is counted to it).
+    now: std::cell::Cell<Instant>,
+}
+
+/// A packed chunk being reported, as the reader keeps it.
+struct Held {
+    id: procpool_wire::TaskId,
+    part: std::sync::Arc<dyn crate::future::ResolveBytes>,
+    submitted: Instant,
+    /// Encoding time and bytes per input (the chunk's, shared out).
+    encode: Duration,
+    bytes_out: u64,
 }
 
 impl Reading<'_> {
@@ -257,6 +280,14 @@ impl Reading<'_> {
     /// no descriptors: a note that declares some is a protocol error).
     /// Consecutive notes are acted on together (see [`Reading::notes`]).
     fn handle_run(&self, run: &Bodies) -> Flow {
+        self.now.set(Instant::now());
+        let flow = self.handle_run_quietly(run);
+        self.wake_chunk();
+        flow
+    }
+
+    /// [`handle_run`](Self::handle_run) before the map is woken.
+    fn handle_run_quietly(&self, run: &Bodies) -> Flow {
         let mut held = Vec::new();
         for body in run.iter() {
             match decode_message_fds::<ToParent>(body, Vec::new()) {
@@ -264,6 +295,18 @@ impl Reading<'_> {
                     let note = matches!(msg, ToParent::Started { .. } | ToParent::Finished { .. });
                     if note && msg.generation() == self.generation {
                         held.push((msg, payloads));
+                        continue;
+                    }
+                    if let ToParent::Item { .. } = msg
+                        && msg.generation() == self.generation
+                    {
+                        // After the notes before it (its chunk's `Started`).
+                        if let Flow::Stop = self.notes(std::mem::take(&mut held)) {
+                            return Flow::Stop;
+                        }
+                        if let Flow::Stop = self.item(msg, payloads) {
+                            return Flow::Stop;
+                        }
                         continue;
                     }
                     if let Flow::Stop = self.notes(std::mem::take(&mut held)) {
@@ -289,6 +332,15 @@ impl Reading<'_> {
             }
         }
         self.notes(held)
+    }
+
+    /// Wakes the map whose chunk the last `Item` notes were for.
+    fn wake_chunk(&self) {
+        if let Some(h) = self.chunk.borrow().as_ref()
+            && let Some(c) = h.part.as_chunk()
+        {
+            c.wake();
+        }
     }
 
     /// Acts on a run of `Started` / `Finished` notes of this generation:
@@ -366,6 +418,12 @@ impl Reading<'_> {
         match msg {
             ToParent::Started { .. } | ToParent::Finished { .. } => {
                 return self.notes(vec![(msg, payloads)]);
+            }
+            ToParent::Item { .. } => {
+                self.now.set(Instant::now());
+                let flow = self.item(msg, payloads);
+                self.wake_chunk();
+                return flow;
             }
             ToParent::Withdrawn { id, withdrawn, .. } => on_withdrawn(shared, idx, id, withdrawn),
             ToParent::Heartbeat { .. } | ToParent::Wake { .. } => {}
@@ -454,6 +512,97 @@ impl Reading<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Reading<'_> {
+    /// One input of a packed chunk ended: its outcome goes straight into
+    /// the chunk's sink (no pool lock, but once per chunk to find it).
+    fn item(&self, msg: ToParent, payloads: Vec<PayloadFds<'_>>) -> Flow {
+        let ToParent::Item {
+            id,
+            index,
+            outcome,
+            timing,
+            ..
+        } = msg
+        else {
+            return Flow::Go;
+        };
+        let shared = self.shared;
+        let mut cache = self.chunk.borrow_mut();
+        if cache.as_ref().is_none_or(|h| h.id != id) {
+            if let Some(c) = cache.as_ref().and_then(|h| h.part.as_chunk()) {
+                c.wake();
+            }
+            let st = lock(&shared.state);
+            *cache = st.slots[self.idx].inflight.get(&id).map(|a| {
+                let n = a.meta.items.max(1);
+                Held {
+                    id,
+                    part: a.meta.future.clone(),
+                    submitted: a.meta.submitted,
+                    encode: a.meta.encode / n,
+                    bytes_out: a.meta.bytes_out / u64::from(n),
+                }
+            });
+        }
+        let Some(held) = cache.as_ref() else {
+            tracing::warn!(target: "procpool::pool", { worker.id = self.idx, task.id = id },
+                "result of an input of an unknown chunk dropped");
+            return Flow::Go;
+        };
+        let Some(chunk) = held.part.as_chunk() else {
+            drop(cache);
+            protocol_error(
+                shared,
+                self.idx,
+                self.generation,
+                self.pid,
+                format!("an input's result for task {id}, which is not a chunk"),
+            );
+            return Flow::Stop;
+        };
+        let done = match outcome {
+            Outcome::Ok { .. } => {
+                let (bytes, fds) = payloads.into_iter().next().unwrap_or((&[], Vec::new()));
+                let cost = Cost {
+                    encode_input: held.encode,
+                    bytes_out: held.bytes_out,
+                    queue_wait: Duration::from_nanos(timing.queue_ns),
+                    decode_input: Duration::from_nanos(timing.decode_ns),
+                    run: Duration::from_nanos(timing.run_ns),
+                    encode_output: Duration::from_nanos(timing.encode_ns),
+                    bytes_back: bytes.len() as u64,
+                    total: self.now.get().saturating_duration_since(held.submitted),
+                    ..Cost::default()
+                };
+                let output = Input {
+                    bytes,
+                    fds,
+                    mode: shared.cfg.shared_mode(),
+                    limit: u64::from(shared.cfg.max_frame),
+                };
+                chunk.item_ok(index, output, self.idx, cost, &shared.stats)
+            }
+            other => {
+                let (name, input_type, output_type) = chunk.types();
+                let mut err = task_error_named(other, name, input_type, output_type);
+                if let TaskError::Protocol { worker, .. } = &mut err {
+                    *worker = self.idx;
+                }
+                shared.stats.record(None);
+                chunk.item_failed(index, err)
+            }
+        };
+        drop(cache);
+        match done {
+            Ok(()) => Flow::Go,
+            Err(message) => {
+                protocol_error(shared, self.idx, self.generation, self.pid, message);
+                Flow::Stop
+            }
+        }
     }
 }
 

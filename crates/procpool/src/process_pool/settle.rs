@@ -11,7 +11,7 @@ use procpool_wire::Generation;
 
 use super::cancel::CancelWait;
 use super::dispatch;
-use super::item::{Batch, Item};
+use super::item::{Batch, Item, Meta};
 use super::launch::Launcher;
 use super::outbox::flush_all;
 use super::policy::{Death, Decision, Policy, PoolNow, Streaks, is_crash, jitter};
@@ -19,6 +19,7 @@ use super::state::{Assigned, KillReason, Phase, PoolState, Shared, SlotStatus, S
 use crate::error::{Exit, TaskError};
 use crate::future::{Release, ResolveBytes};
 use crate::lock::lock;
+use crate::map::chunk::Chunk;
 
 /// The pool's restart policy.
 pub(super) fn policy(shared: &Shared) -> Policy {
@@ -65,8 +66,13 @@ pub(super) fn settle(
             Some(KillReason::Lost) => Exit::Lost,
             _ => exit,
         };
-        let had_running =
-            settle_tasks(&mut st, idx, held, kill.as_ref(), exit, pid_shown, &mut out);
+        let gone = Gone {
+            idx,
+            kill: kill.as_ref(),
+            exit,
+            pid: pid_shown,
+        };
+        let had_running = settle_tasks(&mut st, gone, held, &mut out, &shared.next_id);
         let crash = is_crash(kill.as_ref());
         let start_error = st.slots[idx]
             .start_error
@@ -220,13 +226,17 @@ struct Resolved {
 /// it was running a task.
 fn settle_tasks(
     st: &mut PoolState,
-    idx: usize,
+    gone: Gone<'_>,
     held: Vec<Assigned>,
-    kill: Option<&KillReason>,
-    exit: Exit,
-    pid_shown: u32,
     out: &mut Resolved,
+    next_id: &std::sync::atomic::AtomicU64,
 ) -> bool {
+    let Gone {
+        idx,
+        kill,
+        exit,
+        pid: pid_shown,
+    } = gone;
     let stopping = matches!(st.phase, Phase::Stopping | Phase::Stopped);
     let broken_now = st.broken.clone();
     let mut requeue = Vec::new();
@@ -273,6 +283,25 @@ fn settle_tasks(
                     task: Some(a.meta.name.to_owned()),
                 },
             };
+            if let Some(chunk) = a.meta.future.as_chunk() {
+                // A packed chunk: the inputs it reported stand, the one
+                // running fails (below); those after it never began.
+                let ran = chunk.ended();
+                let rest = (ran + 1).min(chunk.len());
+                if rest < chunk.len() {
+                    if let Some(r) = &broken_now {
+                        chunk.fail_from(rest, TaskError::Broken { reason: r.clone() });
+                    } else if stopping {
+                        chunk.fail_from(rest, TaskError::Cancelled);
+                    } else {
+                        let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        requeue.push(Batch {
+                            id: u64::MAX / 2 - id,
+                            items: vec![rest_of_chunk(&a, chunk, rest, id)],
+                        });
+                    }
+                }
+            }
             out.failures.push((a.meta.future, err));
         } else if let Some(w) = st.cancels.remove(&a.meta.id) {
             // A withdrawn-but-unconfirmed task never ran: the cancel stands.
@@ -303,6 +332,47 @@ fn settle_tasks(
         st.queue.push_front(batch);
     }
     had_running
+}
+
+/// Which worker died, why, and how.
+struct Gone<'a> {
+    idx: usize,
+    kill: Option<&'a KillReason>,
+    exit: Exit,
+    /// Its pid, as the errors show it (0: unknown).
+    pid: u32,
+}
+
+/// The inputs of a packed chunk from `from` on, as a new chunk (task
+/// `id`) for the queue; the old part is cut before them.
+fn rest_of_chunk(a: &Assigned, chunk: &dyn Chunk, from: usize, id: u64) -> Item {
+    let ranges = procpool_wire::message::unpack_inputs(&a.payload, a.meta.items)
+        .expect("the pool packed this chunk itself");
+    let mut payload = Vec::new();
+    for r in &ranges[from..] {
+        procpool_wire::message::pack_input(&mut payload, &a.payload[r.clone()]);
+    }
+    let n = (ranges.len() - from) as u32;
+    let m = &a.meta;
+    Item {
+        meta: Meta {
+            id,
+            name: m.name,
+            fingerprint: m.fingerprint,
+            input_type: m.input_type,
+            output_type: m.output_type,
+            future: chunk.split(from, id),
+            submitted: m.submitted,
+            encode: m.encode,
+            bytes_out: payload.len() as u64,
+            timeout: m.timeout,
+            retries: m.retries,
+            items: n,
+            files: Vec::new(),
+            span: m.span.clone(),
+        },
+        payload: Arc::new(payload),
+    }
 }
 
 #[cfg(test)]

@@ -191,6 +191,24 @@ pub(super) fn execute(
                 } else {
                     send_pending(shared, notes, &mut pending, None, &mut spare);
                 }
+                if header.items > 0 {
+                    pending = Some(run_chunk(
+                        shared,
+                        registry,
+                        &mut ctx,
+                        Chunk {
+                            header: &header,
+                            frame: &frame[range],
+                            arrived,
+                            max_frame,
+                        },
+                        notes,
+                        &mut spare,
+                        &mut rss,
+                    ));
+                    recycle_frame(shared, frame);
+                    continue;
+                }
                 let span = tracing::debug_span!(
                     target: "procpool::worker",
                     "task",
@@ -274,4 +292,132 @@ pub(super) fn execute(
             }
         }
     }
+}
+
+/// A packed chunk of a `map` (see `TaskHeader::items`).
+struct Chunk<'a> {
+    header: &'a procpool_wire::message::TaskHeader,
+    /// The packed inputs.
+    frame: &'a [u8],
+    arrived: Instant,
+    max_frame: u32,
+}
+
+/// Runs a packed chunk's inputs in order. Each input's outcome is sent as
+/// an `Item` note before the next begins (so a crash costs only the input
+/// that was running); the chunk's own `Finished` is handed back, to be
+/// sent with whatever comes next.
+fn run_chunk(
+    shared: &WorkerShared,
+    registry: &Registry,
+    ctx: &mut WorkerContext,
+    chunk: Chunk<'_>,
+    notes: &mut Notes,
+    spare: &mut Vec<u8>,
+    rss: &mut PeakRss,
+) -> Outgoing {
+    let Chunk {
+        header,
+        frame,
+        arrived,
+        max_frame,
+    } = chunk;
+    let ranges = match procpool_wire::message::unpack_inputs(frame, header.items) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("procpool-worker: bad chunk from the pool: {e}");
+            std::process::exit(3);
+        }
+    };
+    let span = tracing::debug_span!(
+        target: "procpool::worker",
+        "chunk",
+        task.id = header.id,
+        task.name = &*header.name,
+        items = header.items,
+    );
+    let _in_span = span.enter();
+    let mut pending: Option<Outgoing> = None;
+    let mut start = Instant::now();
+    let mut queue_ns = crate::task::nanos_between(arrived, start);
+    for (index, range) in ranges.into_iter().enumerate() {
+        send_pending(shared, notes, &mut pending, None, spare);
+        let mut out = std::mem::take(spare);
+        out.clear();
+        let input = Input {
+            bytes: &frame[range],
+            fds: Vec::new(),
+            mode: shared.shared_mode,
+            limit: u64::from(max_frame),
+        };
+        let ran = registry.run(
+            &header.name,
+            header.fingerprint,
+            input,
+            ctx,
+            &mut out,
+            start,
+        );
+        let mut outcome = ran.outcome;
+        if let Outcome::Ok { .. } = outcome
+            && out.len() > max_frame as usize - 1024
+        {
+            outcome = Outcome::Encode {
+                message: format!(
+                    "output of {} bytes exceeds the pool's {max_frame}-byte frame cap (raise max_frame_bytes)",
+                    out.len()
+                ),
+                worker_type: header.name.to_string(),
+            };
+        }
+        let ok = matches!(outcome, Outcome::Ok { .. });
+        let payloads = if ok {
+            vec![out]
+        } else {
+            *spare = out;
+            Vec::new()
+        };
+        let files: Vec<SendFd> = if ok {
+            ran.files.into_iter().map(|f| f as SendFd).collect()
+        } else {
+            Vec::new()
+        };
+        let msg = ToParent::Item {
+            generation: shared.generation,
+            id: header.id,
+            index: index as u32,
+            outcome,
+            timing: WorkerTiming {
+                queue_ns,
+                decode_ns: ran.decode_ns,
+                run_ns: ran.run_ns,
+                encode_ns: ran.encode_ns,
+                peak_rss_bytes: rss.peak(ran.run_ns > 1_000_000),
+            },
+        };
+        pending = Some(
+            encode_message(&msg, payloads)
+                .expect("procpool's own messages always encode")
+                .with_fds(files),
+        );
+        // The next input starts where this one's encoding ended.
+        let next = Instant::now();
+        queue_ns = 0;
+        start = next;
+    }
+    send_pending(shared, notes, &mut pending, None, spare);
+    let done = ToParent::Finished {
+        generation: shared.generation,
+        id: header.id,
+        outcome: Outcome::Ok { len: 0, fds: 0 },
+        timing: WorkerTiming {
+            queue_ns: 0,
+            decode_ns: 0,
+            run_ns: 0,
+            encode_ns: 0,
+            peak_rss_bytes: rss.peak(false),
+        },
+    };
+    // `Ok` with an empty output: the outputs went with the `Item` notes.
+    encode_message(&done, vec![Vec::<u8>::new()]).expect("procpool's own messages always encode")
 }

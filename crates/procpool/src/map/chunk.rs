@@ -1,0 +1,609 @@
+//! One record per chunk of a process pool's `map` (issue 14), instead of a
+//! `TaskFuture` per input.
+//!
+//! A chunk travels as one packed task (`TaskHeader::items`): the pool
+//! books one task, the worker reports each input with an `Item` note before
+//! it begins the next (so a crash still costs only the running input), and
+//! the pool's reader puts each outcome straight into the chunk's [`Sink`],
+//! without the pool lock. The `Map` that submitted the chunk waits on the
+//! sink and takes the outcomes out in order (`map`) or as they come
+//! (`map_unordered`, through its `DoneQueue`).
+//!
+//! What the pool sees of a chunk is a [`Part`]: the inputs of the sink it
+//! carries, in the order the worker numbers them. A worker that dies in the
+//! middle of a part fails the running input; the inputs after it go back
+//! to the queue as a new part (a new task id, registered with the sink so
+//! that a dropped `Map` can still cancel it).
+//!
+//! # Locks
+//!
+//! `Sink::inner` is a leaf: nothing else is taken while it is held, and
+//! nobody waiting on it holds another lock. Watchers (`DoneQueue`) are told
+//! after it is released.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+
+use procpool_wire::TaskId;
+use procpool_wire::codec;
+
+use crate::cost::{Cost, StatsCollector};
+use crate::error::{Side, TaskError};
+use crate::future::{Control, Release, Resolve, ResolveBytes, TaskFuture, Watch};
+use crate::lock::lock;
+use crate::task::Input;
+
+/// What a packed submit made of a chunk: one record for all its inputs,
+/// or (for inputs a packed chunk cannot carry) a future per input.
+pub enum Sent<O> {
+    Futures(Vec<Result<TaskFuture<O>, TaskError>>),
+    Chunk(Arc<Sink<O>>),
+}
+
+/// Outputs from this size up have their decoding timed.
+const TIMED_OUTPUT: usize = 256;
+
+enum Slot<O> {
+    Waiting,
+    /// Its outcome, and its cost when it ran (auto chunking samples it).
+    Done(Result<O, TaskError>, Option<Cost>),
+    Taken,
+}
+
+struct Inner<O> {
+    slots: Vec<Slot<O>>,
+    /// The task ids of the parts sent for this sink (a dropped `Map`
+    /// cancels them).
+    parts: Vec<TaskId>,
+    /// Threads blocked on `cond`.
+    waiters: u32,
+    /// Told `base + index` as each input ends (`map_unordered`).
+    watch: Option<(Arc<dyn Watch>, usize)>,
+    /// Inputs ended quietly (by the pool's reader, which wakes the map once
+    /// per run of notes: a wake-up per input cost more than the input).
+    unwoken: Vec<usize>,
+}
+
+/// The outcomes of one chunk of a `map`, by input index.
+pub struct Sink<O> {
+    inner: Mutex<Inner<O>>,
+    cond: Condvar,
+    control: Arc<dyn Control>,
+}
+
+impl<O: Send + 'static> Sink<O> {
+    pub(crate) fn new(n: usize, control: Arc<dyn Control>) -> Arc<Sink<O>> {
+        Arc::new(Sink {
+            inner: Mutex::new(Inner {
+                slots: (0..n).map(|_| Slot::Waiting).collect(),
+                parts: Vec::new(),
+                waiters: 0,
+                watch: None,
+                unwoken: Vec::new(),
+            }),
+            cond: Condvar::new(),
+            control,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.inner).slots.len()
+    }
+
+    /// Ends input `index` (if it has not ended yet).
+    pub(crate) fn put(&self, index: usize, outcome: Result<O, TaskError>) {
+        self.put_many(std::iter::once((index, outcome)));
+    }
+
+    fn put_cost(&self, index: usize, outcome: Result<O, TaskError>, cost: Cost) {
+        let mut g = lock(&self.inner);
+        if let Some(slot @ Slot::Waiting) = g.slots.get_mut(index) {
+            *slot = Slot::Done(outcome, Some(cost));
+            g.unwoken.push(index);
+        }
+    }
+
+    fn put_many(&self, outcomes: impl Iterator<Item = (usize, Result<O, TaskError>)>) {
+        self.put_quietly(outcomes);
+        self.wake();
+    }
+
+    /// Ends inputs without waking the map yet (see [`Sink::wake`]).
+    fn put_quietly(&self, outcomes: impl Iterator<Item = (usize, Result<O, TaskError>)>) {
+        let mut g = lock(&self.inner);
+        for (index, outcome) in outcomes {
+            if let Some(slot @ Slot::Waiting) = g.slots.get_mut(index) {
+                *slot = Slot::Done(outcome, None);
+                g.unwoken.push(index);
+            }
+        }
+    }
+
+    /// Wakes the map for the inputs ended quietly: once, however many.
+    fn wake(&self) {
+        let (told, waiters, watch) = {
+            let mut g = lock(&self.inner);
+            if g.unwoken.is_empty() {
+                return;
+            }
+            let told = std::mem::take(&mut g.unwoken);
+            (told, g.waiters, g.watch.clone())
+        };
+        if waiters > 0 {
+            self.cond.notify_all();
+        }
+        if let Some((w, base)) = watch {
+            w.done_many(&mut told.into_iter().map(|i| base + i));
+        }
+    }
+
+    /// Tells `w` (with `base + index`) of every input as it ends, and at
+    /// once of those already ended.
+    pub(crate) fn watch(&self, w: Arc<dyn Watch>, base: usize) {
+        let ended: Vec<usize> = {
+            let mut g = lock(&self.inner);
+            g.watch = Some((w.clone(), base));
+            // Those ended quietly are told at the next wake.
+            g.slots
+                .iter()
+                .enumerate()
+                .filter(|&(i, s)| matches!(s, Slot::Done(..)) && !g.unwoken.contains(&i))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        for index in ended {
+            w.done(base + index);
+        }
+    }
+
+    /// Waits until input `index` has ended; `false` if `until` passed
+    /// first (`None`: no limit).
+    pub(crate) fn wait(&self, index: usize, until: Option<Instant>) -> bool {
+        let mut g = lock(&self.inner);
+        loop {
+            if !matches!(g.slots.get(index), Some(Slot::Waiting)) {
+                return true;
+            }
+            g.waiters += 1;
+            let woken = match until {
+                None => self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        g.waiters -= 1;
+                        return false;
+                    }
+                    self.cond
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            g = woken;
+            g.waiters -= 1;
+        }
+    }
+
+    /// Takes input `index`'s outcome, if it has ended (once).
+    #[cfg(test)]
+    pub(crate) fn take(&self, index: usize) -> Option<Result<O, TaskError>> {
+        self.take_with_cost(index).map(|(r, _)| r)
+    }
+
+    /// [`take`](Self::take), with the input's cost if it ran.
+    pub(crate) fn take_with_cost(
+        &self,
+        index: usize,
+    ) -> Option<(Result<O, TaskError>, Option<Cost>)> {
+        let mut g = lock(&self.inner);
+        let slot = g.slots.get_mut(index)?;
+        match std::mem::replace(slot, Slot::Taken) {
+            Slot::Done(r, c) => Some((r, c)),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// Withdraws every part not begun (a dropped or timed-out `Map`): their
+    /// inputs end `Cancelled`; parts already running finish, their outputs
+    /// discarded. Blocks until the workers holding prefetched parts have
+    /// answered (as cancelling their futures would).
+    pub(crate) fn cancel(&self) {
+        let parts = lock(&self.inner).parts.clone();
+        if !parts.is_empty() {
+            self.control.cancel_many(&parts);
+        }
+    }
+
+    fn add_part(&self, id: TaskId) {
+        lock(&self.inner).parts.push(id);
+    }
+}
+
+/// A part of a chunk as the pool books it: input `i` of the packed task is
+/// input `slots[i]` of the sink. Its inputs from `live` on have gone to
+/// another part (after a crash).
+pub(crate) struct Part<O> {
+    sink: Arc<Sink<O>>,
+    slots: Vec<u32>,
+    live: AtomicUsize,
+    /// The task's `NAME` and types, for error messages.
+    name: &'static str,
+    input_type: &'static str,
+    output_type: &'static str,
+    out: PhantomData<fn() -> O>,
+}
+
+impl<O: DeserializeOwned + Send + 'static> Part<O> {
+    /// A part carrying `slots` of `sink`, booked as task `id`.
+    pub(crate) fn new(
+        sink: Arc<Sink<O>>,
+        slots: Vec<u32>,
+        id: TaskId,
+        name: &'static str,
+        input_type: &'static str,
+        output_type: &'static str,
+    ) -> Arc<Part<O>> {
+        sink.add_part(id);
+        let live = AtomicUsize::new(slots.len());
+        Arc::new(Part {
+            sink,
+            slots,
+            live,
+            name,
+            input_type,
+            output_type,
+            out: PhantomData,
+        })
+    }
+
+    fn live(&self) -> &[u32] {
+        &self.slots[..self.live.load(Ordering::Acquire).min(self.slots.len())]
+    }
+
+    fn fail_all(&self, err: &TaskError) {
+        self.sink.put_many(
+            self.live()
+                .iter()
+                .map(|&s| (s as usize, Err(err.clone())))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+    }
+}
+
+/// What the pool's reader and `settle` need of a part without knowing its
+/// output type.
+pub(crate) trait Chunk: Send + Sync {
+    /// Inputs in this part.
+    fn len(&self) -> usize;
+    /// Inputs of this part, from the first, that have ended.
+    fn ended(&self) -> usize;
+    /// The worker reported input `index` (of this part) as `Ok`: decodes
+    /// its output and ends it. `Err` if the worker broke the protocol (a
+    /// bad index or a bad shared-payload reference; the input then fails
+    /// with `Protocol`).
+    fn item_ok(
+        &self,
+        index: u32,
+        output: Input<'_>,
+        worker: usize,
+        cost: Cost,
+        stats: &StatsCollector,
+    ) -> Result<(), String>;
+    /// The worker reported input `index` as failed.
+    fn item_failed(&self, index: u32, err: TaskError) -> Result<(), String>;
+    /// Wakes the map for the inputs `item_ok` / `item_failed` ended (they
+    /// do not: the reader calls this once per run of notes).
+    fn wake(&self);
+    /// `(name, input type, output type)` of the task, for error messages.
+    fn types(&self) -> (&'static str, &'static str, &'static str);
+    /// Cuts this part after its first `keep` inputs; the rest become a new
+    /// part booked as task `id`.
+    fn split(&self, keep: usize, id: TaskId) -> Arc<dyn ResolveBytes>;
+    /// Ends this part's inputs from `from` on with `err` (the rest of a
+    /// part whose worker died, when it cannot go back to the queue).
+    fn fail_from(&self, from: usize, err: TaskError);
+}
+
+impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
+    fn len(&self) -> usize {
+        self.live().len()
+    }
+
+    fn ended(&self) -> usize {
+        let g = lock(&self.sink.inner);
+        self.live()
+            .iter()
+            .take_while(|&&s| !matches!(g.slots.get(s as usize), Some(Slot::Waiting)))
+            .count()
+    }
+
+    fn item_ok(
+        &self,
+        index: u32,
+        output: Input<'_>,
+        worker: usize,
+        mut cost: Cost,
+        stats: &StatsCollector,
+    ) -> Result<(), String> {
+        let Some(&slot) = self.live().get(index as usize) else {
+            return Err(format!(
+                "a result for input {index} of a chunk of {}",
+                self.len()
+            ));
+        };
+        // A clock read costs more than decoding a small output: those are
+        // not timed (their `decode_output` is zero).
+        let t = (output.bytes.len() >= TIMED_OUTPUT).then(Instant::now);
+        let bytes = output.bytes;
+        let (decoded, shared_error) =
+            crate::shared::decode_with(output.mode, output.fds, output.limit, || {
+                codec::decode::<O>(bytes)
+            });
+        if let Some(t) = t {
+            cost.decode_output = t.elapsed();
+        }
+        let cost = cost.with_remainder();
+        let (outcome, violation) = match decoded {
+            Ok(v) => {
+                stats.record(Some(&cost));
+                self.sink.put_cost(slot as usize, Ok(v), cost);
+                return Ok(());
+            }
+            Err(e) => {
+                stats.record(None);
+                match shared_error {
+                    Some(crate::shared::SharedError::BadReference(message)) => {
+                        let message = format!("bad shared-payload reference: {message}");
+                        (
+                            Err(TaskError::Protocol {
+                                worker,
+                                message: message.clone(),
+                            }),
+                            Some(message),
+                        )
+                    }
+                    other => (
+                        Err(TaskError::Decode {
+                            side: Side::Parent,
+                            type_name: std::any::type_name::<O>().to_owned(),
+                            message: other.map_or_else(|| e.to_string(), |o| o.to_string()),
+                        }),
+                        None,
+                    ),
+                }
+            }
+        };
+        self.sink
+            .put_quietly(std::iter::once((slot as usize, outcome)));
+        violation.map_or(Ok(()), Err)
+    }
+
+    fn item_failed(&self, index: u32, err: TaskError) -> Result<(), String> {
+        let Some(&slot) = self.live().get(index as usize) else {
+            return Err(format!(
+                "a result for input {index} of a chunk of {}",
+                self.len()
+            ));
+        };
+        self.sink
+            .put_quietly(std::iter::once((slot as usize, Err(err))));
+        Ok(())
+    }
+
+    fn wake(&self) {
+        self.sink.wake();
+    }
+
+    fn types(&self) -> (&'static str, &'static str, &'static str) {
+        (self.name, self.input_type, self.output_type)
+    }
+
+    fn split(&self, keep: usize, id: TaskId) -> Arc<dyn ResolveBytes> {
+        let live = self.live().len();
+        let keep = keep.min(live);
+        let rest = self.slots[keep..live].to_vec();
+        self.live.store(keep, Ordering::Release);
+        Part::new(
+            self.sink.clone(),
+            rest,
+            id,
+            self.name,
+            self.input_type,
+            self.output_type,
+        )
+    }
+
+    fn fail_from(&self, from: usize, err: TaskError) {
+        let rest: Vec<_> = self
+            .live()
+            .iter()
+            .skip(from)
+            .map(|&s| (s as usize, Err(err.clone())))
+            .collect();
+        self.sink.put_many(rest.into_iter());
+    }
+}
+
+impl<O: DeserializeOwned + Send + 'static> Resolve for Part<O> {
+    fn mark_running(&self) -> bool {
+        true
+    }
+
+    fn fail(&self, err: TaskError) -> bool {
+        self.fail_all(&err);
+        true
+    }
+
+    fn cancel_begin(&self) -> (bool, Option<Release>) {
+        // The pool asks only for a part that has not begun.
+        self.fail_all(&TaskError::Cancelled);
+        (true, None)
+    }
+}
+
+impl<O: DeserializeOwned + Send + 'static> ResolveBytes for Part<O> {
+    /// The whole part ended: every input was reported with its own note.
+    /// One that was not (a worker that skipped it) fails with `Protocol`.
+    fn complete_bytes(
+        &self,
+        _output: Input<'_>,
+        worker: usize,
+        _cost: Cost,
+        _submitted: Instant,
+        _stats: &StatsCollector,
+    ) -> Option<String> {
+        let missing = {
+            let g = lock(&self.sink.inner);
+            self.live()
+                .iter()
+                .filter(|&&s| matches!(g.slots.get(s as usize), Some(Slot::Waiting)))
+                .count()
+        };
+        if missing == 0 {
+            self.sink.wake();
+            return None;
+        }
+        let message = format!("the worker ended a chunk without reporting {missing} of its inputs");
+        self.fail_all(&TaskError::Protocol {
+            worker,
+            message: message.clone(),
+        });
+        Some(message)
+    }
+
+    fn as_chunk(&self) -> Option<&dyn Chunk> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A sink and its parts without a pool: the reader's and `settle`'s
+    //! calls made by hand.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::cost::StatsCollector;
+
+    /// Records the task ids it is asked to cancel.
+    #[derive(Default)]
+    struct Cancels(Mutex<Vec<TaskId>>);
+
+    impl Control for Cancels {
+        fn cancel(&self, id: u64) -> bool {
+            self.0.lock().unwrap().push(id);
+            true
+        }
+    }
+
+    fn ok(part: &Part<u64>, index: u32, value: u64) {
+        let bytes = codec::encode(&value).unwrap();
+        let input = Input {
+            bytes: &bytes,
+            fds: Vec::new(),
+            mode: crate::shared::Mode::Descriptors,
+            limit: 1 << 20,
+        };
+        part.item_ok(index, input, 0, Cost::default(), &StatsCollector::new())
+            .unwrap();
+    }
+
+    fn sink(n: usize) -> (Arc<Sink<u64>>, Arc<Cancels>) {
+        let cancels = Arc::new(Cancels::default());
+        (Sink::new(n, cancels.clone()), cancels)
+    }
+
+    #[test]
+    fn outcomes_wait_until_the_reader_wakes_the_map() {
+        let (sink, _) = sink(3);
+        let part = Part::new(sink.clone(), vec![0, 1, 2], 7, "t", "I", "u64");
+        ok(&part, 0, 10);
+        // Put quietly: there, but nobody was woken yet.
+        assert!(sink.wait(0, Some(Instant::now())));
+        assert!(!sink.wait(1, Some(Instant::now())));
+        part.wake();
+        assert_eq!(sink.take(0), Some(Ok(10)));
+        assert_eq!(sink.take(0), None, "taken once");
+        assert_eq!(part.ended(), 1);
+    }
+
+    #[test]
+    fn a_crash_splits_the_part_after_the_running_input() {
+        let (sink, cancels) = sink(5);
+        // Input 1 failed to encode: the part carries 0, 2, 3, 4.
+        let part = Part::new(sink.clone(), vec![0, 2, 3, 4], 7, "t", "I", "u64");
+        ok(&part, 0, 100);
+        ok(&part, 1, 102);
+        assert_eq!(part.ended(), 2);
+        // The worker died running its input 2 (sink input 3): 4 goes on.
+        let rest = part.split(3, 8);
+        assert_eq!(part.len(), 3);
+        assert!(part.fail(TaskError::Cancelled));
+        assert_eq!(sink.take(3), Some(Err(TaskError::Cancelled)));
+        assert_eq!(sink.take(4), None, "the rest is the new part's");
+        let rest = rest.as_chunk().unwrap();
+        assert_eq!(rest.len(), 1);
+        rest.item_failed(0, TaskError::Shutdown).unwrap();
+        rest.wake();
+        assert_eq!(sink.take(4), Some(Err(TaskError::Shutdown)));
+        // A dropped map cancels both parts.
+        sink.cancel();
+        assert_eq!(*cancels.0.lock().unwrap(), vec![7, 8]);
+    }
+
+    #[test]
+    fn a_bad_index_is_a_protocol_error_and_a_skipped_input_fails() {
+        let (sink, _) = sink(2);
+        let part = Part::new(sink.clone(), vec![0, 1], 7, "t", "I", "u64");
+        assert!(part.item_failed(2, TaskError::Cancelled).is_err());
+        ok(&part, 0, 1);
+        let empty = Input {
+            bytes: &[],
+            fds: Vec::new(),
+            mode: crate::shared::Mode::Descriptors,
+            limit: 0,
+        };
+        let said = part.complete_bytes(
+            empty,
+            0,
+            Cost::default(),
+            Instant::now(),
+            &StatsCollector::new(),
+        );
+        assert!(said.is_some_and(|m| m.contains("without reporting 1")));
+        assert!(matches!(
+            sink.take(1),
+            Some(Err(TaskError::Protocol { .. }))
+        ));
+    }
+
+    #[test]
+    fn the_unordered_map_hears_each_key_once() {
+        #[derive(Default)]
+        struct Keys(Mutex<Vec<usize>>);
+        impl Watch for Keys {
+            fn done(&self, key: usize) {
+                self.0.lock().unwrap().push(key);
+            }
+        }
+        let (sink, _) = sink(3);
+        let part = Part::new(sink.clone(), vec![0, 1, 2], 7, "t", "I", "u64");
+        ok(&part, 1, 1);
+        part.wake();
+        let keys = Arc::new(Keys::default());
+        sink.watch(keys.clone(), 100);
+        ok(&part, 0, 0);
+        ok(&part, 2, 2);
+        part.wake();
+        assert_eq!(*keys.0.lock().unwrap(), vec![101, 100, 102]);
+    }
+}
