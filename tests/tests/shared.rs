@@ -181,12 +181,14 @@ fn a_worker_dying_with_shared_payloads_leaks_nothing() {
             );
         }
         still_works(&pool);
-        // Back where we were: descriptors exactly, shared memory within a
+        // Back where we were: no descriptor more, shared memory within a
         // quarter of the payload (other processes on the machine use some).
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             let (now_fds, now_shm) = (fd_count(), shmem_kib());
-            if now_fds == fds && now_shm < shm + 16 * 1024 {
+            // (At most as many: a descriptor the warm-up left open, such
+            // as a cached buffer's, may close meanwhile; fds 12 -> 11 seen.)
+            if now_fds <= fds && now_shm < shm + 16 * 1024 {
                 break;
             }
             assert!(
