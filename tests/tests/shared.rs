@@ -162,6 +162,7 @@ fn a_worker_dying_with_shared_payloads_leaks_nothing() {
         );
         drop(warm);
         let fds = fd_count();
+        let before = fd_links();
         let shm = shmem_kib();
         {
             let held = SharedBytes::from(vec![7; 64 << 20]);
@@ -193,7 +194,9 @@ fn a_worker_dying_with_shared_payloads_leaks_nothing() {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "fds {fds} -> {now_fds}, Shmem {shm} KiB -> {now_shm} KiB"
+                "fds {fds} -> {now_fds}, Shmem {shm} KiB -> {now_shm} KiB; descriptors before: \
+                 {before:?}, now: {:?}",
+                fd_links()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -311,4 +314,19 @@ fn more_shared_payloads_than_one_frame_can_carry() {
         assert_eq!(pool.worker_pids(), pids);
         still_works(&pool);
     });
+}
+
+/// This process's descriptors and what they point at, for a failure
+/// message.
+fn fd_links() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let to = std::fs::read_link(e.path()).unwrap_or_default();
+                    format!("{}={}", e.file_name().to_string_lossy(), to.display())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -456,7 +456,10 @@ impl Reading<'_> {
     ) -> Result<(), String> {
         let shared = self.shared;
         shared.recycle_input(a.payload);
-        let meta = a.meta;
+        let mut meta = a.meta;
+        // The input's memory files go before the future resolves: a waiter
+        // woken by it finds none of them still held by the pool.
+        meta.files.clear();
         match outcome {
             Outcome::Ok { .. } => {
                 let (bytes, fds) = payloads.into_iter().next().unwrap_or((&[], Vec::new()));
