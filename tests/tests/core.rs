@@ -351,6 +351,26 @@ fn map_is_ordered_lazy_and_goes_past_failures() {
 }
 
 #[test]
+fn inputs_of_a_chunk_that_do_not_encode_fail_one_by_one() {
+    // A packed chunk with no input that encodes: each is its own `Encode`
+    // error, in its place, and nothing is sent.
+    watchdog(LIMIT, || {
+        let pool = pool(2);
+        let got: Vec<_> = pool
+            .map((0..10).map(|_| BadInput(Unserializable)))
+            .chunksize(4)
+            .collect();
+        assert_eq!(got.len(), 10);
+        for r in &got {
+            assert!(matches!(r, Err(TaskError::Encode { .. })), "{r:?}");
+        }
+        // (One input too large among good ones: `hardening.rs`,
+        // `map_chunks_are_cut_to_fit_the_frame_cap`.)
+        still_works(&pool);
+    });
+}
+
+#[test]
 fn map_unordered_yields_every_result() {
     watchdog(LIMIT, || {
         let pool = pool(2);

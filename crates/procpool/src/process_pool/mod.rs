@@ -499,44 +499,55 @@ impl ProcessPool {
         let mut parts: Vec<(Vec<u8>, Vec<u32>)> = Vec::new();
         let mut payload = Vec::new();
         let mut slots = Vec::with_capacity(n);
-        let mut one = Vec::new();
-        for (i, task) in items.iter().enumerate() {
-            one.clear();
-            let (encoded, shared) =
-                crate::shared::encode_with(cfg.shared_mode(), cfg.max_frame.into(), || {
-                    codec::encode_into(task, &mut one)
-                });
-            if !shared.files.is_empty() {
-                return sealed::Sealed::submit_chunk(self, items).map(Sent::Futures);
-            }
-            let failed = match (shared.error, encoded) {
-                (Some(e), _) => Some(e.to_string()),
-                (None, Err(e)) => Some(e.to_string()),
-                (None, Ok(_)) if one.len() + HEADER_ROOM > max_frame => Some(format!(
-                    "input of {} bytes does not fit the pool's {max_frame}-byte frame cap (raise max_frame_bytes)",
-                    one.len()
-                )),
-                (None, Ok(_)) => None,
-            };
-            if let Some(message) = failed {
-                sink.put(
-                    i,
-                    Err(TaskError::Encode {
-                        side: crate::error::Side::Parent,
-                        type_name: type_name::<T>().to_owned(),
-                        message,
-                    }),
-                );
-                continue;
-            }
-            if !slots.is_empty() && payload.len() + 4 + one.len() > budget {
-                parts.push((std::mem::take(&mut payload), std::mem::take(&mut slots)));
-            }
-            if payload.is_empty() {
-                payload.reserve((n - i) * (one.len() + 4));
-            }
-            procpool_wire::message::pack_input(&mut payload, &one);
-            slots.push(i as u32);
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        // One shared-payload context for the whole chunk (a chunk whose
+        // inputs hold shared payloads goes as a task per input).
+        let ((), shared) = crate::shared::encode_with(
+            cfg.shared_mode(),
+            cfg.max_frame.into(),
+            || {
+                for (i, task) in items.iter().enumerate() {
+                    // Encoded in place, after room for its length.
+                    let at = payload.len();
+                    payload.extend_from_slice(&[0; 4]);
+                    if let Err(e) = codec::encode_into(task, &mut payload) {
+                        payload.truncate(at);
+                        failed.push((i, e.to_string()));
+                        continue;
+                    }
+                    let len = payload.len() - at - 4;
+                    if len + HEADER_ROOM > max_frame {
+                        payload.truncate(at);
+                        failed.push((i, format!(
+                            "input of {len} bytes does not fit the pool's {max_frame}-byte frame cap (raise max_frame_bytes)"
+                        )));
+                        continue;
+                    }
+                    payload[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
+                    if !slots.is_empty() && payload.len() > budget {
+                        // Past the frame cap: this input begins the next part.
+                        let tail = payload.split_off(at);
+                        parts.push((
+                            std::mem::replace(&mut payload, tail),
+                            std::mem::take(&mut slots),
+                        ));
+                    }
+                    slots.push(i as u32);
+                }
+            },
+        );
+        if !shared.files.is_empty() || shared.error.is_some() {
+            return sealed::Sealed::submit_chunk(self, items).map(Sent::Futures);
+        }
+        for (i, message) in failed {
+            sink.put(
+                i,
+                Err(TaskError::Encode {
+                    side: crate::error::Side::Parent,
+                    type_name: type_name::<T>().to_owned(),
+                    message,
+                }),
+            );
         }
         if !slots.is_empty() {
             parts.push((payload, slots));
