@@ -64,6 +64,59 @@ fn a_worker_whose_main_forgot_run_if_worker_refuses_and_the_build_fails_within_a
 }
 
 #[test]
+fn forgetting_run_if_worker_with_the_default_worker_says_to_call_it_within_a_second() {
+    // A copy of the program where no bundled `procpool-worker` is found: not
+    // next to it, not on PATH, no PROCPOOL_WORKER.
+    let dir = std::env::temp_dir().join(format!("procpool-default-{}", std::process::id()));
+    let empty = dir.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let program = dir.join("procpool-first-hour-mistakes");
+    std::fs::copy(MISTAKES, &program).unwrap();
+    let (stdout, code, took) = watchdog(Duration::from_secs(30), move || {
+        let t0 = Instant::now();
+        let out = Command::new(&program)
+            .arg("default")
+            .env("PATH", &empty)
+            .env_remove("PROCPOOL_WORKER")
+            .output()
+            .expect("the copy runs");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.status.code().unwrap_or(-1),
+            t0.elapsed(),
+        )
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("took {took:?}\nstdout: {stdout}");
+    assert_eq!(code, 3, "build() must fail: {stdout}");
+    assert!(stdout.starts_with("BUILD ERROR"), "{stdout}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Display and Debug (what `main` returning `Err` prints) both say
+    // what to add, and where the bundled worker comes from.
+    for form in stdout.lines() {
+        assert!(
+            form.contains("did not call `procpool::worker::run_if_worker`"),
+            "{form}"
+        );
+        assert!(
+            form.contains("procpool::worker::run_if_worker(procpool::Registry::collected());"),
+            "{form}"
+        );
+        assert!(form.contains("first line of `main`"), "{form}");
+        assert!(form.contains("PROCPOOL_WORKER"), "{form}");
+        assert!(!form.contains("cargo install"), "not published: {form}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("DEBUG WorkerNotFound"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn own_tasks_on_the_bundled_worker_are_refused_at_submit_saying_use_current_exe() {
     let (stdout, stderr, code, _) = mistakes(
         "bundled",

@@ -392,6 +392,10 @@ pub enum BuildError {
     WorkerNotFound {
         /// Every place that was tried.
         looked: Vec<PathBuf>,
+        /// What to do (also in `Debug`, which is what `main` returning
+        /// `Err` prints): for the default worker of a program that did not
+        /// call `procpool::worker::run_if_worker`, to call it.
+        fix: String,
     },
     /// The worker process could not be started.
     Spawn {
@@ -432,12 +436,8 @@ impl fmt::Display for BuildError {
         match self {
             BuildError::Config(m) => write!(f, "invalid pool configuration: {m}"),
             BuildError::StartedAsWorker { message } => f.write_str(message),
-            BuildError::WorkerNotFound { looked } => {
-                write!(
-                    f,
-                    "could not find the `procpool-worker` binary (set PROCPOOL_WORKER to its path, \
-                     or `cargo install procpool-worker`); looked in:"
-                )?;
+            BuildError::WorkerNotFound { looked, fix } => {
+                write!(f, "could not find the worker program; {fix}; looked in:")?;
                 for p in looked {
                     write!(f, " {}", p.display())?;
                 }

@@ -6,6 +6,8 @@
 //!   `run_if_worker`. A safety net keeps the old behaviour (each worker
 //!   building its own pool, without end) from running away: a process two
 //!   levels down writes a mark file into `$MISTAKES_MARKS` and exits.
+//! * `default` — the same in the Quickstart's shape: the default worker,
+//!   which is then the bundled one (the test makes sure it is not found).
 //! * `bundled` — own tasks on the bundled worker (`PROCPOOL_WORKER` says
 //!   where it is).
 //! * `inherit`, `discard` — not mistakes: a worker's output passed as is,
@@ -30,8 +32,9 @@ fn say(words: String) {
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    // Every mode but `forgot` is its own worker (a worker gets no mode).
-    if mode != "forgot" {
+    // Every mode but `forgot` and `default` is its own worker (a worker
+    // gets no mode).
+    if mode != "forgot" && mode != "default" {
         procpool::worker::run_if_worker(procpool::Registry::collected());
     }
     let depth: u32 = std::env::var("MISTAKES_DEPTH")
@@ -79,6 +82,20 @@ fn main() {
                 Err(e) => println!("SUBMIT ERROR after {} ms: {e}", t0.elapsed().as_millis()),
             }
         }
+        "default" => {
+            // The mistake in the Quickstart's shape: no `run_if_worker`,
+            // the default worker (then the bundled one, not installed).
+            match ProcessPool::builder().workers(1).build() {
+                Ok(_) => println!("OK built after {} ms", started.elapsed().as_millis()),
+                Err(e) => {
+                    println!(
+                        "BUILD ERROR after {} ms: {e}\nDEBUG {e:?}",
+                        started.elapsed().as_millis()
+                    );
+                    std::process::exit(3);
+                }
+            }
+        }
         "inherit" | "discard" => {
             // Not a mistake: where the workers' output goes.
             let output = if mode == "inherit" {
@@ -101,7 +118,7 @@ fn main() {
             println!("OK {mode}");
         }
         other => {
-            eprintln!("unknown mode `{other}`: forgot | bundled | inherit | discard");
+            eprintln!("unknown mode `{other}`: forgot | default | bundled | inherit | discard");
             std::process::exit(2);
         }
     }

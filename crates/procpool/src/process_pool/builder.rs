@@ -124,11 +124,30 @@ impl WorkerCommand {
     }
 
     fn resolve(&self) -> Result<PathBuf, BuildError> {
-        self.program
-            .clone()
-            .ok_or_else(|| BuildError::WorkerNotFound {
+        self.program.clone().ok_or_else(|| {
+            let bundled = "set PROCPOOL_WORKER to the bundled `procpool-worker` or put it on PATH \
+                           (`cargo build --release -p procpool-worker` in procpool's repository \
+                           builds it; it runs only procpool-tasks' built-in tasks)";
+            let fix = if !self.bundled {
+                "this program's own path is unknown (no /proc/self/exe?): give the worker with \
+                 `WorkerCommand::program(path)`"
+                    .to_owned()
+            } else if crate::link::role::serves_itself() {
+                bundled.to_owned()
+            } else {
+                format!(
+                    "`main()` did not call `procpool::worker::run_if_worker` before `build()`, so \
+                     the default worker is the bundled `procpool-worker`, which was not found. \
+                     To run this program's own tasks (#[procpool::task]) in workers, make it its \
+                     own worker: add `procpool::worker::run_if_worker(procpool::Registry::collected());` \
+                     as the first line of `main`. Or {bundled}"
+                )
+            };
+            BuildError::WorkerNotFound {
                 looked: self.looked.clone(),
-            })
+                fix,
+            }
+        })
     }
 }
 
