@@ -34,6 +34,12 @@
 //!   pool as a protocol error (`TaskError::Protocol`), not as a
 //!   decode error of the user's type.
 //!
+//! One frame carries at most 253 descriptors (Linux's `SCM_MAX_FD`), so
+//! one task's input or output may hold at most 253 distinct shared values
+//! over [`INLINE_MAX`] bytes (the same value twice is one file): the 254th
+//! fails to encode (typed error at submit, or on the future for an
+//! output), and a `map` chunk is cut into frames that fit.
+//!
 //! Both sides count the shared bytes of one payload against the pool's
 //! limit (its `max_frame_bytes`): a payload over it fails to encode (typed
 //! error at submit, or on the future for an output) and a reference over
