@@ -237,18 +237,7 @@ pub(super) fn execute(
                     start,
                 );
                 recycle_frame(shared, frame);
-                let mut outcome = ran.outcome;
-                if let Outcome::Ok { .. } = outcome
-                    && out.len() > max_frame as usize - 1024
-                {
-                    outcome = Outcome::Encode {
-                        message: format!(
-                            "output of {} bytes exceeds the pool's {max_frame}-byte frame cap (raise max_frame_bytes)",
-                            out.len()
-                        ),
-                        worker_type: header.name.to_string(),
-                    };
-                }
+                let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
                 tracing::debug!(
                     target: "procpool::worker",
                     { cost.decode_us = ran.decode_ns / 1000,
@@ -291,6 +280,20 @@ pub(super) fn execute(
                 );
             }
         }
+    }
+}
+
+/// `outcome`, unless it is an output of `len` bytes too large for a frame
+/// under the pool's cap: then an `Encode` error saying so.
+fn within_cap(outcome: Outcome, len: usize, max_frame: u32, name: &str) -> Outcome {
+    match outcome {
+        Outcome::Ok { .. } if len > max_frame as usize - 1024 => Outcome::Encode {
+            message: format!(
+                "output of {len} bytes exceeds the pool's {max_frame}-byte frame cap (raise max_frame_bytes)"
+            ),
+            worker_type: name.to_string(),
+        },
+        other => other,
     }
 }
 
@@ -358,18 +361,7 @@ fn run_chunk(
             &mut out,
             start,
         );
-        let mut outcome = ran.outcome;
-        if let Outcome::Ok { .. } = outcome
-            && out.len() > max_frame as usize - 1024
-        {
-            outcome = Outcome::Encode {
-                message: format!(
-                    "output of {} bytes exceeds the pool's {max_frame}-byte frame cap (raise max_frame_bytes)",
-                    out.len()
-                ),
-                worker_type: header.name.to_string(),
-            };
-        }
+        let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
         let ok = matches!(outcome, Outcome::Ok { .. });
         let payloads = if ok {
             vec![out]
