@@ -257,6 +257,14 @@ fn stats_keep_waiting_in_a_map_apart_from_the_pools_overhead() {
         mean.total
     );
     assert!(stats.p50_overhead <= stats.p50_total, "{stats:?}");
+    // The waiting behind the other items of a chunk (sent as one packed
+    // task) is waiting too, not the pool's overhead.
+    assert!(
+        mean.overhead() < mean.queue_wait,
+        "overhead {:?} vs waiting {:?}",
+        mean.overhead(),
+        mean.queue_wait
+    );
     let text = stats.to_string();
     assert!(text.contains("4000 tasks done"), "{text}");
     assert!(text.contains("waiting for a worker"), "{text}");

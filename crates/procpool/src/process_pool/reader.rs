@@ -223,6 +223,9 @@ struct Held {
     id: procpool_wire::TaskId,
     part: std::sync::Arc<dyn crate::future::ResolveBytes>,
     submitted: Instant,
+    /// The chunk's wait in the pool's queue, from encoded to sent (each
+    /// input's waiting behind the inputs before it comes from the worker).
+    parent_queue: Duration,
     /// Encoding time and bytes per input (the chunk's, shared out).
     encode: Duration,
     bytes_out: u64,
@@ -545,6 +548,9 @@ impl Reading<'_> {
                     id,
                     part: a.meta.future.clone(),
                     submitted: a.meta.submitted,
+                    parent_queue: a
+                        .assigned_at
+                        .saturating_duration_since(a.meta.submitted + a.meta.encode),
                     encode: a.meta.encode / n,
                     bytes_out: a.meta.bytes_out / u64::from(n),
                 }
@@ -572,7 +578,7 @@ impl Reading<'_> {
                 let cost = Cost {
                     encode_input: held.encode,
                     bytes_out: held.bytes_out,
-                    queue_wait: Duration::from_nanos(timing.queue_ns),
+                    queue_wait: held.parent_queue + Duration::from_nanos(timing.queue_ns),
                     decode_input: Duration::from_nanos(timing.decode_ns),
                     run: Duration::from_nanos(timing.run_ns),
                     encode_output: Duration::from_nanos(timing.encode_ns),

@@ -392,9 +392,11 @@ fn run_chunk(
                 .expect("procpool's own messages always encode")
                 .with_fds(files),
         );
-        // The next input starts where this one's encoding ended.
+        // The next input starts where this one's encoding ended; it waited
+        // in this worker since the chunk arrived (behind the inputs before
+        // it: waiting, not the pool's overhead).
         let next = Instant::now();
-        queue_ns = 0;
+        queue_ns = crate::task::nanos_between(arrived, next);
         start = next;
     }
     send_pending(shared, notes, &mut pending, None, spare);
