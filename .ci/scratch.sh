@@ -10,7 +10,9 @@
 # are compiled), then run twice under a timeout: once with stderr on a
 # terminal (`script` gives it one), where the progress bar must be drawn on
 # stderr, and once with stderr in a file, where it must not. Each run must
-# exit 0 with the README's results. Also checks that
+# exit 0 with the README's results. Then the program without its
+# `run_if_worker` line, where no bundled worker is found, must exit at once
+# saying which line to add. Also checks that
 # crates/procpool/examples/first_hour.rs is the same program.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,8 +96,9 @@ check_stdout() {
 
 echo "--- run, stderr on a terminal"
 # `script` runs the program on a pseudo-terminal; stdout goes to a file, so
-# what reaches the terminal is stderr.
-script -qefc "timeout 300 '$bin' >'$dir/tty.out'" "$dir/tty.log" >/dev/null \
+# what reaches the terminal is stderr. With TERM unset or `dumb` (as CI
+# may have it) no bar is drawn, as the README says.
+TERM=xterm script -qefc "timeout 300 '$bin' >'$dir/tty.out'" "$dir/tty.log" >/dev/null \
     || fail "exit status $? (terminal run); stderr: $(cat "$dir/tty.log")"
 cat "$dir/tty.out"
 check_stdout "$dir/tty.out"
@@ -109,4 +112,28 @@ if grep -q '/20,000' "$dir/plain.err"; then
     fail "a progress bar drawn into a file: $(head -c 600 "$dir/plain.err")"
 fi
 t2=$(date +%s.%N)
-awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { printf "scratch: build %.1f s, two runs %.1f s\n", b - a, c - b }'
+
+echo "--- the same program without its run_if_worker line, no bundled worker anywhere"
+# The mistake a new user makes: what `main` returning `Err` prints must say
+# what to add, at once. The copy runs where no procpool-worker is found.
+grep -q '^    procpool::worker::run_if_worker(Registry::collected());$' "$dir/src/main.rs" \
+    || fail "the README's main.rs has no run_if_worker line to leave out"
+sed -i '/^    procpool::worker::run_if_worker(Registry::collected());$/d' "$dir/src/main.rs"
+sed -i 's/^use procpool::{ProcessPool, Registry, TaskError};$/use procpool::{ProcessPool, TaskError};/' "$dir/src/main.rs"
+cargo build -q --offline --manifest-path "$dir/Cargo.toml"
+mkdir "$dir/alone"
+cp "$bin" "$dir/alone/$name"
+timeout=$(command -v timeout)
+r0=$(date +%s.%N)
+set +e
+env -u PROCPOOL_WORKER PATH="$dir/alone" "$timeout" 10 "$dir/alone/$name" >"$dir/forgot.out" 2>"$dir/forgot.err"
+code=$?
+set -e
+t3=$(date +%s.%N)
+cat "$dir/forgot.err"
+awk -v a="$r0" -v b="$t3" 'BEGIN { printf "(exit status '"$code"' after %.0f ms)\n", (b - a) * 1000 }'
+test "$code" -eq 1 || fail "exit status $code, expected 1 (main returned Err)"
+grep -qF 'did not call `procpool::worker::run_if_worker`' "$dir/forgot.err" || fail "the error does not say what was forgotten"
+grep -qF 'add `procpool::worker::run_if_worker(procpool::Registry::collected());` as the first line of `main`' "$dir/forgot.err" \
+    || fail "the error does not say which line to add"
+awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" 'BEGIN { printf "scratch: build %.1f s, two runs %.1f s, the mistake (build and run) %.1f s\n", b - a, c - b, d - c }'
