@@ -272,6 +272,16 @@ fn skip_limit(quick: bool) -> Duration {
     }
 }
 
+/// Rounds of the chunksize sweep (the rows take turns; each keeps its
+/// median round).
+const CHUNK_ROUNDS: usize = 3;
+
+/// The round with the median rate.
+fn median_round(mut rounds: Vec<Throughput>) -> Throughput {
+    rounds.sort_by(|a, b| a.tasks_per_sec.total_cmp(&b.tasks_per_sec));
+    rounds.swap_remove(rounds.len() / 2)
+}
+
 fn chunk_budget(quick: bool) -> Duration {
     if quick {
         Duration::from_millis(150)
@@ -538,7 +548,7 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
         logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model: cpu_model(),
     };
-    let steps = SIZES.len() * (1 + 2 * Kind::ALL.len()) + 2 * CHUNKSIZES.len();
+    let steps = SIZES.len() * (1 + 2 * Kind::ALL.len()) + 2 * CHUNKSIZES.len() * CHUNK_ROUNDS;
     let bar = progress(steps as u64);
     bar.set_message("starting pools and the raw echo peer");
 
@@ -708,19 +718,35 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
     }
     drop(peer);
 
+    // The sweep's rows take turns, CHUNK_ROUNDS times, and each keeps its
+    // median round: on a shared machine a busy spell then hits every row
+    // alike instead of one row's only run.
+    let mut rounds: Vec<(Vec<Throughput>, Vec<Throughput>)> =
+        vec![(Vec::new(), Vec::new()); CHUNKSIZES.len()];
+    for round in 0..CHUNK_ROUNDS {
+        for (i, &c) in CHUNKSIZES.iter().enumerate() {
+            let c_label = chunk_label(c);
+            bar.set_message(format!(
+                "map(Square) chunksize {c_label} on the thread pool (round {})",
+                round + 1
+            ));
+            rounds[i]
+                .0
+                .push(throughput(&threads, c, chunk_budget(opts.quick))?);
+            bar.inc(1);
+            bar.set_message(format!(
+                "map(Square) chunksize {c_label} on the process pool (round {})",
+                round + 1
+            ));
+            rounds[i]
+                .1
+                .push(throughput(&procs, c, chunk_budget(opts.quick))?);
+            bar.inc(1);
+        }
+    }
     let mut chunk_rows = Vec::new();
-    for &c in &CHUNKSIZES {
-        let c_label = chunk_label(c);
-        bar.set_message(format!(
-            "map(Square) chunksize {c_label} on the thread pool"
-        ));
-        let thread = throughput(&threads, c, chunk_budget(opts.quick))?;
-        bar.inc(1);
-        bar.set_message(format!(
-            "map(Square) chunksize {c_label} on the process pool"
-        ));
-        let process = throughput(&procs, c, chunk_budget(opts.quick))?;
-        bar.inc(1);
+    for (&c, (thread, process)) in CHUNKSIZES.iter().zip(rounds) {
+        let (thread, process) = (median_round(thread), median_round(process));
         chunk_rows.push(ChunkRow {
             chunksize: c,
             process_vs_thread: process.tasks_per_sec / thread.tasks_per_sec.max(1e-9),

@@ -219,7 +219,11 @@ pub fn render(r: &Report) -> String {
     );
 
     let _ = writeln!(out);
-    let _ = writeln!(out, "map(Square) throughput by chunksize (tasks/s)");
+    let _ = writeln!(
+        out,
+        "map(Square) throughput by chunksize (tasks/s; the rows take turns, median of 3 rounds; \
+         auto: no chunksize set)"
+    );
     let mut t = Table::new(&["chunksize", "thread", "process", "process/thread"]);
     for c in &r.chunksize {
         t.row(vec![
@@ -422,7 +426,7 @@ pub fn advice(r: &Report) -> Vec<String> {
         out.push(format!(
             "Through map with {} workers and chunksize 1, each task costs ~{} of pool time: \
              tasks should run at least ~{} each for that to stay under 10 %; shorter ones need \
-             a chunksize near {}.",
+             chunks, which a map given no chunksize picks by itself (or set one near {}).",
             r.settings.workers,
             d(per_task as u64),
             d((per_task * 10.0) as u64),
