@@ -96,6 +96,38 @@ fn tiny_tasks_grow_the_chunks_on_a_thread_pool_and_in_a_stream() {
     });
 }
 
+/// `0..n` as `Square`s from an async `Stream` (always ready).
+struct Squares(u64, u64);
+
+impl procpool::Stream for Squares {
+    type Item = Square;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Square>> {
+        let i = self.0;
+        self.0 += 1;
+        std::task::Poll::Ready((i < self.1).then_some(Square(i)))
+    }
+}
+
+#[test]
+fn inputs_from_a_stream_grow_the_chunks_too() {
+    watchdog(LIMIT, || {
+        let pool = pool(2);
+        futures_executor::block_on(async {
+            let mut s = pool.map_stream(Squares(0, 60_000));
+            let mut n = 0u64;
+            while let Some(r) = s.next().await {
+                assert_eq!(r.unwrap(), n * n);
+                n += 1;
+            }
+            assert_eq!(n, 60_000);
+            assert!(s.current_chunksize() >= 64, "{s:?}");
+        });
+    });
+}
+
 #[test]
 fn an_explicit_chunksize_is_exactly_n_and_debug_shows_the_mode() {
     watchdog(LIMIT, || {
