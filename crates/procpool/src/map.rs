@@ -498,9 +498,8 @@ where
         }
         futures.extend(self.by_key.drain().map(|(_, f)| f));
         crate::future::cancel_all(&futures);
-        for sink in sinks {
-            sink.cancel();
-        }
+        let sinks: Vec<&Sink<_>> = sinks.iter().map(|s| &**s).collect();
+        chunk::cancel_all(&sinks);
         self.ready.clear();
         self.refused = None;
     }

@@ -215,14 +215,27 @@ impl<O: Send + 'static> Sink<O> {
     /// discarded. Blocks until the workers holding prefetched parts have
     /// answered (as cancelling their futures would).
     pub(crate) fn cancel(&self) {
-        let parts = lock(&self.inner).parts.clone();
-        if !parts.is_empty() {
-            self.control.cancel_many(&parts);
-        }
+        cancel_all(std::slice::from_ref(&self));
     }
 
     fn add_part(&self, id: TaskId) {
         lock(&self.inner).parts.push(id);
+    }
+}
+
+/// [`Sink::cancel`] for many sinks (of one pool) at once: one call to the
+/// pool, whose workers are asked about all their prefetched parts together
+/// (one by one, each wait for a worker's answer came after the last).
+pub(crate) fn cancel_all<O: Send + 'static>(sinks: &[&Sink<O>]) {
+    let Some(first) = sinks.first() else {
+        return;
+    };
+    let parts: Vec<TaskId> = sinks
+        .iter()
+        .flat_map(|s| lock(&s.inner).parts.clone())
+        .collect();
+    if !parts.is_empty() {
+        first.control.cancel_many(&parts);
     }
 }
 
