@@ -352,6 +352,23 @@ impl fmt::Display for MessageError {
 
 impl std::error::Error for MessageError {}
 
+/// Builds the frame for `header` and its one small payload, copied into the
+/// same buffer as the header (one allocation, one piece to write; for
+/// large payloads [`encode_message`] writes them from where they are).
+///
+/// The payload's length must be the one the header declares.
+pub fn encode_message_inline<H: Header>(
+    header: &H,
+    payload: &[u8],
+) -> Result<Outgoing, CodecError> {
+    debug_assert_eq!(header.payload_lens(), vec![payload.len() as u32]);
+    let mut head = Vec::with_capacity(64 + payload.len());
+    head.extend_from_slice(&[0; crate::frame::LEN_BYTES]);
+    codec::encode_into(header, &mut head)?;
+    head.extend_from_slice(payload);
+    Outgoing::from_prefixed(head, Vec::new()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
 /// Builds the frame for `header` and its payloads.
 ///
 /// The payload lengths must be the ones the header declares.

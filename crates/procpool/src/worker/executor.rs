@@ -297,6 +297,9 @@ fn within_cap(outcome: Outcome, len: usize, max_frame: u32, name: &str) -> Outco
     }
 }
 
+/// Outputs up to this size go in their note's buffer (see `run_chunk`).
+const INLINE_OUTPUT: usize = 4096;
+
 /// A packed chunk of a `map` (see `TaskHeader::items`).
 struct Chunk<'a> {
     header: &'a procpool_wire::message::TaskHeader,
@@ -363,16 +366,18 @@ fn run_chunk(
         );
         let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
         let ok = matches!(outcome, Outcome::Ok { .. });
-        let payloads = if ok {
-            vec![out]
-        } else {
-            *spare = out;
-            Vec::new()
-        };
         let files: Vec<SendFd> = if ok {
             ran.files.into_iter().map(|f| f as SendFd).collect()
         } else {
             Vec::new()
+        };
+        // A small output goes in the note's own buffer (and `out` is kept
+        // for the next input); a large one is written from where it is.
+        let inline = !ok || out.len() <= INLINE_OUTPUT;
+        let payloads = if inline {
+            Vec::new()
+        } else {
+            vec![std::mem::take(&mut out)]
         };
         let msg = ToParent::Item {
             generation: shared.generation,
@@ -387,11 +392,20 @@ fn run_chunk(
                 peak_rss_bytes: rss.peak(ran.run_ns > 1_000_000),
             },
         };
-        pending = Some(
+        let note = if !ok {
+            encode_message(&msg, Vec::<Vec<u8>>::new())
+        } else if inline {
+            procpool_wire::message::encode_message_inline(&msg, &out)
+        } else {
             encode_message(&msg, payloads)
-                .expect("procpool's own messages always encode")
+        };
+        pending = Some(
+            note.expect("procpool's own messages always encode")
                 .with_fds(files),
         );
+        if inline {
+            *spare = out;
+        }
         // The next input starts where this one's encoding ended; it waited
         // in this worker since the chunk arrived (behind the inputs before
         // it: waiting, not the pool's overhead).
