@@ -226,6 +226,22 @@ impl StatsCollector {
 
     pub(crate) fn record(&self, cost: Option<&Cost>) {
         let mut acc = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Self::add(&mut acc, cost);
+    }
+
+    /// [`record`](Self::record) for many at once (one lock), emptying
+    /// `costs`.
+    pub(crate) fn record_many(&self, costs: &mut Vec<Option<Cost>>) {
+        if costs.is_empty() {
+            return;
+        }
+        let mut acc = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for c in costs.drain(..) {
+            Self::add(&mut acc, c.as_ref());
+        }
+    }
+
+    fn add(acc: &mut Acc, cost: Option<&Cost>) {
         match cost {
             Some(c) => {
                 acc.completed += 1;

@@ -163,7 +163,7 @@ pub(crate) struct Input<'a> {
 
 /// Runs a task from its encoded input; `start` is when the worker took it
 /// (the decode is timed from there: one clock read fewer per task).
-type RunFn = fn(Input<'_>, &mut WorkerContext, &mut Vec<u8>, Instant) -> Ran;
+pub(crate) type RunFn = fn(Input<'_>, &mut WorkerContext, &mut Vec<u8>, Instant) -> Ran;
 type InitFn = fn(&[u8], &mut WorkerContext) -> Result<(), String>;
 
 struct TaskEntry {
@@ -308,22 +308,30 @@ impl Registry {
         out: &mut Vec<u8>,
         start: Instant,
     ) -> Ran {
-        let zero = |outcome| Ran {
-            outcome,
-            decode_ns: 0,
-            run_ns: 0,
-            encode_ns: 0,
-            files: Vec::new(),
-        };
+        match self.runner(name, fp) {
+            Ok(run) => run(input, ctx, out, start),
+            Err(outcome) => Ran {
+                outcome,
+                decode_ns: 0,
+                run_ns: 0,
+                encode_ns: 0,
+                files: Vec::new(),
+            },
+        }
+    }
+
+    /// What runs task `name` (looked up once for a whole chunk), or the
+    /// outcome of every input if the worker cannot run it.
+    pub(crate) fn runner(&self, name: &str, fp: u64) -> Result<RunFn, Outcome> {
         match self.tasks.get(name) {
-            None => zero(Outcome::UnknownTask {
+            None => Err(Outcome::UnknownTask {
                 name: name.to_owned(),
             }),
-            Some(e) if e.fingerprint != fp => zero(Outcome::Mismatch {
+            Some(e) if e.fingerprint != fp => Err(Outcome::Mismatch {
                 worker_input: e.input_type.to_owned(),
                 worker_output: e.output_type.to_owned(),
             }),
-            Some(e) => (e.run)(input, ctx, out, start),
+            Some(e) => Ok(e.run),
         }
     }
 

@@ -301,14 +301,15 @@ pub(crate) trait Chunk: Send + Sync {
     /// The worker reported input `index` (of this part) as `Ok`: decodes
     /// its output and ends it. `Err` if the worker broke the protocol (a
     /// bad index or a bad shared-payload reference; the input then fails
-    /// with `Protocol`).
+    /// with `Protocol`). Its cost goes to `costs`, for the pool's stats
+    /// (recorded by the reader before it wakes the map).
     fn item_ok(
         &self,
         index: u32,
         output: Input<'_>,
         worker: usize,
         cost: Cost,
-        stats: &StatsCollector,
+        costs: &mut Vec<Option<Cost>>,
     ) -> Result<(), String>;
     /// The worker reported input `index` as failed.
     fn item_failed(&self, index: u32, err: TaskError) -> Result<(), String>;
@@ -344,7 +345,7 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
         output: Input<'_>,
         worker: usize,
         mut cost: Cost,
-        stats: &StatsCollector,
+        costs: &mut Vec<Option<Cost>>,
     ) -> Result<(), String> {
         let Some(&slot) = self.live().get(index as usize) else {
             return Err(format!(
@@ -366,12 +367,12 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
         let cost = cost.with_remainder();
         let (outcome, violation) = match decoded {
             Ok(v) => {
-                stats.record(Some(&cost));
+                costs.push(Some(cost));
                 self.sink.put_cost(slot as usize, Ok(v), cost);
                 return Ok(());
             }
             Err(e) => {
-                stats.record(None);
+                costs.push(None);
                 match shared_error {
                     Some(crate::shared::SharedError::BadReference(message)) => {
                         let message = format!("bad shared-payload reference: {message}");
@@ -526,7 +527,7 @@ mod tests {
             mode: crate::shared::Mode::Descriptors,
             limit: 1 << 20,
         };
-        part.item_ok(index, input, 0, Cost::default(), &StatsCollector::new())
+        part.item_ok(index, input, 0, Cost::default(), &mut Vec::new())
             .unwrap();
     }
 

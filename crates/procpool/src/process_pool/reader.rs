@@ -52,6 +52,7 @@ pub(super) fn read_loop(
         run: Default::default(),
         chunk: Default::default(),
         now: std::cell::Cell::new(Instant::now()),
+        costs: Default::default(),
     };
     // Stopped at a marker: the note it stands for is on the socket.
     let mut at_marker = false;
@@ -216,6 +217,9 @@ struct Reading<'a> {
     /// When the run being handled was taken out of the ring (one clock
     /// read per run: a packed chunk's inputs' `total` is counted to it).
     now: std::cell::Cell<Instant>,
+    /// Costs of packed chunks' inputs not yet in the pool's stats (recorded
+    /// once per run, before the map is woken).
+    costs: std::cell::RefCell<Vec<Option<Cost>>>,
 }
 
 /// A packed chunk being reported, as the reader keeps it.
@@ -339,6 +343,7 @@ impl Reading<'_> {
 
     /// Wakes the map whose chunk the last `Item` notes were for.
     fn wake_chunk(&self) {
+        self.shared.stats.record_many(&mut self.costs.borrow_mut());
         if let Some(h) = self.chunk.borrow().as_ref()
             && let Some(c) = h.part.as_chunk()
         {
@@ -356,6 +361,8 @@ impl Reading<'_> {
         if held.is_empty() {
             return Flow::Go;
         }
+        // A chunk's `Finished` wakes its map: its inputs' costs first.
+        self.shared.stats.record_many(&mut self.costs.borrow_mut());
         let notes: Vec<Note> = held
             .iter()
             .map(|(msg, _)| match msg {
@@ -539,6 +546,7 @@ impl Reading<'_> {
         let mut cache = self.chunk.borrow_mut();
         if cache.as_ref().is_none_or(|h| h.id != id) {
             if let Some(c) = cache.as_ref().and_then(|h| h.part.as_chunk()) {
+                shared.stats.record_many(&mut self.costs.borrow_mut());
                 c.wake();
             }
             let st = lock(&shared.state);
@@ -592,7 +600,7 @@ impl Reading<'_> {
                     mode: shared.cfg.shared_mode(),
                     limit: u64::from(shared.cfg.max_frame),
                 };
-                chunk.item_ok(index, output, self.idx, cost, &shared.stats)
+                chunk.item_ok(index, output, self.idx, cost, &mut self.costs.borrow_mut())
             }
             other => {
                 let (name, input_type, output_type) = chunk.types();
@@ -600,7 +608,7 @@ impl Reading<'_> {
                 if let TaskError::Protocol { worker, .. } = &mut err {
                     *worker = self.idx;
                 }
-                shared.stats.record(None);
+                self.costs.borrow_mut().push(None);
                 chunk.item_failed(index, err)
             }
         };

@@ -344,6 +344,8 @@ fn run_chunk(
     );
     let _in_span = span.enter();
     let mut pending: Option<Outgoing> = None;
+    // Looked up once for the chunk.
+    let runner = registry.runner(&header.name, header.fingerprint);
     let mut start = Instant::now();
     let mut queue_ns = crate::task::nanos_between(arrived, start);
     for (index, range) in ranges.into_iter().enumerate() {
@@ -356,14 +358,16 @@ fn run_chunk(
             mode: shared.shared_mode,
             limit: u64::from(max_frame),
         };
-        let ran = registry.run(
-            &header.name,
-            header.fingerprint,
-            input,
-            ctx,
-            &mut out,
-            start,
-        );
+        let ran = match &runner {
+            Ok(run) => run(input, ctx, &mut out, start),
+            Err(outcome) => crate::task::Ran {
+                outcome: outcome.clone(),
+                decode_ns: 0,
+                run_ns: 0,
+                encode_ns: 0,
+                files: Vec::new(),
+            },
+        };
         let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
         let ok = matches!(outcome, Outcome::Ok { .. });
         let files: Vec<SendFd> = if ok {
