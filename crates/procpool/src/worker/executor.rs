@@ -43,6 +43,17 @@ impl PeakRss {
         }
         self.value
     }
+
+    /// What a note reports of where a task's time went in this worker.
+    fn timing(&mut self, queue_ns: u64, ran: &crate::task::Ran) -> WorkerTiming {
+        WorkerTiming {
+            queue_ns,
+            decode_ns: ran.decode_ns,
+            run_ns: ran.run_ns,
+            encode_ns: ran.encode_ns,
+            peak_rss_bytes: self.peak(ran.run_ns > 1_000_000),
+        }
+    }
 }
 
 /// Yields the CPU in a loop (so a peer on the same CPU runs) until work is
@@ -237,6 +248,7 @@ pub(super) fn execute(
                     start,
                 );
                 recycle_frame(shared, frame);
+                let timing = rss.timing(queue_ns, &ran);
                 let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
                 tracing::debug!(
                     target: "procpool::worker",
@@ -257,13 +269,7 @@ pub(super) fn execute(
                     generation: shared.generation,
                     id: header.id,
                     outcome,
-                    timing: WorkerTiming {
-                        queue_ns,
-                        decode_ns: ran.decode_ns,
-                        run_ns: ran.run_ns,
-                        encode_ns: ran.encode_ns,
-                        peak_rss_bytes: rss.peak(ran.run_ns > 1_000_000),
-                    },
+                    timing,
                 };
                 // Only a result carries its output's memory files.
                 let files: Vec<SendFd> = match msg {
@@ -368,6 +374,7 @@ fn run_chunk(
                 files: Vec::new(),
             },
         };
+        let timing = rss.timing(queue_ns, &ran);
         let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
         let ok = matches!(outcome, Outcome::Ok { .. });
         let files: Vec<SendFd> = if ok {
@@ -388,13 +395,7 @@ fn run_chunk(
             id: header.id,
             index: index as u32,
             outcome,
-            timing: WorkerTiming {
-                queue_ns,
-                decode_ns: ran.decode_ns,
-                run_ns: ran.run_ns,
-                encode_ns: ran.encode_ns,
-                peak_rss_bytes: rss.peak(ran.run_ns > 1_000_000),
-            },
+            timing,
         };
         let note = if !ok {
             encode_message(&msg, Vec::<Vec<u8>>::new())
