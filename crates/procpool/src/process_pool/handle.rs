@@ -17,8 +17,15 @@ use crate::error::{Side, TaskError};
 use crate::future::ResolveBytes;
 use crate::lock::lock;
 
-pub(super) fn task_error(outcome: Outcome, meta: &Meta) -> TaskError {
-    task_error_named(outcome, meta.name, meta.input_type, meta.output_type)
+/// The error of a task that worker `worker` reports as failed.
+pub(super) fn task_error(outcome: Outcome, meta: &Meta, worker: usize) -> TaskError {
+    task_error_named(
+        outcome,
+        meta.name,
+        meta.input_type,
+        meta.output_type,
+        worker,
+    )
 }
 
 /// [`task_error`] for a task known by its name and types.
@@ -27,6 +34,7 @@ pub(super) fn task_error_named(
     name: &str,
     input_type: &str,
     output_type: &str,
+    worker: usize,
 ) -> TaskError {
     match outcome {
         Outcome::Panicked { message, location } => TaskError::Panicked { message, location },
@@ -59,7 +67,7 @@ pub(super) fn task_error_named(
             ),
         },
         other => TaskError::Protocol {
-            worker: usize::MAX,
+            worker,
             message: format!("unknown outcome {other:?}"),
         },
     }

@@ -13,9 +13,9 @@ use super::handle::{
     Note, Noted, lost, on_notes, on_withdrawn, protocol_error, tampered, task_error,
     task_error_named,
 };
+use super::item::Meta;
 use super::state::{Assigned, Shared};
 use crate::cost::Cost;
-use crate::error::TaskError;
 use crate::link::frames::{FrameFdError, SocketReader, next_frame_fds};
 use crate::link::ring;
 use crate::lock::lock;
@@ -227,12 +227,45 @@ struct Held {
     id: procpool_wire::TaskId,
     part: std::sync::Arc<dyn crate::future::ResolveBytes>,
     submitted: Instant,
-    /// The chunk's wait in the pool's queue, from encoded to sent (each
-    /// input's waiting behind the inputs before it comes from the worker).
-    parent_queue: Duration,
-    /// Encoding time and bytes per input (the chunk's, shared out).
+    /// What each of its inputs cost before a worker began it.
+    sent: Sent,
+}
+
+/// What the parent spent on an input before a worker began it.
+struct Sent {
+    /// Its encoding (a chunk's, shared out among its inputs).
     encode: Duration,
+    /// Its encoded bytes (likewise).
     bytes_out: u64,
+    /// Its task's wait in the pool's queue, from encoded to sent (a chunk
+    /// input's wait behind the inputs before it comes from the worker).
+    parent_queue: Duration,
+}
+
+impl Sent {
+    /// For each of the `n` inputs of the task `meta`, sent at `assigned_at`.
+    fn of(meta: &Meta, assigned_at: Instant, n: u32) -> Sent {
+        Sent {
+            encode: meta.encode / n,
+            bytes_out: meta.bytes_out / u64::from(n),
+            parent_queue: assigned_at.saturating_duration_since(meta.submitted + meta.encode),
+        }
+    }
+
+    /// The input's cost once its worker reports `timing` and an output of
+    /// `bytes_back` bytes (`total` and the parent's decode not yet in).
+    fn cost(&self, timing: &WorkerTiming, bytes_back: usize) -> Cost {
+        Cost {
+            encode_input: self.encode,
+            bytes_out: self.bytes_out,
+            queue_wait: self.parent_queue + Duration::from_nanos(timing.queue_ns),
+            decode_input: Duration::from_nanos(timing.decode_ns),
+            run: Duration::from_nanos(timing.run_ns),
+            encode_output: Duration::from_nanos(timing.encode_ns),
+            bytes_back: bytes_back as u64,
+            ..Cost::default()
+        }
+    }
 }
 
 impl Reading<'_> {
@@ -453,6 +486,16 @@ impl Reading<'_> {
 }
 
 impl Reading<'_> {
+    /// A task's output as it arrived from this worker, to decode.
+    fn output<'b>(&self, bytes: &'b [u8], fds: Vec<std::os::fd::OwnedFd>) -> Input<'b> {
+        Input {
+            bytes,
+            fds,
+            mode: self.shared.cfg.shared_mode(),
+            limit: u64::from(self.shared.cfg.max_frame),
+        }
+    }
+
     /// Resolves a finished task's future with its outcome (the output is
     /// decoded here, on the reader) and records its cost.
     /// `Err`: the output held a bad shared-payload reference (its future
@@ -473,19 +516,8 @@ impl Reading<'_> {
         match outcome {
             Outcome::Ok { .. } => {
                 let (bytes, fds) = payloads.into_iter().next().unwrap_or((&[], Vec::new()));
-                let parent_queue = a
-                    .assigned_at
-                    .saturating_duration_since(meta.submitted + meta.encode);
-                let cost = Cost {
-                    encode_input: meta.encode,
-                    bytes_out: meta.bytes_out,
-                    queue_wait: parent_queue + Duration::from_nanos(timing.queue_ns),
-                    decode_input: Duration::from_nanos(timing.decode_ns),
-                    run: Duration::from_nanos(timing.run_ns),
-                    encode_output: Duration::from_nanos(timing.encode_ns),
-                    bytes_back: bytes.len() as u64,
-                    ..Cost::default()
-                };
+                let sent = Sent::of(&meta, a.assigned_at, 1);
+                let cost = sent.cost(&timing, bytes.len());
                 if !meta.span.is_disabled() {
                     let s = &meta.span;
                     s.record("cost.total_us", micros(meta.submitted.elapsed()));
@@ -495,12 +527,7 @@ impl Reading<'_> {
                     s.record("bytes.back", cost.bytes_back);
                     tracing::debug!(target: "procpool::task", parent: s, "task done");
                 }
-                let output = Input {
-                    bytes,
-                    fds,
-                    mode: shared.cfg.shared_mode(),
-                    limit: u64::from(shared.cfg.max_frame),
-                };
+                let output = self.output(bytes, fds);
                 // A bad shared-payload reference fails that future with
                 // `Protocol`, and the worker that sent it is ended like any
                 // other that broke the protocol.
@@ -515,10 +542,7 @@ impl Reading<'_> {
                 }
             }
             other => {
-                let mut err = task_error(other, &meta);
-                if let TaskError::Protocol { worker, .. } = &mut err {
-                    *worker = self.idx;
-                }
+                let err = task_error(other, &meta, self.idx);
                 tracing::debug!(target: "procpool::task", parent: &meta.span, error = %err, "task failed");
                 shared.stats.record(None);
                 meta.future.fail(err);
@@ -543,25 +567,19 @@ impl Reading<'_> {
             return Flow::Go;
         };
         let shared = self.shared;
+        if self.chunk.borrow().as_ref().is_some_and(|h| h.id != id) {
+            // The last chunk's inputs are all in: its map need not wait for
+            // the end of the run.
+            self.wake_chunk();
+        }
         let mut cache = self.chunk.borrow_mut();
         if cache.as_ref().is_none_or(|h| h.id != id) {
-            if let Some(c) = cache.as_ref().and_then(|h| h.part.as_chunk()) {
-                shared.stats.record_many(&mut self.costs.borrow_mut());
-                c.wake();
-            }
             let st = lock(&shared.state);
-            *cache = st.slots[self.idx].inflight.get(&id).map(|a| {
-                let n = a.meta.items.max(1);
-                Held {
-                    id,
-                    part: a.meta.future.clone(),
-                    submitted: a.meta.submitted,
-                    parent_queue: a
-                        .assigned_at
-                        .saturating_duration_since(a.meta.submitted + a.meta.encode),
-                    encode: a.meta.encode / n,
-                    bytes_out: a.meta.bytes_out / u64::from(n),
-                }
+            *cache = st.slots[self.idx].inflight.get(&id).map(|a| Held {
+                id,
+                part: a.meta.future.clone(),
+                submitted: a.meta.submitted,
+                sent: Sent::of(&a.meta, a.assigned_at, a.meta.items.max(1)),
             });
         }
         let Some(held) = cache.as_ref() else {
@@ -584,30 +602,15 @@ impl Reading<'_> {
             Outcome::Ok { .. } => {
                 let (bytes, fds) = payloads.into_iter().next().unwrap_or((&[], Vec::new()));
                 let cost = Cost {
-                    encode_input: held.encode,
-                    bytes_out: held.bytes_out,
-                    queue_wait: held.parent_queue + Duration::from_nanos(timing.queue_ns),
-                    decode_input: Duration::from_nanos(timing.decode_ns),
-                    run: Duration::from_nanos(timing.run_ns),
-                    encode_output: Duration::from_nanos(timing.encode_ns),
-                    bytes_back: bytes.len() as u64,
                     total: self.now.get().saturating_duration_since(held.submitted),
-                    ..Cost::default()
+                    ..held.sent.cost(&timing, bytes.len())
                 };
-                let output = Input {
-                    bytes,
-                    fds,
-                    mode: shared.cfg.shared_mode(),
-                    limit: u64::from(shared.cfg.max_frame),
-                };
+                let output = self.output(bytes, fds);
                 chunk.item_ok(index, output, self.idx, cost, &mut self.costs.borrow_mut())
             }
             other => {
                 let (name, input_type, output_type) = chunk.types();
-                let mut err = task_error_named(other, name, input_type, output_type);
-                if let TaskError::Protocol { worker, .. } = &mut err {
-                    *worker = self.idx;
-                }
+                let err = task_error_named(other, name, input_type, output_type, self.idx);
                 self.costs.borrow_mut().push(None);
                 chunk.item_failed(index, err)
             }
