@@ -140,6 +140,16 @@ fn encode_refused<T: Task>(task: T, message: String) -> SubmitError<T> {
 /// Room for a task header in a frame, beyond the payload.
 const HEADER_ROOM: usize = 4096;
 
+/// Why an encoded input of `len` bytes cannot be sent under a frame cap
+/// of `max_frame` bytes, if it cannot.
+fn over_cap(len: usize, max_frame: usize) -> Option<String> {
+    (len + HEADER_ROOM > max_frame).then(|| {
+        format!(
+            "input of {len} bytes does not fit the pool's {max_frame}-byte frame cap (raise max_frame_bytes)"
+        )
+    })
+}
+
 /// Room for one more task's header in a chunk's frame, beyond its payload
 /// and name (id, fingerprint, length: at most 9 + 9 + 5 bytes, and the
 /// name's length prefix).
@@ -276,12 +286,8 @@ impl ProcessPool {
         encoded.map_err(|e| e.to_string())?;
         let encoded_at = Instant::now();
         let encode = encoded_at.saturating_duration_since(submitted);
-        if payload.len() + HEADER_ROOM > self.shared.cfg.max_frame as usize {
-            return Err(format!(
-                "input of {} bytes does not fit the pool's {}-byte frame cap (raise max_frame_bytes)",
-                payload.len(),
-                self.shared.cfg.max_frame
-            ));
+        if let Some(message) = over_cap(payload.len(), self.shared.cfg.max_frame as usize) {
+            return Err(message);
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let core = Core::<T::Output>::new(id, T::NAME, Some(self.shared.control()));
@@ -502,10 +508,8 @@ impl ProcessPool {
         let mut failed: Vec<(usize, String)> = Vec::new();
         // One shared-payload context for the whole chunk (a chunk whose
         // inputs hold shared payloads goes as a task per input).
-        let ((), shared) = crate::shared::encode_with(
-            cfg.shared_mode(),
-            cfg.max_frame.into(),
-            || {
+        let ((), shared) =
+            crate::shared::encode_with(cfg.shared_mode(), cfg.max_frame.into(), || {
                 for (i, task) in items.iter().enumerate() {
                     // Encoded in place, after room for its length.
                     let at = payload.len();
@@ -516,11 +520,9 @@ impl ProcessPool {
                         continue;
                     }
                     let len = payload.len() - at - 4;
-                    if len + HEADER_ROOM > max_frame {
+                    if let Some(message) = over_cap(len, max_frame) {
                         payload.truncate(at);
-                        failed.push((i, format!(
-                            "input of {len} bytes does not fit the pool's {max_frame}-byte frame cap (raise max_frame_bytes)"
-                        )));
+                        failed.push((i, message));
                         continue;
                     }
                     payload[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
@@ -534,8 +536,7 @@ impl ProcessPool {
                     }
                     slots.push(i as u32);
                 }
-            },
-        );
+            });
         if !shared.files.is_empty() || shared.error.is_some() {
             return sealed::Sealed::submit_chunk(self, items).map(Sent::Futures);
         }
