@@ -265,7 +265,7 @@ where
         {
             f.wait();
             if let Some(c) = f.cost() {
-                a.observe(index, c.run + c.serialization(), c.bytes_out + c.bytes_back);
+                a.observe_cost(index, &c);
             }
         }
     }
@@ -285,7 +285,7 @@ where
             && a.wants(index)
             && let Some(c) = cost
         {
-            a.observe(index, c.run + c.serialization(), c.bytes_out + c.bytes_back);
+            a.observe_cost(index, &c);
         }
         r
     }

@@ -111,6 +111,12 @@ impl AutoChunks {
         index.is_multiple_of((self.size / SAMPLES_PER_CHUNK).max(1))
     }
 
+    /// [`observe`](Self::observe) from the item's cost as the pool measured
+    /// it.
+    pub(crate) fn observe_cost(&mut self, index: usize, c: &crate::cost::Cost) {
+        self.observe(index, c.run + c.serialization(), c.bytes_out + c.bytes_back);
+    }
+
     /// The item at input `index` finished: its work (run plus
     /// serialization) and its payload bytes both ways.
     pub(crate) fn observe(&mut self, index: usize, work: Duration, bytes: u64) {
