@@ -149,7 +149,29 @@ pub(crate) struct Ran {
     /// The sealed memory files of the output's shared payloads, sent with
     /// the result (see `shared`).
     pub files: Vec<Arc<SealedFile>>,
+    /// When it ended (the clock read that ended its last phase: the next
+    /// input of a chunk begins there).
+    pub ended: Instant,
 }
+
+impl Ran {
+    /// A task the worker could not run (`outcome` says why).
+    pub(crate) fn not_run(outcome: Outcome, at: Instant) -> Ran {
+        Ran {
+            outcome,
+            decode_ns: 0,
+            run_ns: 0,
+            encode_ns: 0,
+            files: Vec::new(),
+            ended: at,
+        }
+    }
+}
+
+/// Encoded values from this size up have their decoding timed apart: for
+/// smaller ones a clock read costs more than the decoding (a worker counts
+/// it in the run, the parent leaves `decode_output` at zero).
+pub(crate) const TIMED_BYTES: usize = 256;
 
 /// The input of one task in the worker: its bytes, the descriptors that
 /// came with them, and how shared payloads travel on this connection.
@@ -310,13 +332,7 @@ impl Registry {
     ) -> Ran {
         match self.runner(name, fp) {
             Ok(run) => run(input, ctx, out, start),
-            Err(outcome) => Ran {
-                outcome,
-                decode_ns: 0,
-                run_ns: 0,
-                encode_ns: 0,
-                files: Vec::new(),
-            },
+            Err(outcome) => Ran::not_run(outcome, start),
         }
     }
 
@@ -356,10 +372,6 @@ impl Registry {
     }
 }
 
-fn nanos_since(t: Instant) -> u64 {
-    nanos_between(t, Instant::now())
-}
-
 /// Nanoseconds from `a` to `b` (0 if `b` is earlier), as the wire carries
 /// them.
 pub(crate) fn nanos_between(a: Instant, b: Instant) -> u64 {
@@ -375,25 +387,29 @@ fn run_task<T: Task>(
     t0: Instant,
 ) -> Ran {
     let (mode, limit) = (input.mode, input.limit);
+    let timed_decode = input.bytes.len() >= TIMED_BYTES;
     let (decoded, shared_error) =
         shared::decode_with(mode, input.fds, limit, || codec::decode::<T>(input.bytes));
     let task = match decoded {
         Ok(t) => t,
         Err(e) => {
+            let ended = Instant::now();
             return Ran {
                 outcome: Outcome::Decode {
                     message: shared_error.map_or_else(|| e.to_string(), |s| s.to_string()),
                     worker_type: type_name::<T>().to_owned(),
                 },
-                decode_ns: nanos_since(t0),
+                decode_ns: nanos_between(t0, ended),
                 run_ns: 0,
                 encode_ns: 0,
                 files: Vec::new(),
+                ended,
             };
         }
     };
-    // One clock read between phases: each ends when the next begins.
-    let t1 = Instant::now();
+    // One clock read between phases: each ends when the next begins. A
+    // small input's decoding is counted in its run (see `TIMED_BYTES`).
+    let t1 = if timed_decode { Instant::now() } else { t0 };
     let decode_ns = nanos_between(t0, t1);
     crate::worker::clear_panic_location();
     let result = catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
@@ -411,13 +427,15 @@ fn run_task<T: Task>(
                 run_ns,
                 encode_ns: 0,
                 files: Vec::new(),
+                ended: t2,
             };
         }
     };
     let start = out.len();
     let (encoded, shared) = shared::encode_with(mode, limit, || codec::encode_into(&output, out));
     drop(output);
-    let encode_ns = nanos_since(t2);
+    let ended = Instant::now();
+    let encode_ns = nanos_between(t2, ended);
     let (outcome, files) = match (encoded, shared.error) {
         (Ok(()), None) => (
             Outcome::Ok {
@@ -448,6 +466,7 @@ fn run_task<T: Task>(
         run_ns,
         encode_ns,
         files,
+        ended,
     }
 }
 

@@ -63,7 +63,56 @@ const SIZE: usize = DATA + CAPACITY;
 /// The length word of a marker (never a valid frame length: frames are
 /// capped at 1 GiB).
 const MARKER: u32 = u32::MAX;
+/// The flag of an item record's length word (see [`Record::Item`]): never
+/// set in a frame's length (frames are capped at 1 GiB).
+const ITEM: u32 = 1 << 31;
 const LEN: usize = 4;
+/// Bytes of an item record's head: task id (u64), input index (u32), then
+/// the worker's queue, decode, run and encode nanoseconds (u64 each), all
+/// little-endian; the output's bytes follow.
+pub(crate) const ITEM_HEAD: usize = 8 + 4 + 4 * 8;
+
+/// The head of an item record (see [`Record::Item`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ItemHead {
+    pub id: u64,
+    pub index: u32,
+    pub queue_ns: u64,
+    pub decode_ns: u64,
+    pub run_ns: u64,
+    pub encode_ns: u64,
+}
+
+impl ItemHead {
+    pub(crate) fn to_bytes(self) -> [u8; ITEM_HEAD] {
+        let mut b = [0u8; ITEM_HEAD];
+        b[..8].copy_from_slice(&self.id.to_le_bytes());
+        b[8..12].copy_from_slice(&self.index.to_le_bytes());
+        let times = [self.queue_ns, self.decode_ns, self.run_ns, self.encode_ns];
+        for (i, t) in times.iter().enumerate() {
+            b[12 + 8 * i..20 + 8 * i].copy_from_slice(&t.to_le_bytes());
+        }
+        b
+    }
+
+    /// An item record's head and output (the ring checked its length).
+    pub(crate) fn parse(body: &[u8]) -> Option<(ItemHead, &[u8])> {
+        let (head, output) = body.split_at_checked(ITEM_HEAD)?;
+        let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or([0; 8]));
+        let index = u32::from_le_bytes(head[8..12].try_into().unwrap_or([0; 4]));
+        Some((
+            ItemHead {
+                id: u64_at(0),
+                index,
+                queue_ns: u64_at(12),
+                decode_ns: u64_at(20),
+                run_ns: u64_at(28),
+                encode_ns: u64_at(36),
+            },
+            output,
+        ))
+    }
+}
 
 fn wrap(pos: u64) -> usize {
     (pos % CAPACITY as u64) as usize
@@ -73,14 +122,21 @@ fn wrap(pos: u64) -> usize {
 pub(crate) struct Reader {
     map: SharedMap,
     head: u64,
+    /// The last record's body, for [`Reader::next`] (tests and models).
+    #[cfg(any(test, procpool_loom))]
     body: Vec<u8>,
 }
 
-/// What [`Reader::next`] found.
-#[derive(Debug, PartialEq, Eq)]
+/// What [`Reader::next_into`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Record {
-    /// A note; its body is [`Reader::body`].
+    /// A note (a frame's body).
     Frame,
+    /// One input of a packed chunk ended `Ok`, in the compact form a
+    /// worker's executor writes without serde (a `ToParent::Item` frame
+    /// costs a message encode and decode per input): [`ITEM_HEAD`] bytes of
+    /// head, then the output.
+    Item,
     /// The next note is on the socket.
     Marker,
 }
@@ -93,6 +149,7 @@ impl Reader {
             Reader {
                 map,
                 head: 0,
+                #[cfg(any(test, procpool_loom))]
                 body: Vec::new(),
             },
             fd,
@@ -101,7 +158,24 @@ impl Reader {
 
     /// The next record, or `None` if the worker has published nothing
     /// more. A marker stays in place until [`Reader::skip_marker`].
+    #[cfg(any(test, procpool_loom))]
     pub(crate) fn next(&mut self, max_frame: u32) -> Result<Option<Record>, String> {
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        let found = self.next_into(max_frame, &mut body);
+        self.body = body;
+        found
+    }
+
+    /// The next record, or `None` if the worker has published nothing
+    /// more, its body appended to `out` (a run of records is copied out of
+    /// the ring once, end to end). A marker stays in place until
+    /// [`Reader::skip_marker`].
+    pub(crate) fn next_into(
+        &mut self,
+        max_frame: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Record>, String> {
         let tail = self.map.atomic(TAIL).load(Acquire);
         let avail = tail.wrapping_sub(self.head);
         if avail == 0 {
@@ -118,26 +192,35 @@ impl Reader {
         if len == MARKER {
             return Ok(Some(Record::Marker));
         }
+        let (record, len) = if len & ITEM != 0 {
+            (Record::Item, len & !ITEM)
+        } else {
+            (Record::Frame, len)
+        };
         if len > max_frame || u64::from(len) + LEN as u64 > avail {
             return Err(format!(
                 "reply ring broken: a record of {len} bytes with {avail} bytes published (cap {max_frame})"
             ));
         }
-        self.body.clear();
-        self.body.resize(len as usize, 0);
-        let mut body = std::mem::take(&mut self.body);
-        self.copy_out(self.head + LEN as u64, &mut body);
-        self.body = body;
+        if record == Record::Item && (len as usize) < ITEM_HEAD {
+            return Err(format!(
+                "reply ring broken: an item record of {len} bytes (its head alone is {ITEM_HEAD})"
+            ));
+        }
+        let start = out.len();
+        out.resize(start + len as usize, 0);
+        self.copy_out(self.head + LEN as u64, &mut out[start..]);
         self.advance(LEN as u64 + u64::from(len));
-        Ok(Some(Record::Frame))
+        Ok(Some(record))
     }
 
     /// The body of the record [`Reader::next`] just returned.
+    #[cfg(any(test, procpool_loom))]
     pub(crate) fn body(&self) -> &[u8] {
         &self.body
     }
 
-    /// Consumes the marker [`Reader::next`] stopped at.
+    /// Consumes the marker [`Reader::next_into`] stopped at.
     pub(crate) fn skip_marker(&mut self) {
         self.advance(LEN as u64);
     }
@@ -225,6 +308,30 @@ impl Writer {
         } else {
             Pushed::Quiet
         }
+    }
+
+    /// Appends an item record (see [`Record::Item`]): `head` and the
+    /// output's bytes. `None` (nothing written) if it is too large for the
+    /// ring: the caller sends a `ToParent::Item` frame instead.
+    pub(crate) fn push_item(
+        &mut self,
+        head: &[u8; ITEM_HEAD],
+        output: &[u8],
+        wake: &dyn Fn(),
+    ) -> Option<Pushed> {
+        let body = ITEM_HEAD + output.len();
+        if LEN + body > LARGEST {
+            return None;
+        }
+        self.room(LEN + body, wake);
+        self.put(&(ITEM | body as u32).to_le_bytes());
+        self.put(head);
+        self.put(output);
+        Some(if self.publish() {
+            Pushed::Wake
+        } else {
+            Pushed::Quiet
+        })
     }
 
     /// Waits until `n` bytes are free. The parent frees space as it reads;
@@ -341,11 +448,61 @@ mod tests {
                     assert_eq!(r.body().len(), 10_000);
                     got += 1;
                 }
-                Some(Record::Marker) => panic!("no marker expected"),
+                Some(other) => panic!("no {other:?} expected"),
                 None => std::thread::sleep(Duration::from_micros(50)),
             }
         }
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn item_records_keep_their_place_among_frames() {
+        let (mut r, mut w) = pair();
+        let never = || panic!("room is there");
+        let head = [9u8; ITEM_HEAD];
+        assert_eq!(w.push(&frame(b"started"), &never), Pushed::Quiet);
+        assert_eq!(w.push_item(&head, b"out", &never), Some(Pushed::Quiet));
+        assert_eq!(w.push(&frame(b"finished"), &never), Pushed::Quiet);
+        assert_eq!(w.push_item(&head, &vec![0; LARGEST], &never), None);
+        let mut run = Vec::new();
+        assert_eq!(r.next_into(1 << 20, &mut run).unwrap(), Some(Record::Frame));
+        assert_eq!(r.next_into(1 << 20, &mut run).unwrap(), Some(Record::Item));
+        assert_eq!(r.next_into(1 << 20, &mut run).unwrap(), Some(Record::Frame));
+        assert_eq!(r.next_into(1 << 20, &mut run).unwrap(), None);
+        let mut want = b"started".to_vec();
+        want.extend_from_slice(&head);
+        want.extend_from_slice(b"out");
+        want.extend_from_slice(b"finished");
+        assert_eq!(run, want, "bodies end to end, in order");
+    }
+
+    #[test]
+    fn an_item_head_reads_back_as_written() {
+        let head = ItemHead {
+            id: u64::MAX - 3,
+            index: 7,
+            queue_ns: 1,
+            decode_ns: 2,
+            run_ns: u64::MAX,
+            encode_ns: 4,
+        };
+        let mut body = head.to_bytes().to_vec();
+        body.extend_from_slice(b"xyz");
+        assert_eq!(ItemHead::parse(&body), Some((head, &b"xyz"[..])));
+        assert_eq!(ItemHead::parse(&body[..ITEM_HEAD - 1]), None);
+    }
+
+    #[test]
+    fn an_item_record_shorter_than_its_head_is_a_protocol_error() {
+        let (mut r, mut w) = pair();
+        w.put(&(ITEM | 3).to_le_bytes());
+        w.put(b"abc");
+        w.publish();
+        assert!(
+            r.next(1 << 20)
+                .unwrap_err()
+                .contains("item record of 3 bytes")
+        );
     }
 
     #[test]

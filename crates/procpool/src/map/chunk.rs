@@ -44,9 +44,6 @@ pub enum Sent<O> {
     Chunk(Arc<Sink<O>>),
 }
 
-/// Outputs from this size up have their decoding timed.
-const TIMED_OUTPUT: usize = 256;
-
 enum Slot<O> {
     Waiting,
     /// Its outcome, and its cost when it ran (auto chunking samples it).
@@ -355,7 +352,7 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
         };
         // A clock read costs more than decoding a small output: those are
         // not timed (their `decode_output` is zero).
-        let t = (output.bytes.len() >= TIMED_OUTPUT).then(Instant::now);
+        let t = (output.bytes.len() >= crate::task::TIMED_BYTES).then(Instant::now);
         let bytes = output.bytes;
         let (decoded, shared_error) =
             crate::shared::decode_with(output.mode, output.fds, output.limit, || {

@@ -279,11 +279,11 @@ impl Reading<'_> {
         let mut run = self.run.borrow_mut();
         loop {
             let found = loop {
-                match r.next(self.shared.cfg.max_frame) {
+                match r.next_into(self.shared.cfg.max_frame, &mut run.bytes) {
                     Ok(None) => break Ok(false),
                     Ok(Some(ring::Record::Marker)) => break Ok(true),
-                    Ok(Some(ring::Record::Frame)) => {
-                        run.push(r.body());
+                    Ok(Some(record)) => {
+                        run.ended(record);
                         if run.len() == RUN {
                             break Ok(false);
                         }
@@ -329,7 +329,17 @@ impl Reading<'_> {
     /// [`handle_run`](Self::handle_run) before the map is woken.
     fn handle_run_quietly(&self, run: &Bodies) -> Flow {
         let mut held = Vec::new();
-        for body in run.iter() {
+        for (record, body) in run.iter() {
+            if record == ring::Record::Item {
+                // After the notes before it (its chunk's `Started`).
+                if let Flow::Stop = self.notes(std::mem::take(&mut held)) {
+                    return Flow::Stop;
+                }
+                if let Flow::Stop = self.item_record(body) {
+                    return Flow::Stop;
+                }
+                continue;
+            }
             match decode_message_fds::<ToParent>(body, Vec::new()) {
                 Ok((msg, payloads)) => {
                     let note = matches!(msg, ToParent::Started { .. } | ToParent::Finished { .. });
@@ -553,8 +563,7 @@ impl Reading<'_> {
 }
 
 impl Reading<'_> {
-    /// One input of a packed chunk ended: its outcome goes straight into
-    /// the chunk's sink (no pool lock, but once per chunk to find it).
+    /// One input of a packed chunk ended, as a `ToParent::Item` frame.
     fn item(&self, msg: ToParent, payloads: Vec<PayloadFds<'_>>) -> Flow {
         let ToParent::Item {
             id,
@@ -566,6 +575,46 @@ impl Reading<'_> {
         else {
             return Flow::Go;
         };
+        let output = match outcome {
+            Outcome::Ok { .. } => Ok(payloads.into_iter().next().unwrap_or((&[], Vec::new()))),
+            other => Err(other),
+        };
+        self.item_ended(id, index, &timing, output)
+    }
+
+    /// One input of a packed chunk ended `Ok`, as an item record in the
+    /// ring (see `ring::Record::Item`; the ring checked its length).
+    fn item_record(&self, body: &[u8]) -> Flow {
+        let Some((head, output)) = ring::ItemHead::parse(body) else {
+            protocol_error(
+                self.shared,
+                self.idx,
+                self.generation,
+                self.pid,
+                format!("an item record of {} bytes", body.len()),
+            );
+            return Flow::Stop;
+        };
+        let timing = WorkerTiming {
+            queue_ns: head.queue_ns,
+            decode_ns: head.decode_ns,
+            run_ns: head.run_ns,
+            encode_ns: head.encode_ns,
+            peak_rss_bytes: 0,
+        };
+        self.item_ended(head.id, head.index, &timing, Ok((output, Vec::new())))
+    }
+
+    /// One input of a packed chunk ended (its output, or the outcome that
+    /// says why there is none): it goes straight into the chunk's sink (no
+    /// pool lock, but once per chunk to find it).
+    fn item_ended(
+        &self,
+        id: procpool_wire::TaskId,
+        index: u32,
+        timing: &WorkerTiming,
+        output: Result<PayloadFds<'_>, Outcome>,
+    ) -> Flow {
         let shared = self.shared;
         if self.chunk.borrow().as_ref().is_some_and(|h| h.id != id) {
             // The last chunk's inputs are all in: its map need not wait for
@@ -598,17 +647,16 @@ impl Reading<'_> {
             );
             return Flow::Stop;
         };
-        let done = match outcome {
-            Outcome::Ok { .. } => {
-                let (bytes, fds) = payloads.into_iter().next().unwrap_or((&[], Vec::new()));
+        let done = match output {
+            Ok((bytes, fds)) => {
                 let cost = Cost {
                     total: self.now.get().saturating_duration_since(held.submitted),
-                    ..held.sent.cost(&timing, bytes.len())
+                    ..held.sent.cost(timing, bytes.len())
                 };
                 let output = self.output(bytes, fds);
                 chunk.item_ok(index, output, self.idx, cost, &mut self.costs.borrow_mut())
             }
-            other => {
+            Err(other) => {
                 let (name, input_type, output_type) = chunk.types();
                 let err = task_error_named(other, name, input_type, output_type, self.idx);
                 self.costs.borrow_mut().push(None);
@@ -633,13 +681,14 @@ const RUN: usize = 256;
 #[derive(Default)]
 struct Bodies {
     bytes: Vec<u8>,
-    ends: Vec<usize>,
+    /// Where each record's body ends in `bytes`, and its kind.
+    ends: Vec<(usize, ring::Record)>,
 }
 
 impl Bodies {
-    fn push(&mut self, body: &[u8]) {
-        self.bytes.extend_from_slice(body);
-        self.ends.push(self.bytes.len());
+    /// The body just appended to `bytes` was a whole record of this kind.
+    fn ended(&mut self, record: ring::Record) {
+        self.ends.push((self.bytes.len(), record));
     }
 
     fn len(&self) -> usize {
@@ -651,11 +700,11 @@ impl Bodies {
         self.ends.clear();
     }
 
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+    fn iter(&self) -> impl Iterator<Item = (ring::Record, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(end, _)| end));
         starts
             .zip(self.ends.iter().copied())
-            .map(|(a, b)| &self.bytes[a..b])
+            .map(|(a, (b, record))| (record, &self.bytes[a..b]))
     }
 }
 

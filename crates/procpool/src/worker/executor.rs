@@ -13,6 +13,7 @@ use procpool_wire::message::{Outcome, ToParent, WorkerTiming, encode_message};
 
 use super::shared::{Notes, Work, WorkerShared};
 use crate::link::frames::reusable;
+use crate::link::ring::ItemHead;
 use crate::lock::lock;
 use crate::task::{Input, Registry, WorkerContext};
 
@@ -366,17 +367,34 @@ fn run_chunk(
         };
         let ran = match &runner {
             Ok(run) => run(input, ctx, &mut out, start),
-            Err(outcome) => crate::task::Ran {
-                outcome: outcome.clone(),
-                decode_ns: 0,
-                run_ns: 0,
-                encode_ns: 0,
-                files: Vec::new(),
-            },
+            Err(outcome) => crate::task::Ran::not_run(outcome.clone(), start),
         };
+        // The next input starts where this one ended; it waited in this
+        // worker since the chunk arrived (behind the inputs before it:
+        // waiting, not the pool's overhead).
+        let ended = ran.ended;
         let timing = rss.timing(queue_ns, &ran);
         let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
         let ok = matches!(outcome, Outcome::Ok { .. });
+        if ok && ran.files.is_empty() {
+            // The common case: published as an item record in the ring,
+            // no message to encode (the note before it goes first).
+            send_pending(shared, notes, &mut pending, None, spare);
+            let head = ItemHead {
+                id: header.id,
+                index: index as u32,
+                queue_ns: timing.queue_ns,
+                decode_ns: timing.decode_ns,
+                run_ns: timing.run_ns,
+                encode_ns: timing.encode_ns,
+            };
+            if notes.send_item(shared, head, &out) {
+                *spare = out;
+                queue_ns = crate::task::nanos_between(arrived, ended);
+                start = ended;
+                continue;
+            }
+        }
         let files: Vec<SendFd> = if ok {
             ran.files.into_iter().map(|f| f as SendFd).collect()
         } else {
@@ -411,12 +429,8 @@ fn run_chunk(
         if inline {
             *spare = out;
         }
-        // The next input starts where this one's encoding ended; it waited
-        // in this worker since the chunk arrived (behind the inputs before
-        // it: waiting, not the pool's overhead).
-        let next = Instant::now();
-        queue_ns = crate::task::nanos_between(arrived, next);
-        start = next;
+        queue_ns = crate::task::nanos_between(arrived, ended);
+        start = ended;
     }
     send_pending(shared, notes, &mut pending, None, spare);
     let done = ToParent::Finished {

@@ -135,16 +135,44 @@ pub(super) struct Notes {
     pub ring: Option<ring::Writer>,
 }
 
+/// Writes a `Wake` frame: the parent's reader parked on the socket.
+fn wake_parent(shared: &WorkerShared) {
+    shared.send(&[shared.message(&ToParent::Wake {
+        generation: shared.generation,
+    })])
+}
+
 impl Notes {
+    /// Publishes an input of a packed chunk that ended `Ok` as an item
+    /// record in the ring (see `ring::Record::Item`). `false` (nothing
+    /// sent) without a ring or if the output is too large for it: the
+    /// caller sends a `ToParent::Item` frame.
+    pub(super) fn send_item(
+        &mut self,
+        shared: &WorkerShared,
+        head: ring::ItemHead,
+        output: &[u8],
+    ) -> bool {
+        let Some(ring) = self.ring.as_mut() else {
+            return false;
+        };
+        let wake = || wake_parent(shared);
+        match ring.push_item(&head.to_bytes(), output, &wake) {
+            None => false,
+            Some(pushed) => {
+                if pushed == ring::Pushed::Wake {
+                    wake();
+                }
+                true
+            }
+        }
+    }
+
     pub(super) fn send(&mut self, shared: &WorkerShared, frames: &[Outgoing]) {
         let Some(ring) = self.ring.as_mut() else {
             return shared.send(frames);
         };
-        let wake = || {
-            shared.send(&[shared.message(&ToParent::Wake {
-                generation: shared.generation,
-            })])
-        };
+        let wake = || wake_parent(shared);
         let mut must_wake = false;
         for f in frames {
             match ring.push(f, &wake) {
