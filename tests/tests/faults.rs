@@ -598,6 +598,64 @@ fn garbage_in_the_reply_ring_is_a_protocol_error_on_that_future_only() {
     );
 }
 
+/// An item record (the ring's compact result of one input of a packed
+/// chunk) for a task that is not a chunk breaks the protocol.
+#[test]
+fn a_ring_item_record_for_a_single_task_is_a_protocol_error_on_that_future_only() {
+    bad_frame_with(
+        "ring_item_for_a_single_task",
+        "ring_bad_items",
+        "which is not a chunk",
+        false,
+        |b| b.transport(procpool::Transport::Local),
+    );
+}
+
+/// A worker reports input 0 of a packed chunk through an item record in
+/// its ring, then an item record for an input the chunk does not have: the
+/// first counts (its marked value is delivered, the input not run again),
+/// the second is a protocol error on the input that was running; the worker
+/// is killed and the rest of the chunk runs on its replacement.
+#[test]
+fn a_ring_item_record_for_an_input_the_chunk_lacks_is_a_protocol_error() {
+    run("ring_item_out_of_range", LIMIT, || {
+        let scratch = Scratch::new("ring_bad_items");
+        let pool = builder(1)
+            .transport(procpool::Transport::Local)
+            .worker(bad_worker("ring_bad_items", &scratch).env("BAD_FIRST_BAD", "1"))
+            .build()
+            .unwrap();
+        let bad_pid = scratch.spawns()[0];
+        let results: Vec<_> = pool.map((0..64u64).map(Square)).chunksize(16).collect();
+        assert_eq!(results.len(), 64, "one result per input");
+        assert_eq!(
+            results[0].as_ref().ok(),
+            Some(&1_000_000_000),
+            "input 0's published result is delivered, not run again"
+        );
+        match &results[1] {
+            Err(e @ TaskError::Protocol { message, .. }) => {
+                assert!(
+                    message.contains("a result for input 16 of a chunk of 16"),
+                    "{e}"
+                );
+            }
+            other => panic!("input 1 (running when the worker lied): {other:?}"),
+        }
+        for (i, r) in results.iter().enumerate().skip(2) {
+            assert_eq!(r.as_ref().ok(), Some(&(i as u64 * i as u64)), "square {i}");
+        }
+        assert!(
+            wait_gone(&[bad_pid], Duration::from_secs(5)).is_empty(),
+            "the bad worker was not killed"
+        );
+        wait_replaced(&pool, bad_pid, Duration::from_secs(10));
+        assert!(pool.broken().is_none());
+        still_works(&pool);
+        finish(pool);
+    });
+}
+
 /// A worker publishes a task's start and result in its ring, then breaks
 /// the protocol on its socket (maybe before the parent looked): it is
 /// killed, but the result it published still counts. The bad worker marks

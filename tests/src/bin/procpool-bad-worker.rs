@@ -129,6 +129,12 @@ enum Mode {
     /// First task: `Started`, then a `Finished` whose 64 MiB + 1 output
     /// payload opens with a byte-string length claiming 3.5 GiB; hang.
     HugeClaim,
+    /// First task, through the reply ring as item records (the compact
+    /// form of a packed chunk's input results), then a `Wake`; hang. A
+    /// packed chunk of n inputs: `Started`, input 0's square plus
+    /// `RING_MARK`, then a record for input n (there is none). A single
+    /// task: `Started`, then an item record for it (it is no chunk).
+    RingBadItems,
 }
 
 impl Mode {
@@ -158,6 +164,7 @@ impl Mode {
             "redial" => Mode::Redial,
             "slow_hello" => Mode::SlowHello,
             "huge_claim" => Mode::HugeClaim,
+            "ring_bad_items" => Mode::RingBadItems,
             other => die(&format!("unknown BAD_MODE `{other}`")),
         }
     }
@@ -515,6 +522,30 @@ impl Worker {
                 // A record announcing 1000 bytes of which 6 are published.
                 records.extend_from_slice(&1000u32.to_le_bytes());
                 records.extend_from_slice(&[0xAB; 6]);
+                write_ring(&records);
+                self.send(&ToParent::Wake { generation: g }, Vec::new());
+                hang()
+            }
+            Mode::RingBadItems => {
+                let started = encode_message(
+                    &ToParent::Started {
+                        generation: g,
+                        id: header.id,
+                    },
+                    Vec::<Payload>::new(),
+                )
+                .unwrap_or_else(|e| die(&e.to_string()));
+                let mut records: Vec<u8> = started.parts().flatten().copied().collect();
+                if header.items >= 2 {
+                    let ranges = procpool_wire::message::unpack_inputs(input, header.items)
+                        .unwrap_or_else(|e| die(&e));
+                    let x = codec::decode::<Square>(&input[ranges[0].clone()]).map_or(0, |s| s.0);
+                    let value = x.wrapping_mul(x).wrapping_add(RING_MARK);
+                    item_record(&mut records, header.id, 0, value);
+                    item_record(&mut records, header.id, header.items, 1);
+                } else {
+                    item_record(&mut records, header.id, 0, 1);
+                }
                 write_ring(&records);
                 self.send(&ToParent::Wake { generation: g }, Vec::new());
                 hang()
@@ -946,6 +977,21 @@ fn redial(ticket: u64, _first_nonce: &[u8]) -> String {
         Err(e) => (false, format!("no answer: {e}")),
     };
     format!("pool proved key: {pool_knows_key}; {end}")
+}
+
+/// Appends an item record, as procpool's executor writes one for an input
+/// of a packed chunk that ended `Ok` (`link::ring::Record::Item`): the
+/// length word with its top bit set; the task id, the input's index and
+/// four timings (zero here); the output.
+fn item_record(records: &mut Vec<u8>, id: u64, index: u32, value: u64) {
+    let output = codec::encode(&value).unwrap_or_else(|e| die(&e.to_string()));
+    let head_len = 8 + 4 + 4 * 8;
+    let len = (head_len + output.len()) as u32;
+    records.extend_from_slice(&(len | 1 << 31).to_le_bytes());
+    records.extend_from_slice(&id.to_le_bytes());
+    records.extend_from_slice(&index.to_le_bytes());
+    records.extend_from_slice(&[0; 4 * 8]);
+    records.extend_from_slice(&output);
 }
 
 /// Writes `records` at the start of the reply ring the pool passed
