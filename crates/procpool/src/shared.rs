@@ -49,7 +49,7 @@
 //! can change the bytes after sending them (SEMANTICS 27): writes,
 //! `ftruncate` and writable mappings of the file are refused by the kernel.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
@@ -383,7 +383,6 @@ impl fmt::Display for SharedError {
 
 /// The encoding side's state: the sealed files the frame must carry.
 struct Sink {
-    mode: Mode,
     files: Vec<Arc<SealedFile>>,
     limit: u64,
     total: u64,
@@ -392,7 +391,6 @@ struct Sink {
 
 /// The decoding side's state: the descriptors the frame carried.
 struct Source {
-    mode: Mode,
     /// Descriptor `i`, until a reference adopts it.
     fds: Vec<Option<OwnedFd>>,
     /// The file adopted from descriptor `i` (a value may be referenced
@@ -408,29 +406,103 @@ enum Context {
     Decode(Source),
 }
 
-thread_local! {
-    /// Set only inside `encode_with` / `decode_with` on this thread.
-    static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
+/// Which side runs, as [`LIGHT`] holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Encode,
+    Decode,
 }
 
-/// Puts the previous context back, also on unwind.
-struct Restore(Option<Option<Context>>);
+/// What an encode or decode needs to know before it meets a shared value
+/// (most frames hold none: their `encode_with` / `decode_with` costs two
+/// thread-local writes, not a whole [`Context`] moved in and out).
+#[derive(Debug, Clone, Copy)]
+struct Light {
+    kind: Kind,
+    mode: Mode,
+    limit: u64,
+}
 
-impl Drop for Restore {
-    fn drop(&mut self) {
-        if let Some(prev) = self.0.take() {
-            CONTEXT.with(|c| *c.borrow_mut() = prev);
+impl Light {
+    /// The full state, made when the first shared value needs it.
+    fn context(self) -> Context {
+        match self.kind {
+            Kind::Encode => Context::Encode(Sink {
+                files: Vec::new(),
+                limit: self.limit,
+                total: 0,
+                error: None,
+            }),
+            Kind::Decode => Context::Decode(Source {
+                fds: Vec::new(),
+                opened: Vec::new(),
+                limit: self.limit,
+                total: 0,
+                error: None,
+            }),
         }
     }
 }
 
-fn swap_in(cx: Context) -> Restore {
-    Restore(Some(CONTEXT.with(|c| c.borrow_mut().replace(cx))))
+thread_local! {
+    /// Set only inside `encode_with` / `decode_with` on this thread.
+    static LIGHT: Cell<Option<Light>> = const { Cell::new(None) };
+    /// Its state: made by the first shared value that needs it (at once
+    /// for a decode whose frame carried descriptors), else `None`.
+    static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
 }
 
-fn take_current(restore: &mut Restore) -> Option<Context> {
-    let prev = restore.0.take().unwrap_or(None);
-    CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev))
+/// Runs `f` on the state of the encode or decode running on this thread,
+/// made first if it is not yet; `None` outside one.
+fn with_context<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
+    let light = LIGHT.get()?;
+    CONTEXT.with(|c| {
+        let mut c = c.borrow_mut();
+        Some(f(c.get_or_insert_with(|| light.context())))
+    })
+}
+
+/// Puts the previous encode's or decode's state back, also on unwind.
+struct Restore {
+    armed: bool,
+    light: Option<Light>,
+    context: Option<Context>,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if self.armed {
+            leave(self);
+        }
+    }
+}
+
+/// Swaps `context` in (only if there is one, or an outer one to keep).
+fn swap_context(context: Option<Context>) -> Option<Context> {
+    CONTEXT.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() && context.is_none() {
+            None
+        } else {
+            std::mem::replace(&mut *c, context)
+        }
+    })
+}
+
+fn enter(light: Light, context: Option<Context>) -> Restore {
+    Restore {
+        armed: true,
+        light: LIGHT.replace(Some(light)),
+        context: swap_context(context),
+    }
+}
+
+/// Ends the encode or decode `restore` began: the outer one (if any) is
+/// back, and this one's state (if it was made) is returned.
+fn leave(restore: &mut Restore) -> Option<Context> {
+    restore.armed = false;
+    LIGHT.set(restore.light);
+    swap_context(restore.context.take())
 }
 
 /// What an encode left behind: the sealed files to send with the frame,
@@ -444,15 +516,14 @@ pub(crate) struct Encoded {
 /// Runs `f` (a codec encode) with shared values written for `mode`,
 /// counting at most `limit` shared bytes.
 pub(crate) fn encode_with<R>(mode: Mode, limit: u64, f: impl FnOnce() -> R) -> (R, Encoded) {
-    let mut restore = swap_in(Context::Encode(Sink {
+    let light = Light {
+        kind: Kind::Encode,
         mode,
-        files: Vec::new(),
         limit,
-        total: 0,
-        error: None,
-    }));
+    };
+    let mut restore = enter(light, None);
     let r = f();
-    let encoded = match take_current(&mut restore) {
+    let encoded = match leave(&mut restore) {
         Some(Context::Encode(s)) => Encoded {
             files: s.files,
             error: s.error,
@@ -471,17 +542,24 @@ pub(crate) fn decode_with<R>(
     limit: u64,
     f: impl FnOnce() -> R,
 ) -> (R, Option<SharedError>) {
-    let n = fds.len();
-    let mut restore = swap_in(Context::Decode(Source {
+    let light = Light {
+        kind: Kind::Decode,
         mode,
-        fds: fds.into_iter().map(Some).collect(),
-        opened: (0..n).map(|_| None).collect(),
         limit,
-        total: 0,
-        error: None,
-    }));
+    };
+    let context = (!fds.is_empty()).then(|| {
+        let n = fds.len();
+        Context::Decode(Source {
+            fds: fds.into_iter().map(Some).collect(),
+            opened: (0..n).map(|_| None).collect(),
+            limit,
+            total: 0,
+            error: None,
+        })
+    });
+    let mut restore = enter(light, context);
     let r = f();
-    let error = match take_current(&mut restore) {
+    let error = match leave(&mut restore) {
         Some(Context::Decode(s)) => s.error,
         _ => None,
     };
@@ -490,27 +568,26 @@ pub(crate) fn decode_with<R>(
 
 /// The mode of the encode running on this thread, if any.
 fn encode_mode() -> Option<Mode> {
-    CONTEXT.with(|c| match &*c.borrow() {
-        Some(Context::Encode(s)) => Some(s.mode),
-        _ => None,
-    })
+    LIGHT
+        .get()
+        .filter(|l| l.kind == Kind::Encode)
+        .map(|l| l.mode)
 }
 
 fn decode_mode() -> Option<Mode> {
-    CONTEXT.with(|c| match &*c.borrow() {
-        Some(Context::Decode(s)) => Some(s.mode),
-        _ => None,
-    })
+    LIGHT
+        .get()
+        .filter(|l| l.kind == Kind::Decode)
+        .map(|l| l.mode)
 }
 
 /// Records `err` for the caller of `encode_with`/`decode_with` and turns
 /// it into serde's error.
 fn fail<E>(err: SharedError, custom: impl FnOnce(String) -> E) -> E {
     let text = err.to_string();
-    CONTEXT.with(|c| match &mut *c.borrow_mut() {
-        Some(Context::Encode(s)) => s.error = s.error.take().or(Some(err)),
-        Some(Context::Decode(s)) => s.error = s.error.take().or(Some(err)),
-        None => {}
+    with_context(|c| match c {
+        Context::Encode(s) => s.error = s.error.take().or(Some(err)),
+        Context::Decode(s) => s.error = s.error.take().or(Some(err)),
     });
     custom(text)
 }
@@ -558,45 +635,48 @@ fn serialize_in_pool<T: Pod, S: Serializer>(
 /// Adds `v`'s sealed file to the sink (once per file) and returns its index.
 fn push_file<T: Pod>(v: &SharedSlice<T>) -> Result<u32, SharedError> {
     let len = v.as_bytes().len() as u64;
-    let over = CONTEXT.with(|c| match &mut *c.borrow_mut() {
-        Some(Context::Encode(s)) => {
+    let over = with_context(|c| match c {
+        Context::Encode(s) => {
             s.total = s.total.saturating_add(len);
             (s.total > s.limit).then_some(SharedError::TooLarge {
                 len: s.total,
                 limit: s.limit,
             })
         }
-        _ => None,
-    });
+        Context::Decode(_) => None,
+    })
+    .flatten();
     if let Some(e) = over {
         return Err(e);
     }
     // One frame carries at most `MAX_FDS` descriptors: refuse the next
     // file before making it (a value already in the sink is no new one).
-    let full = CONTEXT.with(|c| match &*c.borrow() {
-        Some(Context::Encode(s)) => {
+    let full = with_context(|c| match c {
+        Context::Encode(s) => {
             s.files.len() >= MAX_FDS
                 && v.inner
                     .sealed
                     .get()
                     .is_none_or(|f| !s.files.iter().any(|g| Arc::ptr_eq(f, g)))
         }
-        _ => false,
-    });
+        Context::Decode(_) => false,
+    })
+    .unwrap_or(false);
     if full {
         return Err(SharedError::TooMany { limit: MAX_FDS });
     }
     let file = v.sealed()?;
-    CONTEXT.with(|c| match &mut *c.borrow_mut() {
-        Some(Context::Encode(s)) => {
+    with_context(|c| match c {
+        Context::Encode(s) => {
             if let Some(i) = s.files.iter().position(|f| Arc::ptr_eq(f, &file)) {
                 return Ok(i as u32);
             }
             s.files.push(file);
             Ok((s.files.len() - 1) as u32)
         }
-        _ => Err(SharedError::Io("no encode in progress".into())),
+        Context::Decode(_) => Err(SharedError::Io("no encode in progress".into())),
     })
+    .unwrap_or_else(|| Err(SharedError::Io("no encode in progress".into())))
 }
 
 /// Reads a shared value inside a pool frame.
@@ -616,9 +696,8 @@ fn deserialize_in_pool<'de, D: Deserializer<'de>>(mode: Mode, de: D) -> Result<G
 /// Adopts descriptor `index` of the frame being decoded as a sealed file of
 /// `len` bytes.
 fn adopt(index: u32, len: u64) -> Result<Arc<SealedFile>, SharedError> {
-    CONTEXT.with(|c| {
-        let mut c = c.borrow_mut();
-        let Some(Context::Decode(s)) = &mut *c else {
+    with_context(|c| {
+        let Context::Decode(s) = c else {
             return Err(SharedError::Io("no decode in progress".into()));
         };
         let i = index as usize;
@@ -650,6 +729,7 @@ fn adopt(index: u32, len: u64) -> Result<Arc<SealedFile>, SharedError> {
         s.opened[i] = Some(file.clone());
         Ok(file)
     })
+    .unwrap_or_else(|| Err(SharedError::Io("no decode in progress".into())))
 }
 
 impl Serialize for SharedBytes {
