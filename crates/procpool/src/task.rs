@@ -185,7 +185,17 @@ pub(crate) struct Input<'a> {
 
 /// Runs a task from its encoded input; `start` is when the worker took it
 /// (the decode is timed from there: one clock read fewer per task).
-pub(crate) type RunFn = fn(Input<'_>, &mut WorkerContext, &mut Vec<u8>, Instant) -> Ran;
+pub(crate) type RunFn = fn(Input<'_>, &mut WorkerContext, &mut Vec<u8>, Start) -> Ran;
+
+/// When a task began in the worker, and whether its output's encoding is
+/// timed apart from its run (a clock read costs more than encoding a small
+/// output: a chunk's input is timed so when the input before it had an
+/// output of [`TIMED_BYTES`] or more; a single task always is).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Start {
+    pub at: Instant,
+    pub time_encode: bool,
+}
 type InitFn = fn(&[u8], &mut WorkerContext) -> Result<(), String>;
 
 struct TaskEntry {
@@ -330,9 +340,13 @@ impl Registry {
         out: &mut Vec<u8>,
         start: Instant,
     ) -> Ran {
+        let start = Start {
+            at: start,
+            time_encode: true,
+        };
         match self.runner(name, fp) {
             Ok(run) => run(input, ctx, out, start),
-            Err(outcome) => Ran::not_run(outcome, start),
+            Err(outcome) => Ran::not_run(outcome, start.at),
         }
     }
 
@@ -384,8 +398,9 @@ fn run_task<T: Task>(
     input: Input<'_>,
     ctx: &mut WorkerContext,
     out: &mut Vec<u8>,
-    t0: Instant,
+    start: Start,
 ) -> Ran {
+    let t0 = start.at;
     let (mode, limit) = (input.mode, input.limit);
     let timed_decode = input.bytes.len() >= TIMED_BYTES;
     let (decoded, shared_error) =
@@ -413,21 +428,22 @@ fn run_task<T: Task>(
     let decode_ns = nanos_between(t0, t1);
     crate::worker::clear_panic_location();
     let result = catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
-    let t2 = Instant::now();
-    let run_ns = nanos_between(t1, t2);
+    // Without a read here the output's encoding counts in the run.
+    let t2 = start.time_encode.then(Instant::now);
     let output = match result {
         Ok(o) => o,
         Err(p) => {
+            let ended = t2.unwrap_or_else(Instant::now);
             return Ran {
                 outcome: Outcome::Panicked {
                     message: codec::panic_message(&*p),
                     location: crate::worker::take_panic_location(),
                 },
                 decode_ns,
-                run_ns,
+                run_ns: nanos_between(t1, ended),
                 encode_ns: 0,
                 files: Vec::new(),
-                ended: t2,
+                ended,
             };
         }
     };
@@ -435,7 +451,10 @@ fn run_task<T: Task>(
     let (encoded, shared) = shared::encode_with(mode, limit, || codec::encode_into(&output, out));
     drop(output);
     let ended = Instant::now();
-    let encode_ns = nanos_between(t2, ended);
+    let (run_ns, encode_ns) = match t2 {
+        Some(t2) => (nanos_between(t1, t2), nanos_between(t2, ended)),
+        None => (nanos_between(t1, ended), 0),
+    };
     let (outcome, files) = match (encoded, shared.error) {
         (Ok(()), None) => (
             Outcome::Ok {

@@ -355,6 +355,9 @@ fn run_chunk(
     let runner = registry.runner(&header.name, header.fingerprint);
     let mut start = Instant::now();
     let mut queue_ns = crate::task::nanos_between(arrived, start);
+    // The first input's output is timed apart; a later one's if the output
+    // before it was not small (see `task::Start`).
+    let mut time_encode = true;
     for (index, range) in ranges.into_iter().enumerate() {
         send_pending(shared, notes, &mut pending, None, spare);
         let mut out = std::mem::take(spare);
@@ -365,8 +368,12 @@ fn run_chunk(
             mode: shared.shared_mode,
             limit: u64::from(max_frame),
         };
+        let began = crate::task::Start {
+            at: start,
+            time_encode,
+        };
         let ran = match &runner {
-            Ok(run) => run(input, ctx, &mut out, start),
+            Ok(run) => run(input, ctx, &mut out, began),
             Err(outcome) => crate::task::Ran::not_run(outcome.clone(), start),
         };
         // The next input starts where this one ended; it waited in this
@@ -376,6 +383,7 @@ fn run_chunk(
         let timing = rss.timing(queue_ns, &ran);
         let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
         let ok = matches!(outcome, Outcome::Ok { .. });
+        time_encode = out.len() >= crate::task::TIMED_BYTES;
         if ok && ran.files.is_empty() {
             // The common case: published as an item record in the ring,
             // no message to encode (the note before it goes first).
