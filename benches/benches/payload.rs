@@ -10,10 +10,20 @@
 //! size, as a program that hands one array to many tasks does): its first
 //! send copies it into a sealed memory file, every echo passes that file.
 //!
+//! At 1 MiB and 16 MiB the same echo also goes through procspawn 1.0.2's
+//! `Pool` of 1 worker process (started once, reused by every call):
+//! `procspawn_bytes` sends a `serde_bytes::ByteBuf`, `procspawn_shmem` its
+//! shared-memory `procspawn::serde::Shmem` (made once per size; each echo's
+//! reply is the next input, so the same memory goes out and comes back).
+//!
 //! Only the round trip is timed: cloning the input (a task owns its bytes)
 //! and freeing the output happen off the clock. The printed ratios come
-//! from an interleaved loop (pool and raw alternating) run after criterion's
-//! benches of each size.
+//! from two interleaved loops (contenders and raw alternating) run after
+//! criterion's benches of each size: the bytes loop (raw, `Echo`,
+//! `EchoVec`, procspawn `ByteBuf`, and `EchoShared` right after a bytes echo
+//! on the same worker) and the shared loop (raw, `EchoShared`, procspawn
+//! `Shmem`: each shared echo follows a shared echo on its own worker, so
+//! neither pays for what a 16 MiB bytes echo left behind in its worker).
 //!
 //! On a small VM a ping-pong's cost depends on whether the two processes
 //! share a CPU (measured here: ~15 µs on one CPU, ~90 µs when every wake-up
@@ -26,22 +36,25 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode};
 use procpool::{ProcessPool, SharedBytes, SharedSlice, Shutdown, Task};
 use procpool_benches::{
-    Recorder, echo_peer, frame, human, interleave, measuring, payload, process_pool, ratio,
-    report_heading, timed,
+    Recorder, Routine, echo_peer, frame, human, interleave, measuring, payload, process_pool,
+    ratio, report_heading, timed,
 };
 use procpool_tasks::{Echo, EchoShared, EchoVec, SumShared};
+use procspawn::serde::Shmem;
+use serde_bytes::ByteBuf;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_procpool-bench-worker");
 const SAMPLES: usize = 10;
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-/// One payload size: label, bytes, whether `EchoVec` runs it, and the
-/// interleaved loop's rounds × calls per round.
+/// One payload size: label, bytes, whether `EchoVec` and procspawn run it,
+/// and the interleaved loop's rounds × calls per round.
 struct Size {
     label: &'static str,
     len: usize,
     vec: bool,
+    procspawn: bool,
     rounds: usize,
     calls: u64,
 }
@@ -51,6 +64,7 @@ const SIZES: [Size; 3] = [
         label: "1KiB",
         len: KIB,
         vec: true,
+        procspawn: false,
         rounds: 100,
         calls: 5,
     },
@@ -58,6 +72,7 @@ const SIZES: [Size; 3] = [
         label: "1MiB",
         len: MIB,
         vec: true,
+        procspawn: true,
         rounds: 20,
         calls: 1,
     },
@@ -65,6 +80,7 @@ const SIZES: [Size; 3] = [
         label: "16MiB",
         len: 16 * MIB,
         vec: false,
+        procspawn: true,
         rounds: 6,
         calls: 1,
     },
@@ -102,14 +118,79 @@ fn shared_round_trips(pool: &ProcessPool, data: &SharedBytes, iters: u64) -> Dur
     total
 }
 
-/// Interleaved medians of one size: raw, `Echo`, `EchoShared`, and
-/// `EchoVec` if it ran.
+/// procspawn's echo of `serde_bytes` (run in its worker process).
+fn procspawn_echo_bytes(bytes: ByteBuf) -> ByteBuf {
+    bytes
+}
+
+/// procspawn's echo of its shared-memory type (run in its worker process).
+fn procspawn_echo_shmem(shmem: Shmem) -> Shmem {
+    shmem
+}
+
+/// `iters` round trips of `data` as a `ByteBuf` through procspawn's `Pool`,
+/// timing only spawn→join (as [`echo_round_trips`]). Every reply's bytes are
+/// checked off the clock.
+fn procspawn_bytes_round_trips(pool: &procspawn::Pool, data: &[u8], iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let bytes = ByteBuf::from(data.to_vec());
+        let start = Instant::now();
+        let out = pool
+            .spawn(bytes, procspawn_echo_bytes)
+            .join()
+            .expect("procspawn echo");
+        total += start.elapsed();
+        assert!(out.as_slice() == data, "procspawn echoed other bytes");
+    }
+    total
+}
+
+/// `iters` round trips of one `Shmem` through procspawn's `Pool`: each
+/// reply is the next input (a `Shmem` is not `Clone`; the same memory goes
+/// out and comes back, as `EchoShared`'s value does). `shmem` holds it
+/// between calls. Every reply's bytes are checked off the clock.
+///
+/// procspawn 1.0.2's `Pool::spawn` sends the arguments outside its "IPC
+/// mode" (`procspawn::spawn` and every reply use it), so a `Shmem` argument
+/// would go as inline bytes that the worker then cannot read as a shared
+/// region (its worker panics: "Cannot consume shared memory region"); the
+/// call is made inside `procspawn::serde::with_ipc_mode`, which makes the
+/// argument travel as shared memory, as procspawn intends.
+fn procspawn_shmem_round_trips(
+    pool: &procspawn::Pool,
+    shmem: &mut Option<Shmem>,
+    data: &[u8],
+    iters: u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let input = shmem.take().expect("the shared memory of the last echo");
+        let start = Instant::now();
+        let out = procspawn::serde::with_ipc_mode(|| pool.spawn(input, procspawn_echo_shmem))
+            .join()
+            .expect("procspawn echo");
+        total += start.elapsed();
+        assert!(out.as_bytes() == data, "procspawn echoed other bytes");
+        *shmem = Some(out);
+    }
+    total
+}
+
+/// Interleaved medians of one size.
 struct Measured {
     label: &'static str,
+    /// The bytes loop: raw, `Echo`, `EchoShared` after an `Echo` on the
+    /// same worker, `EchoVec` and procspawn's `ByteBuf` if they ran.
     raw: Duration,
     echo: Duration,
-    shared: Duration,
+    shared_after_echo: Duration,
     vec: Option<Duration>,
+    procspawn_bytes: Option<Duration>,
+    /// The shared loop: raw, `EchoShared`, procspawn's `Shmem` if it ran.
+    shared_raw: Duration,
+    shared: Duration,
+    procspawn_shmem: Option<Duration>,
 }
 
 /// Sums a 1 GiB `SharedSlice<f64>` in the worker `rounds` times; returns
@@ -142,6 +223,9 @@ fn sum_1gib(pool: &ProcessPool, rounds: usize) -> (Duration, Duration) {
 }
 
 fn main() {
+    // First: a procspawn worker is this program started again, and it
+    // serves procspawn's calls from here on instead of running the benches.
+    procspawn::init();
     let mut c = Criterion::default()
         .sample_size(SAMPLES)
         .warm_up_time(Duration::from_millis(500))
@@ -151,6 +235,9 @@ fn main() {
 
     let mut peer = echo_peer(WORKER).expect("start the echo peer");
     let pool = process_pool(WORKER, 1);
+    // procspawn's counterpart of the pool above: one worker process,
+    // started once and reused by every call.
+    let spawn_pool = procspawn::Pool::new(1).expect("start procspawn's pool");
 
     let mut group = c.benchmark_group("payload");
     group.sampling_mode(SamplingMode::Flat);
@@ -167,11 +254,21 @@ fn main() {
         let mut vec = |iters| echo_round_trips(&pool, &data, iters, EchoVec, Vec::len);
         let shared_data = SharedBytes::from(data.clone());
         let mut shared = |iters| shared_round_trips(&pool, &shared_data, iters);
+        let mut ps_bytes = |iters| procspawn_bytes_round_trips(&spawn_pool, &data, iters);
+        // Made once per size, as `shared_data`: the first copy into shared
+        // memory is not what is measured.
+        let mut ps_shmem_data = Some(Shmem::from_bytes(&data));
+        let mut ps_shmem =
+            |iters| procspawn_shmem_round_trips(&spawn_pool, &mut ps_shmem_data, &data, iters);
         let (raw_id, echo_id, vec_id, shared_id) = (
             format!("raw_socket_{}", size.label),
             format!("echo_serde_bytes_{}", size.label),
             format!("echo_vec_{}", size.label),
             format!("echo_shared_{}", size.label),
+        );
+        let (ps_bytes_id, ps_shmem_id) = (
+            format!("procspawn_bytes_{}", size.label),
+            format!("procspawn_shmem_{}", size.label),
         );
         group.bench_function(&raw_id, |b| {
             b.iter_custom(|iters| rec.record(&raw_id, raw(iters), iters))
@@ -187,26 +284,38 @@ fn main() {
                 b.iter_custom(|iters| rec.record(&vec_id, vec(iters), iters))
             });
         }
+        if size.procspawn {
+            group.bench_function(&ps_bytes_id, |b| {
+                b.iter_custom(|iters| rec.record(&ps_bytes_id, ps_bytes(iters), iters))
+            });
+            group.bench_function(&ps_shmem_id, |b| {
+                b.iter_custom(|iters| rec.record(&ps_shmem_id, ps_shmem(iters), iters))
+            });
+        }
         if measuring() && rec.median(&echo_id).is_some() {
-            let t = if size.vec {
-                interleave(
-                    size.rounds,
-                    size.calls,
-                    &mut [&mut echo, &mut raw, &mut shared, &mut vec],
-                )
-            } else {
-                interleave(
-                    size.rounds,
-                    size.calls,
-                    &mut [&mut echo, &mut raw, &mut shared],
-                )
-            };
+            let mut bytes: Vec<Routine<'_>> = vec![&mut echo, &mut raw, &mut shared];
+            if size.procspawn {
+                bytes.push(&mut ps_bytes);
+            }
+            if size.vec {
+                bytes.push(&mut vec);
+            }
+            let b = interleave(size.rounds, size.calls, &mut bytes);
+            let mut shared_only: Vec<Routine<'_>> = vec![&mut shared, &mut raw];
+            if size.procspawn {
+                shared_only.push(&mut ps_shmem);
+            }
+            let s = interleave(size.rounds, size.calls, &mut shared_only);
             measured.push(Measured {
                 label: size.label,
-                echo: t[0],
-                raw: t[1],
-                shared: t[2],
-                vec: t.get(3).copied(),
+                echo: b[0],
+                raw: b[1],
+                shared_after_echo: b[2],
+                procspawn_bytes: size.procspawn.then(|| b[3]),
+                vec: size.vec.then(|| b[b.len() - 1]),
+                shared: s[0],
+                shared_raw: s[1],
+                procspawn_shmem: size.procspawn.then(|| s[2]),
             });
         }
     }
@@ -231,14 +340,50 @@ fn main() {
                 human(m.raw),
                 sequential.unwrap_or(f64::NAN),
             );
+            if let Some(bytes) = m.procspawn_bytes {
+                println!(
+                    "{:>5}: procspawn ByteBuf   = {:>5.2} × raw socket   ({}); \
+                     serde_bytes / procspawn ByteBuf = {:.2} × (criterion's sequential \
+                     runs: {:.2} ×)",
+                    m.label,
+                    ratio(bytes, m.raw),
+                    human(bytes),
+                    ratio(m.echo, bytes),
+                    rec.ratio(
+                        &format!("echo_serde_bytes_{}", m.label),
+                        &format!("procspawn_bytes_{}", m.label),
+                    )
+                    .unwrap_or(f64::NAN),
+                );
+            }
             println!(
-                "{:>5}: EchoShared          = {:>5.2} × raw socket   ({}); \
-                 EchoShared / serde_bytes = {:.2} ×",
+                "{:>5}: EchoShared          = {:>5.2} × raw socket   ({} vs {}, shared loop); \
+                 EchoShared / serde_bytes = {:.2} ×; right after an Echo on the same \
+                 worker: {} ({:.2} × raw)",
                 m.label,
-                ratio(m.shared, m.raw),
+                ratio(m.shared, m.shared_raw),
                 human(m.shared),
+                human(m.shared_raw),
                 ratio(m.shared, m.echo),
+                human(m.shared_after_echo),
+                ratio(m.shared_after_echo, m.raw),
             );
+            if let Some(shmem) = m.procspawn_shmem {
+                println!(
+                    "{:>5}: procspawn Shmem     = {:>5.2} × raw socket   ({}, shared loop); \
+                     EchoShared / procspawn Shmem = {:.3} × (criterion's sequential runs: \
+                     {:.3} ×)",
+                    m.label,
+                    ratio(shmem, m.shared_raw),
+                    human(shmem),
+                    ratio(m.shared, shmem),
+                    rec.ratio(
+                        &format!("echo_shared_{}", m.label),
+                        &format!("procspawn_shmem_{}", m.label),
+                    )
+                    .unwrap_or(f64::NAN),
+                );
+            }
             if let Some(vec) = m.vec {
                 println!(
                     "{:>5}: EchoVec (Vec<u8>)  = {:>5.2} × raw socket   ({}); \
@@ -260,5 +405,6 @@ fn main() {
         );
     }
     pool.shutdown(Shutdown::Wait);
+    spawn_pool.shutdown();
     peer.close().expect("close the echo peer");
 }
