@@ -21,6 +21,7 @@ use chunk::{Sent, Sink};
 
 mod auto;
 pub(crate) mod chunk;
+mod slots;
 #[cfg(feature = "stream")]
 mod stream;
 #[cfg(feature = "stream")]
@@ -120,12 +121,14 @@ where
     /// Keyed by input index.
     by_key: IdMap<usize, TaskFuture<<I::Item as Task>::Output>>,
     /// Unordered mode: inputs of packed chunks by key.
-    slots: IdMap<usize, SlotOf<<I::Item as Task>::Output>>,
+    slots: slots::SlotWindow<SlotOf<<I::Item as Task>::Output>>,
     ready: VecDeque<Indexed<I>>,
     /// Unordered mode: the pool's refusal (at the index of the first input
     /// it refused), yielded once nothing else is left in flight.
     refused: Option<(usize, TaskError)>,
     done: Arc<DoneQueue>,
+    /// Unordered mode: done keys taken from `done`, not yet looked at.
+    done_keys: VecDeque<usize>,
     /// Index of the next input pulled.
     next_key: usize,
     /// Ordered mode: index of the next item yielded.
@@ -175,10 +178,11 @@ where
             ended: false,
             pending: VecDeque::new(),
             by_key: IdMap::default(),
-            slots: IdMap::default(),
+            slots: slots::SlotWindow::default(),
             ready: VecDeque::new(),
             refused: None,
             done: DoneQueue::new(),
+            done_keys: VecDeque::new(),
             next_key: 0,
             yielded: 0,
             progress: Progress::default(),
@@ -491,7 +495,7 @@ where
                 Entry::Slot(sink, _) => keep(sink),
             }
         }
-        let mut unordered: Vec<_> = self.slots.drain().map(|(_, (s, _))| s).collect();
+        let mut unordered: Vec<_> = self.slots.drain().map(|(s, _)| s).collect();
         unordered.sort_by_key(|s| Arc::as_ptr(s) as usize);
         for sink in unordered {
             keep(sink);
@@ -574,14 +578,17 @@ where
             }
             let until = limit.map(|(wait, _)| crate::deadline::after(wait));
             while !self.by_key.is_empty() || !self.slots.is_empty() {
-                let Some(key) = self.done.pop(until.flatten()) else {
+                if self.done_keys.is_empty() {
+                    self.done.pop_all(until.flatten(), &mut self.done_keys);
+                }
+                let Some(key) = self.done_keys.pop_front() else {
                     let after = limit.map_or(Duration::ZERO, |(_, after)| after);
                     let first = self
                         .by_key
                         .keys()
-                        .chain(self.slots.keys())
-                        .min()
                         .copied()
+                        .chain(self.slots.min_key())
+                        .min()
                         .unwrap_or(self.next_key);
                     return self.give_up(first, after);
                 };
@@ -589,7 +596,7 @@ where
                     self.measure(key, &f);
                     return Some((key, f.result()));
                 }
-                if let Some((sink, i)) = self.slots.remove(&key) {
+                if let Some((sink, i)) = self.slots.remove(key) {
                     let r = self.take_slot(key, &sink, i);
                     return Some((key, r));
                 }

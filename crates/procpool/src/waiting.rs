@@ -63,10 +63,32 @@ impl DoneQueue {
 
     /// The next done key, waiting until `deadline` (forever if `None`).
     pub(crate) fn pop(&self, deadline: Option<Instant>) -> Option<usize> {
+        self.take(deadline, |keys| keys.pop_front())
+    }
+
+    /// Waits until `deadline` (forever if `None`) for done keys and moves
+    /// all of them to the end of `out` (one lock for many keys); `false` if
+    /// none came in time.
+    pub(crate) fn pop_all(&self, deadline: Option<Instant>, out: &mut VecDeque<usize>) -> bool {
+        self.take(deadline, |keys| {
+            let had = !keys.is_empty();
+            out.append(keys);
+            had.then_some(())
+        })
+        .is_some()
+    }
+
+    /// Waits until `deadline` (forever if `None`) for `f` to take something
+    /// from the done keys.
+    fn take<R>(
+        &self,
+        deadline: Option<Instant>,
+        mut f: impl FnMut(&mut VecDeque<usize>) -> Option<R>,
+    ) -> Option<R> {
         let mut g = self.lock();
         loop {
-            if let Some(k) = g.keys.pop_front() {
-                return Some(k);
+            if let Some(r) = f(&mut g.keys) {
+                return Some(r);
             }
             let timeout = match deadline {
                 None => None,
