@@ -415,12 +415,17 @@ enum Kind {
 
 /// What an encode or decode needs to know before it meets a shared value
 /// (most frames hold none: their `encode_with` / `decode_with` costs two
-/// thread-local writes, not a whole [`Context`] moved in and out).
+/// writes of this `Copy` cell and never touches [`CONTEXT`], whose type
+/// has a destructor and so costs a registration check on every access).
 #[derive(Debug, Clone, Copy)]
 struct Light {
     kind: Kind,
     mode: Mode,
     limit: u64,
+    /// [`CONTEXT`] holds this call's state (made by a shared value, or at
+    /// once for a decode whose frame carried descriptors). While no call on
+    /// this thread has one, `CONTEXT` is `None` and is left alone.
+    heavy: bool,
 }
 
 impl Light {
@@ -456,6 +461,12 @@ thread_local! {
 /// made first if it is not yet; `None` outside one.
 fn with_context<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
     let light = LIGHT.get()?;
+    if !light.heavy {
+        LIGHT.set(Some(Light {
+            heavy: true,
+            ..light
+        }));
+    }
     CONTEXT.with(|c| {
         let mut c = c.borrow_mut();
         Some(f(c.get_or_insert_with(|| light.context())))
@@ -466,6 +477,7 @@ fn with_context<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
 struct Restore {
     armed: bool,
     light: Option<Light>,
+    /// The outer call's state, while this one runs (only if it had one).
     context: Option<Context>,
 }
 
@@ -477,32 +489,39 @@ impl Drop for Restore {
     }
 }
 
-/// Swaps `context` in (only if there is one, or an outer one to keep).
-fn swap_context(context: Option<Context>) -> Option<Context> {
-    CONTEXT.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() && context.is_none() {
-            None
-        } else {
-            std::mem::replace(&mut *c, context)
-        }
-    })
-}
-
-fn enter(light: Light, context: Option<Context>) -> Restore {
+// Inlined: `light` then stays in registers (built in memory field by field
+// and read back whole, it stalled on store forwarding).
+#[inline(always)]
+fn enter(mut light: Light, context: Option<Context>) -> Restore {
+    let outer = LIGHT.get();
+    light.heavy = context.is_some();
+    // `CONTEXT` is `None` unless the outer call made its state: then (or
+    // to put this call's in) it is swapped; else it is not touched.
+    let saved = if light.heavy || outer.is_some_and(|l| l.heavy) {
+        CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), context))
+    } else {
+        None
+    };
+    LIGHT.set(Some(light));
     Restore {
         armed: true,
-        light: LIGHT.replace(Some(light)),
-        context: swap_context(context),
+        light: outer,
+        context: saved,
     }
 }
 
 /// Ends the encode or decode `restore` began: the outer one (if any) is
 /// back, and this one's state (if it was made) is returned.
+#[inline(always)]
 fn leave(restore: &mut Restore) -> Option<Context> {
     restore.armed = false;
-    LIGHT.set(restore.light);
-    swap_context(restore.context.take())
+    let this = LIGHT.replace(restore.light);
+    let outer_heavy = restore.light.is_some_and(|l| l.heavy);
+    if this.is_some_and(|l| l.heavy) || outer_heavy {
+        CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), restore.context.take()))
+    } else {
+        None
+    }
 }
 
 /// What an encode left behind: the sealed files to send with the frame,
@@ -520,6 +539,7 @@ pub(crate) fn encode_with<R>(mode: Mode, limit: u64, f: impl FnOnce() -> R) -> (
         kind: Kind::Encode,
         mode,
         limit,
+        heavy: false,
     };
     let mut restore = enter(light, None);
     let r = f();
@@ -546,6 +566,7 @@ pub(crate) fn decode_with<R>(
         kind: Kind::Decode,
         mode,
         limit,
+        heavy: false,
     };
     let context = (!fds.is_empty()).then(|| {
         let n = fds.len();

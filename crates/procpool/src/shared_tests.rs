@@ -296,3 +296,44 @@ fn one_frame_holds_at_most_max_fds_files() {
     let (r, enc) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&again));
     assert!(r.is_ok() && enc.files.len() == MAX_FDS);
 }
+
+#[test]
+fn nested_calls_keep_their_own_state() {
+    let b = SharedBytes::from(vec![3; BIG]);
+    let c = SharedBytes::from(vec![4; BIG]);
+    // An outer call with state: inner calls with none and with their own
+    // leave it as it was.
+    let (r, outer) = encode_with(Mode::Descriptors, u64::MAX, || {
+        let first = codec::encode(&b);
+        let (_, light) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&1u64));
+        assert!(light.files.is_empty() && light.error.is_none());
+        let (_, heavy) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&c));
+        assert_eq!(heavy.files.len(), 1);
+        assert!(Arc::ptr_eq(
+            &heavy.files[0],
+            c.0.inner.sealed.get().unwrap()
+        ));
+        first
+    });
+    assert!(r.is_ok());
+    assert_eq!(outer.files.len(), 1);
+    assert!(Arc::ptr_eq(
+        &outer.files[0],
+        b.0.inner.sealed.get().unwrap()
+    ));
+    // An outer call that makes its state only after an inner one with
+    // state has returned.
+    let (_, outer) = encode_with(Mode::Descriptors, u64::MAX, || {
+        let (_, inner) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&c));
+        assert_eq!(inner.files.len(), 1);
+        codec::encode(&b)
+    });
+    assert_eq!(outer.files.len(), 1);
+    assert!(Arc::ptr_eq(
+        &outer.files[0],
+        b.0.inner.sealed.get().unwrap()
+    ));
+    // Nothing left behind.
+    assert!(encode_mode().is_none());
+    assert!(CONTEXT.with(|c| c.borrow().is_none()));
+}
