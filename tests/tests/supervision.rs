@@ -241,9 +241,20 @@ fn maps_the_ring(pid: u32) -> bool {
         .contains("memfd:procpool-ring")
 }
 
+/// The live children of `pid` that map a reply ring (a TCP worker's
+/// keeper).
+fn keepers_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .filter(|&c| maps_the_ring(c))
+        .collect()
+}
+
 /// Spawned local workers report through the shared-memory ring, and the
 /// results are right with it on or off (`.reply_ring(false)`). Local in the
-/// over-TCP run too: TCP workers never get a ring.
+/// over-TCP run too; a TCP worker shares a ring with its keeper instead.
 #[test]
 fn spawned_workers_share_a_reply_ring_unless_it_is_off() {
     watchdog(LIMIT, || {
@@ -276,7 +287,8 @@ fn spawned_workers_share_a_reply_ring_unless_it_is_off() {
             drop(pool);
             assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Vec::<u32>::new());
         }
-        // Over TCP (workers that dial in) there is no ring.
+        // Over TCP (workers that dial in) the pool makes no ring: the
+        // worker shares one with its keeper process (`worker::keeper`).
         let pool = procpool_e2e::builder()
             .transport(procpool::Transport::Tcp)
             .worker(worker())
@@ -284,7 +296,9 @@ fn spawned_workers_share_a_reply_ring_unless_it_is_off() {
             .build()
             .unwrap();
         assert_eq!(pool.submit(Square(9)).unwrap().result().unwrap(), 81);
-        assert!(!maps_the_ring(pool.worker_pids()[0]));
+        let pid = pool.worker_pids()[0];
+        assert!(maps_the_ring(pid), "the TCP worker maps its keeper's ring");
+        assert_eq!(keepers_of(pid).len(), 1, "one keeper per TCP worker");
     });
 }
 

@@ -232,6 +232,17 @@ pub enum ToParent {
         /// Where its time went in the worker.
         timing: WorkerTiming,
     },
+    /// Notes of the worker's executor as its reply ring holds them (each a
+    /// u32 length, its top bit marking a packed chunk's compact input
+    /// result, then the body), end to end in the payload that follows: a
+    /// worker's keeper process forwards its ring over a network link this
+    /// way, many notes in one sealed frame.
+    Records {
+        /// Generation of the sender.
+        generation: Generation,
+        /// Bytes of the records.
+        len: u32,
+    },
 }
 
 impl ToParent {
@@ -242,6 +253,7 @@ impl ToParent {
             | ToParent::Started { generation, .. }
             | ToParent::Finished { generation, .. }
             | ToParent::Item { generation, .. }
+            | ToParent::Records { generation, .. }
             | ToParent::Withdrawn { generation, .. }
             | ToParent::Heartbeat { generation }
             | ToParent::Wake { generation } => *generation,
@@ -288,12 +300,14 @@ impl Header for ToParent {
                 outcome: Outcome::Ok { len, .. },
                 ..
             } => vec![*len],
+            ToParent::Records { len, .. } => vec![*len],
             _ => Vec::new(),
         }
     }
 
     fn fd_counts(&self) -> Vec<u32> {
         match self {
+            ToParent::Records { .. } => vec![0],
             ToParent::Finished {
                 outcome: Outcome::Ok { fds, .. },
                 ..

@@ -109,6 +109,8 @@ impl LinkKeys {
 
 /// Keyed MAC state shared by both ends of one direction.
 struct Chain {
+    /// The key (for [`Sealer::hand_over`]).
+    key: [u8; 32],
     /// The HMAC keyed once; cloned per frame (saves two block compressions).
     mac: Hmac<Sha256>,
     direction: Direction,
@@ -117,8 +119,9 @@ struct Chain {
 }
 
 impl Chain {
-    fn new(key: &[u8], direction: Direction) -> Chain {
+    fn new(key: &[u8; 32], direction: Direction) -> Chain {
         Chain {
+            key: *key,
             mac: keyed(key),
             direction,
             seq: 0,
@@ -149,9 +152,44 @@ impl fmt::Debug for Sealer {
     }
 }
 
+/// Bytes of [`Sealer::hand_over`]'s state.
+pub const HANDOVER_LEN: usize = 32 + 1 + 8;
+
 impl Sealer {
-    fn new(key: &[u8], direction: Direction) -> Sealer {
+    fn new(key: &[u8; 32], direction: Direction) -> Sealer {
         Sealer(Chain::new(key, direction))
+    }
+
+    /// The state another process needs to go on sealing this direction
+    /// where this sealer stopped: its key, its direction and the next
+    /// sequence number ([`take_over`](Self::take_over) reads it). It holds
+    /// the key: pass it only over a private channel (procpool hands a TCP
+    /// worker's sending side to its keeper process over a socketpair).
+    pub fn hand_over(self) -> [u8; HANDOVER_LEN] {
+        let mut out = [0u8; HANDOVER_LEN];
+        out[..32].copy_from_slice(&self.0.key);
+        out[32] = match self.0.direction {
+            Direction::ToWorker => 0,
+            Direction::ToParent => 1,
+        };
+        out[33..].copy_from_slice(&self.0.seq.to_le_bytes());
+        out
+    }
+
+    /// The sealer [`hand_over`](Self::hand_over) described.
+    pub fn take_over(state: &[u8; HANDOVER_LEN]) -> Sealer {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&state[..32]);
+        let direction = if state[32] == 0 {
+            Direction::ToWorker
+        } else {
+            Direction::ToParent
+        };
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&state[33..]);
+        let mut chain = Chain::new(&key, direction);
+        chain.seq = u64::from_le_bytes(seq);
+        Sealer(chain)
     }
 
     /// The tag of the next frame, whose body is `parts` in order
@@ -191,7 +229,7 @@ impl fmt::Debug for Opener {
 }
 
 impl Opener {
-    fn new(key: &[u8], direction: Direction) -> Opener {
+    fn new(key: &[u8; 32], direction: Direction) -> Opener {
         Opener(Chain::new(key, direction))
     }
 
@@ -281,6 +319,20 @@ mod tests {
             assert_eq!(po.open(&back), Ok(body.len()));
         }
         assert_eq!(wo.next_seq(), 5);
+    }
+
+    #[test]
+    fn a_sealer_handed_over_goes_on_where_it_stopped() {
+        let (_, mut po, mut ws, _) = pair();
+        assert!(po.open(&ws.seal_vec(b"before")).is_ok());
+        let mut taken = Sealer::take_over(&ws.hand_over());
+        assert_eq!(po.open(&taken.seal_vec(b"after")), Ok(5));
+        assert_eq!(po.open(&taken.seal_vec(b"and on")), Ok(6));
+        // Handed over in the other direction it seals nothing that opens.
+        let (ps, _, _, _) = pair();
+        let mut wrong = Sealer::take_over(&ps.hand_over());
+        wrong.0.seq = 3;
+        assert!(po.open(&wrong.seal_vec(b"x")).is_err());
     }
 
     #[test]

@@ -108,6 +108,21 @@ pub(crate) fn tcp_unsent(sock: &impl AsRawFd) -> io::Result<usize> {
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
+/// Bytes written to a TCP socket that the peer has not acknowledged yet
+/// (`SIOCOUTQ`): once 0, everything written is in the peer's kernel.
+#[cfg(feature = "remote")]
+pub(crate) fn tcp_unacked(sock: &impl AsRawFd) -> io::Result<usize> {
+    const SIOCOUTQ: libc::Ioctl = 0x5411;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, into `n`, which
+    // outlives the call; a descriptor that is not a socket only makes the
+    // call fail.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCOUTQ, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// A `MAP_SHARED` mapping of a memory file, seen by the parent and one
 /// worker (under `cfg(procpool_loom)`, the heap stand-in below). Its bytes are plain data the other side may change at any time:
 /// every read is a copy into our own memory, checked by the caller, and the

@@ -54,6 +54,12 @@ pub const ENV_TICKET: &str = "PROCPOOL_TICKET";
 /// finds `procpool-worker`.
 pub const ENV_WORKER_PATH: &str = "PROCPOOL_WORKER";
 
+/// Environment variable that makes a process a TCP worker's keeper (its
+/// value: the pool's frame cap); see `worker::keeper`. Honoured only in a
+/// child of the worker that set it (`PROCPOOL_PARENT_PID`).
+#[cfg(feature = "remote")]
+pub(crate) const ENV_KEEPER: &str = "PROCPOOL_KEEPER";
+
 /// The descriptor number a spawned worker finds its socket on.
 pub(crate) const WORKER_FD: RawFd = 3;
 

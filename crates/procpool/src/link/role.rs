@@ -16,6 +16,8 @@ pub fn is_worker() -> bool {
     let connected = std::env::var_os(ENV_FD).is_some() || std::env::var_os(ENV_CONNECT).is_some();
     // Started by a launcher (`srun`, `mpirun`) or by hand to dial in.
     let dialing = std::env::args_os().nth(1).is_some_and(|a| a == "--connect");
+    #[cfg(feature = "remote")]
+    let connected = connected || std::env::var_os(super::env::ENV_KEEPER).is_some();
     dialing || (connected && spawned_by_parent())
 }
 

@@ -56,7 +56,7 @@ pub(super) fn read_loop(
     };
     // Stopped at a marker: the note it stands for is on the socket.
     let mut at_marker = false;
-    let mut spin = Spin::new(shared.cfg.ring_spin);
+    let mut spin = ring::Spin::new(shared.cfg.ring_spin);
     loop {
         if let Some(r) = ring.as_mut() {
             if !at_marker {
@@ -144,61 +144,6 @@ pub(super) fn read_loop(
             // killed, but what it published before still counts.
             me.last_drain(ring.as_mut(), at_marker);
             return;
-        }
-    }
-}
-
-/// The adaptive look at a reply ring before parking (see
-/// `ProcessPoolBuilder::ring_spin`).
-struct Spin {
-    limit: Duration,
-    /// The last look found something, or a wake-up came soon after the
-    /// last park: looking pays.
-    pays: bool,
-    parked_at: Option<Instant>,
-}
-
-impl Spin {
-    fn new(limit: Duration) -> Spin {
-        Spin {
-            limit,
-            pays: !limit.is_zero(),
-            parked_at: None,
-        }
-    }
-
-    /// Looks at the ring until it has data (`true`) or the time is up.
-    fn look(&mut self, r: &ring::Reader) -> bool {
-        if !self.pays {
-            return false;
-        }
-        let until = crate::deadline::after(self.limit);
-        let mut look = 0u32;
-        loop {
-            look = look.wrapping_add(1);
-            if r.has_data() {
-                return true;
-            }
-            // The clock every few looks: a read of it costs more than a look.
-            if look.is_multiple_of(8) && crate::deadline::passed(until) {
-                self.pays = false;
-                return false;
-            }
-            std::thread::yield_now();
-        }
-    }
-
-    fn parked(&mut self) {
-        if !self.limit.is_zero() {
-            self.parked_at = Some(Instant::now());
-        }
-    }
-
-    /// Back from the socket: had the wait been short, looking would have
-    /// caught it.
-    fn woken(&mut self) {
-        if let Some(t) = self.parked_at.take() {
-            self.pays = t.elapsed() < self.limit;
         }
     }
 }
@@ -307,6 +252,38 @@ impl Reading<'_> {
         }
     }
 
+    /// Acts on ring records a worker's keeper forwarded over a network
+    /// link (`ToParent::Records`), as on a run taken out of a ring.
+    fn forwarded(&self, bytes: &[u8]) -> Flow {
+        let mut run = self.run.borrow_mut();
+        run.clear();
+        for found in ring::records(bytes, self.shared.cfg.max_frame) {
+            let (record, body) = match found {
+                Ok(r) => r,
+                Err(message) => {
+                    // What came before the broken record counts.
+                    if let Flow::Stop = self.handle_run(&run) {
+                        return Flow::Stop;
+                    }
+                    run.clear();
+                    protocol_error(self.shared, self.idx, self.generation, self.pid, message);
+                    return Flow::Stop;
+                }
+            };
+            run.bytes.extend_from_slice(body);
+            run.ended(record);
+            if run.len() == RUN {
+                if let Flow::Stop = self.handle_run(&run) {
+                    return Flow::Stop;
+                }
+                run.clear();
+            }
+        }
+        let flow = self.handle_run(&run);
+        run.clear();
+        flow
+    }
+
     /// The socket ended: what the worker published before counts.
     fn last_drain(&self, ring: Option<&mut ring::Reader>, at_marker: bool) {
         if let Some(r) = ring
@@ -360,6 +337,18 @@ impl Reading<'_> {
                         continue;
                     }
                     if let Flow::Stop = self.notes(std::mem::take(&mut held)) {
+                        return Flow::Stop;
+                    }
+                    if let ToParent::Records { .. } = msg {
+                        // Records come only on a connection, never inside
+                        // records (a ring's, or forwarded ones).
+                        protocol_error(
+                            self.shared,
+                            self.idx,
+                            self.generation,
+                            self.pid,
+                            "forwarded records inside a ring record".to_owned(),
+                        );
                         return Flow::Stop;
                     }
                     if let Flow::Stop = self.act(msg, payloads) {
@@ -477,6 +466,10 @@ impl Reading<'_> {
                 let flow = self.item(msg, payloads);
                 self.wake_chunk();
                 return flow;
+            }
+            ToParent::Records { .. } => {
+                let bytes = payloads.into_iter().next().map_or(&[][..], |(b, _)| b);
+                return self.forwarded(bytes);
             }
             ToParent::Withdrawn { id, withdrawn, .. } => on_withdrawn(shared, idx, id, withdrawn),
             ToParent::Heartbeat { .. } | ToParent::Wake { .. } => {}

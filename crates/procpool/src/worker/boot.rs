@@ -98,6 +98,21 @@ pub fn run(registry: Registry) -> ! {
     if std::env::var_os(ENV_DUMPABLE).is_none_or(|v| v != "1") {
         let _ = nix::sys::prctl::set_dumpable(false);
     }
+    // A TCP worker's keeper (see `keeper`): this program again, started by
+    // the worker it keeps.
+    #[cfg(feature = "remote")]
+    if let Ok(max_frame) = std::env::var(crate::link::env::ENV_KEEPER)
+        && role::spawned_by_parent()
+    {
+        let code = match super::keeper::serve(&max_frame) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("procpool-keeper: {e}");
+                2
+            }
+        };
+        std::process::exit(code)
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let connect = args
         .iter()
@@ -223,6 +238,23 @@ pub(crate) fn serve(
         crate::shared::Mode::Inline
     } else {
         crate::shared::Mode::Descriptors
+    };
+    // Over TCP a keeper process takes the sending side (see `keeper`); if
+    // it cannot, this worker sends on the connection itself.
+    #[cfg(feature = "remote")]
+    let mut sealer = sealer;
+    #[cfg(feature = "remote")]
+    let (stream, ring) = match stream {
+        Stream::Tcp(t) if sealer.is_some() && max_frame >= super::keeper::MIN_FRAME => {
+            match super::keeper::start(&t, &mut sealer, generation, max_frame) {
+                Ok(kept) => (kept.stream, Some(kept.ring)),
+                Err(why) => {
+                    tracing::warn!(target: "procpool::worker", "no keeper ({why}): sending on the connection");
+                    (Stream::Tcp(t), ring)
+                }
+            }
+        }
+        other => (other, ring),
     };
     let shared = Arc::new(WorkerShared {
         shared_mode,

@@ -10,7 +10,10 @@
 //! A worker the pool spawned writes these notes into its reply ring (shared
 //! memory, see `link::ring`) rather than the socket, and writes to the
 //! socket only to wake a parked parent or for a note too large for the
-//! ring. Over TCP a third thread sends heartbeats (`heartbeat`).
+//! ring. Over TCP a third thread sends heartbeats (`heartbeat`), and a
+//! second process, the worker's keeper (`keeper`), owns the sending side
+//! of the connection: the executor writes its notes into a reply ring the
+//! keeper forwards, so a worker that dies loses nothing it reported.
 //!
 //! * `boot` — is this a worker, reaching the pool, the handshake, starting
 //!   the threads.
@@ -26,6 +29,8 @@ mod boot;
 mod executor;
 #[cfg(feature = "remote")]
 mod heartbeat;
+#[cfg(feature = "remote")]
+mod keeper;
 mod panic;
 mod reader;
 mod shared;

@@ -100,13 +100,14 @@ pub(super) struct Writer {
 impl WorkerShared {
     /// Writes frames in one vectored write; a dead parent ends the worker.
     ///
-    /// Over TCP it also waits (briefly) until the kernel has sent them: a
-    /// worker killed with unread input on its connection is reset, and the
-    /// reset throws away output not yet sent, so a result written just
-    /// before a crash could otherwise never reach the pool. The price shows
-    /// only at high rates of tiny tasks, where sending is paced by the
-    /// pool's acknowledgements (chunksize-256 `map` over TCP loopback:
-    /// ~100 k/s instead of ~250–350 k/s; chunksize 1 and latency unchanged).
+    /// A TCP worker normally writes to its keeper (see `keeper`), which
+    /// owns the connection's sending side. One without a keeper writes on
+    /// the connection and waits (briefly) until the kernel has sent what it
+    /// wrote: a worker killed with unread input on its connection is reset,
+    /// and the reset throws away output not yet sent, so a result written
+    /// just before a crash could otherwise never reach the pool (the price:
+    /// one write and one wait per note, ~5 % of the local rate for a
+    /// chunksize-256 `map` on loopback).
     pub(super) fn send(&self, frames: &[Outgoing]) {
         let mut w = lock(&self.writer);
         let Writer { stream, sealer } = &mut *w;
