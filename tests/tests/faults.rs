@@ -1445,6 +1445,40 @@ fn chunked_map_with_one_percent_crashes_loses_only_the_killed_inputs() {
     );
 }
 
+/// The same over TCP by a worker without a keeper process (a pool whose
+/// frame cap is under 1 MiB gives its TCP workers none; a keeper that
+/// cannot start leaves the same path): the worker writes each note on the
+/// connection itself and waits until the kernel has sent it, and a crash
+/// still costs exactly the running input.
+#[test]
+fn chunked_map_with_one_percent_crashes_over_tcp_without_a_keeper() {
+    const N: u64 = 5_000;
+    run(
+        "chunked_map_one_percent_crashes_no_keeper",
+        Duration::from_secs(300),
+        || {
+            let pool = builder(2)
+                .transport(procpool::Transport::Tcp)
+                .max_frame_bytes(512 << 10)
+                .build()
+                .expect("pool starts");
+            for pid in pool.worker_pids() {
+                let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                    .unwrap_or_default();
+                assert_eq!(kids.trim(), "", "worker {pid} started a keeper");
+            }
+            let took = map_with_one_percent_crashes(&pool, N, 64);
+            assert!(pool.broken().is_none());
+            still_works(&pool);
+            println!(
+                "FIGURE chunked_map_one_percent_crashes_no_keeper: {N} tasks in chunks of 64, {} crashes in {took:.2?}",
+                N / 100
+            );
+            finish(pool);
+        },
+    );
+}
+
 #[test]
 fn many_tasks_with_one_percent_crashes() {
     const N: u64 = 200_000;
