@@ -78,6 +78,121 @@ impl Cost {
     }
 }
 
+/// One input of a packed chunk's cost, in whole nanoseconds: what its
+/// reader builds per input. [`Cost`]'s `Duration`s normalize on every add;
+/// integers do not, and a packed chunk's inputs are too cheap to pay for
+/// that (nanoseconds are all a `Duration` from the worker carries anyway).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ItemCost {
+    pub(crate) encode_input: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) queue_wait: u64,
+    pub(crate) decode_input: u64,
+    pub(crate) run: u64,
+    pub(crate) encode_output: u64,
+    pub(crate) bytes_back: u64,
+    pub(crate) decode_output: u64,
+    pub(crate) total: u64,
+}
+
+impl ItemCost {
+    /// [`Cost::serialization`].
+    fn serialization(&self) -> u64 {
+        self.encode_input
+            .saturating_add(self.decode_input)
+            .saturating_add(self.encode_output)
+            .saturating_add(self.decode_output)
+    }
+
+    /// [`Cost::with_remainder`]'s `ipc`.
+    fn ipc(&self) -> u64 {
+        let parts = self
+            .serialization()
+            .saturating_add(self.queue_wait)
+            .saturating_add(self.run);
+        self.total.saturating_sub(parts)
+    }
+
+    /// Its work (run plus serialization both ways) and its payload bytes
+    /// both ways: what auto chunking samples.
+    pub(crate) fn sample(&self) -> (u64, u64) {
+        (
+            self.run.saturating_add(self.serialization()),
+            self.bytes_out.saturating_add(self.bytes_back),
+        )
+    }
+
+    /// As a [`Cost`] (with its remainder).
+    #[cfg(test)]
+    pub(crate) fn to_cost(self) -> Cost {
+        let d = Duration::from_nanos;
+        Cost {
+            encode_input: d(self.encode_input),
+            bytes_out: self.bytes_out,
+            queue_wait: d(self.queue_wait),
+            decode_input: d(self.decode_input),
+            run: d(self.run),
+            encode_output: d(self.encode_output),
+            bytes_back: self.bytes_back,
+            decode_output: d(self.decode_output),
+            ipc: d(self.ipc()),
+            total: d(self.total),
+        }
+    }
+}
+
+/// Outcomes of packed chunks' inputs summed on the reader's thread, for
+/// the pool's stats under one lock ([`StatsCollector::record_batch`]): the
+/// same totals and histograms as [`StatsCollector::record`] of each.
+#[derive(Debug, Default)]
+pub(crate) struct CostBatch {
+    failed: u64,
+    /// Sums of the completed inputs' costs (`total` and the rest) and of
+    /// their `ipc`.
+    sum: ItemCost,
+    ipc: u64,
+    /// Per completed input: the histogram buckets of its round trip and of
+    /// its overhead.
+    buckets: Vec<(u16, u16)>,
+}
+
+impl CostBatch {
+    /// An input that finished with a value, at `cost`.
+    pub(crate) fn completed(&mut self, c: &ItemCost) {
+        let s = &mut self.sum;
+        s.encode_input = s.encode_input.saturating_add(c.encode_input);
+        s.bytes_out = s.bytes_out.saturating_add(c.bytes_out);
+        s.queue_wait = s.queue_wait.saturating_add(c.queue_wait);
+        s.decode_input = s.decode_input.saturating_add(c.decode_input);
+        s.run = s.run.saturating_add(c.run);
+        s.encode_output = s.encode_output.saturating_add(c.encode_output);
+        s.bytes_back = s.bytes_back.saturating_add(c.bytes_back);
+        s.decode_output = s.decode_output.saturating_add(c.decode_output);
+        s.total = s.total.saturating_add(c.total);
+        let ipc = c.ipc();
+        self.ipc = self.ipc.saturating_add(ipc);
+        let overhead = c.serialization().saturating_add(ipc);
+        let b = |ns| bucket_of(ns).min(BUCKETS - 1) as u16;
+        self.buckets.push((b(c.total), b(overhead)));
+    }
+
+    /// An input that ended in an error.
+    pub(crate) fn failed(&mut self) {
+        self.failed += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.failed == 0 && self.buckets.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.failed = 0;
+        self.sum = ItemCost::default();
+        self.ipc = 0;
+        self.buckets.clear();
+    }
+}
+
 /// Totals over every task a pool finished, from [`crate::ProcessPool::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -229,16 +344,34 @@ impl StatsCollector {
         Self::add(&mut acc, cost);
     }
 
-    /// [`record`](Self::record) for many at once (one lock), emptying
-    /// `costs`.
-    pub(crate) fn record_many(&self, costs: &mut Vec<Option<Cost>>) {
-        if costs.is_empty() {
+    /// Records a batch of outcomes (one lock), emptying it.
+    pub(crate) fn record_batch(&self, batch: &mut CostBatch) {
+        if batch.is_empty() {
             return;
         }
         let mut acc = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for c in costs.drain(..) {
-            Self::add(&mut acc, c.as_ref());
+        acc.failed += batch.failed;
+        acc.completed += batch.buckets.len() as u64;
+        let s = &batch.sum;
+        let d = Duration::from_nanos;
+        acc.sum.add(&Cost {
+            encode_input: d(s.encode_input),
+            bytes_out: s.bytes_out,
+            queue_wait: d(s.queue_wait),
+            decode_input: d(s.decode_input),
+            run: d(s.run),
+            encode_output: d(s.encode_output),
+            bytes_back: s.bytes_back,
+            decode_output: d(s.decode_output),
+            ipc: d(batch.ipc),
+            total: d(s.total),
+        });
+        for &(total, overhead) in &batch.buckets {
+            acc.hist[usize::from(total)] += 1;
+            acc.hist_overhead[usize::from(overhead)] += 1;
         }
+        drop(acc);
+        batch.clear();
     }
 
     fn add(acc: &mut Acc, cost: Option<&Cost>) {
@@ -349,6 +482,50 @@ mod tests {
             snap.p99_total >= Duration::from_micros(88)
                 && snap.p99_total <= Duration::from_micros(99)
         );
+    }
+
+    #[test]
+    fn a_batch_records_what_each_cost_recorded_alone_would() {
+        let items: Vec<ItemCost> = (0..50u64)
+            .map(|i| ItemCost {
+                encode_input: 3 + i,
+                bytes_out: 8,
+                queue_wait: 1_000 * i,
+                decode_input: 40,
+                run: 500 + 7 * i,
+                encode_output: 30,
+                bytes_back: 9 + i,
+                decode_output: i % 3,
+                // Some below the sum of their parts: `ipc` saturates at 0.
+                total: 1_000 * i + 900 + 13 * (i % 5) * i,
+            })
+            .collect();
+        let alone = StatsCollector::new();
+        let batched = StatsCollector::new();
+        let mut batch = CostBatch::default();
+        for (i, c) in items.iter().enumerate() {
+            alone.record(Some(&c.to_cost()));
+            batch.completed(c);
+            if i % 7 == 0 {
+                alone.record(None);
+                batch.failed();
+            }
+            if i == 20 {
+                batched.record_batch(&mut batch);
+                assert!(batch.is_empty());
+            }
+        }
+        batched.record_batch(&mut batch);
+        assert_eq!(batched.snapshot(), alone.snapshot());
+        let a = alone.inner.lock().unwrap();
+        let b = batched.inner.lock().unwrap();
+        assert_eq!((&a.hist, &a.hist_overhead), (&b.hist, &b.hist_overhead));
+        // Auto chunking's sample: what `observe_cost` takes of a `Cost`.
+        let c = items[3];
+        let (work, bytes) = c.sample();
+        let full = c.to_cost();
+        assert_eq!(Duration::from_nanos(work), full.run + full.serialization());
+        assert_eq!(bytes, full.bytes_out + full.bytes_back);
     }
 
     #[test]

@@ -282,14 +282,14 @@ where
         sink: &Sink<<I::Item as Task>::Output>,
         i: usize,
     ) -> Result<<I::Item as Task>::Output, TaskError> {
-        let (r, cost) = sink
-            .take_with_cost(i)
+        let (r, sample) = sink
+            .take_with_sample(i)
             .unwrap_or((Err(TaskError::Cancelled), None));
         if let Chunking::Auto(a) = &mut self.chunking
             && a.wants(index)
-            && let Some(c) = cost
+            && let Some((work, bytes)) = sample
         {
-            a.observe_cost(index, &c);
+            a.observe(index, Duration::from_nanos(work), bytes);
         }
         r
     }

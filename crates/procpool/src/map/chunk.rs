@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use procpool_wire::TaskId;
 use procpool_wire::codec;
 
-use crate::cost::{Cost, StatsCollector};
+use crate::cost::{Cost, CostBatch, ItemCost, StatsCollector};
 use crate::error::{Side, TaskError};
 use crate::future::{Control, Release, Resolve, ResolveBytes, TaskFuture, Watch};
 use crate::lock::lock;
@@ -44,10 +44,16 @@ pub enum Sent<O> {
     Chunk(Arc<Sink<O>>),
 }
 
+/// An input's work in nanoseconds and its payload bytes both ways, when
+/// it ran ([`ItemCost::sample`]): what auto chunking samples.
+pub(crate) type Sample = (u64, u64);
+
 enum Slot<O> {
     Waiting,
-    /// Its outcome, and its cost when it ran (auto chunking samples it).
-    Done(Result<O, TaskError>, Option<Cost>),
+    /// Its outcome, and when it ran its work and bytes (auto chunking
+    /// samples them: [`ItemCost::sample`]; a whole `Cost` per input made
+    /// the slot five times larger, and each move of it a copy).
+    Done(Result<O, TaskError>, Option<Sample>),
     Taken,
 }
 
@@ -96,10 +102,10 @@ impl<O: Send + 'static> Sink<O> {
         self.put_many(std::iter::once((index, outcome)));
     }
 
-    fn put_cost(&self, index: usize, outcome: Result<O, TaskError>, cost: Cost) {
+    fn put_sampled(&self, index: usize, outcome: Result<O, TaskError>, sample: Sample) {
         let mut g = lock(&self.inner);
         if let Some(slot @ Slot::Waiting) = g.slots.get_mut(index) {
-            *slot = Slot::Done(outcome, Some(cost));
+            *slot = Slot::Done(outcome, Some(sample));
             g.unwoken.push(index);
         }
     }
@@ -188,14 +194,15 @@ impl<O: Send + 'static> Sink<O> {
     /// Takes input `index`'s outcome, if it has ended (once).
     #[cfg(test)]
     pub(crate) fn take(&self, index: usize) -> Option<Result<O, TaskError>> {
-        self.take_with_cost(index).map(|(r, _)| r)
+        self.take_with_sample(index).map(|(r, _)| r)
     }
 
-    /// [`take`](Self::take), with the input's cost if it ran.
-    pub(crate) fn take_with_cost(
+    /// [`take`](Self::take), with the input's work and bytes if it ran
+    /// ([`ItemCost::sample`]).
+    pub(crate) fn take_with_sample(
         &self,
         index: usize,
-    ) -> Option<(Result<O, TaskError>, Option<Cost>)> {
+    ) -> Option<(Result<O, TaskError>, Option<Sample>)> {
         let mut g = lock(&self.inner);
         let slot = g.slots.get_mut(index)?;
         match std::mem::replace(slot, Slot::Taken) {
@@ -305,8 +312,8 @@ pub(crate) trait Chunk: Send + Sync {
         index: u32,
         output: Input<'_>,
         worker: usize,
-        cost: Cost,
-        costs: &mut Vec<Option<Cost>>,
+        cost: ItemCost,
+        costs: &mut CostBatch,
     ) -> Result<(), String>;
     /// The worker reported input `index` as failed.
     fn item_failed(&self, index: u32, err: TaskError) -> Result<(), String>;
@@ -341,8 +348,8 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
         index: u32,
         output: Input<'_>,
         worker: usize,
-        mut cost: Cost,
-        costs: &mut Vec<Option<Cost>>,
+        mut cost: ItemCost,
+        costs: &mut CostBatch,
     ) -> Result<(), String> {
         let Some(&slot) = self.live().get(index as usize) else {
             return Err(format!(
@@ -359,17 +366,16 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
                 codec::decode::<O>(bytes)
             });
         if let Some(t) = t {
-            cost.decode_output = t.elapsed();
+            cost.decode_output = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
         }
-        let cost = cost.with_remainder();
         let (outcome, violation) = match decoded {
             Ok(v) => {
-                costs.push(Some(cost));
-                self.sink.put_cost(slot as usize, Ok(v), cost);
+                costs.completed(&cost);
+                self.sink.put_sampled(slot as usize, Ok(v), cost.sample());
                 return Ok(());
             }
             Err(e) => {
-                costs.push(None);
+                costs.failed();
                 match shared_error {
                     Some(crate::shared::SharedError::BadReference(message)) => {
                         let message = format!("bad shared-payload reference: {message}");
@@ -524,8 +530,14 @@ mod tests {
             mode: crate::shared::Mode::Descriptors,
             limit: 1 << 20,
         };
-        part.item_ok(index, input, 0, Cost::default(), &mut Vec::new())
-            .unwrap();
+        part.item_ok(
+            index,
+            input,
+            0,
+            ItemCost::default(),
+            &mut CostBatch::default(),
+        )
+        .unwrap();
     }
 
     fn sink(n: usize) -> (Arc<Sink<u64>>, Arc<Cancels>) {

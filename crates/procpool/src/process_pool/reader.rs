@@ -15,7 +15,7 @@ use super::handle::{
 };
 use super::item::Meta;
 use super::state::{Assigned, Shared};
-use crate::cost::Cost;
+use crate::cost::{Cost, CostBatch, ItemCost};
 use crate::link::frames::{FrameFdError, SocketReader, next_frame_fds};
 use crate::link::ring;
 use crate::lock::lock;
@@ -164,7 +164,7 @@ struct Reading<'a> {
     now: std::cell::Cell<Instant>,
     /// Costs of packed chunks' inputs not yet in the pool's stats (recorded
     /// once per run, before the map is woken).
-    costs: std::cell::RefCell<Vec<Option<Cost>>>,
+    costs: std::cell::RefCell<CostBatch>,
 }
 
 /// A packed chunk being reported, as the reader keeps it.
@@ -174,6 +174,24 @@ struct Held {
     submitted: Instant,
     /// What each of its inputs cost before a worker began it.
     sent: Sent,
+    /// Its inputs' `total` for the run being handled (all of them end at
+    /// the run's one clock read): the run's `now`, and the nanoseconds
+    /// from `submitted` to it.
+    total: std::cell::Cell<Option<(Instant, u64)>>,
+}
+
+impl Held {
+    /// An input's `total`: from the chunk's submit to `now`.
+    fn total(&self, now: Instant) -> u64 {
+        match self.total.get() {
+            Some((at, ns)) if at == now => ns,
+            _ => {
+                let ns = nanos(now.saturating_duration_since(self.submitted));
+                self.total.set(Some((now, ns)));
+                ns
+            }
+        }
+    }
 }
 
 /// What the parent spent on an input before a worker began it.
@@ -185,15 +203,39 @@ struct Sent {
     /// Its task's wait in the pool's queue, from encoded to sent (a chunk
     /// input's wait behind the inputs before it comes from the worker).
     parent_queue: Duration,
+    /// `encode` and `parent_queue` in nanoseconds (a packed chunk's inputs
+    /// add them up as integers: `ItemCost`).
+    encode_ns: u64,
+    parent_queue_ns: u64,
 }
 
 impl Sent {
     /// For each of the `n` inputs of the task `meta`, sent at `assigned_at`.
     fn of(meta: &Meta, assigned_at: Instant, n: u32) -> Sent {
+        let encode = meta.encode / n;
+        let parent_queue = assigned_at.saturating_duration_since(meta.submitted + meta.encode);
         Sent {
-            encode: meta.encode / n,
+            encode,
             bytes_out: meta.bytes_out / u64::from(n),
-            parent_queue: assigned_at.saturating_duration_since(meta.submitted + meta.encode),
+            parent_queue,
+            encode_ns: nanos(encode),
+            parent_queue_ns: nanos(parent_queue),
+        }
+    }
+
+    /// [`cost`](Self::cost) of an input of a packed chunk, whose round trip
+    /// took `total` nanoseconds (the parent's decode not yet in).
+    fn item(&self, timing: &WorkerTiming, bytes_back: usize, total: u64) -> ItemCost {
+        ItemCost {
+            encode_input: self.encode_ns,
+            bytes_out: self.bytes_out,
+            queue_wait: self.parent_queue_ns.saturating_add(timing.queue_ns),
+            decode_input: timing.decode_ns,
+            run: timing.run_ns,
+            encode_output: timing.encode_ns,
+            bytes_back: bytes_back as u64,
+            decode_output: 0,
+            total,
         }
     }
 
@@ -375,7 +417,7 @@ impl Reading<'_> {
 
     /// Wakes the map whose chunk the last `Item` notes were for.
     fn wake_chunk(&self) {
-        self.shared.stats.record_many(&mut self.costs.borrow_mut());
+        self.shared.stats.record_batch(&mut self.costs.borrow_mut());
         if let Some(h) = self.chunk.borrow().as_ref()
             && let Some(c) = h.part.as_chunk()
         {
@@ -394,7 +436,7 @@ impl Reading<'_> {
             return Flow::Go;
         }
         // A chunk's `Finished` wakes its map: its inputs' costs first.
-        self.shared.stats.record_many(&mut self.costs.borrow_mut());
+        self.shared.stats.record_batch(&mut self.costs.borrow_mut());
         let notes: Vec<Note> = held
             .iter()
             .map(|(msg, _)| match msg {
@@ -622,6 +664,7 @@ impl Reading<'_> {
                 part: a.meta.future.clone(),
                 submitted: a.meta.submitted,
                 sent: Sent::of(&a.meta, a.assigned_at, a.meta.items.max(1)),
+                total: std::cell::Cell::new(None),
             });
         }
         let Some(held) = cache.as_ref() else {
@@ -642,17 +685,15 @@ impl Reading<'_> {
         };
         let done = match output {
             Ok((bytes, fds)) => {
-                let cost = Cost {
-                    total: self.now.get().saturating_duration_since(held.submitted),
-                    ..held.sent.cost(timing, bytes.len())
-                };
+                let total = held.total(self.now.get());
+                let cost = held.sent.item(timing, bytes.len(), total);
                 let output = self.output(bytes, fds);
                 chunk.item_ok(index, output, self.idx, cost, &mut self.costs.borrow_mut())
             }
             Err(other) => {
                 let (name, input_type, output_type) = chunk.types();
                 let err = task_error_named(other, name, input_type, output_type, self.idx);
-                self.costs.borrow_mut().push(None);
+                self.costs.borrow_mut().failed();
                 chunk.item_failed(index, err)
             }
         };
@@ -699,6 +740,11 @@ impl Bodies {
             .zip(self.ends.iter().copied())
             .map(|(a, (b, record))| (record, &self.bytes[a..b]))
     }
+}
+
+/// Whole nanoseconds (saturating: 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Whole microseconds, as span fields carry them.
