@@ -120,6 +120,8 @@ fn hand_over(
         .env(ENV_PARENT, std::process::id().to_string())
         .env(ENV_KEEPER, max_frame.to_string())
         .stdin(Stdio::null())
+        // It prints nothing but its own failure (stderr).
+        .stdout(Stdio::null())
         // Its own group: the pool ends a worker by signalling the worker's
         // group (its task's children too), and the keeper must outlive
         // the worker long enough to send what it published.
