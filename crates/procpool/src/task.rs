@@ -150,7 +150,10 @@ pub(crate) struct Ran {
     /// the result (see `shared`).
     pub files: Vec<Arc<SealedFile>>,
     /// When it ended (the clock read that ended its last phase: the next
-    /// input of a chunk begins there).
+    /// input of a chunk begins there). Its phases follow each other from
+    /// `Start::at` to here, so `decode_ns + run_ns + encode_ns` is exactly
+    /// the time from `Start::at` to `ended` (a chunk adds it up instead of
+    /// computing it again).
     pub ended: Instant,
 }
 
@@ -424,8 +427,12 @@ fn run_task<T: Task>(
     };
     // One clock read between phases: each ends when the next begins. A
     // small input's decoding is counted in its run (see `TIMED_BYTES`).
-    let t1 = if timed_decode { Instant::now() } else { t0 };
-    let decode_ns = nanos_between(t0, t1);
+    let (t1, decode_ns) = if timed_decode {
+        let t1 = Instant::now();
+        (t1, nanos_between(t0, t1))
+    } else {
+        (t0, 0)
+    };
     crate::worker::clear_panic_location();
     let result = catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
     // Without a read here the output's encoding counts in the run.

@@ -316,6 +316,18 @@ struct Chunk<'a> {
     max_frame: u32,
 }
 
+/// The next input's wait in this worker (from the chunk's arrival to where
+/// the input before it ended): that input's wait plus its phases, which
+/// follow each other from its start to its end (`task::Ran::ended`). The
+/// same nanoseconds as reading the two instants again, without the
+/// `Duration` arithmetic per input.
+fn waited_until(queue_ns: u64, ran: &WorkerTiming) -> u64 {
+    queue_ns
+        .saturating_add(ran.decode_ns)
+        .saturating_add(ran.run_ns)
+        .saturating_add(ran.encode_ns)
+}
+
 /// Runs a packed chunk's inputs in order. Each input's outcome is sent as
 /// an `Item` note before the next begins (so a crash costs only the input
 /// that was running); the chunk's own `Finished` is handed back, to be
@@ -398,7 +410,7 @@ fn run_chunk(
             };
             if notes.send_item(shared, head, &out) {
                 *spare = out;
-                queue_ns = crate::task::nanos_between(arrived, ended);
+                queue_ns = waited_until(queue_ns, &timing);
                 start = ended;
                 continue;
             }
@@ -437,7 +449,7 @@ fn run_chunk(
         if inline {
             *spare = out;
         }
-        queue_ns = crate::task::nanos_between(arrived, ended);
+        queue_ns = waited_until(queue_ns, &timing);
         start = ended;
     }
     send_pending(shared, notes, &mut pending, None, spare);
