@@ -172,6 +172,11 @@ fn wrap(pos: u64) -> usize {
 pub(crate) struct Reader {
     map: SharedMap,
     head: u64,
+    /// The worker's `tail` as last loaded: the records before it are
+    /// published. `tail` is loaded again only when they are all read (a
+    /// load per record pulled its cache line from the worker's core each
+    /// time).
+    tail: u64,
     /// The last record's body, for [`Reader::next`] (tests and models).
     #[cfg(any(test, procpool_loom))]
     body: Vec<u8>,
@@ -201,6 +206,7 @@ impl Reader {
         Ok(Reader {
             map,
             head,
+            tail: head,
             #[cfg(any(test, procpool_loom))]
             body: Vec::new(),
         })
@@ -213,6 +219,7 @@ impl Reader {
             Reader {
                 map,
                 head: 0,
+                tail: 0,
                 #[cfg(any(test, procpool_loom))]
                 body: Vec::new(),
             },
@@ -240,8 +247,10 @@ impl Reader {
         max_frame: u32,
         out: &mut Vec<u8>,
     ) -> Result<Option<Record>, String> {
-        let tail = self.map.atomic(TAIL).load(Acquire);
-        let avail = tail.wrapping_sub(self.head);
+        if self.tail == self.head {
+            self.tail = self.map.atomic(TAIL).load(Acquire);
+        }
+        let avail = self.tail.wrapping_sub(self.head);
         if avail == 0 {
             return Ok(None);
         }
@@ -297,6 +306,11 @@ impl Reader {
     fn copy_out(&self, pos: u64, out: &mut [u8]) {
         let at = wrap(pos);
         let first = out.len().min(CAPACITY - at);
+        if first == out.len() {
+            // Not across the end (nearly always): one copy.
+            self.map.read(DATA + at, out);
+            return;
+        }
         let (a, b) = out.split_at_mut(first);
         self.map.read(DATA + at, a);
         self.map.read(DATA, b);
@@ -384,6 +398,11 @@ impl Spin {
 pub(crate) struct Writer {
     map: SharedMap,
     tail: u64,
+    /// The parent's `head` as last loaded: the space before it is free.
+    /// `head` is loaded again only when this says the ring is too full (a
+    /// load per record pulled its cache line from the reader's core each
+    /// time).
+    head: u64,
 }
 
 /// What the worker must do after [`Writer::push`].
@@ -402,7 +421,8 @@ impl Writer {
     pub(crate) fn open(fd: OwnedFd) -> io::Result<Writer> {
         let map = SharedMap::open(fd, SIZE)?;
         let tail = map.atomic(TAIL).load(Acquire);
-        Ok(Writer { map, tail })
+        let head = map.atomic(HEAD).load(Acquire);
+        Ok(Writer { map, tail, head })
     }
 
     /// Appends `frame` (or a marker standing for it), waiting while the
@@ -456,10 +476,16 @@ impl Writer {
     /// Waits until `n` bytes are free. The parent frees space as it reads;
     /// if it is parked it is woken first.
     fn room(&mut self, n: usize, wake: &dyn Fn()) {
+        let fits = |head: u64, tail: u64| {
+            let used = tail.wrapping_sub(head);
+            used <= CAPACITY as u64 && CAPACITY as u64 - used >= n as u64
+        };
+        if fits(self.head, self.tail) {
+            return;
+        }
         loop {
-            let head = self.map.atomic(HEAD).load(Acquire);
-            let used = self.tail.wrapping_sub(head);
-            if used <= CAPACITY as u64 && CAPACITY as u64 - used >= n as u64 {
+            self.head = self.map.atomic(HEAD).load(Acquire);
+            if fits(self.head, self.tail) {
                 return;
             }
             if self.map.atomic(PARKED).swap(0, SeqCst) == 1 {
@@ -473,7 +499,10 @@ impl Writer {
         let at = wrap(self.tail);
         let first = bytes.len().min(CAPACITY - at);
         self.map.write(DATA + at, &bytes[..first]);
-        self.map.write(DATA, &bytes[first..]);
+        if first < bytes.len() {
+            // Across the end: the rest at the start.
+            self.map.write(DATA, &bytes[first..]);
+        }
         self.tail += bytes.len() as u64;
     }
 
