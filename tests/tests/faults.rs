@@ -169,6 +169,15 @@ fn wait_replaced(pool: &ProcessPool, dead: u32, limit: Duration) -> Duration {
     t.elapsed()
 }
 
+/// The bad worker `bad` was killed and its slot took a new worker.
+fn killed_and_replaced(pool: &ProcessPool, bad: u32) {
+    assert!(
+        wait_gone(&[bad], Duration::from_secs(5)).is_empty(),
+        "the bad worker was not killed"
+    );
+    wait_replaced(pool, bad, Duration::from_secs(10));
+}
+
 /// Drops the pool and checks that nothing it started is left.
 fn finish(pool: ProcessPool) {
     drop(pool);
@@ -530,11 +539,7 @@ fn bad_frame_with(
             TaskError::WorkerDied { pid, .. } if may_die => assert_eq!(*pid, bad_pid),
             other => panic!("expected Protocol, got {other:?}"),
         }
-        assert!(
-            wait_gone(&[bad_pid], Duration::from_secs(5)).is_empty(),
-            "the bad worker was not killed"
-        );
-        wait_replaced(&pool, bad_pid, Duration::from_secs(10));
+        killed_and_replaced(&pool, bad_pid);
         assert!(pool.broken().is_none());
         still_works(&pool);
         assert_eq!(scratch.spawns_settled(3), 3, "exactly one replacement");
@@ -645,11 +650,7 @@ fn a_ring_item_record_for_an_input_the_chunk_lacks_is_a_protocol_error() {
         for (i, r) in results.iter().enumerate().skip(2) {
             assert_eq!(r.as_ref().ok(), Some(&(i as u64 * i as u64)), "square {i}");
         }
-        assert!(
-            wait_gone(&[bad_pid], Duration::from_secs(5)).is_empty(),
-            "the bad worker was not killed"
-        );
-        wait_replaced(&pool, bad_pid, Duration::from_secs(10));
+        killed_and_replaced(&pool, bad_pid);
         assert!(pool.broken().is_none());
         still_works(&pool);
         finish(pool);
@@ -690,11 +691,7 @@ fn results_in_the_ring_count_when_the_socket_then_breaks_the_protocol() {
             marked, 1,
             "the published result is delivered, not run again"
         );
-        assert!(
-            wait_gone(&[bad_pid], Duration::from_secs(5)).is_empty(),
-            "the bad worker was not killed"
-        );
-        wait_replaced(&pool, bad_pid, Duration::from_secs(10));
+        killed_and_replaced(&pool, bad_pid);
         assert_eq!(pool.stats().completed, 20, "each task counted once");
         still_works(&pool);
         finish(pool);

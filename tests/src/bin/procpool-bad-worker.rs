@@ -510,15 +510,7 @@ impl Worker {
                 hang()
             }
             Mode::RingGarbage => {
-                let started = encode_message(
-                    &ToParent::Started {
-                        generation: g,
-                        id: header.id,
-                    },
-                    Vec::<Payload>::new(),
-                )
-                .unwrap_or_else(|e| die(&e.to_string()));
-                let mut records: Vec<u8> = started.parts().flatten().copied().collect();
+                let mut records = started_record(g, header.id);
                 // A record announcing 1000 bytes of which 6 are published.
                 records.extend_from_slice(&1000u32.to_le_bytes());
                 records.extend_from_slice(&[0xAB; 6]);
@@ -527,15 +519,7 @@ impl Worker {
                 hang()
             }
             Mode::RingBadItems => {
-                let started = encode_message(
-                    &ToParent::Started {
-                        generation: g,
-                        id: header.id,
-                    },
-                    Vec::<Payload>::new(),
-                )
-                .unwrap_or_else(|e| die(&e.to_string()));
-                let mut records: Vec<u8> = started.parts().flatten().copied().collect();
+                let mut records = started_record(g, header.id);
                 if header.items >= 2 {
                     let ranges = procpool_wire::message::unpack_inputs(input, header.items)
                         .unwrap_or_else(|e| die(&e));
@@ -977,6 +961,13 @@ fn redial(ticket: u64, _first_nonce: &[u8]) -> String {
         Err(e) => (false, format!("no answer: {e}")),
     };
     format!("pool proved key: {pool_knows_key}; {end}")
+}
+
+/// A `Started` note for task `id`, as a ring record (a frame's bytes).
+fn started_record(generation: Generation, id: u64) -> Vec<u8> {
+    let started = encode_message(&ToParent::Started { generation, id }, Vec::<Payload>::new())
+        .unwrap_or_else(|e| die(&e.to_string()));
+    started.parts().flatten().copied().collect()
 }
 
 /// Appends an item record, as procpool's executor writes one for an input
