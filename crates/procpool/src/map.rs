@@ -17,7 +17,7 @@ use crate::idmap::IdMap;
 use crate::progress::Progress;
 use crate::task::Task;
 use crate::waiting::DoneQueue;
-use chunk::{Sent, Sink};
+use chunk::{Sample, Sent, Sink};
 
 mod auto;
 pub(crate) mod chunk;
@@ -65,12 +65,28 @@ impl fmt::Debug for Chunking {
 enum Entry<O> {
     Future(TaskFuture<O>),
     Ready(Result<O, TaskError>),
-    /// Input `.1` of a packed chunk (`map::chunk`).
-    Slot(Arc<Sink<O>>, usize),
+    /// Inputs `next..end` of a packed chunk (`map::chunk`): one entry for
+    /// the chunk, not one per input (each held the sink, and cloning and
+    /// dropping that `Arc` per input touched the line of the sink's lock,
+    /// which the pool's reader takes).
+    Chunk {
+        sink: Arc<Sink<O>>,
+        next: usize,
+        end: usize,
+    },
 }
 
-/// An input of a packed chunk: its sink and its index there.
-type SlotOf<O> = (Arc<Sink<O>>, usize);
+/// Unordered mode: a packed chunk whose inputs are keys `base..base + n`,
+/// `left` of them not yet yielded.
+struct InFlight<O> {
+    base: usize,
+    n: usize,
+    left: usize,
+    sink: Arc<Sink<O>>,
+}
+
+/// Outcomes taken from a sink, not yielded yet, with their samples.
+type Taken<O> = VecDeque<(Result<O, TaskError>, Option<Sample>)>;
 
 /// Submits one chunk as a packed task (`map::chunk`), for the pools and
 /// settings where that holds the same meaning as a future per input.
@@ -117,11 +133,18 @@ where
     ended: bool,
     /// Ordered mode: items in input order.
     pending: VecDeque<Entry<<I::Item as Task>::Output>>,
+    /// Ordered mode: inputs in `pending` (a chunk's entry holds many).
+    pending_len: usize,
+    /// Ordered mode: outcomes of the first entry's chunk from its `next`
+    /// on, taken from its sink together (one lock for all that had ended).
+    taken: Taken<<I::Item as Task>::Output>,
     /// Unordered mode: futures by key, and the keys as they finish.
     /// Keyed by input index.
     by_key: IdMap<usize, TaskFuture<<I::Item as Task>::Output>>,
-    /// Unordered mode: inputs of packed chunks by key.
-    slots: slots::SlotWindow<SlotOf<<I::Item as Task>::Output>>,
+    /// Unordered mode: keys of the inputs of packed chunks in flight, and
+    /// their chunks by first key.
+    slots: slots::SlotWindow<()>,
+    sinks: VecDeque<InFlight<<I::Item as Task>::Output>>,
     ready: VecDeque<Indexed<I>>,
     /// Unordered mode: the pool's refusal (at the index of the first input
     /// it refused), yielded once nothing else is left in flight.
@@ -177,8 +200,11 @@ where
             deadline_at: None,
             ended: false,
             pending: VecDeque::new(),
+            pending_len: 0,
+            taken: VecDeque::new(),
             by_key: IdMap::default(),
             slots: slots::SlotWindow::default(),
+            sinks: VecDeque::new(),
             ready: VecDeque::new(),
             refused: None,
             done: DoneQueue::new(),
@@ -274,24 +300,26 @@ where
         }
     }
 
-    /// Takes the ended input `i` of a packed chunk (at input `index` of the
-    /// map), measuring it if auto chunking samples it.
-    fn take_slot(
-        &mut self,
-        index: usize,
-        sink: &Sink<<I::Item as Task>::Output>,
-        i: usize,
-    ) -> Result<<I::Item as Task>::Output, TaskError> {
-        let (r, sample) = sink
-            .take_with_sample(i)
-            .unwrap_or((Err(TaskError::Cancelled), None));
+    /// Takes the first entry in flight (ordered mode), its inputs counted
+    /// out of `pending_len`.
+    fn pop_pending(&mut self) -> Option<Entry<<I::Item as Task>::Output>> {
+        let e = self.pending.pop_front()?;
+        self.pending_len -= match &e {
+            Entry::Chunk { next, end, .. } => end - next,
+            Entry::Future(_) | Entry::Ready(_) => 1,
+        };
+        Some(e)
+    }
+
+    /// Auto chunking: measures the input of a packed chunk at input `index`
+    /// of the map from its sample, if it samples that one.
+    fn observe(&mut self, index: usize, sample: Option<Sample>) {
         if let Chunking::Auto(a) = &mut self.chunking
             && a.wants(index)
             && let Some((work, bytes)) = sample
         {
             a.observe(index, Duration::from_nanos(work), bytes);
         }
-        r
     }
 
     /// Inputs that may be in flight at once.
@@ -365,7 +393,7 @@ where
     }
 
     fn in_flight(&self) -> usize {
-        self.pending.len() + self.by_key.len() + self.slots.len() + self.ready.len()
+        self.pending_len + self.by_key.len() + self.slots.len() + self.ready.len()
     }
 
     fn refill(&mut self) {
@@ -418,13 +446,21 @@ where
                 let base = self.next_key;
                 self.next_key += n;
                 if self.ordered {
-                    self.pending
-                        .extend((0..n).map(|i| Entry::Slot(sink.clone(), i)));
+                    self.pending.push_back(Entry::Chunk {
+                        sink,
+                        next: 0,
+                        end: n,
+                    });
+                    self.pending_len += n;
                 } else {
-                    for i in 0..n {
-                        self.slots.insert(base + i, (sink.clone(), i));
-                    }
+                    self.slots.insert_range(base, n, || ());
                     sink.watch(self.done.clone(), base);
+                    self.sinks.push_back(InFlight {
+                        base,
+                        n,
+                        left: n,
+                        sink,
+                    });
                 }
             }
         }
@@ -434,6 +470,7 @@ where
         let key = self.next_key;
         self.next_key += 1;
         if self.ordered {
+            self.pending_len += 1;
             self.pending.push_back(match item {
                 Ok(f) => Entry::Future(f),
                 Err(e) => Entry::Ready(Err(e)),
@@ -492,13 +529,16 @@ where
             match e {
                 Entry::Future(f) => futures.push(f),
                 Entry::Ready(_) => {}
-                Entry::Slot(sink, _) => keep(sink),
+                Entry::Chunk { sink, .. } => keep(sink),
             }
         }
-        let mut unordered: Vec<_> = self.slots.drain().map(|(s, _)| s).collect();
-        unordered.sort_by_key(|s| Arc::as_ptr(s) as usize);
-        for sink in unordered {
-            keep(sink);
+        self.pending_len = 0;
+        self.taken.clear();
+        self.slots.clear();
+        for c in self.sinks.drain(..) {
+            if c.left > 0 {
+                keep(c.sink);
+            }
         }
         futures.extend(self.by_key.drain().map(|(_, f)| f));
         crate::future::cancel_all(&futures);
@@ -544,21 +584,38 @@ where
         let limit = self.wait_limit();
         if self.ordered {
             let index = self.yielded;
-            let item = match self.pending.pop_front() {
+            if let Some(Entry::Chunk { sink, next, end }) = self.pending.front_mut() {
+                let i = *next;
+                if self.taken.is_empty() {
+                    // `None`: no limit, or one too far to count.
+                    let until = limit.and_then(|(wait, _)| crate::deadline::after(wait));
+                    if !sink.wait(i, until) {
+                        let sink = sink.clone();
+                        sink.cancel();
+                        return self.give_up(index, limit.map_or(Duration::ZERO, |l| l.1));
+                    }
+                    sink.take_ended(i, *end, &mut self.taken);
+                }
+                *next += 1;
+                if *next == *end {
+                    self.pending.pop_front();
+                }
+                self.pending_len -= 1;
+                let (r, sample) = self
+                    .taken
+                    .pop_front()
+                    .unwrap_or((Err(TaskError::Cancelled), None));
+                self.observe(index, sample);
+                self.yielded += 1;
+                return Some((index, r));
+            }
+            let item = match self.pop_pending() {
                 None => {
                     self.ended = true;
                     return None;
                 }
                 Some(Entry::Ready(r)) => r,
-                Some(Entry::Slot(sink, i)) => {
-                    // `None`: no limit, or one too far to count.
-                    let until = limit.and_then(|(wait, _)| crate::deadline::after(wait));
-                    if !sink.wait(i, until) {
-                        sink.cancel();
-                        return self.give_up(index, limit.map_or(Duration::ZERO, |l| l.1));
-                    }
-                    self.take_slot(index, &sink, i)
-                }
+                Some(Entry::Chunk { .. }) => unreachable!("handled above"),
                 Some(Entry::Future(f)) => {
                     if let Some((wait, after)) = limit
                         && !f.wait_timeout(wait)
@@ -596,8 +653,20 @@ where
                     self.measure(key, &f);
                     return Some((key, f.result()));
                 }
-                if let Some((sink, i)) = self.slots.remove(key) {
-                    let r = self.take_slot(key, &sink, i);
+                if self.slots.remove(key).is_some() {
+                    let at = self.sinks.partition_point(|c| c.base + c.n <= key);
+                    let (r, sample) = match self.sinks.get_mut(at) {
+                        Some(c) if c.base <= key => {
+                            c.left -= 1;
+                            c.sink.take_with_sample(key - c.base)
+                        }
+                        _ => None,
+                    }
+                    .unwrap_or((Err(TaskError::Cancelled), None));
+                    while self.sinks.front().is_some_and(|c| c.left == 0) {
+                        self.sinks.pop_front();
+                    }
+                    self.observe(key, sample);
                     return Some((key, r));
                 }
             }

@@ -21,6 +21,7 @@
 //! nobody waiting on it holds another lock. Watchers (`DoneQueue`) are told
 //! after it is released.
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -210,6 +211,27 @@ impl<O: Send + 'static> Sink<O> {
             other => {
                 *slot = other;
                 None
+            }
+        }
+    }
+
+    /// Takes the outcomes of inputs `from..end` that have ended, in order,
+    /// up to the first that has not (one lock for all of them).
+    pub(crate) fn take_ended(
+        &self,
+        from: usize,
+        end: usize,
+        out: &mut VecDeque<(Result<O, TaskError>, Option<Sample>)>,
+    ) {
+        let mut g = lock(&self.inner);
+        let end = end.min(g.slots.len());
+        for slot in g.slots.get_mut(from..end).unwrap_or_default() {
+            match std::mem::replace(slot, Slot::Taken) {
+                Slot::Done(r, c) => out.push_back((r, c)),
+                other => {
+                    *slot = other;
+                    break;
+                }
             }
         }
     }
@@ -557,6 +579,29 @@ mod tests {
         assert_eq!(sink.take(0), Some(Ok(10)));
         assert_eq!(sink.take(0), None, "taken once");
         assert_eq!(part.ended(), 1);
+    }
+
+    #[test]
+    fn ended_outcomes_are_taken_together_up_to_the_first_still_running() {
+        let (sink, _) = sink(4);
+        let part = Part::new(sink.clone(), vec![0, 1, 2, 3], 7, "t", "I", "u64");
+        for (i, v) in [(0, 10), (1, 11), (3, 13)] {
+            ok(&part, i, v);
+        }
+        part.wake();
+        let mut got = VecDeque::new();
+        sink.take_ended(0, 4, &mut got);
+        let values: Vec<_> = got.drain(..).map(|(r, _)| r).collect();
+        assert_eq!(values, vec![Ok(10), Ok(11)], "stops at input 2");
+        sink.take_ended(0, 4, &mut got);
+        assert!(got.is_empty(), "taken once");
+        ok(&part, 2, 12);
+        part.wake();
+        sink.take_ended(2, 4, &mut got);
+        let values: Vec<_> = got.drain(..).map(|(r, _)| r).collect();
+        assert_eq!(values, vec![Ok(12), Ok(13)]);
+        sink.take_ended(3, 99, &mut got);
+        assert!(got.is_empty(), "past the end: nothing");
     }
 
     #[test]

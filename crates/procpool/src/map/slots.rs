@@ -24,6 +24,7 @@ impl<T> Default for SlotWindow<T> {
 
 impl<T> SlotWindow<T> {
     /// Adds `value` at `key`, which is above every key in the window.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, key: usize, value: T) {
         if self.entries.is_empty() {
             self.first = key;
@@ -33,6 +34,23 @@ impl<T> SlotWindow<T> {
         self.entries.extend((end..key).map(|_| None));
         self.entries.push_back(Some(value));
         self.len += 1;
+    }
+
+    /// Adds `n` values at keys `first..first + n` (made by `value`), which
+    /// are above every key in the window.
+    pub(crate) fn insert_range(&mut self, first: usize, n: usize, value: impl Fn() -> T) {
+        if n == 0 {
+            return;
+        }
+        if self.entries.is_empty() {
+            self.first = first;
+        }
+        let end = self.first + self.entries.len();
+        assert!(first >= end, "keys go up: {first} after {end}");
+        self.entries.reserve(first - end + n);
+        self.entries.extend((end..first).map(|_| None));
+        self.entries.extend((0..n).map(|_| Some(value())));
+        self.len += n;
     }
 
     /// Takes the value at `key`, if there is one.
@@ -62,9 +80,16 @@ impl<T> SlotWindow<T> {
     }
 
     /// Takes every value, in key order.
+    #[cfg(test)]
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
         self.len = 0;
         self.entries.drain(..).flatten()
+    }
+
+    /// Drops every value.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        self.entries.clear();
     }
 }
 
@@ -100,6 +125,25 @@ mod tests {
         assert_eq!(w.min_key(), Some(30));
         assert_eq!(w.drain().collect::<Vec<_>>(), vec![3000, 3100]);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_range_is_its_keys_one_by_one() {
+        let mut w = SlotWindow::default();
+        w.insert_range(10, 3, || 7);
+        w.insert_range(20, 0, || 7);
+        w.insert_range(15, 2, || 8);
+        assert_eq!(w.len(), 5);
+        assert_eq!(w.min_key(), Some(10));
+        assert_eq!(w.remove(13), None, "a gap");
+        assert_eq!(w.remove(16), Some(8));
+        for k in [10, 11, 12, 15] {
+            assert!(w.remove(k).is_some());
+        }
+        assert!(w.is_empty());
+        w.insert_range(40, 2, || 1);
+        w.clear();
+        assert!(w.is_empty() && w.min_key().is_none());
     }
 
     #[test]

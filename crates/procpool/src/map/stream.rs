@@ -224,14 +224,14 @@ where
             // Nothing in flight: the end, or more to come.
             None if !more => return Poll::Ready(None),
             None => return Poll::Pending,
-            Some(Entry::Ready(_)) => match self.pending.pop_front() {
+            Some(Entry::Ready(_)) => match self.pop_pending() {
                 Some(Entry::Ready(r)) => r,
                 _ => unreachable!("the front entry was Ready"),
             },
-            Some(Entry::Slot(..)) => unreachable!("a stream's chunks are not packed"),
+            Some(Entry::Chunk { .. }) => unreachable!("a stream's chunks are not packed"),
             Some(Entry::Future(f)) => match Pin::new(f).poll(cx) {
                 Poll::Ready(r) => {
-                    if let Some(Entry::Future(f)) = self.pending.pop_front() {
+                    if let Some(Entry::Future(f)) = self.pop_pending() {
                         self.measure(self.yielded, &f);
                     }
                     r
@@ -277,9 +277,10 @@ where
             .drain(..)
             .filter_map(|e| match e {
                 Entry::Future(f) => Some(f),
-                Entry::Ready(_) | Entry::Slot(..) => None,
+                Entry::Ready(_) | Entry::Chunk { .. } => None,
             })
             .collect();
+        self.pending_len = 0;
         futures.extend(self.by_key.drain().map(|(_, f)| f));
         futures
     }
