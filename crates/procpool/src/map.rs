@@ -76,11 +76,10 @@ enum Entry<O> {
     },
 }
 
-/// Unordered mode: a packed chunk whose inputs are keys `base..base + n`,
-/// `left` of them not yet yielded.
+/// Unordered mode: a packed chunk whose inputs are keys `base..`, `left`
+/// of them not yet yielded.
 struct InFlight<O> {
     base: usize,
-    n: usize,
     left: usize,
     sink: Arc<Sink<O>>,
 }
@@ -141,10 +140,12 @@ where
     /// Unordered mode: futures by key, and the keys as they finish.
     /// Keyed by input index.
     by_key: IdMap<usize, TaskFuture<<I::Item as Task>::Output>>,
-    /// Unordered mode: keys of the inputs of packed chunks in flight, and
-    /// their chunks by first key.
-    slots: slots::SlotWindow<()>,
+    /// Unordered mode: the inputs of packed chunks in flight by key, each
+    /// with its chunk's number; the chunks in flight, from number
+    /// `sinks_first` on.
+    slots: slots::SlotWindow<usize>,
     sinks: VecDeque<InFlight<<I::Item as Task>::Output>>,
+    sinks_first: usize,
     ready: VecDeque<Indexed<I>>,
     /// Unordered mode: the pool's refusal (at the index of the first input
     /// it refused), yielded once nothing else is left in flight.
@@ -205,6 +206,7 @@ where
             by_key: IdMap::default(),
             slots: slots::SlotWindow::default(),
             sinks: VecDeque::new(),
+            sinks_first: 0,
             ready: VecDeque::new(),
             refused: None,
             done: DoneQueue::new(),
@@ -453,11 +455,11 @@ where
                     });
                     self.pending_len += n;
                 } else {
-                    self.slots.insert_range(base, n, || ());
+                    let number = self.sinks_first + self.sinks.len();
+                    self.slots.insert_range(base, n, || number);
                     sink.watch(self.done.clone(), base);
                     self.sinks.push_back(InFlight {
                         base,
-                        n,
                         left: n,
                         sink,
                     });
@@ -535,6 +537,7 @@ where
         self.pending_len = 0;
         self.taken.clear();
         self.slots.clear();
+        self.sinks_first += self.sinks.len();
         for c in self.sinks.drain(..) {
             if c.left > 0 {
                 keep(c.sink);
@@ -653,18 +656,21 @@ where
                     self.measure(key, &f);
                     return Some((key, f.result()));
                 }
-                if self.slots.remove(key).is_some() {
-                    let at = self.sinks.partition_point(|c| c.base + c.n <= key);
-                    let (r, sample) = match self.sinks.get_mut(at) {
-                        Some(c) if c.base <= key => {
+                if let Some(number) = self.slots.remove(key) {
+                    let chunk = number
+                        .checked_sub(self.sinks_first)
+                        .and_then(|at| self.sinks.get_mut(at));
+                    let (r, sample) = match chunk {
+                        Some(c) => {
                             c.left -= 1;
                             c.sink.take_with_sample(key - c.base)
                         }
-                        _ => None,
+                        None => None,
                     }
                     .unwrap_or((Err(TaskError::Cancelled), None));
                     while self.sinks.front().is_some_and(|c| c.left == 0) {
                         self.sinks.pop_front();
+                        self.sinks_first += 1;
                     }
                     self.observe(key, sample);
                     return Some((key, r));
