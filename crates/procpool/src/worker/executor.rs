@@ -81,7 +81,24 @@ fn recycle_frame(shared: &WorkerShared, frame: Arc<Vec<u8>>) {
 
 /// Sends the held result (and `then`, in the same write), then keeps the
 /// result's buffer as `spare` for the next output if it is large.
+///
+/// Inlined, so that the nearly always empty case (a chunk's loop asks
+/// twice per input) costs a test, not a call into [`send_now`]'s frame.
+#[inline(always)]
 fn send_pending(
+    shared: &WorkerShared,
+    notes: &mut Notes,
+    pending: &mut Option<Outgoing>,
+    then: Option<Outgoing>,
+    spare: &mut Vec<u8>,
+) {
+    if pending.is_some() || then.is_some() {
+        send_now(shared, notes, pending, then, spare);
+    }
+}
+
+#[inline(never)]
+fn send_now(
     shared: &WorkerShared,
     notes: &mut Notes,
     pending: &mut Option<Outgoing>,
