@@ -95,6 +95,9 @@ enum Command {
         /// Largest allowed growth of resident memory after the warm-up.
         #[arg(long, default_value_t = 64, value_name = "MIB")]
         max_rss_growth: u64,
+        /// How the process pools reach their workers.
+        #[arg(long, default_value = "local", value_parser = ["local", "tcp"])]
+        transport: String,
         /// Plant a fault (leak-fd, lose-outcome) to see the verdict fail.
         #[arg(long, hide = true)]
         inject: Option<procpool_cli::soak::Fault>,
@@ -225,6 +228,7 @@ fn main() -> ExitCode {
             threads,
             workers,
             max_rss_growth,
+            transport,
             inject,
         } => {
             init_logging_at("error");
@@ -239,10 +243,13 @@ fn main() -> ExitCode {
             opts.threads = threads;
             opts.workers = workers;
             opts.rss_growth_limit = max_rss_growth << 20;
+            if transport == "tcp" {
+                opts.transport = procpool::Transport::Tcp;
+            }
             opts.inject = inject;
             opts.progress = Some(Duration::from_secs(10));
             eprintln!(
-                "soak: {secs} s, {threads} threads, pools of {workers}, seed {:#x} (replay: --seed {:#x})",
+                "soak: {secs} s, {threads} threads, pools of {workers} ({transport}), seed {:#x} (replay: --seed {:#x})",
                 opts.seed, opts.seed
             );
             let report = procpool_cli::soak::run(&opts);

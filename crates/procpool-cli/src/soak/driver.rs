@@ -38,6 +38,7 @@ pub(crate) struct Shared {
     pub deadline: Instant,
     pub workers: usize,
     pub worker: WorkerCommand,
+    pub transport: procpool::Transport,
     pub process: Mutex<Option<PoolRef>>,
     pub thread: Mutex<Option<PoolRef>>,
     /// Each thread's current operation and since when (for hang reports).
@@ -65,6 +66,7 @@ impl Shared {
     pub fn build_process(&self) -> Result<PoolRef, String> {
         let pool = ProcessPool::builder()
             .worker(self.worker.clone())
+            .transport(self.transport)
             .workers(self.workers)
             .max_restarts(50)
             .build()

@@ -44,6 +44,9 @@ pub struct Options {
     pub workers: usize,
     /// The worker program; its registry must include [`registry`].
     pub worker: WorkerCommand,
+    /// How the process pools reach their workers (over TCP each worker
+    /// also has its keeper process).
+    pub transport: procpool::Transport,
     /// Also soak a `ThreadPool`.
     pub thread_pool: bool,
     /// Largest allowed RSS growth (bytes) from the end of the warm-up to the
@@ -92,6 +95,7 @@ impl Options {
             threads: 4,
             workers: 2,
             worker,
+            transport: procpool::Transport::Local,
             thread_pool: true,
             rss_growth_limit: 64 << 20,
             hang_grace: Duration::from_secs(60),
@@ -247,6 +251,7 @@ pub fn run(opts: &Options) -> Report {
         deadline: start + opts.duration,
         workers: opts.workers.max(1),
         worker: opts.worker.clone(),
+        transport: opts.transport,
         process: Mutex::new(None),
         thread: Mutex::new(None),
         status: names
