@@ -477,8 +477,10 @@ fn with_context<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
 struct Restore {
     armed: bool,
     light: Option<Light>,
-    /// The outer call's state, while this one runs (only if it had one).
-    context: Option<Context>,
+    /// The outer call's state, while this one runs (only if it had one:
+    /// boxed, so that the common `None` is one word to move, not a whole
+    /// `Context`).
+    context: Option<Box<Context>>,
 }
 
 impl Drop for Restore {
@@ -498,7 +500,9 @@ fn enter(mut light: Light, context: Option<Context>) -> Restore {
     // `CONTEXT` is `None` unless the outer call made its state: then (or
     // to put this call's in) it is swapped; else it is not touched.
     let saved = if light.heavy || outer.is_some_and(|l| l.heavy) {
-        CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), context))
+        CONTEXT
+            .with(|c| std::mem::replace(&mut *c.borrow_mut(), context))
+            .map(Box::new)
     } else {
         None
     };
@@ -518,7 +522,8 @@ fn leave(restore: &mut Restore) -> Option<Context> {
     let this = LIGHT.replace(restore.light);
     let outer_heavy = restore.light.is_some_and(|l| l.heavy);
     if this.is_some_and(|l| l.heavy) || outer_heavy {
-        CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), restore.context.take()))
+        let outer = restore.context.take().map(|b| *b);
+        CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer))
     } else {
         None
     }
