@@ -84,7 +84,11 @@ pub fn run_if_worker(registry: Registry) {
 /// `PROGRAM --connect ADDRESS` (`tcp://HOST:PORT` or a local socket's
 /// path) with the pool's secret in `PROCPOOL_TOKEN`, it dials in instead;
 /// see [`Launcher`](crate::Launcher). (That is the `remote` feature:
-/// without it such a worker exits at once, saying why.)
+/// without it such a worker exits at once, saying why.) A worker on TCP
+/// starts this program once more as its *keeper*, a second process that
+/// owns the connection's sending side so that nothing the worker reported
+/// is lost if it dies; the keeper also comes through this function (it
+/// recognises itself and never runs a task), and exits after its worker.
 ///
 /// Before anything else it takes the secret out of its environment (tasks
 /// and the programs they start never see `PROCPOOL_TOKEN`, not even in
