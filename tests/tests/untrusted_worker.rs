@@ -465,6 +465,24 @@ fn a_task_sees_no_secret_in_its_environment() {
             "the probe does not see the worker's environment at all"
         );
         assert_no_secret(&report, &secret);
+        // Nor does the worker's keeper (its second process on TCP) hold it.
+        let pid = pool.worker_pids()[0];
+        let keepers: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        assert_eq!(keepers.len(), 1, "one keeper: {keepers:?}");
+        let environ = std::fs::read(format!("/proc/{}/environ", keepers[0])).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(
+            environ.contains("PROCPOOL_KEEPER="),
+            "not the keeper's environment"
+        );
+        assert!(
+            !environ.contains("PROCPOOL_TOKEN") && !environ.contains(&secret),
+            "the keeper's environment holds the secret"
+        );
         drop(pool);
 
         let pool = ProcessPool::builder()
