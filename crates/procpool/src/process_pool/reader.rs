@@ -350,8 +350,12 @@ impl Reading<'_> {
         let mut held = Vec::new();
         for (record, body) in run.iter() {
             if record == ring::Record::Item {
-                // After the notes before it (its chunk's `Started`).
-                if let Flow::Stop = self.notes(std::mem::take(&mut held)) {
+                // After the notes before it (its chunk's `Started`); the
+                // test here, not in `notes`: nearly every item has none
+                // before it, and the call alone cost more than the test.
+                if !held.is_empty()
+                    && let Flow::Stop = self.notes(std::mem::take(&mut held))
+                {
                     return Flow::Stop;
                 }
                 if let Flow::Stop = self.item_record(body) {
