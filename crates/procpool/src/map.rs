@@ -607,7 +607,7 @@ where
                 let (r, sample) = self
                     .taken
                     .pop_front()
-                    .unwrap_or((Err(TaskError::Cancelled), None));
+                    .unwrap_or_else(|| (Err(TaskError::Cancelled), None));
                 self.observe(index, sample);
                 self.yielded += 1;
                 return Some((index, r));
@@ -667,7 +667,7 @@ where
                         }
                         None => None,
                     }
-                    .unwrap_or((Err(TaskError::Cancelled), None));
+                    .unwrap_or_else(|| (Err(TaskError::Cancelled), None));
                     while self.sinks.front().is_some_and(|c| c.left == 0) {
                         self.sinks.pop_front();
                         self.sinks_first += 1;
