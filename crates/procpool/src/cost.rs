@@ -147,10 +147,11 @@ impl ItemCost {
 #[derive(Debug, Default)]
 pub(crate) struct CostBatch {
     failed: u64,
-    /// Sums of the completed inputs' costs (`total` and the rest) and of
-    /// their `ipc`.
-    sum: ItemCost,
-    ipc: u64,
+    /// Sums of the completed inputs' costs, field by field in
+    /// [`ItemCost`]'s order, then their `ipc`: in `u128`, which no batch
+    /// of `u64`s overflows (a plain add per field; each sum is capped at
+    /// `u64::MAX` when recorded, as adding them saturating would).
+    sum: [u128; 10],
     /// Per completed input: the histogram buckets of its round trip and of
     /// its overhead.
     buckets: Vec<(u16, u16)>,
@@ -158,19 +159,24 @@ pub(crate) struct CostBatch {
 
 impl CostBatch {
     /// An input that finished with a value, at `cost`.
+    #[inline]
     pub(crate) fn completed(&mut self, c: &ItemCost) {
-        let s = &mut self.sum;
-        s.encode_input = s.encode_input.saturating_add(c.encode_input);
-        s.bytes_out = s.bytes_out.saturating_add(c.bytes_out);
-        s.queue_wait = s.queue_wait.saturating_add(c.queue_wait);
-        s.decode_input = s.decode_input.saturating_add(c.decode_input);
-        s.run = s.run.saturating_add(c.run);
-        s.encode_output = s.encode_output.saturating_add(c.encode_output);
-        s.bytes_back = s.bytes_back.saturating_add(c.bytes_back);
-        s.decode_output = s.decode_output.saturating_add(c.decode_output);
-        s.total = s.total.saturating_add(c.total);
         let ipc = c.ipc();
-        self.ipc = self.ipc.saturating_add(ipc);
+        let parts = [
+            c.encode_input,
+            c.bytes_out,
+            c.queue_wait,
+            c.decode_input,
+            c.run,
+            c.encode_output,
+            c.bytes_back,
+            c.decode_output,
+            c.total,
+            ipc,
+        ];
+        for (s, p) in self.sum.iter_mut().zip(parts) {
+            *s += u128::from(p);
+        }
         let overhead = c.serialization().saturating_add(ipc);
         let b = |ns| bucket_of(ns).min(BUCKETS - 1) as u16;
         self.buckets.push((b(c.total), b(overhead)));
@@ -187,8 +193,7 @@ impl CostBatch {
 
     fn clear(&mut self) {
         self.failed = 0;
-        self.sum = ItemCost::default();
-        self.ipc = 0;
+        self.sum = [0; 10];
         self.buckets.clear();
     }
 }
@@ -352,19 +357,30 @@ impl StatsCollector {
         let mut acc = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         acc.failed += batch.failed;
         acc.completed += batch.buckets.len() as u64;
-        let s = &batch.sum;
+        let [
+            encode_input,
+            bytes_out,
+            queue_wait,
+            decode_input,
+            run,
+            encode_output,
+            bytes_back,
+            decode_output,
+            total,
+            ipc,
+        ] = batch.sum.map(|s| u64::try_from(s).unwrap_or(u64::MAX));
         let d = Duration::from_nanos;
         acc.sum.add(&Cost {
-            encode_input: d(s.encode_input),
-            bytes_out: s.bytes_out,
-            queue_wait: d(s.queue_wait),
-            decode_input: d(s.decode_input),
-            run: d(s.run),
-            encode_output: d(s.encode_output),
-            bytes_back: s.bytes_back,
-            decode_output: d(s.decode_output),
-            ipc: d(batch.ipc),
-            total: d(s.total),
+            encode_input: d(encode_input),
+            bytes_out,
+            queue_wait: d(queue_wait),
+            decode_input: d(decode_input),
+            run: d(run),
+            encode_output: d(encode_output),
+            bytes_back,
+            decode_output: d(decode_output),
+            ipc: d(ipc),
+            total: d(total),
         });
         for &(total, overhead) in &batch.buckets {
             acc.hist[usize::from(total)] += 1;
