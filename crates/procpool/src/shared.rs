@@ -539,6 +539,7 @@ pub(crate) struct Encoded {
 
 /// Runs `f` (a codec encode) with shared values written for `mode`,
 /// counting at most `limit` shared bytes.
+#[inline]
 pub(crate) fn encode_with<R>(mode: Mode, limit: u64, f: impl FnOnce() -> R) -> (R, Encoded) {
     let light = Light {
         kind: Kind::Encode,
@@ -561,6 +562,7 @@ pub(crate) fn encode_with<R>(mode: Mode, limit: u64, f: impl FnOnce() -> R) -> (
 /// Runs `f` (a codec decode) with shared values read for `mode`, from
 /// `fds` (the descriptors that came with the payload), counting at most
 /// `limit` shared bytes. Descriptors no reference adopted are closed.
+#[inline]
 pub(crate) fn decode_with<R>(
     mode: Mode,
     fds: Vec<OwnedFd>,
