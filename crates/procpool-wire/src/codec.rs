@@ -87,6 +87,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// Appends the encoding of `value` to `buf`. On error `buf` is left as it
 /// was.
+#[inline]
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = buf.len();
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -153,6 +154,7 @@ pub const MAX_CLAIM_LIMIT: usize = 1 << 36;
 /// `CLAIM_FACTOR * len`, so never more than `2 * CLAIM_FACTOR * len` for an
 /// input above 2 KiB, and never unlimited. `None` above
 /// [`MAX_CLAIM_LIMIT`].
+#[inline]
 pub fn claim_limit(len: usize) -> Option<usize> {
     let claim = len.checked_mul(CLAIM_FACTOR)?.max(MIN_CLAIM_LIMIT);
     let limit = claim.checked_next_power_of_two()?;
@@ -171,6 +173,7 @@ pub fn claim_limit(len: usize) -> Option<usize> {
 /// anything is allocated, and what hostile bytes can make the decoder
 /// reserve is at most twice what a valid value of the same size could
 /// hold.
+#[inline]
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
     decode_scaled(bytes, MAX_CLAIM_LIMIT)
 }
@@ -252,6 +255,7 @@ pub fn decode_prefix_limited<T: DeserializeOwned, const LIMIT: usize>(
 }
 
 /// Decodes a `T` that must use every byte of `bytes`.
+#[inline]
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     check_whole(decode_prefix(bytes)?, bytes.len())
 }
@@ -263,6 +267,7 @@ pub fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
     check_whole(decode_prefix_limited::<T, LIMIT>(bytes)?, bytes.len())
 }
 
+#[inline]
 fn check_whole<T>((value, consumed): (T, usize), total: usize) -> Result<T, CodecError> {
     if consumed != total {
         return Err(CodecError::TrailingBytes { consumed, total });
