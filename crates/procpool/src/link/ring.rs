@@ -41,10 +41,17 @@ use procpool_wire::frame::Outgoing;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::time::{Duration, Instant};
 
 use crate::sync::fence;
 use crate::sys::SharedMap;
+
+mod records;
+mod spin;
+
+#[cfg(feature = "remote")]
+pub(crate) use records::put_record;
+pub(crate) use records::{ItemHead, records};
+pub(crate) use spin::Spin;
 
 /// Bytes of record space (a few records' worth under the model checker,
 /// so that its models reach the wrap-around and a full ring).
@@ -72,97 +79,6 @@ const LEN: usize = 4;
 /// the worker's queue, decode, run and encode nanoseconds (u64 each), all
 /// little-endian; the output's bytes follow.
 pub(crate) const ITEM_HEAD: usize = 8 + 4 + 4 * 8;
-
-/// The head of an item record (see [`Record::Item`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ItemHead {
-    pub id: u64,
-    pub index: u32,
-    pub queue_ns: u64,
-    pub decode_ns: u64,
-    pub run_ns: u64,
-    pub encode_ns: u64,
-}
-
-impl ItemHead {
-    pub(crate) fn to_bytes(self) -> [u8; ITEM_HEAD] {
-        let mut b = [0u8; ITEM_HEAD];
-        b[..8].copy_from_slice(&self.id.to_le_bytes());
-        b[8..12].copy_from_slice(&self.index.to_le_bytes());
-        let times = [self.queue_ns, self.decode_ns, self.run_ns, self.encode_ns];
-        for (i, t) in times.iter().enumerate() {
-            b[12 + 8 * i..20 + 8 * i].copy_from_slice(&t.to_le_bytes());
-        }
-        b
-    }
-
-    /// An item record's head and output (the ring checked its length).
-    pub(crate) fn parse(body: &[u8]) -> Option<(ItemHead, &[u8])> {
-        let (head, output) = body.split_at_checked(ITEM_HEAD)?;
-        let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or([0; 8]));
-        let index = u32::from_le_bytes(head[8..12].try_into().unwrap_or([0; 4]));
-        Some((
-            ItemHead {
-                id: u64_at(0),
-                index,
-                queue_ns: u64_at(12),
-                decode_ns: u64_at(20),
-                run_ns: u64_at(28),
-                encode_ns: u64_at(36),
-            },
-            output,
-        ))
-    }
-}
-
-/// Appends a record (as the ring holds it: length word, then `body`) to
-/// `out`: a keeper process forwards its worker's ring this way (see
-/// `ToParent::Records`).
-#[cfg(feature = "remote")]
-pub(crate) fn put_record(out: &mut Vec<u8>, record: Record, body: &[u8]) {
-    let flag = if record == Record::Item { ITEM } else { 0 };
-    out.extend_from_slice(&(flag | body.len() as u32).to_le_bytes());
-    out.extend_from_slice(body);
-}
-
-/// The records of a `ToParent::Records` payload, each with its body; `Err`
-/// if the bytes are no such records (a marker, a length past the end or
-/// over `max_frame`, an item record shorter than its head).
-pub(crate) fn records(
-    mut bytes: &[u8],
-    max_frame: u32,
-) -> impl Iterator<Item = Result<(Record, &[u8]), String>> {
-    std::iter::from_fn(move || {
-        if bytes.is_empty() {
-            return None;
-        }
-        let Some((len, rest)) = bytes.split_first_chunk::<LEN>() else {
-            bytes = &[];
-            return Some(Err("forwarded records: a cut length".to_owned()));
-        };
-        let len = u32::from_le_bytes(*len);
-        let (record, len) = match len {
-            MARKER => {
-                bytes = &[];
-                return Some(Err("forwarded records: a marker".to_owned()));
-            }
-            l if l & ITEM != 0 => (Record::Item, l & !ITEM),
-            l => (Record::Frame, l),
-        };
-        let fits = len <= max_frame && len as usize <= rest.len();
-        let whole = record != Record::Item || len as usize >= ITEM_HEAD;
-        if !fits || !whole {
-            bytes = &[];
-            return Some(Err(format!(
-                "forwarded records: a record of {len} bytes with {} left (cap {max_frame})",
-                rest.len()
-            )));
-        }
-        let (body, rest) = rest.split_at(len as usize);
-        bytes = rest;
-        Some(Ok((record, body)))
-    })
-}
 
 fn wrap(pos: u64) -> usize {
     (pos % CAPACITY as u64) as usize
@@ -336,61 +252,6 @@ impl Reader {
     /// Awake again: publishing needs no wake-up.
     pub(crate) fn unpark(&self) {
         self.map.atomic(PARKED).store(0, SeqCst);
-    }
-}
-
-/// The adaptive look at a reply ring before parking (see
-/// `ProcessPoolBuilder::ring_spin`).
-pub(crate) struct Spin {
-    limit: Duration,
-    /// The last look found something, or a wake-up came soon after the
-    /// last park: looking pays.
-    pays: bool,
-    parked_at: Option<Instant>,
-}
-
-impl Spin {
-    pub(crate) fn new(limit: Duration) -> Spin {
-        Spin {
-            limit,
-            pays: !limit.is_zero(),
-            parked_at: None,
-        }
-    }
-
-    /// Looks at the ring until it has data (`true`) or the time is up.
-    pub(crate) fn look(&mut self, r: &Reader) -> bool {
-        if !self.pays {
-            return false;
-        }
-        let until = crate::deadline::after(self.limit);
-        let mut look = 0u32;
-        loop {
-            look = look.wrapping_add(1);
-            if r.has_data() {
-                return true;
-            }
-            // The clock every few looks: a read of it costs more than a look.
-            if look.is_multiple_of(8) && crate::deadline::passed(until) {
-                self.pays = false;
-                return false;
-            }
-            std::thread::yield_now();
-        }
-    }
-
-    pub(crate) fn parked(&mut self) {
-        if !self.limit.is_zero() {
-            self.parked_at = Some(Instant::now());
-        }
-    }
-
-    /// Back from the socket: had the wait been short, looking would have
-    /// caught it.
-    pub(crate) fn woken(&mut self) {
-        if let Some(t) = self.parked_at.take() {
-            self.pays = t.elapsed() < self.limit;
-        }
     }
 }
 
@@ -622,64 +483,6 @@ mod tests {
         want.extend_from_slice(b"out");
         want.extend_from_slice(b"finished");
         assert_eq!(run, want, "bodies end to end, in order");
-    }
-
-    #[test]
-    #[cfg(feature = "remote")]
-    fn forwarded_records_read_back_as_put() {
-        let head = ItemHead {
-            id: 3,
-            index: 1,
-            queue_ns: 0,
-            decode_ns: 0,
-            run_ns: 0,
-            encode_ns: 0,
-        };
-        let mut item = head.to_bytes().to_vec();
-        item.push(42);
-        let mut out = Vec::new();
-        put_record(&mut out, Record::Frame, b"note");
-        put_record(&mut out, Record::Item, &item);
-        let got: Vec<_> = records(&out, 1 << 20).collect();
-        assert_eq!(
-            got,
-            vec![
-                Ok((Record::Frame, &b"note"[..])),
-                Ok((Record::Item, &item[..]))
-            ]
-        );
-        // Cut, lying, a marker, a short item: an error, then nothing.
-        for bad in [
-            &out[..out.len() - 1],
-            &[9, 0, 0, 0, 1][..],
-            &MARKER.to_le_bytes()[..],
-            &(ITEM | 2)
-                .to_le_bytes()
-                .iter()
-                .chain(b"ab")
-                .copied()
-                .collect::<Vec<u8>>()[..],
-        ] {
-            let got: Vec<_> = records(bad, 1 << 20).collect();
-            assert!(got.last().is_some_and(Result::is_err), "{bad:?}: {got:?}");
-        }
-        assert!(records(&out, 3).next().unwrap().is_err(), "over the cap");
-    }
-
-    #[test]
-    fn an_item_head_reads_back_as_written() {
-        let head = ItemHead {
-            id: u64::MAX - 3,
-            index: 7,
-            queue_ns: 1,
-            decode_ns: 2,
-            run_ns: u64::MAX,
-            encode_ns: 4,
-        };
-        let mut body = head.to_bytes().to_vec();
-        body.extend_from_slice(b"xyz");
-        assert_eq!(ItemHead::parse(&body), Some((head, &b"xyz"[..])));
-        assert_eq!(ItemHead::parse(&body[..ITEM_HEAD - 1]), None);
     }
 
     #[test]

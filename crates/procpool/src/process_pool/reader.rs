@@ -21,6 +21,10 @@ use crate::link::ring;
 use crate::lock::lock;
 use crate::task::Input;
 
+mod items;
+
+use items::{Held, Sent};
+
 /// What to do after a message.
 enum Flow {
     Go,
@@ -165,94 +169,6 @@ struct Reading<'a> {
     /// Costs of packed chunks' inputs not yet in the pool's stats (recorded
     /// once per run, before the map is woken).
     costs: std::cell::RefCell<CostBatch>,
-}
-
-/// A packed chunk being reported, as the reader keeps it.
-struct Held {
-    id: procpool_wire::TaskId,
-    part: std::sync::Arc<dyn crate::future::ResolveBytes>,
-    submitted: Instant,
-    /// What each of its inputs cost before a worker began it.
-    sent: Sent,
-    /// Its inputs' `total` for the run being handled (all of them end at
-    /// the run's one clock read): the run's `now`, and the nanoseconds
-    /// from `submitted` to it.
-    total: std::cell::Cell<Option<(Instant, u64)>>,
-}
-
-impl Held {
-    /// An input's `total`: from the chunk's submit to `now`.
-    fn total(&self, now: Instant) -> u64 {
-        match self.total.get() {
-            Some((at, ns)) if at == now => ns,
-            _ => {
-                let ns = nanos(now.saturating_duration_since(self.submitted));
-                self.total.set(Some((now, ns)));
-                ns
-            }
-        }
-    }
-}
-
-/// What the parent spent on an input before a worker began it.
-struct Sent {
-    /// Its encoding (a chunk's, shared out among its inputs).
-    encode: Duration,
-    /// Its encoded bytes (likewise).
-    bytes_out: u64,
-    /// Its task's wait in the pool's queue, from encoded to sent (a chunk
-    /// input's wait behind the inputs before it comes from the worker).
-    parent_queue: Duration,
-    /// `encode` and `parent_queue` in nanoseconds (a packed chunk's inputs
-    /// add them up as integers: `ItemCost`).
-    encode_ns: u64,
-    parent_queue_ns: u64,
-}
-
-impl Sent {
-    /// For each of the `n` inputs of the task `meta`, sent at `assigned_at`.
-    fn of(meta: &Meta, assigned_at: Instant, n: u32) -> Sent {
-        let encode = meta.encode / n;
-        let parent_queue = assigned_at.saturating_duration_since(meta.submitted + meta.encode);
-        Sent {
-            encode,
-            bytes_out: meta.bytes_out / u64::from(n),
-            parent_queue,
-            encode_ns: nanos(encode),
-            parent_queue_ns: nanos(parent_queue),
-        }
-    }
-
-    /// [`cost`](Self::cost) of an input of a packed chunk, whose round trip
-    /// took `total` nanoseconds (the parent's decode not yet in).
-    fn item(&self, timing: &WorkerTiming, bytes_back: usize, total: u64) -> ItemCost {
-        ItemCost {
-            encode_input: self.encode_ns,
-            bytes_out: self.bytes_out,
-            queue_wait: self.parent_queue_ns.saturating_add(timing.queue_ns),
-            decode_input: timing.decode_ns,
-            run: timing.run_ns,
-            encode_output: timing.encode_ns,
-            bytes_back: bytes_back as u64,
-            decode_output: 0,
-            total,
-        }
-    }
-
-    /// The input's cost once its worker reports `timing` and an output of
-    /// `bytes_back` bytes (`total` and the parent's decode not yet in).
-    fn cost(&self, timing: &WorkerTiming, bytes_back: usize) -> Cost {
-        Cost {
-            encode_input: self.encode,
-            bytes_out: self.bytes_out,
-            queue_wait: self.parent_queue + Duration::from_nanos(timing.queue_ns),
-            decode_input: Duration::from_nanos(timing.decode_ns),
-            run: Duration::from_nanos(timing.run_ns),
-            encode_output: Duration::from_nanos(timing.encode_ns),
-            bytes_back: bytes_back as u64,
-            ..Cost::default()
-        }
-    }
 }
 
 impl Reading<'_> {
@@ -598,117 +514,6 @@ impl Reading<'_> {
             }
         }
         Ok(())
-    }
-}
-
-impl Reading<'_> {
-    /// One input of a packed chunk ended, as a `ToParent::Item` frame.
-    fn item(&self, msg: ToParent, payloads: Vec<PayloadFds<'_>>) -> Flow {
-        let ToParent::Item {
-            id,
-            index,
-            outcome,
-            timing,
-            ..
-        } = msg
-        else {
-            return Flow::Go;
-        };
-        let output = match outcome {
-            Outcome::Ok { .. } => Ok(payloads.into_iter().next().unwrap_or((&[], Vec::new()))),
-            other => Err(other),
-        };
-        self.item_ended(id, index, &timing, output)
-    }
-
-    /// One input of a packed chunk ended `Ok`, as an item record in the
-    /// ring (see `ring::Record::Item`; the ring checked its length).
-    fn item_record(&self, body: &[u8]) -> Flow {
-        let Some((head, output)) = ring::ItemHead::parse(body) else {
-            protocol_error(
-                self.shared,
-                self.idx,
-                self.generation,
-                self.pid,
-                format!("an item record of {} bytes", body.len()),
-            );
-            return Flow::Stop;
-        };
-        let timing = WorkerTiming {
-            queue_ns: head.queue_ns,
-            decode_ns: head.decode_ns,
-            run_ns: head.run_ns,
-            encode_ns: head.encode_ns,
-            peak_rss_bytes: 0,
-        };
-        self.item_ended(head.id, head.index, &timing, Ok((output, Vec::new())))
-    }
-
-    /// One input of a packed chunk ended (its output, or the outcome that
-    /// says why there is none): it goes straight into the chunk's sink (no
-    /// pool lock, but once per chunk to find it).
-    fn item_ended(
-        &self,
-        id: procpool_wire::TaskId,
-        index: u32,
-        timing: &WorkerTiming,
-        output: Result<PayloadFds<'_>, Outcome>,
-    ) -> Flow {
-        let shared = self.shared;
-        if self.chunk.borrow().as_ref().is_some_and(|h| h.id != id) {
-            // The last chunk's inputs are all in: its map need not wait for
-            // the end of the run.
-            self.wake_chunk();
-        }
-        let mut cache = self.chunk.borrow_mut();
-        if cache.as_ref().is_none_or(|h| h.id != id) {
-            let st = lock(&shared.state);
-            *cache = st.slots[self.idx].inflight.get(&id).map(|a| Held {
-                id,
-                part: a.meta.future.clone(),
-                submitted: a.meta.submitted,
-                sent: Sent::of(&a.meta, a.assigned_at, a.meta.items.max(1)),
-                total: std::cell::Cell::new(None),
-            });
-        }
-        let Some(held) = cache.as_ref() else {
-            tracing::warn!(target: "procpool::pool", { worker.id = self.idx, task.id = id },
-                "result of an input of an unknown chunk dropped");
-            return Flow::Go;
-        };
-        let Some(chunk) = held.part.as_chunk() else {
-            drop(cache);
-            protocol_error(
-                shared,
-                self.idx,
-                self.generation,
-                self.pid,
-                format!("an input's result for task {id}, which is not a chunk"),
-            );
-            return Flow::Stop;
-        };
-        let done = match output {
-            Ok((bytes, fds)) => {
-                let total = held.total(self.now.get());
-                let cost = held.sent.item(timing, bytes.len(), total);
-                let output = self.output(bytes, fds);
-                chunk.item_ok(index, output, self.idx, cost, &mut self.costs.borrow_mut())
-            }
-            Err(other) => {
-                let (name, input_type, output_type) = chunk.types();
-                let err = task_error_named(other, name, input_type, output_type, self.idx);
-                self.costs.borrow_mut().failed();
-                chunk.item_failed(index, err)
-            }
-        };
-        drop(cache);
-        match done {
-            Ok(()) => Flow::Go,
-            Err(message) => {
-                protocol_error(shared, self.idx, self.generation, self.pid, message);
-                Flow::Stop
-            }
-        }
     }
 }
 
