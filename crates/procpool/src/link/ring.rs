@@ -177,25 +177,12 @@ impl Reader {
         }
         let mut len = [0u8; LEN];
         self.copy_out(self.head, &mut len);
-        let len = u32::from_le_bytes(len);
-        if len == MARKER {
-            return Ok(Some(Record::Marker));
-        }
-        let (record, len) = if len & ITEM != 0 {
-            (Record::Item, len & !ITEM)
-        } else {
-            (Record::Frame, len)
+        let after = avail - LEN as u64;
+        let (record, len) = match records::length_word(u32::from_le_bytes(len), max_frame, after) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(Some(Record::Marker)),
+            Err(e) => return Err(format!("reply ring broken: {e}")),
         };
-        if len > max_frame || u64::from(len) + LEN as u64 > avail {
-            return Err(format!(
-                "reply ring broken: a record of {len} bytes with {avail} bytes published (cap {max_frame})"
-            ));
-        }
-        if record == Record::Item && (len as usize) < ITEM_HEAD {
-            return Err(format!(
-                "reply ring broken: an item record of {len} bytes (its head alone is {ITEM_HEAD})"
-            ));
-        }
         let start = out.len();
         out.resize(start + len as usize, 0);
         self.copy_out(self.head + LEN as u64, &mut out[start..]);

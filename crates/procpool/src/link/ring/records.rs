@@ -47,6 +47,33 @@ impl ItemHead {
     }
 }
 
+/// What a record's length `word` says, checked: `Ok(None)` for a marker,
+/// else the record's kind and body length, which is within `max_frame`
+/// and the `after` bytes that follow the word (and, for an item record, at
+/// least its head). The ring's reader and [`records`] read records alike.
+pub(super) fn length_word(
+    word: u32,
+    max_frame: u32,
+    after: u64,
+) -> Result<Option<(Record, u32)>, String> {
+    let (record, len) = match word {
+        MARKER => return Ok(None),
+        w if w & ITEM != 0 => (Record::Item, w & !ITEM),
+        w => (Record::Frame, w),
+    };
+    if len > max_frame || u64::from(len) > after {
+        return Err(format!(
+            "a record of {len} bytes with {after} bytes after its length (cap {max_frame})"
+        ));
+    }
+    if record == Record::Item && (len as usize) < ITEM_HEAD {
+        return Err(format!(
+            "an item record of {len} bytes (its head alone is {ITEM_HEAD})"
+        ));
+    }
+    Ok(Some((record, len)))
+}
+
 /// Appends a record (as the ring holds it: length word, then `body`) to
 /// `out`: a keeper process forwards its worker's ring this way (see
 /// `ToParent::Records`).
@@ -72,24 +99,18 @@ pub(crate) fn records(
             bytes = &[];
             return Some(Err("forwarded records: a cut length".to_owned()));
         };
-        let len = u32::from_le_bytes(*len);
-        let (record, len) = match len {
-            MARKER => {
-                bytes = &[];
-                return Some(Err("forwarded records: a marker".to_owned()));
-            }
-            l if l & ITEM != 0 => (Record::Item, l & !ITEM),
-            l => (Record::Frame, l),
-        };
-        let fits = len <= max_frame && len as usize <= rest.len();
-        let whole = record != Record::Item || len as usize >= ITEM_HEAD;
-        if !fits || !whole {
-            bytes = &[];
-            return Some(Err(format!(
-                "forwarded records: a record of {len} bytes with {} left (cap {max_frame})",
-                rest.len()
-            )));
-        }
+        let (record, len) =
+            match length_word(u32::from_le_bytes(*len), max_frame, rest.len() as u64) {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    bytes = &[];
+                    return Some(Err("forwarded records: a marker".to_owned()));
+                }
+                Err(e) => {
+                    bytes = &[];
+                    return Some(Err(format!("forwarded records: {e}")));
+                }
+            };
         let (body, rest) = rest.split_at(len as usize);
         bytes = rest;
         Some(Ok((record, body)))
