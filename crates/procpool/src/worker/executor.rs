@@ -415,8 +415,8 @@ fn run_chunk(
         time_encode = out.len() >= crate::task::TIMED_BYTES;
         if ok && ran.files.is_empty() {
             // The common case: published as an item record in the ring,
-            // no message to encode (the note before it goes first).
-            send_pending(shared, notes, &mut pending, None, spare);
+            // no message to encode (the note before it went at the top of
+            // this turn of the loop).
             let head = ItemHead {
                 id: header.id,
                 index: index as u32,
