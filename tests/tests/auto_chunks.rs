@@ -85,15 +85,24 @@ fn tiny_tasks_grow_the_chunks_on_a_thread_pool_and_in_a_stream() {
         futures_executor::block_on(async {
             let mut s = procs.map((0..60_000u64).map(Square)).into_stream();
             assert_eq!(s.current_chunksize(), 1);
-            let mut n = 0u64;
-            while let Some(r) = s.next().await {
-                assert_eq!(r.unwrap(), n * n);
-                n += 1;
-            }
-            assert_eq!(n, 60_000);
+            assert_eq!(squares_in_order(&mut s).await, 60_000);
             assert!(s.current_chunksize() >= 64, "{s:?}");
         });
     });
+}
+
+/// Takes every result of an ordered stream of `Square(0), Square(1), …`,
+/// checking each is its index squared; how many there were.
+async fn squares_in_order<S>(s: &mut S) -> u64
+where
+    S: procpool::Stream<Item = Result<u64, TaskError>> + Unpin,
+{
+    let mut n = 0u64;
+    while let Some(r) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await {
+        assert_eq!(r.unwrap(), n * n);
+        n += 1;
+    }
+    n
 }
 
 /// `0..n` as `Square`s from an async `Stream` (always ready).
@@ -117,12 +126,7 @@ fn inputs_from_a_stream_grow_the_chunks_too() {
         let pool = pool(2);
         futures_executor::block_on(async {
             let mut s = pool.map_stream(Squares(0, 60_000));
-            let mut n = 0u64;
-            while let Some(r) = s.next().await {
-                assert_eq!(r.unwrap(), n * n);
-                n += 1;
-            }
-            assert_eq!(n, 60_000);
+            assert_eq!(squares_in_order(&mut s).await, 60_000);
             assert!(s.current_chunksize() >= 64, "{s:?}");
         });
     });

@@ -285,17 +285,7 @@ fn relay_one(worker: TcpStream, pool: TcpStream, attack: Attack) {
                         }
                         (Attack::InjectResult, ToParent::Started { generation: g, id }) => {
                             out.push(body);
-                            let value = codec::encode(&WRONG).unwrap();
-                            let forged = ToParent::Finished {
-                                generation: *g,
-                                id: *id,
-                                outcome: Outcome::Ok {
-                                    len: value.len() as u32,
-                                    fds: 0,
-                                },
-                                timing: WorkerTiming::default(),
-                            };
-                            let mut f = frame_body(&forged, vec![value]);
+                            let mut f = forged_finished(*g, *id);
                             if sealed {
                                 f.extend_from_slice(&[0x5a; TAG_LEN]);
                             }
@@ -322,17 +312,7 @@ fn relay_one(worker: TcpStream, pool: TcpStream, attack: Attack) {
                                 ..
                             },
                         ) => {
-                            let value = codec::encode(&WRONG).unwrap();
-                            let forged = ToParent::Finished {
-                                generation: *g,
-                                id: *id,
-                                outcome: Outcome::Ok {
-                                    len: value.len() as u32,
-                                    fds: 0,
-                                },
-                                timing: WorkerTiming::default(),
-                            };
-                            let mut f = frame_body(&forged, vec![value]);
+                            let mut f = forged_finished(*g, *id);
                             f.extend_from_slice(&tag);
                             out.push(f);
                             done = true;
