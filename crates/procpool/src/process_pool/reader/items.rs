@@ -34,16 +34,15 @@ impl Held {
 
 /// What the parent spent on an input before a worker began it.
 pub(super) struct Sent {
-    /// Its encoding (a chunk's, shared out among its inputs).
-    encode: Duration,
+    /// Its encoding, in nanoseconds (a chunk's, shared out among its
+    /// inputs; kept as an integer: a packed chunk's inputs add their costs
+    /// up as integers, `ItemCost`).
+    encode_ns: u64,
     /// Its encoded bytes (likewise).
     bytes_out: u64,
-    /// Its task's wait in the pool's queue, from encoded to sent (a chunk
-    /// input's wait behind the inputs before it comes from the worker).
-    parent_queue: Duration,
-    /// `encode` and `parent_queue` in nanoseconds (a packed chunk's inputs
-    /// add them up as integers: `ItemCost`).
-    encode_ns: u64,
+    /// Its task's wait in the pool's queue, from encoded to sent, in
+    /// nanoseconds (a chunk input's wait behind the inputs before it comes
+    /// from the worker).
     parent_queue_ns: u64,
 }
 
@@ -53,10 +52,8 @@ impl Sent {
         let encode = meta.encode / n;
         let parent_queue = assigned_at.saturating_duration_since(meta.submitted + meta.encode);
         Sent {
-            encode,
-            bytes_out: meta.bytes_out / u64::from(n),
-            parent_queue,
             encode_ns: nanos(encode),
+            bytes_out: meta.bytes_out / u64::from(n),
             parent_queue_ns: nanos(parent_queue),
         }
     }
@@ -81,9 +78,9 @@ impl Sent {
     /// `bytes_back` bytes (`total` and the parent's decode not yet in).
     pub(super) fn cost(&self, timing: &WorkerTiming, bytes_back: usize) -> Cost {
         Cost {
-            encode_input: self.encode,
+            encode_input: Duration::from_nanos(self.encode_ns),
             bytes_out: self.bytes_out,
-            queue_wait: self.parent_queue + Duration::from_nanos(timing.queue_ns),
+            queue_wait: Duration::from_nanos(self.parent_queue_ns.saturating_add(timing.queue_ns)),
             decode_input: Duration::from_nanos(timing.decode_ns),
             run: Duration::from_nanos(timing.run_ns),
             encode_output: Duration::from_nanos(timing.encode_ns),
