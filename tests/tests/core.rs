@@ -532,3 +532,87 @@ fn dropping_a_map_midway_cancels_what_has_not_started_in_one_round() {
         still_works(&pool);
     });
 }
+
+/// A map with chunksize 1 whose first input is long: the worker running it
+/// holds at most `prefetch` inputs, the long one among them, even though
+/// dispatch sends one-input chunks queued together in one frame (issue 14);
+/// every other input runs on the other worker meanwhile.
+#[test]
+fn chunksize_1_map_leaves_at_most_prefetch_inputs_behind_a_long_one() {
+    watchdog(LIMIT, || {
+        const PREFETCH: usize = 4;
+        let pool = procpool_e2e::builder()
+            .worker(worker())
+            .workers(2)
+            .prefetch(PREFETCH)
+            .build()
+            .unwrap();
+        let (long, short) = (1500, 5);
+        let inputs = (0..41).map(|i| procpool_tasks::Sleep {
+            millis: if i == 0 { long } else { short },
+        });
+        let order: Vec<u64> = pool
+            .map_unordered(inputs)
+            .chunksize(1)
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(order.len(), 41);
+        let at = order.iter().position(|&m| m == long).unwrap();
+        let behind = order.len() - 1 - at;
+        assert!(
+            behind < PREFETCH,
+            "{behind} short inputs waited behind the long one (prefetch {PREFETCH}): {order:?}"
+        );
+        still_works(&pool);
+    });
+}
+
+/// Tasks queued alone that dispatch sends to a fresh worker in one frame
+/// (the unstarted tasks of a worker that died go back to the queue; its
+/// replacement has room for all of them) each turn `Running` when they
+/// begin, one at a time, and never before: `Running` stays exact.
+#[test]
+fn tasks_sent_in_one_frame_turn_running_one_at_a_time() {
+    watchdog(LIMIT, || {
+        let pool = procpool_e2e::builder()
+            .worker(worker())
+            .workers(1)
+            .prefetch(4)
+            .build()
+            .unwrap();
+        let crash = pool.submit(drill::KillSelf).unwrap();
+        let sleeps: Vec<_> = (0..4)
+            .map(|_| pool.submit(procpool_tasks::Sleep { millis: 100 }).unwrap())
+            .collect();
+        assert!(matches!(crash.result(), Err(TaskError::WorkerDied { .. })));
+        let mut seen_running = [false; 4];
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !sleeps.iter().all(|f| f.done()) {
+            let states: Vec<_> = sleeps.iter().map(|f| f.state()).collect();
+            let running = states
+                .iter()
+                .filter(|&&s| s == procpool::State::Running)
+                .count();
+            assert!(
+                running <= 1,
+                "one worker, {running} tasks running: {states:?}"
+            );
+            for (i, s) in states.iter().enumerate() {
+                seen_running[i] |= *s == procpool::State::Running;
+                if *s == procpool::State::Running {
+                    assert!(
+                        sleeps[..i].iter().all(|f| f.done()),
+                        "task {i} running before the ones ahead of it ended: {states:?}"
+                    );
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "stuck: {states:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(seen_running, [true; 4], "each was seen running");
+        for f in sleeps {
+            assert_eq!(f.result().unwrap(), 100);
+        }
+        still_works(&pool);
+    });
+}

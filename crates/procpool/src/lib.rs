@@ -298,6 +298,12 @@ mod sealed {
         fn chunk_packer<T: Task>(&self) -> Option<Packer<T>> {
             None
         }
+        /// Submits several one-input chunks at once, each queued as a
+        /// batch of its own (dispatch may send several in one frame), where
+        /// the pool gains by it (`None`: one `submit_chunk` per input).
+        fn singles_submitter<T: Task>(&self) -> Option<Submitter<T>> {
+            None
+        }
     }
 }
 
@@ -429,5 +435,6 @@ where
         ordered,
     );
     map.packer = pool.chunk_packer();
+    map.singles = pool.singles_submitter();
     map
 }

@@ -38,12 +38,16 @@ impl Watch for DoneQueue {
     }
 
     fn done_many(&self, keys: &mut dyn Iterator<Item = usize>) {
-        let (waker, waiters) = {
+        let (waker, wake) = {
             let mut g = self.lock();
+            // A waiter sleeps only while no key is queued: keys already
+            // queued mean it was woken when the first came (by a run of
+            // results, one wake-up, not one each).
+            let was_empty = g.keys.is_empty();
             g.keys.extend(keys);
-            (g.waker.take(), g.waiters)
+            (g.waker.take(), was_empty && g.waiters > 0)
         };
-        if waiters > 0 {
+        if wake {
             self.cond.notify_all();
         }
         if let Some(w) = waker {

@@ -515,6 +515,8 @@ impl ProcessPoolBuilder {
 
     /// Batches (single tasks or chunks) a worker may hold beyond the one it
     /// runs, so it never waits a round trip between tasks (default 4).
+    /// Single tasks queued together may reach a worker in one frame; each
+    /// still counts as a batch.
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = n;
         self

@@ -55,28 +55,34 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
             .iter()
             .enumerate()
             .filter(|(_, s)| {
-                s.status == SlotStatus::Ready && s.batches.len() < cfg.prefetch && s.conn.is_some()
+                s.status == SlotStatus::Ready && s.held < cfg.prefetch && s.conn.is_some()
             })
-            .min_by_key(|(_, s)| s.batches.len())
+            .min_by_key(|(_, s)| s.held)
             .map(|(i, _)| i)
         else {
             break;
         };
-        let Some(batch) = st.queue.pop_front() else {
+        let Some(first) = st.queue.pop_front() else {
             break;
         };
+        let (batch, items) = gather(st, idx, cfg, first);
         let now = Instant::now();
         let slot = &mut st.slots[idx];
         if slot.inflight.is_empty() {
             // Idle until now: its start clock begins here.
             slot.heard = now;
         }
-        let mut headers = Vec::with_capacity(batch.items.len());
-        let mut payloads = Vec::with_capacity(batch.items.len());
+        slot.held += if items.len() > 1 && items[0].0 != batch {
+            items.len()
+        } else {
+            1
+        };
+        let mut headers = Vec::with_capacity(items.len());
+        let mut payloads = Vec::with_capacity(items.len());
         let mut fds = Vec::new();
         // Tasks, counting each input of a packed chunk.
         let mut tasks = 0u64;
-        for item in batch.items {
+        for (queued_as, item) in items {
             tasks += u64::from(item.meta.items.max(1));
             fds.extend(item.meta.files.iter().cloned());
             headers.push(TaskHeader {
@@ -98,7 +104,8 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
                 Assigned {
                     meta: item.meta,
                     payload: item.payload,
-                    batch: batch.id,
+                    batch,
+                    queued_as,
                     assigned_at: now,
                     started: false,
                     seq: st.seq,
@@ -106,7 +113,7 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
             );
         }
         let ids: VecDeque<TaskId> = headers.iter().map(|h| h.id).collect();
-        slot.batches.insert(batch.id, ids);
+        slot.batches.insert(batch, ids);
         slot.taken += tasks;
         if let Some(max) = cfg.max_tasks_per_worker
             && slot.taken >= max
@@ -125,4 +132,49 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         }
     }
     touched
+}
+
+/// The tasks of one `Run` frame for worker `idx`, each with the id of the
+/// batch it was queued in, and the frame's batch id: `first` as it was
+/// queued, or, if it is one plain task, `first` and the single plain tasks
+/// queued right after it, up to the worker's room (`prefetch` counts each
+/// as a batch, as if it were sent alone), its `max_tasks_per_worker` and
+/// the frame cap. One frame for several tasks wakes the worker's reader
+/// once, and the worker runs them back to back; each keeps its own future
+/// and goes back to the queue alone if the worker dies (a map with
+/// chunksize 1 queues its inputs so: issue 14).
+fn gather(
+    st: &mut PoolState,
+    idx: usize,
+    cfg: &super::builder::Config,
+    first: Batch,
+) -> (u64, Vec<(u64, Item)>) {
+    let slot = &st.slots[idx];
+    let mut room = cfg.prefetch.saturating_sub(slot.held);
+    if let Some(max) = cfg.max_tasks_per_worker {
+        room = room.min(usize::try_from(max.saturating_sub(slot.taken)).unwrap_or(usize::MAX));
+    }
+    let single = |b: &Batch| matches!(b.items.as_slice(), [one] if one.meta.items == 0 && one.meta.files.is_empty());
+    if room < 2 || !single(&first) {
+        let id = first.id;
+        return (id, first.items.into_iter().map(|i| (id, i)).collect());
+    }
+    let budget = (cfg.max_frame as usize).saturating_sub(super::HEADER_ROOM);
+    let cost = |i: &Item| i.payload.len() + i.meta.name.len() + super::ITEM_ROOM;
+    let mut used = first.items.iter().map(cost).sum::<usize>();
+    let mut items: Vec<(u64, Item)> = first.items.into_iter().map(|i| (first.id, i)).collect();
+    while items.len() < room {
+        let Some(next) = st.queue.pop_front_single(|i| used + cost(i) <= budget) else {
+            break;
+        };
+        used += next.items.iter().map(cost).sum::<usize>();
+        let id = next.id;
+        items.extend(next.items.into_iter().map(|i| (id, i)));
+    }
+    if items.len() == 1 {
+        return (first.id, items);
+    }
+    let id = st.next_batch;
+    st.next_batch += 1;
+    (id, items)
 }

@@ -44,6 +44,7 @@ pub(super) fn guarded(
         for (i, s) in st.slots.iter_mut().enumerate() {
             futures.extend(s.inflight.drain().map(|(_, a)| a.meta.future));
             s.batches.clear();
+            s.held = 0;
             s.running = None;
             if let Some(t) = s.target() {
                 s.kill.get_or_insert(KillReason::Broken(reason.clone()));

@@ -396,6 +396,49 @@ impl ProcessPool {
 
 impl sealed::Sealed for ProcessPool {
     fn submit_chunk<T: Task>(&self, items: Vec<T>) -> ChunkResult<T::Output> {
+        self.submit_items(items, false)
+    }
+
+    fn map_window(&self) -> usize {
+        self.shared.cfg.workers * (self.shared.cfg.prefetch + 1) * 2
+    }
+
+    fn chunk_submitter<T: Task>(&self) -> Submitter<T> {
+        let pool = ProcessPool {
+            shared: self.shared.clone(),
+            owns: false,
+        };
+        Arc::new(move |items| pool.submit_chunk(items))
+    }
+
+    fn singles_submitter<T: Task>(&self) -> Option<Submitter<T>> {
+        let pool = ProcessPool {
+            shared: self.shared.clone(),
+            owns: false,
+        };
+        Some(Arc::new(move |items| pool.submit_items(items, true)))
+    }
+
+    fn chunk_packer<T: Task>(&self) -> Option<Packer<T>> {
+        // A packed chunk is one task to the pool: a per-task timeout or
+        // retry would apply to the whole chunk, not to each input.
+        let cfg = &self.shared.cfg;
+        if cfg.task_timeout.is_some() || cfg.retries > 0 {
+            return None;
+        }
+        let pool = ProcessPool {
+            shared: self.shared.clone(),
+            owns: false,
+        };
+        Some(Arc::new(move |items| pool.submit_packed(items)))
+    }
+}
+
+impl ProcessPool {
+    /// A `map` chunk as one unit (one frame, one worker), cut only at the
+    /// frame cap; or (`alone`) each input as a batch of its own, queued
+    /// together (a map with chunksize 1: issue 14).
+    fn submit_items<T: Task>(&self, items: Vec<T>, alone: bool) -> ChunkResult<T::Output> {
         let mut out = Vec::with_capacity(items.len());
         // A chunk is one frame: cut it where the next input would take the
         // frame past the cap (SEMANTICS 26) or its descriptors past what one
@@ -422,7 +465,8 @@ impl sealed::Sealed for ProcessPool {
                     submitted = encoded_at;
                     let cost = item.payload.len() + T::NAME.len() + ITEM_ROOM;
                     let files = item.meta.files.len();
-                    if !batch.is_empty() && (used + cost > budget || fds + files > MAX_FDS) {
+                    if !batch.is_empty() && (alone || used + cost > budget || fds + files > MAX_FDS)
+                    {
                         batches.push(std::mem::take(&mut batch));
                         used = 0;
                         fds = 0;
@@ -451,34 +495,6 @@ impl sealed::Sealed for ProcessPool {
         }
     }
 
-    fn map_window(&self) -> usize {
-        self.shared.cfg.workers * (self.shared.cfg.prefetch + 1) * 2
-    }
-
-    fn chunk_submitter<T: Task>(&self) -> Submitter<T> {
-        let pool = ProcessPool {
-            shared: self.shared.clone(),
-            owns: false,
-        };
-        Arc::new(move |items| pool.submit_chunk(items))
-    }
-
-    fn chunk_packer<T: Task>(&self) -> Option<Packer<T>> {
-        // A packed chunk is one task to the pool: a per-task timeout or
-        // retry would apply to the whole chunk, not to each input.
-        let cfg = &self.shared.cfg;
-        if cfg.task_timeout.is_some() || cfg.retries > 0 {
-            return None;
-        }
-        let pool = ProcessPool {
-            shared: self.shared.clone(),
-            owns: false,
-        };
-        Some(Arc::new(move |items| pool.submit_packed(items)))
-    }
-}
-
-impl ProcessPool {
     /// A `map` chunk as packed tasks (`map::chunk`): its inputs encoded end
     /// to end, cut where the next would pass the frame cap (SEMANTICS 26),
     /// one record (`Sink`) for their outcomes. An input that does not

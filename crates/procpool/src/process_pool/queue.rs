@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use procpool_wire::TaskId;
 
-use super::item::Batch;
+use super::item::{Batch, Item};
 use crate::future::ResolveBytes;
 use crate::idmap::IdMap;
 
@@ -65,6 +65,30 @@ impl TaskQueue {
             }
         }
         None
+    }
+
+    /// The next batch to send if it is one plain task (not a packed
+    /// chunk, no memory files) that `fits`, without tombstones; `None`
+    /// (and the queue as it was, less its tombstones at the front)
+    /// otherwise.
+    pub(crate) fn pop_front_single(&mut self, fits: impl Fn(&Item) -> bool) -> Option<Batch> {
+        loop {
+            let batch = self.batches.front_mut()?;
+            let before = batch.items.len();
+            let live = &self.live;
+            batch.items.retain(|i| live.contains_key(&i.meta.id));
+            self.dead -= before - batch.items.len();
+            match batch.items.as_slice() {
+                [] => {
+                    self.batches.pop_front();
+                }
+                [one] if one.meta.items == 0 && one.meta.files.is_empty() && fits(one) => {
+                    self.live.remove(&one.meta.id);
+                    return self.batches.pop_front();
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// Takes task `id` out of the queue, if it is there: it will never be

@@ -57,6 +57,7 @@ pub(super) fn settle(
         slot.remote = false;
         slot.running = None;
         slot.batches.clear();
+        slot.held = 0;
         slot.kill_at = None;
         slot.last_exit = Some(exit);
         let mut held: Vec<Assigned> = slot.inflight.drain().map(|(_, a)| a).collect();
@@ -317,12 +318,13 @@ fn settle_tasks(
                 meta: a.meta,
                 payload: a.payload,
             };
-            // Keep the batches as they were sent: a single task must
-            // not become part of a chunk (a chunk fails as a unit).
+            // Keep the batches as they were queued: a single task must
+            // not become part of a chunk (a chunk fails as a unit), even
+            // if dispatch sent it in one frame with others.
             match requeue.last_mut() {
-                Some(Batch { id, items }) if *id == a.batch => items.push(item),
+                Some(Batch { id, items }) if *id == a.queued_as => items.push(item),
                 _ => requeue.push(Batch {
-                    id: a.batch,
+                    id: a.queued_as,
                     items: vec![item],
                 }),
             }

@@ -14,7 +14,8 @@
 //!
 //! * `Starting`: a spawn request is queued to the spawner thread, or the
 //!   process is greeting and running the initializer. Gets no work.
-//! * `Ready`: gets work while it holds fewer than `prefetch` batches.
+//! * `Ready`: gets work while it holds fewer than `prefetch` batches (as
+//!   queued: `WorkerSlot::held`).
 //! * `Retiring`: has taken `max_tasks_per_worker`; gets no more work and is
 //!   asked to exit once its last task is done.
 //! * `Dead`: the process is reaped. The waiter thread that saw it exit
@@ -84,7 +85,8 @@ pub(crate) enum Phase {
 pub(crate) enum SlotStatus {
     /// Being spawned, greeted, initialized. Gets no work.
     Starting,
-    /// Gets work while it holds fewer than `prefetch` batches.
+    /// Gets work while it holds fewer than `prefetch` batches (as queued:
+    /// `WorkerSlot::held`).
     Ready,
     /// Took its share (`max_tasks_per_worker`, `max_worker_memory`): no
     /// more work; asked to exit once idle.
@@ -125,6 +127,11 @@ pub(crate) struct Assigned {
     pub payload: Payload,
     /// The batch (one `Run` frame) it was sent in.
     pub batch: u64,
+    /// The batch it was queued in: `batch`, unless dispatch sent it in
+    /// one frame with other tasks queued alone (`dispatch::pump`), which
+    /// still count one each toward the prefetch and go back to the queue
+    /// alone if the worker dies.
+    pub queued_as: u64,
     /// When it was sent (its parent-side queue time ends here).
     pub assigned_at: Instant,
     /// The worker has begun it (set by the reader).
@@ -154,6 +161,9 @@ pub(crate) struct WorkerSlot {
     /// count. Within a chunk the worker announces only the first task: the
     /// result of one task means the next in its batch has begun.
     pub batches: IdMap<u64, VecDeque<TaskId>>,
+    /// Batches as queued that it holds (a frame of tasks queued alone
+    /// counts one per task): what `prefetch` bounds.
+    pub held: usize,
     /// Tasks this process has been given (for `max_tasks_per_worker`).
     pub taken: u64,
     /// The task it runs now, and since when (for the timeout clock).
@@ -204,6 +214,7 @@ impl WorkerSlot {
             conn: None,
             inflight: IdMap::default(),
             batches: IdMap::default(),
+            held: 0,
             taken: 0,
             running: None,
             heard: Instant::now(),
@@ -257,12 +268,19 @@ impl WorkerSlot {
     /// notes).
     pub(crate) fn take_task_at(&mut self, id: TaskId, now: Instant) -> Option<Assigned> {
         let a = self.inflight.remove(&id)?;
+        if a.queued_as != a.batch {
+            // Queued alone, sent with others: it was one batch of its own.
+            self.held = self.held.saturating_sub(1);
+        }
         if let Some(ids) = self.batches.get_mut(&a.batch) {
             if let Some(pos) = ids.iter().position(|&x| x == id) {
                 ids.remove(pos);
             }
             if ids.is_empty() {
                 self.batches.remove(&a.batch);
+                if a.queued_as == a.batch {
+                    self.held = self.held.saturating_sub(1);
+                }
             }
         }
         if self.running.is_some_and(|(r, _)| r == id) {
