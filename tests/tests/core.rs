@@ -485,12 +485,17 @@ fn cost_is_recorded_and_adds_up() {
         assert!(f.wait_timeout(Duration::from_secs(10)));
         let outside = t.elapsed();
         let cost = f.cost().expect("a finished task has a cost");
+        // To a local worker the MiB goes after the frame as a bulk byte
+        // string (`procpool_wire::bulk`): the payload holds an empty one
+        // (1 byte) in its place; over TCP the frame holds a 5-byte length
+        // and the bytes.
+        let framing = framing_of_a_large_string();
         assert_eq!(
             cost.bytes_out,
-            (1 << 20) + 5,
-            "payload bytes out (varint length prefix + data)"
+            (1 << 20) + framing,
+            "payload bytes out (the string's length + its bytes)"
         );
-        assert_eq!(cost.bytes_back, (1 << 20) + 5);
+        assert_eq!(cost.bytes_back, (1 << 20) + framing);
         assert!(cost.encode_input > Duration::ZERO && cost.decode_output > Duration::ZERO);
         assert!(cost.decode_input > Duration::ZERO && cost.encode_output > Duration::ZERO);
         let parts = cost.serialization() + cost.queue_wait + cost.run + cost.ipc;
@@ -614,5 +619,44 @@ fn tasks_sent_in_one_frame_turn_running_one_at_a_time() {
             assert_eq!(f.result().unwrap(), 100);
         }
         still_works(&pool);
+    });
+}
+
+/// Payload bytes a byte string of at least `procpool_wire::bulk::BULK_MIN`
+/// bytes adds beyond its own: its length (5 bytes) in the frame over TCP,
+/// an empty string's length (1 byte) in its place to a local worker (its
+/// bytes follow the frame).
+fn framing_of_a_large_string() -> u64 {
+    match procpool_e2e::transport() {
+        procpool::Transport::Tcp => 5,
+        _ => 1,
+    }
+}
+
+#[test]
+fn large_byte_strings_and_strings_come_back_whole_on_every_transport() {
+    use procpool_tasks::{EchoRecords, Record};
+    watchdog(LIMIT, || {
+        let pool = pool(2);
+        // Bytes around the bulk threshold, strings with multi-byte UTF-8,
+        // several large ones in one value among small ones.
+        for len in [(64 << 10) - 1, 64 << 10, (3 << 20) + 7] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let f = pool.submit(Echo(data.clone())).unwrap();
+            assert_eq!(f.result().unwrap().into_vec(), data, "{len} bytes");
+        }
+        let mut records = Record::sample(50);
+        records[3].name = "ä€x".repeat(40_000);
+        records[17].name = "y".repeat(1 << 20);
+        records[17].tags = vec!["z".repeat(70_000), "small".into()];
+        let f = pool.submit(EchoRecords(records.clone())).unwrap();
+        assert_eq!(f.result().unwrap(), records);
+        let big = vec![3u8; 2 << 20];
+        let f = pool.submit(Echo(big.clone())).unwrap();
+        assert!(f.wait_timeout(Duration::from_secs(20)));
+        let cost = f.cost().unwrap();
+        assert_eq!(f.result().unwrap().into_vec(), big);
+        assert_eq!(cost.bytes_out, (2 << 20) + framing_of_a_large_string());
+        procpool_e2e::still_works(&pool);
     });
 }

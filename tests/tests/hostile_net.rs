@@ -158,6 +158,7 @@ fn forged_finished(generation: u32, id: u64) -> Vec<u8> {
         outcome: Outcome::Ok {
             len: value.len() as u32,
             fds: 0,
+            bulk: Vec::new(),
         },
         timing: WorkerTiming::default(),
     };

@@ -156,3 +156,17 @@ fn a_memory_file_without_seals_is_a_protocol_error() {
         misuse("shared_unsealed", false, "not sealed")
     });
 }
+
+#[test]
+fn bulk_bytes_past_the_frame_cap_are_refused_before_reading() {
+    in_own_process(Duration::from_secs(60), || {
+        misuse("bulk_over_cap", true, "frame cap")
+    });
+}
+
+#[test]
+fn a_bulk_string_the_result_has_no_place_for_is_a_protocol_error() {
+    in_own_process(Duration::from_secs(60), || {
+        misuse("bulk_misplaced", true, "was not read there")
+    });
+}

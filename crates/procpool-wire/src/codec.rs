@@ -37,6 +37,11 @@ pub enum CodecError {
         /// Bytes it was given.
         total: usize,
     },
+    /// The payload's bulk byte strings ([`crate::bulk`]) did not fit the
+    /// value: one was not met where its place said, or their count was
+    /// not the declared one. The sender lied about its payload (or the
+    /// type writes a byte string where it reads something else).
+    Bulk(String),
     /// User serde code panicked while encoding (`encoding == true`) or
     /// decoding.
     Panicked {
@@ -52,6 +57,7 @@ impl fmt::Display for CodecError {
         match self {
             CodecError::Encode(m) => write!(f, "serialization failed: {m}"),
             CodecError::Decode(m) => write!(f, "deserialization failed: {m}"),
+            CodecError::Bulk(m) => write!(f, "bulk byte strings: {m}"),
             CodecError::TrailingBytes { consumed, total } => write!(
                 f,
                 "deserialization left {} of {total} bytes unread (consumed {consumed}): \
@@ -107,6 +113,38 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
             })
         }
     }
+}
+
+/// [`encode_into`], keeping the value's large byte strings and strings
+/// out of `buf`: their bytes are pushed on `out` (see [`crate::bulk`]). On
+/// error `buf` and `out` are left as they were.
+pub fn encode_into_bulk<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut Vec<u8>,
+    out: &mut crate::bulk::BulkOut,
+) -> Result<(), CodecError> {
+    let start = buf.len();
+    let kept = out.spots.len();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let writer = crate::bulk::BulkWriter {
+            buf: &mut *buf,
+            start,
+            out: &mut *out,
+        };
+        bincode::serde::encode_into_writer(value, writer, config())
+    }));
+    let failed = match result {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => CodecError::Encode(encode_error_text(e)),
+        Err(p) => CodecError::Panicked {
+            encoding: true,
+            message: panic_message(&*p),
+        },
+    };
+    buf.truncate(start);
+    out.spots.truncate(kept);
+    out.bytes.truncate(kept);
+    Err(failed)
 }
 
 /// Encodes `value` into a fresh buffer.
@@ -265,6 +303,38 @@ pub fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
     bytes: &[u8],
 ) -> Result<T, CodecError> {
     check_whole(decode_prefix_limited::<T, LIMIT>(bytes)?, bytes.len())
+}
+
+/// [`decode`] of a payload encoded by [`encode_into_bulk`]: `spots` are
+/// its bulk strings (from the message header, already [checked](crate::bulk::check)
+/// against `bytes`) and `bulk` their bytes, each handed to the value where
+/// its spot says, without a copy. A bulk string the decode does not meet
+/// there is an error.
+pub fn decode_bulk<T: DeserializeOwned>(
+    bytes: &[u8],
+    spots: &[crate::bulk::Bulk],
+    bulk: Vec<Vec<u8>>,
+) -> Result<T, CodecError> {
+    if spots.is_empty() && bulk.is_empty() {
+        return decode(bytes);
+    }
+    if spots.len() != bulk.len() {
+        return Err(CodecError::Bulk(format!(
+            "{} declared, {} came",
+            spots.len(),
+            bulk.len()
+        )));
+    }
+    let (value, taken) = crate::bulk::with_pending(bytes, spots, bulk, || decode::<T>(bytes));
+    let value = value?;
+    match spots.get(taken) {
+        None => Ok(value),
+        Some(missed) => Err(CodecError::Bulk(format!(
+            "the one of {} bytes placed at offset {} was not read there \
+             (the value decoded something other than a byte string or string at that place)",
+            missed.len, missed.at
+        ))),
+    }
 }
 
 #[inline]

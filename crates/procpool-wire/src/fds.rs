@@ -180,6 +180,40 @@ impl<S: RecvFds> FdReader<S> {
         }
     }
 
+    /// Reads the next `n` bytes (a bulk byte string after a frame, see
+    /// [`crate::bulk`]) into a buffer of their own: what is buffered
+    /// first, then the rest with `raw`, which must append exactly that many
+    /// bytes from the socket to the buffer (no descriptors travel with
+    /// them, so it may read without `recvmsg`, straight into the spare
+    /// capacity).
+    pub fn read_bulk(
+        &mut self,
+        n: usize,
+        raw: impl FnOnce(&mut S, usize, &mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(n);
+        let have = n.min(self.end - self.start);
+        out.extend_from_slice(&self.buf[self.start..self.start + have]);
+        self.start += have;
+        self.pos += have as u64;
+        let rest = n - have;
+        if rest > 0 {
+            raw(&mut self.inner, rest, &mut out)?;
+            if out.len() != n {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the stream ended {} bytes into a bulk byte string of {n}",
+                        out.len()
+                    ),
+                ));
+            }
+            self.received += rest as u64;
+            self.pos += rest as u64;
+        }
+        Ok(out)
+    }
+
     fn recv(&mut self, into_buf: bool, out: &mut [u8]) -> io::Result<usize> {
         let mut fds = Vec::new();
         let target: &mut [u8] = if into_buf { &mut self.buf } else { out };

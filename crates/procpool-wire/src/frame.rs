@@ -138,6 +138,12 @@ impl<R: Read> FrameReader<R> {
         self.max = max;
     }
 
+    /// The cap: the most bytes a frame's body may hold (and, with
+    /// [`crate::message::bulk_lens`], a frame and its bulk bytes).
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &R {
         &self.inner
@@ -282,6 +288,9 @@ pub struct Outgoing {
     head: Vec<u8>,
     payloads: Vec<Payload>,
     fds: Vec<SendFd>,
+    /// Bytes written right after the frame, outside its length: its
+    /// payloads' bulk byte strings ([`crate::bulk`]).
+    after: Vec<Payload>,
 }
 
 impl fmt::Debug for Outgoing {
@@ -290,6 +299,7 @@ impl fmt::Debug for Outgoing {
             .field("head", &self.head.len())
             .field("payloads", &self.payloads.len())
             .field("fds", &self.fds.len())
+            .field("after", &self.after.len())
             .finish()
     }
 }
@@ -313,10 +323,10 @@ impl Outgoing {
     #[cfg(feature = "seal")]
     #[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
     pub fn sealed(self, sealer: &mut Sealer) -> io::Result<Outgoing> {
-        if !self.fds.is_empty() {
+        if !self.fds.is_empty() || !self.after.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "descriptors can only be sent over a Unix socket",
+                "descriptors and bulk bytes can only be sent over a Unix socket",
             ));
         }
         let body = self.wire_len() - LEN_BYTES;
@@ -345,7 +355,20 @@ impl Outgoing {
             head,
             payloads,
             fds: Vec::new(),
+            after: Vec::new(),
         })
+    }
+
+    /// Attaches bulk byte strings ([`crate::bulk`]) to write right after
+    /// the frame, in the order its header lists them.
+    pub fn with_bulk(mut self, bulk: Vec<Payload>) -> Outgoing {
+        self.after = bulk;
+        self
+    }
+
+    /// The bulk byte strings written after the frame.
+    pub fn bulk(&self) -> &[Payload] {
+        &self.after
     }
 
     /// Attaches descriptors to send with the frame (at most
@@ -365,14 +388,29 @@ impl Outgoing {
         self.payloads
     }
 
-    /// The frame's size on the wire, prefix included.
-    pub fn wire_len(&self) -> usize {
-        self.head.len() + self.payloads.iter().map(|p| p.len()).sum::<usize>()
+    /// The payloads and the bulk byte strings, once the frame is written
+    /// (to reuse their buffers).
+    pub fn into_buffers(self) -> (Vec<Payload>, Vec<Payload>) {
+        (self.payloads, self.after)
     }
 
-    /// The frame's bytes as they go on the wire (prefix first), in pieces.
+    /// The frame's size on the wire, prefix and bulk bytes after it
+    /// included.
+    pub fn wire_len(&self) -> usize {
+        self.head.len()
+            + self
+                .payloads
+                .iter()
+                .chain(&self.after)
+                .map(|p| p.len())
+                .sum::<usize>()
+    }
+
+    /// The frame's bytes as they go on the wire (prefix first, bulk bytes
+    /// last), in pieces.
     pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
-        std::iter::once(&self.head[..]).chain(self.payloads.iter().map(|p| &p[..]))
+        std::iter::once(&self.head[..])
+            .chain(self.payloads.iter().chain(&self.after).map(|p| &p[..]))
     }
 
     /// The body's bytes (after the length prefix), in pieces.
@@ -381,7 +419,14 @@ impl Outgoing {
         std::iter::once(&self.head[LEN_BYTES..]).chain(self.payloads.iter().map(|p| &p[..]))
     }
 
+    /// The frame's pieces, then its bulk bytes.
     fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+        self.frame_slices(out);
+        out.extend(self.after.iter().map(|p| IoSlice::new(p)));
+    }
+
+    /// The frame's pieces, without the bulk bytes after it.
+    fn frame_slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
         out.push(IoSlice::new(&self.head));
         for p in &self.payloads {
             if !p.is_empty() {
@@ -405,10 +450,13 @@ pub fn write_sealed_frames<W: Write + ?Sized>(
     frames: &[Outgoing],
     sealer: &mut Sealer,
 ) -> io::Result<()> {
-    if frames.iter().any(|f| !f.fds.is_empty()) {
+    if frames
+        .iter()
+        .any(|f| !f.fds.is_empty() || !f.after.is_empty())
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "descriptors can only be sent over a Unix socket",
+            "descriptors and bulk bytes can only be sent over a Unix socket",
         ));
     }
     let mut trailers: Vec<([u8; LEN_BYTES], [u8; TAG_LEN])> = Vec::with_capacity(frames.len());
@@ -483,7 +531,7 @@ pub fn write_all_frames_fds<W: Write + SendFds + ?Sized>(
         }
         let fds: Vec<BorrowedFd<'_>> = f.fds.iter().map(|d| d.as_fd()).collect();
         let mut slices = Vec::with_capacity(1 + f.payloads.len());
-        f.slices(&mut slices);
+        f.frame_slices(&mut slices);
         let mut parts: &mut [IoSlice<'_>] = &mut slices;
         let sent = loop {
             match w.send_fds(parts, &fds) {
@@ -500,6 +548,11 @@ pub fn write_all_frames_fds<W: Write + SendFds + ?Sized>(
         };
         IoSlice::advance_slices(&mut parts, sent);
         write_vectored_all(w, parts)?;
+        // Bulk bytes go with writes of their own: the `sendmsg` above
+        // holds only the frame, so the reader's descriptors stay the
+        // frame's (see `crate::fds`).
+        let mut bulk: Vec<IoSlice<'_>> = f.after.iter().map(|p| IoSlice::new(p)).collect();
+        write_vectored_all(w, &mut bulk)?;
         rest = after;
     }
     w.flush()

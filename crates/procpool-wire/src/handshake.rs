@@ -45,8 +45,9 @@ use crate::codec::{self, CodecError};
 /// headers and results declare the descriptors of their shared payloads;
 /// 5: the dialer proves the secret first, the pool's proof comes in the
 /// `Accept`, and every later frame on TCP is sealed; 6: packed chunks and
-/// `Item`; 7: `Records`, a worker keeper's forwarded reply ring).
-pub const PROTOCOL_VERSION: u32 = 7;
+/// `Item`; 7: `Records`, a worker keeper's forwarded reply ring; 8: task
+/// headers and results declare bulk byte strings, sent after the frame).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Length of the pool's secret and of each nonce.
 pub const SECRET_LEN: usize = 32;

@@ -4,6 +4,8 @@
 //!   frame each received descriptor belongs to.
 //! * [`frame`]: a u32 little-endian length prefix and a body; the length is
 //!   checked against a cap before anything is allocated.
+//! * [`bulk`]: large byte strings that travel after their frame and are
+//!   read straight into the buffer the value keeps.
 //! * [`codec`]: the one place where serde meets bincode 2.0.1.
 //! * [`message`]: what the parent says to a worker ([`message::ToWorker`]) and
 //!   what a worker answers ([`message::ToParent`]); payloads travel after the
@@ -26,6 +28,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod bulk;
 pub mod codec;
 pub mod fds;
 pub mod frame;

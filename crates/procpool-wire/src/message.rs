@@ -11,6 +11,7 @@ use std::os::fd::OwnedFd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::bulk::Bulk;
 use crate::codec::{self, CodecError};
 use crate::frame::{Outgoing, Payload};
 use crate::{Generation, TaskId};
@@ -31,6 +32,10 @@ pub struct TaskHeader {
     /// Descriptors (sealed memory files of shared payloads) the frame
     /// carries for this task, in order after the previous tasks' ones.
     pub fds: u32,
+    /// The payload's bulk byte strings (see [`crate::bulk`]): their bytes
+    /// follow the frame, after the previous tasks' ones. Always empty for
+    /// a packed chunk.
+    pub bulk: Vec<Bulk>,
     /// `0`: the payload is one task's input. `n > 0`: a packed chunk of a
     /// `map`, `n` inputs of this task, each a little-endian `u32` length
     /// and its bytes ([`pack_input`] / [`unpack_inputs`]); the worker
@@ -130,6 +135,9 @@ pub enum Outcome {
         /// Descriptors (sealed memory files of shared payloads) the frame
         /// carries for the output.
         fds: u32,
+        /// The output's bulk byte strings (see [`crate::bulk`]), whose
+        /// bytes follow the frame (a `Finished` on a Unix socket only).
+        bulk: Vec<Bulk>,
     },
     /// The task panicked.
     Panicked {
@@ -270,6 +278,13 @@ pub trait Header: Serialize + DeserializeOwned {
     fn fd_counts(&self) -> Vec<u32> {
         vec![0; self.payload_lens().len()]
     }
+
+    /// The bulk byte strings of each payload, in order (their bytes
+    /// follow the frame in the same order; see [`crate::bulk`]); empty
+    /// (no allocation) when no payload has any.
+    fn bulk(&self) -> Vec<&[Bulk]> {
+        Vec::new()
+    }
 }
 
 impl Header for ToWorker {
@@ -285,6 +300,15 @@ impl Header for ToWorker {
         match self {
             ToWorker::Run { items } => items.iter().map(|i| i.fds).collect(),
             other => vec![0; other.payload_lens().len()],
+        }
+    }
+
+    fn bulk(&self) -> Vec<&[Bulk]> {
+        match self {
+            ToWorker::Run { items } if items.iter().any(|i| !i.bulk.is_empty()) => {
+                items.iter().map(|i| &i.bulk[..]).collect()
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -319,6 +343,20 @@ impl Header for ToParent {
             _ => Vec::new(),
         }
     }
+
+    fn bulk(&self) -> Vec<&[Bulk]> {
+        match self {
+            ToParent::Finished {
+                outcome: Outcome::Ok { bulk, .. },
+                ..
+            }
+            | ToParent::Item {
+                outcome: Outcome::Ok { bulk, .. },
+                ..
+            } if !bulk.is_empty() => vec![&bulk[..]],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Why a frame did not hold a valid message.
@@ -345,6 +383,10 @@ pub enum MessageError {
     /// Descriptors arrived outside the frame they belong to
     /// (see [`crate::fds`]).
     Fds(crate::fds::FdError),
+    /// A payload's bulk byte strings were declared wrong: out of order,
+    /// outside the payload, too many, or more bytes than the frame cap
+    /// (see [`crate::bulk`]).
+    Bulk(String),
 }
 
 impl fmt::Display for MessageError {
@@ -360,6 +402,7 @@ impl fmt::Display for MessageError {
                 "message declares {declared} descriptors but carries {actual}"
             ),
             MessageError::Fds(e) => write!(f, "{e}"),
+            MessageError::Bulk(m) => write!(f, "{m}"),
         }
     }
 }
@@ -419,7 +462,36 @@ pub fn decode_message<H: Header>(body: &[u8]) -> Result<(H, Vec<&[u8]>), Message
         payloads.push(p);
         rest = r;
     }
+    let bulk = header.bulk();
+    if !bulk.is_empty() {
+        if bulk.len() != payloads.len() {
+            return Err(MessageError::Bulk(
+                "bulk byte strings declared for a message without payloads".to_owned(),
+            ));
+        }
+        for (spots, p) in bulk.iter().zip(&payloads) {
+            crate::bulk::check(spots, p.len()).map_err(MessageError::Bulk)?;
+        }
+    }
     Ok((header, payloads))
+}
+
+/// The lengths of the bulk byte strings that follow a frame carrying
+/// `header`, in order, once they are known to fit: `body` (the frame's
+/// own bytes) and all of them at most `max` bytes together.
+pub fn bulk_lens<H: Header>(header: &H, body: usize, max: u32) -> Result<Vec<u32>, MessageError> {
+    let lens: Vec<u32> = header
+        .bulk()
+        .iter()
+        .flat_map(|spots| spots.iter().map(|b| b.len))
+        .collect();
+    let total = body as u64 + lens.iter().map(|&l| u64::from(l)).sum::<u64>();
+    if total > u64::from(max) {
+        return Err(MessageError::Bulk(format!(
+            "a frame and its bulk byte strings of {total} bytes exceed the {max}-byte frame cap"
+        )));
+    }
+    Ok(lens)
 }
 
 /// One payload of a frame and the descriptors the frame carried for it.
@@ -487,6 +559,7 @@ mod tests {
                     fingerprint: 9,
                     len: 3,
                     fds: 0,
+                    bulk: Vec::new(),
                     items: 0,
                 },
                 TaskHeader {
@@ -495,6 +568,7 @@ mod tests {
                     fingerprint: 8,
                     len: 0,
                     fds: 0,
+                    bulk: Vec::new(),
                     items: 0,
                 },
                 TaskHeader {
@@ -503,6 +577,7 @@ mod tests {
                     fingerprint: 7,
                     len: 2,
                     fds: 0,
+                    bulk: Vec::new(),
                     items: 0,
                 },
             ],
@@ -518,7 +593,11 @@ mod tests {
         let msg = ToParent::Finished {
             generation: 4,
             id: 77,
-            outcome: Outcome::Ok { len: 5, fds: 0 },
+            outcome: Outcome::Ok {
+                len: 5,
+                fds: 0,
+                bulk: Vec::new(),
+            },
             timing: WorkerTiming {
                 queue_ns: 1,
                 decode_ns: 2,
@@ -579,6 +658,7 @@ mod tests {
             fingerprint: 1,
             len,
             fds,
+            bulk: Vec::new(),
             items: 0,
         };
         let msg = ToWorker::Run {

@@ -162,13 +162,38 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
         visit_f32: f32,
         visit_f64: f64,
         visit_char: char,
-        visit_str: &str,
-        visit_borrowed_str: &'de str,
         visit_string: String,
-        visit_bytes: &[u8],
-        visit_borrowed_bytes: &'de [u8],
         visit_byte_buf: Vec<u8>,
     );
+
+    // An empty string may stand for a bulk one (`crate::bulk`).
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<V::Value, E> {
+        match bulk_str(v)? {
+            Some(s) => self.0.visit_string(s),
+            None => self.0.visit_str(v),
+        }
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<V::Value, E> {
+        match bulk_str(v)? {
+            Some(s) => self.0.visit_string(s),
+            None => self.0.visit_borrowed_str(v),
+        }
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<V::Value, E> {
+        match bulk_bytes(v) {
+            Some(b) => self.0.visit_byte_buf(b),
+            None => self.0.visit_bytes(v),
+        }
+    }
+
+    fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<V::Value, E> {
+        match bulk_bytes(v) {
+            Some(b) => self.0.visit_byte_buf(b),
+            None => self.0.visit_borrowed_bytes(v),
+        }
+    }
 
     fn visit_none<E: serde::de::Error>(self) -> Result<V::Value, E> {
         self.0.visit_none()
@@ -213,7 +238,10 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Own<V> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<V::Value, E> {
-        self.0.visit_string(v.to_owned())
+        match bulk_str(v)? {
+            Some(s) => self.0.visit_string(s),
+            None => self.0.visit_string(v.to_owned()),
+        }
     }
 
     fn visit_string<E: serde::de::Error>(self, v: String) -> Result<V::Value, E> {
@@ -221,7 +249,10 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Own<V> {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<V::Value, E> {
-        self.0.visit_byte_buf(v.to_vec())
+        match bulk_bytes(v) {
+            Some(b) => self.0.visit_byte_buf(b),
+            None => self.0.visit_byte_buf(v.to_vec()),
+        }
     }
 
     fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<V::Value, E> {
@@ -230,6 +261,28 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Own<V> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         self.0.visit_seq(Wrap(seq))
+    }
+}
+
+/// The bulk byte string (`crate::bulk`) an empty one read from the input
+/// stands for, if any: the buffer the socket filled, not a copy.
+#[inline]
+fn bulk_bytes(v: &[u8]) -> Option<Vec<u8>> {
+    if v.is_empty() {
+        crate::bulk::take(v)
+    } else {
+        None
+    }
+}
+
+/// [`bulk_bytes`] for a string: the bytes must be UTF-8.
+#[inline]
+fn bulk_str<E: serde::de::Error>(v: &str) -> Result<Option<String>, E> {
+    match bulk_bytes(v.as_bytes()) {
+        Some(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| E::custom("a bulk string is not valid UTF-8")),
+        None => Ok(None),
     }
 }
 

@@ -264,6 +264,7 @@ fn gen_to_worker(rng: &mut Rng, small: bool) -> (ToWorker, Vec<Vec<u8>>) {
                     fingerprint: gen_u64(rng, small),
                     len: p.len() as u32,
                     fds: 0,
+                    bulk: Vec::new(),
                     items: 0,
                 });
                 payloads.push(p);
@@ -293,6 +294,7 @@ fn gen_outcome(rng: &mut Rng, small: bool) -> (Outcome, Vec<Vec<u8>>) {
                 Outcome::Ok {
                     len: p.len() as u32,
                     fds: 0,
+                    bulk: Vec::new(),
                 },
                 vec![p],
             )
@@ -1128,6 +1130,7 @@ fn arb_to_worker() -> impl Strategy<Value = (ToWorker, Vec<Vec<u8>>)> {
                     fingerprint,
                     len: p.len() as u32,
                     fds: 0,
+                    bulk: Vec::new(),
                     items: 0,
                 });
                 payloads.push(p);
@@ -1145,6 +1148,7 @@ fn arb_outcome() -> impl Strategy<Value = (Outcome, Vec<Vec<u8>>)> {
             Outcome::Ok {
                 len: p.len() as u32,
                 fds: 0,
+                bulk: Vec::new(),
             },
             vec![p]
         )),

@@ -13,8 +13,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
+use procpool_wire::bulk::BulkOut;
 use procpool_wire::codec;
-use procpool_wire::message::{Outcome, fingerprint};
+use procpool_wire::message::{Bulk, Outcome, fingerprint};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -149,6 +150,9 @@ pub(crate) struct Ran {
     /// The sealed memory files of the output's shared payloads, sent with
     /// the result (see `shared`).
     pub files: Vec<Arc<SealedFile>>,
+    /// The bytes of the output's bulk byte strings (their places are in
+    /// the `Ok` outcome), written after the result's frame.
+    pub bulk: Vec<Vec<u8>>,
     /// When it ended (the clock read that ended its last phase: the next
     /// input of a chunk begins there). Its phases follow each other from
     /// `Start::at` to here, so `decode_ns + run_ns + encode_ns` is exactly
@@ -166,6 +170,7 @@ impl Ran {
             run_ns: 0,
             encode_ns: 0,
             files: Vec::new(),
+            bulk: Vec::new(),
             ended: at,
         }
     }
@@ -181,6 +186,10 @@ pub(crate) const TIMED_BYTES: usize = 256;
 pub(crate) struct Input<'a> {
     pub bytes: &'a [u8],
     pub fds: Vec<OwnedFd>,
+    /// The payload's bulk byte strings (`procpool_wire::bulk`): where each
+    /// belongs, and the buffers read for them (as many).
+    pub bulk: &'a [Bulk],
+    pub bulk_bytes: Vec<Vec<u8>>,
     pub mode: Mode,
     /// Most shared bytes one payload may hold (the pool's frame cap).
     pub limit: u64,
@@ -198,6 +207,10 @@ pub(crate) type RunFn = fn(Input<'_>, &mut WorkerContext, &mut Vec<u8>, Start) -
 pub(crate) struct Start {
     pub at: Instant,
     pub time_encode: bool,
+    /// The output may keep its large byte strings out of `out`
+    /// (`procpool_wire::bulk`: a single task's result to a local parent;
+    /// never a chunk's input, whose result goes in the ring).
+    pub bulk: bool,
 }
 type InitFn = fn(&[u8], &mut WorkerContext) -> Result<(), String>;
 
@@ -346,6 +359,7 @@ impl Registry {
         let start = Start {
             at: start,
             time_encode: true,
+            bulk: input.mode == Mode::Descriptors,
         };
         match self.runner(name, fp) {
             Ok(run) => run(input, ctx, out, start),
@@ -405,9 +419,11 @@ fn run_task<T: Task>(
 ) -> Ran {
     let t0 = start.at;
     let (mode, limit) = (input.mode, input.limit);
-    let timed_decode = input.bytes.len() >= TIMED_BYTES;
-    let (decoded, shared_error) =
-        shared::decode_with(mode, input.fds, limit, || codec::decode::<T>(input.bytes));
+    let timed_decode = input.bytes.len() >= TIMED_BYTES || !input.bulk.is_empty();
+    let (bytes, bulk) = (input.bytes, input.bulk);
+    let (decoded, shared_error) = shared::decode_with(mode, input.fds, limit, || {
+        codec::decode_bulk::<T>(bytes, bulk, input.bulk_bytes)
+    });
     let task = match decoded {
         Ok(t) => t,
         Err(e) => {
@@ -421,6 +437,7 @@ fn run_task<T: Task>(
                 run_ns: 0,
                 encode_ns: 0,
                 files: Vec::new(),
+                bulk: Vec::new(),
                 ended,
             };
         }
@@ -450,28 +467,38 @@ fn run_task<T: Task>(
                 run_ns: nanos_between(t1, ended),
                 encode_ns: 0,
                 files: Vec::new(),
+                bulk: Vec::new(),
                 ended,
             };
         }
     };
-    let start = out.len();
-    let (encoded, shared) = shared::encode_with(mode, limit, || codec::encode_into(&output, out));
+    let at = out.len();
+    let mut bulk = BulkOut::default();
+    let (encoded, shared) = shared::encode_with(mode, limit, || {
+        if start.bulk {
+            codec::encode_into_bulk(&output, out, &mut bulk)
+        } else {
+            codec::encode_into(&output, out)
+        }
+    });
     drop(output);
     let ended = Instant::now();
     let (run_ns, encode_ns) = match t2 {
         Some(t2) => (nanos_between(t1, t2), nanos_between(t2, ended)),
         None => (nanos_between(t1, ended), 0),
     };
-    let (outcome, files) = match (encoded, shared.error) {
+    let (outcome, files, bulk) = match (encoded, shared.error) {
         (Ok(()), None) => (
             Outcome::Ok {
-                len: (out.len() - start) as u32,
+                len: (out.len() - at) as u32,
                 fds: shared.files.len() as u32,
+                bulk: bulk.spots,
             },
             shared.files,
+            bulk.bytes,
         ),
         (result, error) => {
-            out.truncate(start);
+            out.truncate(at);
             let message = match (error, result) {
                 (Some(e), _) => e.to_string(),
                 (None, Err(e)) => e.to_string(),
@@ -483,6 +510,7 @@ fn run_task<T: Task>(
                     worker_type: type_name::<T::Output>().to_owned(),
                 },
                 Vec::new(),
+                Vec::new(),
             )
         }
     };
@@ -492,6 +520,7 @@ fn run_task<T: Task>(
         run_ns,
         encode_ns,
         files,
+        bulk,
         ended,
     }
 }

@@ -44,7 +44,7 @@ use procpool_wire::codec;
 use procpool_wire::frame::{FrameReader, Outgoing, Payload, write_all_frames, write_sealed_frames};
 use procpool_wire::handshake::{HANDSHAKE_MAX_FRAME, Hello, Proof, Welcome, worker_proof};
 use procpool_wire::message::{
-    Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming, decode_message, encode_message,
+    Bulk, Outcome, TaskHeader, ToParent, ToWorker, WorkerTiming, decode_message, encode_message,
 };
 use procpool_wire::seal::{LinkKeys, Sealer, TAG_LEN};
 
@@ -95,6 +95,13 @@ enum Mode {
     /// First task: `Started`, then a result whose bytes are a shared
     /// payload reference to a descriptor the frame does not carry.
     SharedBogusRef,
+    /// First task: `Started`, then a result declaring a bulk byte string
+    /// of nearly 4 GiB after its frame (sends none); hang.
+    BulkOverCap,
+    /// First task: `Started`, then its right result (a `u64`) declaring a
+    /// bulk byte string of 100 KiB where the value has none, and those
+    /// bytes after the frame; then behave.
+    BulkMisplaced,
     /// First task: `Started`, then a result referencing the one descriptor
     /// it carries, which is `/dev/null` (not a memory file).
     SharedNotMemfd,
@@ -155,6 +162,8 @@ impl Mode {
             "ring_then_garbage" => Mode::RingThenGarbage,
             "shared_extra_fd" => Mode::SharedExtraFd,
             "shared_bogus_ref" => Mode::SharedBogusRef,
+            "bulk_over_cap" => Mode::BulkOverCap,
+            "bulk_misplaced" => Mode::BulkMisplaced,
             "shared_not_memfd" => Mode::SharedNotMemfd,
             "shared_unsealed" => Mode::SharedUnsealed,
             "stop_reading" => Mode::StopReading,
@@ -386,6 +395,7 @@ impl Worker {
             outcome: Outcome::Ok {
                 len: bytes.len() as u32,
                 fds,
+                bulk: Vec::new(),
             },
             timing: WorkerTiming::default(),
         };
@@ -424,6 +434,7 @@ impl Worker {
             outcome: Outcome::Ok {
                 len: bytes.len() as u32,
                 fds: 0,
+                bulk: Vec::new(),
             },
             timing: WorkerTiming::default(),
         };
@@ -503,6 +514,7 @@ impl Worker {
                     outcome: Outcome::Ok {
                         len: payload.len() as u32,
                         fds: 0,
+                        bulk: Vec::new(),
                     },
                     timing: WorkerTiming::default(),
                 };
@@ -552,6 +564,7 @@ impl Worker {
                         outcome: Outcome::Ok {
                             len: value.len() as u32,
                             fds: 0,
+                            bulk: Vec::new(),
                         },
                         timing: WorkerTiming::default(),
                     },
@@ -594,6 +607,7 @@ impl Worker {
                     outcome: Outcome::Ok {
                         len: value.len() as u32,
                         fds: 0,
+                        bulk: Vec::new(),
                     },
                     timing: WorkerTiming::default(),
                 };
@@ -605,6 +619,35 @@ impl Worker {
             Mode::SharedBogusRef => {
                 self.started(g, header.id);
                 self.shared_reference(header.id, 0, 1 << 20, 0, &[]);
+            }
+            Mode::BulkOverCap | Mode::BulkMisplaced => {
+                self.started(g, header.id);
+                let x = codec::decode::<Square>(input).map_or(0, |Square(x)| x);
+                let value =
+                    codec::encode(&x.wrapping_mul(x)).unwrap_or_else(|e| die(&e.to_string()));
+                let len = if mode == Mode::BulkOverCap {
+                    u32::MAX - 16
+                } else {
+                    100 << 10
+                };
+                let msg = ToParent::Finished {
+                    generation: g,
+                    id: header.id,
+                    outcome: Outcome::Ok {
+                        len: value.len() as u32,
+                        fds: 0,
+                        bulk: vec![Bulk {
+                            at: value.len() as u32,
+                            len,
+                        }],
+                    },
+                    timing: WorkerTiming::default(),
+                };
+                self.send(&msg, vec![value]);
+                if mode == Mode::BulkOverCap {
+                    hang()
+                }
+                self.raw(&vec![7u8; len as usize]);
             }
             Mode::SharedNotMemfd => {
                 self.started(g, header.id);

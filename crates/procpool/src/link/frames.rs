@@ -74,6 +74,30 @@ pub(crate) fn next_frame_fds(reader: &mut SocketReader) -> FrameWithFds<&[u8]> {
     Ok(Some((reader.last_frame(), fds)))
 }
 
+/// Reads the bulk byte strings (`procpool_wire::bulk`) of `lens` bytes
+/// that follow the frame just read, each into a buffer of its own, straight
+/// from the socket (a Unix socket only: a TCP link never carries them).
+pub(crate) fn read_bulk(reader: &mut SocketReader, lens: &[u32]) -> io::Result<Vec<Vec<u8>>> {
+    lens.iter()
+        .map(|&n| reader.get_mut().read_bulk(n as usize, raw_read))
+        .collect()
+}
+
+/// Appends exactly `n` bytes from `s` to `out`, read into its spare
+/// capacity (std reads a Unix socket into uninitialized memory: the
+/// buffer is not zeroed first).
+fn raw_read(s: &mut Stream, n: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    use std::io::Read;
+    match s {
+        Stream::Unix(u) => (&*u).take(n as u64).read_to_end(out).map(drop),
+        #[cfg(feature = "remote")]
+        Stream::Tcp(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bulk byte strings over a TCP link",
+        )),
+    }
+}
+
 /// The descriptors of the frame just read, which began at `start`.
 fn frame_fds(reader: &mut SocketReader, start: u64) -> Result<Vec<OwnedFd>, FrameFdError> {
     let end = reader.get_ref().position();

@@ -278,9 +278,9 @@ impl Writer {
     /// room.
     pub(crate) fn push(&mut self, frame: &Outgoing, wake: &dyn Fn()) -> Pushed {
         let n = frame.wire_len();
-        // A frame with descriptors (shared payloads) must cross the
-        // socket: the ring carries bytes only.
-        if n > LARGEST || !frame.fds().is_empty() {
+        // A frame with descriptors (shared payloads) or bulk bytes must
+        // cross the socket: the ring carries one frame's bytes only.
+        if n > LARGEST || !frame.fds().is_empty() || !frame.bulk().is_empty() {
             self.room(LEN, wake);
             self.put(&MARKER.to_le_bytes());
             self.publish();

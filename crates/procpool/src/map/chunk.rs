@@ -549,6 +549,8 @@ mod tests {
         let input = Input {
             bytes: &bytes,
             fds: Vec::new(),
+            bulk: &[],
+            bulk_bytes: Vec::new(),
             mode: crate::shared::Mode::Descriptors,
             limit: 1 << 20,
         };
@@ -637,6 +639,8 @@ mod tests {
         let empty = Input {
             bytes: &[],
             fds: Vec::new(),
+            bulk: &[],
+            bulk_bytes: Vec::new(),
             mode: crate::shared::Mode::Descriptors,
             limit: 0,
         };

@@ -80,17 +80,20 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         let mut headers = Vec::with_capacity(items.len());
         let mut payloads = Vec::with_capacity(items.len());
         let mut fds = Vec::new();
+        let mut bulk = Vec::new();
         // Tasks, counting each input of a packed chunk.
         let mut tasks = 0u64;
         for (queued_as, item) in items {
             tasks += u64::from(item.meta.items.max(1));
             fds.extend(item.meta.files.iter().cloned());
+            bulk.extend(item.meta.bulk_bytes.iter().cloned());
             headers.push(TaskHeader {
                 id: item.meta.id,
                 name: std::borrow::Cow::Borrowed(item.meta.name),
                 fingerprint: item.meta.fingerprint,
                 len: item.payload.len() as u32,
                 fds: item.meta.files.len() as u32,
+                bulk: item.meta.bulk.clone(),
                 items: item.meta.items,
             });
             payloads.push(item.payload.clone());
@@ -124,7 +127,8 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         }
         let frame = encode_message(&ToWorker::Run { items: headers }, payloads)
             .expect("procpool's own messages always encode")
-            .with_fds(fds);
+            .with_fds(fds)
+            .with_bulk(bulk);
         let conn = slot.conn.clone().expect("a ready slot has a connection");
         conn.post(frame);
         if !touched.iter().any(|c| Arc::ptr_eq(c, &conn)) {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use procpool_wire::TaskId;
 use procpool_wire::fds::SendFd;
 use procpool_wire::frame::Payload;
+use procpool_wire::message::Bulk;
 
 use crate::future::ResolveBytes;
 
@@ -43,6 +44,11 @@ pub(crate) struct Meta {
     /// The sealed memory files of the input's shared payloads, sent with
     /// its frame (each time it is sent: a retry sends them again).
     pub files: Vec<SendFd>,
+    /// The input's bulk byte strings (`procpool_wire::bulk`): where each
+    /// belongs in the payload, and its bytes, written after its frame
+    /// (each time it is sent).
+    pub bulk: Vec<Bulk>,
+    pub bulk_bytes: Vec<Payload>,
     /// The task's `tracing` span in the parent (target `procpool::task`,
     /// DEBUG): from submit until its future resolves; `worker.*` recorded
     /// when it is sent, `cost.*` when it finishes. A disabled span costs

@@ -99,6 +99,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use procpool_wire::bulk::BulkOut;
 use procpool_wire::codec;
 use procpool_wire::fds::{MAX_FDS, SendFd};
 
@@ -275,18 +276,26 @@ impl ProcessPool {
         submitted: Instant,
     ) -> Result<Prepared<T::Output>, String> {
         let mut payload = self.shared.input_buffer();
-        let (encoded, shared) = crate::shared::encode_with(
-            self.shared.cfg.shared_mode(),
-            u64::from(self.shared.cfg.max_frame),
-            || codec::encode_into(task, &mut payload),
-        );
+        let mode = self.shared.cfg.shared_mode();
+        // To a local worker large byte strings go after the frame, read
+        // there straight into the task's own buffers (`bulk`).
+        let mut bulk = BulkOut::default();
+        let (encoded, shared) =
+            crate::shared::encode_with(mode, u64::from(self.shared.cfg.max_frame), || {
+                if mode == crate::shared::Mode::Descriptors {
+                    codec::encode_into_bulk(task, &mut payload, &mut bulk)
+                } else {
+                    codec::encode_into(task, &mut payload)
+                }
+            });
         if let Some(e) = shared.error {
             return Err(e.to_string());
         }
         encoded.map_err(|e| e.to_string())?;
         let encoded_at = Instant::now();
         let encode = encoded_at.saturating_duration_since(submitted);
-        if let Some(message) = over_cap(payload.len(), self.shared.cfg.max_frame as usize) {
+        let bytes_out = payload.len() + bulk.total();
+        if let Some(message) = over_cap(bytes_out, self.shared.cfg.max_frame as usize) {
             return Err(message);
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -301,11 +310,13 @@ impl ProcessPool {
                 future: core.clone(),
                 submitted,
                 encode,
-                bytes_out: payload.len() as u64,
+                bytes_out: bytes_out as u64,
                 timeout,
                 retries,
                 items: 0,
                 files: shared.files.into_iter().map(|f| f as SendFd).collect(),
+                bulk: bulk.spots,
+                bulk_bytes: bulk.bytes.into_iter().map(Arc::new).collect(),
                 span: tracing::debug_span!(
                     target: "procpool::task",
                     "task",
@@ -316,7 +327,7 @@ impl ProcessPool {
                     cost.total_us = tracing::field::Empty,
                     cost.run_us = tracing::field::Empty,
                     cost.serde_us = tracing::field::Empty,
-                    bytes.out = payload.len() as u64,
+                    bytes.out = bytes_out as u64,
                     bytes.back = tracing::field::Empty,
                 ),
             },
@@ -601,6 +612,8 @@ impl ProcessPool {
                         retries: 0,
                         items: k as u32,
                         files: Vec::new(),
+                        bulk: Vec::new(),
+                        bulk_bytes: Vec::new(),
                         span: tracing::debug_span!(
                             target: "procpool::task",
                             "chunk",

@@ -4,10 +4,13 @@
 //! `Shared::state`).
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use procpool_wire::Generation;
-use procpool_wire::message::{Outcome, PayloadFds, ToParent, WorkerTiming, decode_message_fds};
+use procpool_wire::message::{
+    MessageError, Outcome, PayloadFds, ToParent, WorkerTiming, bulk_lens, decode_message_fds,
+};
 
 use super::handle::{
     Note, Noted, lost, on_notes, on_withdrawn, protocol_error, tampered, task_error,
@@ -16,7 +19,7 @@ use super::handle::{
 use super::item::Meta;
 use super::state::{Assigned, Shared};
 use crate::cost::{Cost, CostBatch, ItemCost};
-use crate::link::frames::{FrameFdError, SocketReader, next_frame_fds};
+use crate::link::frames::{FrameFdError, SocketReader, next_frame_fds, read_bulk};
 use crate::link::ring;
 use crate::lock::lock;
 use crate::task::Input;
@@ -54,6 +57,7 @@ pub(super) fn read_loop(
         generation,
         pid,
         run: Default::default(),
+        bulk: Default::default(),
         chunk: Default::default(),
         now: std::cell::Cell::new(Instant::now()),
         costs: Default::default(),
@@ -78,6 +82,7 @@ pub(super) fn read_loop(
                 spin.parked();
             }
         }
+        let max = reader.max();
         let read = next_frame_fds(&mut reader);
         if let Some(r) = &ring {
             r.unpark();
@@ -125,6 +130,40 @@ pub(super) fn read_loop(
                 return;
             }
         };
+        let lens = match bulk_lens(&msg, body.len(), max) {
+            Ok(lens) if !lens.is_empty() && !matches!(msg, ToParent::Finished { .. }) => Err(
+                MessageError::Bulk("bulk byte strings after a message other than a result".into()),
+            ),
+            other => other,
+        };
+        let lens = match lens {
+            Ok(lens) => lens,
+            Err(e) => {
+                protocol_error(shared, idx, generation, pid, e.to_string());
+                me.last_drain(ring.as_mut(), at_marker);
+                return;
+            }
+        };
+        // A result with bulk byte strings: they follow its frame. The frame
+        // itself is small (its large strings are not in it): kept, while
+        // the reader reads on.
+        let kept: Vec<Vec<u8>>;
+        let payloads = if lens.is_empty() {
+            payloads
+        } else {
+            let (bytes, fds): (Vec<Vec<u8>>, Vec<_>) =
+                payloads.into_iter().map(|(p, f)| (p.to_vec(), f)).unzip();
+            kept = bytes;
+            match read_bulk(&mut reader, &lens) {
+                Ok(b) => *me.bulk.borrow_mut() = b,
+                Err(e) => {
+                    protocol_error(shared, idx, generation, pid, e.to_string());
+                    me.last_drain(ring.as_mut(), at_marker);
+                    return;
+                }
+            }
+            kept.iter().map(|p| &p[..]).zip(fds).collect()
+        };
         let is_note = matches!(msg, ToParent::Started { .. } | ToParent::Finished { .. });
         if let Some(r) = ring.as_mut()
             && is_note
@@ -160,6 +199,9 @@ struct Reading<'a> {
     pid: u32,
     /// The run of ring records being acted on (kept for its buffers).
     run: std::cell::RefCell<Bodies>,
+    /// The bulk byte strings read after the result being acted on (its
+    /// frame's), taken by `deliver`.
+    bulk: std::cell::RefCell<Vec<Vec<u8>>>,
     /// The packed chunk the last `Item` note was for (its notes come one
     /// after another: the pool lock is taken once per chunk to find it).
     chunk: std::cell::RefCell<Option<Held>>,
@@ -371,30 +413,27 @@ impl Reading<'_> {
         let mut noted = Vec::with_capacity(notes.len());
         on_notes(self.shared, self.idx, &notes, &mut noted);
         let mut broke = None;
-        // The map (or `as_completed`) hears of the whole run at once.
-        crate::future::tell_after(|| {
-            for ((msg, payloads), done) in held.into_iter().zip(noted) {
-                match (msg, done) {
-                    (_, Noted::Started(future)) => {
-                        future.mark_running();
-                    }
-                    (
-                        ToParent::Finished {
-                            outcome, timing, ..
-                        },
-                        Noted::Finished(a, next),
-                    ) => {
-                        if let Some(n) = next {
-                            n.mark_running();
-                        }
-                        if let Err(message) = self.deliver(a, outcome, timing, payloads) {
-                            broke.get_or_insert(message);
-                        }
-                    }
-                    _ => {}
+        for ((msg, payloads), done) in held.into_iter().zip(noted) {
+            match (msg, done) {
+                (_, Noted::Started(future)) => {
+                    future.mark_running();
                 }
+                (
+                    ToParent::Finished {
+                        outcome, timing, ..
+                    },
+                    Noted::Finished(a, next),
+                ) => {
+                    if let Some(n) = next {
+                        n.mark_running();
+                    }
+                    if let Err(message) = self.deliver(a, outcome, timing, payloads) {
+                        broke.get_or_insert(message);
+                    }
+                }
+                _ => {}
             }
-        });
+        }
         match broke {
             None => Flow::Go,
             Some(message) => {
@@ -455,10 +494,18 @@ impl Reading<'_> {
 
 impl Reading<'_> {
     /// A task's output as it arrived from this worker, to decode.
-    fn output<'b>(&self, bytes: &'b [u8], fds: Vec<std::os::fd::OwnedFd>) -> Input<'b> {
+    fn output<'b>(
+        &self,
+        bytes: &'b [u8],
+        fds: Vec<std::os::fd::OwnedFd>,
+        bulk: &'b [procpool_wire::message::Bulk],
+        bulk_bytes: Vec<Vec<u8>>,
+    ) -> Input<'b> {
         Input {
             bytes,
             fds,
+            bulk,
+            bulk_bytes,
             mode: self.shared.cfg.shared_mode(),
             limit: u64::from(self.shared.cfg.max_frame),
         }
@@ -478,14 +525,35 @@ impl Reading<'_> {
         let shared = self.shared;
         shared.recycle_input(a.payload);
         let mut meta = a.meta;
+        // The input's frame is long written: its bulk strings' buffers
+        // serve the next inputs.
+        std::mem::take(&mut meta.bulk_bytes)
+            .into_iter()
+            .filter_map(|b| Arc::try_unwrap(b).ok())
+            .for_each(procpool_wire::bulk::recycle);
         // The input's memory files go before the future resolves: a waiter
         // woken by it finds none of them still held by the pool.
         meta.files.clear();
         match outcome {
-            Outcome::Ok { .. } => {
+            Outcome::Ok { bulk, .. } => {
                 let (bytes, fds) = payloads.into_iter().next().unwrap_or((&[], Vec::new()));
+                // Read after its frame (none after a note from the ring).
+                let bulk_bytes = self.bulk.take();
+                if bulk_bytes.len() != bulk.len() {
+                    let message = format!(
+                        "a result declared {} bulk byte strings and {} followed it",
+                        bulk.len(),
+                        bulk_bytes.len()
+                    );
+                    meta.future.fail(crate::TaskError::Protocol {
+                        worker: self.idx,
+                        message: message.clone(),
+                    });
+                    return Err(message);
+                }
+                let bulk_len: usize = bulk_bytes.iter().map(Vec::len).sum();
                 let sent = Sent::of(&meta, a.assigned_at, 1);
-                let cost = sent.cost(&timing, bytes.len());
+                let cost = sent.cost(&timing, bytes.len() + bulk_len);
                 if !meta.span.is_disabled() {
                     let s = &meta.span;
                     s.record("cost.total_us", micros(meta.submitted.elapsed()));
@@ -495,7 +563,7 @@ impl Reading<'_> {
                     s.record("bytes.back", cost.bytes_back);
                     tracing::debug!(target: "procpool::task", parent: s, "task done");
                 }
-                let output = self.output(bytes, fds);
+                let output = self.output(bytes, fds, &bulk, bulk_bytes);
                 // A bad shared-payload reference fails that future with
                 // `Protocol`, and the worker that sent it is ended like any
                 // other that broke the protocol.

@@ -371,6 +371,8 @@ fn rest_of_chunk(a: &Assigned, chunk: &dyn Chunk, from: usize, id: u64) -> Item 
             retries: m.retries,
             items: n,
             files: Vec::new(),
+            bulk: Vec::new(),
+            bulk_bytes: Vec::new(),
             span: m.span.clone(),
         },
         payload: Arc::new(payload),

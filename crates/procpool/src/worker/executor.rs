@@ -120,14 +120,21 @@ fn send_now(
     }
 }
 
-/// Keeps the largest payload buffer of frames already sent as `spare`.
+/// Keeps the largest payload buffer of frames already sent as `spare`,
+/// and their bulk strings' buffers for the next ones
+/// (`procpool_wire::bulk::recycle`).
 fn reclaim<const N: usize>(frames: [Outgoing; N], spare: &mut Vec<u8>) {
-    for payload in frames.into_iter().flat_map(Outgoing::into_payloads) {
-        if let Some(buf) = reusable(payload)
-            && buf.capacity() > spare.capacity()
-        {
-            *spare = buf;
+    for (payloads, bulk) in frames.into_iter().map(Outgoing::into_buffers) {
+        for payload in payloads {
+            if let Some(buf) = reusable(payload)
+                && buf.capacity() > spare.capacity()
+            {
+                *spare = buf;
+            }
         }
+        bulk.into_iter()
+            .filter_map(|b| Arc::try_unwrap(b).ok())
+            .for_each(procpool_wire::bulk::recycle);
     }
 }
 
@@ -209,6 +216,7 @@ pub(super) fn execute(
                 range,
                 arrived,
                 fds,
+                bulk,
             }) => {
                 if current_batch != Some(batch) {
                     current_batch = Some(batch);
@@ -254,6 +262,8 @@ pub(super) fn execute(
                 let input = Input {
                     bytes: &frame[range],
                     fds,
+                    bulk: &header.bulk,
+                    bulk_bytes: bulk,
                     mode: shared.shared_mode,
                     limit: u64::from(max_frame),
                 };
@@ -267,7 +277,9 @@ pub(super) fn execute(
                 );
                 recycle_frame(shared, frame);
                 let timing = rss.timing(queue_ns, &ran);
-                let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
+                let bulk_len: usize = ran.bulk.iter().map(Vec::len).sum();
+                let outcome =
+                    within_cap(ran.outcome, out.len() + bulk_len, max_frame, &header.name);
                 tracing::debug!(
                     target: "procpool::worker",
                     { cost.decode_us = ran.decode_ns / 1000,
@@ -289,18 +301,23 @@ pub(super) fn execute(
                     outcome,
                     timing,
                 };
-                // Only a result carries its output's memory files.
-                let files: Vec<SendFd> = match msg {
+                // Only a result carries its output's memory files and bulk
+                // byte strings.
+                let (files, bulk): (Vec<SendFd>, Vec<procpool_wire::Payload>) = match msg {
                     ToParent::Finished {
                         outcome: Outcome::Ok { .. },
                         ..
-                    } => ran.files.into_iter().map(|f| f as SendFd).collect(),
-                    _ => Vec::new(),
+                    } => (
+                        ran.files.into_iter().map(|f| f as SendFd).collect(),
+                        ran.bulk.into_iter().map(Arc::new).collect(),
+                    ),
+                    _ => (Vec::new(), Vec::new()),
                 };
                 pending = Some(
                     encode_message(&msg, payloads)
                         .expect("procpool's own messages always encode")
-                        .with_fds(files),
+                        .with_fds(files)
+                        .with_bulk(bulk),
                 );
             }
         }
@@ -394,12 +411,15 @@ fn run_chunk(
         let input = Input {
             bytes: &frame[range],
             fds: Vec::new(),
+            bulk: &[],
+            bulk_bytes: Vec::new(),
             mode: shared.shared_mode,
             limit: u64::from(max_frame),
         };
         let began = crate::task::Start {
             at: start,
             time_encode,
+            bulk: false,
         };
         let ran = match &runner {
             Ok(run) => run(input, ctx, &mut out, began),
@@ -473,7 +493,11 @@ fn run_chunk(
     let done = ToParent::Finished {
         generation: shared.generation,
         id: header.id,
-        outcome: Outcome::Ok { len: 0, fds: 0 },
+        outcome: Outcome::Ok {
+            len: 0,
+            fds: 0,
+            bulk: Vec::new(),
+        },
         timing: WorkerTiming {
             queue_ns: 0,
             decode_ns: 0,

@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use procpool_wire::TaskId;
 use procpool_wire::frame::Outgoing;
-use procpool_wire::message::{MessageError, ToParent, ToWorker, decode_message_fds};
+use procpool_wire::message::{MessageError, ToParent, ToWorker, bulk_lens, decode_message_fds};
 
 use super::shared::{Work, WorkerShared, exit_parent_gone};
-use crate::link::frames::{SocketReader, next_owned_frame_fds};
+use crate::link::frames::{SocketReader, next_owned_frame_fds, read_bulk};
 use crate::lock::lock;
 
 pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
@@ -32,6 +32,16 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
             Ok(pair) => pair,
             Err(e) => bad_message(&e),
         };
+        // Bulk byte strings follow the frame, each task's in turn.
+        let mut bulk = match bulk_lens(&msg, frame.len(), reader.max()) {
+            Ok(lens) if lens.is_empty() => Vec::new(),
+            Ok(lens) => match read_bulk(&mut reader, &lens) {
+                Ok(b) => b,
+                Err(e) => exit_parent_gone(&e),
+            },
+            Err(e) => bad_message(&e),
+        }
+        .into_iter();
         let base = frame.as_ptr() as usize;
         let (ranges, fds): (Vec<_>, Vec<_>) = payloads
             .into_iter()
@@ -46,6 +56,7 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                 local.batches += 1;
                 let batch = local.batches;
                 for ((header, range), fds) in items.into_iter().zip(ranges).zip(fds) {
+                    let bulk = bulk.by_ref().take(header.bulk.len()).collect();
                     local.queue.push_back(Work::Task {
                         header,
                         batch,
@@ -53,6 +64,7 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                         range,
                         arrived,
                         fds,
+                        bulk,
                     });
                 }
                 drop(local);

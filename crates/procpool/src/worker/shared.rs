@@ -51,6 +51,9 @@ pub(super) enum Work {
         arrived: Instant,
         /// The descriptors the frame carried for it (shared payloads).
         fds: Vec<std::os::fd::OwnedFd>,
+        /// Its input's bulk byte strings, read after the frame (their
+        /// places are in `header.bulk`).
+        bulk: Vec<Vec<u8>>,
     },
 }
 

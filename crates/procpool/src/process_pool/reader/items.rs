@@ -180,7 +180,7 @@ impl Reading<'_> {
             Ok((bytes, fds)) => {
                 let total = held.total(self.now.get());
                 let cost = held.sent.item(timing, bytes.len(), total);
-                let output = self.output(bytes, fds);
+                let output = self.output(bytes, fds, &[], Vec::new());
                 chunk.item_ok(index, output, self.idx, cost, &mut self.costs.borrow_mut())
             }
             Err(other) => {
