@@ -78,6 +78,100 @@ pub(crate) trait Watch: Send + Sync {
     }
 }
 
+/// Watchers told of futures done on this thread inside [`tell_after`],
+/// held until it returns.
+type Held = std::cell::RefCell<Option<Vec<Heard>>>;
+
+/// Who hears of a future done inside [`tell_after`].
+enum Heard {
+    /// A watcher, with the future's key.
+    Watch(Arc<dyn Watch>, usize),
+    /// The future's own waiters (`wait`, `result`).
+    Waiters(Arc<dyn Wake>),
+}
+
+/// Wakes a future's blocked waiters.
+trait Wake: Send + Sync {
+    fn wake_waiters(&self);
+}
+
+#[cfg(not(procpool_loom))]
+thread_local! {
+    static HELD: Held = const { std::cell::RefCell::new(None) };
+}
+
+// Per model thread under the model checker (see `callbacks.rs`).
+#[cfg(procpool_loom)]
+loom::thread_local! {
+    static HELD: Held = std::cell::RefCell::new(None);
+}
+
+/// Runs `f`; the waiters and watchers of futures it completes on this
+/// thread are woken when it returns, each watcher once for all its keys
+/// (in the order they ended), instead of one wake-up per future. The pool's reader delivers a run of results
+/// so: a `map_unordered` woken by the first result of a run took that one
+/// and slept again before the next was in (issue 14); an ordered `map`
+/// waiting on one future of the run took it and waited on the next. The
+/// futures themselves are done at once (`done()`, `state()`); only the
+/// wake-ups come at the end of the run (microseconds).
+pub(crate) fn tell_after<R>(f: impl FnOnce() -> R) -> R {
+    struct Tell(bool);
+    impl Drop for Tell {
+        fn drop(&mut self) {
+            if !self.0 {
+                return;
+            }
+            let held = HELD.with(|h| h.borrow_mut().take()).unwrap_or_default();
+            let mut rest = held.as_slice();
+            while let Some(first) = rest.first() {
+                match first {
+                    Heard::Waiters(f) => {
+                        f.wake_waiters();
+                        rest = &rest[1..];
+                    }
+                    Heard::Watch(w, _) => {
+                        let n = rest
+                            .iter()
+                            .take_while(|h| matches!(h, Heard::Watch(x, _) if Arc::ptr_eq(x, w)))
+                            .count();
+                        w.done_many(&mut rest[..n].iter().filter_map(|h| match h {
+                            Heard::Watch(_, k) => Some(*k),
+                            Heard::Waiters(_) => None,
+                        }));
+                        rest = &rest[n..];
+                    }
+                }
+            }
+        }
+    }
+    let outermost = HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.is_none().then(|| *h = Some(Vec::new())).is_some()
+    });
+    let _tell = Tell(outermost);
+    f()
+}
+
+/// Tells `w` that the future it watches with `key` is done: now, or when
+/// the [`tell_after`] this thread is in returns.
+fn tell(w: Arc<dyn Watch>, key: usize) {
+    if let Some(Heard::Watch(w, key)) = hold(Heard::Watch(w, key)) {
+        w.done(key);
+    }
+}
+
+/// Keeps `h` for the end of the [`tell_after`] this thread is in; hands it
+/// back if it is in none.
+fn hold(h: Heard) -> Option<Heard> {
+    HELD.with(|held| match held.borrow_mut().as_mut() {
+        Some(held) => {
+            held.push(h);
+            None
+        }
+        None => Some(h),
+    })
+}
+
 /// The pool side of `cancel()`, for pools that cannot decide it from the
 /// future's state alone (a process pool whose worker may have prefetched
 /// the task).
@@ -349,6 +443,12 @@ pub(crate) fn cancel_all<'a, T: Send + 'static>(
     }
 }
 
+impl<T: Send + 'static> Wake for Core<T> {
+    fn wake_waiters(&self) {
+        self.cond.notify_all();
+    }
+}
+
 impl<T: Send + 'static> Settle for Core<T> {
     fn release(&self, may_defer: bool) {
         let handle = self.me.upgrade().map(|core| TaskFuture { core });
@@ -377,13 +477,20 @@ impl<T: Send + 'static> Settle for Core<T> {
             }
         };
         if waiters > 0 {
-            self.cond.notify_all();
+            match self.me.upgrade() {
+                Some(me) => {
+                    if hold(Heard::Waiters(me)).is_some() {
+                        self.cond.notify_all();
+                    }
+                }
+                None => self.cond.notify_all(),
+            }
         }
         if let Some(w) = waker {
             w.wake();
         }
         for (w, key) in watchers.first.into_iter().chain(watchers.more) {
-            w.done(key);
+            tell(w, key);
         }
     }
 }

@@ -413,27 +413,30 @@ impl Reading<'_> {
         let mut noted = Vec::with_capacity(notes.len());
         on_notes(self.shared, self.idx, &notes, &mut noted);
         let mut broke = None;
-        for ((msg, payloads), done) in held.into_iter().zip(noted) {
-            match (msg, done) {
-                (_, Noted::Started(future)) => {
-                    future.mark_running();
-                }
-                (
-                    ToParent::Finished {
-                        outcome, timing, ..
-                    },
-                    Noted::Finished(a, next),
-                ) => {
-                    if let Some(n) = next {
-                        n.mark_running();
+        // The map (or `as_completed`) hears of the whole run at once.
+        crate::future::tell_after(|| {
+            for ((msg, payloads), done) in held.into_iter().zip(noted) {
+                match (msg, done) {
+                    (_, Noted::Started(future)) => {
+                        future.mark_running();
                     }
-                    if let Err(message) = self.deliver(a, outcome, timing, payloads) {
-                        broke.get_or_insert(message);
+                    (
+                        ToParent::Finished {
+                            outcome, timing, ..
+                        },
+                        Noted::Finished(a, next),
+                    ) => {
+                        if let Some(n) = next {
+                            n.mark_running();
+                        }
+                        if let Err(message) = self.deliver(a, outcome, timing, payloads) {
+                            broke.get_or_insert(message);
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
+        });
         match broke {
             None => Flow::Go,
             Some(message) => {
