@@ -26,7 +26,8 @@ use std::time::Duration;
 pub struct Cost {
     /// Parent: serializing the input.
     pub encode_input: Duration,
-    /// Input bytes sent (payload only).
+    /// Input bytes sent (payload only: the encoded input, with its bulk
+    /// byte strings, which follow its frame to a local worker).
     pub bytes_out: u64,
     /// Waiting for a worker: in the parent's queue and the worker's.
     pub queue_wait: Duration,
@@ -36,7 +37,7 @@ pub struct Cost {
     pub run: Duration,
     /// Worker: serializing the output.
     pub encode_output: Duration,
-    /// Output bytes sent back (payload only).
+    /// Output bytes sent back (payload only, bulk byte strings included).
     pub bytes_back: u64,
     /// Parent: deserializing the output.
     pub decode_output: Duration,
