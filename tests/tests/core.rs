@@ -660,3 +660,59 @@ fn large_byte_strings_and_strings_come_back_whole_on_every_transport() {
         procpool_e2e::still_works(&pool);
     });
 }
+
+/// Cancels racing the end of the task ahead in the same frame: the pool
+/// takes a task's end to mean the next task of its frame began (and marks
+/// it `Running`), but the worker may have handed that next task back to a
+/// `cancel()` first. Every future still ends, and a `cancel()` that returned
+/// `true` leaves it cancelled, never stuck `Running`. (The four sleeps reach
+/// the worker's replacement in one frame: they were queued when their
+/// worker died.)
+#[test]
+fn cancels_racing_the_task_ahead_in_a_frame_leave_no_future_unresolved() {
+    watchdog(Duration::from_secs(90), || {
+        // The pool's reader looks at the reply ring for the whole of a task
+        // (it reads the socket, where the worker's answer to the cancel
+        // waits, only after): the first task's end is read before the
+        // answer, which is the race at its widest.
+        let pool = procpool_e2e::builder()
+            .worker(worker())
+            .workers(1)
+            .prefetch(4)
+            .ring_spin(Duration::from_millis(30))
+            .build()
+            .unwrap();
+        for round in 0..10u64 {
+            let crash = pool.submit(drill::KillSelf).unwrap();
+            let sleeps: Vec<_> = (0..4)
+                .map(|_| pool.submit(procpool_tasks::Sleep { millis: 20 }).unwrap())
+                .collect();
+            assert!(crash.result().is_err());
+            let t = std::time::Instant::now();
+            while sleeps[0].state() == procpool::State::Pending {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "round {round}: never began"
+                );
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            // While the first runs.
+            std::thread::sleep(Duration::from_millis(5 + round % 5));
+            let cancelled = sleeps[1].cancel();
+            for (i, f) in sleeps.into_iter().enumerate() {
+                let c = i == 1 && cancelled;
+                match f.result_timeout(Duration::from_secs(10)) {
+                    Ok(_) => assert!(!c, "round {round}, task {i}: cancel() was true, yet it ran"),
+                    Err(procpool::WaitError::Failed(e)) => {
+                        assert!(c && e.is_cancelled(), "round {round}, task {i}: {e:?}");
+                    }
+                    Err(procpool::WaitError::TimedOut(f)) => panic!(
+                        "round {round}, task {i} (cancel() {c}) never ended: {:?}",
+                        f.state()
+                    ),
+                }
+            }
+        }
+        still_works(&pool);
+    });
+}

@@ -236,6 +236,13 @@ pub(crate) trait Resolve: Send + Sync {
     /// moves to `Done(Cancelled)` now (a pool may call this under its own
     /// lock); the `Release` must be run once every lock is released.
     fn cancel_begin(&self) -> (bool, Option<Release>);
+    /// `Done(Cancelled)` for a task its worker handed back unrun, even if
+    /// it is `Running`: the pool marks a task of a batch running when the
+    /// one before it ends, and the worker may have handed it back to a
+    /// `cancel()` just before. The `Release` as for `cancel_begin`.
+    fn withdrawn_begin(&self) -> Option<Release> {
+        self.cancel_begin().1
+    }
 }
 
 /// The second step of completing a future: runs its callbacks, then lets
@@ -521,6 +528,9 @@ impl<T: Send + 'static> Resolve for Core<T> {
     }
     fn fail(&self, err: TaskError) -> bool {
         self.finish(Err(err), None)
+    }
+    fn withdrawn_begin(&self) -> Option<Release> {
+        self.complete_from(Err(TaskError::Cancelled), None, false)
     }
     fn cancel_begin(&self) -> (bool, Option<Release>) {
         {

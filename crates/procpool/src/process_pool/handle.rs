@@ -299,8 +299,10 @@ pub(super) fn on_withdrawn(shared: &Shared, idx: usize, id: TaskId, withdrawn: b
             });
         } else {
             // Ended now, under the lock, so that a cancel() racing this
-            // answer already sees it cancelled; released below.
-            cancel = a.meta.future.cancel_begin().1;
+            // answer already sees it cancelled; released below. It never
+            // ran, even if it was marked running (`a.started`: the task
+            // before it in its batch ended after the worker handed it back).
+            cancel = a.meta.future.withdrawn_begin();
         }
         st.retire_if_idle(idx);
         conns = pump(&mut st, shared);
