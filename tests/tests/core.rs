@@ -716,3 +716,30 @@ fn cancels_racing_the_task_ahead_in_a_frame_leave_no_future_unresolved() {
         still_works(&pool);
     });
 }
+
+/// Tasks whose inputs carry bulk byte strings (sent after their frame, and
+/// counted toward the frame cap with it) never share a frame: four of
+/// 100 KiB queued together (their worker died) reach a worker whose frame
+/// cap is 300 KiB, each whole.
+#[test]
+fn tasks_with_bulk_bytes_queued_together_each_fit_the_frame_cap() {
+    watchdog(LIMIT, || {
+        let pool = procpool_e2e::builder()
+            .worker(worker())
+            .workers(1)
+            .prefetch(4)
+            .max_frame_bytes(300 << 10)
+            .build()
+            .unwrap();
+        let crash = pool.submit(drill::KillSelf).unwrap();
+        let data: Vec<u8> = (0..100 << 10).map(|i| (i % 251) as u8).collect();
+        let echoes: Vec<_> = (0..4)
+            .map(|_| pool.submit(Echo(data.clone())).unwrap())
+            .collect();
+        assert!(crash.result().is_err());
+        for (i, f) in echoes.into_iter().enumerate() {
+            assert_eq!(f.result().unwrap().into_vec(), data, "echo {i}");
+        }
+        still_works(&pool);
+    });
+}

@@ -158,7 +158,7 @@ fn gather(
     if let Some(max) = cfg.max_tasks_per_worker {
         room = room.min(usize::try_from(max.saturating_sub(slot.taken)).unwrap_or(usize::MAX));
     }
-    let single = |b: &Batch| matches!(b.items.as_slice(), [one] if one.meta.items == 0 && one.meta.files.is_empty());
+    let single = |b: &Batch| matches!(b.items.as_slice(), [one] if super::queue::mergeable(one));
     if room < 2 || !single(&first) {
         let id = first.id;
         return (id, first.items.into_iter().map(|i| (id, i)).collect());

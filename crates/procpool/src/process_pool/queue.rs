@@ -17,6 +17,14 @@ use super::item::{Batch, Item};
 use crate::future::ResolveBytes;
 use crate::idmap::IdMap;
 
+/// Whether a task queued alone may share a frame with others
+/// (`dispatch::gather`): one plain task, not a packed chunk, with no
+/// memory files (a `sendmsg` carries only so many) and no bulk byte strings
+/// (they count toward the frame cap, and a frame of one is as good).
+pub(crate) fn mergeable(item: &Item) -> bool {
+    item.meta.items == 0 && item.meta.files.is_empty() && item.meta.bulk.is_empty()
+}
+
 /// Batches in send order, and the tasks in them not withdrawn.
 #[derive(Default)]
 pub(crate) struct TaskQueue {
@@ -67,8 +75,8 @@ impl TaskQueue {
         None
     }
 
-    /// The next batch to send if it is one plain task (not a packed
-    /// chunk, no memory files) that `fits`, without tombstones; `None`
+    /// The next batch to send if it is one task that may share a frame
+    /// ([`mergeable`]) and `fits`, without tombstones; `None`
     /// (and the queue as it was, less its tombstones at the front)
     /// otherwise.
     pub(crate) fn pop_front_single(&mut self, fits: impl Fn(&Item) -> bool) -> Option<Batch> {
@@ -82,7 +90,7 @@ impl TaskQueue {
                 [] => {
                     self.batches.pop_front();
                 }
-                [one] if one.meta.items == 0 && one.meta.files.is_empty() && fits(one) => {
+                [one] if mergeable(one) && fits(one) => {
                     self.live.remove(&one.meta.id);
                     return self.batches.pop_front();
                 }
