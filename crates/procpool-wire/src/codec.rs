@@ -310,6 +310,7 @@ pub fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
 /// against `bytes`) and `bulk` their bytes, each handed to the value where
 /// its spot says, without a copy. A bulk string the decode does not meet
 /// there is an error.
+#[inline]
 pub fn decode_bulk<T: DeserializeOwned>(
     bytes: &[u8],
     spots: &[crate::bulk::Bulk],
