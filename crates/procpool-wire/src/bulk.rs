@@ -162,7 +162,8 @@ pub(crate) fn take(empty: &[u8]) -> Option<Vec<u8>> {
 /// Buffers of bulk strings already sent, kept for the next ones: a
 /// buffer the process wrote before is mapped already, a new one of
 /// several MiB costs a page fault per 4 KiB (as much as the copy). At
-/// most [`SPARE_BUFFERS`], each of [`SPARE_MIN`] to [`SPARE_MAX`] bytes.
+/// most [`SPARE_BUFFERS`], each of [`SPARE_MIN`] to [`SPARE_MAX`] bytes:
+/// a process keeps at most 64 MiB for them.
 static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// How many sent buffers [`recycle`] keeps.
@@ -170,7 +171,7 @@ pub const SPARE_BUFFERS: usize = 2;
 /// The smallest buffer [`recycle`] keeps.
 pub const SPARE_MIN: usize = BULK_MIN;
 /// The largest buffer [`recycle`] keeps.
-pub const SPARE_MAX: usize = 64 << 20;
+pub const SPARE_MAX: usize = 32 << 20;
 
 /// An empty buffer for `len` bytes: a kept one if one is large enough.
 fn spare(len: usize) -> Vec<u8> {
