@@ -743,3 +743,30 @@ fn tasks_with_bulk_bytes_queued_together_each_fit_the_frame_cap() {
         still_works(&pool);
     });
 }
+
+/// A map that cannot pack its chunks (here: retries set) sends a chunk's
+/// tasks in one frame, cut at the frame cap: their bulk byte strings,
+/// which follow the frame, count toward it. Four 100 KiB inputs in one
+/// chunk for a 300 KiB cap go in more than one frame, each whole.
+#[test]
+fn a_chunk_of_tasks_with_bulk_bytes_is_cut_at_the_frame_cap() {
+    watchdog(LIMIT, || {
+        let pool = procpool_e2e::builder()
+            .worker(worker())
+            .workers(1)
+            .retries(1)
+            .max_frame_bytes(300 << 10)
+            .build()
+            .unwrap();
+        let data: Vec<u8> = (0..100 << 10).map(|i| (i % 249) as u8).collect();
+        let out: Vec<_> = pool
+            .map((0..4).map(|_| Echo(data.clone())))
+            .chunksize(4)
+            .collect();
+        for (i, r) in out.into_iter().enumerate() {
+            assert_eq!(r.unwrap().into_vec(), data, "echo {i}");
+        }
+        assert_eq!(pool.stats().failed, 0);
+        still_works(&pool);
+    });
+}

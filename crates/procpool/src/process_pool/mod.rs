@@ -156,6 +156,10 @@ fn over_cap(len: usize, max_frame: usize) -> Option<String> {
 /// name's length prefix).
 const ITEM_ROOM: usize = 32;
 
+/// Room a bulk byte string's place (`Bulk`: two varints) takes in a
+/// frame's header, at most.
+const BULK_ROOM: usize = 10;
+
 /// A pool of worker processes.
 ///
 /// ```no_run
@@ -474,7 +478,11 @@ impl ProcessPool {
             match self.prepare(&task, timeout, retries, fingerprint, submitted) {
                 Ok((item, core, encoded_at)) => {
                     submitted = encoded_at;
-                    let cost = item.payload.len() + T::NAME.len() + ITEM_ROOM;
+                    // Bulk byte strings follow the frame and count toward
+                    // its cap with it (with their places in the header).
+                    let bulk = item.meta.bulk_bytes.iter().map(|b| b.len()).sum::<usize>()
+                        + item.meta.bulk.len() * BULK_ROOM;
+                    let cost = item.payload.len() + bulk + T::NAME.len() + ITEM_ROOM;
                     let files = item.meta.files.len();
                     if !batch.is_empty() && (alone || used + cost > budget || fds + files > MAX_FDS)
                     {
