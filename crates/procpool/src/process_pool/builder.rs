@@ -513,8 +513,9 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Batches (single tasks or chunks) a worker may hold beyond the one it
-    /// runs, so it never waits a round trip between tasks (default 4).
+    /// Batches (single tasks or chunks) a worker may hold, the one it runs
+    /// included, so it never waits a round trip between tasks (default 4;
+    /// at least 1).
     /// Single tasks queued together may reach a worker in one frame; each
     /// still counts as a batch.
     pub fn prefetch(mut self, n: usize) -> Self {
