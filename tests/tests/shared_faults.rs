@@ -170,3 +170,17 @@ fn a_bulk_string_the_result_has_no_place_for_is_a_protocol_error() {
         misuse("bulk_misplaced", true, "was not read there")
     });
 }
+
+#[test]
+fn bulk_bytes_of_a_result_dropped_for_its_generation_are_not_the_next_ones() {
+    in_own_process(Duration::from_secs(60), || {
+        let scratch = Scratch::new("bulk_stale");
+        let file = format!("/dev/shm/procpool-bad-{}-bulk_stale", std::process::id());
+        let _removed = Removed(file.clone());
+        let pool = bad_pool("bulk_stale", &scratch, &file);
+        // The stale result (and its 100 KiB) is dropped; the right one
+        // that follows is the task's.
+        assert_eq!(pool.submit(Square(7)).unwrap().result().unwrap(), 49);
+        procpool_e2e::still_works(&pool);
+    });
+}

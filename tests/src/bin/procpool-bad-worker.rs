@@ -102,6 +102,10 @@ enum Mode {
     /// bulk byte string of 100 KiB where the value has none, and those
     /// bytes after the frame; then behave.
     BulkMisplaced,
+    /// First task: `Started`, a result stamped with another generation
+    /// declaring a bulk byte string of 100 KiB (its bytes after the
+    /// frame), then the right result; then behave.
+    BulkStale,
     /// First task: `Started`, then a result referencing the one descriptor
     /// it carries, which is `/dev/null` (not a memory file).
     SharedNotMemfd,
@@ -164,6 +168,7 @@ impl Mode {
             "shared_bogus_ref" => Mode::SharedBogusRef,
             "bulk_over_cap" => Mode::BulkOverCap,
             "bulk_misplaced" => Mode::BulkMisplaced,
+            "bulk_stale" => Mode::BulkStale,
             "shared_not_memfd" => Mode::SharedNotMemfd,
             "shared_unsealed" => Mode::SharedUnsealed,
             "stop_reading" => Mode::StopReading,
@@ -648,6 +653,26 @@ impl Worker {
                     hang()
                 }
                 self.raw(&vec![7u8; len as usize]);
+            }
+            Mode::BulkStale => {
+                self.started(g, header.id);
+                let stale = ToParent::Finished {
+                    generation: g.wrapping_add(1),
+                    id: header.id,
+                    outcome: Outcome::Ok {
+                        len: 1,
+                        fds: 0,
+                        bulk: vec![Bulk {
+                            at: 1,
+                            len: 100 << 10,
+                        }],
+                    },
+                    timing: WorkerTiming::default(),
+                };
+                self.send(&stale, vec![vec![0]]);
+                self.raw(&vec![7u8; 100 << 10]);
+                let x = codec::decode::<Square>(input).map_or(0, |Square(x)| x);
+                self.finished(g, header.id, x.wrapping_mul(x));
             }
             Mode::SharedNotMemfd => {
                 self.started(g, header.id);

@@ -182,7 +182,11 @@ pub(super) fn read_loop(
                 at_marker = false;
             }
         }
-        if let Flow::Stop = me.act(msg, payloads) {
+        let flow = me.act(msg, payloads);
+        // The bulk strings were this frame's alone (a result dropped for
+        // its generation leaves them untaken).
+        me.bulk.borrow_mut().clear();
+        if let Flow::Stop = flow {
             // A socket frame broke the protocol: the worker is being
             // killed, but what it published before still counts.
             me.last_drain(ring.as_mut(), at_marker);
