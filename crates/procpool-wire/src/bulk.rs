@@ -166,11 +166,11 @@ pub(crate) fn take(empty: &[u8]) -> Option<Vec<u8>> {
 /// a process keeps at most 64 MiB for them.
 static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// How many sent buffers [`recycle`] keeps.
+/// How many sent buffers [`recycle_sent`] keeps.
 pub const SPARE_BUFFERS: usize = 2;
-/// The smallest buffer [`recycle`] keeps.
+/// The smallest buffer [`recycle_sent`] keeps.
 pub const SPARE_MIN: usize = BULK_MIN;
-/// The largest buffer [`recycle`] keeps.
+/// The largest buffer [`recycle_sent`] keeps.
 pub const SPARE_MAX: usize = 32 << 20;
 
 /// An empty buffer for `len` bytes: a kept one if one is large enough.
@@ -186,9 +186,17 @@ fn spare(len: usize) -> Vec<u8> {
     }
 }
 
+/// Keeps the buffers of bulk strings whose frame was written (those no
+/// one else holds), for the next ones.
+pub fn recycle_sent(sent: impl IntoIterator<Item = crate::frame::Payload>) {
+    sent.into_iter()
+        .filter_map(|b| std::sync::Arc::try_unwrap(b).ok())
+        .for_each(recycle);
+}
+
 /// Keeps the buffer of a bulk string that was sent, for the next one (see
 /// [`SPARE_BUFFERS`]); a smaller kept one makes room for it.
-pub fn recycle(buf: Vec<u8>) {
+fn recycle(buf: Vec<u8>) {
     if !(SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
         return;
     }

@@ -96,22 +96,26 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 #[inline]
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = buf.len();
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        bincode::serde::encode_into_std_write(value, &mut *buf, config())
-    }));
-    match result {
+    let result = caught(|| bincode::serde::encode_into_std_write(value, &mut *buf, config()));
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
+/// Runs a bincode encode, its error or its panic (user serde code)
+/// turned into a [`CodecError`].
+#[inline]
+fn caught<R>(
+    encode: impl FnOnce() -> Result<R, bincode::error::EncodeError>,
+) -> Result<(), CodecError> {
+    match catch_unwind(AssertUnwindSafe(encode)) {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => {
-            buf.truncate(start);
-            Err(CodecError::Encode(encode_error_text(e)))
-        }
-        Err(p) => {
-            buf.truncate(start);
-            Err(CodecError::Panicked {
-                encoding: true,
-                message: panic_message(&*p),
-            })
-        }
+        Ok(Err(e)) => Err(CodecError::Encode(encode_error_text(e))),
+        Err(p) => Err(CodecError::Panicked {
+            encoding: true,
+            message: panic_message(&*p),
+        }),
     }
 }
 
@@ -125,26 +129,20 @@ pub fn encode_into_bulk<T: Serialize + ?Sized>(
 ) -> Result<(), CodecError> {
     let start = buf.len();
     let kept = out.spots.len();
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    let result = caught(|| {
         let writer = crate::bulk::BulkWriter {
             buf: &mut *buf,
             start,
             out: &mut *out,
         };
         bincode::serde::encode_into_writer(value, writer, config())
-    }));
-    let failed = match result {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(e)) => CodecError::Encode(encode_error_text(e)),
-        Err(p) => CodecError::Panicked {
-            encoding: true,
-            message: panic_message(&*p),
-        },
-    };
-    buf.truncate(start);
-    out.spots.truncate(kept);
-    out.bytes.truncate(kept);
-    Err(failed)
+    });
+    if result.is_err() {
+        buf.truncate(start);
+        out.spots.truncate(kept);
+        out.bytes.truncate(kept);
+    }
+    result
 }
 
 /// Encodes `value` into a fresh buffer.

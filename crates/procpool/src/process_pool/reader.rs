@@ -4,7 +4,6 @@
 //! `Shared::state`).
 
 use std::io;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use procpool_wire::Generation;
@@ -534,10 +533,7 @@ impl Reading<'_> {
         let mut meta = a.meta;
         // The input's frame is long written: its bulk strings' buffers
         // serve the next inputs.
-        std::mem::take(&mut meta.bulk_bytes)
-            .into_iter()
-            .filter_map(|b| Arc::try_unwrap(b).ok())
-            .for_each(procpool_wire::bulk::recycle);
+        procpool_wire::bulk::recycle_sent(std::mem::take(&mut meta.bulk_bytes));
         // The input's memory files go before the future resolves: a waiter
         // woken by it finds none of them still held by the pool.
         meta.files.clear();

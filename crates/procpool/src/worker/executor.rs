@@ -122,7 +122,7 @@ fn send_now(
 
 /// Keeps the largest payload buffer of frames already sent as `spare`,
 /// and their bulk strings' buffers for the next ones
-/// (`procpool_wire::bulk::recycle`).
+/// (`procpool_wire::bulk::recycle_sent`).
 fn reclaim<const N: usize>(frames: [Outgoing; N], spare: &mut Vec<u8>) {
     for (payloads, bulk) in frames.into_iter().map(Outgoing::into_buffers) {
         for payload in payloads {
@@ -132,9 +132,7 @@ fn reclaim<const N: usize>(frames: [Outgoing; N], spare: &mut Vec<u8>) {
                 *spare = buf;
             }
         }
-        bulk.into_iter()
-            .filter_map(|b| Arc::try_unwrap(b).ok())
-            .for_each(procpool_wire::bulk::recycle);
+        procpool_wire::bulk::recycle_sent(bulk);
     }
 }
 
