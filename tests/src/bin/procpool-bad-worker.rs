@@ -394,16 +394,7 @@ impl Worker {
         }
         let bytes =
             codec::encode(&Ref::File { index, len }).unwrap_or_else(|e| die(&e.to_string()));
-        let msg = ToParent::Finished {
-            generation: self.generation,
-            id,
-            outcome: Outcome::Ok {
-                len: bytes.len() as u32,
-                fds,
-                bulk: Vec::new(),
-            },
-            timing: WorkerTiming::default(),
-        };
+        let msg = ok_result(self.generation, id, bytes.len(), fds, Vec::new());
         self.send_with_fds(&msg, vec![bytes], attached);
     }
 
@@ -433,16 +424,7 @@ impl Worker {
 
     fn finished(&self, generation: Generation, id: u64, value: u64) {
         let bytes = codec::encode(&value).unwrap_or_else(|e| die(&e.to_string()));
-        let msg = ToParent::Finished {
-            generation,
-            id,
-            outcome: Outcome::Ok {
-                len: bytes.len() as u32,
-                fds: 0,
-                bulk: Vec::new(),
-            },
-            timing: WorkerTiming::default(),
-        };
+        let msg = ok_result(generation, id, bytes.len(), 0, Vec::new());
         self.send(&msg, vec![bytes]);
     }
 
@@ -513,16 +495,7 @@ impl Worker {
                 let mut payload = vec![0xfd];
                 payload.extend_from_slice(&(7u64 << 29).to_le_bytes());
                 payload.resize((64 << 20) + 1, 0);
-                let msg = ToParent::Finished {
-                    generation: g,
-                    id: header.id,
-                    outcome: Outcome::Ok {
-                        len: payload.len() as u32,
-                        fds: 0,
-                        bulk: Vec::new(),
-                    },
-                    timing: WorkerTiming::default(),
-                };
+                let msg = ok_result(g, header.id, payload.len(), 0, Vec::new());
                 self.send(&msg, vec![payload]);
                 hang()
             }
@@ -563,16 +536,7 @@ impl Worker {
                     Vec::<Payload>::new(),
                 );
                 let finished = encode_message(
-                    &ToParent::Finished {
-                        generation: g,
-                        id: header.id,
-                        outcome: Outcome::Ok {
-                            len: value.len() as u32,
-                            fds: 0,
-                            bulk: Vec::new(),
-                        },
-                        timing: WorkerTiming::default(),
-                    },
+                    &ok_result(g, header.id, value.len(), 0, Vec::new()),
                     vec![value],
                 );
                 let records: Vec<u8> = [started, finished]
@@ -606,16 +570,7 @@ impl Worker {
                 self.started(g, header.id);
                 let value =
                     codec::encode(&x.wrapping_mul(x)).unwrap_or_else(|e| die(&e.to_string()));
-                let msg = ToParent::Finished {
-                    generation: g,
-                    id: header.id,
-                    outcome: Outcome::Ok {
-                        len: value.len() as u32,
-                        fds: 0,
-                        bulk: Vec::new(),
-                    },
-                    timing: WorkerTiming::default(),
-                };
+                let msg = ok_result(g, header.id, value.len(), 0, Vec::new());
                 let null = OwnedFd::from(
                     fs::File::open("/dev/null").unwrap_or_else(|e| die(&e.to_string())),
                 );
@@ -635,19 +590,16 @@ impl Worker {
                 } else {
                     100 << 10
                 };
-                let msg = ToParent::Finished {
-                    generation: g,
-                    id: header.id,
-                    outcome: Outcome::Ok {
-                        len: value.len() as u32,
-                        fds: 0,
-                        bulk: vec![Bulk {
-                            at: value.len() as u32,
-                            len,
-                        }],
-                    },
-                    timing: WorkerTiming::default(),
-                };
+                let msg = ok_result(
+                    g,
+                    header.id,
+                    value.len(),
+                    0,
+                    vec![Bulk {
+                        at: value.len() as u32,
+                        len,
+                    }],
+                );
                 self.send(&msg, vec![value]);
                 if mode == Mode::BulkOverCap {
                     hang()
@@ -656,19 +608,16 @@ impl Worker {
             }
             Mode::BulkStale => {
                 self.started(g, header.id);
-                let stale = ToParent::Finished {
-                    generation: g.wrapping_add(1),
-                    id: header.id,
-                    outcome: Outcome::Ok {
-                        len: 1,
-                        fds: 0,
-                        bulk: vec![Bulk {
-                            at: 1,
-                            len: 100 << 10,
-                        }],
-                    },
-                    timing: WorkerTiming::default(),
-                };
+                let stale = ok_result(
+                    g.wrapping_add(1),
+                    header.id,
+                    1,
+                    0,
+                    vec![Bulk {
+                        at: 1,
+                        len: 100 << 10,
+                    }],
+                );
                 self.send(&stale, vec![vec![0]]);
                 self.raw(&vec![7u8; 100 << 10]);
                 let x = codec::decode::<Square>(input).map_or(0, |Square(x)| x);
@@ -697,6 +646,21 @@ impl Worker {
             }
             _ => self.answer(header, input),
         }
+    }
+}
+
+/// A `Finished` result with an `Ok` outcome: `len` payload bytes, `fds`
+/// descriptors and `bulk` byte strings declared (whatever is sent).
+fn ok_result(generation: Generation, id: u64, len: usize, fds: u32, bulk: Vec<Bulk>) -> ToParent {
+    ToParent::Finished {
+        generation,
+        id,
+        outcome: Outcome::Ok {
+            len: len as u32,
+            fds,
+            bulk,
+        },
+        timing: WorkerTiming::default(),
     }
 }
 
