@@ -164,7 +164,7 @@ fn gather(
         return (id, first.items.into_iter().map(|i| (id, i)).collect());
     }
     let budget = (cfg.max_frame as usize).saturating_sub(super::HEADER_ROOM);
-    let cost = |i: &Item| i.payload.len() + i.meta.name.len() + super::ITEM_ROOM;
+    let cost = Item::frame_bytes;
     let mut used = first.items.iter().map(cost).sum::<usize>();
     let mut items: Vec<(u64, Item)> = first.items.into_iter().map(|i| (first.id, i)).collect();
     while items.len() < room {

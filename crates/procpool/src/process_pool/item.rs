@@ -64,6 +64,27 @@ pub(crate) struct Item {
     pub payload: Payload,
 }
 
+/// Room for one more task's header in a chunk's frame, beyond its payload
+/// and name (id, fingerprint, length: at most 9 + 9 + 5 bytes, and the
+/// name's length prefix).
+const ITEM_ROOM: usize = 32;
+
+/// Room a bulk byte string's place (`Bulk`: two varints) takes in a
+/// frame's header, at most.
+const BULK_ROOM: usize = 10;
+
+impl Item {
+    /// What this task adds to the `Run` frame it goes in, counted against
+    /// the frame cap: its payload, name and header, and its bulk byte
+    /// strings (they follow the frame and count with it) with their
+    /// places.
+    pub(crate) fn frame_bytes(&self) -> usize {
+        let bulk = self.meta.bulk_bytes.iter().map(|b| b.len()).sum::<usize>()
+            + self.meta.bulk.len() * BULK_ROOM;
+        self.payload.len() + self.meta.name.len() + ITEM_ROOM + bulk
+    }
+}
+
 /// Tasks that travel together (a `submit` is a batch of one, a `map` chunk
 /// a batch of `chunksize`).
 pub(crate) struct Batch {

@@ -151,15 +151,6 @@ fn over_cap(len: usize, max_frame: usize) -> Option<String> {
     })
 }
 
-/// Room for one more task's header in a chunk's frame, beyond its payload
-/// and name (id, fingerprint, length: at most 9 + 9 + 5 bytes, and the
-/// name's length prefix).
-const ITEM_ROOM: usize = 32;
-
-/// Room a bulk byte string's place (`Bulk`: two varints) takes in a
-/// frame's header, at most.
-const BULK_ROOM: usize = 10;
-
 /// A pool of worker processes.
 ///
 /// ```no_run
@@ -419,18 +410,12 @@ impl sealed::Sealed for ProcessPool {
     }
 
     fn chunk_submitter<T: Task>(&self) -> Submitter<T> {
-        let pool = ProcessPool {
-            shared: self.shared.clone(),
-            owns: false,
-        };
+        let pool = self.handle();
         Arc::new(move |items| pool.submit_chunk(items))
     }
 
     fn singles_submitter<T: Task>(&self) -> Option<Submitter<T>> {
-        let pool = ProcessPool {
-            shared: self.shared.clone(),
-            owns: false,
-        };
+        let pool = self.handle();
         Some(Arc::new(move |items| pool.submit_items(items, true)))
     }
 
@@ -441,15 +426,21 @@ impl sealed::Sealed for ProcessPool {
         if cfg.task_timeout.is_some() || cfg.retries > 0 {
             return None;
         }
-        let pool = ProcessPool {
-            shared: self.shared.clone(),
-            owns: false,
-        };
+        let pool = self.handle();
         Some(Arc::new(move |items| pool.submit_packed(items)))
     }
 }
 
 impl ProcessPool {
+    /// Another handle to this pool for a map's submitters: dropping it
+    /// does not shut the pool down.
+    fn handle(&self) -> ProcessPool {
+        ProcessPool {
+            shared: self.shared.clone(),
+            owns: false,
+        }
+    }
+
     /// A `map` chunk as one unit (one frame, one worker), cut only at the
     /// frame cap; or (`alone`) each input as a batch of its own, queued
     /// together (a map with chunksize 1: issue 14).
@@ -478,11 +469,7 @@ impl ProcessPool {
             match self.prepare(&task, timeout, retries, fingerprint, submitted) {
                 Ok((item, core, encoded_at)) => {
                     submitted = encoded_at;
-                    // Bulk byte strings follow the frame and count toward
-                    // its cap with it (with their places in the header).
-                    let bulk = item.meta.bulk_bytes.iter().map(|b| b.len()).sum::<usize>()
-                        + item.meta.bulk.len() * BULK_ROOM;
-                    let cost = item.payload.len() + bulk + T::NAME.len() + ITEM_ROOM;
+                    let cost = item.frame_bytes();
                     let files = item.meta.files.len();
                     if !batch.is_empty() && (alone || used + cost > budget || fds + files > MAX_FDS)
                     {
