@@ -87,6 +87,10 @@ struct InFlight<O> {
 /// Outcomes taken from a sink, not yielded yet, with their samples.
 type Taken<O> = VecDeque<(Result<O, TaskError>, Option<Sample>)>;
 
+/// Unordered mode: outcomes taken from sinks, not yielded yet, with their
+/// keys and samples.
+type TakenKeyed<O> = VecDeque<(usize, Result<O, TaskError>, Option<Sample>)>;
+
 /// Submits one chunk as a packed task (`map::chunk`), for the pools and
 /// settings where that holds the same meaning as a future per input.
 pub(crate) type Packer<T> =
@@ -150,6 +154,10 @@ where
     sinks: VecDeque<InFlight<<I::Item as Task>::Output>>,
     sinks_first: usize,
     ready: VecDeque<Indexed<I>>,
+    /// Unordered mode: outcomes of packed chunks taken from their sinks
+    /// (all those woken, when the `DoneQueue` told one key of the sink),
+    /// not yet yielded; their keys are out of `slots`.
+    woken: TakenKeyed<<I::Item as Task>::Output>,
     /// Unordered mode: the pool's refusal (at the index of the first input
     /// it refused), yielded once nothing else is left in flight.
     refused: Option<(usize, TaskError)>,
@@ -212,6 +220,7 @@ where
             sinks: VecDeque::new(),
             sinks_first: 0,
             ready: VecDeque::new(),
+            woken: VecDeque::new(),
             refused: None,
             done: DoneQueue::new(),
             done_keys: VecDeque::new(),
@@ -399,7 +408,11 @@ where
     }
 
     fn in_flight(&self) -> usize {
-        self.pending_len + self.by_key.len() + self.slots.len() + self.ready.len()
+        self.pending_len
+            + self.by_key.len()
+            + self.slots.len()
+            + self.ready.len()
+            + self.woken.len()
     }
 
     fn refill(&mut self) {
@@ -524,6 +537,36 @@ where
         }
     }
 
+    /// Unordered mode: the next outcome taken from a sink, measured.
+    fn pop_woken(&mut self) -> Option<Indexed<I>> {
+        let (key, r, sample) = self.woken.pop_front()?;
+        self.observe(key, sample);
+        Some((key, r))
+    }
+
+    /// Unordered mode: takes every woken input of chunk `number`, which
+    /// holds input `key` (told by the `DoneQueue`), into `woken`.
+    fn take_woken(&mut self, key: usize, number: usize) {
+        let from = self.woken.len();
+        match number
+            .checked_sub(self.sinks_first)
+            .and_then(|at| self.sinks.get_mut(at))
+        {
+            Some(c) => {
+                let n = c.sink.take_woken(c.base, &mut self.woken);
+                c.left -= n;
+            }
+            None => self.woken.push_back((key, Err(TaskError::Cancelled), None)),
+        }
+        for &(k, _, _) in self.woken.range(from..) {
+            self.slots.remove(k);
+        }
+        while self.sinks.front().is_some_and(|c| c.left == 0) {
+            self.sinks.pop_front();
+            self.sinks_first += 1;
+        }
+    }
+
     /// The caller's limit passed while waiting for item `index`.
     fn give_up(&mut self, index: usize, after: Duration) -> Option<Indexed<I>> {
         self.cancel_rest();
@@ -584,6 +627,7 @@ where
         let sinks: Vec<&Sink<_>> = sinks.iter().map(|s| &**s).collect();
         chunk::cancel_all(&sinks);
         self.ready.clear();
+        self.woken.clear();
         self.refused = None;
     }
 }
@@ -672,6 +716,9 @@ where
             if let Some(r) = self.ready.pop_front() {
                 return Some(r);
             }
+            if let Some(r) = self.pop_woken() {
+                return Some(r);
+            }
             let until = limit.map(|(wait, _)| crate::deadline::after(wait));
             while !self.by_key.is_empty() || !self.slots.is_empty() {
                 if self.done_keys.is_empty() {
@@ -688,28 +735,19 @@ where
                         .unwrap_or(self.next_key);
                     return self.give_up(first, after);
                 };
-                if let Some(f) = self.by_key.remove(&key) {
+                if !self.by_key.is_empty()
+                    && let Some(f) = self.by_key.remove(&key)
+                {
                     self.measure(key, &f);
                     return Some((key, f.result()));
                 }
-                if let Some(number) = self.slots.remove(key) {
-                    let chunk = number
-                        .checked_sub(self.sinks_first)
-                        .and_then(|at| self.sinks.get_mut(at));
-                    let (r, sample) = match chunk {
-                        Some(c) => {
-                            c.left -= 1;
-                            c.sink.take_with_sample(key - c.base)
-                        }
-                        None => None,
+                // A key of a packed chunk: every input of it woken so far
+                // (a key already taken with an earlier one is skipped).
+                if let Some(&number) = self.slots.get(key) {
+                    self.take_woken(key, number);
+                    if let Some(r) = self.pop_woken() {
+                        return Some(r);
                     }
-                    .unwrap_or_else(|| (Err(TaskError::Cancelled), None));
-                    while self.sinks.front().is_some_and(|c| c.left == 0) {
-                        self.sinks.pop_front();
-                        self.sinks_first += 1;
-                    }
-                    self.observe(key, sample);
-                    return Some((key, r));
                 }
             }
             if let Some((index, e)) = self.refused.take() {

@@ -7,7 +7,8 @@
 //! the pool's reader puts each outcome straight into the chunk's [`Sink`],
 //! without the pool lock. The `Map` that submitted the chunk waits on the
 //! sink and takes the outcomes out in order (`map`) or as they come
-//! (`map_unordered`, through its `DoneQueue`).
+//! (`map_unordered`, through its `DoneQueue`: told one key per wake, the
+//! map takes every input woken so far when it hears of one).
 //!
 //! What the pool sees of a chunk is a [`Part`]: the inputs of the sink it
 //! carries, in the order the worker numbers them. A worker that dies in the
@@ -53,8 +54,11 @@ enum Slot<O> {
     Waiting,
     /// Its outcome, and when it ran its work and bytes (auto chunking
     /// samples them: [`ItemCost::sample`]; a whole `Cost` per input made
-    /// the slot five times larger, and each move of it a copy).
-    Done(Result<O, TaskError>, Option<Sample>),
+    /// the slot five times larger, and each move of it a copy); and the
+    /// sink's wakes before it ended (`Inner::woken`): an unordered map
+    /// takes it once a wake came after it (the reader records its cost
+    /// before it wakes the map).
+    Done(Result<O, TaskError>, Option<Sample>, u32),
     Taken,
 }
 
@@ -65,11 +69,53 @@ struct Inner<O> {
     parts: Vec<TaskId>,
     /// Threads blocked on `cond`.
     waiters: u32,
-    /// Told `base + index` as each input ends (`map_unordered`).
+    /// Told `base + index` of one input at each wake (`map_unordered`),
+    /// which then takes every input woken so far ([`Sink::take_woken`]).
     watch: Option<(Arc<dyn Watch>, usize)>,
-    /// Inputs ended quietly (by the pool's reader, which wakes the map once
-    /// per run of notes: a wake-up per input cost more than the input).
-    unwoken: Vec<usize>,
+    /// Wakes so far (see `Slot::Done`).
+    woken: u32,
+    /// Inputs ended quietly since the last wake (by the pool's reader,
+    /// which wakes the map once per run of notes: a wake-up per input cost
+    /// more than the input), and the first of them, whose key the wake
+    /// tells.
+    quiet: usize,
+    first_quiet: usize,
+    /// Inputs woken and not taken yet; none of those below `taken_below`
+    /// is left (where [`Sink::take_woken`] starts looking, and stops once
+    /// it found `woken_left`).
+    woken_left: usize,
+    taken_below: usize,
+}
+
+impl<O> Inner<O> {
+    /// Ends input `index` (if it has not ended yet), quietly.
+    #[inline]
+    fn put(&mut self, index: usize, outcome: Result<O, TaskError>, sample: Option<Sample>) {
+        if let Some(slot @ Slot::Waiting) = self.slots.get_mut(index) {
+            *slot = Slot::Done(outcome, sample, self.woken);
+            if self.quiet == 0 {
+                self.first_quiet = index;
+            }
+            self.quiet += 1;
+        }
+    }
+
+    /// Takes the outcome in `slot`, if it has ended; one woken before
+    /// counts out of `woken_left`.
+    #[inline]
+    fn take(&mut self, index: usize) -> Option<(Result<O, TaskError>, Option<Sample>)> {
+        let slot = self.slots.get_mut(index)?;
+        if !matches!(slot, Slot::Done(..)) {
+            return None;
+        }
+        let Slot::Done(r, c, epoch) = std::mem::replace(slot, Slot::Taken) else {
+            unreachable!("matched above")
+        };
+        if epoch < self.woken {
+            self.woken_left -= 1;
+        }
+        Some((r, c))
+    }
 }
 
 /// The outcomes of one chunk of a `map`, by input index.
@@ -87,7 +133,11 @@ impl<O: Send + 'static> Sink<O> {
                 parts: Vec::new(),
                 waiters: 0,
                 watch: None,
-                unwoken: Vec::new(),
+                woken: 0,
+                quiet: 0,
+                first_quiet: 0,
+                woken_left: 0,
+                taken_below: 0,
             }),
             cond: Condvar::new(),
             control,
@@ -104,11 +154,7 @@ impl<O: Send + 'static> Sink<O> {
     }
 
     fn put_sampled(&self, index: usize, outcome: Result<O, TaskError>, sample: Sample) {
-        let mut g = lock(&self.inner);
-        if let Some(slot @ Slot::Waiting) = g.slots.get_mut(index) {
-            *slot = Slot::Done(outcome, Some(sample));
-            g.unwoken.push(index);
-        }
+        lock(&self.inner).put(index, outcome, Some(sample));
     }
 
     fn put_many(&self, outcomes: impl Iterator<Item = (usize, Result<O, TaskError>)>) {
@@ -120,48 +166,85 @@ impl<O: Send + 'static> Sink<O> {
     fn put_quietly(&self, outcomes: impl Iterator<Item = (usize, Result<O, TaskError>)>) {
         let mut g = lock(&self.inner);
         for (index, outcome) in outcomes {
-            if let Some(slot @ Slot::Waiting) = g.slots.get_mut(index) {
-                *slot = Slot::Done(outcome, None);
-                g.unwoken.push(index);
-            }
+            g.put(index, outcome, None);
         }
     }
 
-    /// Wakes the map for the inputs ended quietly: once, however many.
+    /// Wakes the map for the inputs ended quietly: once, however many (a
+    /// watcher is told the key of the first of them).
     fn wake(&self) {
-        let (told, waiters, watch) = {
+        let (first, waiters, watch) = {
             let mut g = lock(&self.inner);
-            if g.unwoken.is_empty() {
+            if g.quiet == 0 {
                 return;
             }
-            let told = std::mem::take(&mut g.unwoken);
-            (told, g.waiters, g.watch.clone())
+            g.woken += 1;
+            g.woken_left += std::mem::take(&mut g.quiet);
+            (g.first_quiet, g.waiters, g.watch.clone())
         };
         if waiters > 0 {
             self.cond.notify_all();
         }
         if let Some((w, base)) = watch {
-            w.done_many(&mut told.into_iter().map(|i| base + i));
+            w.done(base + first);
         }
     }
 
-    /// Tells `w` (with `base + index`) of every input as it ends, and at
-    /// once of those already ended.
+    /// Tells `w` (with `base + index`) of an input at each wake, and at
+    /// once of one if some were woken already. Told of one, the map takes
+    /// all those woken ([`take_woken`](Self::take_woken)): each input is
+    /// taken after a key of its sink told since it was woken.
     pub(crate) fn watch(&self, w: Arc<dyn Watch>, base: usize) {
-        let ended: Vec<usize> = {
+        let first = {
             let mut g = lock(&self.inner);
             g.watch = Some((w.clone(), base));
             // Those ended quietly are told at the next wake.
+            let woken = g.woken;
             g.slots
                 .iter()
-                .enumerate()
-                .filter(|&(i, s)| matches!(s, Slot::Done(..)) && !g.unwoken.contains(&i))
-                .map(|(i, _)| i)
-                .collect()
+                .position(|s| matches!(s, Slot::Done(_, _, e) if *e < woken))
         };
-        for index in ended {
+        if let Some(index) = first {
             w.done(base + index);
         }
+    }
+
+    /// Takes the outcome of every input woken and not taken yet, in index
+    /// order, as `(base + index, outcome, sample)` (one lock for all).
+    /// How many it took.
+    pub(crate) fn take_woken(
+        &self,
+        base: usize,
+        out: &mut VecDeque<(usize, Result<O, TaskError>, Option<Sample>)>,
+    ) -> usize {
+        let mut g = lock(&self.inner);
+        let g = &mut *g;
+        let want = g.woken_left;
+        let mut found = 0;
+        let mut below = g.taken_below;
+        let mut prefix = true;
+        for (i, slot) in g.slots.iter_mut().enumerate().skip(g.taken_below) {
+            if found == want {
+                break;
+            }
+            match slot {
+                Slot::Done(_, _, e) if *e < g.woken => {
+                    let Slot::Done(r, c, _) = std::mem::replace(slot, Slot::Taken) else {
+                        unreachable!("matched above")
+                    };
+                    out.push_back((base + i, r, c));
+                    found += 1;
+                }
+                Slot::Taken => {}
+                _ => prefix = false,
+            }
+            if prefix {
+                below = i + 1;
+            }
+        }
+        g.woken_left -= found;
+        g.taken_below = below;
+        found
     }
 
     /// Waits until input `index` has ended; `false` if `until` passed
@@ -195,24 +278,7 @@ impl<O: Send + 'static> Sink<O> {
     /// Takes input `index`'s outcome, if it has ended (once).
     #[cfg(test)]
     pub(crate) fn take(&self, index: usize) -> Option<Result<O, TaskError>> {
-        self.take_with_sample(index).map(|(r, _)| r)
-    }
-
-    /// [`take`](Self::take), with the input's work and bytes if it ran
-    /// ([`ItemCost::sample`]).
-    pub(crate) fn take_with_sample(
-        &self,
-        index: usize,
-    ) -> Option<(Result<O, TaskError>, Option<Sample>)> {
-        let mut g = lock(&self.inner);
-        let slot = g.slots.get_mut(index)?;
-        match std::mem::replace(slot, Slot::Taken) {
-            Slot::Done(r, c) => Some((r, c)),
-            other => {
-                *slot = other;
-                None
-            }
-        }
+        lock(&self.inner).take(index).map(|(r, _)| r)
     }
 
     /// Takes the outcomes of inputs `from..end` that have ended, in order,
@@ -225,13 +291,10 @@ impl<O: Send + 'static> Sink<O> {
     ) {
         let mut g = lock(&self.inner);
         let end = end.min(g.slots.len());
-        for slot in g.slots.get_mut(from..end).unwrap_or_default() {
-            match std::mem::replace(slot, Slot::Taken) {
-                Slot::Done(r, c) => out.push_back((r, c)),
-                other => {
-                    *slot = other;
-                    break;
-                }
+        for index in from..end {
+            match g.take(index) {
+                Some(taken) => out.push_back(taken),
+                None => break,
             }
         }
     }
@@ -659,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn the_unordered_map_hears_each_key_once() {
+    fn the_unordered_map_hears_a_key_per_wake_and_takes_each_input_once() {
         #[derive(Default)]
         struct Keys(Mutex<Vec<usize>>);
         impl Watch for Keys {
@@ -667,15 +730,30 @@ mod tests {
                 self.0.lock().unwrap().push(key);
             }
         }
-        let (sink, _) = sink(3);
-        let part = Part::new(sink.clone(), vec![0, 1, 2], 7, "t", "I", "u64");
+        let taken = |sink: &Sink<u64>| {
+            let mut out = VecDeque::new();
+            let n = sink.take_woken(100, &mut out);
+            assert_eq!(n, out.len());
+            out.into_iter().map(|(k, r, _)| (k, r)).collect::<Vec<_>>()
+        };
+        let (sink, _) = sink(4);
+        let part = Part::new(sink.clone(), vec![0, 1, 2, 3], 7, "t", "I", "u64");
         ok(&part, 1, 1);
         part.wake();
         let keys = Arc::new(Keys::default());
         sink.watch(keys.clone(), 100);
+        assert_eq!(*keys.0.lock().unwrap(), vec![101], "one woken before");
+        ok(&part, 3, 3);
         ok(&part, 0, 0);
+        assert_eq!(taken(&sink), vec![(101, Ok(1))], "not those not woken yet");
+        part.wake();
+        assert_eq!(*keys.0.lock().unwrap(), vec![101, 103], "one key a wake");
+        assert_eq!(taken(&sink), vec![(100, Ok(0)), (103, Ok(3))]);
+        assert_eq!(taken(&sink), vec![], "taken once");
         ok(&part, 2, 2);
         part.wake();
-        assert_eq!(*keys.0.lock().unwrap(), vec![101, 100, 102]);
+        assert_eq!(taken(&sink), vec![(102, Ok(2))]);
+        part.wake();
+        assert_eq!(keys.0.lock().unwrap().len(), 3, "no wake without news");
     }
 }

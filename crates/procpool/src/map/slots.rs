@@ -65,6 +65,11 @@ impl<T> SlotWindow<T> {
         Some(value)
     }
 
+    /// The value at `key`, if there is one.
+    pub(crate) fn get(&self, key: usize) -> Option<&T> {
+        self.entries.get(key.checked_sub(self.first)?)?.as_ref()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -106,7 +111,10 @@ mod tests {
         w.insert(25, 2500); // a gap: keys 20..25 are elsewhere
         assert_eq!(w.len(), 11);
         assert_eq!(w.min_key(), Some(10));
+        assert_eq!(w.get(15), Some(&1500));
         assert_eq!(w.remove(15), Some(1500));
+        assert_eq!(w.get(15), None);
+        assert_eq!(w.get(9), None);
         assert_eq!(w.remove(15), None, "taken once");
         assert_eq!(w.remove(22), None, "never there");
         assert_eq!(w.remove(9), None, "below the window");
