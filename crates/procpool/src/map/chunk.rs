@@ -20,7 +20,9 @@
 //!
 //! `Sink::inner` is a leaf: nothing else is taken while it is held, and
 //! nobody waiting on it holds another lock. Watchers (`DoneQueue`) are told
-//! after it is released.
+//! after it is released. `Part::staged` (taken only by the reader of the
+//! part's worker) is held while a run is decoded, then `Sink::inner` with
+//! it; no user code runs under `Sink::inner`.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -151,10 +153,6 @@ impl<O: Send + 'static> Sink<O> {
     /// Ends input `index` (if it has not ended yet).
     pub(crate) fn put(&self, index: usize, outcome: Result<O, TaskError>) {
         self.put_many(std::iter::once((index, outcome)));
-    }
-
-    fn put_sampled(&self, index: usize, outcome: Result<O, TaskError>, sample: Sample) {
-        lock(&self.inner).put(index, outcome, Some(sample));
     }
 
     fn put_many(&self, outcomes: impl Iterator<Item = (usize, Result<O, TaskError>)>) {
@@ -339,8 +337,24 @@ pub(crate) struct Part<O> {
     name: &'static str,
     input_type: &'static str,
     output_type: &'static str,
+    /// [`Chunk::items_ok`]'s outcomes of a run, decoded before they go
+    /// into the sink under one lock (kept: a buffer a run cost more than
+    /// the lock; only the reader of the part's worker takes it).
+    staged: Mutex<Vec<Staged<O>>>,
     out: PhantomData<fn() -> O>,
 }
+
+/// An output decoded for the sink: its slot, value and sample (a whole
+/// `Result` was five times larger, and moved three times).
+type Staged<O> = (u32, O, Sample);
+
+/// An input [`Part::decode_item`] could not end with a value: its slot and
+/// error (none for a bad index), and the protocol violation it was, if any.
+type NotDecoded = (Option<(u32, TaskError)>, Option<String>);
+
+/// What the pool's reader hands [`Chunk::items_ok`] of each input: its
+/// index in the part, its output and its cost.
+pub(crate) type ItemOk<'a> = (u32, Input<'a>, ItemCost);
 
 impl<O: DeserializeOwned + Send + 'static> Part<O> {
     /// A part carrying `slots` of `sink`, booked as task `id`.
@@ -361,12 +375,81 @@ impl<O: DeserializeOwned + Send + 'static> Part<O> {
             name,
             input_type,
             output_type,
+            staged: Mutex::new(Vec::new()),
             out: PhantomData,
         })
     }
 
     fn live(&self) -> &[u32] {
         &self.slots[..self.live.load(Ordering::Acquire).min(self.slots.len())]
+    }
+
+    /// Decodes the output the worker reported for input `index` of this
+    /// part: what goes into the sink (none for a bad index), and the
+    /// protocol violation it was, if any.
+    fn decode_item(
+        &self,
+        index: u32,
+        output: Input<'_>,
+        worker: usize,
+        mut cost: ItemCost,
+        costs: &mut CostBatch,
+    ) -> Result<Staged<O>, NotDecoded> {
+        let Some(&slot) = self.live().get(index as usize) else {
+            return Err((
+                None,
+                Some(format!(
+                    "a result for input {index} of a chunk of {}",
+                    self.live().len()
+                )),
+            ));
+        };
+        // A clock read costs more than decoding a small output: those are
+        // not timed (their `decode_output` is zero).
+        let t = (output.bytes.len() >= crate::task::TIMED_BYTES).then(Instant::now);
+        let bytes = output.bytes;
+        let (decoded, shared_error) =
+            crate::shared::decode_with(output.mode, output.fds, output.limit, || {
+                codec::decode::<O>(bytes)
+            });
+        if let Some(t) = t {
+            cost.decode_output = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        }
+        let e = match decoded {
+            Ok(v) => {
+                costs.completed(&cost);
+                return Ok((slot, v, cost.sample()));
+            }
+            Err(e) => e,
+        };
+        costs.failed();
+        Err(match shared_error {
+            Some(crate::shared::SharedError::BadReference(message)) => {
+                let message = format!("bad shared-payload reference: {message}");
+                let err = TaskError::Protocol {
+                    worker,
+                    message: message.clone(),
+                };
+                (Some((slot, err)), Some(message))
+            }
+            other => {
+                let err = TaskError::Decode {
+                    side: Side::Parent,
+                    type_name: std::any::type_name::<O>().to_owned(),
+                    message: other.map_or_else(|| e.to_string(), |o| o.to_string()),
+                };
+                (Some((slot, err)), None)
+            }
+        })
+    }
+
+    /// Ends the input [`decode_item`](Self::decode_item) could not decode
+    /// (quietly); `Err`: the violation it was.
+    fn not_decoded(&self, (failed, violation): NotDecoded) -> Result<(), String> {
+        if let Some((slot, err)) = failed {
+            lock(&self.sink.inner).put(slot as usize, Err(err), None);
+        }
+        violation.map_or(Ok(()), Err)
     }
 
     fn fail_all(&self, err: &TaskError) {
@@ -398,6 +481,16 @@ pub(crate) trait Chunk: Send + Sync {
         output: Input<'_>,
         worker: usize,
         cost: ItemCost,
+        costs: &mut CostBatch,
+    ) -> Result<(), String>;
+    /// [`item_ok`](Self::item_ok) for a run of inputs (item records of
+    /// the ring): each decoded, then all put into the sink under one lock.
+    /// At a protocol violation the run stops after that input (the rest
+    /// stays in `items`).
+    fn items_ok(
+        &self,
+        items: &mut dyn Iterator<Item = ItemOk<'_>>,
+        worker: usize,
         costs: &mut CostBatch,
     ) -> Result<(), String>;
     /// The worker reported input `index` as failed.
@@ -433,59 +526,43 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
         index: u32,
         output: Input<'_>,
         worker: usize,
-        mut cost: ItemCost,
+        cost: ItemCost,
         costs: &mut CostBatch,
     ) -> Result<(), String> {
-        let Some(&slot) = self.live().get(index as usize) else {
-            return Err(format!(
-                "a result for input {index} of a chunk of {}",
-                self.len()
-            ));
-        };
-        // A clock read costs more than decoding a small output: those are
-        // not timed (their `decode_output` is zero).
-        let t = (output.bytes.len() >= crate::task::TIMED_BYTES).then(Instant::now);
-        let bytes = output.bytes;
-        let (decoded, shared_error) =
-            crate::shared::decode_with(output.mode, output.fds, output.limit, || {
-                codec::decode::<O>(bytes)
-            });
-        if let Some(t) = t {
-            cost.decode_output = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        }
-        let (outcome, violation) = match decoded {
-            Ok(v) => {
-                costs.completed(&cost);
-                self.sink.put_sampled(slot as usize, Ok(v), cost.sample());
-                return Ok(());
+        match self.decode_item(index, output, worker, cost, costs) {
+            Ok((slot, value, sample)) => {
+                lock(&self.sink.inner).put(slot as usize, Ok(value), Some(sample));
+                Ok(())
             }
-            Err(e) => {
-                costs.failed();
-                match shared_error {
-                    Some(crate::shared::SharedError::BadReference(message)) => {
-                        let message = format!("bad shared-payload reference: {message}");
-                        (
-                            Err(TaskError::Protocol {
-                                worker,
-                                message: message.clone(),
-                            }),
-                            Some(message),
-                        )
+            Err(not) => self.not_decoded(not),
+        }
+    }
+
+    fn items_ok(
+        &self,
+        items: &mut dyn Iterator<Item = ItemOk<'_>>,
+        worker: usize,
+        costs: &mut CostBatch,
+    ) -> Result<(), String> {
+        let mut staged = lock(&self.staged);
+        let mut done = Ok(());
+        for (index, output, cost) in items {
+            match self.decode_item(index, output, worker, cost, costs) {
+                Ok(value) => staged.push(value),
+                Err(not) => {
+                    done = self.not_decoded(not);
+                    if done.is_err() {
+                        break;
                     }
-                    other => (
-                        Err(TaskError::Decode {
-                            side: Side::Parent,
-                            type_name: std::any::type_name::<O>().to_owned(),
-                            message: other.map_or_else(|| e.to_string(), |o| o.to_string()),
-                        }),
-                        None,
-                    ),
                 }
             }
-        };
-        self.sink
-            .put_quietly(std::iter::once((slot as usize, outcome)));
-        violation.map_or(Ok(()), Err)
+        }
+        let mut g = lock(&self.sink.inner);
+        for (slot, value, sample) in staged.drain(..) {
+            g.put(slot as usize, Ok(value), Some(sample));
+        }
+        drop(g);
+        done
     }
 
     fn item_failed(&self, index: u32, err: TaskError) -> Result<(), String> {
@@ -719,6 +796,38 @@ mod tests {
             sink.take(1),
             Some(Err(TaskError::Protocol { .. }))
         ));
+    }
+
+    #[test]
+    fn a_run_of_items_goes_in_together_up_to_a_violation() {
+        let (sink, _) = sink(4);
+        let part = Part::new(sink.clone(), vec![0, 1, 2, 3], 7, "t", "I", "u64");
+        let bytes: Vec<Vec<u8>> = (0..4u64)
+            .map(|v| codec::encode(&(v * 10)).unwrap())
+            .collect();
+        fn input(bytes: &[u8]) -> Input<'_> {
+            Input {
+                bytes,
+                fds: Vec::new(),
+                bulk: &[],
+                bulk_bytes: Vec::new(),
+                mode: crate::shared::Mode::Descriptors,
+                limit: 1 << 20,
+            }
+        }
+        // Inputs 0 and 1, a bad index, then input 3 (never reached).
+        let mut items = [(1, 1), (0, 0), (9, 2), (3, 3)]
+            .into_iter()
+            .map(|(index, b)| (index, input(&bytes[b][..]), ItemCost::default()));
+        let mut costs = CostBatch::default();
+        let said = part.items_ok(&mut items, 0, &mut costs);
+        assert!(said.is_err_and(|m| m.contains("input 9")));
+        assert_eq!(items.next().map(|(i, _, _)| i), Some(3), "left for later");
+        part.wake();
+        assert_eq!(sink.take(0), Some(Ok(0)));
+        assert_eq!(sink.take(1), Some(Ok(10)));
+        assert_eq!(sink.take(3), None);
+        assert_eq!(part.ended(), 2);
     }
 
     #[test]

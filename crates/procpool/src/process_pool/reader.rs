@@ -309,7 +309,8 @@ impl Reading<'_> {
     /// [`handle_run`](Self::handle_run) before the map is woken.
     fn handle_run_quietly(&self, run: &Bodies) -> Flow {
         let mut held = Vec::new();
-        for (record, body) in run.iter() {
+        let mut records = run.iter().peekable();
+        while let Some(&(record, body)) = records.peek() {
             if record == ring::Record::Item {
                 // After the notes before it (its chunk's `Started`); the
                 // test here, not in `notes`: nearly every item has none
@@ -319,11 +320,13 @@ impl Reading<'_> {
                 {
                     return Flow::Stop;
                 }
-                if let Flow::Stop = self.item_record(body) {
+                // It and the item records after it, a chunk at a time.
+                if let Flow::Stop = self.item_records(&mut records) {
                     return Flow::Stop;
                 }
                 continue;
             }
+            records.next();
             match decode_message_fds::<ToParent>(body, Vec::new()) {
                 Ok((msg, payloads)) => {
                     let note = matches!(msg, ToParent::Started { .. } | ToParent::Finished { .. });

@@ -110,27 +110,103 @@ impl Reading<'_> {
         self.item_ended(id, index, &timing, output)
     }
 
-    /// One input of a packed chunk ended `Ok`, as an item record in the
-    /// ring (see `ring::Record::Item`; the ring checked its length).
-    pub(super) fn item_record(&self, body: &[u8]) -> Flow {
-        let Some((head, output)) = ring::ItemHead::parse(body) else {
-            protocol_error(
-                self.shared,
-                self.idx,
-                self.generation,
-                self.pid,
-                format!("an item record of {} bytes", body.len()),
-            );
-            return Flow::Stop;
-        };
-        let timing = WorkerTiming {
-            queue_ns: head.queue_ns,
-            decode_ns: head.decode_ns,
-            run_ns: head.run_ns,
-            encode_ns: head.encode_ns,
-            peak_rss_bytes: 0,
-        };
-        self.item_ended(head.id, head.index, &timing, Ok((output, Vec::new())))
+    /// Inputs of packed chunks ended `Ok`, as item records in the ring
+    /// (see `ring::Record::Item`; the ring checked their lengths): the
+    /// records from the next of `records` on, while they are item records.
+    /// Those of one chunk in a row go into its sink together
+    /// ([`Chunk::items_ok`](crate::map::chunk::Chunk::items_ok): one lock).
+    pub(super) fn item_records<'b>(
+        &self,
+        records: &mut std::iter::Peekable<impl Iterator<Item = (ring::Record, &'b [u8])>>,
+    ) -> Flow {
+        while let Some(&(ring::Record::Item, body)) = records.peek() {
+            let Some((head, _)) = ring::ItemHead::parse(body) else {
+                protocol_error(
+                    self.shared,
+                    self.idx,
+                    self.generation,
+                    self.pid,
+                    format!("an item record of {} bytes", body.len()),
+                );
+                return Flow::Stop;
+            };
+            let id = head.id;
+            let cache = self.hold(id);
+            let Some(held) = cache.as_ref() else {
+                records.next();
+                tracing::warn!(target: "procpool::pool", { worker.id = self.idx, task.id = id },
+                    "result of an input of an unknown chunk dropped");
+                continue;
+            };
+            let Some(chunk) = held.part.as_chunk() else {
+                drop(cache);
+                self.not_a_chunk(id);
+                return Flow::Stop;
+            };
+            let total = held.total(self.now.get());
+            // This record and those after it of the same chunk (one that
+            // does not parse is left to the next round, which reports it).
+            let mut items = std::iter::from_fn(|| {
+                let &(ring::Record::Item, body) = records.peek()? else {
+                    return None;
+                };
+                let (head, output) = ring::ItemHead::parse(body).filter(|(h, _)| h.id == id)?;
+                records.next();
+                let timing = WorkerTiming {
+                    queue_ns: head.queue_ns,
+                    decode_ns: head.decode_ns,
+                    run_ns: head.run_ns,
+                    encode_ns: head.encode_ns,
+                    peak_rss_bytes: 0,
+                };
+                let cost = held.sent.item(&timing, output.len(), total);
+                Some((
+                    head.index,
+                    self.output(output, Vec::new(), &[], Vec::new()),
+                    cost,
+                ))
+            });
+            let done = chunk.items_ok(&mut items, self.idx, &mut self.costs.borrow_mut());
+            drop(cache);
+            if let Err(message) = done {
+                protocol_error(self.shared, self.idx, self.generation, self.pid, message);
+                return Flow::Stop;
+            }
+        }
+        Flow::Go
+    }
+
+    /// The chunk booked as task `id`, in `self.chunk` (`None`: unknown),
+    /// found under the pool lock once per chunk. The chunk held before,
+    /// if another, is woken first: its inputs are all in, its map need not
+    /// wait for the end of the run.
+    fn hold(&self, id: procpool_wire::TaskId) -> std::cell::RefMut<'_, Option<Held>> {
+        if self.chunk.borrow().as_ref().is_some_and(|h| h.id != id) {
+            self.wake_chunk();
+        }
+        let mut cache = self.chunk.borrow_mut();
+        if cache.as_ref().is_none_or(|h| h.id != id) {
+            let st = lock(&self.shared.state);
+            *cache = st.slots[self.idx].inflight.get(&id).map(|a| Held {
+                id,
+                part: a.meta.future.clone(),
+                submitted: a.meta.submitted,
+                sent: Sent::of(&a.meta, a.assigned_at, a.meta.items.max(1)),
+                total: std::cell::Cell::new(None),
+            });
+        }
+        cache
+    }
+
+    /// An input's result came for task `id`, which is not a chunk.
+    fn not_a_chunk(&self, id: procpool_wire::TaskId) {
+        protocol_error(
+            self.shared,
+            self.idx,
+            self.generation,
+            self.pid,
+            format!("an input's result for task {id}, which is not a chunk"),
+        );
     }
 
     /// One input of a packed chunk ended (its output, or the outcome that
@@ -144,22 +220,7 @@ impl Reading<'_> {
         output: Result<PayloadFds<'_>, Outcome>,
     ) -> Flow {
         let shared = self.shared;
-        if self.chunk.borrow().as_ref().is_some_and(|h| h.id != id) {
-            // The last chunk's inputs are all in: its map need not wait for
-            // the end of the run.
-            self.wake_chunk();
-        }
-        let mut cache = self.chunk.borrow_mut();
-        if cache.as_ref().is_none_or(|h| h.id != id) {
-            let st = lock(&shared.state);
-            *cache = st.slots[self.idx].inflight.get(&id).map(|a| Held {
-                id,
-                part: a.meta.future.clone(),
-                submitted: a.meta.submitted,
-                sent: Sent::of(&a.meta, a.assigned_at, a.meta.items.max(1)),
-                total: std::cell::Cell::new(None),
-            });
-        }
+        let cache = self.hold(id);
         let Some(held) = cache.as_ref() else {
             tracing::warn!(target: "procpool::pool", { worker.id = self.idx, task.id = id },
                 "result of an input of an unknown chunk dropped");
@@ -167,13 +228,7 @@ impl Reading<'_> {
         };
         let Some(chunk) = held.part.as_chunk() else {
             drop(cache);
-            protocol_error(
-                shared,
-                self.idx,
-                self.generation,
-                self.pid,
-                format!("an input's result for task {id}, which is not a chunk"),
-            );
+            self.not_a_chunk(id);
             return Flow::Stop;
         };
         let done = match output {
