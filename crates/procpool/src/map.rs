@@ -17,7 +17,7 @@ use crate::idmap::IdMap;
 use crate::progress::Progress;
 use crate::task::Task;
 use crate::waiting::DoneQueue;
-use chunk::{Sample, Sent, Sink};
+use chunk::{Outcome, Sample, Sent, Sink};
 
 mod auto;
 pub(crate) mod chunk;
@@ -85,11 +85,11 @@ struct InFlight<O> {
 }
 
 /// Outcomes taken from a sink, not yielded yet, with their samples.
-type Taken<O> = VecDeque<(Result<O, TaskError>, Option<Sample>)>;
+type Taken<O> = VecDeque<(Outcome<O>, Option<Sample>)>;
 
 /// Unordered mode: outcomes taken from sinks, not yielded yet, with their
 /// keys and samples.
-type TakenKeyed<O> = VecDeque<(usize, Result<O, TaskError>, Option<Sample>)>;
+type TakenKeyed<O> = VecDeque<(usize, Outcome<O>, Option<Sample>)>;
 
 /// Submits one chunk as a packed task (`map::chunk`), for the pools and
 /// settings where that holds the same meaning as a future per input.
@@ -541,7 +541,7 @@ where
     fn pop_woken(&mut self) -> Option<Indexed<I>> {
         let (key, r, sample) = self.woken.pop_front()?;
         self.observe(key, sample);
-        Some((key, r))
+        Some((key, r.map_err(|e| *e)))
     }
 
     /// Unordered mode: takes every woken input of chunk `number`, which
@@ -556,7 +556,9 @@ where
                 let n = c.sink.take_woken(c.base, &mut self.woken);
                 c.left -= n;
             }
-            None => self.woken.push_back((key, Err(TaskError::Cancelled), None)),
+            None => self
+                .woken
+                .push_back((key, Err(Box::new(TaskError::Cancelled)), None)),
         }
         for &(k, _, _) in self.woken.range(from..) {
             self.slots.remove(k);
@@ -687,10 +689,10 @@ where
                 let (r, sample) = self
                     .taken
                     .pop_front()
-                    .unwrap_or_else(|| (Err(TaskError::Cancelled), None));
+                    .unwrap_or_else(|| (Err(Box::new(TaskError::Cancelled)), None));
                 self.observe(index, sample);
                 self.yielded += 1;
-                return Some((index, r));
+                return Some((index, r.map_err(|e| *e)));
             }
             let item = match self.pop_pending() {
                 None => {

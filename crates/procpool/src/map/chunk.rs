@@ -52,6 +52,11 @@ pub enum Sent<O> {
 /// it ran ([`ItemCost::sample`]): what auto chunking samples.
 pub(crate) type Sample = (u64, u64);
 
+/// An input's outcome as a sink keeps it: the error boxed, so that the
+/// common `Ok` moves as a few words (slot, map's queue, `next()`), not
+/// as a whole `TaskError`.
+pub(crate) type Outcome<O> = Result<O, Box<TaskError>>;
+
 enum Slot<O> {
     Waiting,
     /// Its outcome, and when it ran its work and bytes (auto chunking
@@ -60,7 +65,7 @@ enum Slot<O> {
     /// sink's wakes before it ended (`Inner::woken`): an unordered map
     /// takes it once a wake came after it (the reader records its cost
     /// before it wakes the map).
-    Done(Result<O, TaskError>, Option<Sample>, u32),
+    Done(Outcome<O>, Option<Sample>, u32),
     Taken,
 }
 
@@ -92,7 +97,7 @@ struct Inner<O> {
 impl<O> Inner<O> {
     /// Ends input `index` (if it has not ended yet), quietly.
     #[inline]
-    fn put(&mut self, index: usize, outcome: Result<O, TaskError>, sample: Option<Sample>) {
+    fn put(&mut self, index: usize, outcome: Outcome<O>, sample: Option<Sample>) {
         if let Some(slot @ Slot::Waiting) = self.slots.get_mut(index) {
             *slot = Slot::Done(outcome, sample, self.woken);
             if self.quiet == 0 {
@@ -105,7 +110,7 @@ impl<O> Inner<O> {
     /// Takes the outcome in `slot`, if it has ended; one woken before
     /// counts out of `woken_left`.
     #[inline]
-    fn take(&mut self, index: usize) -> Option<(Result<O, TaskError>, Option<Sample>)> {
+    fn take(&mut self, index: usize) -> Option<(Outcome<O>, Option<Sample>)> {
         let slot = self.slots.get_mut(index)?;
         if !matches!(slot, Slot::Done(..)) {
             return None;
@@ -164,7 +169,7 @@ impl<O: Send + 'static> Sink<O> {
     fn put_quietly(&self, outcomes: impl Iterator<Item = (usize, Result<O, TaskError>)>) {
         let mut g = lock(&self.inner);
         for (index, outcome) in outcomes {
-            g.put(index, outcome, None);
+            g.put(index, outcome.map_err(Box::new), None);
         }
     }
 
@@ -213,7 +218,7 @@ impl<O: Send + 'static> Sink<O> {
     pub(crate) fn take_woken(
         &self,
         base: usize,
-        out: &mut VecDeque<(usize, Result<O, TaskError>, Option<Sample>)>,
+        out: &mut VecDeque<(usize, Outcome<O>, Option<Sample>)>,
     ) -> usize {
         let mut g = lock(&self.inner);
         let g = &mut *g;
@@ -276,7 +281,9 @@ impl<O: Send + 'static> Sink<O> {
     /// Takes input `index`'s outcome, if it has ended (once).
     #[cfg(test)]
     pub(crate) fn take(&self, index: usize) -> Option<Result<O, TaskError>> {
-        lock(&self.inner).take(index).map(|(r, _)| r)
+        lock(&self.inner)
+            .take(index)
+            .map(|(r, _)| r.map_err(|e| *e))
     }
 
     /// Takes the outcomes of inputs `from..end` that have ended, in order,
@@ -285,7 +292,7 @@ impl<O: Send + 'static> Sink<O> {
         &self,
         from: usize,
         end: usize,
-        out: &mut VecDeque<(Result<O, TaskError>, Option<Sample>)>,
+        out: &mut VecDeque<(Outcome<O>, Option<Sample>)>,
     ) {
         let mut g = lock(&self.inner);
         let end = end.min(g.slots.len());
@@ -447,7 +454,7 @@ impl<O: DeserializeOwned + Send + 'static> Part<O> {
     /// (quietly); `Err`: the violation it was.
     fn not_decoded(&self, (failed, violation): NotDecoded) -> Result<(), String> {
         if let Some((slot, err)) = failed {
-            lock(&self.sink.inner).put(slot as usize, Err(err), None);
+            lock(&self.sink.inner).put(slot as usize, Err(Box::new(err)), None);
         }
         violation.map_or(Ok(()), Err)
     }
@@ -843,7 +850,9 @@ mod tests {
             let mut out = VecDeque::new();
             let n = sink.take_woken(100, &mut out);
             assert_eq!(n, out.len());
-            out.into_iter().map(|(k, r, _)| (k, r)).collect::<Vec<_>>()
+            out.into_iter()
+                .map(|(k, r, _)| (k, r.map_err(|e| *e)))
+                .collect::<Vec<_>>()
         };
         let (sink, _) = sink(4);
         let part = Part::new(sink.clone(), vec![0, 1, 2, 3], 7, "t", "I", "u64");
