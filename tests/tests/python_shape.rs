@@ -88,6 +88,24 @@ fn timeout_limits_each_next_while_deadline_limits_the_whole_map() {
             matches!(got[1], (1, Err(TaskError::WaitTimedOut { .. }))),
             "{got:?}"
         );
+
+        procpool_e2e::still_works(&pool);
+        // The same in one packed chunk (once the worker is free again):
+        // its first input not yet taken.
+        let got: Vec<_> = pool
+            .map_unordered(sleeps(&[0, 0, 1_500, 0]))
+            .chunksize(4)
+            .deadline(Duration::from_millis(300))
+            .indexed()
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        let mut done: Vec<_> = got[..2].iter().map(|(i, r)| (*i, r.clone())).collect();
+        done.sort_by_key(|&(i, _)| i);
+        assert_eq!(done, vec![(0, Ok(0)), (1, Ok(0))]);
+        assert!(
+            matches!(got[2], (2, Err(TaskError::WaitTimedOut { .. }))),
+            "{got:?}"
+        );
         procpool_e2e::still_works(&pool);
     });
 }

@@ -21,7 +21,6 @@ use chunk::{Outcome, Sample, Sent, Sink};
 
 mod auto;
 pub(crate) mod chunk;
-mod slots;
 #[cfg(feature = "stream")]
 mod stream;
 #[cfg(feature = "stream")]
@@ -76,10 +75,11 @@ enum Entry<O> {
     },
 }
 
-/// Unordered mode: a packed chunk whose inputs are keys `base..`, `left`
-/// of them not yet yielded.
+/// Unordered mode: a packed chunk whose inputs are keys `base..end`,
+/// `left` of them not yet taken from its sink.
 struct InFlight<O> {
     base: usize,
+    end: usize,
     left: usize,
     sink: Arc<Sink<O>>,
 }
@@ -147,16 +147,14 @@ where
     /// Unordered mode: futures by key, and the keys as they finish.
     /// Keyed by input index.
     by_key: IdMap<usize, TaskFuture<<I::Item as Task>::Output>>,
-    /// Unordered mode: the inputs of packed chunks in flight by key, each
-    /// with its chunk's number; the chunks in flight, from number
-    /// `sinks_first` on.
-    slots: slots::SlotWindow<usize>,
+    /// Unordered mode: the packed chunks with inputs not yet taken, in key
+    /// order, and how many inputs those are.
     sinks: VecDeque<InFlight<<I::Item as Task>::Output>>,
-    sinks_first: usize,
+    chunk_left: usize,
     ready: VecDeque<Indexed<I>>,
     /// Unordered mode: outcomes of packed chunks taken from their sinks
     /// (all those woken, when the `DoneQueue` told one key of the sink),
-    /// not yet yielded; their keys are out of `slots`.
+    /// not yet yielded (out of `chunk_left`).
     woken: TakenKeyed<<I::Item as Task>::Output>,
     /// Unordered mode: the pool's refusal (at the index of the first input
     /// it refused), yielded once nothing else is left in flight.
@@ -216,9 +214,8 @@ where
             pending_len: 0,
             taken: VecDeque::new(),
             by_key: IdMap::default(),
-            slots: slots::SlotWindow::default(),
             sinks: VecDeque::new(),
-            sinks_first: 0,
+            chunk_left: 0,
             ready: VecDeque::new(),
             woken: VecDeque::new(),
             refused: None,
@@ -408,11 +405,7 @@ where
     }
 
     fn in_flight(&self) -> usize {
-        self.pending_len
-            + self.by_key.len()
-            + self.slots.len()
-            + self.ready.len()
-            + self.woken.len()
+        self.pending_len + self.by_key.len() + self.chunk_left + self.ready.len() + self.woken.len()
     }
 
     fn refill(&mut self) {
@@ -504,11 +497,11 @@ where
                     });
                     self.pending_len += n;
                 } else {
-                    let number = self.sinks_first + self.sinks.len();
-                    self.slots.insert_range(base, n, || number);
                     sink.watch(self.done.clone(), base);
+                    self.chunk_left += n;
                     self.sinks.push_back(InFlight {
                         base,
+                        end: base + n,
                         left: n,
                         sink,
                     });
@@ -544,29 +537,31 @@ where
         Some((key, r.map_err(|e| *e)))
     }
 
-    /// Unordered mode: takes every woken input of chunk `number`, which
-    /// holds input `key` (told by the `DoneQueue`), into `woken`.
-    fn take_woken(&mut self, key: usize, number: usize) {
-        let from = self.woken.len();
-        match number
-            .checked_sub(self.sinks_first)
-            .and_then(|at| self.sinks.get_mut(at))
-        {
-            Some(c) => {
-                let n = c.sink.take_woken(c.base, &mut self.woken);
-                c.left -= n;
-            }
-            None => self
-                .woken
-                .push_back((key, Err(Box::new(TaskError::Cancelled)), None)),
+    /// Unordered mode: takes every woken input of the packed chunk holding
+    /// input `key` (told by the `DoneQueue`) into `woken`. A key of a chunk
+    /// all taken, or taken with an earlier key, takes nothing.
+    fn take_woken(&mut self, key: usize) {
+        let at = self.sinks.partition_point(|c| c.end <= key);
+        let Some(c) = self.sinks.get_mut(at).filter(|c| c.base <= key) else {
+            return;
+        };
+        let n = c.sink.take_woken(c.base, &mut self.woken);
+        c.left -= n;
+        self.chunk_left -= n;
+        if c.left == 0 {
+            self.sinks.remove(at);
         }
-        for &(k, _, _) in self.woken.range(from..) {
-            self.slots.remove(k);
-        }
-        while self.sinks.front().is_some_and(|c| c.left == 0) {
-            self.sinks.pop_front();
-            self.sinks_first += 1;
-        }
+    }
+
+    /// Unordered mode: the smallest key in flight (a future's, or an input
+    /// of a packed chunk not taken yet).
+    fn first_in_flight(&self) -> Option<usize> {
+        let futures = self.by_key.keys().copied().min();
+        let chunks = self
+            .sinks
+            .iter()
+            .find_map(|c| c.sink.first_untaken().map(|i| c.base + i));
+        futures.into_iter().chain(chunks).min()
     }
 
     /// The caller's limit passed while waiting for item `index`.
@@ -617,8 +612,7 @@ where
         }
         self.pending_len = 0;
         self.taken.clear();
-        self.slots.clear();
-        self.sinks_first += self.sinks.len();
+        self.chunk_left = 0;
         for c in self.sinks.drain(..) {
             if c.left > 0 {
                 keep(c.sink);
@@ -722,19 +716,13 @@ where
                 return Some(r);
             }
             let until = limit.map(|(wait, _)| crate::deadline::after(wait));
-            while !self.by_key.is_empty() || !self.slots.is_empty() {
+            while !self.by_key.is_empty() || self.chunk_left > 0 {
                 if self.done_keys.is_empty() {
                     self.done.pop_all(until.flatten(), &mut self.done_keys);
                 }
                 let Some(key) = self.done_keys.pop_front() else {
                     let after = limit.map_or(Duration::ZERO, |(_, after)| after);
-                    let first = self
-                        .by_key
-                        .keys()
-                        .copied()
-                        .chain(self.slots.min_key())
-                        .min()
-                        .unwrap_or(self.next_key);
+                    let first = self.first_in_flight().unwrap_or(self.next_key);
                     return self.give_up(first, after);
                 };
                 if !self.by_key.is_empty()
@@ -743,13 +731,10 @@ where
                     self.measure(key, &f);
                     return Some((key, f.result()));
                 }
-                // A key of a packed chunk: every input of it woken so far
-                // (a key already taken with an earlier one is skipped).
-                if let Some(&number) = self.slots.get(key) {
-                    self.take_woken(key, number);
-                    if let Some(r) = self.pop_woken() {
-                        return Some(r);
-                    }
+                // A key of a packed chunk: every input of it woken so far.
+                self.take_woken(key);
+                if let Some(r) = self.pop_woken() {
+                    return Some(r);
                 }
             }
             if let Some((index, e)) = self.refused.take() {

@@ -278,6 +278,18 @@ impl<O: Send + 'static> Sink<O> {
         }
     }
 
+    /// The smallest index whose outcome has not been taken (by
+    /// [`take_woken`](Self::take_woken)), if any.
+    pub(crate) fn first_untaken(&self) -> Option<usize> {
+        let g = lock(&self.inner);
+        let below = g.taken_below;
+        g.slots
+            .iter()
+            .skip(below)
+            .position(|s| !matches!(s, Slot::Taken))
+            .map(|i| below + i)
+    }
+
     /// Takes input `index`'s outcome, if it has ended (once).
     #[cfg(test)]
     pub(crate) fn take(&self, index: usize) -> Option<Result<O, TaskError>> {
@@ -552,6 +564,10 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
         costs: &mut CostBatch,
     ) -> Result<(), String> {
         let mut staged = lock(&self.staged);
+        if staged.capacity() == 0 {
+            // Once per part: room for all of its inputs.
+            staged.reserve_exact(self.live().len());
+        }
         let mut done = Ok(());
         for (index, output, cost) in items {
             match self.decode_item(index, output, worker, cost, costs) {
