@@ -661,6 +661,57 @@ fn large_byte_strings_and_strings_come_back_whole_on_every_transport() {
     });
 }
 
+/// Bulk byte strings go after their frame straight from the value, by a
+/// second encoding of it: a value that encodes differently the second
+/// time cannot be written as its frame said. An input like that fails its
+/// own task with `Encode { side: Parent }` (the connection it broke is
+/// replaced, the task is not sent again); an output like that ends its
+/// worker (it cannot finish the frame it began), and the task fails with
+/// `Protocol` (its result ended early). Other tasks and the pool go on.
+/// Over TCP large byte strings stay in their frame: both tasks work.
+#[test]
+fn a_value_that_encodes_differently_the_second_time_fails_only_its_task() {
+    use drill::{Shifty, ShiftyInput, ShiftyOutput};
+    watchdog(LIMIT, || {
+        let pool = procpool_e2e::builder()
+            .worker(worker())
+            .workers(2)
+            .retries(0)
+            .build()
+            .unwrap();
+        let tcp = procpool_e2e::transport() == procpool::Transport::Tcp;
+        let before = pool.submit(Square(3)).unwrap();
+        let shifty = pool.submit(ShiftyInput(Shifty::new(100 << 10))).unwrap();
+        let after: Vec<_> = (0..8u64).map(|i| pool.submit(Square(i)).unwrap()).collect();
+        match shifty.result() {
+            // Over TCP the bytes go inside the frame: encoded once.
+            Ok(len) if tcp => assert_eq!(len, 100 << 10),
+            Err(TaskError::Encode {
+                side: Side::Parent,
+                message,
+                ..
+            }) if !tcp => assert!(message.contains("second encoding"), "{message}"),
+            other => panic!("a shifty input: {other:?}"),
+        }
+        assert_eq!(before.result().unwrap(), 9);
+        for (i, f) in after.into_iter().enumerate() {
+            assert_eq!(f.result().unwrap(), (i * i) as u64);
+        }
+        let out = pool.submit(ShiftyOutput(100 << 10)).unwrap();
+        match out.result() {
+            Ok(back) if tcp => assert_eq!(back.0.into_inner(), 100 << 10),
+            Err(TaskError::Protocol { message, .. }) if !tcp => {
+                assert!(message.contains("bulk"), "{message}");
+            }
+            other => panic!("a shifty output: {other:?}"),
+        }
+        // Below the bulk threshold there is no second encoding.
+        let small = pool.submit(ShiftyInput(Shifty::new(1000))).unwrap();
+        assert_eq!(small.result().unwrap(), 1000);
+        procpool_e2e::still_works(&pool);
+    });
+}
+
 /// Cancels racing the end of the task ahead in the same frame: the pool
 /// takes a task's end to mean the next task of its frame began (and marks
 /// it `Running`), but the worker may have handed that next task back to a

@@ -254,6 +254,61 @@ impl Task for UndecodableOutput {
     }
 }
 
+/// Bytes whose `Serialize` writes one byte more each time it runs: a value
+/// that encodes differently each time (from 64 KiB on, its bytes are a
+/// bulk byte string, written from the value by a second encoding).
+#[derive(Debug, Default)]
+pub struct Shifty(pub std::sync::atomic::AtomicUsize);
+
+impl Shifty {
+    /// Bytes that first encode as `len` bytes.
+    pub fn new(len: usize) -> Shifty {
+        Shifty(std::sync::atomic::AtomicUsize::new(len))
+    }
+}
+
+impl Serialize for Shifty {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let len = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        s.serialize_bytes(&vec![7; len])
+    }
+}
+
+impl<'de> Deserialize<'de> for Shifty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Shifty::new(b.len()))
+    }
+}
+
+/// Its input encodes differently each time ([`Shifty`]): to a local
+/// worker its bulk bytes do not match its frame, `TaskError::Encode {
+/// side: Parent }` and the pool goes on. Returns the length it got.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ShiftyInput(pub Shifty);
+
+impl Task for ShiftyInput {
+    const NAME: &'static str = "drill_shifty_input";
+    type Output = u64;
+    fn run(self, _: &mut WorkerContext) -> u64 {
+        self.0.0.into_inner() as u64
+    }
+}
+
+/// Its output encodes differently each time ([`Shifty`] of `.0` bytes):
+/// to a local parent the worker cannot write its result as its frame
+/// says, and exits; the task fails with `TaskError::Protocol` (its result
+/// ended early).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShiftyOutput(pub u64);
+
+impl Task for ShiftyOutput {
+    const NAME: &'static str = "drill_shifty_output";
+    type Output = Shifty;
+    fn run(self, _: &mut WorkerContext) -> Shifty {
+        Shifty::new(self.0 as usize)
+    }
+}
+
 /// Initializer that fails with `message`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct FailingInit(pub String);
@@ -401,6 +456,8 @@ pub fn registry() -> Registry {
         .task::<BadOutput>()
         .task::<PanickyOutput>()
         .task::<UndecodableOutput>()
+        .task::<ShiftyInput>()
+        .task::<ShiftyOutput>()
         .initializer::<FailingInit>()
         .initializer::<PanickingInit>()
         .initializer::<SlowInit>()

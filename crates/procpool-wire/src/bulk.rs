@@ -5,21 +5,29 @@
 //! A payload is encoded with [`codec::encode_into_bulk`](crate::codec::encode_into_bulk):
 //! every byte string or string of at least [`BULK_MIN`] bytes (a
 //! `serde_bytes` field, a `ByteBuf`, a `String`) is written into the
-//! payload as an *empty* one, and its bytes are kept aside, with the
-//! [`Bulk`] that says where it belongs (the offset of the empty string's
-//! content in the payload) and how long it is. The message header lists
-//! the payload's `Bulk`s; the sender writes their bytes right after the
-//! frame, in order; the receiver reads each straight from the socket into a
+//! payload as an *empty* one, and its place is recorded as a [`Bulk`] (the
+//! offset of the empty string's content in the payload, and its length).
+//! The message header lists the payload's `Bulk`s. The bytes themselves are
+//! not copied anywhere: the value is kept (a [`BulkSource`]) and, when its
+//! frame is written, encoded a second time
+//! ([`codec::write_bulk`](crate::codec::write_bulk)) with each bulk string's
+//! bytes going straight from the value to the socket, right after the
+//! frame, in order. The receiver reads each straight from the socket into a
 //! buffer of its own and
 //! [`codec::decode_bulk`](crate::codec::decode_bulk) hands that buffer to
 //! the value being decoded when the decoder meets the empty string at that
 //! offset: a `Vec<u8>` or a `String` that owns the very buffer the socket
 //! filled.
 //!
-//! Compared with the bytes inside the frame this saves the receiver's copy
-//! out of the frame into the value (the sender's copy out of the value
-//! stays: the value is only borrowed while it is encoded). Only Unix-socket
-//! links use it (a sealed TCP frame must hold all its bytes).
+//! Compared with the bytes inside the frame this saves both copies of the
+//! bytes in user space: the sender's out of the value and the receiver's
+//! into it. The second encoding must meet the same bulk strings at the
+//! same places with the same lengths as the first (a `Serialize` that
+//! encodes differently each time breaks that); when it does not, the
+//! writer stops with an error before it writes a byte of a string that
+//! differs, and the connection is beyond repair (the frame announcing
+//! them is out). Only Unix-socket links use bulk strings (a sealed TCP
+//! frame must hold all its bytes).
 //!
 //! A receiver checks every list against the frame cap before it reads a
 //! byte ([`check`]); a bulk string that the decoder never meets where its
@@ -27,7 +35,7 @@
 //! something else there) fails the decode instead of going unnoticed.
 
 use std::cell::RefCell;
-use std::sync::Mutex;
+use std::io;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,32 +55,40 @@ pub struct Bulk {
     pub len: u32,
 }
 
-/// What [`codec::encode_into_bulk`](crate::codec::encode_into_bulk) kept
-/// aside: each bulk string's place and its bytes, in order.
-#[derive(Debug, Default)]
-pub struct BulkOut {
-    /// Where each belongs (goes in the message header).
-    pub spots: Vec<Bulk>,
-    /// Their bytes (go after the frame).
-    pub bytes: Vec<Vec<u8>>,
-}
+/// A value whose payload was encoded with its bulk strings kept out
+/// ([`codec::encode_into_bulk`](crate::codec::encode_into_bulk)), kept to
+/// write those strings from when its frame goes out (see the
+/// [module docs](self)). Attached to a frame with
+/// [`Outgoing::with_bulk`](crate::frame::Outgoing::with_bulk).
+pub trait BulkSource: Send + Sync {
+    /// The places and lengths the first encoding recorded.
+    fn spots(&self) -> &[Bulk];
 
-impl BulkOut {
-    /// Whether nothing was kept aside.
-    pub fn is_empty(&self) -> bool {
-        self.spots.is_empty()
+    /// Encodes the value again and hands each bulk string's bytes to
+    /// `write`, in order ([`codec::write_bulk`](crate::codec::write_bulk)).
+    /// An error of `write` stops it and is returned; a second encoding
+    /// that does not meet exactly [`spots`](BulkSource::spots) is an
+    /// [`io::ErrorKind::InvalidData`] error, returned before the first
+    /// string that differs is handed to `write`.
+    fn write_bulk(&self, write: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>;
+
+    /// Why its last [`write_bulk`](BulkSource::write_bulk) failed with
+    /// `InvalidData`, if it did: the value no longer encodes as its frame
+    /// said, and must not be sent again.
+    fn refused(&self) -> Option<String> {
+        None
     }
 
-    /// Bytes kept aside.
-    pub fn total(&self) -> usize {
-        self.bytes.iter().map(Vec::len).sum()
+    /// The bytes of all its bulk strings.
+    fn bulk_len(&self) -> usize {
+        self.spots().iter().map(|b| b.len as usize).sum()
     }
 }
 
 /// Checks a received payload's bulk list before anything is read: at most
 /// [`MAX_BULK`] strings, in increasing order of offset, each inside the
-/// `payload_len`-byte payload. Returns the bytes they announce.
-pub fn check(bulk: &[Bulk], payload_len: usize) -> Result<u64, String> {
+/// `payload_len`-byte payload.
+pub fn check(bulk: &[Bulk], payload_len: usize) -> Result<(), String> {
     if bulk.len() > MAX_BULK {
         return Err(format!(
             "{} bulk byte strings in one payload (at most {MAX_BULK})",
@@ -80,7 +96,6 @@ pub fn check(bulk: &[Bulk], payload_len: usize) -> Result<u64, String> {
         ));
     }
     let mut after = 0u64;
-    let mut total = 0u64;
     for b in bulk {
         let at = u64::from(b.at);
         if at == 0 || at < after || at > payload_len as u64 {
@@ -91,9 +106,8 @@ pub fn check(bulk: &[Bulk], payload_len: usize) -> Result<u64, String> {
             ));
         }
         after = at + 1;
-        total += u64::from(b.len);
     }
-    Ok(total)
+    Ok(())
 }
 
 /// The bulk strings of the payload being decoded on this thread.
@@ -159,57 +173,6 @@ pub(crate) fn take(empty: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-/// Buffers of bulk strings already sent, kept for the next ones: a
-/// buffer the process wrote before is mapped already, a new one of
-/// several MiB costs a page fault per 4 KiB (as much as the copy). At
-/// most [`SPARE_BUFFERS`], each of [`SPARE_MIN`] to [`SPARE_MAX`] bytes:
-/// a process keeps at most 64 MiB for them.
-static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-/// How many sent buffers [`recycle_sent`] keeps.
-pub const SPARE_BUFFERS: usize = 2;
-/// The smallest buffer [`recycle_sent`] keeps.
-pub const SPARE_MIN: usize = BULK_MIN;
-/// The largest buffer [`recycle_sent`] keeps.
-pub const SPARE_MAX: usize = 32 << 20;
-
-/// An empty buffer for `len` bytes: a kept one if one is large enough.
-fn spare(len: usize) -> Vec<u8> {
-    let mut kept = SPARE.lock().unwrap_or_else(|p| p.into_inner());
-    match kept.iter().position(|b| b.capacity() >= len) {
-        Some(i) => {
-            let mut b = kept.swap_remove(i);
-            b.clear();
-            b
-        }
-        None => Vec::with_capacity(len),
-    }
-}
-
-/// Keeps the buffers of bulk strings whose frame was written (those no
-/// one else holds), for the next ones.
-pub fn recycle_sent(sent: impl IntoIterator<Item = crate::frame::Payload>) {
-    sent.into_iter()
-        .filter_map(|b| std::sync::Arc::try_unwrap(b).ok())
-        .for_each(recycle);
-}
-
-/// Keeps the buffer of a bulk string that was sent, for the next one (see
-/// [`SPARE_BUFFERS`]); a smaller kept one makes room for it.
-fn recycle(buf: Vec<u8>) {
-    if !(SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
-        return;
-    }
-    let mut kept = SPARE.lock().unwrap_or_else(|p| p.into_inner());
-    if kept.len() < SPARE_BUFFERS {
-        kept.push(buf);
-    } else if let Some(smallest) = kept.iter_mut().min_by_key(|b| b.capacity())
-        && smallest.capacity() < buf.capacity()
-    {
-        *smallest = buf;
-    }
-}
-
 /// The length bincode (standard configuration: a varint) writes before a
 /// byte string of `len` bytes, `len` at least [`BULK_MIN`] and at most
 /// `u32::MAX`: a marker byte and four little-endian bytes.
@@ -219,56 +182,122 @@ fn length_prefix(len: u32) -> [u8; 5] {
     out
 }
 
-/// A bincode writer that appends to a buffer and keeps bulk strings aside
-/// (see the [module docs](self)).
-pub(crate) struct BulkWriter<'a> {
-    pub(crate) buf: &'a mut Vec<u8>,
-    /// Where this payload began in `buf`.
-    pub(crate) start: usize,
-    pub(crate) out: &'a mut BulkOut,
+/// What a [`BulkWriter`] does with the bulk strings it meets.
+pub(crate) enum Aside<'a> {
+    /// The first encoding: records each one's place.
+    Record(&'a mut Vec<Bulk>),
+    /// The second: hands each one's bytes to `write`, if it is the one
+    /// `expected` says comes next.
+    Forward {
+        expected: &'a [Bulk],
+        /// How many were written.
+        next: usize,
+        write: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
+        /// Why it stopped (`write`'s error, or a string not expected).
+        failed: Option<io::Error>,
+    },
 }
 
-impl bincode::enc::write::Writer for BulkWriter<'_> {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        if bytes.len() >= BULK_MIN && self.out.spots.len() < MAX_BULK {
-            self.bulk(bytes);
-        } else {
-            self.buf.extend_from_slice(bytes);
+impl Aside<'_> {
+    /// How many bulk strings it met so far.
+    fn met(&self) -> usize {
+        match self {
+            Aside::Record(spots) => spots.len(),
+            Aside::Forward { next, .. } => *next,
         }
-        Ok(())
+    }
+
+    /// A bulk string met at `spot`.
+    fn meet(&mut self, spot: Bulk, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        match self {
+            Aside::Record(spots) => {
+                spots.push(spot);
+                Ok(())
+            }
+            Aside::Forward {
+                expected,
+                next,
+                write,
+                failed,
+            } => {
+                let result = if expected.get(*next) == Some(&spot) {
+                    write(bytes)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the value's second encoding met bulk byte string {} as {spot:?}, \
+                             not as {:?} like its first (a Serialize that encodes differently \
+                             each time)",
+                            *next,
+                            expected.get(*next)
+                        ),
+                    ))
+                };
+                match result {
+                    Ok(()) => {
+                        *next += 1;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        *failed = Some(e);
+                        Err(bincode::error::EncodeError::OtherString(message))
+                    }
+                }
+            }
+        }
     }
 }
 
-impl BulkWriter<'_> {
+/// A bincode writer that appends to a buffer and keeps bulk strings out
+/// of it (see the [module docs](self)).
+pub(crate) struct BulkWriter<'a, 'b> {
+    pub(crate) buf: &'a mut Vec<u8>,
+    /// Where this payload began in `buf`.
+    pub(crate) start: usize,
+    pub(crate) aside: &'a mut Aside<'b>,
+}
+
+impl bincode::enc::write::Writer for BulkWriter<'_, '_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        if bytes.len() >= BULK_MIN && self.aside.met() < MAX_BULK {
+            self.bulk(bytes)
+        } else {
+            self.buf.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+}
+
+impl BulkWriter<'_, '_> {
     /// A large write: bincode writes a byte string's (or a string's) bytes
     /// in one piece right after its length, so a large write preceded by
     /// its own length is one. That length becomes 0 and the bytes go
     /// aside; any other large write is kept inline.
     #[cold]
-    fn bulk(&mut self, bytes: &[u8]) {
+    fn bulk(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
         let Ok(len) = u32::try_from(bytes.len()) else {
-            return self.buf.extend_from_slice(bytes);
+            self.buf.extend_from_slice(bytes);
+            return Ok(());
         };
         let prefix = length_prefix(len);
         if !self.buf[self.start..].ends_with(&prefix) {
-            return self.buf.extend_from_slice(bytes);
+            self.buf.extend_from_slice(bytes);
+            return Ok(());
         }
         let at_len = self.buf.len() - prefix.len();
         self.buf.truncate(at_len);
         self.buf.push(0);
         match u32::try_from(self.buf.len() - self.start) {
-            Ok(at) => {
-                let mut copy = spare(bytes.len());
-                copy.extend_from_slice(bytes);
-                self.out.spots.push(Bulk { at, len });
-                self.out.bytes.push(copy);
-            }
+            Ok(at) => self.aside.meet(Bulk { at, len }, bytes),
             Err(_) => {
                 // A payload past 4 GiB: no frame carries it anyway.
                 self.buf.truncate(at_len);
                 self.buf.extend_from_slice(&prefix);
                 self.buf.extend_from_slice(bytes);
+                Ok(())
             }
         }
     }
@@ -277,8 +306,22 @@ impl BulkWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{CodecError, decode, decode_bulk, encode, encode_into_bulk};
+    use crate::codec::{CodecError, decode, decode_bulk, encode, encode_into_bulk, write_bulk};
     use serde_bytes::ByteBuf;
+
+    /// A payload's bulk strings: their places (first encoding) and their
+    /// bytes (second encoding, as a writer gets them).
+    #[derive(Default)]
+    struct BulkOut {
+        spots: Vec<Bulk>,
+        bytes: Vec<Vec<u8>>,
+    }
+
+    impl BulkOut {
+        fn is_empty(&self) -> bool {
+            self.spots.is_empty() && self.bytes.is_empty()
+        }
+    }
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct Mixed {
@@ -312,7 +355,12 @@ mod tests {
     fn bulk_encode<T: Serialize>(v: &T) -> (Vec<u8>, BulkOut) {
         let mut buf = vec![0xAA; 3]; // a header before the payload
         let mut out = BulkOut::default();
-        encode_into_bulk(v, &mut buf, &mut out).unwrap();
+        encode_into_bulk(v, &mut buf, &mut out.spots).unwrap();
+        write_bulk(v, &out.spots, &mut |b| {
+            out.bytes.push(b.to_vec());
+            Ok(())
+        })
+        .unwrap();
         (buf.split_off(3), out)
     }
 
@@ -335,10 +383,9 @@ mod tests {
         for b in &out.spots {
             assert_eq!(payload[b.at as usize - 1], 0);
         }
-        assert_eq!(
-            check(&out.spots, payload.len()).unwrap(),
-            out.total() as u64
-        );
+        check(&out.spots, payload.len()).unwrap();
+        let written: Vec<&[u8]> = out.bytes.iter().map(|b| &b[..]).collect();
+        assert_eq!(written, [&m.big[..], m.text.as_bytes(), &m.tail[0][..]]);
         let addrs: Vec<usize> = out.bytes.iter().map(|b| b.as_ptr() as usize).collect();
         let back: Mixed = decode_bulk(&payload, &out.spots, out.bytes).unwrap();
         assert_eq!(back, m);
@@ -392,10 +439,10 @@ mod tests {
             }
         }
         let mut buf = vec![1, 2];
-        let mut out = BulkOut::default();
-        assert!(encode_into_bulk(&Fails, &mut buf, &mut out).is_err());
+        let mut spots = Vec::new();
+        assert!(encode_into_bulk(&Fails, &mut buf, &mut spots).is_err());
         assert_eq!(buf, vec![1, 2]);
-        assert!(out.is_empty() && out.bytes.is_empty());
+        assert!(spots.is_empty());
     }
 
     #[test]
@@ -437,13 +484,106 @@ mod tests {
     #[test]
     fn check_refuses_lists_a_payload_cannot_hold() {
         let b = |at, len| Bulk { at, len };
-        assert_eq!(check(&[b(1, 5), b(3, 7)], 10), Ok(12));
+        assert_eq!(check(&[b(1, 5), b(3, 7)], 10), Ok(()));
         assert!(check(&[b(0, 5)], 10).is_err(), "offset 0");
         assert!(check(&[b(11, 5)], 10).is_err(), "past the end");
         assert!(check(&[b(4, 5), b(4, 5)], 10).is_err(), "same place twice");
         assert!(check(&[b(5, 5), b(3, 5)], 10).is_err(), "out of order");
         let many = vec![b(1, 1); MAX_BULK + 1];
         assert!(check(&many, 10).is_err(), "too many");
+    }
+
+    #[test]
+    fn the_second_encoding_writes_from_the_value_and_can_start_anywhere() {
+        let m = mixed();
+        let (_, out) = bulk_encode(&m);
+        let all: Vec<u8> = out.bytes.concat();
+        // A writer that resumes from any byte gets the rest, as a frame's
+        // writer does after a partial send.
+        for skip in [
+            0,
+            1,
+            BULK_MIN + 2,
+            BULK_MIN + 3,
+            BULK_MIN + 4,
+            all.len() - 1,
+            all.len(),
+        ] {
+            let f = crate::frame::Outgoing::new(vec![1], vec![vec![2u8]])
+                .unwrap()
+                .with_bulk(vec![std::sync::Arc::new(Kept(mixed(), out.spots.clone()))]);
+            let mut got = Vec::new();
+            f.write_bulk(skip, &mut |b| {
+                got.extend_from_slice(b);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, all[skip..], "from byte {skip}");
+            assert_eq!(f.wire_len(), f.frame_len() + all.len());
+        }
+        // A writer's error stops it and comes back as it was.
+        let mut calls = 0;
+        let err = write_bulk(&m, &out.spots, &mut |_| {
+            calls += 1;
+            Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "full"))
+        })
+        .unwrap_err();
+        assert_eq!((err.kind(), calls), (std::io::ErrorKind::WouldBlock, 1));
+    }
+
+    #[test]
+    fn a_value_that_encodes_differently_the_second_time_is_refused_before_its_bytes() {
+        let v = (
+            ByteBuf::from(vec![1; BULK_MIN]),
+            ByteBuf::from(vec![2; BULK_MIN]),
+        );
+        let (_, out) = bulk_encode(&v);
+        // Same first string, a longer second one.
+        let longer = (
+            ByteBuf::from(vec![1; BULK_MIN]),
+            ByteBuf::from(vec![2; BULK_MIN + 1]),
+        );
+        let mut written = Vec::new();
+        let err = write_bulk(&longer, &out.spots, &mut |b| {
+            written.push(b.len());
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert_eq!(
+            written,
+            vec![BULK_MIN],
+            "the differing string was not written"
+        );
+        // One string fewer: found once the encoding ends.
+        let fewer = (ByteBuf::from(vec![1; BULK_MIN]), ByteBuf::from(vec![2; 3]));
+        let err = write_bulk(&fewer, &out.spots, &mut |_| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("met 1 bulk"), "{err}");
+        // A Serialize that fails or panics the second time.
+        struct Panics;
+        impl Serialize for Panics {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                panic!("not today")
+            }
+        }
+        let err = write_bulk(&Panics, &out.spots, &mut |_| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    }
+
+    /// A value kept with the places of its first encoding.
+    struct Kept<T>(T, Vec<Bulk>);
+
+    impl<T: Serialize + Send + Sync> BulkSource for Kept<T> {
+        fn spots(&self) -> &[Bulk] {
+            &self.1
+        }
+        fn write_bulk(
+            &self,
+            write: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+        ) -> std::io::Result<()> {
+            write_bulk(&self.0, &self.1, write)
+        }
     }
 
     #[test]

@@ -120,29 +120,78 @@ fn caught<R>(
 }
 
 /// [`encode_into`], keeping the value's large byte strings and strings
-/// out of `buf`: their bytes are pushed on `out` (see [`crate::bulk`]). On
-/// error `buf` and `out` are left as they were.
+/// out of `buf`: each one's place is pushed on `spots`, and its bytes are
+/// written later from the value by [`write_bulk`] (see [`crate::bulk`]).
+/// On error `buf` and `spots` are left as they were.
 pub fn encode_into_bulk<T: Serialize + ?Sized>(
     value: &T,
     buf: &mut Vec<u8>,
-    out: &mut crate::bulk::BulkOut,
+    spots: &mut Vec<crate::bulk::Bulk>,
 ) -> Result<(), CodecError> {
     let start = buf.len();
-    let kept = out.spots.len();
+    let kept = spots.len();
+    let mut aside = crate::bulk::Aside::Record(&mut *spots);
     let result = caught(|| {
         let writer = crate::bulk::BulkWriter {
             buf: &mut *buf,
             start,
-            out: &mut *out,
+            aside: &mut aside,
         };
         bincode::serde::encode_into_writer(value, writer, config())
     });
     if result.is_err() {
         buf.truncate(start);
-        out.spots.truncate(kept);
-        out.bytes.truncate(kept);
+        spots.truncate(kept);
     }
     result
+}
+
+/// The second encoding of a value [`encode_into_bulk`] encoded into a
+/// payload with bulk strings at `spots`: hands each bulk string's bytes
+/// to `write`, in order, straight from the value. An encoding that does
+/// not meet exactly `spots` (a `Serialize` that encodes differently each
+/// time, or one that fails or panics now) is an
+/// [`io::ErrorKind::InvalidData`](std::io::ErrorKind::InvalidData) error,
+/// returned before the first string that differs is written; an error of
+/// `write` stops it and is returned as it is.
+pub fn write_bulk<T: Serialize + ?Sized>(
+    value: &T,
+    spots: &[crate::bulk::Bulk],
+    write: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    // The inline bytes are encoded again only to find the bulk strings.
+    let mut scratch = Vec::new();
+    let mut aside = crate::bulk::Aside::Forward {
+        expected: spots,
+        next: 0,
+        write,
+        failed: None,
+    };
+    let result = caught(|| {
+        let writer = crate::bulk::BulkWriter {
+            buf: &mut scratch,
+            start: 0,
+            aside: &mut aside,
+        };
+        bincode::serde::encode_into_writer(value, writer, config())
+    });
+    let crate::bulk::Aside::Forward { next, failed, .. } = aside else {
+        unreachable!("made Forward above")
+    };
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if let Err(e) = result {
+        return Err(invalid(format!("the value's second encoding failed: {e}")));
+    }
+    if next != spots.len() {
+        return Err(invalid(format!(
+            "the value's second encoding met {next} bulk byte strings, its first {}",
+            spots.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Encodes `value` into a fresh buffer.

@@ -16,6 +16,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
+use crate::bulk::BulkSource;
 #[cfg(feature = "seal")]
 use crate::seal::{Opener, SealError, Sealer, TAG_LEN};
 
@@ -289,8 +290,9 @@ pub struct Outgoing {
     payloads: Vec<Payload>,
     fds: Vec<SendFd>,
     /// Bytes written right after the frame, outside its length: its
-    /// payloads' bulk byte strings ([`crate::bulk`]).
-    after: Vec<Payload>,
+    /// payloads' bulk byte strings ([`crate::bulk`]), written from the
+    /// values that hold them.
+    after: Vec<Arc<dyn BulkSource>>,
 }
 
 impl fmt::Debug for Outgoing {
@@ -360,15 +362,45 @@ impl Outgoing {
     }
 
     /// Attaches bulk byte strings ([`crate::bulk`]) to write right after
-    /// the frame, in the order its header lists them.
-    pub fn with_bulk(mut self, bulk: Vec<Payload>) -> Outgoing {
+    /// the frame, from the values that hold them, in the order its header
+    /// lists them.
+    pub fn with_bulk(mut self, bulk: Vec<Arc<dyn BulkSource>>) -> Outgoing {
         self.after = bulk;
         self
     }
 
-    /// The bulk byte strings written after the frame.
-    pub fn bulk(&self) -> &[Payload] {
+    /// The values whose bulk byte strings are written after the frame.
+    pub fn bulk(&self) -> &[Arc<dyn BulkSource>] {
         &self.after
+    }
+
+    /// The frame's own bytes on the wire (prefix, header, payloads):
+    /// [`wire_len`](Outgoing::wire_len) without the bulk bytes after it.
+    pub fn frame_len(&self) -> usize {
+        self.head.len() + self.payloads.iter().map(|p| p.len()).sum::<usize>()
+    }
+
+    /// Writes the bulk byte strings that follow the frame, from byte
+    /// `skip` of them on, with `write` (each value encoded a second time:
+    /// see [`BulkSource::write_bulk`]).
+    pub fn write_bulk(
+        &self,
+        skip: usize,
+        write: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut seen = 0usize;
+        for source in &self.after {
+            source.write_bulk(&mut |bytes: &[u8]| {
+                let from = skip.saturating_sub(seen).min(bytes.len());
+                seen += bytes.len();
+                if from < bytes.len() {
+                    write(&bytes[from..])
+                } else {
+                    Ok(())
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Attaches descriptors to send with the frame (at most
@@ -388,41 +420,22 @@ impl Outgoing {
         self.payloads
     }
 
-    /// The payloads and the bulk byte strings, once the frame is written
-    /// (to reuse their buffers).
-    pub fn into_buffers(self) -> (Vec<Payload>, Vec<Payload>) {
-        (self.payloads, self.after)
-    }
-
     /// The frame's size on the wire, prefix and bulk bytes after it
     /// included.
     pub fn wire_len(&self) -> usize {
-        self.head.len()
-            + self
-                .payloads
-                .iter()
-                .chain(&self.after)
-                .map(|p| p.len())
-                .sum::<usize>()
+        self.frame_len() + self.after.iter().map(|s| s.bulk_len()).sum::<usize>()
     }
 
-    /// The frame's bytes as they go on the wire (prefix first, bulk bytes
-    /// last), in pieces.
+    /// The frame's bytes as they go on the wire (prefix first), in pieces;
+    /// not its bulk bytes (see [`write_bulk`](Outgoing::write_bulk)).
     pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
-        std::iter::once(&self.head[..])
-            .chain(self.payloads.iter().chain(&self.after).map(|p| &p[..]))
+        std::iter::once(&self.head[..]).chain(self.payloads.iter().map(|p| &p[..]))
     }
 
     /// The body's bytes (after the length prefix), in pieces.
     #[cfg(feature = "seal")]
     fn parts_after_prefix(&self) -> impl Iterator<Item = &[u8]> {
         std::iter::once(&self.head[LEN_BYTES..]).chain(self.payloads.iter().map(|p| &p[..]))
-    }
-
-    /// The frame's pieces, then its bulk bytes.
-    fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
-        self.frame_slices(out);
-        out.extend(self.after.iter().map(|p| IoSlice::new(p)));
     }
 
     /// The frame's pieces, without the bulk bytes after it.
@@ -551,20 +564,30 @@ pub fn write_all_frames_fds<W: Write + SendFds + ?Sized>(
         // Bulk bytes go with writes of their own: the `sendmsg` above
         // holds only the frame, so the reader's descriptors stay the
         // frame's (see `crate::fds`).
-        let mut bulk: Vec<IoSlice<'_>> = f.after.iter().map(|p| IoSlice::new(p)).collect();
-        write_vectored_all(w, &mut bulk)?;
+        f.write_bulk(0, &mut |b| w.write_all(b))?;
         rest = after;
     }
     w.flush()
 }
 
+/// Writes frames with as few vectored writes as possible; a frame's bulk
+/// bytes (written from their values) end a run.
 fn write_slices<W: Write + ?Sized>(w: &mut W, frames: &[Outgoing]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 2);
-    for f in frames {
-        f.slices(&mut slices);
-    }
-    for chunk in slices.chunks_mut(MAX_SLICES) {
-        write_vectored_all(w, chunk)?;
+    let mut rest = frames;
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .position(|f| !f.after.is_empty())
+            .map_or(rest.len(), |i| i + 1);
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(run * 2);
+        for f in &rest[..run] {
+            f.frame_slices(&mut slices);
+        }
+        for chunk in slices.chunks_mut(MAX_SLICES) {
+            write_vectored_all(w, chunk)?;
+        }
+        rest[run - 1].write_bulk(0, &mut |b| w.write_all(b))?;
+        rest = &rest[run..];
     }
     Ok(())
 }
@@ -598,6 +621,41 @@ mod tests {
         let mut out = Vec::new();
         write_all_frames(&mut out, frames).unwrap();
         out
+    }
+
+    /// Bulk bytes held as they are (a value that is its one bulk string).
+    struct Bytes(Vec<u8>, [crate::bulk::Bulk; 1]);
+
+    impl BulkSource for Bytes {
+        fn spots(&self) -> &[crate::bulk::Bulk] {
+            &self.1
+        }
+        fn write_bulk(&self, write: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+            write(&self.0)
+        }
+    }
+
+    #[test]
+    fn bulk_bytes_follow_their_frame_and_end_a_run_of_frames() {
+        let bytes = |b: &[u8]| {
+            Arc::new(Bytes(
+                b.to_vec(),
+                [crate::bulk::Bulk {
+                    at: 1,
+                    len: b.len() as u32,
+                }],
+            )) as Arc<dyn BulkSource>
+        };
+        let a = Outgoing::new(vec![1], vec![vec![2u8]]).unwrap();
+        let b = Outgoing::new(vec![3], vec![vec![4u8, 5]])
+            .unwrap()
+            .with_bulk(vec![bytes(b"bulk"), bytes(b"more")]);
+        let c = Outgoing::new(vec![6], Vec::<Vec<u8>>::new()).unwrap();
+        assert_eq!(b.wire_len(), b.frame_len() + 8);
+        let one = |f: &Outgoing| wire(std::slice::from_ref(f));
+        let expected: Vec<u8> = [one(&a), one(&b), one(&c)].concat();
+        assert_eq!(one(&b)[b.frame_len()..], *b"bulkmore");
+        assert_eq!(wire(&[a, b, c]), expected);
     }
 
     #[test]

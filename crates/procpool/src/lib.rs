@@ -158,6 +158,7 @@ pub mod future;
 mod guard;
 mod idmap;
 mod indexed;
+mod kept;
 mod link;
 mod lock;
 pub mod map;

@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-use procpool_wire::bulk::BulkOut;
+use procpool_wire::bulk::BulkSource;
 use procpool_wire::codec;
 use procpool_wire::message::{Bulk, Outcome, fingerprint};
 use serde::Serialize;
@@ -150,9 +150,10 @@ pub(crate) struct Ran {
     /// The sealed memory files of the output's shared payloads, sent with
     /// the result (see `shared`).
     pub files: Vec<Arc<SealedFile>>,
-    /// The bytes of the output's bulk byte strings (their places are in
-    /// the `Ok` outcome), written after the result's frame.
-    pub bulk: Vec<Vec<u8>>,
+    /// The output, if it has bulk byte strings (their places are in the
+    /// `Ok` outcome): kept until the result's frame is written, the strings
+    /// going after it straight from the value (`crate::kept`).
+    pub bulk: Option<Arc<dyn BulkSource>>,
     /// When it ended (the clock read that ended its last phase: the next
     /// input of a chunk begins there). Its phases follow each other from
     /// `Start::at` to here, so `decode_ns + run_ns + encode_ns` is exactly
@@ -170,7 +171,7 @@ impl Ran {
             run_ns: 0,
             encode_ns: 0,
             files: Vec::new(),
-            bulk: Vec::new(),
+            bulk: None,
             ended: at,
         }
     }
@@ -437,7 +438,7 @@ fn run_task<T: Task>(
                 run_ns: 0,
                 encode_ns: 0,
                 files: Vec::new(),
-                bulk: Vec::new(),
+                bulk: None,
                 ended,
             };
         }
@@ -467,21 +468,25 @@ fn run_task<T: Task>(
                 run_ns: nanos_between(t1, ended),
                 encode_ns: 0,
                 files: Vec::new(),
-                bulk: Vec::new(),
+                bulk: None,
                 ended,
             };
         }
     };
     let at = out.len();
-    let mut bulk = BulkOut::default();
+    let mut spots = Vec::new();
     let (encoded, shared) = shared::encode_with(mode, limit, || {
         if start.bulk {
-            codec::encode_into_bulk(&output, out, &mut bulk)
+            codec::encode_into_bulk(&output, out, &mut spots)
         } else {
             codec::encode_into(&output, out)
         }
     });
-    drop(output);
+    // With bulk strings the output stays whole until its result is
+    // written: they go from it to the socket.
+    let kept = (encoded.is_ok() && shared.error.is_none() && !spots.is_empty()).then(|| {
+        Arc::new(crate::kept::Kept::new(output, spots.clone(), mode, limit)) as Arc<dyn BulkSource>
+    });
     let ended = Instant::now();
     let (run_ns, encode_ns) = match t2 {
         Some(t2) => (nanos_between(t1, t2), nanos_between(t2, ended)),
@@ -492,10 +497,10 @@ fn run_task<T: Task>(
             Outcome::Ok {
                 len: (out.len() - at) as u32,
                 fds: shared.files.len() as u32,
-                bulk: bulk.spots,
+                bulk: spots,
             },
             shared.files,
-            bulk.bytes,
+            kept,
         ),
         (result, error) => {
             out.truncate(at);
@@ -510,7 +515,7 @@ fn run_task<T: Task>(
                     worker_type: type_name::<T::Output>().to_owned(),
                 },
                 Vec::new(),
-                Vec::new(),
+                None,
             )
         }
     };

@@ -86,14 +86,18 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         for (queued_as, item) in items {
             tasks += u64::from(item.meta.items.max(1));
             fds.extend(item.meta.files.iter().cloned());
-            bulk.extend(item.meta.bulk_bytes.iter().cloned());
+            bulk.extend(item.meta.bulk.iter().cloned());
             headers.push(TaskHeader {
                 id: item.meta.id,
                 name: std::borrow::Cow::Borrowed(item.meta.name),
                 fingerprint: item.meta.fingerprint,
                 len: item.payload.len() as u32,
                 fds: item.meta.files.len() as u32,
-                bulk: item.meta.bulk.clone(),
+                bulk: item
+                    .meta
+                    .bulk
+                    .as_ref()
+                    .map_or_else(Vec::new, |b| b.spots().to_vec()),
                 items: item.meta.items,
             });
             payloads.push(item.payload.clone());

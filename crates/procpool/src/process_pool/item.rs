@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use procpool_wire::TaskId;
+use procpool_wire::bulk::BulkSource;
 use procpool_wire::fds::SendFd;
 use procpool_wire::frame::Payload;
-use procpool_wire::message::Bulk;
 
 use crate::future::ResolveBytes;
 
@@ -44,11 +44,11 @@ pub(crate) struct Meta {
     /// The sealed memory files of the input's shared payloads, sent with
     /// its frame (each time it is sent: a retry sends them again).
     pub files: Vec<SendFd>,
-    /// The input's bulk byte strings (`procpool_wire::bulk`): where each
-    /// belongs in the payload, and its bytes, written after its frame
-    /// (each time it is sent).
-    pub bulk: Vec<Bulk>,
-    pub bulk_bytes: Vec<Payload>,
+    /// The task, if its input has bulk byte strings
+    /// (`procpool_wire::bulk`; their places are its `spots`): kept until it
+    /// ends, its strings written after its frame straight from it each
+    /// time it is sent (`crate::kept`).
+    pub bulk: Option<Arc<dyn BulkSource>>,
     /// The task's `tracing` span in the parent (target `procpool::task`,
     /// DEBUG): from submit until its future resolves; `worker.*` recorded
     /// when it is sent, `cost.*` when it finishes. A disabled span costs
@@ -79,8 +79,11 @@ impl Item {
     /// strings (they follow the frame and count with it) with their
     /// places.
     pub(crate) fn frame_bytes(&self) -> usize {
-        let bulk = self.meta.bulk_bytes.iter().map(|b| b.len()).sum::<usize>()
-            + self.meta.bulk.len() * BULK_ROOM;
+        let bulk = self
+            .meta
+            .bulk
+            .as_ref()
+            .map_or(0, |b| b.bulk_len() + b.spots().len() * BULK_ROOM);
         self.payload.len() + self.meta.name.len() + ITEM_ROOM + bulk
     }
 }

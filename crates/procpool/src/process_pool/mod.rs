@@ -99,7 +99,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use procpool_wire::bulk::BulkOut;
+use procpool_wire::bulk::BulkSource;
+
+use crate::kept::Kept;
 use procpool_wire::codec;
 use procpool_wire::fds::{MAX_FDS, SendFd};
 
@@ -125,9 +127,30 @@ use crate::{Shutdown, sealed};
 use item::{Item, Meta, Refusal};
 use state::Shared;
 
-/// A task ready for the queue, the core of its future, and when its
-/// encoding ended.
-type Prepared<O> = (Item, Arc<Core<O>>, Instant);
+/// A task ready for the queue, the core of its future, when its encoding
+/// ended, and the task itself ([`Held`]).
+type Prepared<T> = (Item, Arc<Core<<T as Task>::Output>>, Instant, Held<T>);
+
+/// A task after `prepare`: still the caller's, or kept by its queue item
+/// until it ends, for its bulk byte strings (`crate::kept`).
+enum Held<T> {
+    Here(T),
+    Kept(Arc<Kept<T>>),
+}
+
+impl<T> Held<T> {
+    /// The task back, for a submit refused after `prepare`: its queue item
+    /// must be gone (it holds the kept task too).
+    fn back(self) -> T {
+        match self {
+            Held::Here(task) => task,
+            Held::Kept(kept) => match Arc::try_unwrap(kept) {
+                Ok(kept) => kept.into_inner(),
+                Err(_) => unreachable!("a refused task's queue item is dropped before it"),
+            },
+        }
+    }
+}
 
 /// The refusal of a task whose input did not encode (`message`: why).
 fn encode_refused<T: Task>(task: T, message: String) -> SubmitError<T> {
@@ -229,14 +252,16 @@ impl ProcessPool {
     ) -> Result<TaskFuture<T::Output>, SubmitError<T>> {
         let submitted = Instant::now();
         let fingerprint = task_fingerprint::<T>();
-        let (item, core) = match self.prepare(&task, timeout, retries, fingerprint, submitted) {
-            Ok((item, core, _)) => (item, core),
-            Err(message) => return Err(encode_refused(task, message)),
+        let (item, core, held) = match self.prepare(task, timeout, retries, fingerprint, submitted)
+        {
+            Ok((item, core, _, held)) => (item, core, held),
+            Err((task, message)) => return Err(encode_refused(task, message)),
         };
         // After encoding: an input that does not serialize says so first.
         if let Err(no) = self.runnable::<T>(fingerprint) {
+            drop(item);
             return Err(SubmitError::NoWorkerCanRun {
-                task,
+                task: held.back(),
                 name: T::NAME,
                 program: no.program,
                 known: no.known,
@@ -245,8 +270,11 @@ impl ProcessPool {
         }
         match dispatch::enqueue(&self.shared, vec![item]) {
             Ok(()) => Ok(TaskFuture::from_core(core)),
-            Err(Refusal::Shutdown) => Err(SubmitError::Shutdown { task }),
-            Err(Refusal::Broken(reason)) => Err(SubmitError::Broken { task, reason }),
+            Err(Refusal::Shutdown) => Err(SubmitError::Shutdown { task: held.back() }),
+            Err(Refusal::Broken(reason)) => Err(SubmitError::Broken {
+                task: held.back(),
+                reason,
+            }),
         }
     }
 
@@ -264,35 +292,48 @@ impl ProcessPool {
     /// clock there: one clock read per item).
     fn prepare<T: Task>(
         &self,
-        task: &T,
+        task: T,
         timeout: Option<Duration>,
         retries: u32,
         fingerprint: u64,
         submitted: Instant,
-    ) -> Result<Prepared<T::Output>, String> {
+    ) -> Result<Prepared<T>, (T, String)> {
         let mut payload = self.shared.input_buffer();
         let mode = self.shared.cfg.shared_mode();
-        // To a local worker large byte strings go after the frame, read
-        // there straight into the task's own buffers (`bulk`).
-        let mut bulk = BulkOut::default();
-        let (encoded, shared) =
-            crate::shared::encode_with(mode, u64::from(self.shared.cfg.max_frame), || {
-                if mode == crate::shared::Mode::Descriptors {
-                    codec::encode_into_bulk(task, &mut payload, &mut bulk)
-                } else {
-                    codec::encode_into(task, &mut payload)
-                }
-            });
+        let limit = u64::from(self.shared.cfg.max_frame);
+        // To a local worker large byte strings go after the frame, from the
+        // task itself, read there straight into the task's own buffers
+        // (`bulk`).
+        let mut spots = Vec::new();
+        let (encoded, shared) = crate::shared::encode_with(mode, limit, || {
+            if mode == crate::shared::Mode::Descriptors {
+                codec::encode_into_bulk(&task, &mut payload, &mut spots)
+            } else {
+                codec::encode_into(&task, &mut payload)
+            }
+        });
         if let Some(e) = shared.error {
-            return Err(e.to_string());
+            return Err((task, e.to_string()));
         }
-        encoded.map_err(|e| e.to_string())?;
+        if let Err(e) = encoded {
+            return Err((task, e.to_string()));
+        }
         let encoded_at = Instant::now();
         let encode = encoded_at.saturating_duration_since(submitted);
-        let bytes_out = payload.len() + bulk.total();
+        let bulk_len: usize = spots.iter().map(|b| b.len as usize).sum();
+        let bytes_out = payload.len() + bulk_len;
         if let Some(message) = over_cap(bytes_out, self.shared.cfg.max_frame as usize) {
-            return Err(message);
+            return Err((task, message));
         }
+        let held = if spots.is_empty() {
+            Held::Here(task)
+        } else {
+            Held::Kept(Arc::new(Kept::new(task, spots, mode, limit)))
+        };
+        let bulk = match &held {
+            Held::Kept(kept) => Some(kept.clone() as Arc<dyn BulkSource>),
+            Held::Here(_) => None,
+        };
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let core = Core::<T::Output>::new(id, T::NAME, Some(self.shared.control()));
         let item = Item {
@@ -310,8 +351,7 @@ impl ProcessPool {
                 retries,
                 items: 0,
                 files: shared.files.into_iter().map(|f| f as SendFd).collect(),
-                bulk: bulk.spots,
-                bulk_bytes: bulk.bytes.into_iter().map(Arc::new).collect(),
+                bulk,
                 span: tracing::debug_span!(
                     target: "procpool::task",
                     "task",
@@ -328,7 +368,7 @@ impl ProcessPool {
             },
             payload: Arc::new(payload),
         };
-        Ok((item, core, encoded_at))
+        Ok((item, core, encoded_at, held))
     }
 
     map_methods!();
@@ -466,8 +506,8 @@ impl ProcessPool {
         let (timeout, retries) = (self.shared.cfg.task_timeout, self.shared.cfg.retries);
         let mut submitted = Instant::now();
         for task in items {
-            match self.prepare(&task, timeout, retries, fingerprint, submitted) {
-                Ok((item, core, encoded_at)) => {
+            match self.prepare(task, timeout, retries, fingerprint, submitted) {
+                Ok((item, core, encoded_at, _)) => {
                     submitted = encoded_at;
                     let cost = item.frame_bytes();
                     let files = item.meta.files.len();
@@ -482,7 +522,7 @@ impl ProcessPool {
                     batch.push(item);
                     out.push(Ok(TaskFuture::from_core(core)));
                 }
-                Err(message) => {
+                Err((task, message)) => {
                     submitted = Instant::now();
                     out.push(Err(encode_refused(task, message).to_task_error()));
                 }
@@ -607,8 +647,7 @@ impl ProcessPool {
                         retries: 0,
                         items: k as u32,
                         files: Vec::new(),
-                        bulk: Vec::new(),
-                        bulk_bytes: Vec::new(),
+                        bulk: None,
                         span: tracing::debug_span!(
                             target: "procpool::task",
                             "chunk",

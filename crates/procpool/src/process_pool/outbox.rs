@@ -164,12 +164,11 @@ impl Conn {
     /// timeout for each send and fails with `WouldBlock` past it. A frame
     /// with descriptors starts a send of its own that carries them and
     /// holds only its bytes (the promise of `procpool_wire::fds`); runs of
-    /// frames without go together.
+    /// frames without go together, up to a frame with bulk byte strings,
+    /// whose strings then go from the task that holds them
+    /// ([`Conn::send_bulk`]).
     fn send(&self, frames: &[Outgoing], skip: usize, wait: bool) -> io::Result<Sent> {
-        let lens: Vec<usize> = frames
-            .iter()
-            .map(|f| f.parts().map(<[u8]>::len).sum())
-            .collect();
+        let lens: Vec<usize> = frames.iter().map(Outgoing::wire_len).collect();
         // Where `skip` is: frame `i`, byte `o` of it.
         let (mut i, mut o) = (0, skip);
         while i < frames.len() && o >= lens[i] {
@@ -178,16 +177,27 @@ impl Conn {
         }
         let mut done = skip;
         while i < frames.len() {
+            let frame_len = frames[i].frame_len();
+            if o >= frame_len {
+                // The frame is out; its bulk strings from byte `o - frame_len`.
+                let (k, all) = self.send_bulk(&frames[i], o - frame_len, wait)?;
+                done += k;
+                if !all {
+                    return Ok(Sent::Partly(done));
+                }
+                (i, o) = (i + 1, 0);
+                continue;
+            }
             let with_fds = o == 0 && !frames[i].fds().is_empty();
-            let end = if with_fds || !frames[i].fds().is_empty() {
-                i + 1
-            } else {
-                i + 1
-                    + frames[i + 1..]
-                        .iter()
-                        .take_while(|f| f.fds().is_empty())
-                        .count()
-            };
+            let mut end = i + 1;
+            if frames[i].fds().is_empty() && frames[i].bulk().is_empty() {
+                while end < frames.len() && frames[end].fds().is_empty() {
+                    end += 1;
+                    if !frames[end - 1].bulk().is_empty() {
+                        break;
+                    }
+                }
+            }
             let mut slices: Vec<IoSlice<'_>> = frames[i..end]
                 .iter()
                 .flat_map(Outgoing::parts)
@@ -218,6 +228,8 @@ impl Conn {
                 Ok(k) => {
                     done += k;
                     o += k;
+                    // (A frame with bulk strings stops here at its end:
+                    // they are sent above.)
                     while i < frames.len() && o >= lens[i] {
                         o -= lens[i];
                         i += 1;
@@ -231,6 +243,45 @@ impl Conn {
             }
         }
         Ok(Sent::All)
+    }
+
+    /// Sends `frame`'s bulk byte strings from byte `skip` of them on,
+    /// straight from the task that holds them (encoded once more:
+    /// `crate::kept`). Returns how many bytes it sent and whether that was
+    /// all (`false`: the socket is full and `wait` is off). A task that
+    /// encodes differently than the first time fails it with `InvalidData`
+    /// (the connection cannot go on: the frame announcing the strings is
+    /// out).
+    fn send_bulk(&self, frame: &Outgoing, skip: usize, wait: bool) -> io::Result<(usize, bool)> {
+        let mut sent = 0usize;
+        let mut full = false;
+        let written = frame.write_bulk(skip, &mut |mut bytes: &[u8]| {
+            while !bytes.is_empty() {
+                match self.stream.send(&[IoSlice::new(bytes)], &[], wait) {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "socket took no bytes",
+                        ));
+                    }
+                    Ok(k) => {
+                        sent += k;
+                        bytes = &bytes[k..];
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        full = e.kind() == io::ErrorKind::WouldBlock && !wait;
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => Ok((sent, true)),
+            Err(_) if full => Ok((sent, false)),
+            Err(e) => Err(e),
+        }
     }
 
     /// The socket is full: this connection's slow writer goes on with

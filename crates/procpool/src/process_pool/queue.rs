@@ -22,7 +22,7 @@ use crate::idmap::IdMap;
 /// memory files (a `sendmsg` carries only so many) and no bulk byte strings
 /// (they count toward the frame cap, and a frame of one is as good).
 pub(crate) fn mergeable(item: &Item) -> bool {
-    item.meta.items == 0 && item.meta.files.is_empty() && item.meta.bulk.is_empty()
+    item.meta.items == 0 && item.meta.files.is_empty() && item.meta.bulk.is_none()
 }
 
 /// Batches in send order, and the tasks in them not withdrawn.

@@ -534,9 +534,8 @@ impl Reading<'_> {
         let shared = self.shared;
         shared.recycle_input(a.payload);
         let mut meta = a.meta;
-        // The input's frame is long written: its bulk strings' buffers
-        // serve the next inputs.
-        procpool_wire::bulk::recycle_sent(std::mem::take(&mut meta.bulk_bytes));
+        // The task kept for its bulk strings is not sent again.
+        meta.bulk = None;
         // The input's memory files go before the future resolves: a waiter
         // woken by it finds none of them still held by the pool.
         meta.files.clear();

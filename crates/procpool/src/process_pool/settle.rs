@@ -16,7 +16,7 @@ use super::launch::Launcher;
 use super::outbox::flush_all;
 use super::policy::{Death, Decision, Policy, PoolNow, Streaks, is_crash, jitter};
 use super::state::{Assigned, KillReason, Phase, PoolState, Shared, SlotStatus, SpawnJob, Target};
-use crate::error::{Exit, TaskError};
+use crate::error::{Exit, Side, TaskError};
 use crate::future::{Release, ResolveBytes};
 use crate::lock::lock;
 use crate::map::chunk::Chunk;
@@ -313,6 +313,17 @@ fn settle_tasks(
                 .push((a.meta.future, TaskError::Broken { reason: r.clone() }));
         } else if stopping {
             out.cancelled.extend(a.meta.future.cancel_begin().1);
+        } else if let Some(message) = a.meta.bulk.as_ref().and_then(|b| b.refused()) {
+            // Its input encoded differently while its frame was written
+            // (which broke the connection): it is not sent again.
+            out.failures.push((
+                a.meta.future,
+                TaskError::Encode {
+                    side: Side::Parent,
+                    type_name: a.meta.input_type.to_owned(),
+                    message,
+                },
+            ));
         } else {
             let item = Item {
                 meta: a.meta,
@@ -371,8 +382,7 @@ fn rest_of_chunk(a: &Assigned, chunk: &dyn Chunk, from: usize, id: u64) -> Item 
             retries: m.retries,
             items: n,
             files: Vec::new(),
-            bulk: Vec::new(),
-            bulk_bytes: Vec::new(),
+            bulk: None,
             span: m.span.clone(),
         },
         payload: Arc::new(payload),

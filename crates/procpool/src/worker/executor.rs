@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use procpool_wire::bulk::BulkSource;
 use procpool_wire::fds::SendFd;
 use procpool_wire::frame::Outgoing;
 use procpool_wire::message::{Outcome, ToParent, WorkerTiming, encode_message};
@@ -120,19 +121,14 @@ fn send_now(
     }
 }
 
-/// Keeps the largest payload buffer of frames already sent as `spare`,
-/// and their bulk strings' buffers for the next ones
-/// (`procpool_wire::bulk::recycle_sent`).
+/// Keeps the largest payload buffer of frames already sent as `spare`.
 fn reclaim<const N: usize>(frames: [Outgoing; N], spare: &mut Vec<u8>) {
-    for (payloads, bulk) in frames.into_iter().map(Outgoing::into_buffers) {
-        for payload in payloads {
-            if let Some(buf) = reusable(payload)
-                && buf.capacity() > spare.capacity()
-            {
-                *spare = buf;
-            }
+    for payload in frames.into_iter().flat_map(Outgoing::into_payloads) {
+        if let Some(buf) = reusable(payload)
+            && buf.capacity() > spare.capacity()
+        {
+            *spare = buf;
         }
-        procpool_wire::bulk::recycle_sent(bulk);
     }
 }
 
@@ -275,7 +271,7 @@ pub(super) fn execute(
                 );
                 recycle_frame(shared, frame);
                 let timing = rss.timing(queue_ns, &ran);
-                let bulk_len: usize = ran.bulk.iter().map(Vec::len).sum();
+                let bulk_len = ran.bulk.as_ref().map_or(0, |b| b.bulk_len());
                 let outcome =
                     within_cap(ran.outcome, out.len() + bulk_len, max_frame, &header.name);
                 tracing::debug!(
@@ -301,13 +297,13 @@ pub(super) fn execute(
                 };
                 // Only a result carries its output's memory files and bulk
                 // byte strings.
-                let (files, bulk): (Vec<SendFd>, Vec<procpool_wire::Payload>) = match msg {
+                let (files, bulk): (Vec<SendFd>, Vec<Arc<dyn BulkSource>>) = match msg {
                     ToParent::Finished {
                         outcome: Outcome::Ok { .. },
                         ..
                     } => (
                         ran.files.into_iter().map(|f| f as SendFd).collect(),
-                        ran.bulk.into_iter().map(Arc::new).collect(),
+                        ran.bulk.into_iter().collect(),
                     ),
                     _ => (Vec::new(), Vec::new()),
                 };

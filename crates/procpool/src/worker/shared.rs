@@ -116,6 +116,12 @@ impl WorkerShared {
         let Writer { stream, sealer } = &mut *w;
         if let Err(e) = write_frames(stream, frames, sealer.as_mut()) {
             drop(w);
+            if e.kind() == io::ErrorKind::InvalidData {
+                // An output's bulk strings could not be written as its
+                // frame announced (`crate::kept`): the stream is broken.
+                eprintln!("procpool-worker: cannot write a task's output: {e}");
+                std::process::exit(3);
+            }
             exit_parent_gone(&e);
         }
         #[cfg(feature = "remote")]
