@@ -149,10 +149,10 @@ impl ItemCost {
 pub(crate) struct CostBatch {
     failed: u64,
     /// Sums of the completed inputs' costs, field by field in
-    /// [`ItemCost`]'s order, then their `ipc`: in `u128`, which no batch
-    /// of `u64`s overflows (a plain add per field; each sum is capped at
-    /// `u64::MAX` when recorded, as adding them saturating would).
-    sum: [u128; 10],
+    /// [`ItemCost`]'s order, then their `ipc`: each capped at `u64::MAX`
+    /// (adding saturating, which is the same as summing exactly and then
+    /// capping, as [`StatsCollector::record`] of each would).
+    sum: [u64; 10],
     /// Per completed input: the histogram buckets of its round trip and of
     /// its overhead.
     buckets: Vec<(u16, u16)>,
@@ -176,7 +176,7 @@ impl CostBatch {
             ipc,
         ];
         for (s, p) in self.sum.iter_mut().zip(parts) {
-            *s += u128::from(p);
+            *s = s.saturating_add(p);
         }
         let overhead = c.serialization().saturating_add(ipc);
         let b = |ns| bucket_of(ns).min(BUCKETS - 1) as u16;
@@ -369,7 +369,7 @@ impl StatsCollector {
             decode_output,
             total,
             ipc,
-        ] = batch.sum.map(|s| u64::try_from(s).unwrap_or(u64::MAX));
+        ] = batch.sum;
         let d = Duration::from_nanos;
         acc.sum.add(&Cost {
             encode_input: d(encode_input),

@@ -372,8 +372,9 @@ type Staged<O> = (u32, O, Sample);
 type NotDecoded = (Option<(u32, TaskError)>, Option<String>);
 
 /// What the pool's reader hands [`Chunk::items_ok`] of each input: its
-/// index in the part, its output and its cost.
-pub(crate) type ItemOk<'a> = (u32, Input<'a>, ItemCost);
+/// index in the part, its output's bytes (no descriptors: an item record)
+/// and its cost.
+pub(crate) type ItemOk<'a> = (u32, &'a [u8], ItemCost);
 
 impl<O: DeserializeOwned + Send + 'static> Part<O> {
     /// A part carrying `slots` of `sink`, booked as task `id`.
@@ -404,12 +405,15 @@ impl<O: DeserializeOwned + Send + 'static> Part<O> {
     }
 
     /// Decodes the output the worker reported for input `index` of this
-    /// part: what goes into the sink (none for a bad index), and the
-    /// protocol violation it was, if any.
+    /// part (`bytes`, with the descriptors `fds`, for shared-value mode and
+    /// limit `shared`): what goes into the sink, or why not.
+    #[allow(clippy::too_many_arguments)]
     fn decode_item(
         &self,
         index: u32,
-        output: Input<'_>,
+        bytes: &[u8],
+        fds: Vec<std::os::fd::OwnedFd>,
+        (mode, limit): (crate::shared::Mode, u64),
         worker: usize,
         mut cost: ItemCost,
         costs: &mut CostBatch,
@@ -425,12 +429,9 @@ impl<O: DeserializeOwned + Send + 'static> Part<O> {
         };
         // A clock read costs more than decoding a small output: those are
         // not timed (their `decode_output` is zero).
-        let t = (output.bytes.len() >= crate::task::TIMED_BYTES).then(Instant::now);
-        let bytes = output.bytes;
+        let t = (bytes.len() >= crate::task::TIMED_BYTES).then(Instant::now);
         let (decoded, shared_error) =
-            crate::shared::decode_with(output.mode, output.fds, output.limit, || {
-                codec::decode::<O>(bytes)
-            });
+            crate::shared::decode_with(mode, fds, limit, || codec::decode::<O>(bytes));
         if let Some(t) = t {
             cost.decode_output = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
         }
@@ -503,12 +504,15 @@ pub(crate) trait Chunk: Send + Sync {
         costs: &mut CostBatch,
     ) -> Result<(), String>;
     /// [`item_ok`](Self::item_ok) for a run of inputs (item records of
-    /// the ring): each decoded, then all put into the sink under one lock.
-    /// At a protocol violation the run stops after that input (the rest
-    /// stays in `items`).
+    /// the ring, decoded for shared-value `mode` with at most `limit`
+    /// shared bytes): each decoded, then all put into the sink under one
+    /// lock. At a protocol violation the run stops after that input (the
+    /// rest stays in `items`).
     fn items_ok(
         &self,
         items: &mut dyn Iterator<Item = ItemOk<'_>>,
+        mode: crate::shared::Mode,
+        limit: u64,
         worker: usize,
         costs: &mut CostBatch,
     ) -> Result<(), String>;
@@ -548,7 +552,9 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
         cost: ItemCost,
         costs: &mut CostBatch,
     ) -> Result<(), String> {
-        match self.decode_item(index, output, worker, cost, costs) {
+        let bytes = output.bytes;
+        let (fds, mode, limit) = (output.fds, output.mode, output.limit);
+        match self.decode_item(index, bytes, fds, (mode, limit), worker, cost, costs) {
             Ok((slot, value, sample)) => {
                 lock(&self.sink.inner).put(slot as usize, Ok(value), Some(sample));
                 Ok(())
@@ -560,6 +566,8 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
     fn items_ok(
         &self,
         items: &mut dyn Iterator<Item = ItemOk<'_>>,
+        mode: crate::shared::Mode,
+        limit: u64,
         worker: usize,
         costs: &mut CostBatch,
     ) -> Result<(), String> {
@@ -569,8 +577,9 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
             staged.reserve_exact(self.live().len());
         }
         let mut done = Ok(());
-        for (index, output, cost) in items {
-            match self.decode_item(index, output, worker, cost, costs) {
+        for (index, bytes, cost) in items {
+            let shared = (mode, limit);
+            match self.decode_item(index, bytes, Vec::new(), shared, worker, cost, costs) {
                 Ok(value) => staged.push(value),
                 Err(not) => {
                     done = self.not_decoded(not);
@@ -828,22 +837,13 @@ mod tests {
         let bytes: Vec<Vec<u8>> = (0..4u64)
             .map(|v| codec::encode(&(v * 10)).unwrap())
             .collect();
-        fn input(bytes: &[u8]) -> Input<'_> {
-            Input {
-                bytes,
-                fds: Vec::new(),
-                bulk: &[],
-                bulk_bytes: Vec::new(),
-                mode: crate::shared::Mode::Descriptors,
-                limit: 1 << 20,
-            }
-        }
         // Inputs 0 and 1, a bad index, then input 3 (never reached).
         let mut items = [(1, 1), (0, 0), (9, 2), (3, 3)]
             .into_iter()
-            .map(|(index, b)| (index, input(&bytes[b][..]), ItemCost::default()));
+            .map(|(index, b)| (index, &bytes[b][..], ItemCost::default()));
         let mut costs = CostBatch::default();
-        let said = part.items_ok(&mut items, 0, &mut costs);
+        let mode = crate::shared::Mode::Descriptors;
+        let said = part.items_ok(&mut items, mode, 1 << 20, 0, &mut costs);
         assert!(said.is_err_and(|m| m.contains("input 9")));
         assert_eq!(items.next().map(|(i, _, _)| i), Some(3), "left for later");
         part.wake();

@@ -160,13 +160,12 @@ impl Reading<'_> {
                     peak_rss_bytes: 0,
                 };
                 let cost = held.sent.item(&timing, output.len(), total);
-                Some((
-                    head.index,
-                    self.output(output, Vec::new(), &[], Vec::new()),
-                    cost,
-                ))
+                Some((head.index, output, cost))
             });
-            let done = chunk.items_ok(&mut items, self.idx, &mut self.costs.borrow_mut());
+            let cfg = &self.shared.cfg;
+            let (mode, limit) = (cfg.shared_mode(), u64::from(cfg.max_frame));
+            let costs = &mut self.costs.borrow_mut();
+            let done = chunk.items_ok(&mut items, mode, limit, self.idx, costs);
             drop(cache);
             if let Err(message) = done {
                 protocol_error(self.shared, self.idx, self.generation, self.pid, message);
