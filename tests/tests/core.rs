@@ -661,6 +661,44 @@ fn large_byte_strings_and_strings_come_back_whole_on_every_transport() {
     });
 }
 
+/// A task's input with bulk byte strings is kept whole until the task
+/// ends: sent again after its worker died before starting it (written
+/// once more from the kept value), it arrives whole, as it does on its
+/// first send.
+#[test]
+fn a_large_input_sent_again_after_its_worker_died_arrives_whole() {
+    watchdog(LIMIT, || {
+        let pool = procpool_e2e::builder()
+            .worker(worker())
+            .workers(1)
+            .prefetch(4)
+            .build()
+            .unwrap();
+        for round in 0..3usize {
+            let crash = pool.submit(drill::KillSelf).unwrap();
+            let inputs: Vec<Vec<u8>> = (0..3)
+                .map(|k| {
+                    (0..(1 << 20) + k * 7 + round)
+                        .map(|i| (i * 13 % 251) as u8)
+                        .collect()
+                })
+                .collect();
+            let echoes: Vec<_> = inputs
+                .iter()
+                .map(|d| pool.submit(Echo(d.clone())).unwrap())
+                .collect();
+            assert!(
+                matches!(crash.result(), Err(TaskError::WorkerDied { .. })),
+                "round {round}"
+            );
+            for (f, d) in echoes.into_iter().zip(&inputs) {
+                assert_eq!(&f.result().unwrap().into_vec(), d, "round {round}");
+            }
+        }
+        procpool_e2e::still_works(&pool);
+    });
+}
+
 /// Bulk byte strings go after their frame straight from the value, by a
 /// second encoding of it: a value that encodes differently the second
 /// time cannot be written as its frame said. An input like that fails its
