@@ -285,6 +285,18 @@ pub trait Header: Serialize + DeserializeOwned {
     fn bulk(&self) -> Vec<&[Bulk]> {
         Vec::new()
     }
+
+    /// Calls `f` with each payload's length and descriptor count, in
+    /// order: [`payload_lens`](Header::payload_lens) and
+    /// [`fd_counts`](Header::fd_counts) side by side (a count missing is
+    /// 0), without allocating for procpool's own messages (decoding a
+    /// frame asks for them).
+    fn each_payload(&self, f: &mut dyn FnMut(u32, u32)) {
+        let counts = self.fd_counts();
+        for (i, len) in self.payload_lens().into_iter().enumerate() {
+            f(len, counts.get(i).copied().unwrap_or(0));
+        }
+    }
 }
 
 impl Header for ToWorker {
@@ -309,6 +321,14 @@ impl Header for ToWorker {
                 items.iter().map(|i| &i.bulk[..]).collect()
             }
             _ => Vec::new(),
+        }
+    }
+
+    fn each_payload(&self, f: &mut dyn FnMut(u32, u32)) {
+        match self {
+            ToWorker::Init { len, .. } => f(*len, 0),
+            ToWorker::Run { items } => items.iter().for_each(|i| f(i.len, i.fds)),
+            ToWorker::Cancel { .. } | ToWorker::Shutdown { .. } => {}
         }
     }
 }
@@ -355,6 +375,21 @@ impl Header for ToParent {
                 ..
             } if !bulk.is_empty() => vec![&bulk[..]],
             _ => Vec::new(),
+        }
+    }
+
+    fn each_payload(&self, f: &mut dyn FnMut(u32, u32)) {
+        match self {
+            ToParent::Finished {
+                outcome: Outcome::Ok { len, fds, .. },
+                ..
+            }
+            | ToParent::Item {
+                outcome: Outcome::Ok { len, fds, .. },
+                ..
+            } => f(*len, *fds),
+            ToParent::Records { len, .. } => f(*len, 0),
+            _ => {}
         }
     }
 }
@@ -447,33 +482,78 @@ pub fn encode_message<H: Header, P: Into<Payload>>(
 /// Splits a frame body into its header and the payload slices it declares.
 pub fn decode_message<H: Header>(body: &[u8]) -> Result<(H, Vec<&[u8]>), MessageError> {
     let (header, used) = codec::decode_header_prefix::<H>(body).map_err(MessageError::Header)?;
-    let mut rest = &body[used..];
-    let lens = header.payload_lens();
-    let declared: u64 = lens.iter().map(|&l| u64::from(l)).sum();
-    if declared != rest.len() as u64 {
-        return Err(MessageError::PayloadLength {
-            declared,
-            actual: rest.len() as u64,
+    let rest = &body[used..];
+    let shape = Shape::of(&header);
+    shape.check_bytes(rest)?;
+    let payloads = split(&header, rest, &shape, |p, _| p)?;
+    Ok((header, payloads))
+}
+
+/// How many payloads a header declares, their bytes and their
+/// descriptors.
+struct Shape {
+    count: usize,
+    bytes: u64,
+    fds: u64,
+}
+
+impl Shape {
+    fn of<H: Header>(header: &H) -> Shape {
+        let mut shape = Shape {
+            count: 0,
+            bytes: 0,
+            fds: 0,
+        };
+        header.each_payload(&mut |len, fds| {
+            shape.count += 1;
+            shape.bytes += u64::from(len);
+            shape.fds += u64::from(fds);
         });
+        shape
     }
-    let mut payloads = Vec::with_capacity(lens.len());
-    for len in lens {
-        let (p, r) = rest.split_at(len as usize);
-        payloads.push(p);
-        rest = r;
+
+    fn check_bytes(&self, rest: &[u8]) -> Result<(), MessageError> {
+        if self.bytes != rest.len() as u64 {
+            return Err(MessageError::PayloadLength {
+                declared: self.bytes,
+                actual: rest.len() as u64,
+            });
+        }
+        Ok(())
     }
+}
+
+/// The payloads of `rest` (whose length `shape` has been checked
+/// against), each with its descriptor count made into a `T` by `each`;
+/// then the header's bulk lists checked against them.
+fn split<'a, H: Header, T>(
+    header: &H,
+    mut rest: &'a [u8],
+    shape: &Shape,
+    mut each: impl FnMut(&'a [u8], u32) -> T,
+) -> Result<Vec<T>, MessageError> {
+    let mut payloads = Vec::with_capacity(shape.count);
+    let mut lens = Vec::new();
     let bulk = header.bulk();
+    header.each_payload(&mut |len, fds| {
+        let (p, r) = rest.split_at(len as usize);
+        rest = r;
+        if !bulk.is_empty() {
+            lens.push(p.len());
+        }
+        payloads.push(each(p, fds));
+    });
     if !bulk.is_empty() {
-        if bulk.len() != payloads.len() {
+        if bulk.len() != lens.len() {
             return Err(MessageError::Bulk(
                 "bulk byte strings declared for a message without payloads".to_owned(),
             ));
         }
-        for (spots, p) in bulk.iter().zip(&payloads) {
-            crate::bulk::check(spots, p.len()).map_err(MessageError::Bulk)?;
+        for (spots, &len) in bulk.iter().zip(&lens) {
+            crate::bulk::check(spots, len).map_err(MessageError::Bulk)?;
         }
     }
-    Ok((header, payloads))
+    Ok(payloads)
 }
 
 /// The lengths of the bulk byte strings that follow a frame carrying
@@ -504,21 +584,20 @@ pub fn decode_message_fds<H: Header>(
     body: &[u8],
     fds: Vec<OwnedFd>,
 ) -> Result<(H, Vec<PayloadFds<'_>>), MessageError> {
-    let (header, payloads) = decode_message::<H>(body)?;
-    let counts = header.fd_counts();
-    let declared: u64 = counts.iter().map(|&c| u64::from(c)).sum();
-    if declared != fds.len() as u64 || counts.len() != payloads.len() {
+    let (header, used) = codec::decode_header_prefix::<H>(body).map_err(MessageError::Header)?;
+    let rest = &body[used..];
+    let shape = Shape::of(&header);
+    shape.check_bytes(rest)?;
+    if shape.fds != fds.len() as u64 {
         return Err(MessageError::Descriptors {
-            declared,
+            declared: shape.fds,
             actual: fds.len() as u64,
         });
     }
     let mut fds = fds.into_iter();
-    let paired = payloads
-        .into_iter()
-        .zip(counts)
-        .map(|(p, c)| (p, fds.by_ref().take(c as usize).collect()))
-        .collect();
+    let paired = split(&header, rest, &shape, |p, c| {
+        (p, fds.by_ref().take(c as usize).collect())
+    })?;
     Ok((header, paired))
 }
 

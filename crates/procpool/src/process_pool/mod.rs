@@ -491,8 +491,9 @@ impl ProcessPool {
         // `sendmsg` carries. An input too large (or holding too many
         // descriptors) on its own has already failed in `prepare`.
         let budget = (self.shared.cfg.max_frame as usize).saturating_sub(HEADER_ROOM);
-        let mut batches: Vec<Vec<Item>> = Vec::new();
-        let mut batch = Vec::with_capacity(items.len());
+        // `alone`: each input its own batch, made at its size.
+        let mut batches: Vec<Vec<Item>> = Vec::with_capacity(if alone { items.len() } else { 1 });
+        let mut batch = Vec::with_capacity(if alone { 0 } else { items.len() });
         let mut used = 0usize;
         let mut fds = 0usize;
         let fingerprint = task_fingerprint::<T>();
@@ -509,10 +510,14 @@ impl ProcessPool {
             match self.prepare(task, timeout, retries, fingerprint, submitted) {
                 Ok((item, core, encoded_at, _)) => {
                     submitted = encoded_at;
+                    out.push(Ok(TaskFuture::from_core(core)));
+                    if alone {
+                        batches.push(vec![item]);
+                        continue;
+                    }
                     let cost = item.frame_bytes();
                     let files = item.meta.files.len();
-                    if !batch.is_empty() && (alone || used + cost > budget || fds + files > MAX_FDS)
-                    {
+                    if !batch.is_empty() && (used + cost > budget || fds + files > MAX_FDS) {
                         batches.push(std::mem::take(&mut batch));
                         used = 0;
                         fds = 0;
@@ -520,7 +525,6 @@ impl ProcessPool {
                     used += cost;
                     fds += files;
                     batch.push(item);
-                    out.push(Ok(TaskFuture::from_core(core)));
                 }
                 Err((task, message)) => {
                     submitted = Instant::now();

@@ -144,12 +144,17 @@ impl Conn {
                 Ok(Sent::Partly(done)) => return self.hand_over(frames, done),
                 Err(e) => return self.fail(&e),
             }
+            // Sent: the list's room serves the next posts.
+            frames.clear();
             let mut out = lock(&self.out);
             if out.posted.is_empty() {
                 out.busy = false;
+                out.posted = frames;
                 return;
             }
-            frames = match out.take() {
+            let taken = out.take();
+            out.posted = frames;
+            frames = match taken {
                 Ok(f) => f,
                 Err(e) => {
                     drop(out);
