@@ -337,3 +337,37 @@ fn nested_calls_keep_their_own_state() {
     assert!(encode_mode().is_none());
     assert!(CONTEXT.with(|c| c.borrow().is_none()));
 }
+
+#[test]
+fn a_decode_run_gives_each_payload_what_decode_with_would() {
+    let j = job(BIG);
+    let (by_ref, enc) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(&j));
+    let by_ref = by_ref.unwrap();
+    assert_eq!(
+        enc.files.len(),
+        2,
+        "references to files the run does not have"
+    );
+    let plain = codec::encode(&7u64).unwrap();
+    let alone = |bytes: &[u8]| {
+        let (r, e) = decode_with(Mode::Descriptors, Vec::new(), u64::MAX, || {
+            codec::decode::<Job>(bytes).map(|_| ())
+        });
+        (r.map_err(|e| e.to_string()), e.map(|e| e.to_string()))
+    };
+    let expected = alone(&by_ref);
+    assert!(expected.1.is_some(), "a bad reference: {expected:?}");
+    let mut run = DecodeRun::new(Mode::Descriptors, u64::MAX);
+    let (v, e) = run.decode(|| codec::decode::<u64>(&plain));
+    assert_eq!((v.unwrap(), e.is_none()), (7, true));
+    for _ in 0..2 {
+        // Each bad payload has its own error; the one after it none.
+        let (r, e) = run.decode(|| codec::decode::<Job>(&by_ref).map(|_| ()));
+        let got = (r.map_err(|e| e.to_string()), e.map(|e| e.to_string()));
+        assert_eq!(got, expected);
+        let (v, e) = run.decode(|| codec::decode::<u64>(&plain));
+        assert_eq!((v.unwrap(), e.is_none()), (7, true));
+    }
+    drop(run);
+    assert!(LIGHT.get().is_none(), "the run's state is gone with it");
+}

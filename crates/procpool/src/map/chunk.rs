@@ -405,15 +405,16 @@ impl<O: DeserializeOwned + Send + 'static> Part<O> {
     }
 
     /// Decodes the output the worker reported for input `index` of this
-    /// part (`bytes`, with the descriptors `fds`, for shared-value mode and
-    /// limit `shared`): what goes into the sink, or why not.
-    #[allow(clippy::too_many_arguments)]
+    /// part (`len` bytes, decoded by `decode`: a codec decode with its
+    /// shared-value context): what goes into the sink, or why not.
     fn decode_item(
         &self,
         index: u32,
-        bytes: &[u8],
-        fds: Vec<std::os::fd::OwnedFd>,
-        (mode, limit): (crate::shared::Mode, u64),
+        len: usize,
+        decode: impl FnOnce() -> (
+            Result<O, codec::CodecError>,
+            Option<crate::shared::SharedError>,
+        ),
         worker: usize,
         mut cost: ItemCost,
         costs: &mut CostBatch,
@@ -429,9 +430,8 @@ impl<O: DeserializeOwned + Send + 'static> Part<O> {
         };
         // A clock read costs more than decoding a small output: those are
         // not timed (their `decode_output` is zero).
-        let t = (bytes.len() >= crate::task::TIMED_BYTES).then(Instant::now);
-        let (decoded, shared_error) =
-            crate::shared::decode_with(mode, fds, limit, || codec::decode::<O>(bytes));
+        let t = (len >= crate::task::TIMED_BYTES).then(Instant::now);
+        let (decoded, shared_error) = decode();
         if let Some(t) = t {
             cost.decode_output = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
         }
@@ -554,7 +554,8 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
     ) -> Result<(), String> {
         let bytes = output.bytes;
         let (fds, mode, limit) = (output.fds, output.mode, output.limit);
-        match self.decode_item(index, bytes, fds, (mode, limit), worker, cost, costs) {
+        let decode = || crate::shared::decode_with(mode, fds, limit, || codec::decode::<O>(bytes));
+        match self.decode_item(index, bytes.len(), decode, worker, cost, costs) {
             Ok((slot, value, sample)) => {
                 lock(&self.sink.inner).put(slot as usize, Ok(value), Some(sample));
                 Ok(())
@@ -577,9 +578,12 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
             staged.reserve_exact(self.live().len());
         }
         let mut done = Ok(());
+        // One shared-value context for the run (item records carry no
+        // descriptors).
+        let mut run = crate::shared::DecodeRun::new(mode, limit);
         for (index, bytes, cost) in items {
-            let shared = (mode, limit);
-            match self.decode_item(index, bytes, Vec::new(), shared, worker, cost, costs) {
+            let decode = || run.decode(|| codec::decode::<O>(bytes));
+            match self.decode_item(index, bytes.len(), decode, worker, cost, costs) {
                 Ok(value) => staged.push(value),
                 Err(not) => {
                     done = self.not_decoded(not);
@@ -589,6 +593,7 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
                 }
             }
         }
+        drop(run);
         let mut g = lock(&self.sink.inner);
         for (slot, value, sample) in staged.drain(..) {
             g.put(slot as usize, Ok(value), Some(sample));
@@ -851,6 +856,39 @@ mod tests {
         assert_eq!(sink.take(1), Some(Ok(10)));
         assert_eq!(sink.take(3), None);
         assert_eq!(part.ended(), 2);
+    }
+
+    #[test]
+    fn a_bad_shared_reference_in_a_run_fails_its_input_alone() {
+        use crate::shared::{Mode, SharedBytes, encode_with};
+        let cancels = Arc::new(Cancels::default());
+        let sink: Arc<Sink<SharedBytes>> = Sink::new(3, cancels);
+        let part = Part::new(sink.clone(), vec![0, 1, 2], 7, "t", "I", "SharedBytes");
+        let small = SharedBytes::from(vec![1, 2, 3]);
+        let encode = |v: &SharedBytes| {
+            let (bytes, enc) = encode_with(Mode::Descriptors, u64::MAX, || codec::encode(v));
+            (bytes.unwrap(), enc.files.len())
+        };
+        let (inline, files) = encode(&small);
+        assert_eq!(files, 0, "a small value travels inline");
+        // A reference to a memory file the record does not carry.
+        let (by_ref, files) = encode(&SharedBytes::from(vec![5; 1 << 20]));
+        assert_eq!(files, 1);
+        let mut items = [&inline, &by_ref, &inline]
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| (i as u32, &b[..], ItemCost::default()));
+        let mut costs = CostBatch::default();
+        let said = part.items_ok(&mut items, Mode::Descriptors, 1 << 20, 0, &mut costs);
+        assert!(said.is_err_and(|m| m.contains("bad shared-payload reference")));
+        assert_eq!(items.next().map(|(i, _, _)| i), Some(2), "left for later");
+        part.wake();
+        assert_eq!(sink.take(0), Some(Ok(small)));
+        assert!(matches!(
+            sink.take(1),
+            Some(Err(TaskError::Protocol { .. }))
+        ));
+        assert_eq!(sink.take(2), None);
     }
 
     #[test]
