@@ -183,10 +183,17 @@ mod tests {
         let before = snapshot();
         let file = std::fs::File::open("/proc/self/stat").unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
         let t = std::thread::Builder::new()
             .name("leaky".into())
-            .spawn(move || rx.recv())
+            .spawn(move || {
+                let _ = ready_tx.send(());
+                rx.recv()
+            })
             .unwrap();
+        // The thread names itself once it runs: the snapshot waits for that
+        // (it once saw the thread under its parent's name).
+        ready.recv().unwrap();
         let child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
