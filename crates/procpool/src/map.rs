@@ -84,12 +84,6 @@ struct InFlight<O> {
     sink: Arc<Sink<O>>,
 }
 
-/// How many times a map waiting for a packed chunk's outcome looks for it,
-/// yielding the CPU in between, before it sleeps: on 2 vCPUs a sleep and a
-/// wake-up per run of results cost more than the looks (`map_unordered`
-/// c256: ~1/3 fewer context switches, ~7 % faster).
-const LOOKS: u32 = 32;
-
 /// Outcomes taken from a sink, not yielded yet, with their samples.
 type Taken<O> = VecDeque<(Outcome<O>, Option<Sample>)>;
 
@@ -672,13 +666,6 @@ where
             if let Some(Entry::Chunk { sink, next, end }) = self.pending.front_mut() {
                 let i = *next;
                 if self.taken.is_empty() {
-                    // A short look before sleeping (see `LOOKS`).
-                    for _ in 0..LOOKS {
-                        if sink.ended(i) {
-                            break;
-                        }
-                        std::thread::yield_now();
-                    }
                     // `None`: no limit, or one too far to count.
                     let until = limit.and_then(|(wait, _)| crate::deadline::after(wait));
                     if !sink.wait(i, until) {
@@ -730,17 +717,6 @@ where
             }
             let until = limit.map(|(wait, _)| crate::deadline::after(wait));
             while !self.by_key.is_empty() || self.chunk_left > 0 {
-                if self.done_keys.is_empty() && self.chunk_left > 0 {
-                    // Packed chunks: a short look (yielding the CPU to the
-                    // pool's readers) before sleeping, which cost a wake-up
-                    // per run of results.
-                    for _ in 0..LOOKS {
-                        if self.done.try_pop_all(&mut self.done_keys) {
-                            break;
-                        }
-                        std::thread::yield_now();
-                    }
-                }
                 if self.done_keys.is_empty() {
                     self.done.pop_all(until.flatten(), &mut self.done_keys);
                 }

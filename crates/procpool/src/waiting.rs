@@ -118,15 +118,6 @@ impl DoneQueue {
         }
     }
 
-    /// Moves every done key to the end of `out` without waiting; `false`
-    /// if there was none.
-    pub(crate) fn try_pop_all(&self, out: &mut VecDeque<usize>) -> bool {
-        let mut g = self.lock();
-        let had = !g.keys.is_empty();
-        out.append(&mut g.keys);
-        had
-    }
-
     pub(crate) fn try_pop(&self) -> Option<usize> {
         self.lock().keys.pop_front()
     }

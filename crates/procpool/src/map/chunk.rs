@@ -250,12 +250,6 @@ impl<O: Send + 'static> Sink<O> {
         found
     }
 
-    /// Whether input `index` has ended (what [`wait`](Self::wait) waits
-    /// for), without waiting.
-    pub(crate) fn ended(&self, index: usize) -> bool {
-        !matches!(lock(&self.inner).slots.get(index), Some(Slot::Waiting))
-    }
-
     /// Waits until input `index` has ended; `false` if `until` passed
     /// first (`None`: no limit).
     pub(crate) fn wait(&self, index: usize, until: Option<Instant>) -> bool {
@@ -760,7 +754,6 @@ mod tests {
         // Put quietly: there, but nobody was woken yet.
         assert!(sink.wait(0, Some(Instant::now())));
         assert!(!sink.wait(1, Some(Instant::now())));
-        assert!(sink.ended(0) && !sink.ended(1), "what wait waits for");
         part.wake();
         assert_eq!(sink.take(0), Some(Ok(10)));
         assert_eq!(sink.take(0), None, "taken once");
