@@ -100,8 +100,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use procpool_wire::bulk::BulkSource;
-
-use crate::kept::Kept;
 use procpool_wire::codec;
 use procpool_wire::fds::{MAX_FDS, SendFd};
 
@@ -119,6 +117,7 @@ pub use transport::Transport;
 use crate::cost::PoolStats;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::future::{Core, TaskFuture};
+use crate::kept::Kept;
 use crate::map::chunk::{Part, Sent, Sink};
 use crate::map::{ChunkResult, Packer, Submitter};
 use crate::offload::OffThread;
