@@ -271,12 +271,23 @@ impl ToParent {
 
 /// A header that declares the payloads following it.
 pub trait Header: Serialize + DeserializeOwned {
+    /// Calls `f` with each payload's length and the descriptors the frame
+    /// carries for it, in order (without allocating: decoding a frame asks
+    /// for them).
+    fn each_payload(&self, f: &mut dyn FnMut(u32, u32));
+
     /// Lengths of the payloads that follow, in order.
-    fn payload_lens(&self) -> Vec<u32>;
+    fn payload_lens(&self) -> Vec<u32> {
+        let mut lens = Vec::new();
+        self.each_payload(&mut |len, _| lens.push(len));
+        lens
+    }
 
     /// Descriptors the frame carries for each payload, in order.
     fn fd_counts(&self) -> Vec<u32> {
-        vec![0; self.payload_lens().len()]
+        let mut counts = Vec::new();
+        self.each_payload(&mut |_, fds| counts.push(fds));
+        counts
     }
 
     /// The bulk byte strings of each payload, in order (their bytes
@@ -285,36 +296,9 @@ pub trait Header: Serialize + DeserializeOwned {
     fn bulk(&self) -> Vec<&[Bulk]> {
         Vec::new()
     }
-
-    /// Calls `f` with each payload's length and descriptor count, in
-    /// order: [`payload_lens`](Header::payload_lens) and
-    /// [`fd_counts`](Header::fd_counts) side by side (a count missing is
-    /// 0), without allocating for procpool's own messages (decoding a
-    /// frame asks for them).
-    fn each_payload(&self, f: &mut dyn FnMut(u32, u32)) {
-        let counts = self.fd_counts();
-        for (i, len) in self.payload_lens().into_iter().enumerate() {
-            f(len, counts.get(i).copied().unwrap_or(0));
-        }
-    }
 }
 
 impl Header for ToWorker {
-    fn payload_lens(&self) -> Vec<u32> {
-        match self {
-            ToWorker::Init { len, .. } => vec![*len],
-            ToWorker::Run { items } => items.iter().map(|i| i.len).collect(),
-            ToWorker::Cancel { .. } | ToWorker::Shutdown { .. } => Vec::new(),
-        }
-    }
-
-    fn fd_counts(&self) -> Vec<u32> {
-        match self {
-            ToWorker::Run { items } => items.iter().map(|i| i.fds).collect(),
-            other => vec![0; other.payload_lens().len()],
-        }
-    }
-
     fn bulk(&self) -> Vec<&[Bulk]> {
         match self {
             ToWorker::Run { items } if items.iter().any(|i| !i.bulk.is_empty()) => {
@@ -334,36 +318,6 @@ impl Header for ToWorker {
 }
 
 impl Header for ToParent {
-    fn payload_lens(&self) -> Vec<u32> {
-        match self {
-            ToParent::Finished {
-                outcome: Outcome::Ok { len, .. },
-                ..
-            }
-            | ToParent::Item {
-                outcome: Outcome::Ok { len, .. },
-                ..
-            } => vec![*len],
-            ToParent::Records { len, .. } => vec![*len],
-            _ => Vec::new(),
-        }
-    }
-
-    fn fd_counts(&self) -> Vec<u32> {
-        match self {
-            ToParent::Records { .. } => vec![0],
-            ToParent::Finished {
-                outcome: Outcome::Ok { fds, .. },
-                ..
-            }
-            | ToParent::Item {
-                outcome: Outcome::Ok { fds, .. },
-                ..
-            } => vec![*fds],
-            _ => Vec::new(),
-        }
-    }
-
     fn bulk(&self) -> Vec<&[Bulk]> {
         match self {
             ToParent::Finished {
