@@ -70,10 +70,11 @@ impl Stream {
     }
 
     /// One vectored send of `slices` (with `fds` attached to its first
-    /// byte, Unix sockets only), never raising SIGPIPE. `wait: false`
-    /// returns `WouldBlock` at once when the socket buffer is full
-    /// (whatever the write timeout); `wait: true` blocks up to the write
-    /// timeout.
+    /// byte, Unix sockets only), never raising SIGPIPE; an interrupted
+    /// send is tried again, and one that takes no byte is a `WriteZero`
+    /// error. `wait: false` returns `WouldBlock` at once when the socket
+    /// buffer is full (whatever the write timeout); `wait: true` blocks up
+    /// to the write timeout.
     pub(crate) fn send(
         &self,
         slices: &[IoSlice<'_>],
@@ -101,7 +102,19 @@ impl Stream {
         if !wait {
             flags |= MsgFlags::MSG_DONTWAIT;
         }
-        sendmsg::<UnixAddr>(sock, slices, cmsgs, flags, None).map_err(io::Error::from)
+        loop {
+            match sendmsg::<UnixAddr>(sock, slices, cmsgs, flags, None) {
+                Ok(0) if slices.iter().any(|s| !s.is_empty()) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "socket took no bytes",
+                    ));
+                }
+                Ok(n) => return Ok(n),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Whether the peer is across a network (TCP), where it can vanish

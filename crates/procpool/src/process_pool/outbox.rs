@@ -224,12 +224,6 @@ impl Conn {
             };
             let n = rest.len().min(MAX_SLICES);
             match self.stream.send(&rest[..n], &fds, wait) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "socket took no bytes",
-                    ));
-                }
                 Ok(k) => {
                     done += k;
                     o += k;
@@ -240,7 +234,6 @@ impl Conn {
                         i += 1;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !wait => {
                     return Ok(Sent::Partly(done));
                 }
@@ -263,17 +256,10 @@ impl Conn {
         let written = frame.write_bulk(skip, &mut |mut bytes: &[u8]| {
             while !bytes.is_empty() {
                 match self.stream.send(&[IoSlice::new(bytes)], &[], wait) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            "socket took no bytes",
-                        ));
-                    }
                     Ok(k) => {
                         sent += k;
                         bytes = &bytes[k..];
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         full = e.kind() == io::ErrorKind::WouldBlock && !wait;
                         return Err(e);
