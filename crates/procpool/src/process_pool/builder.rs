@@ -220,6 +220,7 @@ pub(crate) struct Config {
     pub worker_output: WorkerOutput,
     pub ring_spin: Duration,
     pub prefetch: usize,
+    pub prefetch_time: Duration,
     pub max_frame: u32,
     pub handshake_timeout: Duration,
     pub init_timeout: Duration,
@@ -286,6 +287,7 @@ pub struct ProcessPoolBuilder {
     worker_output: WorkerOutput,
     ring_spin: Duration,
     prefetch: usize,
+    prefetch_time: Duration,
     max_frame: u32,
     handshake_timeout: Duration,
     init_timeout: Duration,
@@ -323,6 +325,7 @@ impl Default for ProcessPoolBuilder {
             worker_output: WorkerOutput::default(),
             ring_spin: Duration::from_micros(50),
             prefetch: 4,
+            prefetch_time: Duration::from_micros(500),
             max_frame: DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
             init_timeout: Duration::from_secs(60),
@@ -517,9 +520,28 @@ impl ProcessPoolBuilder {
     /// included, so it never waits a round trip between tasks (default 4;
     /// at least 1).
     /// Single tasks queued together may reach a worker in one frame; each
-    /// still counts as a batch.
+    /// still counts as a batch. A `map`'s short chunks may go deeper: see
+    /// [`prefetch_time`](Self::prefetch_time).
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = n;
+        self
+    }
+
+    /// How much work of a `map`'s packed chunks a worker may hold beyond
+    /// [`prefetch`](Self::prefetch) batches (default 500 µs; zero:
+    /// `prefetch` bounds chunks too). A worker whose last chunks of a task
+    /// ran short is given more chunks of that task: about this much work in
+    /// all, at least `prefetch` and at most 4 × `prefetch` chunks, so that
+    /// it does not run dry while the parent's threads wait for a CPU (on 2
+    /// vCPUs a chunksize-256 `map` of trivial tasks ran 10–20 % faster:
+    /// issue 14). Never while it holds anything but such chunks, nor once
+    /// its running chunk has run this long. The measure is per task type
+    /// (a slower chunk counts at once): a `map` whose inputs are much
+    /// slower than the last `map`'s of the same task may see up to 4 ×
+    /// `prefetch` of its first chunks go to one worker.
+    /// `Duration::MAX` means no limit on the time (the 4 × bound stays).
+    pub fn prefetch_time(mut self, d: Duration) -> Self {
+        self.prefetch_time = d;
         self
     }
 
@@ -673,6 +695,7 @@ impl ProcessPoolBuilder {
             worker_output: self.worker_output,
             ring_spin: self.ring_spin,
             prefetch: self.prefetch,
+            prefetch_time: self.prefetch_time,
             max_frame: self.max_frame,
             handshake_timeout: self.handshake_timeout,
             init_timeout: self.init_timeout,

@@ -49,13 +49,15 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         return touched;
     }
     let cfg = &shared.cfg;
+    let now = Instant::now();
     while !st.queue.is_empty() {
+        let chunk = st.queue.front_chunk();
         let Some(idx) = st
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| {
-                s.status == SlotStatus::Ready && s.held < cfg.prefetch && s.conn.is_some()
+                s.status == SlotStatus::Ready && s.conn.is_some() && s.has_room(cfg, chunk, now)
             })
             .min_by_key(|(_, s)| s.held)
             .map(|(i, _)| i)
@@ -66,7 +68,6 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
             break;
         };
         let (batch, items) = gather(st, idx, cfg, first);
-        let now = Instant::now();
         let slot = &mut st.slots[idx];
         if slot.inflight.is_empty() {
             // Idle until now: its start clock begins here.
@@ -77,6 +78,7 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
         } else {
             1
         };
+        st.most_held = st.most_held.max(slot.held);
         let mut headers = Vec::with_capacity(items.len());
         let mut payloads = Vec::with_capacity(items.len());
         let mut fds = Vec::new();

@@ -412,6 +412,13 @@ impl ProcessPool {
         state::worker_pids(&self.shared)
     }
 
+    /// Test hook: the most batches (tasks or `map` chunks) one worker has
+    /// held at once since the last call (or since the pool started).
+    #[doc(hidden)]
+    pub fn debug_take_most_held(&self) -> usize {
+        std::mem::take(&mut crate::lock::lock(&self.shared.state).most_held)
+    }
+
     /// Test hook: makes the supervisor panic the next time it settles a
     /// dead worker, to prove that an internal panic resolves every future.
     #[doc(hidden)]
@@ -445,7 +452,15 @@ impl sealed::Sealed for ProcessPool {
     }
 
     fn map_window(&self) -> usize {
-        self.shared.cfg.workers * (self.shared.cfg.prefetch + 1) * 2
+        let cfg = &self.shared.cfg;
+        // Room for what the workers may hold (short chunks: deeper, see
+        // `prefetch_time`), and as much again ready behind it.
+        let held = if cfg.prefetch_time.is_zero() {
+            cfg.prefetch
+        } else {
+            cfg.prefetch.saturating_mul(2)
+        };
+        cfg.workers.saturating_mul(held + 1).saturating_mul(2)
     }
 
     fn chunk_submitter<T: Task>(&self) -> Submitter<T> {

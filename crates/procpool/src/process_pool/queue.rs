@@ -60,6 +60,17 @@ impl TaskQueue {
         self.batches.push_front(batch);
     }
 
+    /// If the next batch to send is a `map`'s packed chunk: its task's
+    /// fingerprint and its inputs.
+    pub(crate) fn front_chunk(&self) -> Option<(u64, u32)> {
+        self.batches
+            .iter()
+            .flat_map(|b| &b.items)
+            .find(|i| self.live.contains_key(&i.meta.id))
+            .filter(|i| i.meta.items > 0)
+            .map(|i| (i.meta.fingerprint, i.meta.items))
+    }
+
     /// The next batch to send, without its withdrawn tasks.
     pub(crate) fn pop_front(&mut self) -> Option<Batch> {
         while let Some(mut batch) = self.batches.pop_front() {

@@ -166,6 +166,9 @@ pub(crate) struct WorkerSlot {
     pub held: usize,
     /// Tasks this process has been given (for `max_tasks_per_worker`).
     pub taken: u64,
+    /// How long an input of this slot's last `map` chunks took: how deep
+    /// its worker may be fed more chunks of that task ([`depth`]).
+    pub pace: Option<Pace>,
     /// The task it runs now, and since when (for the timeout clock).
     pub running: Option<(TaskId, Instant)>,
     /// When the worker last began or ended a task (or answered a cancel),
@@ -216,6 +219,7 @@ impl WorkerSlot {
             batches: IdMap::default(),
             held: 0,
             taken: 0,
+            pace: None,
             running: None,
             heard: Instant::now(),
             kill: None,
@@ -268,6 +272,14 @@ impl WorkerSlot {
     /// notes).
     pub(crate) fn take_task_at(&mut self, id: TaskId, now: Instant) -> Option<Assigned> {
         let a = self.inflight.remove(&id)?;
+        if a.meta.items > 0
+            && let Some((running, since)) = self.running
+            && running == id
+        {
+            // A chunk it ran from start to end.
+            let took = crate::task::nanos_between(since, now);
+            Pace::observe(&mut self.pace, a.meta.fingerprint, took, a.meta.items);
+        }
         if a.queued_as != a.batch {
             // Queued alone, sent with others: it was one batch of its own.
             self.held = self.held.saturating_sub(1);
@@ -293,6 +305,78 @@ impl WorkerSlot {
     pub(crate) fn alive(&self) -> bool {
         self.status != SlotStatus::Dead
     }
+
+    /// Whether this worker may be given one more batch now: it holds fewer
+    /// than `prefetch`, or `next` is a `map` chunk (its task's fingerprint
+    /// and inputs) and it holds fewer than its [`depth`] for it.
+    pub(crate) fn has_room(&self, cfg: &Config, next: Option<(u64, u32)>, now: Instant) -> bool {
+        if self.held < cfg.prefetch {
+            return true;
+        }
+        let Some((fingerprint, items)) = next else {
+            return false;
+        };
+        // Deeper only for chunks of the task it measured, and only while
+        // it holds nothing but chunks.
+        let Some(pace) = self.pace.filter(|p| p.fingerprint == fingerprint) else {
+            return false;
+        };
+        self.inflight.values().all(|a| a.meta.items > 0)
+            && self.held
+                < depth(
+                    cfg.prefetch,
+                    cfg.prefetch_time,
+                    pace.input_ns.saturating_mul(u64::from(items)),
+                    self.running
+                        .map(|(_, since)| now.saturating_duration_since(since)),
+                )
+    }
+}
+
+/// What an input of a worker's last `map` chunks of one task took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pace {
+    /// The task's fingerprint (its name and types).
+    pub fingerprint: u64,
+    /// Nanoseconds per input: a slower chunk raises it at once, a faster
+    /// one lowers it by a quarter of the difference.
+    pub input_ns: u64,
+}
+
+impl Pace {
+    /// A chunk of `items` inputs of task `fingerprint` ran `took_ns`.
+    pub(crate) fn observe(pace: &mut Option<Pace>, fingerprint: u64, took_ns: u64, items: u32) {
+        // Notes read in one run share one clock read: at least 1 ns.
+        let per = (took_ns / u64::from(items.max(1))).max(1);
+        let input_ns = match *pace {
+            Some(p) if p.fingerprint == fingerprint && per < p.input_ns => {
+                p.input_ns - (p.input_ns - per) / 4
+            }
+            _ => per,
+        };
+        *pace = Some(Pace {
+            fingerprint,
+            input_ns,
+        });
+    }
+}
+
+/// How many of a `map`'s chunks a worker may hold (`ProcessPoolBuilder::
+/// prefetch_time`): as many as fit in `time` at `chunk_ns` each, at least
+/// `prefetch` and at most 4 × `prefetch`; `prefetch` once the chunk it
+/// runs has run `time`.
+pub(crate) fn depth(
+    prefetch: usize,
+    time: Duration,
+    chunk_ns: u64,
+    running_for: Option<Duration>,
+) -> usize {
+    if time.is_zero() || running_for.is_some_and(|r| r >= time) {
+        return prefetch;
+    }
+    let fit = time.as_nanos() / u128::from(chunk_ns.max(1));
+    let most = prefetch.saturating_mul(4);
+    usize::try_from(fit).unwrap_or(most).clamp(prefetch, most)
 }
 
 /// Everything that changes, under one lock (`Shared::state`). See the
@@ -330,6 +414,9 @@ pub(crate) struct PoolState {
     /// Test hook: the next `settle` panics (see
     /// `ProcessPool::debug_inject_supervisor_panic`).
     pub inject_panic: bool,
+    /// The most batches one worker has held at once (see
+    /// `ProcessPool::debug_most_held`).
+    pub most_held: usize,
     /// Launcher runs (`srun`, `mpirun`) by ticket: workers asked for and
     /// workers that joined.
     #[cfg(feature = "remote")]
@@ -484,6 +571,7 @@ impl Shared {
                 building: waits,
                 stop_mode: None,
                 inject_panic: false,
+                most_held: 0,
                 #[cfg(feature = "remote")]
                 launches: HashMap::new(),
                 #[cfg(feature = "remote")]
@@ -587,4 +675,46 @@ pub(crate) fn inject_panic(shared: &Shared) {
 
 pub(crate) fn broken(shared: &Shared) -> Option<String> {
     lock(&shared.state).broken.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn short_chunks_fill_the_time_between_prefetch_and_four_times_it() {
+        // 500 µs at 50 µs a chunk: 10, within 4..=16.
+        assert_eq!(depth(4, MS / 2, 50_000, None), 10);
+        assert_eq!(depth(4, MS / 2, 1, None), 16);
+        assert_eq!(depth(4, MS / 2, 0, None), 16);
+        // Long chunks: prefetch.
+        assert_eq!(depth(4, MS / 2, 2_000_000, None), 4);
+        // Off, or the running chunk has run the whole time already.
+        assert_eq!(depth(4, Duration::ZERO, 1, None), 4);
+        assert_eq!(depth(4, MS / 2, 1, Some(MS / 2)), 4);
+        assert_eq!(depth(4, MS / 2, 1, Some(MS / 4)), 16);
+        assert_eq!(depth(1, Duration::MAX, 1, None), 4);
+    }
+
+    #[test]
+    fn a_slower_chunk_counts_at_once_and_a_faster_one_by_a_quarter() {
+        let mut pace = None;
+        Pace::observe(&mut pace, 7, 8_000, 8);
+        assert_eq!(pace.map(|p| p.input_ns), Some(1_000));
+        Pace::observe(&mut pace, 7, 800_000, 8);
+        assert_eq!(pace.map(|p| p.input_ns), Some(100_000));
+        Pace::observe(&mut pace, 7, 0, 8);
+        assert_eq!(pace.map(|p| p.input_ns), Some(75_001));
+        // Another task starts afresh.
+        Pace::observe(&mut pace, 9, 80, 8);
+        assert_eq!(
+            pace,
+            Some(Pace {
+                fingerprint: 9,
+                input_ns: 10
+            })
+        );
+    }
 }
