@@ -593,7 +593,12 @@ fn tasks_sent_in_one_frame_turn_running_one_at_a_time() {
         let mut seen_running = [false; 4];
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while !sleeps.iter().all(|f| f.done()) {
-            let states: Vec<_> = sleeps.iter().map(|f| f.state()).collect();
+            // Read last to first: a task seen running began after the ones
+            // ahead of it ended, so they read as done (read first to last,
+            // task 0 could end and task 1 begin between the two reads, and
+            // both would read as running).
+            let mut states: Vec<_> = sleeps.iter().rev().map(|f| f.state()).collect();
+            states.reverse();
             let running = states
                 .iter()
                 .filter(|&&s| s == procpool::State::Running)
