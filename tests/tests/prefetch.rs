@@ -27,9 +27,13 @@ fn pool(time: Option<Duration>) -> ProcessPool {
 
 /// A map of `n` trivial tasks in chunks of 16; checks every result.
 fn squares(pool: &ProcessPool, n: u64) {
+    squares_in(pool, n, 16);
+}
+
+fn squares_in(pool: &ProcessPool, n: u64, chunksize: usize) {
     let sum: u64 = pool
         .map_unordered((0..n).map(Square))
-        .chunksize(16)
+        .chunksize(chunksize)
         .map(Result::unwrap)
         .sum();
     assert_eq!(sum, (0..n).map(|i| i * i).sum::<u64>());
@@ -44,6 +48,22 @@ fn short_chunks_go_deeper_than_prefetch_and_at_most_four_times_it() {
         assert!(
             most > PREFETCH && most <= 4 * PREFETCH,
             "a worker held at most {most} chunks (prefetch {PREFETCH})"
+        );
+        still_works(&pool);
+    });
+}
+
+/// A chunksize-1 map's inputs are tasks of their own (each its future and
+/// `Running`), and go deeper too.
+#[test]
+fn short_inputs_of_a_chunksize_1_map_go_deeper_too() {
+    watchdog(LIMIT, || {
+        let pool = pool(None);
+        squares_in(&pool, 20_000, 1);
+        let most = pool.debug_take_most_held();
+        assert!(
+            most > PREFETCH && most <= 4 * PREFETCH,
+            "a worker held at most {most} inputs (prefetch {PREFETCH})"
         );
         still_works(&pool);
     });
@@ -69,6 +89,11 @@ fn long_chunks_and_other_tasks_stay_at_prefetch() {
             most <= PREFETCH,
             "{most} chunks of 8 ms held after short ones"
         );
+        // Nor 4 ms inputs of a chunksize-1 map.
+        let done = pool.map(slow()).chunksize(1).filter(Result::is_ok).count();
+        assert_eq!(done, 24);
+        let most = pool.debug_take_most_held();
+        assert!(most <= PREFETCH, "{most} inputs of 4 ms held at once");
         // Plain tasks never go deeper than prefetch.
         let futures: Vec<_> = (0..200).map(|i| pool.submit(Square(i)).unwrap()).collect();
         for (i, f) in (0u64..).zip(futures) {

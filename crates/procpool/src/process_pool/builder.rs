@@ -527,18 +527,20 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// How much work of a `map`'s packed chunks a worker may hold beyond
-    /// [`prefetch`](Self::prefetch) batches (default 500 µs; zero:
-    /// `prefetch` bounds chunks too). A worker whose last chunks of a task
-    /// ran short is given more chunks of that task: about this much work in
-    /// all, at least `prefetch` and at most 4 × `prefetch` chunks, so that
-    /// it does not run dry while the parent's threads wait for a CPU (on 2
-    /// vCPUs a chunksize-256 `map` of trivial tasks ran 10–20 % faster:
-    /// issue 14). Never while it holds anything but such chunks, nor once
-    /// its running chunk has run this long. The measure is per task type
-    /// (a slower chunk counts at once): a `map` whose inputs are much
-    /// slower than the last `map`'s of the same task may see up to 4 ×
-    /// `prefetch` of its first chunks go to one worker.
+    /// How much work of a `map`'s chunks (or a chunksize-1 `map`'s inputs)
+    /// a worker may hold beyond [`prefetch`](Self::prefetch) batches
+    /// (default 500 µs; zero: `prefetch` bounds them too). A worker whose
+    /// last chunks of a task ran short is given more of that task's: about
+    /// this much work in all, at least `prefetch` and at most 4 ×
+    /// `prefetch` chunks, so that it does not run dry while the parent's
+    /// threads wait for a CPU (on 2 vCPUs: a chunksize-256 `map` of trivial
+    /// tasks ran 10–20 % faster, a chunksize-1 one about twice as fast:
+    /// issue 14). Never while it holds anything else (a `submit()`ed task
+    /// is held to `prefetch`), nor once the one it runs has run this long.
+    /// The measure is per task type (a slower chunk counts at once): a
+    /// `map` whose inputs are much slower than the last `map`'s of the
+    /// same task may see up to 4 × `prefetch` of its first chunks go to
+    /// one worker.
     /// `Duration::MAX` means no limit on the time (the 4 × bound stays).
     pub fn prefetch_time(mut self, d: Duration) -> Self {
         self.prefetch_time = d;

@@ -51,23 +51,23 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
     let cfg = &shared.cfg;
     let now = Instant::now();
     while !st.queue.is_empty() {
-        let chunk = st.queue.front_chunk();
-        let Some(idx) = st
+        let next = st.queue.map_front();
+        let Some((idx, limit)) = st
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
-                s.status == SlotStatus::Ready && s.conn.is_some() && s.has_room(cfg, chunk, now)
-            })
-            .min_by_key(|(_, s)| s.held)
-            .map(|(i, _)| i)
+            .filter(|(_, s)| s.status == SlotStatus::Ready && s.conn.is_some())
+            .map(|(i, s)| (i, s.held, s.limit(cfg, next, now)))
+            .filter(|&(_, held, limit)| held < limit)
+            .min_by_key(|&(_, held, _)| held)
+            .map(|(i, _, limit)| (i, limit))
         else {
             break;
         };
         let Some(first) = st.queue.pop_front() else {
             break;
         };
-        let (batch, items) = gather(st, idx, cfg, first);
+        let (batch, items) = gather(st, idx, cfg, limit, first);
         let slot = &mut st.slots[idx];
         if slot.inflight.is_empty() {
             // Idle until now: its start clock begins here.
@@ -147,9 +147,10 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
 /// The tasks of one `Run` frame for worker `idx`, each with the id of the
 /// batch it was queued in, and the frame's batch id: `first` as it was
 /// queued, or, if it is one plain task, `first` and the single plain tasks
-/// queued right after it, up to the worker's room (`prefetch` counts each
-/// as a batch, as if it were sent alone), its `max_tasks_per_worker` and
-/// the frame cap. One frame for several tasks wakes the worker's reader
+/// queued right after it, up to the worker's room (`limit` batches, each
+/// task counted as if it were sent alone: `prefetch`, or deeper for a
+/// `map`'s inputs of the task `first` is, and only those), its
+/// `max_tasks_per_worker` and the frame cap. One frame for several tasks wakes the worker's reader
 /// once, and the worker runs them back to back; each keeps its own future
 /// and goes back to the queue alone if the worker dies (a map with
 /// chunksize 1 queues its inputs so: issue 14).
@@ -157,10 +158,13 @@ fn gather(
     st: &mut PoolState,
     idx: usize,
     cfg: &super::builder::Config,
+    limit: usize,
     first: Batch,
 ) -> (u64, Vec<(u64, Item)>) {
     let slot = &st.slots[idx];
-    let mut room = cfg.prefetch.saturating_sub(slot.held);
+    // Beyond `prefetch`: only inputs of the same map's task.
+    let plain_room = cfg.prefetch.saturating_sub(slot.held);
+    let mut room = limit.saturating_sub(slot.held);
     if let Some(max) = cfg.max_tasks_per_worker {
         room = room.min(usize::try_from(max.saturating_sub(slot.taken)).unwrap_or(usize::MAX));
     }
@@ -172,11 +176,26 @@ fn gather(
     let budget = (cfg.max_frame as usize).saturating_sub(super::HEADER_ROOM);
     let cost = Item::frame_bytes;
     let mut used = first.items.iter().map(cost).sum::<usize>();
+    // Past `prefetch`, only inputs of `first`'s map task, and only while
+    // every task of the frame is one.
+    let mut task = first
+        .items
+        .first()
+        .filter(|i| i.meta.from_map)
+        .map(|i| i.meta.fingerprint);
     let mut items: Vec<(u64, Item)> = first.items.into_iter().map(|i| (first.id, i)).collect();
     while items.len() < room {
-        let Some(next) = st.queue.pop_front_single(|i| used + cost(i) <= budget) else {
+        let plain = items.len() < plain_room;
+        let fits = |i: &Item| {
+            used + cost(i) <= budget
+                && (plain || (i.meta.from_map && Some(i.meta.fingerprint) == task))
+        };
+        let Some(next) = st.queue.pop_front_single(fits) else {
             break;
         };
+        if next.items.iter().any(|i| !i.meta.from_map) {
+            task = None;
+        }
         used += next.items.iter().map(cost).sum::<usize>();
         let id = next.id;
         items.extend(next.items.into_iter().map(|i| (id, i)));

@@ -41,6 +41,10 @@ pub(crate) struct Meta {
     /// `0` for one task; `n`: a packed chunk of `n` inputs of a `map`
     /// (its future is a `map::chunk::Part`).
     pub items: u32,
+    /// A `map`'s packed chunk, or an input of a chunksize-1 `map`: a
+    /// worker may hold more of them than `prefetch`
+    /// (`ProcessPoolBuilder::prefetch_time`).
+    pub from_map: bool,
     /// The sealed memory files of the input's shared payloads, sent with
     /// its frame (each time it is sent: a retry sends them again).
     pub files: Vec<SendFd>,

@@ -349,6 +349,7 @@ impl ProcessPool {
                 timeout,
                 retries,
                 items: 0,
+                from_map: false,
                 files: shared.files.into_iter().map(|f| f as SendFd).collect(),
                 bulk,
                 span: tracing::debug_span!(
@@ -522,10 +523,11 @@ impl ProcessPool {
         let mut submitted = Instant::now();
         for task in items {
             match self.prepare(task, timeout, retries, fingerprint, submitted) {
-                Ok((item, core, encoded_at, _)) => {
+                Ok((mut item, core, encoded_at, _)) => {
                     submitted = encoded_at;
                     out.push(Ok(TaskFuture::from_core(core)));
                     if alone {
+                        item.meta.from_map = true;
                         batches.push(vec![item]);
                         continue;
                     }
@@ -664,6 +666,7 @@ impl ProcessPool {
                         timeout: None,
                         retries: 0,
                         items: k as u32,
+                        from_map: true,
                         files: Vec::new(),
                         bulk: None,
                         span: tracing::debug_span!(

@@ -60,14 +60,14 @@ impl TaskQueue {
         self.batches.push_front(batch);
     }
 
-    /// If the next batch to send is a `map`'s packed chunk: its task's
-    /// fingerprint and its inputs.
-    pub(crate) fn front_chunk(&self) -> Option<(u64, u32)> {
+    /// If the next batch to send is a `map`'s packed chunk or
+    /// chunksize-1 input: its task's fingerprint and its inputs (0: one).
+    pub(crate) fn map_front(&self) -> Option<(u64, u32)> {
         self.batches
             .iter()
             .flat_map(|b| &b.items)
             .find(|i| self.live.contains_key(&i.meta.id))
-            .filter(|i| i.meta.items > 0)
+            .filter(|i| i.meta.from_map)
             .map(|i| (i.meta.fingerprint, i.meta.items))
     }
 

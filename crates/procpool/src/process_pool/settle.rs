@@ -381,6 +381,7 @@ fn rest_of_chunk(a: &Assigned, chunk: &dyn Chunk, from: usize, id: u64) -> Item 
             timeout: m.timeout,
             retries: m.retries,
             items: n,
+            from_map: true,
             files: Vec::new(),
             bulk: None,
             span: m.span.clone(),

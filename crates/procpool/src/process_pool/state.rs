@@ -166,8 +166,9 @@ pub(crate) struct WorkerSlot {
     pub held: usize,
     /// Tasks this process has been given (for `max_tasks_per_worker`).
     pub taken: u64,
-    /// How long an input of this slot's last `map` chunks took: how deep
-    /// its worker may be fed more chunks of that task ([`depth`]).
+    /// How long an input of this slot's last `map` chunks (or chunksize-1
+    /// inputs) took: how deep its worker may be fed more of that task
+    /// ([`depth`]).
     pub pace: Option<Pace>,
     /// The task it runs now, and since when (for the timeout clock).
     pub running: Option<(TaskId, Instant)>,
@@ -272,11 +273,11 @@ impl WorkerSlot {
     /// notes).
     pub(crate) fn take_task_at(&mut self, id: TaskId, now: Instant) -> Option<Assigned> {
         let a = self.inflight.remove(&id)?;
-        if a.meta.items > 0
+        if a.meta.from_map
             && let Some((running, since)) = self.running
             && running == id
         {
-            // A chunk it ran from start to end.
+            // A map's chunk (or input) it ran from start to end.
             let took = crate::task::nanos_between(since, now);
             Pace::observe(&mut self.pace, a.meta.fingerprint, took, a.meta.items);
         }
@@ -306,34 +307,35 @@ impl WorkerSlot {
         self.status != SlotStatus::Dead
     }
 
-    /// Whether this worker may be given one more batch now: it holds fewer
-    /// than `prefetch`, or `next` is a `map` chunk (its task's fingerprint
-    /// and inputs) and it holds fewer than its [`depth`] for it.
-    pub(crate) fn has_room(&self, cfg: &Config, next: Option<(u64, u32)>, now: Instant) -> bool {
-        if self.held < cfg.prefetch {
-            return true;
-        }
+    /// How many batches this worker may hold once given `next`:
+    /// `prefetch`, or, if `next` is a `map`'s chunk or input (its task's
+    /// fingerprint and inputs: [`TaskQueue::map_front`]) of the task this
+    /// worker measured last and it holds nothing but such work, its
+    /// [`depth`].
+    pub(crate) fn limit(&self, cfg: &Config, next: Option<(u64, u32)>, now: Instant) -> usize {
         let Some((fingerprint, items)) = next else {
-            return false;
+            return cfg.prefetch;
         };
-        // Deeper only for chunks of the task it measured, and only while
-        // it holds nothing but chunks.
         let Some(pace) = self.pace.filter(|p| p.fingerprint == fingerprint) else {
-            return false;
+            return cfg.prefetch;
         };
-        self.inflight.values().all(|a| a.meta.items > 0)
-            && self.held
-                < depth(
-                    cfg.prefetch,
-                    cfg.prefetch_time,
-                    pace.input_ns.saturating_mul(u64::from(items)),
-                    self.running
-                        .map(|(_, since)| now.saturating_duration_since(since)),
-                )
+        let deep = depth(
+            cfg.prefetch,
+            cfg.prefetch_time,
+            pace.input_ns.saturating_mul(u64::from(items.max(1))),
+            self.running
+                .map(|(_, since)| now.saturating_duration_since(since)),
+        );
+        if deep > cfg.prefetch && self.inflight.values().all(|a| a.meta.from_map) {
+            deep
+        } else {
+            cfg.prefetch
+        }
     }
 }
 
-/// What an input of a worker's last `map` chunks of one task took.
+/// What an input of a worker's last `map` chunks (or chunksize-1 inputs)
+/// of one task took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pace {
     /// The task's fingerprint (its name and types).
@@ -361,10 +363,10 @@ impl Pace {
     }
 }
 
-/// How many of a `map`'s chunks a worker may hold (`ProcessPoolBuilder::
-/// prefetch_time`): as many as fit in `time` at `chunk_ns` each, at least
-/// `prefetch` and at most 4 × `prefetch`; `prefetch` once the chunk it
-/// runs has run `time`.
+/// How many of a `map`'s chunks (or chunksize-1 inputs) a worker may hold
+/// (`ProcessPoolBuilder::prefetch_time`): as many as fit in `time` at
+/// `chunk_ns` each, at least `prefetch` and at most 4 × `prefetch`;
+/// `prefetch` once the one it runs has run `time`.
 pub(crate) fn depth(
     prefetch: usize,
     time: Duration,
