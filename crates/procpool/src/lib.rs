@@ -167,6 +167,7 @@ pub mod overhead;
 pub mod process_pool;
 mod progress;
 pub mod shared;
+mod stamp;
 mod sync;
 pub mod task;
 pub mod thread_pool;

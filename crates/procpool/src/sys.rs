@@ -1,6 +1,7 @@
 //! The only `unsafe` code in procpool: descriptor plumbing between fork and
-//! exec, adopting the inherited descriptors in the worker, and the shared
-//! memory mapping under the reply ring.
+//! exec, adopting the inherited descriptors in the worker, the shared
+//! memory mapping under the reply ring, and reading the CPU's time-stamp
+//! counter.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -11,6 +12,24 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
 use crate::link::env::{RING_FD, WORKER_FD};
+
+/// The CPU's time-stamp counter, where it is read without a system call
+/// (x86_64; see `stamp`, which uses it only where the kernel keeps time
+/// with it).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn tsc() -> Option<u64> {
+    // SAFETY: `rdtsc` only reads the counter into registers: it touches no
+    // memory, and every x86_64 CPU has it.
+    Some(unsafe { core::arch::x86_64::_rdtsc() })
+}
+
+/// No counter to read without a system call on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn tsc() -> Option<u64> {
+    None
+}
 
 /// Descriptors at or above this number are never the target of
 /// [`pass_fds`], so a source there cannot be overwritten by an earlier

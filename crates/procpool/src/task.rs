@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::shared::{self, Mode};
+use crate::stamp::Stamp;
 use crate::sys::SealedFile;
 
 /// A unit of work: a value that is sent to a worker and run there.
@@ -159,12 +160,12 @@ pub(crate) struct Ran {
     /// `Start::at` to here, so `decode_ns + run_ns + encode_ns` is exactly
     /// the time from `Start::at` to `ended` (a chunk adds it up instead of
     /// computing it again).
-    pub ended: Instant,
+    pub ended: Stamp,
 }
 
 impl Ran {
     /// A task the worker could not run (`outcome` says why).
-    pub(crate) fn not_run(outcome: Outcome, at: Instant) -> Ran {
+    pub(crate) fn not_run(outcome: Outcome, at: Stamp) -> Ran {
         Ran {
             outcome,
             decode_ns: 0,
@@ -206,7 +207,7 @@ pub(crate) type RunFn = fn(Input<'_>, &mut WorkerContext, &mut Vec<u8>, Start) -
 /// output of [`TIMED_BYTES`] or more; a single task always is).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Start {
-    pub at: Instant,
+    pub at: Stamp,
     pub time_encode: bool,
     /// The output may keep its large byte strings out of `out`
     /// (`procpool_wire::bulk`: a single task's result to a local parent;
@@ -355,7 +356,7 @@ impl Registry {
         input: Input<'_>,
         ctx: &mut WorkerContext,
         out: &mut Vec<u8>,
-        start: Instant,
+        start: Stamp,
     ) -> Ran {
         let start = Start {
             at: start,
@@ -405,7 +406,7 @@ impl Registry {
 }
 
 /// Nanoseconds from `a` to `b` (0 if `b` is earlier), as the wire carries
-/// them.
+/// them (the worker's own times are [`Stamp`]s).
 pub(crate) fn nanos_between(a: Instant, b: Instant) -> u64 {
     b.saturating_duration_since(a)
         .as_nanos()
@@ -428,13 +429,13 @@ fn run_task<T: Task>(
     let task = match decoded {
         Ok(t) => t,
         Err(e) => {
-            let ended = Instant::now();
+            let ended = Stamp::now();
             return Ran {
                 outcome: Outcome::Decode {
                     message: shared_error.map_or_else(|| e.to_string(), |s| s.to_string()),
                     worker_type: type_name::<T>().to_owned(),
                 },
-                decode_ns: nanos_between(t0, ended),
+                decode_ns: ended.nanos_since(t0),
                 run_ns: 0,
                 encode_ns: 0,
                 files: Vec::new(),
@@ -446,26 +447,26 @@ fn run_task<T: Task>(
     // One clock read between phases: each ends when the next begins. A
     // small input's decoding is counted in its run (see `TIMED_BYTES`).
     let (t1, decode_ns) = if timed_decode {
-        let t1 = Instant::now();
-        (t1, nanos_between(t0, t1))
+        let t1 = Stamp::now();
+        (t1, t1.nanos_since(t0))
     } else {
         (t0, 0)
     };
     crate::worker::clear_panic_location();
     let result = catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
     // Without a read here the output's encoding counts in the run.
-    let t2 = start.time_encode.then(Instant::now);
+    let t2 = start.time_encode.then(Stamp::now);
     let output = match result {
         Ok(o) => o,
         Err(p) => {
-            let ended = t2.unwrap_or_else(Instant::now);
+            let ended = t2.unwrap_or_else(Stamp::now);
             return Ran {
                 outcome: Outcome::Panicked {
                     message: codec::panic_message(&*p),
                     location: crate::worker::take_panic_location(),
                 },
                 decode_ns,
-                run_ns: nanos_between(t1, ended),
+                run_ns: ended.nanos_since(t1),
                 encode_ns: 0,
                 files: Vec::new(),
                 bulk: None,
@@ -487,10 +488,10 @@ fn run_task<T: Task>(
     let kept = (encoded.is_ok() && shared.error.is_none() && !spots.is_empty()).then(|| {
         Arc::new(crate::kept::Kept::new(output, spots.clone(), mode, limit)) as Arc<dyn BulkSource>
     });
-    let ended = Instant::now();
+    let ended = Stamp::now();
     let (run_ns, encode_ns) = match t2 {
-        Some(t2) => (nanos_between(t1, t2), nanos_between(t2, ended)),
-        None => (nanos_between(t1, ended), 0),
+        Some(t2) => (t2.nanos_since(t1), ended.nanos_since(t2)),
+        None => (ended.nanos_since(t1), 0),
     };
     let (outcome, files, bulk) = match (encoded, shared.error) {
         (Ok(()), None) => (

@@ -16,6 +16,7 @@ use super::shared::{Notes, Work, WorkerShared};
 use crate::link::frames::reusable;
 use crate::link::ring::ItemHead;
 use crate::lock::lock;
+use crate::stamp::Stamp;
 use crate::task::{Input, Registry, WorkerContext};
 
 /// Peak resident memory of this process, read with `getrusage` at most
@@ -249,8 +250,8 @@ pub(super) fn execute(
                     worker.pid = std::process::id(),
                 );
                 let _in_span = span.enter();
-                let start = Instant::now();
-                let queue_ns = crate::task::nanos_between(arrived, start);
+                let start = Stamp::now();
+                let queue_ns = start.nanos_since(arrived);
                 let mut out = std::mem::take(&mut spare);
                 out.clear();
                 let input = Input {
@@ -340,7 +341,7 @@ struct Chunk<'a> {
     header: &'a procpool_wire::message::TaskHeader,
     /// The packed inputs.
     frame: &'a [u8],
-    arrived: Instant,
+    arrived: Stamp,
     max_frame: u32,
 }
 
@@ -393,8 +394,8 @@ fn run_chunk(
     let mut pending: Option<Outgoing> = None;
     // Looked up once for the chunk.
     let runner = registry.runner(&header.name, header.fingerprint);
-    let mut start = Instant::now();
-    let mut queue_ns = crate::task::nanos_between(arrived, start);
+    let mut start = Stamp::now();
+    let mut queue_ns = start.nanos_since(arrived);
     // The first input's output is timed apart; a later one's if the output
     // before it was not small (see `task::Start`).
     let mut time_encode = true;

@@ -6,7 +6,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
 
 use procpool_wire::TaskId;
 use procpool_wire::frame::Outgoing;
@@ -15,6 +14,7 @@ use procpool_wire::message::{MessageError, ToParent, ToWorker, bulk_lens, decode
 use super::shared::{Work, WorkerShared, exit_parent_gone};
 use crate::link::frames::{SocketReader, next_owned_frame_fds, read_bulk};
 use crate::lock::lock;
+use crate::stamp::Stamp;
 
 pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
     loop {
@@ -27,7 +27,7 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                     std::process::exit(3);
                 }
             };
-        let arrived = Instant::now();
+        let arrived = Stamp::now();
         let (msg, payloads) = match decode_message_fds::<ToWorker>(&frame, fds) {
             Ok(pair) => pair,
             Err(e) => bad_message(&e),

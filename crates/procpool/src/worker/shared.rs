@@ -17,8 +17,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 #[cfg(feature = "remote")]
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use procpool_wire::Generation;
 use procpool_wire::frame::Outgoing;
@@ -28,6 +27,7 @@ use crate::link::frames::{Sealer, write_frames};
 use crate::link::ring;
 use crate::link::stream::Stream;
 use crate::lock::lock;
+use crate::stamp::Stamp;
 
 /// A unit of work in the local queue.
 pub(super) enum Work {
@@ -48,7 +48,7 @@ pub(super) enum Work {
         frame: Arc<Vec<u8>>,
         range: std::ops::Range<usize>,
         /// When the reader queued it (its queue time starts here).
-        arrived: Instant,
+        arrived: Stamp,
         /// The descriptors the frame carried for it (shared payloads).
         fds: Vec<std::os::fd::OwnedFd>,
         /// Its input's bulk byte strings, read after the frame (their
