@@ -150,10 +150,10 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
 /// queued right after it, up to the worker's room (`limit` batches, each
 /// task counted as if it were sent alone: `prefetch`, or deeper for a
 /// `map`'s inputs of the task `first` is, and only those), its
-/// `max_tasks_per_worker` and the frame cap. One frame for several tasks wakes the worker's reader
-/// once, and the worker runs them back to back; each keeps its own future
-/// and goes back to the queue alone if the worker dies (a map with
-/// chunksize 1 queues its inputs so: issue 14).
+/// `max_tasks_per_worker` and the frame cap. One frame for several tasks
+/// wakes the worker's reader once, and the worker runs them back to back;
+/// each keeps its own future and goes back to the queue alone if the
+/// worker dies (a map with chunksize 1 queues its inputs so: issue 14).
 fn gather(
     st: &mut PoolState,
     idx: usize,
