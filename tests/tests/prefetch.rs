@@ -39,34 +39,31 @@ fn squares_in(pool: &ProcessPool, n: u64, chunksize: usize) {
     assert_eq!(sum, (0..n).map(|i| i * i).sum::<u64>());
 }
 
-#[test]
-fn short_chunks_go_deeper_than_prefetch_and_at_most_four_times_it() {
-    watchdog(LIMIT, || {
+/// A fresh pool's workers, given `n` trivial inputs in chunks of
+/// `chunksize`, held more than `prefetch` of them at once, and at most 4 ×.
+fn goes_deeper(n: u64, chunksize: usize) {
+    watchdog(LIMIT, move || {
         let pool = pool(None);
-        squares(&pool, 100_000);
+        squares_in(&pool, n, chunksize);
         let most = pool.debug_take_most_held();
         assert!(
             most > PREFETCH && most <= 4 * PREFETCH,
-            "a worker held at most {most} chunks (prefetch {PREFETCH})"
+            "a worker held at most {most} chunks of {chunksize} (prefetch {PREFETCH})"
         );
         still_works(&pool);
     });
+}
+
+#[test]
+fn short_chunks_go_deeper_than_prefetch_and_at_most_four_times_it() {
+    goes_deeper(100_000, 16);
 }
 
 /// A chunksize-1 map's inputs are tasks of their own (each its future and
 /// `Running`), and go deeper too.
 #[test]
 fn short_inputs_of_a_chunksize_1_map_go_deeper_too() {
-    watchdog(LIMIT, || {
-        let pool = pool(None);
-        squares_in(&pool, 20_000, 1);
-        let most = pool.debug_take_most_held();
-        assert!(
-            most > PREFETCH && most <= 4 * PREFETCH,
-            "a worker held at most {most} inputs (prefetch {PREFETCH})"
-        );
-        still_works(&pool);
-    });
+    goes_deeper(20_000, 1);
 }
 
 #[test]
