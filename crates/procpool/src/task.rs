@@ -11,7 +11,6 @@ use std::error::Error;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Instant;
 
 use procpool_wire::bulk::BulkSource;
 use procpool_wire::codec;
@@ -403,14 +402,6 @@ impl Registry {
             Some(e) => (e.init)(input, ctx),
         }
     }
-}
-
-/// Nanoseconds from `a` to `b` (0 if `b` is earlier), as the wire carries
-/// them (the worker's own times are [`Stamp`]s).
-pub(crate) fn nanos_between(a: Instant, b: Instant) -> u64 {
-    b.saturating_duration_since(a)
-        .as_nanos()
-        .min(u128::from(u64::MAX)) as u64
 }
 
 fn run_task<T: Task>(

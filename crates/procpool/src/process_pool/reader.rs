@@ -628,7 +628,7 @@ impl Bodies {
 }
 
 /// Whole nanoseconds (saturating: 584 years).
-fn nanos(d: Duration) -> u64 {
+pub(super) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

@@ -278,7 +278,7 @@ impl WorkerSlot {
             && running == id
         {
             // A map's chunk (or input) it ran from start to end.
-            let took = crate::task::nanos_between(since, now);
+            let took = super::reader::nanos(now.saturating_duration_since(since));
             Pace::observe(&mut self.pace, a.meta.fingerprint, took, a.meta.items);
         }
         if a.queued_as != a.batch {
