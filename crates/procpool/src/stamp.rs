@@ -63,20 +63,30 @@ impl Clock {
 
     #[inline]
     fn now(&self) -> Stamp {
+        let Some(t0) = self.ticks0 else {
+            // No counter to use here: `Instant` it is, always.
+            return Stamp(self.elapsed());
+        };
         let scale = self.scale.load(Ordering::Relaxed);
         if scale != 0
-            && let (Some(t0), Some(t)) = (self.ticks0, crate::sys::tsc())
+            && let Some(t) = crate::sys::tsc()
         {
             return Stamp(scaled(t.wrapping_sub(t0), scale));
         }
-        self.slow()
+        self.calibrating(t0)
     }
 
-    /// `Instant`'s reading, calibrating the counter once it is time.
+    /// Nanoseconds since `epoch`, by `Instant`.
+    fn elapsed(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// `Instant`'s reading for the first [`CALIBRATE_AFTER`], then the
+    /// counter calibrated against it (the counter started at `t0`).
     #[cold]
-    fn slow(&self) -> Stamp {
-        let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if let (Some(t0), Some(t)) = (self.ticks0, crate::sys::tsc())
+    fn calibrating(&self, t0: u64) -> Stamp {
+        let ns = self.elapsed();
+        if let Some(t) = crate::sys::tsc()
             && ns >= CALIBRATE_AFTER.as_nanos() as u64
         {
             let scale = calibrate(ns, t.wrapping_sub(t0));
