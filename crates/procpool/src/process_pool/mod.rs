@@ -80,6 +80,7 @@ mod launch;
 mod life;
 mod outbox;
 mod output;
+mod pace;
 mod policy;
 mod procs;
 mod queue;
