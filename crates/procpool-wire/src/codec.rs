@@ -96,11 +96,24 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 #[inline]
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = buf.len();
-    let result = caught(|| bincode::serde::encode_into_std_write(value, &mut *buf, config()));
+    let result = caught(|| bincode::serde::encode_into_writer(value, VecWriter(&mut *buf), config()));
     if result.is_err() {
         buf.truncate(start);
     }
     result
+}
+
+/// bincode's writer for a `Vec`: appends, cannot fail. (bincode's own
+/// `encode_into_std_write` goes through `io::Write::write_all` and counts
+/// the bytes written, for every few bytes a value writes.)
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for VecWriter<'_> {
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Runs a bincode encode, its error or its panic (user serde code)

@@ -594,51 +594,6 @@ pub(crate) fn decode_with<R>(
     (r, error)
 }
 
-/// [`decode_with`] for a run of payloads without descriptors, decoded one
-/// after another on this thread (a packed chunk's outputs from the reply
-/// ring): the light state is set once for the run, not per payload. A
-/// payload that meets a shared value makes its own state, as under
-/// `decode_with`, which [`DecodeRun::decode`] takes back (with its error)
-/// before the next payload, so each still has its own.
-pub(crate) struct DecodeRun {
-    light: Light,
-    restore: Restore,
-}
-
-impl DecodeRun {
-    /// Begins a run for shared-value `mode`, counting at most `limit`
-    /// shared bytes per payload.
-    pub(crate) fn new(mode: Mode, limit: u64) -> DecodeRun {
-        let light = Light {
-            kind: Kind::Decode,
-            mode,
-            limit,
-            heavy: false,
-        };
-        DecodeRun {
-            light,
-            restore: enter(light, None),
-        }
-    }
-
-    /// Runs `f` (one payload's codec decode) in the run: what
-    /// `decode_with(mode, Vec::new(), limit, f)` would return.
-    #[inline]
-    pub(crate) fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<SharedError>) {
-        let r = f();
-        if !LIGHT.get().is_some_and(|l| l.heavy) {
-            // No shared value made state: nothing to take back.
-            return (r, None);
-        }
-        let error = match leave(&mut self.restore) {
-            Some(Context::Decode(s)) => s.error,
-            _ => None,
-        };
-        self.restore = enter(self.light, None);
-        (r, error)
-    }
-}
-
 /// The mode of the encode running on this thread, if any.
 fn encode_mode() -> Option<Mode> {
     LIGHT
@@ -854,6 +809,9 @@ impl<'de, T: Pod + Deserialize<'de>> Deserialize<'de> for SharedSlice<T> {
         }
     }
 }
+
+mod run;
+pub(crate) use run::{DecodeRun, TaskRun};
 
 #[cfg(test)]
 #[path = "shared_tests.rs"]

@@ -200,6 +200,10 @@ pub(crate) struct Input<'a> {
 /// (the decode is timed from there: one clock read fewer per task).
 pub(crate) type RunFn = fn(Input<'_>, &mut WorkerContext, &mut Vec<u8>, Start) -> Ran;
 
+/// Runs one input of a packed chunk (`run_packed`).
+pub(crate) type PackedFn =
+    fn(&[u8], &mut WorkerContext, &mut Vec<u8>, Start, &mut shared::TaskRun) -> Ran;
+
 /// When a task began in the worker, and whether its output's encoding is
 /// timed apart from its run (a clock read costs more than encoding a small
 /// output: a chunk's input is timed so when the input before it had an
@@ -220,6 +224,7 @@ struct TaskEntry {
     input_type: &'static str,
     output_type: &'static str,
     run: RunFn,
+    packed: PackedFn,
 }
 
 struct InitEntry {
@@ -276,6 +281,7 @@ impl Registry {
             input_type: type_name::<T>(),
             output_type: type_name::<T::Output>(),
             run: run_task::<T>,
+            packed: run_packed::<T>,
         };
         if let Some(old) = self.tasks.get(T::NAME) {
             assert!(
@@ -371,6 +377,15 @@ impl Registry {
     /// What runs task `name` (looked up once for a whole chunk), or the
     /// outcome of every input if the worker cannot run it.
     pub(crate) fn runner(&self, name: &str, fp: u64) -> Result<RunFn, Outcome> {
+        self.entry(name, fp).map(|e| e.run)
+    }
+
+    /// [`runner`](Self::runner) for a packed chunk's inputs.
+    pub(crate) fn packed_runner(&self, name: &str, fp: u64) -> Result<PackedFn, Outcome> {
+        self.entry(name, fp).map(|e| e.packed)
+    }
+
+    fn entry(&self, name: &str, fp: u64) -> Result<&TaskEntry, Outcome> {
         match self.tasks.get(name) {
             None => Err(Outcome::UnknownTask {
                 name: name.to_owned(),
@@ -379,7 +394,7 @@ impl Registry {
                 worker_input: e.input_type.to_owned(),
                 worker_output: e.output_type.to_owned(),
             }),
-            Some(e) => Ok(e.run),
+            Some(e) => Ok(e),
         }
     }
 
@@ -410,13 +425,84 @@ fn run_task<T: Task>(
     out: &mut Vec<u8>,
     start: Start,
 ) -> Ran {
+    let mut own = Own {
+        mode: input.mode,
+        limit: input.limit,
+        fds: input.fds,
+    };
+    let payload = (input.bytes, input.bulk, input.bulk_bytes);
+    run_in::<T, _>(payload, ctx, out, start, &mut own)
+}
+
+/// [`run_task`] for an input of a packed chunk (no descriptors, no bulk
+/// strings), in the chunk's shared-value state `run`.
+fn run_packed<T: Task>(
+    bytes: &[u8],
+    ctx: &mut WorkerContext,
+    out: &mut Vec<u8>,
+    start: Start,
+    run: &mut shared::TaskRun,
+) -> Ran {
+    run_in::<T, _>((bytes, &[], Vec::new()), ctx, out, start, run)
+}
+
+/// Where a task's shared values are read and written: its own state (a
+/// single task, with the descriptors that came with it) or its chunk's.
+trait Scope {
+    fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<shared::SharedError>);
+    fn encode<R>(&mut self, f: impl FnOnce() -> R) -> (R, shared::Encoded);
+    fn mode_limit(&self) -> (Mode, u64);
+}
+
+struct Own {
+    mode: Mode,
+    limit: u64,
+    fds: Vec<OwnedFd>,
+}
+
+impl Scope for Own {
+    #[inline]
+    fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<shared::SharedError>) {
+        shared::decode_with(self.mode, std::mem::take(&mut self.fds), self.limit, f)
+    }
+    #[inline]
+    fn encode<R>(&mut self, f: impl FnOnce() -> R) -> (R, shared::Encoded) {
+        shared::encode_with(self.mode, self.limit, f)
+    }
+    fn mode_limit(&self) -> (Mode, u64) {
+        (self.mode, self.limit)
+    }
+}
+
+impl Scope for shared::TaskRun {
+    #[inline]
+    fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<shared::SharedError>) {
+        shared::TaskRun::decode(self, f)
+    }
+    #[inline]
+    fn encode<R>(&mut self, f: impl FnOnce() -> R) -> (R, shared::Encoded) {
+        shared::TaskRun::encode(self, f)
+    }
+    fn mode_limit(&self) -> (Mode, u64) {
+        shared::TaskRun::mode_limit(self)
+    }
+}
+
+/// An encoded input: its bytes, its bulk strings' places and buffers.
+type Payload<'a> = (&'a [u8], &'a [Bulk], Vec<Vec<u8>>);
+
+#[inline(always)]
+fn run_in<T: Task, S: Scope>(
+    (bytes, bulk, bulk_bytes): Payload<'_>,
+    ctx: &mut WorkerContext,
+    out: &mut Vec<u8>,
+    start: Start,
+    scope: &mut S,
+) -> Ran {
     let t0 = start.at;
-    let (mode, limit) = (input.mode, input.limit);
-    let timed_decode = input.bytes.len() >= TIMED_BYTES || !input.bulk.is_empty();
-    let (bytes, bulk) = (input.bytes, input.bulk);
-    let (decoded, shared_error) = shared::decode_with(mode, input.fds, limit, || {
-        codec::decode_bulk::<T>(bytes, bulk, input.bulk_bytes)
-    });
+    let timed_decode = bytes.len() >= TIMED_BYTES || !bulk.is_empty();
+    let (decoded, shared_error) =
+        scope.decode(|| codec::decode_bulk::<T>(bytes, bulk, bulk_bytes));
     let task = match decoded {
         Ok(t) => t,
         Err(e) => {
@@ -467,7 +553,7 @@ fn run_task<T: Task>(
     };
     let at = out.len();
     let mut spots = Vec::new();
-    let (encoded, shared) = shared::encode_with(mode, limit, || {
+    let (encoded, shared) = scope.encode(|| {
         if start.bulk {
             codec::encode_into_bulk(&output, out, &mut spots)
         } else {
@@ -477,6 +563,7 @@ fn run_task<T: Task>(
     // With bulk strings the output stays whole until its result is
     // written: they go from it to the socket.
     let kept = (encoded.is_ok() && shared.error.is_none() && !spots.is_empty()).then(|| {
+        let (mode, limit) = scope.mode_limit();
         Arc::new(crate::kept::Kept::new(output, spots.clone(), mode, limit)) as Arc<dyn BulkSource>
     });
     let ended = Stamp::now();

@@ -393,7 +393,10 @@ fn run_chunk(
     let _in_span = span.enter();
     let mut pending: Option<Outgoing> = None;
     // Looked up once for the chunk.
-    let runner = registry.runner(&header.name, header.fingerprint);
+    let runner = registry.packed_runner(&header.name, header.fingerprint);
+    // One shared-value state for the chunk's inputs (they carry no
+    // descriptors).
+    let mut scope = crate::shared::TaskRun::new(shared.shared_mode, u64::from(max_frame));
     let mut start = Stamp::now();
     let mut queue_ns = start.nanos_since(arrived);
     // The first input's output is timed apart; a later one's if the output
@@ -403,21 +406,13 @@ fn run_chunk(
         send_pending(shared, notes, &mut pending, None, spare);
         let mut out = std::mem::take(spare);
         out.clear();
-        let input = Input {
-            bytes: &frame[range],
-            fds: Vec::new(),
-            bulk: &[],
-            bulk_bytes: Vec::new(),
-            mode: shared.shared_mode,
-            limit: u64::from(max_frame),
-        };
         let began = crate::task::Start {
             at: start,
             time_encode,
             bulk: false,
         };
         let ran = match &runner {
-            Ok(run) => run(input, ctx, &mut out, began),
+            Ok(run) => run(&frame[range], ctx, &mut out, began, &mut scope),
             Err(outcome) => crate::task::Ran::not_run(outcome.clone(), start),
         };
         // The next input starts where this one ended; it waited in this
