@@ -46,6 +46,19 @@ fn results(pool: &impl Executor) {
     let made = pool.submit(MakeShared(300_000)).unwrap().result().unwrap();
     assert_eq!(made.len(), 300_000);
     assert_eq!(made[299_999], 299_999.0);
+    // Outputs made in the worker from a packed chunk's small inputs, large
+    // ones (memory files to a local parent) between small ones: each
+    // input's output has its own.
+    let sizes = [0u64, 10, 300_000, 5, 200_000, 100_000, 3];
+    let outs: Vec<_> = pool
+        .map(sizes.iter().map(|&n| MakeShared(n)))
+        .chunksize(sizes.len())
+        .map(|r| r.unwrap())
+        .collect();
+    for (n, out) in sizes.iter().zip(&outs) {
+        assert_eq!(out.len() as u64, *n);
+        assert!(out.iter().enumerate().all(|(i, &x)| x == i as f64), "{n}");
+    }
     // Many at once, through a chunked map.
     let tasks: Vec<_> = (0..40)
         .map(|i| EchoShared(SharedBytes::from(vec![i as u8; 100_000])))
@@ -105,6 +118,36 @@ fn a_worker_cannot_change_what_it_was_sent() {
             blob
         );
     });
+}
+
+/// A packed chunk whose inputs' outputs are shared payloads in memory
+/// files: each such output crosses the socket as an `Item` frame (with its
+/// descriptors) and leaves a marker in the worker's ring. The parent once
+/// stopped reading the ring at that marker (it skipped only a note's), so
+/// the chunk's later inputs and its end were never heard of: the map, or
+/// the pool's shutdown, hung.
+#[test]
+fn a_chunk_with_outputs_in_memory_files_delivers_all_and_ends() {
+    for sizes in [
+        vec![300_000u64, 5],
+        vec![5, 300_000],
+        vec![300_000, 200_000],
+        vec![300_000, 5, 200_000, 7, 8],
+    ] {
+        watchdog(Duration::from_secs(20), move || {
+            let pool = builder().worker(test_worker!()).workers(1).build().unwrap();
+            let outs: Vec<_> = pool
+                .map(sizes.iter().map(|&n| MakeShared(n)))
+                .chunksize(sizes.len())
+                .collect();
+            for (n, out) in sizes.iter().zip(&outs) {
+                assert_eq!(out.as_ref().unwrap().len() as u64, *n, "{sizes:?}");
+            }
+            still_works(&pool);
+            // The chunk ended: the pool shuts down (within the watchdog).
+            drop(pool);
+        });
+    }
 }
 
 #[test]

@@ -163,13 +163,20 @@ pub(super) fn read_loop(
             }
             kept.iter().map(|p| &p[..]).zip(fds).collect()
         };
-        let is_note = matches!(msg, ToParent::Started { .. } | ToParent::Finished { .. });
+        // What the executor sends through its ring (a frame that must
+        // cross the socket, e.g. with descriptors, leaves a marker there):
+        // its notes, and a packed chunk input's `Item` whose output has
+        // shared payloads in memory files.
+        let from_executor = matches!(
+            msg,
+            ToParent::Started { .. } | ToParent::Finished { .. } | ToParent::Item { .. }
+        );
         if let Some(r) = ring.as_mut()
-            && is_note
+            && from_executor
         {
-            // The executor's note: those it published before it come
-            // first, up to the marker that stands for this one. (A worker
-            // that does not use the ring leaves no marker.)
+            // Those it published before this one come first, up to the
+            // marker that stands for this one. (A worker that does not use
+            // the ring leaves no marker.)
             if !at_marker {
                 match me.drain(r) {
                     Ok(marker) => at_marker = marker,
