@@ -96,7 +96,8 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 #[inline]
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = buf.len();
-    let result = caught(|| bincode::serde::encode_into_writer(value, VecWriter(&mut *buf), config()));
+    let result =
+        caught(|| bincode::serde::encode_into_writer(value, VecWriter(&mut *buf), config()));
     if result.is_err() {
         buf.truncate(start);
     }

@@ -371,3 +371,47 @@ fn a_decode_run_gives_each_payload_what_decode_with_would() {
     drop(run);
     assert!(LIGHT.get().is_none(), "the run's state is gone with it");
 }
+
+#[test]
+fn a_task_run_gives_each_phase_what_decode_with_and_encode_with_would() {
+    let big = SharedBytes::from(vec![7u8; INLINE_MAX + 1]);
+    let small = SharedBytes::from(vec![1u8; 10]);
+    let alone = |v: &SharedBytes| {
+        let mut out = Vec::new();
+        let (r, e) = encode_with(Mode::Descriptors, u64::MAX, || {
+            codec::encode_into(v, &mut out)
+        });
+        (r.is_ok(), e.files.len(), e.error, out)
+    };
+    let mut run = TaskRun::new(Mode::Descriptors, u64::MAX);
+    for v in [&big, &small, &big, &big, &small] {
+        let mut out = Vec::new();
+        let (r, e) = run.encode(|| codec::encode_into(v, &mut out));
+        assert_eq!((r.is_ok(), e.files.len(), e.error, out), alone(v));
+        // Between phases (while the task runs) no state is set.
+        assert!(LIGHT.get().is_none());
+        assert!(CONTEXT.with(|c| c.borrow().is_none()));
+        let (d, e) = run.decode(|| codec::decode::<u64>(&codec::encode(&7u64).unwrap()));
+        assert_eq!((d.unwrap(), e.is_none()), (7, true));
+        assert!(LIGHT.get().is_none());
+    }
+    // Over its limit: the phase's own error, the next phase none.
+    let mut tight = TaskRun::new(Mode::Descriptors, 100);
+    let (_, e) = tight.encode(|| codec::encode_into(&big, &mut Vec::new()));
+    assert!(
+        matches!(e.error, Some(SharedError::TooLarge { .. })),
+        "{e:?}"
+    );
+    let (_, e) = tight.encode(|| codec::encode_into(&small, &mut Vec::new()));
+    assert!(e.error.is_none() && e.files.is_empty());
+    // Inside another encode: each phase has its own state and the outer
+    // one's is back after it.
+    let ((), outer) = encode_with(Mode::Descriptors, u64::MAX, || {
+        let _ = codec::encode(&big).unwrap();
+        let mut inner = TaskRun::new(Mode::Descriptors, u64::MAX);
+        let (_, e) = inner.encode(|| codec::encode_into(&big, &mut Vec::new()));
+        assert_eq!(e.files.len(), 1);
+    });
+    assert_eq!(outer.files.len(), 1, "the outer encode kept its own file");
+    assert!(LIGHT.get().is_none());
+}

@@ -501,8 +501,7 @@ fn run_in<T: Task, S: Scope>(
 ) -> Ran {
     let t0 = start.at;
     let timed_decode = bytes.len() >= TIMED_BYTES || !bulk.is_empty();
-    let (decoded, shared_error) =
-        scope.decode(|| codec::decode_bulk::<T>(bytes, bulk, bulk_bytes));
+    let (decoded, shared_error) = scope.decode(|| codec::decode_bulk::<T>(bytes, bulk, bulk_bytes));
     let task = match decoded {
         Ok(t) => t,
         Err(e) => {
