@@ -47,6 +47,27 @@ fn submit_and_result() {
     });
 }
 
+/// A packed chunk's output too large for the worker's ring (over 64 KiB)
+/// crosses the socket as an `Item` frame and leaves a marker in the ring.
+/// The parent once stopped reading the ring at such a marker, so the
+/// chunk's later inputs and its end never arrived: the map hung.
+#[test]
+fn a_chunk_with_outputs_too_large_for_the_ring_delivers_all_and_ends() {
+    watchdog(Duration::from_secs(20), || {
+        let pool = pool(1);
+        let sizes = [5usize, 100_000, 7, 200_000, 300_000, 0];
+        let outs: Vec<_> = pool
+            .map(sizes.iter().map(|&n| Echo(vec![n as u8; n])))
+            .chunksize(sizes.len())
+            .collect();
+        for (n, out) in sizes.iter().zip(outs) {
+            assert_eq!(out.unwrap().into_vec(), vec![*n as u8; *n]);
+        }
+        still_works(&pool);
+        drop(pool);
+    });
+}
+
 #[test]
 fn unserializable_input_is_a_submit_error_handing_the_task_back() {
     watchdog(LIMIT, || {
