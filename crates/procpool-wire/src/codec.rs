@@ -123,9 +123,18 @@ impl bincode::enc::write::Writer for VecWriter<'_> {
 fn caught<R>(
     encode: impl FnOnce() -> Result<R, bincode::error::EncodeError>,
 ) -> Result<(), CodecError> {
-    match catch_unwind(AssertUnwindSafe(encode)) {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(CodecError::Encode(encode_error_text(e))),
+    // Both arms move out of the encode's result (`Ok(_)` would not, and
+    // the compiler then called the result's drop glue, out of line, after
+    // every successful encode), and the error becomes text inside.
+    match catch_unwind(AssertUnwindSafe(|| match encode() {
+        Ok(done) => {
+            drop(done);
+            Ok(())
+        }
+        Err(e) => Err(encode_error_text(e)),
+    })) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(text)) => Err(CodecError::Encode(text)),
         Err(p) => Err(CodecError::Panicked {
             encoding: true,
             message: panic_message(&*p),

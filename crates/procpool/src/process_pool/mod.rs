@@ -170,12 +170,16 @@ const HEADER_ROOM: usize = 4096;
 /// value) when a chunk's buffer is made.
 const PACKED_GUESS: usize = 16;
 
+#[inline]
 fn over_cap(len: usize, max_frame: usize) -> Option<String> {
-    (len + HEADER_ROOM > max_frame).then(|| {
-        format!(
-            "input of {len} bytes does not fit the pool's {max_frame}-byte frame cap (raise max_frame_bytes)"
-        )
-    })
+    (len + HEADER_ROOM > max_frame).then(|| over_cap_message(len, max_frame))
+}
+
+#[cold]
+fn over_cap_message(len: usize, max_frame: usize) -> String {
+    format!(
+        "input of {len} bytes does not fit the pool's {max_frame}-byte frame cap (raise max_frame_bytes)"
+    )
 }
 
 /// A pool of worker processes.

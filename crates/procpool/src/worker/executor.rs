@@ -5,7 +5,6 @@
 //! [`Notes`].
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use procpool_wire::bulk::BulkSource;
 use procpool_wire::fds::SendFd;
@@ -21,16 +20,17 @@ use crate::task::{Input, Registry, WorkerContext};
 
 /// Peak resident memory of this process, read with `getrusage` at most
 /// every few milliseconds (a syscall per task would cost more than a
-/// trivial task; so would a clock read, so the clock is looked at every
-/// few tasks).
+/// trivial task; so would a clock read, so the clock (the worker's cheap
+/// `Stamp`) is looked at every few tasks).
 struct PeakRss {
     value: u64,
-    read_at: Option<Instant>,
+    read_at: Option<Stamp>,
     calls: u32,
 }
 
 impl PeakRss {
-    const EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+    /// Nanoseconds between reads.
+    const EVERY: u64 = 5_000_000;
     const LOOK_EVERY: u32 = 16;
 
     /// `fresh`: read now regardless (after a long task, whose cost dwarfs
@@ -38,11 +38,16 @@ impl PeakRss {
     fn peak(&mut self, fresh: bool) -> u64 {
         self.calls = self.calls.wrapping_add(1);
         let look = fresh || self.calls.is_multiple_of(Self::LOOK_EVERY);
-        if look && (fresh || self.read_at.is_none_or(|t| t.elapsed() >= Self::EVERY)) {
+        if look
+            && (fresh
+                || self
+                    .read_at
+                    .is_none_or(|t| Stamp::now().nanos_since(t) >= Self::EVERY))
+        {
             self.value = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
                 .map(|u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024)
                 .unwrap_or(0);
-            self.read_at = Some(Instant::now());
+            self.read_at = Some(Stamp::now());
         }
         self.value
     }
