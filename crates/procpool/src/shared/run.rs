@@ -68,6 +68,8 @@ pub(crate) struct TaskRun {
     /// Inside another call's encode or decode (never in a worker's
     /// executor): each phase enters and leaves as `decode_with` does.
     nested: bool,
+    /// A nested phase's state, once it has left.
+    taken: Option<Context>,
 }
 
 impl TaskRun {
@@ -87,6 +89,7 @@ impl TaskRun {
                 ..decode
             },
             nested: LIGHT.get().is_some(),
+            taken: None,
         }
     }
 
@@ -99,9 +102,13 @@ impl TaskRun {
     /// `decode_with(mode, Vec::new(), limit, f)` would return.
     #[inline]
     pub(crate) fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<SharedError>) {
-        match self.phase(self.decode, f) {
-            (r, Some(Context::Decode(s))) => (r, s.error),
-            (r, _) => (r, None),
+        let (r, heavy) = self.phase(self.decode, f);
+        if !heavy {
+            return (r, None);
+        }
+        match self.state() {
+            Some(Context::Decode(s)) => (r, s.error),
+            _ => (r, None),
         }
     }
 
@@ -109,47 +116,57 @@ impl TaskRun {
     /// `encode_with(mode, limit, f)` would return.
     #[inline]
     pub(crate) fn encode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Encoded) {
-        match self.phase(self.encode, f) {
-            (r, Some(Context::Encode(s))) => (
+        let (r, heavy) = self.phase(self.encode, f);
+        if !heavy {
+            return (r, Encoded::default());
+        }
+        match self.state() {
+            Some(Context::Encode(s)) => (
                 r,
                 Encoded {
                     files: s.files,
                     error: s.error,
                 },
             ),
-            (r, _) => (r, Encoded::default()),
+            _ => (r, Encoded::default()),
         }
     }
 
+    /// Runs `f` with `light` set; whether a shared value made the full
+    /// state (then taken with [`state`](Self::state)). Only a flag comes
+    /// back on the common path: the state itself is a large value, and
+    /// moving it stalled the worker (issue 14's profile).
     #[inline]
-    fn phase<R>(&self, light: Light, f: impl FnOnce() -> R) -> (R, Option<Context>) {
+    fn phase<R>(&mut self, light: Light, f: impl FnOnce() -> R) -> (R, bool) {
         if self.nested {
             let mut restore = enter(light, None);
             let r = f();
-            return (r, leave(&mut restore));
+            let heavy = LIGHT.get().is_some_and(|l| l.heavy);
+            self.taken = leave(&mut restore);
+            return (r, heavy);
         }
         /// Clears the phase's state also on unwind.
         struct Clear;
         impl Drop for Clear {
             fn drop(&mut self) {
-                drop(take_state());
+                if LIGHT.replace(None).is_some_and(|l| l.heavy) {
+                    drop(CONTEXT.with(|c| c.borrow_mut().take()));
+                }
             }
         }
         LIGHT.set(Some(light));
         let clear = Clear;
         let r = f();
         std::mem::forget(clear);
-        (r, take_state())
+        (r, LIGHT.replace(None).is_some_and(|l| l.heavy))
     }
-}
 
-/// Ends a top-level phase: the light state is cleared, and the full state
-/// a shared value made (if one did) is taken.
-#[inline]
-fn take_state() -> Option<Context> {
-    if LIGHT.replace(None).is_some_and(|l| l.heavy) {
+    /// The full state the phase just run made.
+    #[cold]
+    fn state(&mut self) -> Option<Context> {
+        if self.nested {
+            return self.taken.take();
+        }
         CONTEXT.with(|c| c.borrow_mut().take())
-    } else {
-        None
     }
 }

@@ -324,11 +324,17 @@ pub(super) fn execute(
     }
 }
 
+/// An output of `len` bytes is too large for a frame under the pool's cap.
+#[inline]
+fn too_large(len: usize, max_frame: u32) -> bool {
+    len > max_frame as usize - 1024
+}
+
 /// `outcome`, unless it is an output of `len` bytes too large for a frame
 /// under the pool's cap: then an `Encode` error saying so.
 fn within_cap(outcome: Outcome, len: usize, max_frame: u32, name: &str) -> Outcome {
     match outcome {
-        Outcome::Ok { .. } if len > max_frame as usize - 1024 => Outcome::Encode {
+        Outcome::Ok { .. } if too_large(len, max_frame) => Outcome::Encode {
             message: format!(
                 "output of {len} bytes exceeds the pool's {max_frame}-byte frame cap (raise max_frame_bytes)"
             ),
@@ -409,15 +415,18 @@ fn run_chunk(
     let mut time_encode = true;
     for (index, range) in ranges.into_iter().enumerate() {
         send_pending(shared, notes, &mut pending, None, spare);
-        let mut out = std::mem::take(spare);
-        out.clear();
+        // The output is encoded into `spare` in place: moved out and back
+        // for each input, the buffer's three words were read back right
+        // after the runner wrote them (a store-forwarding stall, issue
+        // 14's profile).
+        spare.clear();
         let began = crate::task::Start {
             at: start,
             time_encode,
             bulk: false,
         };
         let ran = match &runner {
-            Ok(run) => run(&frame[range], ctx, &mut out, began, &mut scope),
+            Ok(run) => run(&frame[range], ctx, spare, began, &mut scope),
             Err(outcome) => crate::task::Ran::not_run(outcome.clone(), start),
         };
         // The next input starts where this one ended; it waited in this
@@ -425,13 +434,16 @@ fn run_chunk(
         // waiting, not the pool's overhead).
         let ended = ran.ended;
         let timing = rss.timing(queue_ns, &ran);
-        let outcome = within_cap(ran.outcome, out.len(), max_frame, &header.name);
-        let ok = matches!(outcome, Outcome::Ok { .. });
-        time_encode = out.len() >= crate::task::TIMED_BYTES;
-        if ok && ran.files.is_empty() {
-            // The common case: published as an item record in the ring,
-            // no message to encode (the note before it went at the top of
-            // this turn of the loop).
+        let out_len = spare.len();
+        time_encode = out_len >= crate::task::TIMED_BYTES;
+        // The common case, tested in place (moving the whole `Ran` out of
+        // the runner's return slot stalled on store forwarding too):
+        // published as an item record in the ring, no message to encode
+        // (the note before it went at the top of this turn of the loop).
+        if matches!(ran.outcome, Outcome::Ok { .. })
+            && ran.files.is_empty()
+            && !too_large(out_len, max_frame)
+        {
             let head = ItemHead {
                 id: header.id,
                 index: index as u32,
@@ -440,26 +452,23 @@ fn run_chunk(
                 run_ns: timing.run_ns,
                 encode_ns: timing.encode_ns,
             };
-            if notes.send_item(shared, head, &out) {
-                *spare = out;
+            if notes.send_item(shared, head, spare) {
                 queue_ns = waited_until(queue_ns, &timing);
                 start = ended;
                 continue;
             }
         }
+        let outcome = within_cap(ran.outcome, out_len, max_frame, &header.name);
+        let ok = matches!(outcome, Outcome::Ok { .. });
         let files: Vec<SendFd> = if ok {
             ran.files.into_iter().map(|f| f as SendFd).collect()
         } else {
             Vec::new()
         };
-        // A small output goes in the note's own buffer (and `out` is kept
-        // for the next input); a large one is written from where it is.
-        let inline = !ok || out.len() <= INLINE_OUTPUT;
-        let payloads = if inline {
-            Vec::new()
-        } else {
-            vec![std::mem::take(&mut out)]
-        };
+        // A small output goes in the note's own buffer (and `spare` is
+        // kept for the next input); a large one is written from where it
+        // is.
+        let inline = !ok || out_len <= INLINE_OUTPUT;
         let msg = ToParent::Item {
             generation: shared.generation,
             id: header.id,
@@ -470,17 +479,14 @@ fn run_chunk(
         let note = if !ok {
             encode_message(&msg, Vec::<Vec<u8>>::new())
         } else if inline {
-            procpool_wire::message::encode_message_inline(&msg, &out)
+            procpool_wire::message::encode_message_inline(&msg, spare)
         } else {
-            encode_message(&msg, payloads)
+            encode_message(&msg, vec![std::mem::take(spare)])
         };
         pending = Some(
             note.expect("procpool's own messages always encode")
                 .with_fds(files),
         );
-        if inline {
-            *spare = out;
-        }
         queue_ns = waited_until(queue_ns, &timing);
         start = ended;
     }
