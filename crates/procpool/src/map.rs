@@ -28,11 +28,11 @@ mod submit;
 #[cfg(feature = "stream")]
 pub use stream::{MapStream, StreamInput};
 
+/// What a map yields for one input.
+pub(crate) type Item<I> = Result<<<I as Iterator>::Item as Task>::Output, TaskError>;
+
 /// An item with the index of its input.
-pub(crate) type Indexed<I> = (
-    usize,
-    Result<<<I as Iterator>::Item as Task>::Output, TaskError>,
-);
+pub(crate) type Indexed<I> = (usize, Item<I>);
 
 /// Per item: a future, or the error that kept it from being submitted.
 pub(crate) type ChunkResult<O> = Result<Vec<Result<TaskFuture<O>, TaskError>>, TaskError>;
@@ -166,6 +166,8 @@ where
     next_key: usize,
     /// Ordered mode: index of the next item yielded.
     yielded: usize,
+    /// The input index of the item `next_item` returned last.
+    last_index: usize,
     /// Who hears of each item yielded (`progress.rs`).
     pub(crate) progress: Progress<'a>,
 }
@@ -223,6 +225,7 @@ where
             done_keys: VecDeque::new(),
             next_key: 0,
             yielded: 0,
+            last_index: 0,
             progress: Progress::default(),
         }
     }
@@ -531,10 +534,11 @@ where
     }
 
     /// Unordered mode: the next outcome taken from a sink, measured.
-    fn pop_woken(&mut self) -> Option<Indexed<I>> {
+    fn pop_woken(&mut self) -> Option<Item<I>> {
         let (key, r, sample) = self.woken.pop_front()?;
         self.observe(key, sample);
-        Some((key, r.map_err(|e| *e)))
+        self.last_index = key;
+        Some(r.map_err(|e| *e))
     }
 
     /// Unordered mode: takes every woken input of the packed chunk holding
@@ -565,10 +569,11 @@ where
     }
 
     /// The caller's limit passed while waiting for item `index`.
-    fn give_up(&mut self, index: usize, after: Duration) -> Option<Indexed<I>> {
+    fn give_up(&mut self, index: usize, after: Duration) -> Option<Item<I>> {
         self.cancel_rest();
         self.ended = true;
-        Some((index, Err(TaskError::WaitTimedOut { after })))
+        self.last_index = index;
+        Some(Err(TaskError::WaitTimedOut { after }))
     }
 
     /// How long this `next()` may wait, and the limit to report if it
@@ -636,7 +641,14 @@ where
     type Item = Result<<I::Item as Task>::Output, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.next_indexed().map(|(_, r)| r);
+        if !self.progress.active() {
+            // Nothing listens (nearly always): the item goes straight to
+            // the caller. (Kept in a local over the tick, it was copied
+            // out right after it was written: a store-forwarding stall
+            // per input, issue 14's profile.)
+            return self.next_item();
+        }
+        let item = self.next_item();
         self.tick(item.is_some());
         item
     }
@@ -656,6 +668,15 @@ where
 {
     /// The next item with its input's index.
     pub(crate) fn next_indexed(&mut self) -> Option<Indexed<I>> {
+        let item = self.next_item()?;
+        Some((self.last_index, item))
+    }
+
+    /// The next item; its input's index in `last_index`. (Returned with
+    /// it, the pair was built in memory and copied again into `next`'s
+    /// item right after: a store-forwarding stall per input, issue 14's
+    /// profile.)
+    fn next_item(&mut self) -> Option<Item<I>> {
         if self.ended {
             return None;
         }
@@ -686,7 +707,8 @@ where
                     .unwrap_or_else(|| (Err(Box::new(TaskError::Cancelled)), None));
                 self.observe(index, sample);
                 self.yielded += 1;
-                return Some((index, r.map_err(|e| *e)));
+                self.last_index = index;
+                return Some(r.map_err(|e| *e));
             }
             let item = match self.pop_pending() {
                 None => {
@@ -707,9 +729,11 @@ where
                 }
             };
             self.yielded += 1;
-            Some((index, item))
+            self.last_index = index;
+            Some(item)
         } else {
-            if let Some(r) = self.ready.pop_front() {
+            if let Some((index, r)) = self.ready.pop_front() {
+                self.last_index = index;
                 return Some(r);
             }
             if let Some(r) = self.pop_woken() {
@@ -729,7 +753,8 @@ where
                     && let Some(f) = self.by_key.remove(&key)
                 {
                     self.measure(key, &f);
-                    return Some((key, f.result()));
+                    self.last_index = key;
+                    return Some(f.result());
                 }
                 // A key of a packed chunk: every input of it woken so far.
                 self.take_woken(key);
@@ -738,7 +763,8 @@ where
                 }
             }
             if let Some((index, e)) = self.refused.take() {
-                return Some((index, Err(e)));
+                self.last_index = index;
+                return Some(Err(e));
             }
             self.ended = true;
             None

@@ -27,7 +27,8 @@ pub(crate) struct Progress<'a> {
 
 impl Progress<'_> {
     /// Whether anything listens.
-    fn active(&self) -> bool {
+    #[inline]
+    pub(crate) fn active(&self) -> bool {
         #[cfg(feature = "progress")]
         if self.bar.is_some() {
             return true;

@@ -512,7 +512,7 @@ where
                     first.unwrap_or(self.map.next_key)
                 };
                 self.cancel_off_thread();
-                let item = self.map.give_up(index, after).map(|(_, r)| r);
+                let item = self.map.give_up(index, after);
                 self.map.tick(item.is_some());
                 Poll::Ready(item)
             }
