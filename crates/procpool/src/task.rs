@@ -491,6 +491,10 @@ impl Scope for shared::TaskRun {
 /// An encoded input: its bytes, its bulk strings' places and buffers.
 type Payload<'a> = (&'a [u8], &'a [Bulk], Vec<Vec<u8>>);
 
+/// Decodes task `T` from its payload, runs it and encodes its output into
+/// `out`, with its shared values read and written in `scope`; each phase
+/// timed from `start` (see [`Ran`]). Inlined into both of its callers:
+/// each gets the one loop body its scope needs.
 #[inline(always)]
 fn run_in<T: Task, S: Scope>(
     (bytes, bulk, bulk_bytes): Payload<'_>,
