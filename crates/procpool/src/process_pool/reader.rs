@@ -164,9 +164,9 @@ pub(super) fn read_loop(
             kept.iter().map(|p| &p[..]).zip(fds).collect()
         };
         // What the executor sends through its ring (a frame that must
-        // cross the socket, e.g. with descriptors, leaves a marker there):
-        // its notes, and a packed chunk input's `Item` whose output has
-        // shared payloads in memory files.
+        // cross the socket leaves a marker there): its notes, and a packed
+        // chunk input's `Item` whose output is too large for a ring record
+        // or has shared payloads in memory files.
         let from_executor = matches!(
             msg,
             ToParent::Started { .. } | ToParent::Finished { .. } | ToParent::Item { .. }
