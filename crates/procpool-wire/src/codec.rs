@@ -408,6 +408,34 @@ pub fn decode_bulk<T: DeserializeOwned>(
     }
 }
 
+/// [`decode_bulk`] with its error boxed, for a hot caller: a small
+/// value's result then comes back in registers, not through memory that
+/// the caller copies right after it was written (a store-forwarding stall
+/// per input in a worker's chunk loop).
+#[inline(never)]
+pub fn decode_bulk_boxed<T: DeserializeOwned>(
+    bytes: &[u8],
+    spots: &[crate::bulk::Bulk],
+    bulk: Vec<Vec<u8>>,
+) -> Result<T, Box<CodecError>> {
+    decode_bulk(bytes, spots, bulk).map_err(Box::new)
+}
+
+/// [`decode`] with its error boxed (see [`decode_bulk_boxed`]).
+#[inline(never)]
+pub fn decode_boxed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Box<CodecError>> {
+    decode(bytes).map_err(Box::new)
+}
+
+/// [`encode_into`] with its error boxed (see [`decode_bulk_boxed`]).
+#[inline(never)]
+pub fn encode_into_boxed<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> Result<(), Box<CodecError>> {
+    encode_into(value, buf).map_err(Box::new)
+}
+
 #[inline]
 fn check_whole<T>((value, consumed): (T, usize), total: usize) -> Result<T, CodecError> {
     if consumed != total {

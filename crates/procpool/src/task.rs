@@ -505,7 +505,16 @@ fn run_in<T: Task, S: Scope>(
 ) -> Ran {
     let t0 = start.at;
     let timed_decode = bytes.len() >= TIMED_BYTES || !bulk.is_empty();
-    let (decoded, shared_error) = scope.decode(|| codec::decode_bulk::<T>(bytes, bulk, bulk_bytes));
+    // Without bulk strings (every input of a packed chunk) the empty
+    // buffer list is not moved into the call (a copy of it, right after it
+    // was made, stalled).
+    let (decoded, shared_error) = scope.decode(|| {
+        if bulk.is_empty() && bulk_bytes.is_empty() {
+            codec::decode_boxed::<T>(bytes)
+        } else {
+            codec::decode_bulk_boxed::<T>(bytes, bulk, bulk_bytes)
+        }
+    });
     let task = match decoded {
         Ok(t) => t,
         Err(e) => {
@@ -558,9 +567,9 @@ fn run_in<T: Task, S: Scope>(
     let mut spots = Vec::new();
     let (encoded, shared) = scope.encode(|| {
         if start.bulk {
-            codec::encode_into_bulk(&output, out, &mut spots)
+            codec::encode_into_bulk(&output, out, &mut spots).map_err(Box::new)
         } else {
-            codec::encode_into(&output, out)
+            codec::encode_into_boxed(&output, out)
         }
     });
     // With bulk strings the output stays whole until its result is

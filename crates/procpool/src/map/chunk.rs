@@ -412,7 +412,7 @@ impl<O: DeserializeOwned + Send + 'static> Part<O> {
         index: u32,
         len: usize,
         decode: impl FnOnce() -> (
-            Result<O, codec::CodecError>,
+            Result<O, Box<codec::CodecError>>,
             Option<crate::shared::SharedError>,
         ),
         worker: usize,
@@ -554,7 +554,8 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
     ) -> Result<(), String> {
         let bytes = output.bytes;
         let (fds, mode, limit) = (output.fds, output.mode, output.limit);
-        let decode = || crate::shared::decode_with(mode, fds, limit, || codec::decode::<O>(bytes));
+        let decode =
+            || crate::shared::decode_with(mode, fds, limit, || codec::decode_boxed::<O>(bytes));
         match self.decode_item(index, bytes.len(), decode, worker, cost, costs) {
             Ok((slot, value, sample)) => {
                 lock(&self.sink.inner).put(slot as usize, Ok(value), Some(sample));
@@ -582,7 +583,9 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
         // descriptors).
         let mut run = crate::shared::DecodeRun::new(mode, limit);
         for (index, bytes, cost) in items {
-            let decode = || run.decode(|| codec::decode::<O>(bytes));
+            // Boxed error: a small output's result comes back in
+            // registers (see `codec::decode_boxed`).
+            let decode = || run.decode(|| codec::decode_boxed::<O>(bytes));
             match self.decode_item(index, bytes.len(), decode, worker, cost, costs) {
                 Ok(value) => staged.push(value),
                 Err(not) => {

@@ -608,7 +608,7 @@ impl ProcessPool {
                     // Encoded in place, after room for its length.
                     let at = payload.len();
                     payload.extend_from_slice(&[0; 4]);
-                    if let Err(e) = codec::encode_into(task, &mut payload) {
+                    if let Err(e) = codec::encode_into_boxed(task, &mut payload) {
                         payload.truncate(at);
                         failed.push((i, e.to_string()));
                         continue;
