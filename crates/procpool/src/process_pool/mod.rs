@@ -164,12 +164,12 @@ fn encode_refused<T: Task>(task: T, message: String) -> SubmitError<T> {
 /// Room for a task header in a frame, beyond the payload.
 const HEADER_ROOM: usize = 4096;
 
-/// Why an encoded input of `len` bytes cannot be sent under a frame cap
-/// of `max_frame` bytes, if it cannot.
 /// Bytes a packed input is guessed to take (its 4-byte length and a small
 /// value) when a chunk's buffer is made.
 const PACKED_GUESS: usize = 16;
 
+/// Why an encoded input of `len` bytes cannot be sent under a frame cap
+/// of `max_frame` bytes, if it cannot.
 #[inline]
 fn over_cap(len: usize, max_frame: usize) -> Option<String> {
     (len + HEADER_ROOM > max_frame).then(|| over_cap_message(len, max_frame))
