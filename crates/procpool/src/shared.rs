@@ -811,7 +811,7 @@ impl<'de, T: Pod + Deserialize<'de>> Deserialize<'de> for SharedSlice<T> {
 }
 
 mod run;
-pub(crate) use run::{DecodeRun, TaskRun};
+pub(crate) use run::{DecodeRun, Scope, TaskRun};
 
 #[cfg(test)]
 #[path = "shared_tests.rs"]

@@ -18,7 +18,7 @@ use procpool_wire::message::{Bulk, Outcome, fingerprint};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::shared::{self, Mode};
+use crate::shared::{self, Mode, Scope};
 use crate::stamp::Stamp;
 use crate::sys::SealedFile;
 
@@ -446,14 +446,7 @@ fn run_packed<T: Task>(
     run_in::<T, _>((bytes, &[], Vec::new()), ctx, out, start, run)
 }
 
-/// Where a task's shared values are read and written: its own state (a
-/// single task, with the descriptors that came with it) or its chunk's.
-trait Scope {
-    fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<shared::SharedError>);
-    fn encode<R>(&mut self, f: impl FnOnce() -> R) -> (R, shared::Encoded);
-    fn mode_limit(&self) -> (Mode, u64);
-}
-
+/// A single task's shared-value scope: the descriptors that came with it.
 struct Own {
     mode: Mode,
     limit: u64,
@@ -471,20 +464,6 @@ impl Scope for Own {
     }
     fn mode_limit(&self) -> (Mode, u64) {
         (self.mode, self.limit)
-    }
-}
-
-impl Scope for shared::TaskRun {
-    #[inline]
-    fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<shared::SharedError>) {
-        shared::TaskRun::decode(self, f)
-    }
-    #[inline]
-    fn encode<R>(&mut self, f: impl FnOnce() -> R) -> (R, shared::Encoded) {
-        shared::TaskRun::encode(self, f)
-    }
-    fn mode_limit(&self) -> (Mode, u64) {
-        shared::TaskRun::mode_limit(self)
     }
 }
 

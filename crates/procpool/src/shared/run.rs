@@ -53,6 +53,61 @@ impl DecodeRun {
     }
 }
 
+/// Where a task's shared values are read and written while a worker runs
+/// it: its own state (a single task, with the descriptors that came with
+/// it: `task::Own`) or its chunk's ([`TaskRun`]).
+pub(crate) trait Scope {
+    /// Runs `f` (the input's codec decode) in this scope: the value and the
+    /// shared values' error, if any.
+    fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<SharedError>);
+    /// Runs `f` (the output's codec encode) in this scope: the value, and
+    /// the memory files to send with it or the shared values' error.
+    fn encode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Encoded);
+    /// The scope's mode and limit.
+    fn mode_limit(&self) -> (Mode, u64);
+}
+
+impl Scope for TaskRun {
+    /// The run's mode and limit.
+    fn mode_limit(&self) -> (Mode, u64) {
+        (self.decode.mode, self.decode.limit)
+    }
+
+    /// Runs `f` (an input's codec decode): what
+    /// `decode_with(mode, Vec::new(), limit, f)` would return.
+    #[inline]
+    fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<SharedError>) {
+        let (r, heavy) = self.phase(self.decode, f);
+        if !heavy {
+            return (r, None);
+        }
+        match self.state() {
+            Some(Context::Decode(s)) => (r, s.error),
+            _ => (r, None),
+        }
+    }
+
+    /// Runs `f` (an output's codec encode): what
+    /// `encode_with(mode, limit, f)` would return.
+    #[inline]
+    fn encode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Encoded) {
+        let (r, heavy) = self.phase(self.encode, f);
+        if !heavy {
+            return (r, Encoded::default());
+        }
+        match self.state() {
+            Some(Context::Encode(s)) => (
+                r,
+                Encoded {
+                    files: s.files,
+                    error: s.error,
+                },
+            ),
+            _ => (r, Encoded::default()),
+        }
+    }
+}
+
 /// A worker's shared-value state for the inputs of a packed chunk (no
 /// descriptors come with them), run one after another on this thread.
 /// Each input's decode and its output's encode set the light state and
@@ -90,45 +145,6 @@ impl TaskRun {
             },
             nested: LIGHT.get().is_some(),
             taken: None,
-        }
-    }
-
-    /// The run's mode and limit.
-    pub(crate) fn mode_limit(&self) -> (Mode, u64) {
-        (self.decode.mode, self.decode.limit)
-    }
-
-    /// Runs `f` (an input's codec decode): what
-    /// `decode_with(mode, Vec::new(), limit, f)` would return.
-    #[inline]
-    pub(crate) fn decode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<SharedError>) {
-        let (r, heavy) = self.phase(self.decode, f);
-        if !heavy {
-            return (r, None);
-        }
-        match self.state() {
-            Some(Context::Decode(s)) => (r, s.error),
-            _ => (r, None),
-        }
-    }
-
-    /// Runs `f` (an output's codec encode): what
-    /// `encode_with(mode, limit, f)` would return.
-    #[inline]
-    pub(crate) fn encode<R>(&mut self, f: impl FnOnce() -> R) -> (R, Encoded) {
-        let (r, heavy) = self.phase(self.encode, f);
-        if !heavy {
-            return (r, Encoded::default());
-        }
-        match self.state() {
-            Some(Context::Encode(s)) => (
-                r,
-                Encoded {
-                    files: s.files,
-                    error: s.error,
-                },
-            ),
-            _ => (r, Encoded::default()),
         }
     }
 
