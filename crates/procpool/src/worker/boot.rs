@@ -267,6 +267,7 @@ pub(crate) fn serve(
             queue: VecDeque::new(),
             closing: false,
             batches: 0,
+            parked: false,
         }),
         cond: Condvar::new(),
         writer: Mutex::new(Writer { stream, sealer }),

@@ -179,7 +179,9 @@ pub(super) fn execute(
                     local = lock(&shared.local);
                     continue;
                 }
+                local.parked = true;
                 local = shared.cond.wait(local).unwrap_or_else(|p| p.into_inner());
+                local.parked = false;
             }
         };
         match work {

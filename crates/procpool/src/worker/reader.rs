@@ -67,8 +67,11 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                         bulk,
                     });
                 }
+                let parked = local.parked;
                 drop(local);
-                shared.cond.notify_one();
+                if parked {
+                    shared.cond.notify_one();
+                }
             }
             ToWorker::Init {
                 name, fingerprint, ..

@@ -67,6 +67,10 @@ pub(super) struct Local {
     pub closing: bool,
     /// Numbers the `Run` frames as they arrive. Reader only.
     pub batches: u64,
+    /// The executor sleeps on `WorkerShared::cond` (set and cleared by the
+    /// executor around its wait): the reader signals only then, since a
+    /// signal is a system call even when nobody waits.
+    pub parked: bool,
 }
 
 /// What the worker's reader, executor and heartbeat threads share; see
