@@ -284,10 +284,10 @@ fn laziness_stays_bounded_with_auto_chunks() {
             let got = m.take(30_000).filter(|r| r.is_ok()).count();
             assert_eq!(got, 30_000);
             let pulled = pulled.load(Ordering::Relaxed);
-            // The default window of a process pool: workers × (2 ×
-            // prefetch + 1) × 2 chunks = 36 here (what the workers may
+            // The default window of a process pool: workers × (4 ×
+            // prefetch + 1) × 2 chunks = 68 here (what the workers may
             // hold with `prefetch_time`, and as much again).
-            let chunks = window.unwrap_or(2 * (2 * 4 + 1) * 2);
+            let chunks = window.unwrap_or(2 * (4 * 4 + 1) * 2);
             println!("FIGURE auto_chunks laziness window {chunks}: pulled {pulled} for 30000");
             assert!(
                 // A chunk is pulled while fewer than window × size are

@@ -463,12 +463,14 @@ impl sealed::Sealed for ProcessPool {
 
     fn map_window(&self) -> usize {
         let cfg = &self.shared.cfg;
-        // Room for what the workers may hold (short chunks: deeper, see
-        // `prefetch_time`), and as much again ready behind it.
+        // Room for what the workers may hold (short chunks: up to 4 ×
+        // `prefetch`, see `prefetch_time` and `pace::depth`), and as much
+        // again ready behind it: a parent thread waiting for a CPU for a
+        // millisecond must not leave the workers without work.
         let held = if cfg.prefetch_time.is_zero() {
             cfg.prefetch
         } else {
-            cfg.prefetch.saturating_mul(2)
+            cfg.prefetch.saturating_mul(4)
         };
         cfg.workers.saturating_mul(held + 1).saturating_mul(2)
     }
