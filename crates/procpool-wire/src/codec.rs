@@ -295,13 +295,23 @@ pub fn decode_header_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usi
 
 fn decode_scaled<T: DeserializeOwned>(bytes: &[u8], cap: usize) -> Result<(T, usize), CodecError> {
     let Some(limit) = claim_limit(bytes.len()) else {
-        return Err(CodecError::Decode(format!(
-            "an input of {} bytes is larger than procpool decodes (at most {} bytes)",
-            bytes.len(),
-            MAX_CLAIM_LIMIT / CLAIM_FACTOR
-        )));
+        return Err(too_large_to_decode(bytes.len()));
     };
     let limit = limit.min(cap);
+    // Small inputs (up to 4 KiB: the common case) inline, the larger
+    // limits out of line: this stays small where it is inlined.
+    if limit <= MIN_CLAIM_LIMIT {
+        return decode_prefix_limited::<T, MIN_CLAIM_LIMIT>(bytes);
+    }
+    decode_scaled_large(bytes, limit)
+}
+
+/// [`decode_scaled`] with a claim limit over [`MIN_CLAIM_LIMIT`].
+#[inline(never)]
+fn decode_scaled_large<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<(T, usize), CodecError> {
     macro_rules! by_size {
         ($($limit:expr),*) => {
             $(if limit <= $limit {
@@ -310,7 +320,6 @@ fn decode_scaled<T: DeserializeOwned>(bytes: &[u8], cap: usize) -> Result<(T, us
         };
     }
     by_size!(
-        1 << 16,
         1 << 17,
         1 << 18,
         1 << 19,
@@ -335,6 +344,16 @@ fn decode_scaled<T: DeserializeOwned>(bytes: &[u8], cap: usize) -> Result<(T, us
     unreachable!("claim_limit never exceeds MAX_CLAIM_LIMIT")
 }
 
+/// The error for an input of `len` bytes, more than procpool decodes.
+#[cold]
+#[inline(never)]
+fn too_large_to_decode(len: usize) -> CodecError {
+    CodecError::Decode(format!(
+        "an input of {len} bytes is larger than procpool decodes (at most {} bytes)",
+        MAX_CLAIM_LIMIT / CLAIM_FACTOR
+    ))
+}
+
 /// Like [`decode_prefix`] with a fixed limit of `LIMIT` claimed bytes.
 pub fn decode_prefix_limited<T: DeserializeOwned, const LIMIT: usize>(
     bytes: &[u8],
@@ -350,15 +369,30 @@ pub fn decode_prefix_limited<T: DeserializeOwned, const LIMIT: usize>(
     }));
     match result {
         Ok(Ok(pair)) => Ok(pair),
-        Ok(Err(bincode::error::DecodeError::LimitExceeded)) => Err(CodecError::Decode(format!(
-            "the input claims more memory than its {} bytes can encode (limit {LIMIT} bytes)",
-            bytes.len()
-        ))),
-        Ok(Err(e)) => Err(CodecError::Decode(decode_error_text(e))),
-        Err(p) => Err(CodecError::Panicked {
+        Ok(Err(e)) => Err(decode_failure(Ok(e), LIMIT, bytes.len())),
+        Err(p) => Err(decode_failure(Err(p), LIMIT, bytes.len())),
+    }
+}
+
+/// The error of a decode of `len` bytes with a claim limit of `limit`
+/// that failed (`Ok`) or panicked (`Err`). Out of line and not generic:
+/// the decodes of small values stay small.
+#[cold]
+#[inline(never)]
+fn decode_failure(
+    failed: Result<bincode::error::DecodeError, Box<dyn Any + Send>>,
+    limit: usize,
+    len: usize,
+) -> CodecError {
+    match failed {
+        Ok(bincode::error::DecodeError::LimitExceeded) => CodecError::Decode(format!(
+            "the input claims more memory than its {len} bytes can encode (limit {limit} bytes)"
+        )),
+        Ok(e) => CodecError::Decode(decode_error_text(e)),
+        Err(p) => CodecError::Panicked {
             encoding: false,
             message: panic_message(&*p),
-        }),
+        },
     }
 }
 
