@@ -84,6 +84,28 @@ fn wrap(pos: u64) -> usize {
     (pos % CAPACITY as u64) as usize
 }
 
+/// The record at the start of `bytes` (records as the ring holds them,
+/// copied out by [`Reader::copy_published`]): its kind and where its body
+/// lies in `bytes` (a marker's is empty: it is only a length word). `Err`
+/// if the bytes there are no whole record, as [`Reader::next_into`] finds
+/// them.
+pub(crate) fn record_at(
+    bytes: &[u8],
+    max_frame: u32,
+) -> Result<(Record, std::ops::Range<usize>), String> {
+    let Some((len, rest)) = bytes.split_first_chunk::<LEN>() else {
+        return Err(format!(
+            "reply ring broken: {} bytes published past the last record",
+            bytes.len()
+        ));
+    };
+    match records::length_word(u32::from_le_bytes(*len), max_frame, rest.len() as u64) {
+        Ok(Some((record, len))) => Ok((record, LEN..LEN + len as usize)),
+        Ok(None) => Ok((Record::Marker, LEN..LEN)),
+        Err(e) => Err(format!("reply ring broken: {e}")),
+    }
+}
+
 /// The parent's end.
 pub(crate) struct Reader {
     map: SharedMap,
@@ -144,20 +166,32 @@ impl Reader {
     }
 
     /// The next record, or `None` if the worker has published nothing
-    /// more. A marker stays in place until [`Reader::skip_marker`].
+    /// more, read as the pool's reader reads them
+    /// ([`Reader::copy_published`], [`record_at`]). A marker stays in place
+    /// until [`Reader::skip_marker`].
     #[cfg(any(test, procpool_loom))]
     pub(crate) fn next(&mut self, max_frame: u32) -> Result<Option<Record>, String> {
-        let mut body = std::mem::take(&mut self.body);
-        body.clear();
-        let found = self.next_into(max_frame, &mut body);
-        self.body = body;
-        found
+        let mut bytes = std::mem::take(&mut self.body);
+        let n = self.copy_published(&mut bytes)?;
+        if n == 0 {
+            self.body = Vec::new();
+            return Ok(None);
+        }
+        let (record, body) = record_at(&bytes[..n], max_frame)?;
+        if record != Record::Marker {
+            self.consume(body.end);
+        }
+        bytes.truncate(body.end);
+        bytes.drain(..body.start);
+        self.body = bytes;
+        Ok(Some(record))
     }
 
     /// The next record, or `None` if the worker has published nothing
-    /// more, its body appended to `out` (a run of records is copied out of
-    /// the ring once, end to end). A marker stays in place until
-    /// [`Reader::skip_marker`].
+    /// more, its body appended to `out` (a keeper forwards records this
+    /// way, a run of them copied end to end into one buffer). A marker
+    /// stays in place until [`Reader::skip_marker`].
+    #[cfg(any(test, feature = "remote"))]
     pub(crate) fn next_into(
         &mut self,
         max_frame: u32,
@@ -188,6 +222,38 @@ impl Reader {
         self.copy_out(self.head + LEN as u64, &mut out[start..]);
         self.advance(LEN as u64 + u64::from(len));
         Ok(Some(record))
+    }
+
+    /// Copies what the worker has published and the parent not read
+    /// (from the last record read on) to the start of `out` (grown if too
+    /// short, never shrunk: no bytes are zeroed on the way), in one or two
+    /// copies; returns how many bytes. The caller reads the records there
+    /// ([`record_at`]: in our own memory, which the worker cannot change
+    /// after the checks) and frees those it acted on with
+    /// [`Reader::consume`]; the rest (from a marker on) is copied again
+    /// next time.
+    pub(crate) fn copy_published(&mut self, out: &mut Vec<u8>) -> Result<usize, String> {
+        self.tail = self.map.atomic(TAIL).load(Acquire);
+        let avail = self.tail.wrapping_sub(self.head);
+        if avail > CAPACITY as u64 {
+            return Err(format!(
+                "reply ring broken: {avail} bytes published past the last record"
+            ));
+        }
+        let n = avail as usize;
+        if out.len() < n {
+            out.resize(n, 0);
+        }
+        self.copy_out(self.head, &mut out[..n]);
+        Ok(n)
+    }
+
+    /// Frees the first `n` bytes [`Reader::copy_published`] copied (whole
+    /// records the caller acted on).
+    pub(crate) fn consume(&mut self, n: usize) {
+        if n > 0 {
+            self.advance(n as u64);
+        }
     }
 
     /// The body of the record [`Reader::next`] just returned.

@@ -231,29 +231,26 @@ impl Reading<'_> {
     /// pool lock for its notes); a run ends early at a broken record, after
     /// the records before it are acted on.
     fn drain(&self, r: &mut ring::Reader) -> Result<bool, ()> {
+        let max_frame = self.shared.cfg.max_frame;
         let mut run = self.run.borrow_mut();
+        run.clear();
+        // What is published, in one copy; its records read a run at a time.
+        let copied = r.copy_published(&mut run.bytes);
+        run.filled = *copied.as_ref().unwrap_or(&0);
         loop {
-            let found = loop {
-                match r.next_into(self.shared.cfg.max_frame, &mut run.bytes) {
-                    Ok(None) => break Ok(false),
-                    Ok(Some(ring::Record::Marker)) => break Ok(true),
-                    Ok(Some(record)) => {
-                        run.ended(record);
-                        if run.len() == RUN {
-                            break Ok(false);
-                        }
-                    }
-                    Err(message) => break Err(message),
-                }
+            run.records.clear();
+            let (used, stopped) = match &copied {
+                Ok(_) => run.read_records(max_frame),
+                Err(message) => (0, Err(message.clone())),
             };
-            let full = run.len() == RUN;
+            r.consume(used);
             if let Flow::Stop = self.handle_run(&run) {
                 return Err(());
             }
-            run.clear();
-            match found {
-                Ok(false) if full => continue,
-                Ok(marker) => return Ok(marker),
+            match stopped {
+                Ok(Stopped::Full) => continue,
+                Ok(Stopped::End) => return Ok(false),
+                Ok(Stopped::Marker) => return Ok(true),
                 Err(message) => {
                     protocol_error(self.shared, self.idx, self.generation, self.pid, message);
                     return Err(());
@@ -280,8 +277,7 @@ impl Reading<'_> {
                     return Flow::Stop;
                 }
             };
-            run.bytes.extend_from_slice(body);
-            run.ended(record);
+            run.push(record, body);
             if run.len() == RUN {
                 if let Flow::Stop = self.handle_run(&run) {
                     return Flow::Stop;
@@ -607,30 +603,75 @@ const RUN: usize = 256;
 #[derive(Default)]
 struct Bodies {
     bytes: Vec<u8>,
-    /// Where each record's body ends in `bytes`, and its kind.
-    ends: Vec<(usize, ring::Record)>,
+    /// Where each record's body lies in `bytes`, and its kind.
+    records: Vec<(std::ops::Range<usize>, ring::Record)>,
+    /// The bytes of `bytes` in use (those after it are spare room, kept
+    /// to save zeroing them again).
+    filled: usize,
+    /// How far [`Bodies::read_records`] has read `bytes`.
+    read: usize,
+}
+
+/// Where [`Bodies::read_records`] stopped.
+enum Stopped {
+    /// At the end of the bytes: all read.
+    End,
+    /// After [`RUN`] records: the run is full.
+    Full,
+    /// At a marker (left in the ring).
+    Marker,
 }
 
 impl Bodies {
-    /// The body just appended to `bytes` was a whole record of this kind.
-    fn ended(&mut self, record: ring::Record) {
-        self.ends.push((self.bytes.len(), record));
+    /// Reads the records of `bytes` (as the ring holds them) from where
+    /// the last call stopped, up to the end, a marker, a broken record or
+    /// [`RUN`] of them. Returns how many bytes those read took (to free in
+    /// the ring) and why it stopped: `Err` at a broken record (those
+    /// before it count).
+    fn read_records(&mut self, max_frame: u32) -> (usize, Result<Stopped, String>) {
+        let from = self.read;
+        let stopped = loop {
+            let at = self.read;
+            if at == self.filled {
+                break Ok(Stopped::End);
+            }
+            if self.records.len() == RUN {
+                break Ok(Stopped::Full);
+            }
+            match ring::record_at(&self.bytes[at..self.filled], max_frame) {
+                Ok((ring::Record::Marker, _)) => break Ok(Stopped::Marker),
+                Ok((record, body)) => {
+                    self.records.push((at + body.start..at + body.end, record));
+                    self.read = at + body.end;
+                }
+                Err(message) => break Err(message),
+            }
+        };
+        (self.read - from, stopped)
     }
 
     fn len(&self) -> usize {
-        self.ends.len()
+        self.records.len()
+    }
+
+    /// Appends a record of this kind with this body (forwarded records).
+    fn push(&mut self, record: ring::Record, body: &[u8]) {
+        self.bytes.truncate(self.filled);
+        self.bytes.extend_from_slice(body);
+        self.records.push((self.filled..self.bytes.len(), record));
+        self.filled = self.bytes.len();
     }
 
     fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
+        self.records.clear();
+        self.filled = 0;
+        self.read = 0;
     }
 
     fn iter(&self) -> impl Iterator<Item = (ring::Record, &[u8])> {
-        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(end, _)| end));
-        starts
-            .zip(self.ends.iter().copied())
-            .map(|(a, (b, record))| (record, &self.bytes[a..b]))
+        self.records
+            .iter()
+            .map(|(body, record)| (*record, &self.bytes[body.clone()]))
     }
 }
 
