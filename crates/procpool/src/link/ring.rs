@@ -377,8 +377,12 @@ impl Writer {
             return None;
         }
         self.room(LEN + body, wake);
-        self.put(&(ITEM | body as u32).to_le_bytes());
-        self.put(head);
+        // The length word and the head in one copy (a put per part cost
+        // its wrap and bounds checks three times per input).
+        let mut first = [0u8; LEN + ITEM_HEAD];
+        first[..LEN].copy_from_slice(&(ITEM | body as u32).to_le_bytes());
+        first[LEN..].copy_from_slice(head);
+        self.put(&first);
         self.put(output);
         Some(if self.publish() {
             Pushed::Wake
