@@ -78,7 +78,7 @@ impl Clock {
 
     /// Nanoseconds since `epoch`, by `Instant`.
     fn elapsed(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        nanos(self.epoch.elapsed())
     }
 
     /// `Instant`'s reading for the first [`CALIBRATE_AFTER`], then the
@@ -117,6 +117,11 @@ fn scaled(ticks: u64, scale: u64) -> u64 {
 fn kernel_keeps_time_with_tsc() -> bool {
     std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
         .is_ok_and(|s| s.trim() == "tsc")
+}
+
+/// Whole nanoseconds of `d`, saturating (at 584 years).
+pub(crate) fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ impl AutoChunks {
     /// The item at input `index` finished: its work (run plus
     /// serialization) and its payload bytes both ways.
     pub(crate) fn observe(&mut self, index: usize, work: Duration, bytes: u64) {
-        self.work_ns[self.taken % RECENT] = u64::try_from(work.as_nanos()).unwrap_or(u64::MAX);
+        self.work_ns[self.taken % RECENT] = crate::stamp::nanos(work);
         let bytes = bytes as f64;
         if self.taken == 0 {
             self.bytes = bytes;

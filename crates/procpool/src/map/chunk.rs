@@ -433,7 +433,7 @@ impl<O: DeserializeOwned + Send + 'static> Part<O> {
         let t = (len >= crate::task::TIMED_BYTES).then(Instant::now);
         let (decoded, shared_error) = decode();
         if let Some(t) = t {
-            cost.decode_output = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            cost.decode_output = crate::stamp::nanos(t.elapsed());
         }
         let e = match decoded {
             Ok(v) => {

@@ -21,6 +21,7 @@ use crate::cost::{Cost, CostBatch, ItemCost};
 use crate::link::frames::{FrameFdError, SocketReader, next_frame_fds, read_bulk};
 use crate::link::ring;
 use crate::lock::lock;
+use crate::stamp::nanos;
 use crate::task::Input;
 
 mod items;
@@ -673,11 +674,6 @@ impl Bodies {
             .iter()
             .map(|(body, record)| (*record, &self.bytes[body.clone()]))
     }
-}
-
-/// Whole nanoseconds (saturating: 584 years).
-pub(super) fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Whole microseconds, as span fields carry them.

@@ -279,7 +279,7 @@ impl WorkerSlot {
             && running == id
         {
             // A map's chunk (or input) it ran from start to end.
-            let took = super::reader::nanos(now.saturating_duration_since(since));
+            let took = crate::stamp::nanos(now.saturating_duration_since(since));
             Pace::observe(&mut self.pace, a.meta.fingerprint, took, a.meta.items);
         }
         if a.queued_as != a.batch {
