@@ -226,11 +226,13 @@ struct Reading<'a> {
 
 impl Reading<'_> {
     /// Handles the ring's records up to a marker (`Ok(true)`, the marker
-    /// left in place) or until it is empty (`Ok(false)`). `Err`: the worker
-    /// broke the protocol and is being ended. Records are taken out of the
-    /// ring in runs (up to [`RUN`]) and each run is acted on at once (one
-    /// pool lock for its notes); a run ends early at a broken record, after
-    /// the records before it are acted on.
+    /// left in place) or up to the end of what the worker had published
+    /// when it looked (`Ok(false)`: the caller looks again before it
+    /// parks). `Err`: the worker broke the protocol and is being ended.
+    /// What is published is copied out of the ring at once; its records
+    /// are acted on in runs (up to [`RUN`]: one pool lock for a run's
+    /// notes); a run ends early at a broken record, after the records
+    /// before it are acted on.
     fn drain(&self, r: &mut ring::Reader) -> Result<bool, ()> {
         let max_frame = self.shared.cfg.max_frame;
         let mut run = self.run.borrow_mut();
