@@ -29,6 +29,24 @@ use crate::timer::Sleep;
 mod wait_async;
 pub use wait_async::{WaitFuture, wait_async};
 
+/// Calls `found` until it says yes (`true`) or `until` passes (`false`),
+/// yielding the CPU before each call (a thread on the same CPU runs
+/// meanwhile): a waiter's look before it parks (see [`LOOK`]).
+pub(crate) fn look_until(until: Instant, mut found: impl FnMut() -> bool) -> bool {
+    let mut n = 0u32;
+    loop {
+        std::thread::yield_now();
+        n = n.wrapping_add(1);
+        if found() {
+            return true;
+        }
+        // The clock every few looks: a read of it costs more than a look.
+        if n.is_multiple_of(8) && Instant::now() >= until {
+            return false;
+        }
+    }
+}
+
 /// Keys of futures that are done, in the order they finished.
 #[derive(Default)]
 pub(crate) struct DoneQueue {
@@ -146,21 +164,9 @@ impl DoneQueue {
         }
     }
 
-    /// Looks for a key until `until`, yielding the CPU between looks (a
-    /// thread on the same CPU runs meanwhile): whether one came.
+    /// Looks for a key until `until` (see [`look_until`]): whether one came.
     fn look(&self, until: Instant) -> bool {
-        let mut n = 0u32;
-        loop {
-            std::thread::yield_now();
-            n = n.wrapping_add(1);
-            if !self.lock().keys.is_empty() {
-                return true;
-            }
-            // The clock every few looks: a read of it costs more than a look.
-            if n.is_multiple_of(8) && Instant::now() >= until {
-                return false;
-            }
-        }
+        look_until(until, || !self.lock().keys.is_empty())
     }
 
     pub(crate) fn try_pop(&self) -> Option<usize> {
