@@ -32,8 +32,10 @@
 //! Lock order: a pool's own lock may be held while taking a slot lock, never
 //! the other way round, and no callback runs under either.
 //!
-//! Waiting never spins: blocking waits use the condvar, async waits the
-//! waker, `as_completed`/`wait`/`map_unordered` a `Watch`.
+//! A future's own waits never spin: blocking waits use the condvar, async
+//! waits the waker. `as_completed`/`wait`/`map_unordered` wait on a
+//! `Watch` (`waiting::DoneQueue`), whose waiter looks briefly before it
+//! parks while results come quickly (`waiting::LOOK`).
 
 use std::fmt;
 use std::pin::Pin;
