@@ -3,7 +3,7 @@
 //! Both accept futures from any pools, thread and process mixed: each
 //! future tells a shared `DoneQueue` when it is done. A waiter parks; only
 //! while results come quickly does it first look for one briefly, yielding
-//! the CPU ([`LOOK`]).
+//! the CPU (`LOOK`, 100 µs).
 
 /// How long a waiter on a `DoneQueue` looks for a key (yielding the CPU
 /// between looks) before it parks, while looking pays: the last look found
