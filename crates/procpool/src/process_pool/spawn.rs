@@ -146,7 +146,7 @@ pub(crate) fn spawn_process(
 }
 
 /// Starts `cmd` in its own process group, stdin closed, its stdout and
-/// stderr on one pipe (returned, for [`forward_output`]).
+/// stderr on one pipe (returned, for [`forward_output`](super::output::forward_output)).
 #[cfg(feature = "remote")]
 pub(crate) fn start_forwarded(cmd: &mut Command) -> io::Result<(Child, io::PipeReader)> {
     let (out_r, out_w) = io::pipe()?;
