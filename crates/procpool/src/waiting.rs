@@ -5,16 +5,6 @@
 //! while results come quickly does it first look for one briefly, yielding
 //! the CPU (`LOOK`, 100 µs).
 
-/// How long a waiter on a `DoneQueue` looks for a key (yielding the CPU
-/// between looks) before it parks, while looking pays: the last look found
-/// one, or the last wake-up came within this long of parking. A parked
-/// waiter costs the waking thread a wake-up system call and itself a
-/// context switch: a `map_unordered` of short chunks parked its thread
-/// ~2 000 times per 3 M inputs. Adaptive like the reader's look at a
-/// worker's ring (`ring::Spin`): a waiter for long tasks looks once, for
-/// nothing, then parks at once.
-pub(crate) const LOOK: Duration = Duration::from_micros(100);
-
 use std::collections::VecDeque;
 #[cfg(feature = "stream")]
 use std::pin::Pin;
@@ -28,6 +18,17 @@ use crate::timer::Sleep;
 
 mod wait_async;
 pub use wait_async::{WaitFuture, wait_async};
+
+/// How long a waiter on a `DoneQueue` looks for a key (yielding the CPU
+/// between looks) before it parks, while looking pays: the last look found
+/// one, or the last wake-up came within this long of parking. A parked
+/// waiter costs the waking thread a wake-up system call and itself a
+/// context switch: a `map_unordered` of short chunks parked its thread
+/// ~2 000 times per 3 M inputs. Adaptive like the reader's look at a
+/// worker's ring (`ring::Spin`), and off at first: a waiter for long tasks
+/// parks at once (it looks only after a wake-up came quickly, and stops
+/// after a look that found nothing).
+pub(crate) const LOOK: Duration = Duration::from_micros(100);
 
 /// Calls `found` until it says yes (`true`) or `until` passes (`false`),
 /// yielding the CPU before each call (a thread on the same CPU runs
