@@ -323,13 +323,18 @@ fn never_blocked(what: &str, g: Gaps) {
     );
 }
 
-fn blocked(what: &str, g: Gaps) {
+/// Prints a control's gaps (a blocking form's).
+fn control(what: &str, g: Gaps) {
     eprintln!(
         "ticker, {what} (blocking form, the control): worst gap {:.1} ms, net {:.1} ms, in {:.0} ms",
         ms(g.worst),
         ms(g.worst_net),
         ms(g.elapsed)
     );
+}
+
+fn blocked(what: &str, g: Gaps) {
+    control(what, g);
     assert!(
         g.worst_net >= BLOCKED,
         "{what}: the blocking form left a net gap of only {:?}: the harness cannot see blocking",
@@ -345,12 +350,7 @@ fn blocked(what: &str, g: Gaps) {
 /// the ticker did not run for at least `BLOCKED`. (That the net gap sees
 /// a thread blocked asleep is what the other controls show.)
 fn stalled(what: &str, g: Gaps) {
-    eprintln!(
-        "ticker, {what} (blocking form, the control): worst gap {:.1} ms, net {:.1} ms, in {:.0} ms",
-        ms(g.worst),
-        ms(g.worst_net),
-        ms(g.elapsed)
-    );
+    control(what, g);
     assert!(
         g.worst >= BLOCKED,
         "{what}: the blocking form left a gap of only {:?}: the harness cannot see blocking",

@@ -132,7 +132,7 @@ where
     window_chunks: usize,
     /// An ordered map's waits for its next outcome look before they park
     /// (`Sink::wait`): kept from one wait to the next.
-    looking_pays: bool,
+    look: crate::waiting::Look,
     ordered: bool,
     timeout: Option<Duration>,
     /// The whole map's limit (`deadline`), and when it passes (set at the
@@ -210,7 +210,7 @@ where
             input_done: false,
             chunking: Chunking::Auto(auto::AutoChunks::default()),
             window_chunks: window_chunks.max(1),
-            looking_pays: false,
+            look: crate::waiting::Look::new(crate::waiting::LOOK, false),
             ordered,
             timeout: None,
             deadline: None,
@@ -693,7 +693,7 @@ where
                 if self.taken.is_empty() {
                     // `None`: no limit, or one too far to count.
                     let until = limit.and_then(|(wait, _)| crate::deadline::after(wait));
-                    if !sink.wait(i, until, &mut self.looking_pays) {
+                    if !sink.wait(i, until, &mut self.look) {
                         let sink = sink.clone();
                         sink.cancel();
                         return self.give_up(index, limit.map_or(Duration::ZERO, |l| l.1));

@@ -24,26 +24,77 @@ pub use wait_async::{WaitFuture, wait_async};
 /// one, or the last wake-up came within this long of parking. A parked
 /// waiter costs the waking thread a wake-up system call and itself a
 /// context switch: a `map_unordered` of short chunks parked its thread
-/// ~2 000 times per 3 M inputs. Adaptive like the reader's look at a
-/// worker's ring (`ring::Spin`), and off at first: a waiter for long tasks
+/// ~2 000 times per 3 M inputs. Adaptive ([`Look`]), and off at first: a waiter for long tasks
 /// parks at once (it looks only after a wake-up came quickly, and stops
 /// after a look that found nothing).
 pub(crate) const LOOK: Duration = Duration::from_micros(100);
 
-/// Calls `found` until it says yes (`true`) or `until` passes (`false`),
-/// yielding the CPU before each call (a thread on the same CPU runs
-/// meanwhile): a waiter's look before it parks (see [`LOOK`]).
-pub(crate) fn look_until(until: Instant, mut found: impl FnMut() -> bool) -> bool {
-    let mut n = 0u32;
-    loop {
-        std::thread::yield_now();
-        n = n.wrapping_add(1);
-        if found() {
-            return true;
+/// The adaptive look a waiter takes before it parks: up to `limit`,
+/// yielding the CPU between looks (a thread on the same CPU runs
+/// meanwhile), while looking pays — the last look found what it looked
+/// for, or the last wake-up came within `limit` of parking. Used by a
+/// `DoneQueue` waiter and an ordered map's wait ([`LOOK`], off at first),
+/// and by the pool's reader of a worker's reply ring and a keeper
+/// (`ProcessPoolBuilder::ring_spin`, on at first).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Look {
+    limit: Duration,
+    pays: bool,
+    parked_at: Option<Instant>,
+}
+
+impl Look {
+    /// A look of up to `limit` (zero: never), taken at first if `pays`.
+    pub(crate) fn new(limit: Duration, pays: bool) -> Look {
+        Look {
+            limit,
+            pays: pays && !limit.is_zero(),
+            parked_at: None,
         }
-        // The clock every few looks: a read of it costs more than a look.
-        if n.is_multiple_of(8) && Instant::now() >= until {
+    }
+
+    /// If looking pays: calls `found` until it says yes (`true`) or the
+    /// look's time (or `until`, if sooner) passes (`false`, and looking
+    /// stops paying). `false` at once if looking does not pay.
+    pub(crate) fn look(&mut self, until: Option<Instant>, mut found: impl FnMut() -> bool) -> bool {
+        if !self.pays {
             return false;
+        }
+        let end = Instant::now() + self.limit;
+        let end = until.map_or(end, |u| u.min(end));
+        let mut n = 0u32;
+        loop {
+            std::thread::yield_now();
+            n = n.wrapping_add(1);
+            if found() {
+                return true;
+            }
+            // The clock every few looks: a read of it costs more than a look.
+            if n.is_multiple_of(8) && Instant::now() >= end {
+                self.pays = false;
+                return false;
+            }
+        }
+    }
+
+    /// Whether the next look is taken.
+    #[cfg(test)]
+    pub(crate) fn pays(&self) -> bool {
+        self.pays
+    }
+
+    /// The waiter parks now.
+    pub(crate) fn parked(&mut self) {
+        if !self.limit.is_zero() {
+            self.parked_at = Some(Instant::now());
+        }
+    }
+
+    /// Back from parking: had the wait been short, looking would have
+    /// caught it.
+    pub(crate) fn woken(&mut self) {
+        if let Some(t) = self.parked_at.take() {
+            self.pays = t.elapsed() < self.limit;
         }
     }
 }
@@ -55,15 +106,24 @@ pub(crate) struct DoneQueue {
     cond: Condvar,
 }
 
-#[derive(Default)]
 struct Done {
     keys: VecDeque<usize>,
     waker: Option<Waker>,
     /// Threads blocked in `pop`: `done` skips the wake-up syscall without.
     waiters: u32,
-    /// The last look before parking found a key, or the last wake-up came
-    /// within [`LOOK`] of parking: looking pays ([`DoneQueue::take`]).
-    looking_pays: bool,
+    /// The look before parking ([`LOOK`], off at first).
+    look: Look,
+}
+
+impl Default for Done {
+    fn default() -> Done {
+        Done {
+            keys: VecDeque::new(),
+            waker: None,
+            waiters: 0,
+            look: Look::new(LOOK, false),
+        }
+    }
 }
 
 impl Watch for DoneQueue {
@@ -129,14 +189,16 @@ impl DoneQueue {
             if let Some(r) = f(&mut g.keys) {
                 return Some(r);
             }
-            if !looked && g.looking_pays {
+            if !looked {
                 looked = true;
+                // Taken out for the look: the lock is not held meanwhile.
+                let mut look = g.look;
                 drop(g);
-                let until =
-                    deadline.map_or(Instant::now() + LOOK, |d| d.min(Instant::now() + LOOK));
-                let found = self.look(until);
+                look.look(deadline, || !self.lock().keys.is_empty());
                 g = self.lock();
-                g.looking_pays = found;
+                g.look = look;
+                // Looked again under the lock before parking: a key done
+                // since the look's last try woke nobody.
                 continue;
             }
             let timeout = match deadline {
@@ -150,7 +212,7 @@ impl DoneQueue {
                 }
             };
             g.waiters += 1;
-            let parked = Instant::now();
+            g.look.parked();
             g = match timeout {
                 None => self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
                 Some(t) => {
@@ -161,13 +223,8 @@ impl DoneQueue {
                 }
             };
             g.waiters -= 1;
-            g.looking_pays = parked.elapsed() < LOOK;
+            g.look.woken();
         }
-    }
-
-    /// Looks for a key until `until` (see [`look_until`]): whether one came.
-    fn look(&self, until: Instant) -> bool {
-        look_until(until, || !self.lock().keys.is_empty())
     }
 
     pub(crate) fn try_pop(&self) -> Option<usize> {
@@ -422,21 +479,21 @@ mod tests {
     #[test]
     fn a_look_that_finds_nothing_stops_looking_and_keeps_the_deadline() {
         let q = DoneQueue::new();
-        q.lock().looking_pays = true;
+        q.lock().look = Look::new(LOOK, true);
         let t0 = Instant::now();
         let wait = Duration::from_millis(20);
         assert_eq!(q.pop(Some(t0 + wait)), None);
         let took = t0.elapsed();
         assert!(took >= wait && took < LIMIT, "{took:?}");
         // The look found nothing and the park lasted past `LOOK`.
-        assert!(!q.lock().looking_pays);
+        assert!(!q.lock().look.pays);
     }
 
     #[test]
     fn a_key_done_while_the_waiter_looks_or_parks_is_taken() {
         for pays in [true, false] {
             let q = DoneQueue::new();
-            q.lock().looking_pays = pays;
+            q.lock().look = Look::new(LOOK, pays);
             let q2 = q.clone();
             let t = std::thread::spawn(move || {
                 std::thread::sleep(LOOK / 2);
@@ -459,6 +516,6 @@ mod tests {
         assert_eq!(q.pop(Some(Instant::now() + LIMIT)), Some(1));
         t.join().unwrap();
         // Parked for ~50 ms: far longer than a look.
-        assert!(!q.lock().looking_pays);
+        assert!(!q.lock().look.pays);
     }
 }

@@ -46,12 +46,10 @@ use crate::sync::fence;
 use crate::sys::SharedMap;
 
 mod records;
-mod spin;
 
 #[cfg(feature = "remote")]
 pub(crate) use records::put_record;
 pub(crate) use records::{ItemHead, records};
-pub(crate) use spin::Spin;
 
 /// Bytes of record space (a few records' worth under the model checker,
 /// so that its models reach the wrap-around and a full ring).

@@ -251,15 +251,13 @@ impl<O: Send + 'static> Sink<O> {
     }
 
     /// Waits until input `index` has ended; `false` if `until` passed
-    /// first (`None`: no limit). While `looking_pays` (the map's, kept
-    /// from one wait to the next) it first looks for the outcome for up to
-    /// [`LOOK`](crate::waiting::LOOK), yielding the CPU, before it parks;
-    /// the look and the park update it, as a `DoneQueue` waiter does.
+    /// first (`None`: no limit). It first takes the map's `look` (kept from
+    /// one wait to the next), as a `DoneQueue` waiter does, then parks.
     pub(crate) fn wait(
         &self,
         index: usize,
         until: Option<Instant>,
-        looking_pays: &mut bool,
+        look: &mut crate::waiting::Look,
     ) -> bool {
         let ended = |g: &Inner<O>| !matches!(g.slots.get(index), Some(Slot::Waiting));
         let mut g = lock(&self.inner);
@@ -268,17 +266,16 @@ impl<O: Send + 'static> Sink<O> {
             if ended(&g) {
                 return true;
             }
-            if !looked && *looking_pays {
+            if !looked {
                 looked = true;
                 drop(g);
-                let look = Instant::now() + crate::waiting::LOOK;
-                let stop = until.map_or(look, |t| t.min(look));
-                *looking_pays = crate::waiting::look_until(stop, || ended(&lock(&self.inner)));
+                look.look(until, || ended(&lock(&self.inner)));
+                // Looked again under the lock before parking.
                 g = lock(&self.inner);
                 continue;
             }
             g.waiters += 1;
-            let parked = Instant::now();
+            look.parked();
             let woken = match until {
                 None => self.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
                 Some(t) => {
@@ -295,7 +292,7 @@ impl<O: Send + 'static> Sink<O> {
             };
             g = woken;
             g.waiters -= 1;
-            *looking_pays = parked.elapsed() < crate::waiting::LOOK;
+            look.woken();
         }
     }
 
@@ -731,6 +728,8 @@ mod tests {
 
     use std::sync::Mutex;
 
+    use crate::waiting::{LOOK, Look};
+
     use super::*;
     use crate::cost::StatsCollector;
 
@@ -776,26 +775,26 @@ mod tests {
         let part = Arc::new(Part::new(sink.clone(), vec![0, 1], 7, "t", "I", "u64"));
         let p2 = part.clone();
         let t = std::thread::spawn(move || {
-            std::thread::sleep(crate::waiting::LOOK / 2);
+            std::thread::sleep(LOOK / 2);
             ok(&p2, 0, 10);
             p2.wake();
         });
         // Looking or parked (the put may come after the look): seen either way.
-        let mut pays = true;
+        let mut look = Look::new(LOOK, true);
         let limit = Instant::now() + std::time::Duration::from_secs(10);
-        assert!(sink.wait(0, Some(limit), &mut pays));
+        assert!(sink.wait(0, Some(limit), &mut look));
         t.join().unwrap();
         // Input 1 never ends: the look finds nothing, the deadline holds,
         // and looking stops paying.
         let t0 = Instant::now();
-        let mut pays = true;
+        let mut look = Look::new(LOOK, true);
         assert!(!sink.wait(
             1,
             Some(t0 + std::time::Duration::from_millis(20)),
-            &mut pays
+            &mut look
         ));
         assert!(t0.elapsed() >= std::time::Duration::from_millis(20));
-        assert!(!pays);
+        assert!(!look.pays());
     }
 
     #[test]
@@ -804,8 +803,8 @@ mod tests {
         let part = Part::new(sink.clone(), vec![0, 1, 2], 7, "t", "I", "u64");
         ok(&part, 0, 10);
         // Put quietly: there, but nobody was woken yet.
-        assert!(sink.wait(0, Some(Instant::now()), &mut false));
-        assert!(!sink.wait(1, Some(Instant::now()), &mut true));
+        assert!(sink.wait(0, Some(Instant::now()), &mut Look::new(LOOK, false)));
+        assert!(!sink.wait(1, Some(Instant::now()), &mut Look::new(LOOK, true)));
         part.wake();
         assert_eq!(sink.take(0), Some(Ok(10)));
         assert_eq!(sink.take(0), None, "taken once");

@@ -64,7 +64,7 @@ pub(super) fn read_loop(
     };
     // Stopped at a marker: the note it stands for is on the socket.
     let mut at_marker = false;
-    let mut spin = ring::Spin::new(shared.cfg.ring_spin);
+    let mut spin = crate::waiting::Look::new(shared.cfg.ring_spin, true);
     loop {
         if let Some(r) = ring.as_mut() {
             if !at_marker {
@@ -76,7 +76,7 @@ pub(super) fn read_loop(
             }
             let nothing_buffered = reader.get_ref().buffer().is_empty();
             if !at_marker && nothing_buffered {
-                if spin.look(r) || !r.park() {
+                if spin.look(None, || r.has_data()) || !r.park() {
                     continue;
                 }
                 spin.parked();

@@ -244,13 +244,13 @@ impl Keeper {
         // ~50–100 µs here, and a keeper that parked between two would add
         // a wake-up to each (one task in flight, median round trip: 70–98
         // µs with 50 µs, 34–63 µs with 200 µs, 42–91 µs with no keeper).
-        let mut spin = ring::Spin::new(Duration::from_micros(200));
+        let mut spin = crate::waiting::Look::new(Duration::from_micros(200), true);
         loop {
             if !at_marker {
                 at_marker = self.drain(ring)?;
             }
             if !at_marker && reader.get_ref().buffer().is_empty() {
-                if spin.look(ring) || !ring.park() {
+                if spin.look(None, || ring.has_data()) || !ring.park() {
                     continue;
                 }
                 spin.parked();
