@@ -600,52 +600,96 @@ fn chunksize_1_map_leaves_at_most_prefetch_inputs_behind_a_long_one() {
 #[test]
 fn tasks_sent_in_one_frame_turn_running_one_at_a_time() {
     watchdog(LIMIT, || {
-        let pool = procpool_e2e::builder()
-            .worker(worker())
-            .workers(1)
-            .prefetch(4)
-            .build()
-            .unwrap();
-        let crash = pool.submit(drill::KillSelf).unwrap();
-        let sleeps: Vec<_> = (0..4)
-            .map(|_| pool.submit(procpool_tasks::Sleep { millis: 100 }).unwrap())
-            .collect();
-        assert!(matches!(crash.result(), Err(TaskError::WorkerDied { .. })));
-        let mut seen_running = [false; 4];
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !sleeps.iter().all(|f| f.done()) {
-            // Read last to first: a task seen running began after the ones
-            // ahead of it ended, so they read as done (read first to last,
-            // task 0 could end and task 1 begin between the two reads, and
-            // both would read as running).
-            let mut states: Vec<_> = sleeps.iter().rev().map(|f| f.state()).collect();
-            states.reverse();
-            let running = states
-                .iter()
-                .filter(|&&s| s == procpool::State::Running)
-                .count();
-            assert!(
-                running <= 1,
-                "one worker, {running} tasks running: {states:?}"
-            );
-            for (i, s) in states.iter().enumerate() {
-                seen_running[i] |= *s == procpool::State::Running;
-                if *s == procpool::State::Running {
-                    assert!(
-                        sleeps[..i].iter().all(|f| f.done()),
-                        "task {i} running before the ones ahead of it ended: {states:?}"
-                    );
-                }
-            }
-            assert!(std::time::Instant::now() < deadline, "stuck: {states:?}");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let (pool, sleeps) =
+            after_a_crash(|p| p.submit(procpool_tasks::Sleep { millis: 100 }).unwrap());
+        let seen_running = watch_one_running_at_a_time(&sleeps, Duration::from_millis(2));
         assert_eq!(seen_running, [true; 4], "each was seen running");
         for f in sleeps {
             assert_eq!(f.result().unwrap(), 100);
         }
         still_works(&pool);
     });
+}
+
+/// The same with results that take the pool a while to decode: the task
+/// after one in its batch turns `Running` only once that one is `Done`,
+/// not while its result is still being decoded (the pool once marked the
+/// next task running first, then resolved the one that ended).
+#[test]
+fn next_task_turns_running_only_after_the_one_before_it_is_done() {
+    watchdog(LIMIT, || {
+        // A `Vec<u8>` without `serde_bytes`: one varint per byte to decode
+        // (16 KiB: small enough for dispatch to send the four as one batch).
+        let data: Vec<u8> = (0..(16 << 10)).map(|i| (i % 251) as u8).collect();
+        let (pool, echoes) =
+            after_a_crash(|p| p.submit(procpool_tasks::EchoVec(data.clone())).unwrap());
+        watch_one_running_at_a_time(&echoes, Duration::ZERO);
+        for f in echoes {
+            assert_eq!(f.result().unwrap(), data);
+        }
+        still_works(&pool);
+    });
+}
+
+/// A pool of one worker whose first task kills it, and the futures of
+/// the tasks `submit` adds meanwhile: they queue behind the crash, go back
+/// to the queue, and reach the worker's replacement in one frame.
+fn after_a_crash<T: Send + 'static>(
+    submit: impl Fn(&ProcessPool) -> procpool::TaskFuture<T>,
+) -> (ProcessPool, Vec<procpool::TaskFuture<T>>) {
+    let pool = procpool_e2e::builder()
+        .worker(worker())
+        .workers(1)
+        .prefetch(4)
+        .build()
+        .unwrap();
+    let crash = pool.submit(drill::KillSelf).unwrap();
+    let futures = (0..4).map(|_| submit(&pool)).collect();
+    assert!(matches!(crash.result(), Err(TaskError::WorkerDied { .. })));
+    (pool, futures)
+}
+
+/// Polls `futures` (run by one worker, in order) every `every` until all
+/// are done, failing if two read `Running` at once or one reads `Running`
+/// before those ahead of it are done. Returns which were seen running.
+fn watch_one_running_at_a_time<T: Send + 'static>(
+    futures: &[procpool::TaskFuture<T>],
+    every: Duration,
+) -> Vec<bool> {
+    let mut seen_running = vec![false; futures.len()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !futures.iter().all(|f| f.done()) {
+        // Read last to first: a task seen running began after the ones
+        // ahead of it ended, so they read as done (read first to last,
+        // task 0 could end and task 1 begin between the two reads, and
+        // both would read as running).
+        let mut states: Vec<_> = futures.iter().rev().map(|f| f.state()).collect();
+        states.reverse();
+        let running = states
+            .iter()
+            .filter(|&&s| s == procpool::State::Running)
+            .count();
+        assert!(
+            running <= 1,
+            "one worker, {running} tasks running: {states:?}"
+        );
+        for (i, s) in states.iter().enumerate() {
+            seen_running[i] |= *s == procpool::State::Running;
+            if *s == procpool::State::Running {
+                assert!(
+                    futures[..i].iter().all(|f| f.done()),
+                    "task {i} running before the ones ahead of it ended: {states:?}"
+                );
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "stuck: {states:?}");
+        if every.is_zero() {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(every);
+        }
+    }
+    seen_running
 }
 
 /// Payload bytes a byte string of at least `procpool_wire::bulk::BULK_MIN`

@@ -438,11 +438,14 @@ impl Reading<'_> {
                         },
                         Noted::Finished(a, next),
                     ) => {
-                        if let Some(n) = next {
-                            n.mark_running();
-                        }
                         if let Err(message) = self.deliver(a, outcome, timing, payloads) {
                             broke.get_or_insert(message);
+                        }
+                        // Only now: the task after it in its batch began
+                        // when it ended, and `Running` must not be seen
+                        // while the one before still reads `Running`.
+                        if let Some(n) = next {
+                            n.mark_running();
                         }
                     }
                     _ => {}
