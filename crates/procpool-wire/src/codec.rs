@@ -461,6 +461,39 @@ pub fn decode_boxed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Box<CodecErr
     decode(bytes).map_err(Box::new)
 }
 
+/// [`decode_boxed`] of the value in `bytes[..len]` when more bytes follow
+/// it (the next input of a packed chunk): bincode reads a number in one
+/// step only with 9 bytes ahead of it and byte by byte otherwise (most of
+/// a small input's decoding), so a small value is decoded with what
+/// follows it in view, and taken if it used exactly its `len` bytes. Any
+/// other outcome is decided by the decode of `bytes[..len]` alone: the same
+/// value or the same error as [`decode_boxed`] of it (bincode reads the
+/// same bytes either way; what follows is only looked at, never used).
+/// `len` past the end of `bytes` is a [`CodecError::Decode`].
+#[inline(never)]
+pub fn decode_followed_boxed<T: DeserializeOwned>(
+    bytes: &[u8],
+    len: usize,
+) -> Result<T, Box<CodecError>> {
+    let Some(value) = bytes.get(..len) else {
+        return Err(Box::new(CodecError::Decode(format!(
+            "a value of {len} bytes in {} bytes",
+            bytes.len()
+        ))));
+    };
+    // Up to `MIN_CLAIM_LIMIT / CLAIM_FACTOR` bytes the claim limit is the
+    // smallest one, as for `value` alone.
+    if len < bytes.len() && len <= MIN_CLAIM_LIMIT / CLAIM_FACTOR {
+        match decode_prefix_limited::<T, MIN_CLAIM_LIMIT>(bytes) {
+            Ok((v, used)) if used == len => return Ok(v),
+            // Not run twice: user code that panicked would again.
+            Err(e @ CodecError::Panicked { .. }) => return Err(Box::new(e)),
+            _ => {}
+        }
+    }
+    decode(value).map_err(Box::new)
+}
+
 /// [`encode_into`] with its error boxed (see [`decode_bulk_boxed`]).
 #[inline(never)]
 pub fn encode_into_boxed<T: Serialize + ?Sized>(
@@ -679,5 +712,73 @@ mod tests {
         body.extend_from_slice(&[0; 1000]);
         let (h, used) = decode_header_prefix::<String>(&body).unwrap();
         assert_eq!((h.as_str(), used), ("a header", 9));
+    }
+
+    /// `value` followed by `after`, as inputs lie in a packed chunk.
+    fn followed(value: &[u8], after: &[u8]) -> Vec<u8> {
+        [value, after].concat()
+    }
+
+    #[test]
+    fn a_value_followed_by_more_bytes_decodes_as_it_does_alone() {
+        let values: [(u64, u32, String); 3] = [
+            (0, 0, String::new()),
+            (3_000_000, 7, "a".into()),
+            (u64::MAX, u32::MAX, "ä€".repeat(10)),
+        ];
+        for v in &values {
+            let bytes = encode(v).unwrap();
+            // Nothing, a little and a lot after it.
+            for after in [&[][..], &[0xfb, 1, 2][..], &[0xff; 64][..]] {
+                let back: (u64, u32, String) =
+                    decode_followed_boxed(&followed(&bytes, after), bytes.len()).unwrap();
+                assert_eq!(&back, v, "followed by {after:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_followed_value_that_is_cut_or_long_fails_as_it_does_alone() {
+        let bytes = encode(&(3_000_000u64, "name".to_owned())).unwrap();
+        // Cut one byte short: the byte after it would complete the value.
+        let cut = bytes.len() - 1;
+        let alone = decode_boxed::<(u64, String)>(&bytes[..cut]).unwrap_err();
+        let seen =
+            decode_followed_boxed::<(u64, String)>(&followed(&bytes, &[0; 16]), cut).unwrap_err();
+        assert_eq!(seen, alone);
+        // Bytes of its own left over.
+        let long = followed(&bytes, &[1]);
+        let alone = decode_boxed::<(u64, String)>(&long).unwrap_err();
+        assert!(
+            matches!(*alone, CodecError::TrailingBytes { .. }),
+            "{alone:?}"
+        );
+        let seen = decode_followed_boxed::<(u64, String)>(&followed(&long, &[0; 16]), long.len())
+            .unwrap_err();
+        assert_eq!(seen, alone);
+        // A length past the end.
+        let past = decode_followed_boxed::<u64>(&bytes, bytes.len() + 1).unwrap_err();
+        assert!(matches!(*past, CodecError::Decode(_)), "{past:?}");
+    }
+
+    #[test]
+    fn a_followed_value_whose_decoding_panics_is_decoded_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        #[derive(Debug)]
+        struct Panics;
+        impl<'de> Deserialize<'de> for Panics {
+            fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+                CALLS.fetch_add(1, Ordering::SeqCst);
+                panic!("boom in deserialize")
+            }
+        }
+        let bytes = followed(&[1, 2], &[0; 16]);
+        let err = decode_followed_boxed::<Panics>(&bytes, 2).unwrap_err();
+        assert!(
+            matches!(&*err, CodecError::Panicked { encoding: false, message } if message == "boom in deserialize"),
+            "{err:?}"
+        );
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
     }
 }

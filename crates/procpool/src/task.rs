@@ -201,8 +201,10 @@ pub(crate) struct Input<'a> {
 pub(crate) type RunFn = fn(Input<'_>, &mut WorkerContext, &mut Vec<u8>, Start) -> Ran;
 
 /// Runs one input of a packed chunk (`run_packed`).
+/// Its input is the first `len` bytes of the slice; the chunk's later
+/// inputs follow it there (see `codec::decode_followed_boxed`).
 pub(crate) type PackedFn =
-    fn(&[u8], &mut WorkerContext, &mut Vec<u8>, Start, &mut shared::TaskRun) -> Ran;
+    fn(&[u8], usize, &mut WorkerContext, &mut Vec<u8>, Start, &mut shared::TaskRun) -> Ran;
 
 /// When a task began in the worker, and whether its output's encoding is
 /// timed apart from its run (a clock read costs more than encoding a small
@@ -430,7 +432,7 @@ fn run_task<T: Task>(
         limit: input.limit,
         fds: input.fds,
     };
-    let payload = (input.bytes, input.bulk, input.bulk_bytes);
+    let payload = (input.bytes, input.bytes.len(), input.bulk, input.bulk_bytes);
     run_in::<T, _>(payload, ctx, out, start, &mut own)
 }
 
@@ -438,12 +440,13 @@ fn run_task<T: Task>(
 /// strings), in the chunk's shared-value state `run`.
 fn run_packed<T: Task>(
     bytes: &[u8],
+    len: usize,
     ctx: &mut WorkerContext,
     out: &mut Vec<u8>,
     start: Start,
     run: &mut shared::TaskRun,
 ) -> Ran {
-    run_in::<T, _>((bytes, &[], Vec::new()), ctx, out, start, run)
+    run_in::<T, _>((bytes, len, &[], Vec::new()), ctx, out, start, run)
 }
 
 /// A single task's shared-value scope: the descriptors that came with it.
@@ -467,8 +470,9 @@ impl Scope for Own {
     }
 }
 
-/// An encoded input: its bytes, its bulk strings' places and buffers.
-type Payload<'a> = (&'a [u8], &'a [Bulk], Vec<Vec<u8>>);
+/// An encoded input: its bytes (the first `len` of the slice, which may
+/// go on), `len`, its bulk strings' places and buffers.
+type Payload<'a> = (&'a [u8], usize, &'a [Bulk], Vec<Vec<u8>>);
 
 /// Decodes task `T` from its payload, runs it and encodes its output into
 /// `out`, with its shared values read and written in `scope`; each phase
@@ -476,22 +480,22 @@ type Payload<'a> = (&'a [u8], &'a [Bulk], Vec<Vec<u8>>);
 /// each gets the one loop body its scope needs.
 #[inline(always)]
 fn run_in<T: Task, S: Scope>(
-    (bytes, bulk, bulk_bytes): Payload<'_>,
+    (bytes, len, bulk, bulk_bytes): Payload<'_>,
     ctx: &mut WorkerContext,
     out: &mut Vec<u8>,
     start: Start,
     scope: &mut S,
 ) -> Ran {
     let t0 = start.at;
-    let timed_decode = bytes.len() >= TIMED_BYTES || !bulk.is_empty();
+    let timed_decode = len >= TIMED_BYTES || !bulk.is_empty();
     // Without bulk strings (every input of a packed chunk) the empty
     // buffer list is not moved into the call (a copy of it, right after it
     // was made, stalled).
     let (decoded, shared_error) = scope.decode(|| {
         if bulk.is_empty() && bulk_bytes.is_empty() {
-            codec::decode_boxed::<T>(bytes)
+            codec::decode_followed_boxed::<T>(bytes, len)
         } else {
-            codec::decode_bulk_boxed::<T>(bytes, bulk, bulk_bytes)
+            codec::decode_bulk_boxed::<T>(&bytes[..len], bulk, bulk_bytes)
         }
     });
     let task = match decoded {

@@ -391,8 +391,9 @@ type NotDecoded = (Option<(u32, TaskError)>, Option<String>);
 
 /// What the pool's reader hands [`Chunk::items_ok`] of each input: its
 /// index in the part, its output's bytes (no descriptors: an item record)
-/// and its cost.
-pub(crate) type ItemOk<'a> = (u32, &'a [u8], ItemCost);
+/// as the first `len` bytes of a slice that may go on (the records after
+/// it: see `codec::decode_followed_boxed`), `len`, and its cost.
+pub(crate) type ItemOk<'a> = (u32, &'a [u8], usize, ItemCost);
 
 impl<O: DeserializeOwned + Send + 'static> Part<O> {
     /// A part carrying `slots` of `sink`, booked as task `id`.
@@ -600,11 +601,11 @@ impl<O: DeserializeOwned + Send + 'static> Chunk for Part<O> {
         // One shared-value context for the run (item records carry no
         // descriptors).
         let mut run = crate::shared::DecodeRun::new(mode, limit);
-        for (index, bytes, cost) in items {
+        for (index, bytes, len, cost) in items {
             // Boxed error: a small output's result comes back in
             // registers (see `codec::decode_boxed`).
-            let decode = || run.decode(|| codec::decode_boxed::<O>(bytes));
-            match self.decode_item(index, bytes.len(), decode, worker, cost, costs) {
+            let decode = || run.decode(|| codec::decode_followed_boxed::<O>(bytes, len));
+            match self.decode_item(index, len, decode, worker, cost, costs) {
                 Ok(value) => staged.push(value),
                 Err(not) => {
                     done = self.not_decoded(not);
@@ -886,6 +887,19 @@ mod tests {
         ));
     }
 
+    /// `values` one after another, as item records lie in a run (each
+    /// decode can look past its own bytes), with where each begins and its
+    /// length.
+    fn one_after_another(values: &[Vec<u8>]) -> (Vec<u8>, Vec<(usize, usize)>) {
+        let mut all = Vec::new();
+        let mut at = Vec::new();
+        for v in values {
+            at.push((all.len(), v.len()));
+            all.extend_from_slice(v);
+        }
+        (all, at)
+    }
+
     #[test]
     fn a_run_of_items_goes_in_together_up_to_a_violation() {
         let (sink, _) = sink(4);
@@ -893,15 +907,16 @@ mod tests {
         let bytes: Vec<Vec<u8>> = (0..4u64)
             .map(|v| codec::encode(&(v * 10)).unwrap())
             .collect();
+        let (all, at) = one_after_another(&bytes);
         // Inputs 0 and 1, a bad index, then input 3 (never reached).
         let mut items = [(1, 1), (0, 0), (9, 2), (3, 3)]
             .into_iter()
-            .map(|(index, b)| (index, &bytes[b][..], ItemCost::default()));
+            .map(|(index, b)| (index, &all[at[b].0..], at[b].1, ItemCost::default()));
         let mut costs = CostBatch::default();
         let mode = crate::shared::Mode::Descriptors;
         let said = part.items_ok(&mut items, mode, 1 << 20, 0, &mut costs);
         assert!(said.is_err_and(|m| m.contains("input 9")));
-        assert_eq!(items.next().map(|(i, _, _)| i), Some(3), "left for later");
+        assert_eq!(items.next().map(|(i, ..)| i), Some(3), "left for later");
         part.wake();
         assert_eq!(sink.take(0), Some(Ok(0)));
         assert_eq!(sink.take(1), Some(Ok(10)));
@@ -925,14 +940,15 @@ mod tests {
         // A reference to a memory file the record does not carry.
         let (by_ref, files) = encode(&SharedBytes::from(vec![5; 1 << 20]));
         assert_eq!(files, 1);
-        let mut items = [&inline, &by_ref, &inline]
-            .into_iter()
+        let (all, at) = one_after_another(&[inline.clone(), by_ref, inline]);
+        let mut items = at
+            .iter()
             .enumerate()
-            .map(|(i, b)| (i as u32, &b[..], ItemCost::default()));
+            .map(|(i, &(from, len))| (i as u32, &all[from..], len, ItemCost::default()));
         let mut costs = CostBatch::default();
         let said = part.items_ok(&mut items, Mode::Descriptors, 1 << 20, 0, &mut costs);
         assert!(said.is_err_and(|m| m.contains("bad shared-payload reference")));
-        assert_eq!(items.next().map(|(i, _, _)| i), Some(2), "left for later");
+        assert_eq!(items.next().map(|(i, ..)| i), Some(2), "left for later");
         part.wake();
         assert_eq!(sink.take(0), Some(Ok(small)));
         assert!(matches!(

@@ -316,7 +316,7 @@ impl Reading<'_> {
     fn handle_run_quietly(&self, run: &Bodies) -> Flow {
         let mut held = Vec::new();
         let mut records = run.iter().peekable();
-        while let Some(&(record, body)) = records.peek() {
+        while let Some(&(record, body, _)) = records.peek() {
             if record == ring::Record::Item {
                 // After the notes before it (its chunk's `Started`); the
                 // test here, not in `notes`: nearly every item has none
@@ -674,10 +674,17 @@ impl Bodies {
         self.read = 0;
     }
 
-    fn iter(&self) -> impl Iterator<Item = (ring::Record, &[u8])> {
-        self.records
-            .iter()
-            .map(|(body, record)| (*record, &self.bytes[body.clone()]))
+    /// Each record with its body, and the body followed by the rest of
+    /// the run's bytes (what a small output's decode may look ahead at:
+    /// see `codec::decode_followed_boxed`).
+    fn iter(&self) -> impl Iterator<Item = (ring::Record, &[u8], &[u8])> {
+        self.records.iter().map(|(body, record)| {
+            (
+                *record,
+                &self.bytes[body.clone()],
+                &self.bytes[body.start..self.filled],
+            )
+        })
     }
 }
 

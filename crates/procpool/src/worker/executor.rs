@@ -428,7 +428,14 @@ fn run_chunk(
             bulk: false,
         };
         let ran = match &runner {
-            Ok(run) => run(&frame[range], ctx, spare, began, &mut scope),
+            Ok(run) => run(
+                &frame[range.start..],
+                range.len(),
+                ctx,
+                spare,
+                began,
+                &mut scope,
+            ),
             Err(outcome) => crate::task::Ran::not_run(outcome.clone(), start),
         };
         // The next input starts where this one ended; it waited in this

@@ -117,9 +117,9 @@ impl Reading<'_> {
     /// ([`Chunk::items_ok`](crate::map::chunk::Chunk::items_ok): one lock).
     pub(super) fn item_records<'b>(
         &self,
-        records: &mut std::iter::Peekable<impl Iterator<Item = (ring::Record, &'b [u8])>>,
+        records: &mut std::iter::Peekable<impl Iterator<Item = (ring::Record, &'b [u8], &'b [u8])>>,
     ) -> Flow {
-        while let Some(&(ring::Record::Item, body)) = records.peek() {
+        while let Some(&(ring::Record::Item, body, _)) = records.peek() {
             let Some((head, _)) = ring::ItemHead::parse(body) else {
                 protocol_error(
                     self.shared,
@@ -147,10 +147,11 @@ impl Reading<'_> {
             // This record and those after it of the same chunk (one that
             // does not parse is left to the next round, which reports it).
             let mut items = std::iter::from_fn(|| {
-                let &(ring::Record::Item, body) = records.peek()? else {
+                let &(ring::Record::Item, body, followed) = records.peek()? else {
                     return None;
                 };
                 let (head, output) = ring::ItemHead::parse(body).filter(|(h, _)| h.id == id)?;
+                let followed = &followed[body.len() - output.len()..];
                 records.next();
                 let timing = WorkerTiming {
                     queue_ns: head.queue_ns,
@@ -160,7 +161,7 @@ impl Reading<'_> {
                     peak_rss_bytes: 0,
                 };
                 let cost = held.sent.item(&timing, output.len(), total);
-                Some((head.index, output, cost))
+                Some((head.index, followed, output.len(), cost))
             });
             let cfg = &self.shared.cfg;
             let (mode, limit) = (cfg.shared_mode(), u64::from(cfg.max_frame));
