@@ -86,11 +86,9 @@ fn main() {
         ("map_c1", n_c1, 1, true),
         ("map_c256", n_c256, 256, true),
         ("map_c1024", n_c256, 1024, true),
-        ("map_c1024", n_c256, 1024, true),
         ("map_auto", n_c256, AUTO, true),
         ("map_unordered_c1", n_c1, 1, false),
         ("map_unordered_c256", n_c256, 256, false),
-        ("map_unordered_c1024", n_c256, 1024, false),
         ("map_unordered_c1024", n_c256, 1024, false),
         ("map_unordered_auto", n_c256, AUTO, false),
     ];
