@@ -67,7 +67,7 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                         bulk,
                     });
                 }
-                let parked = local.parked;
+                let parked = std::mem::take(&mut local.parked);
                 drop(local);
                 if parked {
                     shared.cond.notify_one();

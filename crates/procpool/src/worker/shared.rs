@@ -67,9 +67,12 @@ pub(super) struct Local {
     pub closing: bool,
     /// Numbers the `Run` frames as they arrive. Reader only.
     pub batches: u64,
-    /// The executor sleeps on `WorkerShared::cond` (set and cleared by the
-    /// executor around its wait): the reader signals only then, since a
-    /// signal is a system call even when nobody waits.
+    /// The executor sleeps on `WorkerShared::cond` and no one has signalled
+    /// it yet: the reader signals only then, since a signal is a system call
+    /// even when nobody waits. Set by the executor before its wait; cleared
+    /// by the reader that signals (a woken executor may take a while to run
+    /// on a busy machine, and the frames that came meanwhile each signalled
+    /// it again: 4–6 signals per wait in a chunksize-256 `map`).
     pub parked: bool,
 }
 
