@@ -599,7 +599,9 @@ impl ProcessPool {
         // Room for small inputs (a length and a few bytes each) at once:
         // grown from empty, the buffer was reallocated about ten times a
         // chunk (issue 14's profile).
-        let mut payload = Vec::with_capacity(n.saturating_mul(PACKED_GUESS).min(budget));
+        let mut payload = self
+            .shared
+            .chunk_buffer(n.saturating_mul(PACKED_GUESS).min(budget));
         let mut slots = Vec::with_capacity(n);
         let mut failed: Vec<(usize, String)> = Vec::new();
         // One shared-payload context for the whole chunk (a chunk whose

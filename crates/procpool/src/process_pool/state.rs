@@ -481,10 +481,10 @@ pub(crate) struct Shared {
     /// shutdown (leaf lock; written by the spawner and launcher watchers).
     #[cfg(feature = "remote")]
     pub launched: Mutex<Vec<(u64, u32)>>,
-    /// A large input buffer whose task is done, for the next `submit` to
-    /// encode into (a fresh one costs a page fault per 4 KiB). Leaf lock:
-    /// written by the reader, taken by `submit`.
-    pub spare_input: Mutex<Option<Vec<u8>>>,
+    /// Input buffers whose tasks are done, for the next `submit` or map
+    /// chunk to encode into. Leaf lock: written by the reader, taken by
+    /// the submitting thread.
+    pub spare_input: Mutex<SpareInputs>,
     /// The tasks the workers announced in their hellos.
     pub known: KnownTasks,
     /// Where done callbacks of futures completed on the pool's own threads
@@ -533,7 +533,7 @@ impl Shared {
                 #[cfg(feature = "remote")]
                 launch_failure: None,
             }),
-            spare_input: Mutex::new(None),
+            spare_input: Mutex::new(SpareInputs::default()),
             known: Default::default(),
             changed: Condvar::new(),
             clock: Condvar::new(),
@@ -567,19 +567,77 @@ impl Shared {
 
     /// A buffer to encode an input into: a recycled large one if there is.
     pub(crate) fn input_buffer(&self) -> Vec<u8> {
-        let mut buf = lock(&self.spare_input).take().unwrap_or_default();
+        let mut buf = lock(&self.spare_input).large.take().unwrap_or_default();
         buf.clear();
         buf
     }
 
-    /// A finished task's input buffer, kept if it is large and no longer
-    /// shared (its frame has been written).
+    /// A buffer to pack a map chunk's inputs into, with room for `room`
+    /// bytes: a recycled small one if there is.
+    pub(crate) fn chunk_buffer(&self, room: usize) -> Vec<u8> {
+        let mut buf = lock(&self.spare_input).small.pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve(room);
+        buf
+    }
+
+    /// A finished task's input buffer, kept if no one else holds it (its
+    /// frame has been written) and [`SpareInputs::keep`] wants it.
     pub(crate) fn recycle_input(&self, payload: Payload) {
-        if let Some(buf) = reusable(payload) {
-            let mut spare = lock(&self.spare_input);
-            if spare.as_ref().is_none_or(|s| s.capacity() < buf.capacity()) {
-                *spare = Some(buf);
+        if let Some(buf) = SpareInputs::unshared(payload) {
+            lock(&self.spare_input).keep(buf);
+        }
+    }
+}
+
+/// Input buffers kept for reuse ([`Shared::recycle_input`]).
+///
+/// The small ones are a map's chunk buffers going round: made on the
+/// thread that submits, done on a reader thread. Freed there, each one
+/// (a few KiB: past the allocator's per-thread cache) took the lock of
+/// the submitting thread's heap arena, which that thread was taking for
+/// the next chunk's buffer: ~1 500 lock waits and wakes (system calls) per
+/// million inputs of a chunksize-256 `map`.
+#[derive(Default)]
+pub(crate) struct SpareInputs {
+    /// The largest recent one of 256 KiB to 64 MiB (a fresh one costs a
+    /// page fault per 4 KiB).
+    pub large: Option<Vec<u8>>,
+    /// Up to [`SMALL`](Self::SMALL) of at most
+    /// [`SMALL_MAX`](Self::SMALL_MAX) bytes.
+    pub small: Vec<Vec<u8>>,
+}
+
+impl SpareInputs {
+    /// How many small buffers are kept: a map's window of chunks in flight
+    /// returns them about as fast as it takes them.
+    pub const SMALL: usize = 16;
+    /// The largest small buffer kept (so at most 1 MiB is held).
+    pub const SMALL_MAX: usize = 64 * 1024;
+
+    /// `payload`'s buffer if no one else holds it and it is one to keep
+    /// by its size (checked before the `Arc` is taken apart).
+    fn unshared(payload: Payload) -> Option<Vec<u8>> {
+        if payload.capacity() <= Self::SMALL_MAX {
+            Arc::try_unwrap(payload).ok()
+        } else {
+            reusable(payload)
+        }
+    }
+
+    /// Keeps `buf`: a small one while fewer than [`SMALL`](Self::SMALL)
+    /// are kept, a large one if it is larger than the one kept.
+    fn keep(&mut self, buf: Vec<u8>) {
+        if buf.capacity() <= Self::SMALL_MAX {
+            if self.small.len() < Self::SMALL {
+                self.small.push(buf);
             }
+        } else if self
+            .large
+            .as_ref()
+            .is_none_or(|s| s.capacity() < buf.capacity())
+        {
+            self.large = Some(buf);
         }
     }
 }
@@ -631,4 +689,37 @@ pub(crate) fn inject_panic(shared: &Shared) {
 
 pub(crate) fn broken(shared: &Shared) -> Option<String> {
     lock(&shared.state).broken.clone()
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use super::*;
+
+    fn payload(capacity: usize) -> Payload {
+        Arc::new(Vec::with_capacity(capacity))
+    }
+
+    #[test]
+    fn small_buffers_are_kept_up_to_a_bound_and_large_ones_by_size() {
+        let mut spare = SpareInputs::default();
+        for _ in 0..SpareInputs::SMALL + 4 {
+            spare.keep(SpareInputs::unshared(payload(4096)).unwrap());
+        }
+        assert_eq!(spare.small.len(), SpareInputs::SMALL);
+        assert!(spare.small.iter().all(|b| b.capacity() >= 4096));
+        // Between the small and the large sizes: neither.
+        assert!(SpareInputs::unshared(payload(100 * 1024)).is_none());
+        spare.keep(SpareInputs::unshared(payload(1 << 20)).unwrap());
+        spare.keep(SpareInputs::unshared(payload(512 * 1024)).unwrap());
+        assert_eq!(spare.large.as_ref().map(Vec::capacity), Some(1 << 20));
+        assert_eq!(spare.small.len(), SpareInputs::SMALL);
+    }
+
+    #[test]
+    fn a_buffer_someone_else_holds_is_not_kept() {
+        let p = payload(4096);
+        let also = p.clone();
+        assert!(SpareInputs::unshared(p).is_none());
+        assert_eq!(also.capacity(), 4096, "the other holder still has it");
+    }
 }
