@@ -4,7 +4,7 @@
 //! each other. This module knows nothing of pools, slots, registries or
 //! tasks.
 //!
-//! * [`env`] — every `PROCPOOL_*` variable and inherited descriptor number.
+//! * [`env`](mod@env) — every `PROCPOOL_*` variable and inherited descriptor number.
 //! * [`stream`] — the connection: a Unix socket or TCP.
 //! * [`frames`] — reading frames off a connection; the buffer-reuse rule.
 //! * [`handshake`] — both halves of the handshake that opens a connection.
