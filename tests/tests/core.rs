@@ -24,6 +24,14 @@ fn pool(n: usize) -> ProcessPool {
 }
 
 /// The pool still works: a normal task gives the right answer.
+/// A pool of one worker that holds up to four tasks, to build on.
+fn one_worker() -> procpool::ProcessPoolBuilder {
+    procpool_e2e::builder()
+        .worker(worker())
+        .workers(1)
+        .prefetch(4)
+}
+
 fn still_works(pool: &ProcessPool) {
     assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
 }
@@ -637,12 +645,7 @@ fn next_task_turns_running_only_after_the_one_before_it_is_done() {
 fn after_a_crash<T: Send + 'static>(
     submit: impl Fn(&ProcessPool) -> procpool::TaskFuture<T>,
 ) -> (ProcessPool, Vec<procpool::TaskFuture<T>>) {
-    let pool = procpool_e2e::builder()
-        .worker(worker())
-        .workers(1)
-        .prefetch(4)
-        .build()
-        .unwrap();
+    let pool = one_worker().build().unwrap();
     let crash = pool.submit(drill::KillSelf).unwrap();
     let futures = (0..4).map(|_| submit(&pool)).collect();
     assert!(matches!(crash.result(), Err(TaskError::WorkerDied { .. })));
@@ -738,12 +741,7 @@ fn large_byte_strings_and_strings_come_back_whole_on_every_transport() {
 #[test]
 fn a_large_input_sent_again_after_its_worker_died_arrives_whole() {
     watchdog(LIMIT, || {
-        let pool = procpool_e2e::builder()
-            .worker(worker())
-            .workers(1)
-            .prefetch(4)
-            .build()
-            .unwrap();
+        let pool = one_worker().build().unwrap();
         for round in 0..3usize {
             let crash = pool.submit(drill::KillSelf).unwrap();
             let inputs: Vec<Vec<u8>> = (0..3)
@@ -834,10 +832,7 @@ fn cancels_racing_the_task_ahead_in_a_frame_leave_no_future_unresolved() {
         // (it reads the socket, where the worker's answer to the cancel
         // waits, only after): the first task's end is read before the
         // answer, which is the race at its widest.
-        let pool = procpool_e2e::builder()
-            .worker(worker())
-            .workers(1)
-            .prefetch(4)
+        let pool = one_worker()
             .ring_spin(Duration::from_millis(30))
             .build()
             .unwrap();
@@ -883,13 +878,7 @@ fn cancels_racing_the_task_ahead_in_a_frame_leave_no_future_unresolved() {
 #[test]
 fn tasks_with_bulk_bytes_queued_together_each_fit_the_frame_cap() {
     watchdog(LIMIT, || {
-        let pool = procpool_e2e::builder()
-            .worker(worker())
-            .workers(1)
-            .prefetch(4)
-            .max_frame_bytes(300 << 10)
-            .build()
-            .unwrap();
+        let pool = one_worker().max_frame_bytes(300 << 10).build().unwrap();
         let crash = pool.submit(drill::KillSelf).unwrap();
         let data: Vec<u8> = (0..100 << 10).map(|i| (i % 251) as u8).collect();
         let echoes: Vec<_> = (0..4)

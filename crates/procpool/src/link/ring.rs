@@ -114,7 +114,7 @@ pub(crate) struct Reader {
     /// time).
     tail: u64,
     /// The last record's body, for [`Reader::next`] (tests and models).
-    #[cfg(any(test, procpool_loom))]
+    #[cfg(test)]
     body: Vec<u8>,
 }
 
@@ -143,7 +143,7 @@ impl Reader {
             map,
             head,
             tail: head,
-            #[cfg(any(test, procpool_loom))]
+            #[cfg(test)]
             body: Vec::new(),
         })
     }
@@ -156,7 +156,7 @@ impl Reader {
                 map,
                 head: 0,
                 tail: 0,
-                #[cfg(any(test, procpool_loom))]
+                #[cfg(test)]
                 body: Vec::new(),
             },
             fd,
@@ -167,7 +167,7 @@ impl Reader {
     /// more, read as the pool's reader reads them
     /// ([`Reader::copy_published`], [`record_at`]). A marker stays in place
     /// until [`Reader::skip_marker`].
-    #[cfg(any(test, procpool_loom))]
+    #[cfg(test)]
     pub(crate) fn next(&mut self, max_frame: u32) -> Result<Option<Record>, String> {
         let mut bytes = std::mem::take(&mut self.body);
         let n = self.copy_published(&mut bytes)?;
@@ -255,7 +255,7 @@ impl Reader {
     }
 
     /// The body of the record [`Reader::next`] just returned.
-    #[cfg(any(test, procpool_loom))]
+    #[cfg(test)]
     pub(crate) fn body(&self) -> &[u8] {
         &self.body
     }
