@@ -481,9 +481,9 @@ pub fn decode_followed_boxed<T: DeserializeOwned>(
             bytes.len()
         ))));
     };
-    // Up to `MIN_CLAIM_LIMIT / CLAIM_FACTOR` bytes the claim limit is the
-    // smallest one, as for `value` alone.
-    if len < bytes.len() && len <= MIN_CLAIM_LIMIT / CLAIM_FACTOR {
+    // Only where `value` alone gets the smallest claim limit, the one used
+    // here.
+    if len < bytes.len() && claim_limit(len) == Some(MIN_CLAIM_LIMIT) {
         match decode_prefix_limited::<T, MIN_CLAIM_LIMIT>(bytes) {
             Ok((v, used)) if used == len => return Ok(v),
             // Not run twice: user code that panicked would again.
