@@ -323,23 +323,23 @@ fn never_blocked(what: &str, g: Gaps) {
     );
 }
 
-/// Prints a control's gaps (a blocking form's).
-fn control(what: &str, g: Gaps) {
+/// Prints a control's gaps (a blocking form's) and checks that its `gap`
+/// (`name`: the net or the gross one) shows the blocking.
+fn control(what: &str, g: Gaps, name: &str, gap: Duration) {
     eprintln!(
         "ticker, {what} (blocking form, the control): worst gap {:.1} ms, net {:.1} ms, in {:.0} ms",
         ms(g.worst),
         ms(g.worst_net),
         ms(g.elapsed)
     );
+    assert!(
+        gap >= BLOCKED,
+        "{what}: the blocking form left a {name} of only {gap:?}: the harness cannot see blocking"
+    );
 }
 
 fn blocked(what: &str, g: Gaps) {
-    control(what, g);
-    assert!(
-        g.worst_net >= BLOCKED,
-        "{what}: the blocking form left a net gap of only {:?}: the harness cannot see blocking",
-        g.worst_net
-    );
+    control(what, g, "net gap", g.worst_net);
 }
 
 /// A control for a blocking form that may wait by looking rather than by
@@ -350,12 +350,7 @@ fn blocked(what: &str, g: Gaps) {
 /// the ticker did not run for at least `BLOCKED`. (That the net gap sees
 /// a thread blocked asleep is what the other controls show.)
 fn stalled(what: &str, g: Gaps) {
-    control(what, g);
-    assert!(
-        g.worst >= BLOCKED,
-        "{what}: the blocking form left a gap of only {:?}: the harness cannot see blocking",
-        g.worst
-    );
+    control(what, g, "gap", g.worst);
 }
 
 // ---------------------------------------------------------------------------
