@@ -23,7 +23,6 @@ fn pool(n: usize) -> ProcessPool {
         .expect("pool starts")
 }
 
-/// The pool still works: a normal task gives the right answer.
 /// A pool of one worker that holds up to four tasks, to build on.
 fn one_worker() -> procpool::ProcessPoolBuilder {
     procpool_e2e::builder()
@@ -32,6 +31,7 @@ fn one_worker() -> procpool::ProcessPoolBuilder {
         .prefetch(4)
 }
 
+/// The pool still works: a normal task gives the right answer.
 fn still_works(pool: &ProcessPool) {
     assert_eq!(pool.submit(Square(12)).unwrap().result().unwrap(), 144);
 }
