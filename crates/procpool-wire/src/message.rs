@@ -107,6 +107,10 @@ pub enum ToWorker {
         /// Withdraw every queued task that has not started.
         drop_pending: bool,
     },
+    /// The worker's executor parked with its work ring empty, and the pool
+    /// has since put work there (a spawned worker's `Run` frames go through
+    /// that ring, beside the socket): look again.
+    Wake,
 }
 
 /// How long the worker spent on each part of a task, in nanoseconds.
@@ -312,7 +316,7 @@ impl Header for ToWorker {
         match self {
             ToWorker::Init { len, .. } => f(*len, 0),
             ToWorker::Run { items } => items.iter().for_each(|i| f(i.len, i.fds)),
-            ToWorker::Cancel { .. } | ToWorker::Shutdown { .. } => {}
+            ToWorker::Cancel { .. } | ToWorker::Shutdown { .. } | ToWorker::Wake => {}
         }
     }
 }

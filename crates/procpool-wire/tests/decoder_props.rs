@@ -242,7 +242,7 @@ fn gen_payload(rng: &mut Rng) -> Vec<u8> {
 }
 
 fn gen_to_worker(rng: &mut Rng, small: bool) -> (ToWorker, Vec<Vec<u8>>) {
-    match rng.below(4) {
+    match rng.below(5) {
         0 => {
             let p = gen_payload(rng);
             let msg = ToWorker::Init {
@@ -277,12 +277,13 @@ fn gen_to_worker(rng: &mut Rng, small: bool) -> (ToWorker, Vec<Vec<u8>>) {
             },
             vec![],
         ),
-        _ => (
+        3 => (
             ToWorker::Shutdown {
                 drop_pending: rng.one_in(2),
             },
             vec![],
         ),
+        _ => (ToWorker::Wake, vec![]),
     }
 }
 

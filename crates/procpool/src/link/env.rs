@@ -14,6 +14,12 @@ pub const ENV_FD: &str = "PROCPOOL_WORKER_FD";
 /// [`ring`](super::ring)).
 pub(crate) const ENV_RING_FD: &str = "PROCPOOL_WORKER_RING_FD";
 
+/// Environment variable that, set to `1` beside [`ENV_RING_FD`], tells a
+/// spawned worker that the pool writes its `Run` frames into the work ring
+/// of that map (markers there for the frames on the socket), so its
+/// executor reads them there (see [`ring`](super::ring)).
+pub(crate) const ENV_WORK_RING: &str = "PROCPOOL_WORKER_WORK_RING";
+
 /// Environment variable with the microseconds an idle worker looks for its
 /// next task before parking (`ProcessPoolBuilder::worker_spin`; 0: never).
 pub const ENV_SPIN: &str = "PROCPOOL_WORKER_SPIN_US";

@@ -64,8 +64,21 @@ const LARGEST: usize = CAPACITY / 4;
 const TAIL: usize = 0;
 const HEAD: usize = 64;
 const PARKED: usize = 128;
+/// Set to 1 by a worker that reads its work ring (see [`Writer::reader_ready`]).
+const READY: usize = 192;
 const DATA: usize = 4096;
-const SIZE: usize = DATA + CAPACITY;
+/// One ring's bytes: its words, then its data.
+const HALF: usize = DATA + CAPACITY;
+/// Where each ring starts in the map: the reply ring first, the work ring
+/// (parent to worker, see [`Writer::offer`]) after it.
+const REPLY: usize = 0;
+const WORK: usize = HALF;
+/// The map holds both rings.
+const SIZE: usize = 2 * HALF;
+/// Ring bytes the pool keeps free for markers: a `Run` frame goes into the
+/// work ring only if this much is left after it, so a marker always fits
+/// (a worker holds far fewer frames than this many markers: its prefetch).
+const MARKER_RESERVE: u64 = 4096;
 /// The length word of a marker (never a valid frame length: frames are
 /// capped at 1 GiB).
 const MARKER: u32 = u32::MAX;
@@ -107,6 +120,8 @@ pub(crate) fn record_at(
 /// The parent's end.
 pub(crate) struct Reader {
     map: SharedMap,
+    /// Where this ring starts in `map` ([`REPLY`] or [`WORK`]).
+    base: usize,
     head: u64,
     /// The worker's `tail` as last loaded: the records before it are
     /// published. `tail` is loaded again only when they are all read (a
@@ -133,14 +148,31 @@ pub(crate) enum Record {
 }
 
 impl Reader {
+    fn word(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        self.map.atomic(self.base + offset)
+    }
+
     /// The reading end of a ring another process made (a worker's keeper
     /// reads its worker's ring).
     #[cfg(feature = "remote")]
     pub(crate) fn open(fd: OwnedFd) -> io::Result<Reader> {
+        Reader::open_at(fd, REPLY)
+    }
+
+    /// The worker's end of the work ring in the map the pool passed (see
+    /// [`Writer::offer`]).
+    pub(crate) fn open_work(fd: OwnedFd) -> io::Result<Reader> {
+        let r = Reader::open_at(fd, WORK)?;
+        r.word(READY).store(1, Release);
+        Ok(r)
+    }
+
+    fn open_at(fd: OwnedFd, base: usize) -> io::Result<Reader> {
         let map = SharedMap::open(fd, SIZE)?;
-        let head = map.atomic(HEAD).load(Acquire);
+        let head = map.atomic(base + HEAD).load(Acquire);
         Ok(Reader {
             map,
+            base,
             head,
             tail: head,
             #[cfg(test)]
@@ -154,6 +186,7 @@ impl Reader {
         Ok((
             Reader {
                 map,
+                base: REPLY,
                 head: 0,
                 tail: 0,
                 #[cfg(test)]
@@ -196,7 +229,7 @@ impl Reader {
         out: &mut Vec<u8>,
     ) -> Result<Option<Record>, String> {
         if self.tail == self.head {
-            self.tail = self.map.atomic(TAIL).load(Acquire);
+            self.tail = self.word(TAIL).load(Acquire);
         }
         let avail = self.tail.wrapping_sub(self.head);
         if avail == 0 {
@@ -231,7 +264,7 @@ impl Reader {
     /// [`Reader::consume`]; the rest (from a marker on) is copied again
     /// next time.
     pub(crate) fn copy_published(&mut self, out: &mut Vec<u8>) -> Result<usize, String> {
-        self.tail = self.map.atomic(TAIL).load(Acquire);
+        self.tail = self.word(TAIL).load(Acquire);
         let avail = self.tail.wrapping_sub(self.head);
         if avail > CAPACITY as u64 {
             return Err(format!(
@@ -267,7 +300,7 @@ impl Reader {
 
     fn advance(&mut self, n: u64) {
         self.head += n;
-        self.map.atomic(HEAD).store(self.head, Release);
+        self.word(HEAD).store(self.head, Release);
     }
 
     fn copy_out(&self, pos: u64, out: &mut [u8]) {
@@ -275,25 +308,25 @@ impl Reader {
         let first = out.len().min(CAPACITY - at);
         if first == out.len() {
             // Not across the end (nearly always): one copy.
-            self.map.read(DATA + at, out);
+            self.map.read(self.base + DATA + at, out);
             return;
         }
         let (a, b) = out.split_at_mut(first);
-        self.map.read(DATA + at, a);
-        self.map.read(DATA, b);
+        self.map.read(self.base + DATA + at, a);
+        self.map.read(self.base + DATA, b);
     }
 
     /// Whether the worker has published records not read yet.
     pub(crate) fn has_data(&self) -> bool {
-        self.map.atomic(TAIL).load(Acquire) != self.head
+        self.word(TAIL).load(Acquire) != self.head
     }
 
     /// Call before blocking on the socket: `true` if the ring is still
     /// empty, and the worker will wake us when it publishes.
     pub(crate) fn park(&self) -> bool {
-        self.map.atomic(PARKED).store(1, Relaxed);
+        self.word(PARKED).store(1, Relaxed);
         fence(SeqCst);
-        if self.map.atomic(TAIL).load(Acquire) != self.head {
+        if self.word(TAIL).load(Acquire) != self.head {
             self.unpark();
             return false;
         }
@@ -302,13 +335,15 @@ impl Reader {
 
     /// Awake again: publishing needs no wake-up.
     pub(crate) fn unpark(&self) {
-        self.map.atomic(PARKED).store(0, SeqCst);
+        self.word(PARKED).store(0, SeqCst);
     }
 }
 
 /// The worker's end (used by its executor thread only).
 pub(crate) struct Writer {
     map: SharedMap,
+    /// Where this ring starts in `map` ([`REPLY`] or [`WORK`]).
+    base: usize,
     tail: u64,
     /// The parent's `head` as last loaded: the space before it is free.
     /// `head` is loaded again only when this says the ring is too full (a
@@ -328,13 +363,51 @@ pub(crate) enum Pushed {
     Socket,
 }
 
+/// What [`Writer::offer`] did with a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// In the ring; `wake`: the executor was parked, post a `Wake` frame.
+    Ring { wake: bool },
+    /// A marker is in the ring: send the frame on the socket.
+    Socket,
+    /// The worker broke the ring (see [`Writer::offer`]): end it.
+    Broken,
+}
+
 impl Writer {
+    fn word(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        self.map.atomic(self.base + offset)
+    }
+
     /// Maps the ring the pool passed.
     pub(crate) fn open(fd: OwnedFd) -> io::Result<Writer> {
+        Writer::open_at(fd, REPLY)
+    }
+
+    /// The pool's end of a spawned worker's work ring, in the map made
+    /// for that worker (a second mapping of it).
+    pub(crate) fn open_work(fd: OwnedFd) -> io::Result<Writer> {
+        Writer::open_at(fd, WORK)
+    }
+
+    /// Whether the worker said it reads this (work) ring: it sets the word
+    /// before its hello, so after the handshake the pool knows. A worker
+    /// that does not (its own protocol code, as the test doubles have) gets
+    /// every frame on its socket.
+    pub(crate) fn reader_ready(&self) -> bool {
+        self.word(READY).load(Acquire) == 1
+    }
+
+    fn open_at(fd: OwnedFd, base: usize) -> io::Result<Writer> {
         let map = SharedMap::open(fd, SIZE)?;
-        let tail = map.atomic(TAIL).load(Acquire);
-        let head = map.atomic(HEAD).load(Acquire);
-        Ok(Writer { map, tail, head })
+        let tail = map.atomic(base + TAIL).load(Acquire);
+        let head = map.atomic(base + HEAD).load(Acquire);
+        Ok(Writer {
+            map,
+            base,
+            tail,
+            head,
+        })
     }
 
     /// Appends `frame` (or a marker standing for it), waiting while the
@@ -389,6 +462,64 @@ impl Writer {
         })
     }
 
+    /// The pool's side of the work ring: puts a `Run` frame into the ring,
+    /// or a marker standing for it if the frame must cross the socket
+    /// (descriptors, bulk strings, over a quarter of the ring) or the ring
+    /// has no room for it. Never waits: the worker is untrusted and may
+    /// stop reading. [`Offered::Broken`] if the worker's `head` is not a
+    /// place it could have read to, or if not even a marker fits (the
+    /// worker has left more frames unread than it could hold).
+    pub(crate) fn offer(&mut self, frame: &Outgoing) -> Offered {
+        let n = frame.wire_len() as u64;
+        let ringable = n <= LARGEST as u64 && frame.fds().is_empty() && frame.bulk().is_empty();
+        let Some(mut free) = self.free() else {
+            return Offered::Broken;
+        };
+        if ringable && free < n + MARKER_RESERVE {
+            match self.reload_free() {
+                Some(f) => free = f,
+                None => return Offered::Broken,
+            }
+        }
+        if ringable && free >= n + MARKER_RESERVE {
+            for part in frame.parts() {
+                self.put(part);
+            }
+            return Offered::Ring {
+                wake: self.publish(),
+            };
+        }
+        if free < LEN as u64 {
+            match self.reload_free() {
+                Some(f) if f >= LEN as u64 => {}
+                _ => return Offered::Broken,
+            }
+        }
+        self.put(&MARKER.to_le_bytes());
+        // The socket frame wakes the worker's reader, which wakes the
+        // executor if it sleeps.
+        self.publish();
+        Offered::Socket
+    }
+
+    /// Free bytes by the worker's `head` as last loaded; `None` if that
+    /// `head` is impossible.
+    fn free(&self) -> Option<u64> {
+        let used = self.tail.wrapping_sub(self.head);
+        (used <= CAPACITY as u64).then(|| CAPACITY as u64 - used)
+    }
+
+    /// Loads the worker's `head` again (untrusted: it must lie between the
+    /// last one and `tail`) and returns the free bytes.
+    fn reload_free(&mut self) -> Option<u64> {
+        let head = self.word(HEAD).load(Acquire);
+        if head.wrapping_sub(self.head) > self.tail.wrapping_sub(self.head) {
+            return None;
+        }
+        self.head = head;
+        self.free()
+    }
+
     /// Waits until `n` bytes are free. The parent frees space as it reads;
     /// if it is parked it is woken first.
     fn room(&mut self, n: usize, wake: &dyn Fn()) {
@@ -400,11 +531,11 @@ impl Writer {
             return;
         }
         loop {
-            self.head = self.map.atomic(HEAD).load(Acquire);
+            self.head = self.word(HEAD).load(Acquire);
             if fits(self.head, self.tail) {
                 return;
             }
-            if self.map.atomic(PARKED).swap(0, SeqCst) == 1 {
+            if self.word(PARKED).swap(0, SeqCst) == 1 {
                 wake();
             }
             crate::sync::backoff();
@@ -414,19 +545,19 @@ impl Writer {
     fn put(&mut self, bytes: &[u8]) {
         let at = wrap(self.tail);
         let first = bytes.len().min(CAPACITY - at);
-        self.map.write(DATA + at, &bytes[..first]);
+        self.map.write(self.base + DATA + at, &bytes[..first]);
         if first < bytes.len() {
             // Across the end: the rest at the start.
-            self.map.write(DATA, &bytes[first..]);
+            self.map.write(self.base + DATA, &bytes[first..]);
         }
         self.tail += bytes.len() as u64;
     }
 
     /// Makes what was put visible; `true` if the parent was parked.
     fn publish(&mut self) -> bool {
-        self.map.atomic(TAIL).store(self.tail, Release);
+        self.word(TAIL).store(self.tail, Release);
         fence(SeqCst);
-        self.map.atomic(PARKED).load(Relaxed) == 1 && self.map.atomic(PARKED).swap(0, SeqCst) == 1
+        self.word(PARKED).load(Relaxed) == 1 && self.word(PARKED).swap(0, SeqCst) == 1
     }
 }
 
@@ -442,6 +573,100 @@ mod tests {
     fn pair() -> (Reader, Writer) {
         let (reader, fd) = Reader::create().unwrap();
         (reader, Writer::open(fd).unwrap())
+    }
+
+    /// The pool's end and the worker's end of a work ring.
+    fn work_pair() -> (Writer, Reader) {
+        let (_reply, fd) = Reader::create().unwrap();
+        let w = Writer::open_work(fd.try_clone().unwrap()).unwrap();
+        assert!(!w.reader_ready(), "no worker has opened it yet");
+        let r = Reader::open_work(fd).unwrap();
+        assert!(w.reader_ready(), "the worker said it reads it");
+        (w, r)
+    }
+
+    #[test]
+    fn work_frames_keep_their_order_with_markers_for_the_socket() {
+        let (mut w, mut r) = work_pair();
+        assert_eq!(w.offer(&frame(b"one")), Offered::Ring { wake: false });
+        assert_eq!(w.offer(&frame(&vec![2; LARGEST + 1])), Offered::Socket);
+        assert_eq!(w.offer(&frame(b"three")), Offered::Ring { wake: false });
+        assert_eq!(r.next(1 << 30).unwrap(), Some(Record::Frame));
+        assert_eq!(r.body(), b"one");
+        assert_eq!(r.next(1 << 30).unwrap(), Some(Record::Marker));
+        r.skip_marker();
+        assert_eq!(r.next(1 << 30).unwrap(), Some(Record::Frame));
+        assert_eq!(r.body(), b"three");
+        assert_eq!(r.next(1 << 30).unwrap(), None);
+    }
+
+    #[test]
+    fn the_two_rings_of_a_map_are_apart() {
+        let (mut reply, fd) = Reader::create().unwrap();
+        let mut work = Writer::open_work(fd.try_clone().unwrap()).unwrap();
+        let mut worker_reply = Writer::open(fd.try_clone().unwrap()).unwrap();
+        let mut worker_work = Reader::open_work(fd).unwrap();
+        assert_eq!(work.offer(&frame(b"run")), Offered::Ring { wake: false });
+        let never = || panic!("room is there");
+        assert_eq!(worker_reply.push(&frame(b"note"), &never), Pushed::Quiet);
+        assert_eq!(worker_work.next(1 << 20).unwrap(), Some(Record::Frame));
+        assert_eq!(worker_work.body(), b"run");
+        assert_eq!(reply.next(1 << 20).unwrap(), Some(Record::Frame));
+        assert_eq!(reply.body(), b"note");
+        assert_eq!(worker_work.next(1 << 20).unwrap(), None);
+        assert_eq!(reply.next(1 << 20).unwrap(), None);
+    }
+
+    #[test]
+    fn a_parked_executor_is_woken_once_by_the_pool() {
+        let (mut w, r) = work_pair();
+        assert!(r.park());
+        assert_eq!(w.offer(&frame(b"a")), Offered::Ring { wake: true });
+        assert_eq!(w.offer(&frame(b"b")), Offered::Ring { wake: false });
+        assert!(!r.park(), "work is waiting: do not sleep");
+    }
+
+    /// The pool never waits for the worker: a full ring sends on the
+    /// socket (a marker in the ring), and only a worker that left over a
+    /// thousand frames unread breaks it.
+    #[test]
+    fn a_full_work_ring_sends_on_the_socket_until_even_markers_run_out() {
+        let (mut w, _r) = work_pair();
+        let body = vec![5u8; 10_000];
+        let mut ringed = 0;
+        while w.offer(&frame(&body)) != Offered::Socket {
+            ringed += 1;
+            assert!(ringed < 100, "a 256 KiB ring holds no 100 of these");
+        }
+        assert!(ringed >= 20, "{ringed} frames of 10 kB in the ring");
+        let mut markers = 1;
+        let end = loop {
+            match w.offer(&frame(&body)) {
+                Offered::Socket => markers += 1,
+                other => break other,
+            }
+            assert!(markers < 5_000, "markers never run out");
+        };
+        assert_eq!(end, Offered::Broken);
+        assert!(markers >= 1000, "{markers} markers");
+        // A worker that reads frees room again.
+        let (mut w, mut r) = work_pair();
+        while w.offer(&frame(&body)) != Offered::Socket {}
+        for _ in 0..3 {
+            assert_eq!(r.next(1 << 20).unwrap(), Some(Record::Frame));
+        }
+        assert_eq!(w.offer(&frame(&body)), Offered::Ring { wake: false });
+    }
+
+    #[test]
+    fn a_work_ring_read_past_its_end_is_broken() {
+        let (mut w, r) = work_pair();
+        let body = vec![5u8; 10_000];
+        assert_eq!(w.offer(&frame(&body)), Offered::Ring { wake: false });
+        // The worker claims to have read more than was written.
+        r.word(HEAD).store(1 << 40, SeqCst);
+        while w.offer(&frame(&body)) == (Offered::Ring { wake: false }) {}
+        assert_eq!(w.offer(&frame(&body)), Offered::Broken);
     }
 
     #[test]
@@ -561,7 +786,7 @@ mod tests {
         w.publish();
         assert!(r.next(1 << 20).unwrap_err().contains("broken"));
         let (mut r, w) = pair();
-        w.map.atomic(TAIL).store(CAPACITY as u64 * 3, SeqCst);
+        w.word(TAIL).store(CAPACITY as u64 * 3, SeqCst);
         assert!(r.next(1 << 20).unwrap_err().contains("broken"));
     }
 }

@@ -217,6 +217,7 @@ pub(crate) struct Config {
     pub max_worker_memory: Option<u64>,
     pub worker_spin: Duration,
     pub reply_ring: bool,
+    pub work_ring: bool,
     pub worker_output: WorkerOutput,
     pub ring_spin: Duration,
     pub prefetch: usize,
@@ -284,6 +285,7 @@ pub struct ProcessPoolBuilder {
     max_worker_memory: Option<u64>,
     worker_spin: Duration,
     reply_ring: bool,
+    work_ring: bool,
     worker_output: WorkerOutput,
     ring_spin: Duration,
     prefetch: usize,
@@ -322,6 +324,7 @@ impl Default for ProcessPoolBuilder {
             max_worker_memory: None,
             worker_spin: Duration::ZERO,
             reply_ring: true,
+            work_ring: true,
             worker_output: WorkerOutput::default(),
             ring_spin: Duration::from_micros(50),
             prefetch: 4,
@@ -478,6 +481,19 @@ impl ProcessPoolBuilder {
     /// dial in (TCP, attach, launchers) always use the socket.
     pub fn reply_ring(mut self, on: bool) -> Self {
         self.reply_ring = on;
+        self
+    }
+
+    /// Whether the pool hands a locally spawned worker its tasks through a
+    /// second ring in the same shared memory (default: on, with the reply
+    /// ring; off when [`reply_ring`](Self::reply_ring) is off). The
+    /// worker's executor takes the next chunk from there between tasks, so
+    /// a busy worker is fed without a socket write on the pool's side or a
+    /// wake-up on its own; frames with descriptors or bulk byte strings,
+    /// and cancels, still take the socket, in order with the ring. Workers
+    /// that dial in always read the socket.
+    pub fn work_ring(mut self, on: bool) -> Self {
+        self.work_ring = on;
         self
     }
 
@@ -694,6 +710,7 @@ impl ProcessPoolBuilder {
             max_worker_memory: self.max_worker_memory,
             worker_spin: self.worker_spin,
             reply_ring: self.reply_ring,
+            work_ring: self.work_ring,
             worker_output: self.worker_output,
             ring_spin: self.ring_spin,
             prefetch: self.prefetch,

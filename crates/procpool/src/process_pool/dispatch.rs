@@ -136,7 +136,7 @@ pub(crate) fn pump(st: &mut PoolState, shared: &Shared) -> Vec<Arc<Conn>> {
             .with_fds(fds)
             .with_bulk(bulk);
         let conn = slot.conn.clone().expect("a ready slot has a connection");
-        conn.post(frame);
+        conn.post_work(frame);
         if !touched.iter().any(|c| Arc::ptr_eq(c, &conn)) {
             touched.push(conn);
         }

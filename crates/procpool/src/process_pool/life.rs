@@ -151,7 +151,7 @@ pub(super) fn life_main(
     stream: Stream,
     pid: u32,
     dialed: Option<(Proven, Hello)>,
-    ring: Option<ring::Reader>,
+    rings: Option<spawn::Rings>,
 ) {
     // No write to this worker waits longer than the write timeout for it
     // to take a byte (the handshake's, the initializer's, every task's).
@@ -172,6 +172,11 @@ pub(super) fn life_main(
         }
         Err(e) => return start_failed(shared, idx, generation, pid, e),
     };
+    let (ring, work) = match rings {
+        // The work ring only for a worker that said it reads it.
+        Some(r) => (Some(r.reply), r.work.filter(ring::Writer::reader_ready)),
+        None => (None, None),
+    };
     let conn = match stream.try_clone() {
         Ok(w) => {
             let weak = shared.me.clone();
@@ -181,7 +186,7 @@ pub(super) fn life_main(
                     super::handle::stalled(&s, idx, generation, pid, after);
                 }
             });
-            Arc::new(Conn::new(w, stalled, sealer))
+            Arc::new(Conn::new(w, stalled, sealer, work))
         }
         Err(e) => {
             let e = StartError::Handshake(format!("cannot clone the socket: {e}"));

@@ -32,6 +32,7 @@ use procpool_wire::frame::{Outgoing, Payload};
 use procpool_wire::message::{ToWorker, encode_message};
 
 use crate::link::frames::Sealer;
+use crate::link::ring::{self, Offered};
 use crate::link::stream::Stream;
 use crate::lock::lock;
 
@@ -70,6 +71,9 @@ struct Out {
     /// On a TCP link, seals each frame as a writer takes it: under this
     /// lock, in the order frames go on the wire.
     sealer: Option<Sealer>,
+    /// A spawned worker's work ring: `Run` frames go there (or a marker
+    /// there and the frame here), in posting order with the socket's.
+    work: Option<ring::Writer>,
 }
 
 impl Out {
@@ -98,15 +102,18 @@ impl Conn {
     /// `stalled` is called if the worker stops taking its input; see the
     /// module docs. `sealer`: on an authenticated (TCP) link, what seals
     /// every frame.
+    /// `work`: a spawned worker's work ring ([`Conn::post_work`]).
     pub(crate) fn new(
         stream: Stream,
         stalled: Box<dyn Fn() + Send + Sync>,
         sealer: Option<Sealer>,
+        work: Option<ring::Writer>,
     ) -> Conn {
         Conn {
             stream,
             out: Mutex::new(Out {
                 sealer,
+                work,
                 ..Out::default()
             }),
             stalled,
@@ -119,6 +126,43 @@ impl Conn {
         let mut out = lock(&self.out);
         if !out.dead {
             out.posted.push(frame);
+        }
+    }
+
+    /// Queues a `Run` frame: into the worker's work ring if it has one
+    /// (no write, and no wake-up of a worker that is busy: its executor
+    /// looks there between tasks), else on the socket like [`Conn::post`];
+    /// a frame the ring cannot take goes on the socket behind a marker in
+    /// the ring that keeps its place. Call under the pool lock.
+    ///
+    /// A worker that broke its ring (an impossible read position, or none
+    /// of a ring full of markers read) is ended like one whose socket
+    /// failed: the socket is shut, its tasks settle as after a crash.
+    pub(crate) fn post_work(&self, frame: Outgoing) {
+        let mut out = lock(&self.out);
+        if out.dead {
+            return;
+        }
+        let Some(work) = out.work.as_mut() else {
+            out.posted.push(frame);
+            return;
+        };
+        match work.offer(&frame) {
+            Offered::Ring { wake: false } => {}
+            Offered::Ring { wake: true } => out.posted.push(
+                encode_message(&ToWorker::Wake, Vec::<Payload>::new())
+                    .expect("procpool's own messages always encode"),
+            ),
+            Offered::Socket => out.posted.push(frame),
+            Offered::Broken => {
+                tracing::warn!(target: "procpool::wire",
+                    "a worker broke its work ring; ending it");
+                out.dead = true;
+                out.work = None;
+                out.posted.clear();
+                drop(out);
+                self.stream.shutdown();
+            }
         }
     }
 

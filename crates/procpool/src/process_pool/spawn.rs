@@ -20,7 +20,8 @@ use super::builder::Config;
 #[cfg(feature = "remote")]
 use crate::link::env::{ENV_CONNECT, ENV_TICKET, ENV_TOKEN};
 use crate::link::env::{
-    ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_WORKER_ID, RING_FD, WORKER_FD,
+    ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_WORK_RING, ENV_WORKER_ID, RING_FD,
+    WORKER_FD,
 };
 use crate::link::ring;
 use crate::link::stream::Stream;
@@ -33,11 +34,20 @@ pub(crate) struct Spawned {
     pub pid: u32,
 }
 
+/// The pool's ends of the rings it shares with a spawned worker.
+pub(crate) struct Rings {
+    /// The reply ring (worker to pool), read by the worker's reader thread.
+    pub reply: ring::Reader,
+    /// The work ring (pool to worker), written by the worker's `Conn`;
+    /// `None` with `work_ring(false)`.
+    pub work: Option<ring::Writer>,
+}
+
 /// How a spawned worker's connection reaches the pool.
 pub(crate) enum Arrival {
-    /// The parent's end of the `socketpair` it inherited, and the reply
-    /// ring it shares with the pool (unless turned off).
-    Inherited(Stream, Option<ring::Reader>),
+    /// The parent's end of the `socketpair` it inherited, and the rings it
+    /// shares with the pool (unless turned off).
+    Inherited(Stream, Option<Rings>),
     /// It dials back (TCP); the accept loop hands its connection over,
     /// once it passed the handshake, on `rx`.
     #[cfg(feature = "remote")]
@@ -104,10 +114,29 @@ pub(crate) fn spawn_process(
             .map_err(io::Error::from)?;
             cmd.env(ENV_FD, WORKER_FD.to_string());
             let ring = if cfg.reply_ring {
-                match ring::Reader::create() {
-                    Ok((reader, fd)) => {
+                // One map, two rings: the worker's replies, and (with
+                // `work_ring`) its `Run` frames.
+                let made = ring::Reader::create().and_then(|(reader, fd)| {
+                    let work = if cfg.work_ring {
+                        Some(ring::Writer::open_work(fd.try_clone()?)?)
+                    } else {
+                        None
+                    };
+                    Ok((reader, work, fd))
+                });
+                match made {
+                    Ok((reader, work, fd)) => {
                         cmd.env(ENV_RING_FD, RING_FD.to_string());
-                        Some((reader, fd))
+                        if work.is_some() {
+                            cmd.env(ENV_WORK_RING, "1");
+                        }
+                        Some((
+                            Rings {
+                                reply: reader,
+                                work,
+                            },
+                            fd,
+                        ))
                     }
                     Err(e) => {
                         // Slower, not broken: this worker reports on its

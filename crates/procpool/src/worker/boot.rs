@@ -14,11 +14,13 @@ use procpool_wire::handshake::SECRET_LEN;
 use super::executor::execute;
 #[cfg(feature = "remote")]
 use super::heartbeat;
+use super::inbound::Inbound;
 use super::panic::install_panic_hook;
 use super::reader;
 use super::shared::{Local, Notes, WorkerShared, Writer};
 use crate::link::env::{
     ENV_CONNECT, ENV_DUMPABLE, ENV_FD, ENV_PARENT, ENV_RING_FD, ENV_SPIN, ENV_TOKEN_C,
+    ENV_WORK_RING,
 };
 #[cfg(feature = "remote")]
 use crate::link::env::{ENV_TICKET, ENV_TOKEN};
@@ -173,15 +175,27 @@ fn serve_inherited(registry: Registry) -> Result<(), String> {
                 .parse()
                 .map_err(|_| format!("{} is not a descriptor number", ENV_RING_FD))?;
             let fd = crate::sys::adopt_memfd(n).map_err(|e| format!("reply ring {n}: {e}"))?;
-            Some(ring::Writer::open(fd).map_err(|e| format!("reply ring: {e}"))?)
+            // The work ring, in the same map, if the pool writes it.
+            let work = if std::env::var(ENV_WORK_RING).is_ok_and(|v| v == "1") {
+                let fd = fd.try_clone().map_err(|e| format!("work ring: {e}"))?;
+                Some(ring::Reader::open_work(fd).map_err(|e| format!("work ring: {e}"))?)
+            } else {
+                None
+            };
+            Some((
+                ring::Writer::open(fd).map_err(|e| format!("reply ring: {e}"))?,
+                work,
+            ))
         }
     };
+    let (ring, work) = ring.unzip();
     serve(
         Stream::Unix(UnixStream::from(sock)),
         registry,
         None,
         0,
         ring,
+        work.flatten(),
     )
 }
 
@@ -205,7 +219,7 @@ fn serve_dialed(address: &str, registry: Registry) -> Result<(), String> {
         .unwrap_or(0);
     die_with_parent()?;
     let stream = dial(address).map_err(|e| format!("cannot connect to {address}: {e}"))?;
-    serve(stream, registry, Some(token), ticket, None)
+    serve(stream, registry, Some(token), ticket, None, None)
 }
 
 /// Serves one connection to a pool: handshake, then tasks until told to
@@ -218,6 +232,7 @@ pub(crate) fn serve(
     secret: Option<Vec<u8>>,
     ticket: u64,
     ring: Option<ring::Writer>,
+    work: Option<ring::Reader>,
 ) -> Result<(), String> {
     install_panic_hook();
     let ((reader, sealer), accepted) =
@@ -268,6 +283,7 @@ pub(crate) fn serve(
             closing: false,
             batches: 0,
             parked: false,
+            inbound: work.map(|w| Inbound::new(w, max_frame)),
         }),
         cond: Condvar::new(),
         writer: Mutex::new(Writer { stream, sealer }),

@@ -71,7 +71,9 @@ fn spin_for_work(shared: &WorkerShared) {
     while !crate::deadline::passed(until) {
         std::thread::yield_now();
         if let Ok(local) = shared.local.try_lock()
-            && (!local.queue.is_empty() || local.closing)
+            && (!local.queue.is_empty()
+                || local.closing
+                || local.inbound.as_ref().is_some_and(|i| i.has_work()))
         {
             return;
         }
@@ -167,6 +169,10 @@ pub(super) fn execute(
                 if let Some(w) = local.queue.pop_front() {
                     break Some(w);
                 }
+                // The next chunks the pool put in the work ring, if any.
+                if local.pull() {
+                    continue;
+                }
                 if pending.is_some() || local.closing {
                     break None;
                 }
@@ -180,8 +186,18 @@ pub(super) fn execute(
                     continue;
                 }
                 local.parked = true;
+                if let Some(inbound) = local.inbound.as_ref()
+                    && !inbound.park()
+                {
+                    // Work came into the ring meanwhile.
+                    local.parked = false;
+                    continue;
+                }
                 local = shared.cond.wait(local).unwrap_or_else(|p| p.into_inner());
                 local.parked = false;
+                if let Some(inbound) = local.inbound.as_ref() {
+                    inbound.unpark();
+                }
             }
         };
         match work {

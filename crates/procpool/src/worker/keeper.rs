@@ -53,7 +53,8 @@ use procpool_wire::message::{ToParent, decode_message, encode_message};
 use procpool_wire::seal::{HANDOVER_LEN, Sealer};
 
 use crate::link::env::{
-    ENV_CONNECT, ENV_FD, ENV_KEEPER, ENV_PARENT, ENV_RING_FD, ENV_TICKET, RING_FD, WORKER_FD,
+    ENV_CONNECT, ENV_FD, ENV_KEEPER, ENV_PARENT, ENV_RING_FD, ENV_TICKET, ENV_WORK_RING, RING_FD,
+    WORKER_FD,
 };
 use crate::link::frames::{self, next_frame_fds, write_frames};
 use crate::link::ring;
@@ -116,6 +117,7 @@ fn hand_over(
     cmd.env_remove(ENV_CONNECT)
         .env_remove(ENV_FD)
         .env_remove(ENV_RING_FD)
+        .env_remove(ENV_WORK_RING)
         .env_remove(ENV_TICKET)
         .env(ENV_PARENT, std::process::id().to_string())
         .env(ENV_KEEPER, max_frame.to_string())

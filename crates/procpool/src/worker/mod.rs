@@ -29,6 +29,7 @@ mod boot;
 mod executor;
 #[cfg(feature = "remote")]
 mod heartbeat;
+mod inbound;
 #[cfg(feature = "remote")]
 mod keeper;
 mod panic;

@@ -11,7 +11,8 @@ use procpool_wire::TaskId;
 use procpool_wire::frame::Outgoing;
 use procpool_wire::message::{MessageError, ToParent, ToWorker, bulk_lens, decode_message_fds};
 
-use super::shared::{Work, WorkerShared, exit_parent_gone};
+use super::inbound::{Run, queue_run};
+use super::shared::{Local, Work, WorkerShared, exit_parent_gone};
 use crate::link::frames::{SocketReader, next_owned_frame_fds, read_bulk};
 use crate::lock::lock;
 use crate::stamp::Stamp;
@@ -33,7 +34,7 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
             Err(e) => bad_message(&e),
         };
         // Bulk byte strings follow the frame, each task's in turn.
-        let mut bulk = match bulk_lens(&msg, frame.len(), reader.max()) {
+        let bulk = match bulk_lens(&msg, frame.len(), reader.max()) {
             Ok(lens) if lens.is_empty() => Vec::new(),
             Ok(lens) => match read_bulk(&mut reader, &lens) {
                 Ok(b) => b,
@@ -52,26 +53,26 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
             .unzip();
         match msg {
             ToWorker::Run { items } => {
+                let run = Run {
+                    items,
+                    frame: frame.clone(),
+                    ranges,
+                    fds,
+                    bulk: bulk.collect(),
+                    arrived,
+                };
                 let mut local = lock(&shared.local);
-                local.batches += 1;
-                let batch = local.batches;
-                for ((header, range), fds) in items.into_iter().zip(ranges).zip(fds) {
-                    let bulk = bulk.by_ref().take(header.bulk.len()).collect();
-                    local.queue.push_back(Work::Task {
-                        header,
-                        batch,
-                        frame: frame.clone(),
-                        range,
-                        arrived,
-                        fds,
-                        bulk,
-                    });
+                let local = &mut *local;
+                match local.inbound.as_mut() {
+                    // Its marker in the work ring says when it runs.
+                    Some(inbound) => inbound.socket_run(run),
+                    None => queue_run(&mut local.queue, &mut local.batches, run),
                 }
-                let parked = std::mem::take(&mut local.parked);
-                drop(local);
-                if parked {
-                    shared.cond.notify_one();
-                }
+                wake_executor(shared, local);
+            }
+            ToWorker::Wake => {
+                let mut local = lock(&shared.local);
+                wake_executor(shared, &mut local);
             }
             ToWorker::Init {
                 name, fingerprint, ..
@@ -104,7 +105,13 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                 } else {
                     Vec::new()
                 };
-                lock(&shared.local).closing = true;
+                {
+                    let mut local = lock(&shared.local);
+                    // Whatever the pool put in the work ring before this
+                    // runs (or, with `drop_pending`, was withdrawn above).
+                    local.pull();
+                    local.closing = true;
+                }
                 shared.cond.notify_one();
                 let frames: Vec<Outgoing> = dropped
                     .into_iter()
@@ -128,6 +135,14 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
     }
 }
 
+/// Signals the executor if it sleeps (a signal is a system call even when
+/// nobody waits).
+fn wake_executor(shared: &WorkerShared, local: &mut Local) {
+    if std::mem::take(&mut local.parked) {
+        shared.cond.notify_one();
+    }
+}
+
 fn bad_message(e: &MessageError) -> ! {
     eprintln!("procpool-worker: bad message from the pool: {e}");
     std::process::exit(3)
@@ -136,6 +151,8 @@ fn bad_message(e: &MessageError) -> ! {
 /// Removes queued tasks matching `pred`; returns their ids.
 fn withdraw(shared: &WorkerShared, pred: impl Fn(&Work) -> bool) -> Vec<TaskId> {
     let mut local = lock(&shared.local);
+    // The tasks the pool put in the work ring before this message.
+    local.pull();
     let mut ids = Vec::new();
     local.queue.retain(|w| {
         if pred(w) {

@@ -23,6 +23,7 @@ use procpool_wire::Generation;
 use procpool_wire::frame::Outgoing;
 use procpool_wire::message::{TaskHeader, ToParent, encode_message};
 
+use super::inbound::Inbound;
 use crate::link::frames::{Sealer, write_frames};
 use crate::link::ring;
 use crate::link::stream::Stream;
@@ -74,6 +75,20 @@ pub(super) struct Local {
     /// on a busy machine, and the frames that came meanwhile each signalled
     /// it again: 4–6 signals per wait in a chunksize-256 `map`).
     pub parked: bool,
+    /// A spawned worker's work ring (see `inbound`): the pool's `Run`
+    /// frames, pulled into `queue` under this lock.
+    pub inbound: Option<Inbound>,
+}
+
+impl Local {
+    /// Pulls what the pool put in the work ring into the queue; `true` if
+    /// anything came.
+    pub fn pull(&mut self) -> bool {
+        match self.inbound.as_mut() {
+            Some(i) => i.pull(&mut self.queue, &mut self.batches),
+            None => false,
+        }
+    }
 }
 
 /// What the worker's reader, executor and heartbeat threads share; see
