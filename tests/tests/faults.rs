@@ -657,6 +657,41 @@ fn a_ring_item_record_for_an_input_the_chunk_lacks_is_a_protocol_error() {
     });
 }
 
+/// A worker says it reads its work ring (where the pool puts a spawned
+/// worker's `Run` frames), then claims to have read a terabyte of it. The
+/// pool believes nothing it cannot check: once the ring's room runs short,
+/// that claim is impossible, and the worker is ended like one whose socket
+/// broke. It had started none of its tasks, so each runs once on its
+/// replacement; the pool stays usable.
+#[test]
+fn a_worker_that_lies_about_its_work_ring_is_ended_and_loses_nothing() {
+    run("work_ring_lies", LIMIT, || {
+        let scratch = Scratch::new("work_ring_lies");
+        let pool = builder(1)
+            .transport(procpool::Transport::Local)
+            .worker(bad_worker("work_ring_lies", &scratch).env("BAD_FIRST_BAD", "1"))
+            // Eight frames of 60 kB: more than the 256 KiB ring holds.
+            .prefetch(8)
+            .build()
+            .unwrap();
+        let bad_pid = scratch.spawns()[0];
+        let futs: Vec<_> = (0..16u8)
+            .map(|i| pool.submit(Echo(vec![i; 60_000])).unwrap())
+            .collect();
+        for (i, f) in futs.into_iter().enumerate() {
+            let out = f.result().unwrap();
+            assert_eq!(out.len(), 60_000);
+            assert!(out.iter().all(|&b| b == i as u8), "echo {i}");
+        }
+        killed_and_replaced(&pool, bad_pid);
+        assert_eq!(scratch.spawns().len(), 2, "one replacement");
+        assert_eq!(pool.stats().completed, 16, "each task counted once");
+        assert!(pool.broken().is_none());
+        still_works(&pool);
+        finish(pool);
+    });
+}
+
 /// A worker publishes a task's start and result in its ring, then breaks
 /// the protocol on its socket (maybe before the parent looked): it is
 /// killed, but the result it published still counts. The bad worker marks

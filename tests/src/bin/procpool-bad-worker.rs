@@ -146,6 +146,10 @@ enum Mode {
     /// `RING_MARK`, then a record for input n (there is none). A single
     /// task: `Started`, then an item record for it (it is no chunk).
     RingBadItems,
+    /// Before its hello, says it reads its work ring (the pool's `Run`
+    /// frames in shared memory) and claims to have read a terabyte of it;
+    /// then reads only its socket.
+    WorkRingLies,
 }
 
 impl Mode {
@@ -179,6 +183,7 @@ impl Mode {
             "slow_hello" => Mode::SlowHello,
             "huge_claim" => Mode::HugeClaim,
             "ring_bad_items" => Mode::RingBadItems,
+            "work_ring_lies" => Mode::WorkRingLies,
             other => die(&format!("unknown BAD_MODE `{other}`")),
         }
     }
@@ -685,6 +690,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(num("BAD_DELAY_MS").unwrap_or(1000)));
         become_good();
     }
+    if mode == Mode::WorkRingLies {
+        lie_about_the_work_ring();
+    }
     let stream = connect();
     let dialed = matches!(stream, Sock::Tcp(_));
 
@@ -872,6 +880,7 @@ fn main() {
                 worker.send(&msg, Vec::new());
             }
             ToWorker::Shutdown { .. } => std::process::exit(0),
+            ToWorker::Wake => {}
             other => die(&format!("unexpected message {other:?}")),
         }
     }
@@ -1021,6 +1030,25 @@ fn item_record(records: &mut Vec<u8>, id: u64, index: u32, value: u64) {
 /// (descriptor `PROCPOOL_WORKER_RING_FD`, reopened through `/proc/self/fd`)
 /// and publishes them. Layout (`procpool`'s `link/ring.rs`): the u64
 /// `tail` at byte 0, records (u32 length, body) from byte 4096.
+/// The work ring's place in the map (after the reply ring: 4 KiB of
+/// words and 256 KiB of data), its `head` and its "I read it" word.
+const WORK_RING: u64 = 4096 + 256 * 1024;
+const WORK_HEAD: u64 = WORK_RING + 64;
+const WORK_READY: u64 = WORK_RING + 192;
+
+fn lie_about_the_work_ring() {
+    use std::os::unix::fs::FileExt;
+    let fd = var("PROCPOOL_WORKER_RING_FD").unwrap_or_else(|| die("no ring was passed"));
+    let ring = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .unwrap_or_else(|e| die(&format!("cannot open the ring: {e}")));
+    ring.write_all_at(&(1u64 << 40).to_le_bytes(), WORK_HEAD)
+        .and_then(|()| ring.write_all_at(&1u64.to_le_bytes(), WORK_READY))
+        .unwrap_or_else(|e| die(&format!("cannot write the work ring: {e}")));
+}
+
 fn write_ring(records: &[u8]) {
     use std::os::unix::fs::FileExt;
     let fd = var("PROCPOOL_WORKER_RING_FD").unwrap_or_else(|| die("no reply ring was passed"));

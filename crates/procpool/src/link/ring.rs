@@ -77,8 +77,12 @@ const WORK: usize = HALF;
 const SIZE: usize = 2 * HALF;
 /// Ring bytes the pool keeps free for markers: a `Run` frame goes into the
 /// work ring only if this much is left after it, so a marker always fits
-/// (a worker holds far fewer frames than this many markers: its prefetch).
+/// for every frame a worker may hold ([`MOST_HELD`]).
 const MARKER_RESERVE: u64 = 4096;
+/// The most `Run` frames a worker may hold (sent, not finished) for the
+/// pool to use its work ring: half the markers the reserve holds. The
+/// pool's prefetch bounds what a worker holds (4 × `prefetch` at most).
+pub(crate) const MOST_HELD: usize = MARKER_RESERVE as usize / LEN / 2;
 /// The length word of a marker (never a valid frame length: frames are
 /// capped at 1 GiB).
 const MARKER: u32 = u32::MAX;

@@ -491,7 +491,9 @@ impl ProcessPoolBuilder {
     /// a busy worker is fed without a socket write on the pool's side or a
     /// wake-up on its own; frames with descriptors or bulk byte strings,
     /// and cancels, still take the socket, in order with the ring. Workers
-    /// that dial in always read the socket.
+    /// that dial in always read the socket, as do all workers of a pool
+    /// whose [`prefetch`](Self::prefetch) is over 128 (the ring keeps room
+    /// for a marker per frame a worker may hold).
     pub fn work_ring(mut self, on: bool) -> Self {
         self.work_ring = on;
         self

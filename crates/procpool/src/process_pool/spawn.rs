@@ -117,7 +117,10 @@ pub(crate) fn spawn_process(
                 // One map, two rings: the worker's replies, and (with
                 // `work_ring`) its `Run` frames.
                 let made = ring::Reader::create().and_then(|(reader, fd)| {
-                    let work = if cfg.work_ring {
+                    // A worker may hold up to 4 × `prefetch` frames; a
+                    // marker must fit for each.
+                    let work = if cfg.work_ring && cfg.prefetch.saturating_mul(4) <= ring::MOST_HELD
+                    {
                         Some(ring::Writer::open_work(fd.try_clone()?)?)
                     } else {
                         None
