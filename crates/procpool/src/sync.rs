@@ -21,7 +21,7 @@
 //! `RUSTFLAGS="--cfg procpool_loom" CARGO_TARGET_DIR=target/loom cargo test -p procpool --lib --release models`.
 
 #[cfg(not(procpool_loom))]
-pub(crate) use std::sync::atomic::fence;
+pub(crate) use std::sync::atomic::{AtomicU64, fence};
 #[cfg(not(procpool_loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -33,7 +33,7 @@ pub(crate) fn backoff() {
 }
 
 #[cfg(procpool_loom)]
-pub(crate) use loom::sync::atomic::fence;
+pub(crate) use loom::sync::atomic::{AtomicU64, fence};
 
 #[cfg(procpool_loom)]
 pub(crate) fn backoff() {

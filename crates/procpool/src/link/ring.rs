@@ -42,7 +42,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
-use crate::sync::fence;
+use crate::sync::{AtomicU64, fence};
 use crate::sys::SharedMap;
 
 mod records;
@@ -152,7 +152,7 @@ pub(crate) enum Record {
 }
 
 impl Reader {
-    fn word(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+    fn word(&self, offset: usize) -> &AtomicU64 {
         self.map.atomic(self.base + offset)
     }
 
@@ -224,9 +224,9 @@ impl Reader {
 
     /// The next record, or `None` if the worker has published nothing
     /// more, its body appended to `out` (a keeper forwards records this
-    /// way, a run of them copied end to end into one buffer). A marker
+    /// way, a run of them copied end to end into one buffer; a worker
+    /// takes its `Run` frames out of its work ring this way). A marker
     /// stays in place until [`Reader::skip_marker`].
-    #[cfg(any(test, feature = "remote"))]
     pub(crate) fn next_into(
         &mut self,
         max_frame: u32,
@@ -379,7 +379,7 @@ pub(crate) enum Offered {
 }
 
 impl Writer {
-    fn word(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+    fn word(&self, offset: usize) -> &AtomicU64 {
         self.map.atomic(self.base + offset)
     }
 
