@@ -1,5 +1,6 @@
 //! The reply ring: a spawned worker's `Started` and `Finished` notes in
-//! shared memory instead of one socket write each.
+//! shared memory instead of one socket write each; and beside it the work
+//! ring, the pool's `Run` frames to that worker (below).
 //!
 //! A locally spawned worker gets, beside its socket, a memory file mapped
 //! by both processes (`memfd`, `MAP_SHARED`). Its executor appends each note
@@ -36,6 +37,28 @@
 //! The ring is untrusted input: lengths are checked against the pool's frame
 //! cap and against what was published; a worker that breaks the format is a
 //! protocol error, like a garbage frame.
+//!
+//! # The work ring (pool to worker)
+//!
+//! The same map holds a second ring the other way round: the pool's
+//! [`Writer::offer`] puts a spawned worker's `Run` frames there, and the
+//! worker's executor takes them between tasks (`worker::inbound`), so a
+//! busy worker is fed with no socket write on the pool's side and no
+//! wake-up of the worker's reader. The roles swap, the handshake does not:
+//! the executor parks (sets `parked`, looks at `tail` once more) before it
+//! sleeps, and the pool, having published, sees `parked` and posts a
+//! `ToWorker::Wake` on the socket. A frame that must cross the socket
+//! (descriptors, bulk strings, over a quarter of the ring, or no room
+//! left) leaves a marker in the ring, as above, so the worker queues tasks
+//! in the order they were sent; `Cancel` and `Shutdown` take the socket,
+//! and the worker's reader reads the ring before acting on them.
+//!
+//! Here the *pool* reads what the worker writes (`head`, `parked`): it
+//! never waits for room (a full ring sends on the socket), keeps room for a
+//! marker for every frame a worker may hold ([`MOST_HELD`]), and ends a
+//! worker whose `head` is not a place it could have read to. A worker says
+//! it reads the work ring by setting a word before its hello; one that does
+//! not (its own protocol code) gets every frame on its socket.
 
 use procpool_wire::frame::Outgoing;
 use std::io;

@@ -10,7 +10,10 @@
 //! A worker the pool spawned writes these notes into its reply ring (shared
 //! memory, see `link::ring`) rather than the socket, and writes to the
 //! socket only to wake a parked parent or for a note too large for the
-//! ring. Over TCP a third thread sends heartbeats (`heartbeat`), and a
+//! ring. The pool puts a spawned worker's tasks into a second ring in the
+//! same memory (`inbound`), which the executor reads between tasks; the
+//! socket then carries what cannot go there, cancels and wake-ups. Over
+//! TCP a third thread sends heartbeats (`heartbeat`), and a
 //! second process, the worker's keeper (`keeper`), owns the sending side
 //! of the connection: the executor writes its notes into a reply ring the
 //! keeper forwards, so a worker that dies loses nothing it reported.
@@ -18,6 +21,8 @@
 //! * `boot` — is this a worker, reaching the pool, the handshake, starting
 //!   the threads.
 //! * `shared` — what the threads share, and its locks.
+//! * `inbound` — the work ring: `Run` frames from shared memory, in order
+//!   with the socket's.
 //! * `panic` — the panic hook that tells the parent where a task panicked.
 //!
 //! The worker exits when the parent asks (`Shutdown`), when the socket
