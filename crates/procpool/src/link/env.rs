@@ -21,7 +21,8 @@ pub(crate) const ENV_RING_FD: &str = "PROCPOOL_WORKER_RING_FD";
 pub(crate) const ENV_WORK_RING: &str = "PROCPOOL_WORKER_WORK_RING";
 
 /// Environment variable with the microseconds an idle worker looks for its
-/// next task before parking (`ProcessPoolBuilder::worker_spin`; 0: never).
+/// next task before parking (`ProcessPoolBuilder::worker_spin`, 50 for a
+/// spawned worker with a work ring unless set; 0: never).
 pub const ENV_SPIN: &str = "PROCPOOL_WORKER_SPIN_US";
 
 /// Environment variable carrying the pool's pid: a worker checks it is still

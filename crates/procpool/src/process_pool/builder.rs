@@ -215,7 +215,7 @@ pub(crate) struct Config {
     pub task_timeout: Option<Duration>,
     pub max_tasks_per_worker: Option<u64>,
     pub max_worker_memory: Option<u64>,
-    pub worker_spin: Duration,
+    pub worker_spin: Option<Duration>,
     pub reply_ring: bool,
     pub work_ring: bool,
     pub worker_output: WorkerOutput,
@@ -283,7 +283,7 @@ pub struct ProcessPoolBuilder {
     task_timeout: Option<Duration>,
     max_tasks_per_worker: Option<u64>,
     max_worker_memory: Option<u64>,
-    worker_spin: Duration,
+    worker_spin: Option<Duration>,
     reply_ring: bool,
     work_ring: bool,
     worker_output: WorkerOutput,
@@ -322,7 +322,7 @@ impl Default for ProcessPoolBuilder {
             task_timeout: None,
             max_tasks_per_worker: None,
             max_worker_memory: None,
-            worker_spin: Duration::ZERO,
+            worker_spin: None,
             reply_ring: true,
             work_ring: true,
             worker_output: WorkerOutput::default(),
@@ -461,15 +461,20 @@ impl ProcessPoolBuilder {
     }
 
     /// How long an idle worker looks for its next task (yielding the CPU)
-    /// before it parks (default: not at all). With cores to spare this cuts
-    /// one wake-up from each round trip: on the 2-vCPU development VM,
+    /// before it parks. Default: 50 µs for a worker fed through its work
+    /// ring ([`work_ring`](Self::work_ring): a look there is a load of
+    /// shared memory, and the pool need not wake a worker that is still
+    /// looking: chunksize-1 `map` × 1.57, chunksize-256 `map_unordered`
+    /// × 1.11 on the 2-vCPU development VM, same-run); not at all for a
+    /// worker that reads its socket (TCP, dial-in, `work_ring(false)`),
+    /// where the look contended with the reader thread and cost throughput
+    /// when the workers shared the CPUs with the parent (chunksize-1 `map`
+    /// fell from ~100k to ~40k tasks/s). `Duration::ZERO` turns it off.
+    /// With cores to spare it also cuts one wake-up from each round trip:
     /// `100 µs` roughly halved submit→result when the processes ran on
     /// different vCPUs (`cargo bench -p procpool-benches --bench latency`).
-    /// When the workers share the CPUs with the parent it costs throughput
-    /// (chunksize-1 `map` fell from ~100k to ~40k tasks/s there) and, on a
-    /// single CPU, latency too; hence off by default.
     pub fn worker_spin(mut self, d: Duration) -> Self {
-        self.worker_spin = d;
+        self.worker_spin = Some(d);
         self
     }
 
