@@ -302,6 +302,65 @@ fn spawned_workers_share_a_reply_ring_unless_it_is_off() {
     });
 }
 
+/// Whether `pid` was started with the pool's "I write your work ring"
+/// variable.
+fn fed_through_the_work_ring(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .any(|v| v == b"PROCPOOL_WORKER_WORK_RING=1")
+}
+
+/// Spawned local workers take their tasks from the work ring (shared
+/// memory), with frames that must cross the socket (inputs of 100 KB:
+/// bulk strings) in their place among them: one worker runs every task in
+/// the order sent, ring or socket, and the results are right with the ring
+/// on or off (`.work_ring(false)`).
+#[test]
+fn spawned_workers_take_tasks_from_the_work_ring_in_order_unless_it_is_off() {
+    watchdog(LIMIT, || {
+        for ring in [true, false] {
+            let pool = procpool_e2e::builder()
+                .transport(procpool::Transport::Local)
+                .worker(worker())
+                .workers(1)
+                .work_ring(ring)
+                .build()
+                .unwrap();
+            let pid = pool.worker_pids()[0];
+            assert_eq!(fed_through_the_work_ring(pid), ring, "ring {ring}");
+            // Each task's count is its place in the worker's run order;
+            // every third carries 100 KB (a frame with bulk bytes: the
+            // socket, a marker in the ring).
+            let futs: Vec<_> = (0..90usize)
+                .map(|i| {
+                    let bytes = if i % 3 == 0 { 100_000 } else { 8 };
+                    pool.submit(procpool_tasks::CountCallsWith(vec![7; bytes]))
+                        .unwrap()
+                })
+                .collect();
+            for (n, f) in futs.into_iter().enumerate() {
+                let (worker, count, len) = f.result().unwrap();
+                assert_eq!(worker, pid);
+                assert_eq!(len, if n % 3 == 0 { 100_000 } else { 8 });
+                assert_eq!(
+                    count,
+                    n as u64 + 1,
+                    "task {n} ran in its place (ring {ring})"
+                );
+            }
+            let sum: u64 = pool
+                .map((0..5000u64).map(Square))
+                .chunksize(64)
+                .map(|r| r.unwrap())
+                .sum();
+            assert_eq!(sum, (0..5000u64).map(|i| i * i).sum());
+            drop(pool);
+            assert_eq!(wait_gone(&[pid], Duration::from_secs(5)), Vec::<u32>::new());
+        }
+    });
+}
+
 /// A task with its own timeout that hangs while the pool shuts down
 /// gracefully (`CancelPending`, `Wait`) or retires its worker: its timeout
 /// still holds, so the task ends `TimedOut` and shutdown returns (it used

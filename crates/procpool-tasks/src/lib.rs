@@ -269,6 +269,22 @@ impl Task for CountCalls {
     }
 }
 
+/// [`CountCalls`] with a byte string along (large ones cross the socket
+/// apart from their frame: the work-ring order test mixes both); returns
+/// the process id, its count (the same counter as `CountCalls`) and the
+/// bytes' length.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CountCallsWith(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl Task for CountCallsWith {
+    const NAME: &'static str = "count_calls_with";
+    type Output = (u32, u64, usize);
+    fn run(self, ctx: &mut WorkerContext) -> (u32, u64, usize) {
+        let (pid, count) = CountCalls.run(ctx);
+        (pid, count, self.0.len())
+    }
+}
+
 /// A fallible task: `Err` for odd numbers. The `Err` is the task's own
 /// value (`Ok(Err(..))` at the caller), not a pool error.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +346,7 @@ pub fn registry() -> Registry {
         .task::<WhoAmI>()
         .task::<WhereAmI>()
         .task::<CountCalls>()
+        .task::<CountCallsWith>()
         .task::<Checked>()
         .task::<Greet>()
         .initializer::<SetGreeting>()
