@@ -9,7 +9,9 @@
 //! binary is its own worker (`WorkerCommand::current_exe()`).
 //!
 //! `PROCPOOL_COMPARE_ONLY=map_auto,map_c256` runs only those map workloads
-//! (for `valgrind --tool=callgrind`, one workload per run).
+//! (for `valgrind --tool=callgrind`, one workload per run);
+//! `PROCPOOL_COMPARE_TRANSPORT=tcp` runs them over TCP loopback (workers
+//! that dial in, sealed frames) instead of a socketpair.
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -73,9 +75,14 @@ fn main() {
     let echo_rounds = arg(&args, 3, 200) as usize;
     let repeats = arg(&args, 4, 3).max(1) as usize;
 
+    let transport = match std::env::var("PROCPOOL_COMPARE_TRANSPORT").as_deref() {
+        Ok("tcp") => procpool::Transport::Tcp,
+        _ => procpool::Transport::Local,
+    };
     let pool = ProcessPool::builder()
         .worker(WorkerCommand::current_exe())
         .workers(WORKERS)
+        .transport(transport)
         .build()
         .unwrap_or_else(|e| panic!("cannot start the pool: {e}"));
     // Warm up: both workers started and have served a map.
