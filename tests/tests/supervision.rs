@@ -161,12 +161,7 @@ fn spinning_workers_give_the_same_results_and_still_stop() {
         for i in 0..50u64 {
             assert_eq!(pool.submit(Square(i)).unwrap().result().unwrap(), i * i);
         }
-        let sum: u64 = pool
-            .map((0..1000u64).map(Square))
-            .chunksize(8)
-            .map(|r| r.unwrap())
-            .sum();
-        assert_eq!(sum, (0..1000u64).map(|i| i * i).sum());
+        squares_add_up(&pool, 1000, 8);
         // A spinning worker still answers a cancel and a shutdown.
         let long = pool.submit(Sleep { millis: 60_000 }).unwrap();
         wait_running(&long);
@@ -267,12 +262,7 @@ fn spawned_workers_share_a_reply_ring_unless_it_is_off() {
                 .build()
                 .unwrap();
             let pids = pool.worker_pids();
-            let sum: u64 = pool
-                .map((0..5000u64).map(Square))
-                .chunksize(64)
-                .map(|r| r.unwrap())
-                .sum();
-            assert_eq!(sum, (0..5000u64).map(|i| i * i).sum());
+            squares_add_up(&pool, 5000, 64);
             for pid in &pids {
                 assert_eq!(maps_the_ring(*pid), ring, "worker {pid}, ring {ring}");
             }
@@ -300,6 +290,16 @@ fn spawned_workers_share_a_reply_ring_unless_it_is_off() {
         assert!(maps_the_ring(pid), "the TCP worker maps its keeper's ring");
         assert_eq!(keepers_of(pid).len(), 1, "one keeper per TCP worker");
     });
+}
+
+/// A chunked `map` of `Square` over `0..n` gives every square.
+fn squares_add_up(pool: &procpool::ProcessPool, n: u64, chunksize: usize) {
+    let sum: u64 = pool
+        .map((0..n).map(Square))
+        .chunksize(chunksize)
+        .map(|r| r.unwrap())
+        .sum();
+    assert_eq!(sum, (0..n).map(|i| i * i).sum());
 }
 
 /// Whether `pid` was started with the pool's "I write your work ring"
@@ -349,15 +349,24 @@ fn spawned_workers_take_tasks_from_the_work_ring_in_order_unless_it_is_off() {
                     "task {n} ran in its place (ring {ring})"
                 );
             }
-            let sum: u64 = pool
-                .map((0..5000u64).map(Square))
-                .chunksize(64)
-                .map(|r| r.unwrap())
-                .sum();
-            assert_eq!(sum, (0..5000u64).map(|i| i * i).sum());
+            squares_add_up(&pool, 5000, 64);
             drop(pool);
             assert_eq!(wait_gone(&[pid], Duration::from_secs(5)), Vec::<u32>::new());
         }
+        // A prefetch deeper than the ring keeps markers for: the socket.
+        let pool = procpool_e2e::builder()
+            .transport(procpool::Transport::Local)
+            .worker(worker())
+            .workers(1)
+            .prefetch(129)
+            .build()
+            .unwrap();
+        let pid = pool.worker_pids()[0];
+        assert!(
+            !fed_through_the_work_ring(pid),
+            "prefetch 129: no work ring"
+        );
+        squares_add_up(&pool, 5000, 64);
     });
 }
 
