@@ -50,8 +50,9 @@
 //! `ToWorker::Wake` on the socket. A frame that must cross the socket
 //! (descriptors, bulk strings, over a quarter of the ring, or no room
 //! left) leaves a marker in the ring, as above, so the worker queues tasks
-//! in the order they were sent; `Cancel` and `Shutdown` take the socket,
-//! and the worker's reader reads the ring before acting on them.
+//! in the order they were sent; `Cancel` and `Shutdown` take the socket:
+//! the worker's reader reads the ring before it withdraws tasks, and the
+//! executor reads it to the end before it obeys a `Shutdown`.
 //!
 //! Here the *pool* reads what the worker writes (`head`, `parked`): it
 //! never waits for room (a full ring sends on the socket), keeps room for a
@@ -117,6 +118,13 @@ const LEN: usize = 4;
 /// the worker's queue, decode, run and encode nanoseconds (u64 each), all
 /// little-endian; the output's bytes follow.
 pub(crate) const ITEM_HEAD: usize = 8 + 4 + 4 * 8;
+
+/// A frame with descriptors (shared payloads) or bulk bytes, or over a
+/// quarter of the ring, crosses the socket, a marker in its place: the
+/// ring carries one frame's bytes only.
+fn must_cross_socket(frame: &Outgoing) -> bool {
+    frame.wire_len() > LARGEST || !frame.fds().is_empty() || !frame.bulk().is_empty()
+}
 
 fn wrap(pos: u64) -> usize {
     (pos % CAPACITY as u64) as usize
@@ -442,9 +450,7 @@ impl Writer {
     /// room.
     pub(crate) fn push(&mut self, frame: &Outgoing, wake: &dyn Fn()) -> Pushed {
         let n = frame.wire_len();
-        // A frame with descriptors (shared payloads) or bulk bytes must
-        // cross the socket: the ring carries one frame's bytes only.
-        if n > LARGEST || !frame.fds().is_empty() || !frame.bulk().is_empty() {
+        if must_cross_socket(frame) {
             self.room(LEN, wake);
             self.put(&MARKER.to_le_bytes());
             self.publish();
@@ -497,18 +503,21 @@ impl Writer {
     /// place it could have read to, or if not even a marker fits (the
     /// worker has left more frames unread than it could hold).
     pub(crate) fn offer(&mut self, frame: &Outgoing) -> Offered {
-        let n = frame.wire_len() as u64;
-        let ringable = n <= LARGEST as u64 && frame.fds().is_empty() && frame.bulk().is_empty();
-        let Some(mut free) = self.free() else {
+        // What the frame needs: itself and the marker reserve, or a marker.
+        let ringable = !must_cross_socket(frame);
+        let need = if ringable {
+            frame.wire_len() as u64 + MARKER_RESERVE
+        } else {
+            LEN as u64
+        };
+        let mut free = self.free();
+        if free.is_some_and(|f| f < need) {
+            free = self.reload_free();
+        }
+        let Some(free) = free else {
             return Offered::Broken;
         };
-        if ringable && free < n + MARKER_RESERVE {
-            match self.reload_free() {
-                Some(f) => free = f,
-                None => return Offered::Broken,
-            }
-        }
-        if ringable && free >= n + MARKER_RESERVE {
+        if ringable && free >= need {
             for part in frame.parts() {
                 self.put(part);
             }
@@ -517,10 +526,7 @@ impl Writer {
             };
         }
         if free < LEN as u64 {
-            match self.reload_free() {
-                Some(f) if f >= LEN as u64 => {}
-                _ => return Offered::Broken,
-            }
+            return Offered::Broken;
         }
         self.put(&MARKER.to_le_bytes());
         // The socket frame wakes the worker's reader, which wakes the
@@ -550,16 +556,12 @@ impl Writer {
     /// Waits until `n` bytes are free. The parent frees space as it reads;
     /// if it is parked it is woken first.
     fn room(&mut self, n: usize, wake: &dyn Fn()) {
-        let fits = |head: u64, tail: u64| {
-            let used = tail.wrapping_sub(head);
-            used <= CAPACITY as u64 && CAPACITY as u64 - used >= n as u64
-        };
-        if fits(self.head, self.tail) {
+        if self.free().is_some_and(|f| f >= n as u64) {
             return;
         }
         loop {
             self.head = self.word(HEAD).load(Acquire);
-            if fits(self.head, self.tail) {
+            if self.free().is_some_and(|f| f >= n as u64) {
                 return;
             }
             if self.word(PARKED).swap(0, SeqCst) == 1 {
