@@ -137,7 +137,8 @@ impl Conn {
     ///
     /// A worker that broke its ring (an impossible read position, or none
     /// of a ring full of markers read) is ended like one whose socket
-    /// failed: the socket is shut, its tasks settle as after a crash.
+    /// failed ([`Conn::fail`]): the socket is shut, its tasks settle as
+    /// after a crash.
     pub(crate) fn post_work(&self, frame: Outgoing) {
         let mut out = lock(&self.out);
         if out.dead {
@@ -149,19 +150,16 @@ impl Conn {
         };
         match work.offer(&frame) {
             Offered::Ring { wake: false } => {}
-            Offered::Ring { wake: true } => out.posted.push(
-                encode_message(&ToWorker::Wake, Vec::<Payload>::new())
-                    .expect("procpool's own messages always encode"),
-            ),
+            Offered::Ring { wake: true } => out.posted.push(bare(&ToWorker::Wake)),
             Offered::Socket => out.posted.push(frame),
             Offered::Broken => {
+                drop(out);
                 tracing::warn!(target: "procpool::wire",
                     "a worker broke its work ring; ending it");
-                out.dead = true;
-                out.work = None;
-                out.posted.clear();
-                drop(out);
-                self.stream.shutdown();
+                self.fail(&io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the worker broke its work ring",
+                ));
             }
         }
     }
@@ -407,7 +405,10 @@ pub(crate) fn flush_all(conns: Vec<Arc<Conn>>) {
 
 /// Posts a bare message (no payload) to a connection.
 pub(crate) fn post_message(conn: &Conn, msg: &ToWorker) {
-    conn.post(
-        encode_message(msg, Vec::<Payload>::new()).expect("procpool's own messages always encode"),
-    );
+    conn.post(bare(msg));
+}
+
+/// A message without payload, as a frame.
+fn bare(msg: &ToWorker) -> Outgoing {
+    encode_message(msg, Vec::<Payload>::new()).expect("procpool's own messages always encode")
 }
