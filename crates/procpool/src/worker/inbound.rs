@@ -2,8 +2,8 @@
 //! worker's `Run` frames, put into shared memory by the pool, read by
 //! whichever thread holds `WorkerShared::local` — the executor between
 //! tasks (so a busy worker is fed without a system call or a wake-up), the
-//! reader before it acts on a `Cancel` or `Shutdown` (so it sees every
-//! task sent before them). A `Run` frame that had to take the socket
+//! reader before it withdraws tasks for a `Cancel` or a `Shutdown` that
+//! drops pending work (so it sees every task sent before them). A `Run` frame that had to take the socket
 //! (descriptors, bulk strings, a frame too large or a ring too full) has a
 //! marker in the ring where it belongs; the reader parks it in
 //! [`Inbound::socket_runs`] until the ring reaches that marker, so tasks
@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use procpool_wire::message::{TaskHeader, ToWorker, decode_message_fds};
+use procpool_wire::message::{PayloadFds, TaskHeader, ToWorker, decode_message_fds};
 
 use super::shared::Work;
 use crate::link::ring;
@@ -34,6 +34,23 @@ pub(super) struct Run {
     pub bulk: Vec<Vec<u8>>,
     /// When this worker got it.
     pub arrived: Stamp,
+}
+
+/// Where each payload the decoder found lies in `frame` (it returns
+/// slices of it), with the payload's descriptors: a `Run` frame's tasks
+/// keep the frame and their ranges.
+pub(super) fn payload_ranges(
+    frame: &[u8],
+    payloads: Vec<PayloadFds<'_>>,
+) -> (Vec<Range<usize>>, Vec<Vec<OwnedFd>>) {
+    let base = frame.as_ptr() as usize;
+    payloads
+        .into_iter()
+        .map(|(p, fds)| {
+            let start = p.as_ptr() as usize - base;
+            (start..start + p.len(), fds)
+        })
+        .unzip()
 }
 
 /// Queues a `Run` frame's tasks, numbered as one batch.
@@ -145,7 +162,7 @@ impl Inbound {
 fn parse_ring_frame(body: Vec<u8>) -> Run {
     let arrived = Stamp::now();
     let frame = Arc::new(body);
-    let (items, ranges) = {
+    let (items, ranges, fds) = {
         let (msg, payloads) = match decode_message_fds::<ToWorker>(&frame, Vec::new()) {
             Ok(pair) => pair,
             Err(e) => broken(&e.to_string()),
@@ -156,17 +173,9 @@ fn parse_ring_frame(body: Vec<u8>) -> Run {
         if items.iter().any(|h| !h.bulk.is_empty()) {
             broken("bulk strings in the work ring");
         }
-        let base = frame.as_ptr() as usize;
-        let ranges: Vec<Range<usize>> = payloads
-            .into_iter()
-            .map(|(p, _)| {
-                let start = p.as_ptr() as usize - base;
-                start..start + p.len()
-            })
-            .collect();
-        (items, ranges)
+        let (ranges, fds) = payload_ranges(&frame, payloads);
+        (items, ranges, fds)
     };
-    let fds = items.iter().map(|_| Vec::new()).collect();
     Run {
         items,
         frame,

@@ -11,7 +11,7 @@ use procpool_wire::TaskId;
 use procpool_wire::frame::Outgoing;
 use procpool_wire::message::{MessageError, ToParent, ToWorker, bulk_lens, decode_message_fds};
 
-use super::inbound::{Run, queue_run};
+use super::inbound::{Run, payload_ranges, queue_run};
 use super::shared::{Local, Work, WorkerShared, exit_parent_gone};
 use crate::link::frames::{SocketReader, next_owned_frame_fds, read_bulk};
 use crate::lock::lock;
@@ -41,16 +41,8 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                 Err(e) => exit_parent_gone(&e),
             },
             Err(e) => bad_message(&e),
-        }
-        .into_iter();
-        let base = frame.as_ptr() as usize;
-        let (ranges, fds): (Vec<_>, Vec<_>) = payloads
-            .into_iter()
-            .map(|(p, fds)| {
-                let start = p.as_ptr() as usize - base;
-                (start..start + p.len(), fds)
-            })
-            .unzip();
+        };
+        let (ranges, fds) = payload_ranges(&frame, payloads);
         match msg {
             ToWorker::Run { items } => {
                 let run = Run {
@@ -58,7 +50,7 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                     frame: frame.clone(),
                     ranges,
                     fds,
-                    bulk: bulk.collect(),
+                    bulk,
                     arrived,
                 };
                 let mut local = lock(&shared.local);
@@ -105,13 +97,9 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                 } else {
                     Vec::new()
                 };
-                {
-                    let mut local = lock(&shared.local);
-                    // Whatever the pool put in the work ring before this
-                    // runs (or, with `drop_pending`, was withdrawn above).
-                    local.pull();
-                    local.closing = true;
-                }
+                // (The executor pulls what is left in the work ring before
+                // it looks at `closing`.)
+                lock(&shared.local).closing = true;
                 shared.cond.notify_one();
                 let frames: Vec<Outgoing> = dropped
                     .into_iter()
