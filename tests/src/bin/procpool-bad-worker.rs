@@ -899,12 +899,7 @@ fn out(text: &str) {
 
 /// Tries to shrink and to grow the reply ring; says what happened.
 fn truncate_ring() -> String {
-    let fd = var("PROCPOOL_WORKER_RING_FD").unwrap_or_else(|| die("no reply ring was passed"));
-    let ring = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/self/fd/{fd}"))
-        .unwrap_or_else(|e| die(&format!("cannot open the reply ring: {e}")));
+    let ring = open_ring();
     let len = ring.metadata().map(|m| m.len()).unwrap_or(0);
     let shrink = ring.set_len(0);
     let grow = ring.set_len(len.max(4096) * 4);
@@ -1026,37 +1021,39 @@ fn item_record(records: &mut Vec<u8>, id: u64, index: u32, value: u64) {
     records.extend_from_slice(&output);
 }
 
-/// Writes `records` at the start of the reply ring the pool passed
-/// (descriptor `PROCPOOL_WORKER_RING_FD`, reopened through `/proc/self/fd`)
-/// and publishes them. Layout (`procpool`'s `link/ring.rs`): the u64
-/// `tail` at byte 0, records (u32 length, body) from byte 4096.
+/// The map of rings the pool passed (descriptor `PROCPOOL_WORKER_RING_FD`),
+/// reopened through `/proc/self/fd`.
+fn open_ring() -> fs::File {
+    let fd = var("PROCPOOL_WORKER_RING_FD").unwrap_or_else(|| die("no reply ring was passed"));
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .unwrap_or_else(|e| die(&format!("cannot open the reply ring: {e}")))
+}
+
 /// The work ring's place in the map (after the reply ring: 4 KiB of
 /// words and 256 KiB of data), its `head` and its "I read it" word.
 const WORK_RING: u64 = 4096 + 256 * 1024;
 const WORK_HEAD: u64 = WORK_RING + 64;
 const WORK_READY: u64 = WORK_RING + 192;
 
+/// Says this worker reads its work ring, and claims to have read a
+/// terabyte of it.
 fn lie_about_the_work_ring() {
     use std::os::unix::fs::FileExt;
-    let fd = var("PROCPOOL_WORKER_RING_FD").unwrap_or_else(|| die("no ring was passed"));
-    let ring = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/self/fd/{fd}"))
-        .unwrap_or_else(|e| die(&format!("cannot open the ring: {e}")));
+    let ring = open_ring();
     ring.write_all_at(&(1u64 << 40).to_le_bytes(), WORK_HEAD)
         .and_then(|()| ring.write_all_at(&1u64.to_le_bytes(), WORK_READY))
         .unwrap_or_else(|e| die(&format!("cannot write the work ring: {e}")));
 }
 
+/// Writes `records` at the start of the reply ring ([`open_ring`]) and
+/// publishes them. Layout (`procpool`'s `link/ring.rs`): the u64 `tail`
+/// at byte 0, records (u32 length, body) from byte 4096.
 fn write_ring(records: &[u8]) {
     use std::os::unix::fs::FileExt;
-    let fd = var("PROCPOOL_WORKER_RING_FD").unwrap_or_else(|| die("no reply ring was passed"));
-    let ring = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/self/fd/{fd}"))
-        .unwrap_or_else(|e| die(&format!("cannot open the reply ring: {e}")));
+    let ring = open_ring();
     ring.write_all_at(records, 4096)
         .and_then(|()| ring.write_all_at(&(records.len() as u64).to_le_bytes(), 0))
         .unwrap_or_else(|e| die(&format!("cannot write the reply ring: {e}")));
