@@ -46,8 +46,10 @@ use crate::codec::{self, CodecError};
 /// 5: the dialer proves the secret first, the pool's proof comes in the
 /// `Accept`, and every later frame on TCP is sealed; 6: packed chunks and
 /// `Item`; 7: `Records`, a worker keeper's forwarded reply ring; 8: task
-/// headers and results declare bulk byte strings, sent after the frame; 9: `ToWorker::Wake`, a spawned worker's work ring).
-pub const PROTOCOL_VERSION: u32 = 9;
+/// headers and results declare bulk byte strings, sent after the frame; 9:
+/// `ToWorker::Wake`, a spawned worker's work ring; 10: a keeper packs the
+/// item records it forwards in `Records`).
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Length of the pool's secret and of each nonce.
 pub const SECRET_LEN: usize = 32;

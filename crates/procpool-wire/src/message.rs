@@ -246,9 +246,10 @@ pub enum ToParent {
     },
     /// Notes of the worker's executor as its reply ring holds them (each a
     /// u32 length, its top bit marking a packed chunk's compact input
-    /// result, then the body), end to end in the payload that follows: a
-    /// worker's keeper process forwards its ring over a network link this
-    /// way, many notes in one sealed frame.
+    /// result, then the body; such results packed tighter still: the
+    /// `procpool` crate's `link::ring::Packer` says how), end to end in the
+    /// payload that follows: a worker's keeper process forwards its ring
+    /// over a network link this way, many notes in one sealed frame.
     Records {
         /// Generation of the sender.
         generation: Generation,

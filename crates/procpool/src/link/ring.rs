@@ -72,8 +72,8 @@ use crate::sys::SharedMap;
 mod records;
 
 #[cfg(feature = "remote")]
-pub(crate) use records::put_record;
-pub(crate) use records::{ItemHead, records};
+pub(crate) use records::Packer;
+pub(crate) use records::{Forwarded, ItemHead, records};
 
 /// Bytes of record space (a few records' worth under the model checker,
 /// so that its models reach the wrap-around and a full ring).

@@ -268,7 +268,7 @@ impl Reading<'_> {
         let mut run = self.run.borrow_mut();
         run.clear();
         for found in ring::records(bytes, self.shared.cfg.max_frame) {
-            let (record, body) = match found {
+            let found = match found {
                 Ok(r) => r,
                 Err(message) => {
                     // What came before the broken record counts.
@@ -280,7 +280,12 @@ impl Reading<'_> {
                     return Flow::Stop;
                 }
             };
-            run.push(record, body);
+            match found {
+                ring::Forwarded::Note(body) => run.push(ring::Record::Frame, &[body]),
+                ring::Forwarded::Item(head, output) => {
+                    run.push(ring::Record::Item, &[&head.to_bytes(), output]);
+                }
+            }
             if run.len() == RUN {
                 if let Flow::Stop = self.handle_run(&run) {
                     return Flow::Stop;
@@ -660,10 +665,13 @@ impl Bodies {
         self.records.len()
     }
 
-    /// Appends a record of this kind with this body (forwarded records).
-    fn push(&mut self, record: ring::Record, body: &[u8]) {
+    /// Appends a record of this kind whose body is `parts` end to end
+    /// (forwarded records; an item's head is unpacked again).
+    fn push(&mut self, record: ring::Record, parts: &[&[u8]]) {
         self.bytes.truncate(self.filled);
-        self.bytes.extend_from_slice(body);
+        for part in parts {
+            self.bytes.extend_from_slice(part);
+        }
         self.records.push((self.filled..self.bytes.len(), record));
         self.filled = self.bytes.len();
     }

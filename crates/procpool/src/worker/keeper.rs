@@ -193,6 +193,7 @@ pub(super) fn serve(max_frame: &str) -> Result<(), String> {
         generation,
         max_frame,
         batch: Vec::new(),
+        packer: ring::Packer::default(),
         body: Vec::new(),
         cap: BATCH.min(max_frame as usize / 2),
     };
@@ -226,6 +227,8 @@ struct Keeper {
     max_frame: u32,
     /// Records not sent yet.
     batch: Vec<u8>,
+    /// Packs `batch`'s item records.
+    packer: ring::Packer,
     /// The record being moved.
     body: Vec<u8>,
     /// Bytes of records in one frame, at most.
@@ -308,10 +311,12 @@ impl Keeper {
                     return Ok(true);
                 }
                 Ok(Some(record)) => {
-                    if self.batch.len() + 4 + self.body.len() > self.cap {
+                    // Packed, a record takes at most its length word, a
+                    // flags byte and its body.
+                    if self.batch.len() + 5 + self.body.len() > self.cap {
                         self.flush()?;
                     }
-                    ring::put_record(&mut self.batch, record, &self.body);
+                    self.packer.put(&mut self.batch, record, &self.body);
                 }
                 Err(message) => {
                     // A broken ring: what came before it still goes; then
@@ -329,6 +334,7 @@ impl Keeper {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
+        self.packer.restart();
         let msg = ToParent::Records {
             generation: self.generation,
             len: batch.len() as u32,
