@@ -207,6 +207,12 @@ pub struct ChunkRow {
     pub process: Throughput,
     /// Process tasks/s over thread tasks/s.
     pub process_vs_thread: f64,
+    /// When the process pool is not local (`--transport tcp`, `--srun`):
+    /// a local process pool of as many spawned workers, its rows taking
+    /// turns with the others in the same run.
+    pub local: Option<Throughput>,
+    /// The process pool's tasks/s over the local pool's (with `local`).
+    pub process_vs_local: Option<f64>,
 }
 
 /// Tasks finished in a time.
@@ -548,7 +554,10 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
         logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model: cpu_model(),
     };
-    let steps = SIZES.len() * (1 + 2 * Kind::ALL.len()) + 2 * CHUNKSIZES.len() * CHUNK_ROUNDS;
+    let remote = opts.tcp || opts.srun_nodes.is_some();
+    let pools_in_sweep = if remote { 3 } else { 2 };
+    let steps =
+        SIZES.len() * (1 + 2 * Kind::ALL.len()) + pools_in_sweep * CHUNKSIZES.len() * CHUNK_ROUNDS;
     let bar = progress(steps as u64);
     bar.set_message("starting pools and the raw echo peer");
 
@@ -718,11 +727,25 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
     }
     drop(peer);
 
+    // A pool that is not local is held against a local one in the same
+    // sweep (issue 14: TCP's rate as a share of the local one).
+    let local = if remote {
+        bar.set_message("starting a local process pool to compare with");
+        Some(
+            ProcessPool::builder()
+                .worker(WorkerCommand::current_exe())
+                .workers(opts.workers)
+                .build()
+                .map_err(|e| format!("cannot start the local process pool: {e}"))?,
+        )
+    } else {
+        None
+    };
+
     // The sweep's rows take turns, CHUNK_ROUNDS times, and each keeps its
     // median round: on a shared machine a busy spell then hits every row
     // alike instead of one row's only run.
-    let mut rounds: Vec<(Vec<Throughput>, Vec<Throughput>)> =
-        vec![(Vec::new(), Vec::new()); CHUNKSIZES.len()];
+    let mut rounds: Vec<[Vec<Throughput>; 3]> = vec![Default::default(); CHUNKSIZES.len()];
     for round in 0..CHUNK_ROUNDS {
         for (i, &c) in CHUNKSIZES.iter().enumerate() {
             let c_label = chunk_label(c);
@@ -730,26 +753,35 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
                 "map(Square) chunksize {c_label} on the thread pool (round {})",
                 round + 1
             ));
-            rounds[i]
-                .0
-                .push(throughput(&threads, c, chunk_budget(opts.quick))?);
+            rounds[i][0].push(throughput(&threads, c, chunk_budget(opts.quick))?);
             bar.inc(1);
             bar.set_message(format!(
                 "map(Square) chunksize {c_label} on the process pool (round {})",
                 round + 1
             ));
-            rounds[i]
-                .1
-                .push(throughput(&procs, c, chunk_budget(opts.quick))?);
+            rounds[i][1].push(throughput(&procs, c, chunk_budget(opts.quick))?);
             bar.inc(1);
+            if let Some(local) = &local {
+                bar.set_message(format!(
+                    "map(Square) chunksize {c_label} on the local process pool (round {})",
+                    round + 1
+                ));
+                rounds[i][2].push(throughput(local, c, chunk_budget(opts.quick))?);
+                bar.inc(1);
+            }
         }
     }
     let mut chunk_rows = Vec::new();
-    for (&c, (thread, process)) in CHUNKSIZES.iter().zip(rounds) {
+    for (&c, [thread, process, on_local]) in CHUNKSIZES.iter().zip(rounds) {
         let (thread, process) = (median_round(thread), median_round(process));
+        let on_local = (!on_local.is_empty()).then(|| median_round(on_local));
         chunk_rows.push(ChunkRow {
             chunksize: c,
             process_vs_thread: process.tasks_per_sec / thread.tasks_per_sec.max(1e-9),
+            process_vs_local: on_local
+                .as_ref()
+                .map(|l| process.tasks_per_sec / l.tasks_per_sec.max(1e-9)),
+            local: on_local,
             thread,
             process,
         });
@@ -757,6 +789,9 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
     bar.set_message("shutting down");
     threads.shutdown(Shutdown::Wait);
     procs.shutdown(Shutdown::Wait);
+    if let Some(local) = local {
+        local.shutdown(Shutdown::Wait);
+    }
     bar.finish_and_clear();
 
     let mut report = Report {

@@ -224,14 +224,40 @@ pub fn render(r: &Report) -> String {
         "map(Square) throughput by chunksize (tasks/s; the rows take turns, median of 3 rounds; \
          auto: no chunksize set)"
     );
-    let mut t = Table::new(&["chunksize", "thread", "process", "process/thread"]);
+    let with_local = r.chunksize.iter().any(|c| c.local.is_some());
+    let mut t = if with_local {
+        let _ = writeln!(
+            out,
+            "  process: over {}; local: a process pool of spawned workers, in the same rounds",
+            r.settings.transport
+        );
+        Table::new(&[
+            "chunksize",
+            "thread",
+            "process",
+            "process/thread",
+            "local",
+            "process/local",
+        ])
+    } else {
+        Table::new(&["chunksize", "thread", "process", "process/thread"])
+    };
     for c in &r.chunksize {
-        t.row(vec![
+        let mut row = vec![
             crate::overhead::chunk_label(c.chunksize),
             fmt_rate(c.thread.tasks_per_sec),
             fmt_rate(c.process.tasks_per_sec),
             fmt_ratio(c.process_vs_thread),
-        ]);
+        ];
+        if with_local {
+            row.push(
+                c.local
+                    .as_ref()
+                    .map_or("-".into(), |l| fmt_rate(l.tasks_per_sec)),
+            );
+            row.push(c.process_vs_local.map_or("-".into(), fmt_ratio));
+        }
+        t.row(row);
     }
     out.push_str(&t.render());
 
@@ -410,6 +436,18 @@ pub fn advice(r: &Report) -> Vec<String> {
             fmt_ratio(vs(auto.thread.tasks_per_sec, best_thread_rate(r))),
         ));
     }
+    if let Some(c) = r.chunksize.iter().find(|c| c.chunksize == 256)
+        && let (Some(local), Some(share)) = (&c.local, c.process_vs_local)
+    {
+        out.push(format!(
+            "Over {} the process pool ran map(Square) at chunksize 256 at {} of a local process \
+             pool's rate in the same rounds ({} vs {}).",
+            r.settings.transport,
+            fmt_ratio(share),
+            fmt_rate(c.process.tasks_per_sec),
+            fmt_rate(local.tasks_per_sec),
+        ));
+    }
     if let (Some(one), Some(best)) = (r.chunksize.iter().find(|c| c.chunksize == 1), best_fixed)
         && best.chunksize != 1
     {
@@ -553,18 +591,24 @@ mod tests {
                     thread: tp(200_000.0),
                     process: tp(50_000.0),
                     process_vs_thread: 0.25,
+                    local: None,
+                    process_vs_local: None,
                 },
                 ChunkRow {
                     chunksize: 256,
                     thread: tp(2_000_000.0),
                     process: tp(1_000_000.0),
                     process_vs_thread: 0.5,
+                    local: None,
+                    process_vs_local: None,
                 },
                 ChunkRow {
                     chunksize: AUTO,
                     thread: tp(3_000_000.0),
                     process: tp(900_000.0),
                     process_vs_thread: 0.3,
+                    local: None,
+                    process_vs_local: None,
                 },
             ],
             advice: Vec::new(),
@@ -615,5 +659,37 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+        assert!(!text.contains("process/local"), "{text}");
+        assert!(!r.advice.iter().any(|a| a.contains("local process pool")));
+    }
+
+    #[test]
+    fn a_pool_over_tcp_is_held_against_a_local_one_of_the_same_rounds() {
+        let mut r = sample();
+        r.settings.transport = "TCP loopback".into();
+        for c in &mut r.chunksize {
+            let local = c.process.tasks_per_sec * 2.0;
+            c.local = Some(Throughput {
+                tasks: 1,
+                seconds: 1.0,
+                tasks_per_sec: local,
+            });
+            c.process_vs_local = Some(0.5);
+        }
+        r.advice = advice(&r);
+        let a = r.advice.join("\n");
+        assert!(
+            a.contains(
+                "Over TCP loopback the process pool ran map(Square) at chunksize 256 at 0.50× of \
+                 a local process pool's rate in the same rounds"
+            ),
+            "{a}"
+        );
+        let text = render(&r);
+        assert!(text.contains("process/local"), "{text}");
+        assert!(
+            text.contains("local: a process pool of spawned workers"),
+            "{text}"
+        );
     }
 }
