@@ -50,7 +50,8 @@ impl ItemHead {
 /// What a record's length `word` says, checked: `Ok(None)` for a marker,
 /// else the record's kind and body length, which is within `max_frame`
 /// and the `after` bytes that follow the word (and, for an item record, at
-/// least its head). The ring's reader and [`records`] read records alike.
+/// least its head). Whatever reads a ring reads its records so;
+/// [`records`] reads forwarded ones, packed.
 pub(super) fn length_word(
     word: u32,
     max_frame: u32,
