@@ -5,7 +5,7 @@
 //! (for its answers), never two at once.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use procpool_wire::TaskId;
 use procpool_wire::frame::Outgoing;
@@ -53,19 +53,16 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
                     bulk,
                     arrived,
                 };
-                let mut local = lock(&shared.local);
-                let local = &mut *local;
+                let mut guard = lock(&shared.local);
+                let local = &mut *guard;
                 match local.inbound.as_mut() {
                     // Its marker in the work ring says when it runs.
                     Some(inbound) => inbound.socket_run(run),
                     None => queue_run(&mut local.queue, &mut local.batches, run),
                 }
-                wake_executor(shared, local);
+                wake_executor(shared, guard);
             }
-            ToWorker::Wake => {
-                let mut local = lock(&shared.local);
-                wake_executor(shared, &mut local);
-            }
+            ToWorker::Wake => wake_executor(shared, lock(&shared.local)),
             ToWorker::Init {
                 name, fingerprint, ..
             } => {
@@ -124,9 +121,12 @@ pub(super) fn read_loop(mut reader: SocketReader, shared: &WorkerShared) {
 }
 
 /// Signals the executor if it sleeps (a signal is a system call even when
-/// nobody waits).
-fn wake_executor(shared: &WorkerShared, local: &mut Local) {
-    if std::mem::take(&mut local.parked) {
+/// nobody waits), after letting go of `local` (so that it does not wake
+/// only to wait for the lock).
+fn wake_executor(shared: &WorkerShared, mut local: MutexGuard<'_, Local>) {
+    let parked = std::mem::take(&mut local.parked);
+    drop(local);
+    if parked {
         shared.cond.notify_one();
     }
 }
