@@ -11,11 +11,22 @@
 //! fresh 0700 directory that is removed as soon as the peers have
 //! connected. Each peer first says its pid, which pairs the connection with
 //! the child that made it.
+//!
+//! How both sides wait for the next frame is the parent's choice
+//! ([`Wait`], sent to the peer once after its pid): blocking reads at once
+//! (the textbook ping-pong, and the baseline the benches hold the pool
+//! against), or a look first, as the pool's threads do: non-blocking reads,
+//! yielding between them, for up to [`LOOK`] before blocking. The blocking
+//! ping-pong pays on every round trip the wake-up of a parked thread (on
+//! this kind of virtual machine's idle vCPU, tens of microseconds) that
+//! the pool's looking threads avoid, so a pool can beat it; the looking one
+//! is the floor for a pool that looks.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::fs::DirBuilder;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -23,6 +34,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
 
 /// Largest frame the echo peer accepts.
 const PEER_MAX_FRAME: usize = 1 << 30;
@@ -32,6 +46,78 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a closed peer may take to exit before it is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read looks for bytes before it blocks (the pool's threads
+/// look 50–200 µs before they park).
+pub const LOOK: Duration = Duration::from_micros(100);
+
+/// How the ends of a ping-pong wait for the next frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Blocking reads at once.
+    Block,
+    /// Non-blocking reads, yielding between them, for up to [`LOOK`]; then
+    /// blocking reads.
+    Look,
+}
+
+impl Wait {
+    fn byte(self) -> u8 {
+        match self {
+            Wait::Block => b'B',
+            Wait::Look => b'L',
+        }
+    }
+
+    fn of(byte: u8) -> io::Result<Wait> {
+        match byte {
+            b'B' => Ok(Wait::Block),
+            b'L' => Ok(Wait::Look),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{other:#04x} is not a way to wait"),
+            )),
+        }
+    }
+
+    /// Fills `buf` from `stream`, waiting this way.
+    fn read_exact(self, stream: &mut UnixStream, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Wait::Block => stream.read_exact(buf),
+            Wait::Look => read_exact_looking(stream, buf),
+        }
+    }
+}
+
+/// Fills `buf` from `stream`: non-blocking reads, yielding the CPU between
+/// them, for up to [`LOOK`]; then blocking reads (under the stream's read
+/// timeout) for the rest. EOF before `buf` is full is `UnexpectedEof`.
+fn read_exact_looking(stream: &mut UnixStream, buf: &mut [u8]) -> io::Result<()> {
+    let end = Instant::now() + LOOK;
+    let mut got = 0;
+    let mut looks = 0u32;
+    while got < buf.len() {
+        match recv(stream.as_raw_fd(), &mut buf[got..], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the socket ended inside a frame",
+                ));
+            }
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                looks = looks.wrapping_add(1);
+                // The clock every few looks: reading it costs more than a look.
+                if looks.is_multiple_of(8) && Instant::now() >= end {
+                    return stream.read_exact(&mut buf[got..]);
+                }
+                std::thread::yield_now();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
 
 /// `payload` with its u32 little-endian length in front: what
 /// [`EchoPeer::round_trip`] sends.
@@ -47,19 +133,22 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// The child's side: connects to `socket`, says its pid, then echoes
-/// frames (one read of the length, one of the body, one write of both)
-/// until EOF.
+/// The child's side: connects to `socket`, says its pid, reads how to
+/// wait ([`Wait`]'s byte), then echoes frames (one read of the length, one
+/// of the body, one write of both) until EOF.
 pub fn serve_peer(socket: &Path) -> io::Result<()> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     stream.write_all(&std::process::id().to_le_bytes())?;
+    let mut wait = [0u8];
+    stream.read_exact(&mut wait)?;
+    let wait = Wait::of(wait[0])?;
     // One buffer holds the length and the bytes, so the echo is one write.
     let mut buf = vec![0u8; 4];
     loop {
         let mut len = [0u8; 4];
-        match stream.read_exact(&mut len) {
+        match wait.read_exact(&mut stream, &mut len) {
             Ok(()) => {}
             Err(e)
                 if matches!(
@@ -80,7 +169,7 @@ pub fn serve_peer(socket: &Path) -> io::Result<()> {
         }
         buf.resize(4 + n, 0);
         buf[..4].copy_from_slice(&len);
-        stream.read_exact(&mut buf[4..])?;
+        wait.read_exact(&mut stream, &mut buf[4..])?;
         stream.write_all(&buf)?;
     }
 }
@@ -122,20 +211,37 @@ impl Drop for TempDir {
 pub struct EchoPeer {
     child: Child,
     stream: UnixStream,
+    wait: Wait,
     back: Vec<u8>,
     echoed: usize,
 }
 
 impl EchoPeer {
     /// Starts one echo peer; `command(socket)` is the command that runs
-    /// [`serve_peer`] on `socket`.
+    /// [`serve_peer`] on `socket`. Both ends block at once ([`Wait::Block`]).
     pub fn start(command: impl Fn(&Path) -> Command) -> io::Result<EchoPeer> {
-        let mut peers = EchoPeer::start_many(1, command)?;
+        EchoPeer::start_waiting(Wait::Block, command)
+    }
+
+    /// Starts one echo peer whose round trips wait `wait`'s way, at both
+    /// ends.
+    pub fn start_waiting(wait: Wait, command: impl Fn(&Path) -> Command) -> io::Result<EchoPeer> {
+        let mut peers = EchoPeer::start_many_waiting(1, wait, command)?;
         Ok(peers.pop().expect("one peer"))
     }
 
-    /// Starts `n` echo peers at once (all spawned, then all accepted).
+    /// Starts `n` echo peers at once (all spawned, then all accepted); both
+    /// ends block at once ([`Wait::Block`]).
     pub fn start_many(n: usize, command: impl Fn(&Path) -> Command) -> io::Result<Vec<EchoPeer>> {
+        EchoPeer::start_many_waiting(n, Wait::Block, command)
+    }
+
+    /// Starts `n` echo peers at once whose round trips wait `wait`'s way.
+    pub fn start_many_waiting(
+        n: usize,
+        wait: Wait,
+        command: impl Fn(&Path) -> Command,
+    ) -> io::Result<Vec<EchoPeer>> {
         let dir = TempDir::new()?;
         let path = dir.0.join("echo.sock");
         let listener = UnixListener::bind(&path)?;
@@ -172,6 +278,7 @@ impl EchoPeer {
                 .and_then(|()| {
                     let mut pid = [0u8; 4];
                     stream.read_exact(&mut pid)?;
+                    stream.write_all(&[wait.byte()])?;
                     Ok(u32::from_le_bytes(pid))
                 });
             match paired {
@@ -194,6 +301,7 @@ impl EchoPeer {
             peers.push(EchoPeer {
                 child,
                 stream,
+                wait,
                 back: Vec::new(),
                 echoed: 0,
             });
@@ -211,7 +319,7 @@ impl EchoPeer {
         let start = Instant::now();
         self.stream.write_all(frame)?;
         let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
+        self.wait.read_exact(&mut self.stream, &mut len)?;
         let len = u32::from_le_bytes(len) as usize;
         if len + 4 != frame.len() {
             return Err(io::Error::new(
@@ -225,7 +333,8 @@ impl EchoPeer {
         if self.back.len() < len {
             self.back.resize(len, 0);
         }
-        self.stream.read_exact(&mut self.back[..len])?;
+        self.wait
+            .read_exact(&mut self.stream, &mut self.back[..len])?;
         let elapsed = start.elapsed();
         self.echoed = len;
         debug_assert_eq!(&self.back[..len], &frame[4..]);
@@ -390,6 +499,7 @@ mod tests {
         let mut pid = [0u8; 4];
         conn.read_exact(&mut pid).unwrap();
         assert_eq!(u32::from_le_bytes(pid), std::process::id());
+        conn.write_all(&[Wait::Look.byte()]).unwrap();
         let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         conn.write_all(&frame(&payload)).unwrap();
         let mut len = [0u8; 4];
@@ -401,6 +511,55 @@ mod tests {
         server.join().unwrap().unwrap();
     }
 
+    /// A read that finds nothing while it looks blocks for the rest, gets
+    /// bytes that come in pieces, and ends with `UnexpectedEof` when the
+    /// socket ends inside the buffer.
+    #[test]
+    fn a_looking_read_blocks_after_its_look_and_sees_the_end() {
+        let (mut mine, mut theirs) = UnixStream::pair().unwrap();
+        mine.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let late = LOOK * 50;
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(late);
+            theirs.write_all(b"ab").unwrap();
+            std::thread::sleep(late);
+            theirs.write_all(b"cd").unwrap();
+            theirs.write_all(b"e").unwrap();
+        });
+        let started = Instant::now();
+        let mut buf = [0u8; 4];
+        read_exact_looking(&mut mine, &mut buf).unwrap();
+        assert_eq!(&buf, b"abcd");
+        assert!(started.elapsed() >= late * 2, "{:?}", started.elapsed());
+        t.join().unwrap();
+        let err = read_exact_looking(&mut mine, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    }
+
+    /// A peer told a way to wait it does not know ends with an error,
+    /// echoing nothing.
+    #[test]
+    fn a_peer_refuses_an_unknown_way_to_wait() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.0.join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || serve_peer(&path));
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut pid = [0u8; 4];
+        conn.read_exact(&mut pid).unwrap();
+        conn.write_all(b"X").unwrap();
+        let err = server.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string().contains("0x58 is not a way to wait"),
+            "{err}"
+        );
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+
     /// A wrong-sized echo is an error before any of its bytes are read.
     #[test]
     fn a_wrong_sized_echo_is_refused() {
@@ -410,6 +569,7 @@ mod tests {
         let mut peer = EchoPeer {
             child,
             stream: mine,
+            wait: Wait::Block,
             back: Vec::new(),
             echoed: 0,
         };

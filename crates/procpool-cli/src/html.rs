@@ -408,6 +408,7 @@ mod tests {
                 size: 16,
                 reps: 10,
                 median_ns: 20_000,
+                looking_median_ns: 12_000,
             }],
             payloads: vec![
                 payload(16, Kind::Echo, 30),

@@ -134,10 +134,15 @@ pub struct Settings {
 pub struct RawRow {
     /// Payload bytes (the frame adds a 4-byte length).
     pub size: u64,
-    /// Round trips timed.
+    /// Round trips timed (of each kind).
     pub reps: usize,
-    /// Median round trip.
+    /// Median round trip, both ends blocking at once: the baseline the
+    /// `proc/raw` column divides by.
     pub median_ns: u64,
+    /// Median round trip, both ends looking for up to
+    /// [`procpool_baseline::LOOK`] before they block, as the pool's threads
+    /// do (timed in turns with `median_ns`'s).
+    pub looking_median_ns: u64,
 }
 
 /// One size and kind: thread pool vs process pool.
@@ -588,7 +593,10 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
     let procs = builder
         .build()
         .map_err(|e| format!("cannot start the process pool: {e}"))?;
-    let mut peer = raw::start_peer().map_err(|e| format!("cannot start the raw echo peer: {e}"))?;
+    let mut peer = raw::start_peer(raw::Wait::Block)
+        .map_err(|e| format!("cannot start the raw echo peer: {e}"))?;
+    let mut looking_peer = raw::start_peer(raw::Wait::Look)
+        .map_err(|e| format!("cannot start the looking raw echo peer: {e}"))?;
     let known_issues: Vec<String> = records_decode_bug(&procs).into_iter().collect();
 
     let mut raw_rows = Vec::new();
@@ -602,17 +610,22 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
             crate::stats::fmt_bytes(size)
         ));
         let frame = raw::frame(&bytes_of(size));
+        let once = |peer: &mut raw::EchoPeer| {
+            raw::round_trip(peer, &frame).map_err(|e| format!("raw baseline: {e}"))
+        };
         for _ in 0..plan.warmup {
-            raw::round_trip(&mut peer, &frame).map_err(|e| format!("raw baseline: {e}"))?;
+            once(&mut peer)?;
+            once(&mut looking_peer)?;
         }
-        let mut walls = Vec::new();
+        // The two ways of waiting take turns, so a spell of the host's
+        // falls on both.
+        let (mut walls, mut looking) = (Vec::new(), Vec::new());
         let t = Instant::now();
         while walls.len() < plan.max_reps
-            && (walls.len() < plan.min_reps || t.elapsed() < plan.budget)
+            && (walls.len() < plan.min_reps || t.elapsed() < plan.budget * 2)
         {
-            walls.push(
-                raw::round_trip(&mut peer, &frame).map_err(|e| format!("raw baseline: {e}"))?,
-            );
+            walls.push(once(&mut peer)?);
+            looking.push(once(&mut looking_peer)?);
         }
         drop(frame);
         let raw_median = ns(median_duration(&walls));
@@ -620,6 +633,7 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
             size,
             reps: walls.len(),
             median_ns: raw_median,
+            looking_median_ns: ns(median_duration(&looking)),
         });
         bar.inc(1);
 
@@ -725,7 +739,7 @@ pub fn run(opts: &Options, command: String) -> Result<Report, String> {
             });
         }
     }
-    drop(peer);
+    drop((peer, looking_peer));
 
     // A pool that is not local is held against a local one in the same
     // sweep (issue 14: TCP's rate as a share of the local one).

@@ -4,15 +4,16 @@
 use std::io;
 use std::process::Command;
 
-pub use procpool_baseline::{EchoPeer, frame, serve_peer};
+pub use procpool_baseline::{EchoPeer, Wait, frame, serve_peer};
 
 /// The hidden subcommand the child runs.
 pub const PEER_COMMAND: &str = "__echo-peer";
 
-/// Starts the child and waits for it to connect.
-pub fn start_peer() -> io::Result<EchoPeer> {
+/// Starts the child and waits for it to connect; both ends wait `wait`'s
+/// way.
+pub fn start_peer(wait: Wait) -> io::Result<EchoPeer> {
     let exe = std::env::current_exe()?;
-    EchoPeer::start(|socket| {
+    EchoPeer::start_waiting(wait, |socket| {
         let mut cmd = Command::new(&exe);
         cmd.arg(PEER_COMMAND).arg(socket);
         cmd
