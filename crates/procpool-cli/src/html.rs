@@ -338,7 +338,7 @@ fn throughput(r: &Report) -> String {
                 fmt_rate(v)
             );
         }
-        let label = crate::overhead::chunk_label(c.chunksize);
+        let label = crate::sweep::chunk_label(c.chunksize);
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
@@ -358,9 +358,8 @@ fn throughput(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overhead::{
-        ChunkRow, Kind, Latency, Machine, PayloadRow, ProcessLatency, Settings, Throughput,
-    };
+    use crate::overhead::{Kind, Latency, Machine, PayloadRow, ProcessLatency, Settings};
+    use crate::sweep::{ChunkRow, Throughput};
 
     fn report() -> Report {
         let payload = |size: u64, kind: Kind, us: u64| PayloadRow {
@@ -432,7 +431,7 @@ mod tests {
                     process_vs_local: None,
                 },
                 ChunkRow {
-                    chunksize: crate::overhead::AUTO,
+                    chunksize: crate::sweep::AUTO,
                     thread: tp(950_000.0),
                     process: tp(480_000.0),
                     process_vs_thread: 0.5,

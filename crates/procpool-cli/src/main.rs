@@ -10,6 +10,7 @@ mod raw;
 mod report;
 mod run;
 mod stats;
+mod sweep;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::overhead::{AUTO, Kind, PayloadRow, ProcessLatency, Report};
+use crate::overhead::{Kind, PayloadRow, ProcessLatency, Report};
 use crate::stats::{fmt_bytes, fmt_duration, fmt_percent, fmt_rate, fmt_ratio};
+use crate::sweep::AUTO;
 
 /// Width of wrapped prose.
 const WIDTH: usize = 100;
@@ -251,7 +252,7 @@ pub fn render(r: &Report) -> String {
     };
     for c in &r.chunksize {
         let mut row = vec![
-            crate::overhead::chunk_label(c.chunksize),
+            crate::sweep::chunk_label(c.chunksize),
             fmt_rate(c.thread.tasks_per_sec),
             fmt_rate(c.process.tasks_per_sec),
             fmt_ratio(c.process_vs_thread),
@@ -498,7 +499,8 @@ fn best_thread_rate(r: &Report) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overhead::{ChunkRow, Latency, Machine, RawRow, Settings, Throughput};
+    use crate::overhead::{Latency, Machine, RawRow, Settings};
+    use crate::sweep::{ChunkRow, Throughput};
 
     #[test]
     fn wrap_breaks_at_words() {
