@@ -268,6 +268,11 @@ pub fn render(r: &Report) -> String {
         t.row(row);
     }
     out.push_str(&t.render());
+    let _ = writeln!(
+        out,
+        "  Rates: each row's median round. Ratios: the median of the rounds' own ratios (the rows\n  \
+         of a round run back to back)."
+    );
 
     if !r.known_issues.is_empty() {
         let _ = writeln!(out);

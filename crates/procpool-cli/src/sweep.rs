@@ -25,13 +25,15 @@ pub struct ChunkRow {
     pub thread: Throughput,
     /// On the process pool.
     pub process: Throughput,
-    /// Process tasks/s over thread tasks/s.
+    /// Process tasks/s over thread tasks/s: the median of the rounds'
+    /// own ratios (each round's rows ran back to back).
     pub process_vs_thread: f64,
     /// When the process pool is not local (`--transport tcp`, `--srun`):
     /// a local process pool of as many spawned workers, its rows taking
     /// turns with the others in the same run.
     pub local: Option<Throughput>,
-    /// The process pool's tasks/s over the local pool's (with `local`).
+    /// The process pool's tasks/s over the local pool's (with `local`):
+    /// the median of the rounds' own ratios.
     pub process_vs_local: Option<f64>,
 }
 
@@ -148,20 +150,33 @@ pub fn run(
     }
     let mut rows = Vec::new();
     for (&c, [thread, process, on_local]) in CHUNKSIZES.iter().zip(rounds) {
-        let (thread, process) = (median_round(thread), median_round(process));
-        let on_local = (!on_local.is_empty()).then(|| median_round(on_local));
+        let process_vs_thread = median_ratio(&process, &thread);
+        let process_vs_local = (!on_local.is_empty()).then(|| median_ratio(&process, &on_local));
         rows.push(ChunkRow {
             chunksize: c,
-            process_vs_thread: process.tasks_per_sec / thread.tasks_per_sec.max(1e-9),
-            process_vs_local: on_local
-                .as_ref()
-                .map(|l| process.tasks_per_sec / l.tasks_per_sec.max(1e-9)),
-            local: on_local,
-            thread,
-            process,
+            process_vs_thread,
+            process_vs_local,
+            local: (!on_local.is_empty()).then(|| median_round(on_local)),
+            thread: median_round(thread),
+            process: median_round(process),
         });
     }
     Ok(rows)
+}
+
+/// The median over the rounds of `a`'s rate over `b`'s in the same round.
+/// A pair's rows ran back to back, seconds apart, so a spell of the host's
+/// that slows one round falls on both sides of its ratio; the ratio of the
+/// two medians would pair a slow round of one side with an ordinary one
+/// of the other.
+fn median_ratio(a: &[Throughput], b: &[Throughput]) -> f64 {
+    let mut ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| a.tasks_per_sec / b.tasks_per_sec.max(1e-9))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]
@@ -182,6 +197,11 @@ mod tests {
         };
         let kept = median_round(vec![at(5.0), at(1.0), at(9.0)]);
         assert_eq!(kept.tasks_per_sec, 5.0);
+        // Round by round: 6/10, 3/4 (a slow spell on both), 5/10. The
+        // ratio of the medians would say 5/10.
+        let a = [at(6.0), at(3.0), at(5.0)];
+        let b = [at(10.0), at(4.0), at(10.0)];
+        assert_eq!(median_ratio(&a, &b), 0.6);
         assert_eq!(chunk_label(AUTO), "auto");
         assert_eq!(chunk_label(256), "256");
     }
