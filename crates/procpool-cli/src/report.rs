@@ -229,8 +229,9 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "map(Square) throughput by chunksize (tasks/s; the rows take turns, median of 3 rounds; \
-         auto: no chunksize set)"
+        "map(Square) throughput by chunksize (tasks/s; the rows take turns, median of {} rounds; \
+         auto: no chunksize set)",
+        crate::sweep::CHUNK_ROUNDS
     );
     let with_local = r.chunksize.iter().any(|c| c.local.is_some());
     let mut t = if with_local {
