@@ -488,9 +488,9 @@ mod tests {
         assert_eq!(frame(&[]), [0, 0, 0, 0]);
     }
 
-    /// A peer on a thread of this process: says its pid, echoes until EOF.
-    #[test]
-    fn peer_says_its_pid_and_echoes_until_eof() {
+    /// A peer on a thread of this process, connected, its pid read and
+    /// checked (the directory goes with the returned guard).
+    fn peer_on_a_thread() -> (UnixStream, std::thread::JoinHandle<io::Result<()>>, TempDir) {
         let dir = TempDir::new().unwrap();
         let path = dir.0.join("s");
         let listener = UnixListener::bind(&path).unwrap();
@@ -499,6 +499,13 @@ mod tests {
         let mut pid = [0u8; 4];
         conn.read_exact(&mut pid).unwrap();
         assert_eq!(u32::from_le_bytes(pid), std::process::id());
+        (conn, server, dir)
+    }
+
+    /// A peer says its pid, learns how to wait, echoes until EOF.
+    #[test]
+    fn peer_says_its_pid_and_echoes_until_eof() {
+        let (mut conn, server, _dir) = peer_on_a_thread();
         conn.write_all(&[Wait::Look.byte()]).unwrap();
         let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         conn.write_all(&frame(&payload)).unwrap();
@@ -541,13 +548,7 @@ mod tests {
     /// echoing nothing.
     #[test]
     fn a_peer_refuses_an_unknown_way_to_wait() {
-        let dir = TempDir::new().unwrap();
-        let path = dir.0.join("s");
-        let listener = UnixListener::bind(&path).unwrap();
-        let server = std::thread::spawn(move || serve_peer(&path));
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut pid = [0u8; 4];
-        conn.read_exact(&mut pid).unwrap();
+        let (mut conn, server, _dir) = peer_on_a_thread();
         conn.write_all(b"X").unwrap();
         let err = server.join().unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

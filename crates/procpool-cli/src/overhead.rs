@@ -19,6 +19,7 @@ use crate::sweep::{self, CHUNK_ROUNDS, CHUNKSIZES, ChunkRow};
 
 /// Payload sizes of the sweep.
 pub const SIZES: [u64; 5] = [16, 1 << 10, 64 << 10, 1 << 20, 16 << 20];
+
 /// What the payload is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
