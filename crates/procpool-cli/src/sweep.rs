@@ -10,6 +10,8 @@ use procpool::{Executor, ProcessPool, ThreadPool};
 use procpool_tasks::Square;
 use serde::Serialize;
 
+use crate::stats::median;
+
 /// Chunk sizes of the `map` sweep; [`AUTO`] last.
 pub const CHUNKSIZES: [usize; 5] = [1, 16, 256, 1024, AUTO];
 /// The sweep's row for a `map` given no chunksize (auto chunking).
@@ -155,12 +157,18 @@ pub fn run(
     let mut rows = Vec::new();
     for (&c, [thread, process, on_local]) in CHUNKSIZES.iter().zip(rounds) {
         let process_vs_thread = median_ratio(&process, &thread);
-        let process_vs_local = (!on_local.is_empty()).then(|| median_ratio(&process, &on_local));
+        // Only a pool that is not local has a local one beside it.
+        let (local, process_vs_local) = if on_local.is_empty() {
+            (None, None)
+        } else {
+            let share = median_ratio(&process, &on_local);
+            (Some(median_round(on_local)), Some(share))
+        };
         rows.push(ChunkRow {
             chunksize: c,
             process_vs_thread,
             process_vs_local,
-            local: (!on_local.is_empty()).then(|| median_round(on_local)),
+            local,
             thread: median_round(thread),
             process: median_round(process),
         });
@@ -174,13 +182,12 @@ pub fn run(
 /// two medians would pair a slow round of one side with an ordinary one
 /// of the other.
 fn median_ratio(a: &[Throughput], b: &[Throughput]) -> f64 {
-    let mut ratios: Vec<f64> = a
+    let ratios: Vec<f64> = a
         .iter()
         .zip(b)
         .map(|(a, b)| a.tasks_per_sec / b.tasks_per_sec.max(1e-9))
         .collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
+    median(&ratios).unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]
